@@ -1,0 +1,8 @@
+"""`python -m deploytrack` and the PyInstaller entry point."""
+
+import sys
+
+from deploytrack.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

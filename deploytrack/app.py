@@ -1,0 +1,189 @@
+"""create_app(settings): the application object, its routes, and its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from deploytrack import __version__, dialects
+from deploytrack.db import Database
+from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.model import Limits
+from deploytrack.settings import Settings
+from deploytrack.timeutil import now_us, to_iso
+from deploytrack.views import api, pages
+from deploytrack.web import RateLimiter
+
+log = logging.getLogger("deploytrack")
+PACKAGE_DIR = Path(__file__).parent
+
+
+def safe_href(url: object) -> str | None:
+    """The URL if it is an absolute http(s) link, else None (so it is shown as text, not a link)."""
+    if not isinstance(url, str) or len(url) > 2048:
+        return None
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return None
+    return url.strip() if scheme in ("http", "https") else None
+
+
+def relative_time(us: int | None, now: int | None = None) -> str:
+    if us is None:
+        return ""
+    seconds = ((now or now_us()) - us) // 1_000_000
+    future = seconds < 0
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds // size}{unit}"
+            break
+    else:
+        text = f"{seconds}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def duration_text(us: int | None) -> str:
+    if us is None:
+        return "—"
+    seconds = us // 1_000_000
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def make_templates() -> Jinja2Templates:
+    env = Environment(loader=FileSystemLoader(str(PACKAGE_DIR / "templates")),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters.update(iso=to_iso, safe_href=safe_href, ago=relative_time, duration=duration_text)
+    return Jinja2Templates(env=env)
+
+
+class App:
+    """Shared state of one running server: settings, database, templates, counters."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.version = __version__
+        self.db = Database(settings.db)
+        self.templates = make_templates()
+        self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.session_key = b""
+        self.started_at = time.time()
+        self.ingested: Counter[str] = Counter()
+        self.rejected: Counter[tuple[str, int]] = Counter()
+        self.background: list[Any] = []  # objects with async start()/stop(), e.g. the scheduler
+
+    async def start(self) -> None:
+        await self.db.open()
+        self.session_key = await self.db.write(_session_key)
+        count = await self.db.fetchone("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
+        if count is not None and count[0] == 0:
+            log.warning("No API tokens yet. Create one with: deploytrack token create NAME "
+                        "--scope ingest --scope read --db %s", self.settings.db)
+        for job in self.background:
+            await job.start()
+
+    async def stop(self) -> None:
+        for job in reversed(self.background):
+            await job.stop()
+        await self.db.close()
+
+    def count_ingested(self, dialect: str, n: int) -> None:
+        self.ingested[dialect] += n
+
+    def count_rejected(self, dialect: str, status: int) -> None:
+        self.rejected[(dialect, status)] += 1
+
+    def prometheus_text(self) -> str:
+        lines = [
+            "# HELP deploytrack_events_ingested_total Events stored, by API dialect.",
+            "# TYPE deploytrack_events_ingested_total counter",
+            *(f'deploytrack_events_ingested_total{{dialect="{d}"}} {n}' for d, n in sorted(self.ingested.items())),
+            "# HELP deploytrack_requests_rejected_total Ingestion requests refused, by dialect and status.",
+            "# TYPE deploytrack_requests_rejected_total counter",
+            *(f'deploytrack_requests_rejected_total{{dialect="{d}",status="{s}"}} {n}'
+              for (d, s), n in sorted(self.rejected.items())),
+            "# HELP deploytrack_write_commits_total Write transactions committed (each holds a group of requests).",
+            "# TYPE deploytrack_write_commits_total counter",
+            f"deploytrack_write_commits_total {self.db.commits}",
+            "# HELP deploytrack_write_tasks_total Write requests committed.",
+            "# TYPE deploytrack_write_tasks_total counter",
+            f"deploytrack_write_tasks_total {self.db.written_tasks}",
+            "# HELP deploytrack_uptime_seconds Seconds since the server started.",
+            "# TYPE deploytrack_uptime_seconds gauge",
+            f"deploytrack_uptime_seconds {time.time() - self.started_at:.0f}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _session_key(conn: Any) -> bytes:
+    """The key that signs session cookies, made once per database so sessions survive restarts."""
+    row = conn.execute("SELECT value FROM kv WHERE key = 'session_key'").fetchone()
+    if row is not None:
+        return bytes.fromhex(row[0])
+    key = secrets.token_bytes(32)
+    conn.execute("INSERT INTO kv (key, value) VALUES ('session_key', ?)", (key.hex(),))
+    return key
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404/405 from routing, in the native error shape (or as a page for browsers)."""
+    assert isinstance(exc, HTTPException)
+    error: DeploytrackError = MethodNotAllowed("method not allowed for this path") if exc.status_code == 405 \
+        else NotFound("no such path") if exc.status_code == 404 else DeploytrackError(str(exc.detail))
+    error.status = exc.status_code
+    if "text/html" in request.headers.get("accept", "") and request.method == "GET":
+        return pages.render(request, "error.html", {"error": error}, status=exc.status_code)
+    return api.error_response(error)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = DeploytrackError("internal error; see the server log")
+    error.status, error.code = 500, "internal"
+    return api.error_response(error)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
+    state = App(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    routes = [
+        *dialects.routes(),
+        *api.routes(),
+        *pages.routes(),
+        Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.router.redirect_slashes = False
+    app.state.deploytrack = state
+    return app

@@ -1,0 +1,188 @@
+"""The database wrapper: one writer thread with group commit, and read connections.
+
+Every write is a plain function `fn(conn, *args)` put on a queue. One thread owns the only
+write connection; it takes every task waiting, runs them inside one `BEGIN IMMEDIATE`
+transaction (each in its own savepoint, so one task's error does not undo the others), commits
+once, and only then resolves each task's future. So an awaited `write()` means "on disk", and
+many concurrent requests share one fsync.
+
+Reads go through a small pool of aiosqlite connections opened read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import aiosqlite
+
+from deploytrack import migrations
+from deploytrack.errors import DeploytrackError, Unavailable
+
+log = logging.getLogger("deploytrack.db")
+T = TypeVar("T")
+MAX_GROUP = 512
+_STOP = object()
+
+
+def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
+    """A plain sqlite3 connection with deploytrack's pragmas (used by the writer and the CLI)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=timeout,
+                               isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return conn
+
+
+def open_migrated(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database file and apply pending migrations."""
+    conn = connect(path)
+    migrations.migrate(conn)
+    return conn
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """Errors that mean the disk or file cannot take writes now (the client may retry)."""
+    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return False
+    text = str(exc).lower()
+    return any(s in text for s in ("full", "readonly", "read-only", "disk i/o", "locked", "busy", "unable to open"))
+
+
+class Database:
+    """Owns every connection to one SQLite file."""
+
+    def __init__(self, path: str | Path, readers: int = 3) -> None:
+        self.path = Path(path)
+        self._reader_count = readers
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader: Iterable[int] = itertools.cycle(range(readers))
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.written_tasks = 0
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await asyncio.to_thread(open_migrated, self.path)
+        self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
+        self._thread.start()
+        for _ in range(self._reader_count):
+            reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA busy_timeout=5000")
+            self._readers.append(reader)
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection. Safe to call twice."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            await reader.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in the writer thread; return once its transaction is committed."""
+        if self._thread is None or self._loop is None:
+            raise Unavailable("the database is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, args, future))
+        return await future
+
+    def _run_writer(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    task = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if task is _STOP:
+                    stopping = True
+                    break
+                group.append(task)
+            self._commit_group(conn, group)
+        conn.close()
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, future in group:
+                conn.execute("SAVEPOINT task")
+                try:
+                    value = fn(conn, *args)
+                except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
+                    conn.execute("ROLLBACK TO task")
+                    conn.execute("RELEASE task")
+                    if is_storage_failure(exc):
+                        raise
+                    if not isinstance(exc, DeploytrackError):
+                        log.exception("write task failed")
+                    results.append((future, False, exc))
+                else:
+                    conn.execute("RELEASE task")
+                    results.append((future, True, value))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.written_tasks += len(group)
+        except Exception as exc:  # noqa: BLE001 - nothing in this group is acknowledged
+            log.error("write transaction failed, %d requests answered 503: %s", len(group), exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = Unavailable(f"the database cannot take writes now ({exc}); retry later") \
+                if is_storage_failure(exc) else exc
+            results = [(future, False, error) for _, _, future in group]
+        assert self._loop is not None
+        for future, ok, value in results:
+            self._loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _reader(self) -> aiosqlite.Connection:
+        return self._readers[next(self._next_reader)]  # type: ignore[call-overload]
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return list(await self._reader().execute_fetchall(sql, tuple(params)))
+        except sqlite3.OperationalError as exc:
+            if is_storage_failure(exc):
+                raise Unavailable(f"the database cannot be read now ({exc})") from exc
+            raise
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

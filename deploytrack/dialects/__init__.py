@@ -1,0 +1,97 @@
+"""The foreign APIs deploytrack speaks, and the one request path they share.
+
+A dialect is a module with:
+- `NAME`, and `SECRET_IN_BODY` (True when the token travels inside the JSON body),
+- `secret(request, data)`: where the API document puts the token,
+- `payload(request, raw)`: the request data (usually the JSON body),
+- `to_events(data, token, ctx)`: the request mapped onto the event model,
+- `reply(result, ctx)`: (status, body) the API documents for success,
+- `error_body(error)`: that API's error shape.
+
+Adding a fifth API is one new module and one line in `routes()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from deploytrack import store
+from deploytrack.auth import Token, authenticate
+from deploytrack.errors import BadRequest, DeploytrackError
+from deploytrack.model import Limits
+from deploytrack.timeutil import now_us
+from deploytrack.web import JSONResponse, read_body
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a dialect's mapping may consult besides the request data."""
+
+    kind: str
+    limits: Limits
+    max_batch_events: int
+    request: Request
+
+
+def endpoint(dialect: ModuleType, kind: str) -> Any:
+    """A Starlette endpoint running the ingestion path for one dialect."""
+
+    async def ingest(request: Request) -> Response:
+        app = request.app.state.deploytrack
+        try:
+            token: Token | None = None
+            if not dialect.SECRET_IN_BODY:
+                token = await authenticate(app.db, dialect.secret(request, None), "ingest")
+                app.limiter.check(token.id)
+            raw = await read_body(request, app.settings.max_body_bytes)
+            data = dialect.payload(request, raw)
+            if token is None:
+                token = await authenticate(app.db, dialect.secret(request, data), "ingest")
+                app.limiter.check(token.id)
+            ctx = Context(kind, app.limits, app.settings.max_batch_events, request)
+            events = dialect.to_events(data, token, ctx)
+            result = await app.db.write(store.ingest, store.Ingest(
+                events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
+                idempotency_key=_idempotency_key(request)))
+            app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
+            status, body = dialect.reply(result, ctx)
+            return JSONResponse(body, status_code=status)
+        except DeploytrackError as error:
+            app.count_rejected(dialect.NAME, error.status)
+            return JSONResponse(dialect.error_body(error), status_code=error.status, headers=error.headers)
+
+    ingest.__name__ = f"{dialect.NAME}_{kind}"
+    return ingest
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
+    return key
+
+
+def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:
+    """Each ingestion path answers with and without a trailing slash, never redirecting."""
+    bare = path.rstrip("/")
+    return [Route(bare, handler, methods=methods), Route(bare + "/", handler, methods=methods)]
+
+
+def routes() -> list[Route]:
+    from deploytrack.dialects import versioner
+
+    return [
+        *_both("/deployment-events", endpoint(versioner, "deployment"), ["POST"]),
+        *_both("/build-events", endpoint(versioner, "build"), ["POST"]),
+    ]

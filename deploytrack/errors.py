@@ -1,0 +1,69 @@
+"""The error catalogue: each error has a stable code and HTTP status.
+
+Errors are raised where the problem is found; each dialect turns them into its own error body.
+"""
+
+from __future__ import annotations
+
+
+class DeploytrackError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, field: str | None = None, index: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.index = index
+        self.headers = headers or {}
+
+    def as_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.index is not None:
+            body["index"] = self.index
+        return body
+
+
+class BadRequest(DeploytrackError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(DeploytrackError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(DeploytrackError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(DeploytrackError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(DeploytrackError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(DeploytrackError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(DeploytrackError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(DeploytrackError):
+    status, code = 415, "unsupported_media_type"
+
+
+class RateLimited(DeploytrackError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(DeploytrackError):
+    """The database cannot take writes right now (disk full, read-only file); retry later."""
+
+    status, code = 503, "unavailable"

@@ -1,0 +1,173 @@
+"""The one event model every dialect maps onto, and the field rules all dialects share."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+from deploytrack.errors import BadRequest
+
+KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
+STATUSES = ("pending", "started", "completed", "failed", "aborted")
+TERMINAL = frozenset({"completed", "failed", "aborted"})
+UNASSIGNED = "unassigned"
+
+STATUS_SYNONYMS = {
+    **dict.fromkeys(("pending", "queued", "scheduled"), "pending"),
+    **dict.fromkeys(("started", "in_progress", "deploying", "building"), "started"),
+    **dict.fromkeys(("success", "completed", "deployed", "built"), "completed"),
+    **dict.fromkeys(("failed", "failure", "error"), "failed"),
+    **dict.fromkeys(("aborted", "cancelled", "skipped"), "aborted"),
+}
+
+
+@dataclass
+class Event:
+    """One accepted request (or one item of a batch), before it is stored."""
+
+    dialect: str
+    kind: str
+    product: str
+    status: str = "completed"
+    status_raw: str | None = None
+    version: str | None = None
+    environment_raw: str | None = None
+    occurred_at: int | None = None
+    scm_sha: str | None = None
+    scm_branch: str | None = None
+    scm_repository: str | None = None
+    commit_time: int | None = None
+    build_url: str | None = None
+    build_number: str | None = None
+    build_id: str | None = None
+    source_system: str | None = None
+    invoke_id: str | None = None
+    actor: str | None = None
+    summary: str | None = None
+    change_id: str | None = None
+    links: list[dict[str, str]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    client_key: str | None = None
+
+
+def new_event_id() -> str:
+    """A UUIDv7: unique, and sorts by creation time."""
+    ms = time.time_ns() // 1_000_000
+    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def normalize_status(value: object, field_name: str = "status") -> tuple[str, str]:
+    """Map a client's status onto the five internal ones; return (status, raw)."""
+    if not isinstance(value, str):
+        raise BadRequest(f"Field '{field_name}' must be a string", field_name)
+    raw = value.strip()
+    status = STATUS_SYNONYMS.get(raw.lower())
+    if status is None:
+        raise BadRequest(
+            f"Field '{field_name}' has unknown value {raw[:64]!r}; expected one of {', '.join(STATUS_SYNONYMS)}",
+            field_name)
+    return status, raw
+
+
+class Fields:
+    """Reads typed, bounded fields out of one JSON object and remembers which it used.
+
+    Whatever the dialect does not read becomes metadata, so nothing a client sends is dropped.
+    """
+
+    def __init__(self, body: object, limits: Limits, prefix: str = "") -> None:
+        if not isinstance(body, dict):
+            raise BadRequest(f"{prefix.rstrip('.') or 'Request body'} must be a JSON object", prefix.rstrip(".") or None)
+        self.body: dict[str, Any] = body
+        self.limits = limits
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return self.prefix + key
+
+    def str(self, key: str, required: bool = False, allow_number: bool = False,
+            max_chars: int | None = None) -> str | None:
+        self.used.add(key)
+        value = self.body.get(key)
+        if value is None:
+            if required:
+                raise BadRequest(f"Field '{self._name(key)}' is required", self._name(key))
+            return None
+        if allow_number and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise BadRequest(f"Field '{self._name(key)}' must be a string", self._name(key))
+        value = value.strip()
+        if required and not value:
+            raise BadRequest(f"Field '{self._name(key)}' must not be empty", self._name(key))
+        limit = max_chars or self.limits.max_field_chars
+        if len(value) > limit:
+            raise BadRequest(f"Field '{self._name(key)}' is longer than {limit} characters", self._name(key))
+        if "\x00" in value:
+            raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
+        return value or None
+
+    def obj(self, key: str) -> dict[str, Any] | None:
+        self.used.add(key)
+        value = self.body.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise BadRequest(f"Field '{self._name(key)}' must be a JSON object", self._name(key))
+        return value
+
+    def raw(self, key: str) -> Any:
+        self.used.add(key)
+        return self.body.get(key)
+
+    def rest(self) -> dict[str, Any]:
+        """The fields not read by the dialect."""
+        return {k: v for k, v in self.body.items() if k not in self.used}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_field_chars: int = 4096
+    max_metadata_keys: int = 200
+    max_summary_chars: int = 16384
+
+
+def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str = "metadata") -> dict[str, Any]:
+    """Bound the metadata object's size; keep it verbatim."""
+    if len(metadata) > limits.max_metadata_keys:
+        raise BadRequest(f"Field '{field_name}' has {len(metadata)} keys; at most {limits.max_metadata_keys} allowed",
+                         field_name)
+    for key in metadata:
+        if len(key) > 256:
+            raise BadRequest(f"Field '{field_name}' has a key longer than 256 characters", field_name)
+    return dict(metadata)
+
+
+def check_links(value: object, limits: Limits, field_name: str = "links") -> list[dict[str, str]] | None:
+    """Links are a list of {href, text}; kept as sent (only http(s) ones are rendered as links)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadRequest(f"Field '{field_name}' must be a list of objects with 'href' and 'text'", field_name)
+    if len(value) > 50:
+        raise BadRequest(f"Field '{field_name}' has more than 50 links", field_name)
+    links = []
+    for i, item in enumerate(value):
+        f = Fields(item, limits, prefix=f"{field_name}[{i}].")
+        href = f.str("href", required=True)
+        text = f.str("text")
+        links.append({"href": href or "", "text": text or ""})
+    return links
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

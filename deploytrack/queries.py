@@ -1,0 +1,130 @@
+"""Read-side SQL: event listing with keyset paging, single events, and the shapes the API returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import orjson
+
+from deploytrack.db import Database
+from deploytrack.errors import BadRequest
+from deploytrack.model import KINDS, STATUSES
+from deploytrack.settings import canonical_environment
+from deploytrack.timeutil import parse_timestamp, to_iso
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    product: str | None = None
+    environment: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    since: int | None = None
+    until: int | None = None
+    q: str | None = None
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str], aliases: Mapping[str, str]) -> "EventFilter":
+        """Filters from query parameters; an unknown kind/status or a bad time is a 400 naming it."""
+        def text(name: str) -> str | None:
+            value = (params.get(name) or "").strip()
+            if len(value) > 512:
+                raise BadRequest(f"query parameter '{name}' is too long", name)
+            return value or None
+
+        kind, status = text("kind"), text("status")
+        if kind and kind not in KINDS:
+            raise BadRequest(f"query parameter 'kind' must be one of {', '.join(KINDS)}", "kind")
+        if status and status not in STATUSES:
+            raise BadRequest(f"query parameter 'status' must be one of {', '.join(STATUSES)}", "status")
+        env = text("environment")
+        since, until = text("since"), text("until")
+        return cls(
+            product=text("product"), environment=canonical_environment(env, aliases) if env else None,
+            kind=kind, status=status, q=text("q"),
+            since=parse_timestamp(since, "since") if since else None,
+            until=parse_timestamp(until, "until") if until else None,
+        )
+
+    def as_query(self) -> dict[str, str]:
+        out = {k: v for k, v in (("product", self.product), ("environment", self.environment), ("kind", self.kind),
+                                 ("status", self.status), ("q", self.q)) if v}
+        if self.since is not None:
+            out["since"] = to_iso(self.since) or ""
+        if self.until is not None:
+            out["until"] = to_iso(self.until) or ""
+        return out
+
+
+def encode_cursor(row: Mapping[str, Any]) -> str:
+    return f"{row['occurred_at']}.{row['seq']}"
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if not cursor:
+        return None
+    occurred, _, seq = cursor.partition(".")
+    if not (occurred.lstrip("-").isdigit() and seq.isdigit()):
+        raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
+    return int(occurred), int(seq)
+
+
+async def list_events(db: Database, flt: EventFilter, limit: int = 50,
+                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Events newest first (by their own time, then arrival); returns the page and the next cursor."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
+    where, params = [], []
+    for column in ("product", "environment", "kind", "status"):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if flt.since is not None:
+        where.append("occurred_at >= ?")
+        params.append(flt.since)
+    if flt.until is not None:
+        where.append("occurred_at < ?")
+        params.append(flt.until)
+    if flt.q:
+        where.append("summary LIKE ? ESCAPE '\\'")
+        params.append("%" + flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    after = decode_cursor(cursor)
+    if after is not None:
+        where.append("(occurred_at < ? OR (occurred_at = ? AND seq < ?))")
+        params.extend([after[0], after[0], after[1]])
+    sql = "SELECT * FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY occurred_at DESC, seq DESC LIMIT ?"
+    rows = [dict(r) for r in await db.fetchall(sql, [*params, limit + 1])]
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def get_event(db: Database, event_id: str) -> dict[str, Any] | None:
+    row = await db.fetchone("SELECT * FROM events WHERE id = ?", (event_id,))
+    return dict(row) if row else None
+
+
+async def names(db: Database, table: str) -> list[str]:
+    """All product or environment names, for filter menus."""
+    assert table in ("products", "environments")
+    return [r[0] for r in await db.fetchall(f"SELECT name FROM {table} ORDER BY name")]
+
+
+def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The native API's shape of one stored event."""
+    out = {k: row[k] for k in (
+        "id", "dialect", "kind", "product", "version", "environment", "environment_raw", "status", "status_raw",
+        "scm_sha", "scm_branch", "scm_repository", "build_url", "build_number", "build_id", "source_system",
+        "invoke_id", "actor", "summary", "change_id", "deployment_id")}
+    out["occurred_at"] = to_iso(row["occurred_at"])
+    out["received_at"] = to_iso(row["received_at"])
+    out["commit_time"] = to_iso(row["commit_time"])
+    out["links"] = orjson.loads(row["links"]) if row["links"] else []
+    out["metadata"] = orjson.loads(row["metadata"]) if row["metadata"] else {}
+    return out

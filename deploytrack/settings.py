@@ -1,0 +1,149 @@
+"""One table of settings: each is a flag, an environment variable and a config-file key.
+
+`--port 9000`, `DEPLOYTRACK_PORT=9000` and `port = 9000` in the TOML file all set the same
+setting. Precedence: flag > environment > config file > default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "DEPLOYTRACK_"
+DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "address to listen on"),
+    Setting("port", 8080, "port to listen on"),
+    Setting("db", "deploytrack.db", "SQLite database file (created on first start)"),
+    Setting("public_read", False, "let anyone read the UI and read API without a token"),
+    Setting("max_body_bytes", 1_048_576, "largest request body accepted, in bytes (413 above)"),
+    Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
+    Setting("max_field_chars", 4096, "longest text field accepted, in characters"),
+    Setting("max_metadata_keys", 200, "most keys in an event's metadata object"),
+    Setting("rate_limit", 0, "requests per second allowed per token (0 = no limit)"),
+    Setting("production_environments", "production", "comma-separated environments counted as production"),
+    Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
+    Setting("scheduler", True, "run the daily metrics job inside the server"),
+    Setting("log_level", "info", "uvicorn log level"),
+    Setting("environment_aliases", DEFAULT_ALIASES, "config file only: table of alias = canonical environment"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str = "deploytrack.db"
+    public_read: bool = False
+    max_body_bytes: int = 1_048_576
+    max_batch_events: int = 5000
+    max_field_chars: int = 4096
+    max_metadata_keys: int = 200
+    rate_limit: float = 0
+    production_environments: str = "production"
+    count_failed_deployments: bool = False
+    scheduler: bool = True
+    log_level: str = "info"
+    environment_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+    @property
+    def production_set(self) -> frozenset[str]:
+        return frozenset(canonical_environment(e, self.environment_aliases)
+                         for e in self.production_environments.split(",") if e.strip())
+
+
+def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
+    """Trim, lower-case and fold an environment name through the alias table."""
+    key = name.strip().lower()
+    return aliases.get(key, key)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = _BY_NAME[name].default
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"setting {name!r}: expected true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            return float(value) if name == "rate_limit" else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
+    if isinstance(default, dict):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"setting {name!r}: expected a table")
+        merged = dict(DEFAULT_ALIASES)
+        merged.update({str(k).strip().lower(): str(v).strip().lower() for k, v in value.items()})
+        return merged
+    return str(value)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Build Settings from flags, environment variables and an optional TOML file."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        with Path(config_path).open("rb") as fh:
+            data = tomllib.load(fh)
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in _BY_NAME:
+                raise ValueError(f"{config_path}: unknown setting {key!r}")
+            values[name] = _coerce(name, value)
+    for s in SETTINGS:
+        env_value = environ.get(ENV_PREFIX + s.name.upper())
+        if env_value is not None and not isinstance(s.default, dict):
+            values[s.name] = _coerce(s.name, env_value)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not 0 < s.port < 65536:
+        raise ValueError(f"setting 'port': {s.port} is not a port number")
+    if s.max_body_bytes < 1024:
+        raise ValueError("setting 'max_body_bytes': must be at least 1024")
+    if s.rate_limit < 0:
+        raise ValueError("setting 'rate_limit': must not be negative")
+    if not s.production_set:
+        raise ValueError("setting 'production_environments': name at least one environment")
+
+
+def settings_help() -> str:
+    """The settings table as text, for `serve --help` and the README."""
+    lines = ["settings (flag / environment variable / config-file key):"]
+    for s in SETTINGS:
+        flag = "--" + s.name.replace("_", "-")
+        lines.append(f"  {flag:28} {ENV_PREFIX + s.name.upper():38} {s.name}")
+        lines.append(f"      {s.help} (default: {s.default})")
+    return "\n".join(lines)
+
+
+assert {f.name for f in fields(Settings)} == set(_BY_NAME), "SETTINGS and Settings disagree"

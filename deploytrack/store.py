@@ -1,0 +1,203 @@
+"""Write-side SQL: plain functions of a sqlite3 connection, run by the single writer.
+
+Each function runs inside the writer's transaction; raising rolls back everything it did.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import orjson
+
+from deploytrack.errors import Conflict
+from deploytrack.model import TERMINAL, Event, new_event_id
+from deploytrack.settings import canonical_environment
+from deploytrack.timeutil import day_start_us
+
+EVENT_COLUMNS = (
+    "seq", "id", "dialect", "token_id", "kind", "product", "version", "environment", "environment_raw",
+    "status", "status_raw", "occurred_at", "received_at", "scm_sha", "scm_branch", "scm_repository",
+    "commit_time", "build_url", "build_number", "build_id", "source_system", "invoke_id", "actor",
+    "summary", "change_id", "links", "metadata", "client_key", "deployment_id",
+)
+_INSERT_EVENT = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
+)
+
+
+@dataclass
+class Ingest:
+    """One request's worth of events to store atomically."""
+
+    events: list[Event]
+    token_id: int | None
+    received_at: int
+    aliases: Mapping[str, str]
+    idempotency_key: str | None = None
+
+
+@dataclass
+class IngestResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    replayed: bool = False
+
+
+def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
+    """Store a request's events, or return the original ones if it is a re-send."""
+    if batch.idempotency_key and batch.token_id is not None:
+        row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
+                           (batch.token_id, batch.idempotency_key)).fetchone()
+        if row is not None:
+            return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
+    result = IngestResult()
+    fresh = 0
+    for event in batch.events:
+        if event.client_key:
+            existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
+            if existing is not None:
+                result.rows.append(dict(existing))
+                continue
+        result.rows.append(_insert_event(conn, event, batch))
+        fresh += 1
+    if fresh == 0 and batch.events:
+        result.replayed = True
+    if batch.idempotency_key and batch.token_id is not None:
+        conn.execute(
+            "INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
+            (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
+             batch.received_at))
+    if batch.token_id is not None:
+        conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (batch.received_at, batch.token_id))
+    return result
+
+
+def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+    rows = {r["id"]: dict(r) for r in conn.execute(
+        f"SELECT * FROM events WHERE id IN ({', '.join('?' * len(ids))})", ids)} if ids else {}
+    return [rows[i] for i in ids if i in rows]
+
+
+def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest) -> dict[str, Any]:
+    occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
+    environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
+    if event.version is not None:
+        _claim_version(conn, event.product, event.version, event.scm_sha, occurred)
+    conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                 (event.product, batch.received_at))
+    if environment:
+        conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (environment, batch.received_at))
+    row: dict[str, Any] = {
+        "id": new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
+        "product": event.product, "version": event.version, "environment": environment,
+        "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
+        "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,
+        "scm_branch": event.scm_branch, "scm_repository": event.scm_repository, "commit_time": event.commit_time,
+        "build_url": event.build_url, "build_number": event.build_number, "build_id": event.build_id,
+        "source_system": event.source_system, "invoke_id": event.invoke_id, "actor": event.actor,
+        "summary": event.summary, "change_id": event.change_id,
+        "links": orjson.dumps(event.links).decode() if event.links else None,
+        "metadata": orjson.dumps(event.metadata).decode() if event.metadata else None,
+        "client_key": event.client_key, "deployment_id": None,
+    }
+    if event.kind == "deployment" and environment:
+        row["deployment_id"] = _attach_deployment(conn, row)
+    cursor = conn.execute(_INSERT_EVENT, [row[c] for c in EVENT_COLUMNS[1:]])
+    row["seq"] = cursor.lastrowid
+    _mark_dirty(conn, occurred, batch.received_at)
+    return row
+
+
+def _claim_version(conn: sqlite3.Connection, product: str, version: str, sha: str | None, at: int) -> None:
+    """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
+    row = conn.execute("SELECT scm_sha FROM versions WHERE product = ? AND version = ?", (product, version)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO versions (product, version, scm_sha, created_at) VALUES (?, ?, ?, ?)",
+                     (product, version, sha, at))
+    elif sha and row[0] is None:
+        conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?", (sha, product, version))
+    elif sha and row[0] != sha:
+        raise Conflict(f"Version {version} already exists with different SHA", "scm_sha")
+
+
+def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
+    """Fold a deployment event into its deployment record (pending -> started -> finished)."""
+    invoke = ev["invoke_id"] or ""
+    sql = ("SELECT id, status, first_at, last_at, started_at, finished_at FROM deployments "
+           "WHERE product = ? AND environment = ? AND version IS ? AND invoke_id = ?")
+    if not invoke:
+        sql += " AND status IN ('pending', 'started')"
+    dep = conn.execute(sql + " ORDER BY id DESC LIMIT 1",
+                       (ev["product"], ev["environment"], ev["version"], invoke)).fetchone()
+    at, status = ev["occurred_at"], ev["status"]
+    started = at if status == "started" else None
+    finished = at if status in TERMINAL else None
+    if dep is None:
+        cursor = conn.execute(
+            "INSERT INTO deployments (product, environment, version, invoke_id, status, first_at, last_at, "
+            "started_at, finished_at, scm_sha, actor, change_id, label, event_count) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
+             ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev)))
+        return int(cursor.lastrowid or 0)
+    newest = at >= dep["last_at"]
+    conn.execute(
+        "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
+        "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
+        "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
+        (status if newest else dep["status"], min(at, dep["first_at"]), max(at, dep["last_at"]),
+         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev), dep["id"]))
+    return int(dep["id"])
+
+
+def deployment_label(ev: Mapping[str, Any]) -> str | None:
+    """'rollback' or 'hotfix' when the event says so (a deployment_type attribute or metadata)."""
+    meta = orjson.loads(ev["metadata"]) if isinstance(ev.get("metadata"), str) else (ev.get("metadata") or {})
+    for key in ("deployment_type", "type", "label"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip().lower() in ("rollback", "hotfix"):
+            return value.strip().lower()
+    if meta.get("rollback") is True:
+        return "rollback"
+    summary = (ev.get("summary") or "").lower()
+    if summary.startswith(("rollback", "roll back", "rolled back", "revert")):
+        return "rollback"
+    if summary.startswith("hotfix"):
+        return "hotfix"
+    return None
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
+
+
+def _latest(a: int | None, b: int | None) -> int | None:
+    return max(x for x in (a, b) if x is not None) if a is not None or b is not None else None
+
+
+def _mark_dirty(conn: sqlite3.Connection, occurred: int, received: int) -> None:
+    """A day whose snapshot is already computed and got a late event must be recomputed."""
+    day = day_start_us(occurred)
+    if day < day_start_us(received):
+        conn.execute("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", (day,))
+
+
+# -- tokens -----------------------------------------------------------------------------
+
+
+def insert_token(conn: sqlite3.Connection, name: str, secret_hash: str, scopes: list[str],
+                 product: str | None, environment: str | None, created_at: int) -> int:
+    if conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"a token named {name!r} exists already", "name")
+    cursor = conn.execute(
+        "INSERT INTO tokens (name, secret_hash, scopes, product, environment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (name, secret_hash, ",".join(scopes), product, environment, created_at))
+    return int(cursor.lastrowid or 0)
+
+
+def revoke_token(conn: sqlite3.Connection, name: str, at: int) -> bool:
+    cursor = conn.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (at, name))
+    return cursor.rowcount > 0

@@ -1,0 +1,1 @@
+"""HTTP views: `api` (the native JSON API) and `pages` (the HTML UI)."""

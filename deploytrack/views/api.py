@@ -1,0 +1,89 @@
+"""The native, versioned JSON API (`/api/v1/...`), `/healthz` and Prometheus `/metrics`."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from deploytrack import queries
+from deploytrack.errors import BadRequest, DeploytrackError, NotFound
+from deploytrack.sessions import require
+from deploytrack.web import JSONResponse
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(error: DeploytrackError) -> JSONResponse:
+    """The native API's error shape: {"error": {"code", "message", "field"?}}."""
+    return JSONResponse({"error": error.as_dict()}, status_code=error.status, headers=error.headers)
+
+
+def api(handler: Handler) -> Handler:
+    """Turn raised catalogue errors into the native error shape."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except DeploytrackError as error:
+            return error_response(error)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def page_limit(request: Request, default: int = 50) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BadRequest("query parameter 'limit' must be a whole number", "limit")
+    return int(raw)
+
+
+@api
+async def list_events(request: Request) -> Response:
+    """Events newest first, filtered, with cursor paging."""
+    await require(request, "read")
+    app = request.app.state.deploytrack
+    flt = queries.EventFilter.from_query(request.query_params, app.settings.environment_aliases)
+    rows, cursor = await queries.list_events(app.db, flt, page_limit(request), request.query_params.get("cursor"))
+    return JSONResponse({"events": [queries.event_json(r) for r in rows], "next_cursor": cursor})
+
+
+@api
+async def get_event(request: Request) -> Response:
+    """One event with all its metadata."""
+    await require(request, "read")
+    row = await queries.get_event(request.app.state.deploytrack.db, request.path_params["event_id"])
+    if row is None:
+        raise NotFound("no event with that id", "event_id")
+    return JSONResponse(queries.event_json(row))
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness and a database round trip; no auth."""
+    app = request.app.state.deploytrack
+    try:
+        await app.db.fetchone("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        return JSONResponse({"status": "error", "error": str(exc)[:200]}, status_code=503)
+    return JSONResponse({"status": "ok", "version": app.version})
+
+
+async def prometheus(request: Request) -> Response:
+    """Counters in Prometheus text format."""
+    return PlainTextResponse(request.app.state.deploytrack.prometheus_text(),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/api/v1/events", list_events, methods=["GET"]),
+        Route("/api/v1/events/{event_id}", get_event, methods=["GET"]),
+    ]

@@ -1,0 +1,78 @@
+"""HTTP helpers shared by every endpoint: bounded body reading, JSON replies, rate limits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack.errors import BadRequest, PayloadTooLarge, RateLimited
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length header is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON (UTF-8, no NaN, nesting bounded by orjson); a clear 400 otherwise."""
+    if not raw.strip():
+        raise BadRequest("Request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def bearer(request: Request, scheme: str = "Bearer") -> str | None:
+    """The credential after `scheme` in the Authorization header, if any."""
+    header = request.headers.get("authorization", "")
+    prefix, _, value = header.partition(" ")
+    if prefix.lower() == scheme.lower() and value.strip():
+        return value.strip()
+    return None
+
+
+class RateLimiter:
+    """A token bucket per API token: `rate` requests a second, bursts up to twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def check(self, token_id: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        capacity = max(1.0, self.rate * 2)
+        level, last = self._buckets.get(token_id, (capacity, now))
+        level = min(capacity, level + (now - last) * self.rate)
+        if level < 1:
+            wait = max(1, int((1 - level) / self.rate + 0.999))
+            self._buckets[token_id] = (level, now)
+            raise RateLimited(f"rate limit of {self.rate:g} requests per second exceeded; retry later",
+                              headers={"Retry-After": str(wait)})
+        self._buckets[token_id] = (level - 1, now)

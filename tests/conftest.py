@@ -1,0 +1,143 @@
+"""Shared fixtures: a real app on a real SQLite file, tokens made by the real CLI, live servers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx2 as httpx
+import pytest
+from starlette.testclient import TestClient
+
+from deploytrack.app import create_app
+from deploytrack.cli import main as cli_main
+from deploytrack.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO.parent / "shared" / "seeds"
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """Run the deploytrack CLI in-process; return (exit code, stdout)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            code = cli_main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue()
+
+
+def create_token(db: Path | str, name: str, *scopes: str, product: str | None = None,
+                 environment: str | None = None) -> str:
+    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    for scope in scopes or ("ingest", "read"):
+        argv += ["--scope", scope]
+    if product:
+        argv += ["--product", product]
+    if environment:
+        argv += ["--environment", environment]
+    code, out = run_cli(*argv)
+    assert code == 0, out
+    return out.strip()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "deploytrack.db"
+
+
+@pytest.fixture
+def token(db_path: Path) -> str:
+    """An ingest+read token."""
+    return create_token(db_path, "ci", "ingest", "read")
+
+
+@pytest.fixture
+def make_client(db_path: Path) -> Iterator[object]:
+    """Build a started app (lifespan entered) with extra settings; closed at teardown."""
+    stack = contextlib.ExitStack()
+
+    def make(**overrides: object) -> TestClient:
+        settings = load_settings({"db": str(db_path), "scheduler": False, **overrides}, environ={})
+        return stack.enter_context(TestClient(create_app(settings), base_url="http://localhost"))
+
+    with stack:
+        yield make
+
+
+@pytest.fixture
+def client(make_client: object, token: str) -> TestClient:
+    """A started app on a fresh database; `token` exists before it starts."""
+    return make_client()  # type: ignore[operator]
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """`python -m deploytrack serve` in a subprocess on 127.0.0.1."""
+
+    def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = db.with_suffix(f".{self.port}.log")
+        self.extra = extra
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15) -> "LiveServer":
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--db", str(self.db), "--no-scheduler", *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.db.parent))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def stop(self, sig: int | None = None) -> int:
+        if self.proc is None:
+            return 0
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def live_server(db_path: Path, token: str) -> Iterator[LiveServer]:
+    server = LiveServer(db_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
