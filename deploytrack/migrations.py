@@ -179,6 +179,21 @@ def m001_core(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+
+@migration
+def m002_ui_indexes(conn: sqlite3.Connection) -> None:
+    # Keyset paging of the deployments page (newest first, optionally by product or environment),
+    # and "what runs where": the newest completed deployment of each product and environment.
+    for statement in (
+        "CREATE INDEX deployments_first ON deployments (first_at, id)",
+        "CREATE INDEX deployments_product_first ON deployments (product, first_at, id)",
+        "CREATE INDEX deployments_environment_first ON deployments (environment, first_at, id)",
+        "CREATE INDEX deployments_current ON deployments (product, environment, status, finished_at, id)",
+        "CREATE INDEX deployments_pair_first ON deployments (product, environment, first_at, id)",
+    ):
+        conn.execute(statement)
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
