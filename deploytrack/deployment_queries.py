@@ -23,10 +23,15 @@ class DeploymentFilter:
 
 
 def with_duration(row: Any) -> dict[str, Any]:
-    """A deployment row as a dict plus `duration` (µs from start, or first event, to finish)."""
+    """A deployment row as a dict plus `duration` (µs from start, or first event, to finish).
+
+    A deployment known only from its final event has no duration (None), not a duration of zero.
+    """
     out = dict(row)
     start = out["started_at"] if out["started_at"] is not None else out["first_at"]
-    out["duration"] = out["finished_at"] - start if out["finished_at"] is not None else None
+    finished = out["finished_at"]
+    known = finished is not None and (out["started_at"] is not None or start < finished)
+    out["duration"] = finished - start if known else None
     return out
 
 
