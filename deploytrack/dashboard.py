@@ -131,7 +131,7 @@ async def list_incidents(db: Database, state: str | None, product: str | None, l
         at, _, ident = cursor.partition(".")
         if not (at.isdigit() and ident.isdigit()):
             raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
-        where.append("(opened_at < ? OR (opened_at = ? AND id < ?))")
+        where.append("opened_at <= ? AND (opened_at < ? OR id < ?)")
         params.extend([int(at), int(at), int(ident)])
     sql = "SELECT * FROM incidents"
     if where:

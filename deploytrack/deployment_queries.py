@@ -56,7 +56,7 @@ async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
             params.append(value)
     after = _decode_cursor(cursor)
     if after is not None:
-        where.append("(first_at < ? OR (first_at = ? AND id < ?))")
+        where.append("first_at <= ? AND (first_at < ? OR id < ?)")  # a range the index can seek to
         params.extend([after[0], after[0], after[1]])
     sql = "SELECT * FROM deployments"
     if where:

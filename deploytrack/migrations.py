@@ -190,6 +190,7 @@ def m002_ui_indexes(conn: sqlite3.Connection) -> None:
         "CREATE INDEX deployments_environment_first ON deployments (environment, first_at, id)",
         "CREATE INDEX deployments_current ON deployments (product, environment, status, finished_at, id)",
         "CREATE INDEX deployments_pair_first ON deployments (product, environment, first_at, id)",
+        "CREATE INDEX deployments_label_first ON deployments (label, first_at, id)",
     ):
         conn.execute(statement)
 
