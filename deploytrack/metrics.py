@@ -121,36 +121,40 @@ def _day(col: str) -> str:
     return f"({col} - {col} % {DAY})"
 
 
+# Window functions over one scan, no self-joins (a CTE joined to itself is re-run per row).
+# Rollback columns are computed in partitions of completed deployments only (`done` = 1).
 _DEPLOYMENT_FACTS = """
-WITH c AS (
-    SELECT id, product, environment, version, status, finished_at, label FROM deployments d
-    WHERE finished_at IS NOT NULL AND finished_at < :until AND status IN ('completed', 'failed', 'aborted') {flt}
-), rb AS (
-    SELECT id, product, environment, finished_at,
-           CASE WHEN label = 'rollback' OR (prev_version IS NOT NULL AND version IS NOT prev_version
-                                            AND first_of_version < finished_at) THEN 1 ELSE 0 END AS is_rollback
-    FROM (SELECT id, product, environment, version, finished_at, label,
-                 LAG(version) OVER (PARTITION BY product, environment ORDER BY finished_at, id) AS prev_version,
-                 MIN(finished_at) OVER (PARTITION BY product, environment, version) AS first_of_version
-          FROM c WHERE status = 'completed') x
-), nx AS (
-    SELECT id, LEAD(is_rollback) OVER w AS next_rb, LEAD(finished_at) OVER w AS next_at
-    FROM rb WINDOW w AS (PARTITION BY product, environment ORDER BY finished_at, id)
-), inc AS (
-    SELECT deployment_id, MIN(opened_at) AS opened_at FROM incidents
-    WHERE deployment_id IS NOT NULL AND opened_at < :until GROUP BY deployment_id
-), k AS (
-    SELECT c.product, c.environment, c.status, c.finished_at,
-           CASE WHEN c.status <> 'completed' THEN NULL
-                WHEN nx.next_rb = 1 AND (inc.opened_at IS NULL OR nx.next_at < inc.opened_at) THEN nx.next_at
-                ELSE inc.opened_at END AS known_at
-    FROM c LEFT JOIN nx ON nx.id = c.id LEFT JOIN inc ON inc.deployment_id = c.id
-    WHERE c.finished_at >= :since
-)
 SELECT product, environment, status, {fday} AS fday,
        CASE WHEN known_at IS NULL THEN NULL WHEN known_at < finished_at THEN {fday} ELSE {kday} END AS kday,
        COUNT(*) AS n
-FROM k GROUP BY product, environment, status, fday, kday
+FROM (
+    SELECT product, environment, status, finished_at,
+           CASE WHEN status <> 'completed' THEN NULL
+                WHEN next_rb = 1 AND (incident_at IS NULL OR next_at < incident_at) THEN next_at
+                ELSE incident_at END AS known_at
+    FROM (
+        SELECT r.*, LEAD(is_rollback) OVER w AS next_rb, LEAD(finished_at) OVER w AS next_at,
+               (SELECT MIN(i.opened_at) FROM incidents i
+                WHERE i.deployment_id = r.id AND i.opened_at < :until) AS incident_at
+        FROM (
+            SELECT x.*, CASE WHEN done = 1 AND (label = 'rollback' OR (prev_version IS NOT NULL
+                             AND version IS NOT prev_version AND first_of_version < finished_at))
+                        THEN 1 ELSE 0 END AS is_rollback
+            FROM (
+                SELECT id, product, environment, version, status, finished_at, label, done,
+                       LAG(version) OVER (PARTITION BY product, environment, done ORDER BY finished_at, id)
+                           AS prev_version,
+                       MIN(finished_at) OVER (PARTITION BY product, environment, done, version) AS first_of_version
+                FROM (SELECT d.*, CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS done FROM deployments d
+                      WHERE finished_at IS NOT NULL AND finished_at < :until
+                        AND status IN ('completed', 'failed', 'aborted') {flt}) c
+            ) x
+        ) r
+        WINDOW w AS (PARTITION BY product, environment, done ORDER BY finished_at, id)
+    ) y
+    WHERE finished_at >= :since
+) k
+GROUP BY product, environment, status, fday, kday
 """
 
 _FAILED_RECOVERY = """
@@ -170,18 +174,12 @@ _LEAD_POINTS = """
 WITH dc AS (
     SELECT id, product, environment, version, finished_at FROM deployments d
     WHERE status = 'completed' AND finished_at < :until {flt}
-), refs AS (
-    SELECT dep_id, sha, MAX(repo) AS repo, MIN(ct) AS ct FROM (
-        SELECT deployment_id AS dep_id, scm_sha AS sha, COALESCE(scm_repository, '') AS repo, commit_time AS ct
-        FROM events WHERE kind = 'deployment' AND scm_sha IS NOT NULL AND deployment_id IS NOT NULL
-        UNION ALL SELECT dep_id, sha, repo, ct FROM temp.meta_refs) u
-    GROUP BY dep_id, sha
 ), pts AS (
     SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(r.sha, v.scm_sha) AS sha,
            COALESCE(r.repo, '') AS repo, r.ct,
            ROW_NUMBER() OVER (PARTITION BY d.product, d.environment, COALESCE(r.sha, v.scm_sha, '#' || d.version)
                               ORDER BY d.finished_at, d.id) AS nth
-    FROM dc d LEFT JOIN refs r ON r.dep_id = d.id
+    FROM dc d LEFT JOIN temp.dep_refs r ON r.dep_id = d.id
          LEFT JOIN versions v ON v.product = d.product AND v.version = d.version
     WHERE COALESCE(r.sha, v.scm_sha, d.version) IS NOT NULL
 )
@@ -195,9 +193,14 @@ FROM pts p WHERE p.nth = 1 AND p.finished_at >= :since
 """
 
 
-def _meta_refs(conn: sqlite3.Connection) -> None:
-    """Fill temp.meta_refs with the commits listed in deployment events' metadata (`commits`)."""
-    conn.execute("DROP TABLE IF EXISTS temp.meta_refs")
+def _commit_refs(conn: sqlite3.Connection) -> None:
+    """temp.dep_refs: (deployment, sha, repository, commit time sent with the event) for every deployment.
+
+    From the events' own scm_sha, and from the `commits` list in their metadata (parsed only for
+    events whose metadata mentions it).
+    """
+    for table in ("meta_refs", "dep_refs"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute("CREATE TEMP TABLE meta_refs (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
     rows = conn.execute("SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' "
                         "AND deployment_id IS NOT NULL AND metadata LIKE '%\"commits\"%'")
@@ -205,6 +208,14 @@ def _meta_refs(conn: sqlite3.Connection) -> None:
     for dep_id, meta in rows:
         refs.extend((dep_id, *ref) for ref in commit_refs(orjson.loads(meta)))
     conn.executemany("INSERT INTO meta_refs VALUES (?, ?, ?, ?)", refs)
+    conn.execute("""
+        CREATE TEMP TABLE dep_refs AS
+        SELECT dep_id, sha, MAX(repo) AS repo, MIN(ct) AS ct FROM (
+            SELECT deployment_id AS dep_id, scm_sha AS sha, COALESCE(scm_repository, '') AS repo, commit_time AS ct
+            FROM events WHERE kind = 'deployment' AND scm_sha IS NOT NULL AND deployment_id IS NOT NULL
+            UNION ALL SELECT dep_id, sha, repo, ct FROM temp.meta_refs) u
+        GROUP BY dep_id, sha""")
+    conn.execute("CREATE INDEX temp.dep_refs_dep ON dep_refs (dep_id)")
 
 
 def commit_refs(metadata: Any) -> list[tuple[str, str, int | None]]:
@@ -240,7 +251,7 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
         key = (row[0], row[1])
         facts.deployments.setdefault(key, []).append(
             (idx(row[3]), None if row[4] is None else idx(row[4]), row[2], row[5]))
-    _meta_refs(conn)
+    _commit_refs(conn)
     for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
         if commit_at is not None:
             start, source = commit_at, "commit"
@@ -252,6 +263,7 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
             continue
         facts.lead.setdefault((prod, env), []).append((idx(finished), max(0, finished - start), source))
     conn.execute("DROP TABLE temp.meta_refs")
+    conn.execute("DROP TABLE temp.dep_refs")
     iflt, iparams = _incident_filters(product, envs, settings.production_set)
     iparams.update(since=since, until=until)
     for prod, env, opened, resolved in conn.execute(
