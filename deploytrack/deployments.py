@@ -15,47 +15,48 @@ from deploytrack import store
 
 TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
-# One row per deployment event with its group: events of one product/environment/version/invoke_id;
-# without an invoke_id a terminal status closes the group and the next event opens a new one.
-# A group is named by its earliest-arrived event (`gid`, the smallest seq).
-_GROUPED_EVENTS = f"""
-CREATE TEMP TABLE dep_ev AS
-SELECT seq, product, environment, version, invoke, status, occurred_at, old_id, scm_sha, actor, change_id,
-       MIN(seq) OVER (PARTITION BY product, environment, version, invoke, run) AS gid,
-       FIRST_VALUE(status) OVER (PARTITION BY product, environment, version, invoke, run
-                                 ORDER BY occurred_at DESC, seq DESC) AS last_status
-FROM (SELECT e.*, CASE WHEN invoke = '' THEN COALESCE(SUM(CASE WHEN status IN {TERMINAL_SQL} THEN 1 ELSE 0 END) OVER (
-                  PARTITION BY product, environment, version, invoke ORDER BY occurred_at, seq
-                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) ELSE 0 END AS run
-      FROM (SELECT seq, product, environment, version, COALESCE(invoke_id, '') AS invoke, status, occurred_at,
-                   deployment_id AS old_id, scm_sha, actor, change_id
-            FROM events WHERE kind = 'deployment' AND environment IS NOT NULL) e) r
+# The events of one deployment: same product, environment, version and invoke_id; without an
+# invoke_id a terminal status closes the deployment and the next event opens a new one (`run`).
+# One pass in the order of the covering index events_deploy_fold, so no sort is needed.
+_RUNS = f"""
+SELECT seq, product, environment, version, invoke_id, status, occurred_at, {{columns}}
+       CASE WHEN invoke_id IS NULL THEN COALESCE(SUM(CASE WHEN status IN {TERMINAL_SQL} THEN 1 ELSE 0 END) OVER (
+           PARTITION BY product, environment, version, invoke_id ORDER BY occurred_at, seq
+           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) ELSE 0 END AS run
+FROM events WHERE kind = 'deployment' AND environment IS NOT NULL
 """
 
+# The last event's status wins; at equal times the later stage (terminal > started > pending).
+_RANK = "CASE status WHEN 'pending' THEN 0 WHEN 'started' THEN 1 ELSE 2 + (CASE status WHEN 'completed' THEN 0 " \
+        "WHEN 'failed' THEN 1 ELSE 2 END) END"
 _GROUPS = f"""
 CREATE TEMP TABLE dep_grp AS
-SELECT d.gid, MIN(d.product) AS product, MIN(d.environment) AS environment, MIN(d.version) AS version,
-       MIN(d.invoke) AS invoke, MIN(d.occurred_at) AS first_at, MAX(d.occurred_at) AS last_at,
-       MIN(CASE WHEN d.status = 'started' THEN d.occurred_at END) AS started_at,
-       MAX(CASE WHEN d.status IN {TERMINAL_SQL} THEN d.occurred_at END) AS finished_at,
-       MAX(d.last_status) AS status, MAX(d.scm_sha) AS scm_sha, MIN(d.actor) AS actor,
-       MIN(d.change_id) AS change_id, MAX(l.label) AS label, COUNT(*) AS event_count
-FROM dep_ev d LEFT JOIN dep_label l ON l.seq = d.seq
-GROUP BY d.gid
+SELECT product, environment, version, invoke_id, run, COALESCE(version, '') AS vkey,
+       COALESCE(invoke_id, '') AS ikey, MIN(seq) AS gid, MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at,
+       MIN(CASE WHEN status = 'started' THEN occurred_at END) AS started_at,
+       MAX(CASE WHEN status IN {TERMINAL_SQL} THEN occurred_at END) AS finished_at,
+       MAX(occurred_at * 8 + {_RANK}) % 8 AS last_rank, MAX(scm_sha) AS scm_sha, MIN(actor) AS actor,
+       MIN(change_id) AS change_id, MAX((SELECT l.label FROM dep_label l WHERE l.seq = r.seq)) AS label,
+       COUNT(*) AS event_count
+FROM ({_RUNS.format(columns="scm_sha, actor, change_id,")}) r
+GROUP BY product, environment, version, invoke_id, run
 """
+_STATUS = "CASE last_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'started' WHEN 2 THEN 'completed' " \
+          "WHEN 3 THEN 'failed' ELSE 'aborted' END"
 
-# A group keeps the record id its earliest-arrived event had, unless an earlier group claimed it
-# (a split); every other group gets a fresh id above all ids ever used.
+# A deployment keeps the record id its earliest-arrived event had, unless an earlier deployment
+# claimed it (a split); every other one gets a fresh id above all ids ever used.
 _IDS = """
 CREATE TEMP TABLE dep_map AS
 SELECT gid, CASE WHEN keep = 1 THEN old_id
                  ELSE :top + ROW_NUMBER() OVER (PARTITION BY keep ORDER BY gid) END AS id
 FROM (SELECT gid, old_id, CASE WHEN old_id IS NOT NULL AND rn = 1 THEN 1 ELSE 0 END AS keep
-      FROM (SELECT e.gid, e.old_id, ROW_NUMBER() OVER (PARTITION BY e.old_id ORDER BY e.gid) AS rn
-            FROM dep_ev e WHERE e.seq = e.gid) k) m
+      FROM (SELECT g.gid, e.deployment_id AS old_id,
+                   ROW_NUMBER() OVER (PARTITION BY e.deployment_id ORDER BY g.gid) AS rn
+            FROM dep_grp g JOIN events e ON e.seq = g.gid) k) m
 """
 
-_TEMP = ("dep_ev", "dep_grp", "dep_label", "dep_map")
+_TEMP = ("dep_grp", "dep_label", "dep_map")
 
 
 def rebuild(conn: sqlite3.Connection) -> int:
@@ -64,22 +65,26 @@ def rebuild(conn: sqlite3.Connection) -> int:
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute("CREATE TEMP TABLE dep_label (seq INTEGER PRIMARY KEY, label TEXT NOT NULL)")
     conn.executemany("INSERT INTO dep_label (seq, label) VALUES (?, ?)", list(_labels(conn)))
-    conn.execute(_GROUPED_EVENTS)
     conn.execute(_GROUPS)
     top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
     conn.execute(_IDS, {"top": top})
     conn.execute("CREATE UNIQUE INDEX temp.dep_map_gid ON dep_map (gid)")
+    conn.execute("CREATE UNIQUE INDEX temp.dep_grp_key ON dep_grp (product, environment, vkey, ikey, run)")
     conn.execute("DELETE FROM deployments")
-    conn.execute("""
+    conn.execute(f"""
         INSERT INTO deployments (id, product, environment, version, invoke_id, status, first_at, last_at, started_at,
                                  finished_at, scm_sha, actor, change_id, label, event_count)
-        SELECT m.id, g.product, g.environment, g.version, g.invoke, g.status, g.first_at, g.last_at, g.started_at,
-               CASE WHEN g.status IN ('completed', 'failed', 'aborted') THEN g.finished_at END,
-               g.scm_sha, g.actor, g.change_id, g.label, g.event_count
+        SELECT m.id, g.product, g.environment, g.version, g.ikey, {_STATUS}, g.first_at, g.last_at, g.started_at,
+               CASE WHEN g.last_rank >= 2 THEN g.finished_at END, g.scm_sha, g.actor, g.change_id, g.label,
+               g.event_count
         FROM dep_grp g JOIN dep_map m ON m.gid = g.gid""")
-    conn.execute("""
-        UPDATE events SET deployment_id = m.id FROM dep_ev e JOIN dep_map m ON m.gid = e.gid
-        WHERE e.seq = events.seq AND e.old_id IS NOT m.id""")
+    conn.execute(f"""
+        UPDATE events SET deployment_id = x.id FROM (
+            SELECT r.seq, m.id FROM ({_RUNS.format(columns="")}) r
+            JOIN dep_grp g ON g.product = r.product AND g.environment = r.environment
+                AND g.vkey = COALESCE(r.version, '') AND g.ikey = COALESCE(r.invoke_id, '') AND g.run = r.run
+            JOIN dep_map m ON m.gid = g.gid) x
+        WHERE events.seq = x.seq AND events.deployment_id IS NOT x.id""")
     count = int(conn.execute("SELECT COUNT(*) FROM dep_grp").fetchone()[0])
     for table in _TEMP:
         conn.execute(f"DROP TABLE temp.{table}")
