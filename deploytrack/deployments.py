@@ -104,30 +104,39 @@ def _labels(conn: sqlite3.Connection) -> Iterable[tuple[int, str]]:
 
 
 # A completed deployment is a rollback when it is marked so, or when it brings back a version that
-# was completed in the same product/environment before and is not the one running.
-ROLLBACK_SQL = """
-SELECT id, product, environment, version, finished_at,
-       CASE WHEN label = 'rollback' OR (prev_version IS NOT NULL AND version IS NOT prev_version
-                                        AND first_of_version < finished_at) THEN 1 ELSE 0 END AS is_rollback
-FROM (SELECT id, product, environment, version, finished_at, label,
-             LAG(version) OVER (PARTITION BY product, environment ORDER BY finished_at, id) AS prev_version,
-             MIN(finished_at) OVER (PARTITION BY product, environment, version) AS first_of_version
-      FROM deployments WHERE status = 'completed' AND finished_at < :until {where}) c
-"""
+# was completed in the same product/environment before and is not the one running. Computed per
+# listed row with indexed lookups (deployments_finished, deployments_version).
+_PREV = """(SELECT p.{col} FROM deployments p WHERE p.product = {d}.product AND p.environment = {d}.environment
+    AND p.status = 'completed' AND (p.finished_at < {d}.finished_at OR (p.finished_at = {d}.finished_at AND p.id < {d}.id))
+    ORDER BY p.finished_at DESC, p.id DESC LIMIT 1)"""
+_IS_ROLLBACK = """(CASE WHEN {d}.status <> 'completed' THEN 0 WHEN {d}.label = 'rollback' THEN 1
+    WHEN COALESCE({prev}, {d}.version) <> {d}.version AND EXISTS (
+        SELECT 1 FROM deployments o WHERE o.product = {d}.product AND o.environment = {d}.environment
+          AND o.version = {d}.version AND o.status = 'completed' AND o.finished_at < {d}.finished_at) THEN 1
+    ELSE 0 END)"""
+
+
+def rollback_condition() -> str:
+    """SQL true when deployment `d` is a rollback (for filtering by label)."""
+    return _IS_ROLLBACK.format(d="d", prev=_PREV.format(col="version", d="d")) + " = 1"
 
 
 def list_sql(where: list[str]) -> str:
-    """Deployments newest first, with the computed rollback label and who rolled each back."""
+    """Deployments newest first, with the computed rollback label and the rollback that undid each."""
     cond = " AND ".join(where) if where else "1 = 1"
+    is_rb = _IS_ROLLBACK.format(d="d", prev=_PREV.format(col="version", d="d"))
+    next_rb = _IS_ROLLBACK.format(d="n", prev=_PREV.format(col="version", d="n"))
     return f"""
-    WITH rb AS ({ROLLBACK_SQL.format(where="")}),
-    nx AS (SELECT id, is_rollback,
-                  LEAD(id) OVER (PARTITION BY product, environment ORDER BY finished_at, id) AS next_id,
-                  LEAD(is_rollback) OVER (PARTITION BY product, environment ORDER BY finished_at, id) AS next_rb
-           FROM rb)
-    SELECT d.*, COALESCE(nx.is_rollback, 0) AS is_rollback,
-           CASE WHEN nx.next_rb = 1 THEN nx.next_id END AS rolled_back_by
-    FROM deployments d LEFT JOIN nx ON nx.id = d.id
+    SELECT d.*, {is_rb} AS is_rollback,
+           (SELECT n.id FROM deployments n WHERE n.product = d.product AND n.environment = d.environment
+              AND n.status = 'completed' AND d.status = 'completed'
+              AND (n.finished_at > d.finished_at OR (n.finished_at = d.finished_at AND n.id > d.id))
+              AND {next_rb} = 1
+              AND n.id = (SELECT q.id FROM deployments q WHERE q.product = d.product AND q.environment = d.environment
+                            AND q.status = 'completed' AND (q.finished_at > d.finished_at
+                                OR (q.finished_at = d.finished_at AND q.id > d.id))
+                          ORDER BY q.finished_at, q.id LIMIT 1)) AS rolled_back_by
+    FROM deployments d
     WHERE {cond}
     ORDER BY d.first_at DESC, d.id DESC LIMIT :limit"""
 
