@@ -23,8 +23,24 @@ SELECT seq, product, environment, version, invoke_id, status, occurred_at, {{col
        CASE WHEN invoke_id IS NULL THEN COALESCE(SUM(CASE WHEN status IN {TERMINAL_SQL} THEN 1 ELSE 0 END) OVER (
            PARTITION BY product, environment, version, invoke_id ORDER BY occurred_at, seq
            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) ELSE 0 END AS run
-FROM events WHERE kind = 'deployment' AND environment IS NOT NULL
+FROM {{source}} WHERE kind = 'deployment' AND environment IS NOT NULL
 """
+
+# For an incremental rebuild: only the events of the product/environment/version keys in temp.dep_keys.
+_KEYED_EVENTS = """(
+    SELECT e.* FROM temp.dep_keys k JOIN events e ON e.kind = 'deployment' AND e.product = k.product
+        AND e.environment = k.environment AND e.version = k.version
+    UNION ALL
+    SELECT e.* FROM temp.dep_keys k JOIN events e ON e.kind = 'deployment' AND e.product = k.product
+        AND e.environment = k.environment AND k.version IS NULL AND e.version IS NULL) events"""
+_KEYED_DEPLOYMENTS = """
+SELECT d.id FROM temp.dep_keys k JOIN deployments d ON d.product = k.product AND d.environment = k.environment
+    AND d.version = k.version
+UNION ALL
+SELECT d.id FROM temp.dep_keys k JOIN deployments d ON d.product = k.product AND d.environment = k.environment
+    AND k.version IS NULL AND d.version IS NULL
+"""
+WATERMARK = "deployments_folded_seq"
 
 # The last event's status wins; at equal times the later stage (terminal > started > pending).
 _RANK = "CASE status WHEN 'pending' THEN 0 WHEN 'started' THEN 1 ELSE 2 + (CASE status WHEN 'completed' THEN 0 " \
@@ -38,7 +54,7 @@ SELECT product, environment, version, invoke_id, run, COALESCE(version, '') AS v
        MAX(occurred_at * 8 + {_RANK}) % 8 AS last_rank, MAX(scm_sha) AS scm_sha, MIN(actor) AS actor,
        MIN(change_id) AS change_id, MAX((SELECT l.label FROM dep_label l WHERE l.seq = r.seq)) AS label,
        COUNT(*) AS event_count
-FROM ({_RUNS.format(columns="scm_sha, actor, change_id,")}) r
+FROM ({_RUNS.format(columns="scm_sha, actor, change_id,", source="{source}")}) r
 GROUP BY product, environment, version, invoke_id, run
 """
 _STATUS = "CASE last_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'started' WHEN 2 THEN 'completed' " \
@@ -59,18 +75,44 @@ FROM (SELECT gid, old_id, CASE WHEN old_id IS NOT NULL AND rn = 1 THEN 1 ELSE 0 
 _TEMP = ("dep_grp", "dep_label", "dep_map")
 
 
-def rebuild(conn: sqlite3.Connection) -> int:
-    """Refold all deployment events into `deployments` (inside the caller's transaction); return the count."""
+def rebuild(conn: sqlite3.Connection, full: bool = True,
+            keys: list[tuple[str, str, str | None]] | None = None) -> int:
+    """Refold deployment events into `deployments` (inside the caller's transaction); return the count refolded.
+
+    `full=False` refolds only the product/environment/version keys that received events since the
+    last rebuild (and any `keys` given); the first rebuild is always full.
+    """
+    mark = conn.execute("SELECT value FROM kv WHERE key = ?", (WATERMARK,)).fetchone()
+    top_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    conn.execute("DROP TABLE IF EXISTS temp.dep_keys")
+    if full or mark is None:
+        source = "events"
+    else:
+        conn.execute("CREATE TEMP TABLE dep_keys AS SELECT DISTINCT product, environment, version FROM events "
+                     "WHERE seq > ? AND kind = 'deployment' AND environment IS NOT NULL", (int(mark[0]),))
+        conn.executemany("INSERT INTO dep_keys VALUES (?, ?, ?)", keys or [])
+        source = _KEYED_EVENTS
+    count = _refold(conn, source)
+    conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 (WATERMARK, str(top_seq)))
+    conn.execute("DROP TABLE IF EXISTS temp.dep_keys")
+    return count
+
+
+def _refold(conn: sqlite3.Connection, source: str) -> int:
     for table in _TEMP:
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute("CREATE TEMP TABLE dep_label (seq INTEGER PRIMARY KEY, label TEXT NOT NULL)")
-    conn.executemany("INSERT INTO dep_label (seq, label) VALUES (?, ?)", list(_labels(conn)))
-    conn.execute(_GROUPS)
+    conn.executemany("INSERT INTO dep_label (seq, label) VALUES (?, ?)", list(_labels(conn, source)))
+    conn.execute(_GROUPS.format(source=source))
     top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
     conn.execute(_IDS, {"top": top})
     conn.execute("CREATE UNIQUE INDEX temp.dep_map_gid ON dep_map (gid)")
     conn.execute("CREATE UNIQUE INDEX temp.dep_grp_key ON dep_grp (product, environment, vkey, ikey, run)")
-    conn.execute("DELETE FROM deployments")
+    if source == "events":
+        conn.execute("DELETE FROM deployments")
+    else:
+        conn.execute(f"DELETE FROM deployments WHERE id IN ({_KEYED_DEPLOYMENTS})")
     conn.execute(f"""
         INSERT INTO deployments (id, product, environment, version, invoke_id, status, first_at, last_at, started_at,
                                  finished_at, scm_sha, actor, change_id, label, event_count)
@@ -80,7 +122,7 @@ def rebuild(conn: sqlite3.Connection) -> int:
         FROM dep_grp g JOIN dep_map m ON m.gid = g.gid""")
     conn.execute(f"""
         UPDATE events SET deployment_id = x.id FROM (
-            SELECT r.seq, m.id FROM ({_RUNS.format(columns="")}) r
+            SELECT r.seq, m.id FROM ({_RUNS.format(columns="", source=source)}) r
             JOIN dep_grp g ON g.product = r.product AND g.environment = r.environment
                 AND g.vkey = COALESCE(r.version, '') AND g.ikey = COALESCE(r.invoke_id, '') AND g.run = r.run
             JOIN dep_map m ON m.gid = g.gid) x
@@ -91,10 +133,10 @@ def rebuild(conn: sqlite3.Connection) -> int:
     return count
 
 
-def _labels(conn: sqlite3.Connection) -> Iterable[tuple[int, str]]:
+def _labels(conn: sqlite3.Connection, source: str) -> Iterable[tuple[int, str]]:
     """Rollback/hotfix marks; only events whose text mentions one are parsed."""
-    rows = conn.execute("""
-        SELECT seq, metadata, summary FROM events WHERE kind = 'deployment'
+    rows = conn.execute(f"""
+        SELECT seq, metadata, summary FROM {source} WHERE kind = 'deployment'
           AND (LOWER(metadata) LIKE '%rollback%' OR LOWER(metadata) LIKE '%hotfix%'
                OR LOWER(summary) LIKE 'roll%' OR LOWER(summary) LIKE 'revert%' OR LOWER(summary) LIKE 'hotfix%')""")
     for row in rows:

@@ -493,7 +493,7 @@ def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | Non
     """
     from deploytrack import deployments, incidents
 
-    deployments.rebuild(conn)
+    deployments.rebuild(conn, full=first_day is None)
     incidents.relink(conn, settings)
     start = earliest_day(conn) if first_day is None else first_day
     if start is None or start > last_day:
