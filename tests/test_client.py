@@ -46,11 +46,25 @@ def product() -> str:
     return "svc-" + uuid.uuid4().hex[:10]
 
 
-def run_client(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m deploytrack ARGV` with only the variables given (plus what Python needs)."""
+def start_client(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `python -m deploytrack ARGV` with only the variables given (plus what Python needs)."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
-    return subprocess.run([sys.executable, "-m", "deploytrack", *argv], env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout, cwd=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "deploytrack", *argv], env={**base, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_client(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return finish(start_client(*argv, env=env), timeout)
 
 
 def connect(live: LiveServer, token: str) -> dict[str, str]:
@@ -153,26 +167,28 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
 }
 
 
-@pytest.mark.parametrize("ci", sorted(CI_CASES))
-def test_send_deployment_fills_fields_from_each_ci(server: tuple[LiveServer, str], ci: str) -> None:
+def test_send_deployment_fills_fields_from_each_ci(server: tuple[LiveServer, str]) -> None:
     live, token = server
-    ci_vars, expected = CI_CASES[ci]
-    name = product()
-    result = run_client("send", "deployment", "--product", name, "--environment", "prod", "--status", "success",
-                        *FAST, env={**ci_vars, **connect(live, token)})
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    answer = json.loads(result.stdout)
-    events = stored(live, token, name)
-    assert len(events) == 1
-    event = events[0]
-    assert answer["id"] == event["id"]
-    assert event["kind"] == "deployment" and event["dialect"] == "versioner"
-    assert event["status"] == "completed" and event["status_raw"] == "success"
-    assert event["environment"] == "production" and event["environment_raw"] == "prod"
-    assert event["scm_sha"] == SHA and event["version"] == SHA[:12]
-    assert {k: event[k] for k in expected} == expected
-    assert_no_secret(result, token)
+    names = {ci: product() for ci in CI_CASES}
+    procs = {ci: start_client("send", "deployment", "--product", names[ci], "--environment", "prod",  # all at once
+                              "--status", "success", *FAST, env={**ci_vars, **connect(live, token)})
+             for ci, (ci_vars, _) in CI_CASES.items()}
+    for ci, proc in procs.items():
+        result = finish(proc)
+        expected = CI_CASES[ci][1]
+        assert result.returncode == 0, (ci, result.stderr)
+        assert result.stderr == "", ci
+        answer = json.loads(result.stdout)
+        events = stored(live, token, names[ci])
+        assert len(events) == 1, ci
+        event = events[0]
+        assert answer["id"] == event["id"]
+        assert event["kind"] == "deployment" and event["dialect"] == "versioner"
+        assert event["status"] == "completed" and event["status_raw"] == "success"
+        assert event["environment"] == "production" and event["environment_raw"] == "prod"
+        assert event["scm_sha"] == SHA and event["version"] == SHA[:12], ci
+        assert {k: event[k] for k in expected} == expected, ci
+        assert_no_secret(result, token)
 
 
 def test_flags_win_over_ci_variables_and_meta_lands_in_metadata(server: tuple[LiveServer, str]) -> None:
@@ -213,12 +229,12 @@ def test_unreachable_server_warns_and_exits_0_or_1_with_strict(tmp_path: Path) -
     url = f"http://127.0.0.1:{free_port()}"
     env = {"DEPLOYTRACK_URL": url, "DEPLOYTRACK_TOKEN": "dt_secret_never_printed"}
     argv = ("send", "deployment", "--product", "web", "--environment", "prod", "--version", "1", *FAST)
-    relaxed = run_client(*argv, env=env)
+    procs = start_client(*argv, env=env), start_client(*argv, "--strict", env=env)
+    relaxed, strict = finish(procs[0]), finish(procs[1])
     assert relaxed.returncode == 0
     assert relaxed.stdout == ""
     assert "warning" in relaxed.stderr and "after 3 attempts" in relaxed.stderr
     assert "cannot reach the server" in relaxed.stderr
-    strict = run_client(*argv, "--strict", env=env)
     assert strict.returncode == 1
     assert "error" in strict.stderr and "after 3 attempts" in strict.stderr
     assert_no_secret(relaxed, "dt_secret_never_printed")
@@ -244,10 +260,10 @@ def test_rejected_token_is_not_retried_and_stores_nothing(server: tuple[LiveServ
     name = product()
     env = {"DEPLOYTRACK_URL": live.url, "DEPLOYTRACK_TOKEN": "dt_wrong_token_value"}
     argv = ("send", "deployment", "--product", name, "--environment", "prod", "--version", "1", *FAST)
-    relaxed = run_client(*argv, env=env)
+    procs = start_client(*argv, env=env), start_client(*argv, "--strict", env=env)
+    relaxed, strict = finish(procs[0]), finish(procs[1])
     assert relaxed.returncode == 0
     assert "rejected the token" in relaxed.stderr and "in 1 attempt" in relaxed.stderr
-    strict = run_client(*argv, "--strict", env=env)
     assert strict.returncode == 1 and "rejected the token" in strict.stderr
     assert_no_secret(relaxed, "dt_wrong_token_value")
     assert_no_secret(strict, "dt_wrong_token_value")
@@ -266,9 +282,10 @@ def test_bad_field_answer_is_shown_and_not_retried(server: tuple[LiveServer, str
 
 def test_missing_url_or_token_warns_unless_strict() -> None:
     argv = ("send", "deployment", "--product", "web", "--environment", "prod", "--version", "1")
-    no_url = run_client(*argv, env={"DEPLOYTRACK_TOKEN": "x"})
+    procs = (start_client(*argv, env={"DEPLOYTRACK_TOKEN": "x"}),
+             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"}))
+    no_url, no_token = finish(procs[0]), finish(procs[1])
     assert no_url.returncode == 0 and "DEPLOYTRACK_URL" in no_url.stderr
-    no_token = run_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"})
     assert no_token.returncode == 1 and "DEPLOYTRACK_TOKEN" in no_token.stderr
 
 
