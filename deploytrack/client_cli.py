@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
         p = kinds.add_parser(kind, help=f"send a {kind} event (Versioner endpoint {PATHS[kind]})")
         _connection_flags(p)
         _event_flags(p, environment_required=kind == "deployment")
+        p.add_argument("--timestamp", help="when it happened: ISO 8601 or epoch seconds (default: now)")
         p.add_argument("--status", type=_status, default="completed",
                        help="pending|started|completed|failed|aborted or a synonym (success, failure, ...); "
                             "default: completed")
@@ -98,7 +99,6 @@ def _event_flags(p: argparse.ArgumentParser, environment_required: bool) -> None
     p.add_argument("--invoke-id", help="id shared by the events of one run (default: the CI job attempt's id)")
     p.add_argument("--summary", help="free text")
     p.add_argument("--change-id", help="change request id, e.g. CHG0012345")
-    p.add_argument("--timestamp", help="when it happened: ISO 8601 or epoch seconds (default: now)")
     p.add_argument("--commit-timestamp", help="when the commit was made, for lead time")
     p.add_argument("--meta", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="extra metadata, repeatable")
@@ -186,7 +186,7 @@ def event_body(args: argparse.Namespace, kind: str, ci: ci_env.CIInfo, status: s
         "invoke_id": invoke_id,
         "summary": args.summary,
         "change_id": args.change_id,
-        "timestamp": timestamp or args.timestamp,
+        "timestamp": timestamp or getattr(args, "timestamp", None),
         "commit_timestamp": args.commit_timestamp,
         "extra_metadata": metadata or None,
     }
@@ -194,7 +194,7 @@ def event_body(args: argparse.Namespace, kind: str, ci: ci_env.CIInfo, status: s
 
 
 def incident_body(args: argparse.Namespace) -> dict[str, Any]:
-    """The native incidents API body: product, environment, title, severity, opened_at, links."""
+    """The native incidents API body: product, environment, title, severity, opened_at, change/deployment."""
     title = args.title or args.summary
     if not title:
         raise UsageError("an incident needs --title")
@@ -237,9 +237,9 @@ def _warn(s: Sender, message: str) -> None:
 # -- send ----------------------------------------------------------------------------------
 
 
-def cmd_send(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+def cmd_send(args: argparse.Namespace) -> int:
     """`deploytrack send KIND ...`: one event; prints the server's answer as JSON on success."""
-    s = sender(args, os.environ if environ is None else environ)
+    s = sender(args, os.environ)
     kind = args.send_kind
     try:
         if kind == "incident":
