@@ -23,7 +23,7 @@ from deploytrack import __version__
 
 USER_AGENT = f"deploytrack-client/{__version__}"
 MAX_BACKOFF = 30.0
-MAX_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER = 10.0  # a pipeline step should not stall for minutes on a busy server
 MAX_BODY_SHOWN = 300
 MIN_REDACTED = 8
 
