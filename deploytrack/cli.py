@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    return []
+    from deploytrack import ops_cli
+
+    return [ops_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
