@@ -86,16 +86,16 @@ def server(executable: Path, bare_env: dict[str, str], tmp_path: Path) -> Iterat
 
 
 def sign_in(http: httpx.Client, token: str) -> dict[str, str]:
-    """The sign-in form, as a browser does it; returns the cookies to send (they are Secure-flagged,
-    which browsers honour on 127.0.0.1 but Python's cookie jar does not)."""
+    """The sign-in form, as a browser does it; returns the Cookie header to send (the cookies are
+    Secure-flagged, which browsers accept on 127.0.0.1 but Python's cookie jar does not)."""
     form = http.get("/signin")
-    cookies = {"dt_csrf": form.cookies["dt_csrf"]}
+    csrf_cookie = f"dt_csrf={form.cookies['dt_csrf']}"
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None
-    resp = http.post("/signin", data={"csrf": csrf.group(1), "next": "/", "token": token}, cookies=cookies)
+    resp = http.post("/signin", data={"csrf": csrf.group(1), "next": "/", "token": token},
+                     headers={"Cookie": csrf_cookie})
     assert resp.status_code == 303, resp.text
-    cookies["dt_session"] = resp.cookies["dt_session"]
-    return cookies
+    return {"Cookie": f"{csrf_cookie}; dt_session={resp.cookies['dt_session']}"}
 
 
 def test_every_sub_command_runs_in_the_executable(executable, bare_env):
@@ -135,7 +135,7 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
         assert [r.status_code for r in sent] == [200, 200, 200, 201, 202], [r.text for r in sent]
 
         assert http.get("/").status_code == 303  # the list needs a signed-in reader
-        page = http.get("/", cookies=sign_in(http, admin))
+        page = http.get("/", headers=sign_in(http, admin))
         assert page.status_code == 200
         for text in ("versioner deploy", "versioner build", "quanta deploy 42", "devgrid deploy", "ilert deploy",
                      "smoke-versioner", "smoke-devgrid", "smoke-pipeline"):
