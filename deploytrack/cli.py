@@ -6,6 +6,7 @@ This is the only caller of `uvicorn.run`.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -46,20 +47,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploytrack.app import create_app
 
     settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     app = create_app(settings)
+    # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
+    # signal; ending there with status 0 tells systemd and scripts the stop was clean.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {settings.db})",
           file=sys.stderr, flush=True)
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler
-    # it found installed; make that handler end the process with a normal exit status, so a clean
-    # `systemctl stop` (or Ctrl-C) reads as success rather than "killed by signal".
-    signal.signal(signal.SIGTERM, _exit_after_shutdown)
-    signal.signal(signal.SIGINT, _exit_after_shutdown)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
     return 0
 
 
-def _exit_after_shutdown(signum: int, frame: object) -> None:
+def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
