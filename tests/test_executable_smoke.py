@@ -134,6 +134,8 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
         ]
         assert [r.status_code for r in sent] == [200, 200, 200, 201, 202], [r.text for r in sent]
 
+        css = http.get("/static/app.css")  # assets come from inside the executable
+        assert css.status_code == 200 and css.content == (REPO / "deploytrack" / "static" / "app.css").read_bytes()
         assert http.get("/").status_code == 303  # the list needs a signed-in reader
         page = http.get("/", headers=sign_in(http, admin))
         assert page.status_code == 200
