@@ -87,6 +87,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): end quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         return _fail(str(exc))
     finally:
