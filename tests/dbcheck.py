@@ -16,8 +16,11 @@ def open_ro(path: Path | str) -> sqlite3.Connection:
 
 
 def stored_ids(path: Path | str) -> set[str]:
-    with open_ro(path) as conn:
+    conn = open_ro(path)
+    try:
         return {r[0] for r in conn.execute("SELECT id FROM events")}
+    finally:
+        conn.close()
 
 
 def consistency_problems(path: Path | str) -> list[str]:
