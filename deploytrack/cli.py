@@ -6,6 +6,7 @@ This is the only caller of `uvicorn.run`.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -46,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploytrack.app import create_app
 
     settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     app = create_app(settings)
     # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
