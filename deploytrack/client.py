@@ -9,6 +9,7 @@ only when the request certainly was not processed: connection refused, 429 or 50
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import socket
@@ -143,8 +144,10 @@ def _attempt(target: Target, request: Request, data: bytes, attempts: int) -> tu
     except (TimeoutError, socket.timeout):
         return Outcome(False, None, None, f"no answer within {target.timeout:g} s", attempts,
                        request.replay_safe), None
-    except (ConnectionError, OSError) as exc:
-        # e.g. the connection was reset while reading the answer
+    except (http.client.InvalidURL, ValueError) as exc:  # no attempt can succeed
+        return Outcome(False, None, None, f"invalid server URL: {exc}", attempts), None
+    except (ConnectionError, OSError, http.client.HTTPException) as exc:
+        # e.g. the connection was reset, or the answer cut short, while reading it
         return Outcome(False, None, None, f"connection failed: {_reason(exc)}", attempts,
                        request.replay_safe), None
 

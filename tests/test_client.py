@@ -280,13 +280,17 @@ def test_bad_field_answer_is_shown_and_not_retried(server: tuple[LiveServer, str
     assert stored(live, token, name) == []
 
 
-def test_missing_url_or_token_warns_unless_strict() -> None:
+def test_missing_or_broken_url_or_token_warns_unless_strict() -> None:
     argv = ("send", "deployment", "--product", "web", "--environment", "prod", "--version", "1")
     procs = (start_client(*argv, env={"DEPLOYTRACK_TOKEN": "x"}),
-             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"}))
-    no_url, no_token = finish(procs[0]), finish(procs[1])
+             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"}),
+             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:port",
+                                                  "DEPLOYTRACK_TOKEN": "dt_token_for_bad_url"}))
+    no_url, no_token, bad_url = (finish(p) for p in procs)
     assert no_url.returncode == 0 and "DEPLOYTRACK_URL" in no_url.stderr
     assert no_token.returncode == 1 and "DEPLOYTRACK_TOKEN" in no_token.stderr
+    assert bad_url.returncode == 1 and "in 1 attempt: invalid server URL" in bad_url.stderr
+    assert_no_secret(bad_url, "dt_token_for_bad_url")
 
 
 def test_dry_run_prints_the_request_with_the_token_hidden(server: tuple[LiveServer, str]) -> None:
