@@ -144,8 +144,10 @@ def settings_help() -> str:
     """The settings table as text, for `serve --help` and the README."""
     lines = ["settings (flag / environment variable / config-file key):"]
     for s in SETTINGS:
-        flag = "--" + s.name.replace("_", "-")
-        lines.append(f"  {flag:28} {ENV_PREFIX + s.name.upper():38} {s.name}")
+        config_only = isinstance(s.default, dict)  # a table: no flag or environment variable
+        flag = "(config file only)" if config_only else "--" + s.name.replace("_", "-")
+        env = "" if config_only else ENV_PREFIX + s.name.upper()
+        lines.append(f"  {flag:28} {env:38} {s.name}")
         lines.append(f"      {s.help} (default: {s.default})")
     return "\n".join(lines)
 
