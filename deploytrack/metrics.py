@@ -304,12 +304,6 @@ def _incident_filters(product: str | None, envs: Iterable[str] | None,
 # -- windows ----------------------------------------------------------------------------------
 
 
-def _median(values: list[int]) -> float:
-    n = len(values)
-    mid = n // 2
-    return float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _prefix(values: list[int]) -> list[int]:
     out = [0]
     for v in values:
@@ -317,21 +311,67 @@ def _prefix(values: list[int]) -> list[int]:
     return out
 
 
+class _SortedBag:
+    """A multiset of ints kept sorted in blocks, so adding and removing stay cheap at 100k values."""
+
+    LOAD = 512
+
+    def __init__(self) -> None:
+        self.blocks: list[list[int]] = []
+        self.maxes: list[int] = []
+        self.size = 0
+
+    def add(self, value: int) -> None:
+        self.size += 1
+        if not self.blocks:
+            self.blocks.append([value])
+            self.maxes.append(value)
+            return
+        i = min(bisect.bisect_left(self.maxes, value), len(self.blocks) - 1)
+        block = self.blocks[i]
+        bisect.insort(block, value)
+        self.maxes[i] = block[-1]
+        if len(block) > 2 * self.LOAD:
+            self.blocks[i:i + 1] = [block[:self.LOAD], block[self.LOAD:]]
+            self.maxes[i:i + 1] = [block[self.LOAD - 1], block[-1]]
+
+    def remove(self, value: int) -> None:
+        i = bisect.bisect_left(self.maxes, value)
+        block = self.blocks[i]
+        del block[bisect.bisect_left(block, value)]
+        self.size -= 1
+        if block:
+            self.maxes[i] = block[-1]
+        else:
+            del self.blocks[i], self.maxes[i]
+
+    def at(self, k: int) -> int:
+        for block in self.blocks:
+            if k < len(block):
+                return block[k]
+            k -= len(block)
+        raise IndexError(k)
+
+    def median(self) -> float:
+        mid = self.size // 2
+        return float(self.at(mid)) if self.size % 2 else (self.at(mid - 1) + self.at(mid)) / 2
+
+
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
                      window: int) -> list[tuple[float | None, int]]:
     """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
     points = sorted(points)
     out: list[tuple[float | None, int]] = []
-    live: list[int] = []
+    live = _SortedBag()
     lo = hi = 0
     for t in range(first, last + 1):
         while hi < len(points) and points[hi][0] <= t:
-            bisect.insort(live, points[hi][1])
+            live.add(points[hi][1])
             hi += 1
         while lo < hi and points[lo][0] <= t - window:
-            del live[bisect.bisect_left(live, points[lo][1])]
+            live.remove(points[lo][1])
             lo += 1
-        out.append((_median(live) if live else None, len(live)))
+        out.append((live.median() if live.size else None, live.size))
     return out
 
 
