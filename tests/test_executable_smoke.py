@@ -14,6 +14,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +41,7 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("PyInstaller is not installed: python3 -m pip install -e '.[build]'")
     out = tmp_path_factory.mktemp("build")
     done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(out / "dist"), str(out / "work")],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout + done.stderr
     return out / "dist" / "deploytrack"
 
