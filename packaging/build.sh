@@ -8,7 +8,7 @@ work="${2:-$root/build/pyinstaller}"
 py="${PYTHON:-python3}"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # this tree, not an installed deploytrack
 "$py" -m PyInstaller --version >/dev/null 2>&1 || "$py" -m pip install -q "pyinstaller>=6.5"
-"$py" -m PyInstaller --noconfirm --clean --log-level WARN \
+"$py" -m PyInstaller --noconfirm --log-level WARN \
   --distpath "$dist" --workpath "$work" "$root/packaging/deploytrack.spec"
 "$dist/deploytrack" --version
 echo "built $dist/deploytrack ($(du -h "$dist/deploytrack" | cut -f1))"
