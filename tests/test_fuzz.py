@@ -309,3 +309,39 @@ def test_huge_and_malformed_headers_over_real_http(live_server, token, db_path) 
         assert token.encode() not in answer
     assert httpx.get(live_server.url + "/healthz", timeout=10).status_code == 200
     assert stored_ids(db_path) == set()
+
+
+INCIDENT = shaped({"product": SHORT, "title": texts, "environment": SHORT, "severity": SHORT,
+                   "opened_at": TIME, "resolved_at": TIME, "status": st.sampled_from(["open", "resolved", "x"]),
+                   "change_id": SHORT, "deployment_id": st.integers(min_value=-1, max_value=3),
+                   "metadata": st.dictionaries(texts, any_value, max_size=4)})
+COMMIT = shaped({"sha": st.sampled_from(["a" * 40, "b" * 7]), "repository": SHORT, "committed_at": TIME,
+                 "authored_at": TIME, "message": texts, "author": SHORT})
+
+
+def test_hostile_native_writes(fuzz_client, db_path) -> None:
+    """The native write endpoints (incidents, commits) under the same rules, in the native error shape."""
+    client, secret = fuzz_client
+    native = Dialect("native", "POST", "", 201, INCIDENT, _bearer("Bearer"), frozenset({"error"}))
+    seen: set[int] = set()
+
+    @fuzz_settings(60)
+    @given(target=st.sampled_from(["incident", "update", "commits", "commit-list"]), incident=INCIDENT,
+           commits=st.lists(COMMIT, min_size=0, max_size=4) | any_value)
+    def run(target: str, incident: Any, commits: Any) -> None:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
+        path, method, body, ok = {
+            "incident": ("/api/v1/incidents", "POST", incident, 201),
+            "update": ("/api/v1/incidents/1", "PATCH", incident, 200),
+            "commits": ("/api/v1/commits", "POST", {"commits": commits}, 201),
+            "commit-list": ("/api/v1/commits", "POST", commits, 201),
+        }[target]
+        resp = client.request(method, path, content=json.dumps(body, allow_nan=True).encode(), headers=headers)
+        check_answer(resp, Dialect(target, method, path, ok, native.body, native.put_token, native.error_keys), secret)
+        if resp.status_code >= 400 and resp.status_code != 404:
+            assert set(resp.json()["error"]) >= {"code", "message"}
+        seen.add(resp.status_code)
+
+    run()
+    assert 201 in seen and 400 in seen, seen
+    assert consistency_problems(db_path) == []
