@@ -85,7 +85,9 @@ class Fields:
 
     def __init__(self, body: object, limits: Limits, prefix: str = "") -> None:
         if not isinstance(body, dict):
-            raise BadRequest(f"{prefix.rstrip('.') or 'Request body'} must be a JSON object", prefix.rstrip(".") or None)
+            where = prefix.rstrip(".")
+            raise BadRequest(f"Field '{where}' must be a JSON object" if where else "Request body must be a JSON object",
+                             where or None)
         self.body: dict[str, Any] = body
         self.limits = limits
         self.prefix = prefix

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from deploytrack.errors import Conflict
+from deploytrack.errors import Conflict, DeploytrackError
 from deploytrack.model import TERMINAL, Event, new_event_id
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import day_start_us
@@ -54,13 +54,17 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
     result = IngestResult()
     fresh = 0
-    for event in batch.events:
+    for index, event in enumerate(batch.events):
         if event.client_key:
             existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
             if existing is not None:
                 result.rows.append(dict(existing))
                 continue
-        result.rows.append(_insert_event(conn, event, batch))
+        try:
+            result.rows.append(_insert_event(conn, event, batch))
+        except DeploytrackError as error:
+            error.index = index
+            raise
         fresh += 1
     if fresh == 0 and batch.events:
         result.replayed = True
@@ -143,14 +147,25 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
             (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
              ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev)))
         return int(cursor.lastrowid or 0)
-    newest = at >= dep["last_at"]
     conn.execute(
         "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
         "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
         "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
-        (status if newest else dep["status"], min(at, dep["first_at"]), max(at, dep["last_at"]),
+        (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
          _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev), dep["id"]))
     return int(dep["id"])
+
+
+_RANK = {"pending": 0, "started": 1}
+
+
+def _fold_status(current: str, finished_at: int | None, new: str, at: int) -> str:
+    """The lifecycle only moves forward (pending -> started -> finished), whatever order events
+    arrive in; between two outcomes the later one wins."""
+    rank_current, rank_new = _RANK.get(current, 2), _RANK.get(new, 2)
+    if rank_new > rank_current or (rank_new == rank_current == 2 and at >= (finished_at or 0)):
+        return new
+    return current
 
 
 def deployment_label(ev: Mapping[str, Any]) -> str | None:
