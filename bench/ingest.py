@@ -54,7 +54,10 @@ def load(server: servers.Server, mode: str, seconds: float, connections: int, th
          run_id: str, batch: int) -> wrk.Run:
     env = {"BENCH_MODE": mode, "BENCH_TOKEN": token, "BENCH_RUN": run_id, "BENCH_BATCH": str(batch)}
     wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
-    return wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
+    cpu = server.cpu_seconds()
+    res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
+    res.server_cpu = server.cpu_seconds() - cpu
+    return res
 
 
 def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -78,6 +81,8 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
             out["deploytrack devgrid"] = _figures(res, args.batch)
             out["deploytrack devgrid"]["rss_mb"] = server.rss_kb() / 1024
         out["deploytrack versioner"]["stored"] = stored_events(db) - before
+        res = load(server, "versioner", args.seconds, args.light, args.threads, token, f"{r}l", 1)
+        out[f"deploytrack versioner c{args.light}"] = _figures(res, 1)
     return out
 
 
@@ -85,6 +90,7 @@ def _figures(res: wrk.Run, per_request: int) -> dict[str, float]:
     if res.socket_errors:
         print(f"  warning: {res.socket_errors} socket errors")
     return {"events_s": res.rps * per_request, "requests": res.requests, "non2xx": res.non2xx,
+            "cpu_us": res.server_cpu / max(res.requests * per_request, 1) * 1e6,
             "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "max_ms": res.max_ms}
 
 
@@ -94,8 +100,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server has the other core)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--light", type=int, default=4, help="connections for the light-load latency run")
     parser.add_argument("--batch", type=int, default=100, help="events per DevGrid request")
+    parser.add_argument("--source", type=Path, help="run deploytrack from this checkout (default: this one)")
     args = parser.parse_args()
+    servers.use_source(args.source)
     if not (0 < args.seconds <= 30 and 0 < args.connections <= 256 and 0 < args.rounds <= 10):
         raise SystemExit("bounded runs only: --seconds <= 30, --connections <= 256, --rounds <= 10")
     wrk.require_wrk()
@@ -105,21 +114,25 @@ def main() -> int:
         for r in range(args.rounds):
             rounds.append(one_round(Path(tmp), r, args))
             for name, f in rounds[-1].items():
-                print(f"round {r + 1}: {name:24} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
-                      f"p99 {f['p99_ms']:6.2f} ms  non-2xx {int(f['non2xx'])}", flush=True)
+                print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
+                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}", flush=True)
     med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
            for name in rounds[0]}
     print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
           f"({time.monotonic() - started:.0f} s total)")
-    print(f"{'':24} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'':26} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server CPU us/event':>20}")
     for name, f in med.items():
-        print(f"{name:24} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f}")
+        print(f"{name:26} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f} "
+              f"{f['cpu_us']:20.1f}")
     dv, bv = med["deploytrack versioner"], med["bare versioner"]
     ratio = dv["events_s"] / bv["events_s"]
     print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (target >= {TARGET_RATIO}) "
           f"{'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    print(f"versioner CPU per event deploytrack/bare: {dv['cpu_us'] / bv['cpu_us']:.2f}x "
+          f"(ratio if CPU-bound: {bv['cpu_us'] / dv['cpu_us']:.2f})")
     print(f"versioner deploytrack p99: {dv['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g}) "
-          f"{'OK' if dv['p99_ms'] < TARGET_P99_MS else 'MISSED'}")
+          f"{'OK' if dv['p99_ms'] < TARGET_P99_MS else 'MISSED'}; at {args.light} connections "
+          f"{med[f'deploytrack versioner c{args.light}']['p99_ms']:.2f} ms")
     print(f"versioner: mean write group {dv['mean_group']:.1f} requests per commit; "
           f"{int(dv['stored'])} events stored in the last round's runs; server RSS {dv['rss_mb']:.0f} MB")
     if "deploytrack devgrid" in med:

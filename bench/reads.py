@@ -105,7 +105,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15, help="timed GETs per case (after one warm-up)")
     parser.add_argument("--depth", type=int, default=200, help="pages to follow through next_cursor")
     parser.add_argument("--load-seconds", type=int, default=5, help="wrk read load for the RSS figure")
+    parser.add_argument("--source", type=Path, help="run deploytrack from this checkout (default: this one)")
     args = parser.parse_args()
+    servers.use_source(args.source)
     if not (1 <= args.repeat <= 200 and 1 <= args.depth <= 1000 and 1 <= args.load_seconds <= 30):
         raise SystemExit("bounded runs only: --repeat <= 200, --depth <= 1000, --load-seconds <= 30")
     if not args.db.exists():

@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def use_source(tree: Path | None) -> None:
+    """Run deploytrack from another checkout (e.g. an older commit, for before/after figures)."""
+    if tree is not None:
+        if not (tree / "deploytrack" / "__init__.py").exists():
+            raise SystemExit(f"{tree} holds no deploytrack package")
+        ENV["PYTHONPATH"] = f"{tree.resolve()}{os.pathsep}{REPO}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +80,11 @@ class Server:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
         return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int:
         return self._status("VmRSS")

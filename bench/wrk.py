@@ -22,6 +22,7 @@ class Run:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    server_cpu: float = 0.0
 
     @property
     def rps(self) -> float:
