@@ -179,6 +179,12 @@ def m001_core(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m002_bench_indexes(conn: sqlite3.Connection) -> None:
+    # The event list filtered by status (e.g. all failures) walked the whole time index without it.
+    conn.execute("CREATE INDEX events_status ON events (status, occurred_at, seq)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
