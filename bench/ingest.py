@@ -50,10 +50,25 @@ def group_stats(url: str) -> tuple[int, int]:
     return values.get("deploytrack_write_commits_total", 0), values.get("deploytrack_write_tasks_total", 0)
 
 
+def drain(server: servers.Server, timeout: float = 60) -> None:
+    """Wait until the server has finished the writes wrk left behind when it hung up."""
+    if server.kind != "deploytrack":
+        return
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        now = group_stats(server.url)
+        if now == last:
+            return
+        last = now
+        time.sleep(0.3)
+
+
 def load(server: servers.Server, mode: str, seconds: float, connections: int, threads: int, token: str,
          run_id: str, batch: int) -> wrk.Run:
     env = {"BENCH_MODE": mode, "BENCH_TOKEN": token, "BENCH_RUN": run_id, "BENCH_BATCH": str(batch)}
+    drain(server)
     wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
+    drain(server)
     cpu = server.cpu_seconds()
     res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
     res.server_cpu = server.cpu_seconds() - cpu
@@ -65,7 +80,7 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
     with servers.bare(workdir) as bare:
         res = load(bare, "versioner", args.seconds, args.connections, args.threads, "", f"{r}", 1)
         out["bare versioner"] = _figures(res, 1)
-        res = load(bare, "devgrid", args.seconds, args.connections, args.threads, "", f"{r}", args.batch)
+        res = load(bare, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
         out["bare devgrid"] = _figures(res, args.batch)
     db = workdir / f"round{r}.db"
     token = servers.create_token(db, "bench", "ingest", "read")
@@ -76,13 +91,16 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
         commits, tasks = group_stats(server.url)
         out["deploytrack versioner"]["mean_group"] = tasks / max(commits, 1)
         out["deploytrack versioner"]["rss_mb"] = server.rss_kb() / 1024
-        if has_devgrid(server.url):
-            res = load(server, "devgrid", args.seconds, args.connections, args.threads, token, f"{r}", args.batch)
-            out["deploytrack devgrid"] = _figures(res, args.batch)
-            out["deploytrack devgrid"]["rss_mb"] = server.rss_kb() / 1024
+        drain(server)
         out["deploytrack versioner"]["stored"] = stored_events(db) - before
         res = load(server, "versioner", args.seconds, args.light, args.threads, token, f"{r}l", 1)
         out[f"deploytrack versioner c{args.light}"] = _figures(res, 1)
+        if has_devgrid(server.url):
+            res = load(server, "devgrid", args.seconds, args.devgrid_connections, args.threads, token, f"{r}",
+                       args.batch)
+            out["deploytrack devgrid"] = _figures(res, args.batch)
+            out["deploytrack devgrid"]["rss_mb"] = server.rss_kb() / 1024
+        drain(server)
     return out
 
 
@@ -101,6 +119,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server has the other core)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--light", type=int, default=4, help="connections for the light-load latency run")
+    parser.add_argument("--devgrid-connections", type=int, default=8, help="connections for the DevGrid batches")
     parser.add_argument("--batch", type=int, default=100, help="events per DevGrid request")
     parser.add_argument("--source", type=Path, help="run deploytrack from this checkout (default: this one)")
     args = parser.parse_args()
@@ -134,10 +153,11 @@ def main() -> int:
           f"{'OK' if dv['p99_ms'] < TARGET_P99_MS else 'MISSED'}; at {args.light} connections "
           f"{med[f'deploytrack versioner c{args.light}']['p99_ms']:.2f} ms")
     print(f"versioner: mean write group {dv['mean_group']:.1f} requests per commit; "
-          f"{int(dv['stored'])} events stored in the last round's runs; server RSS {dv['rss_mb']:.0f} MB")
+          f"{int(dv['stored'])} events stored by the warm-up and measured runs; server RSS {dv['rss_mb']:.0f} MB")
     if "deploytrack devgrid" in med:
         dd, bd = med["deploytrack devgrid"], med["bare devgrid"]
-        print(f"devgrid ({args.batch}/request): {dd['events_s']:.0f} events/s (target >= {TARGET_DEVGRID_EPS}) "
+        print(f"devgrid ({args.batch}/request, {args.devgrid_connections} connections): {dd['events_s']:.0f} "
+              f"events/s (target >= {TARGET_DEVGRID_EPS}) "
               f"{'OK' if dd['events_s'] >= TARGET_DEVGRID_EPS else 'MISSED'}; ratio to bare "
               f"{dd['events_s'] / bd['events_s']:.2f}")
     else:

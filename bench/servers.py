@@ -32,8 +32,9 @@ def free_port() -> int:
 
 
 def cli(*argv: str) -> str:
-    """Run `python -m deploytrack ARGV` from this checkout; return its stdout."""
-    out = subprocess.run([sys.executable, "-m", "deploytrack", *argv], env=ENV, check=True,
+    """Run `python -m deploytrack ARGV` from the chosen checkout; return its stdout."""
+    # cwd "/" so that `-m` finds deploytrack through PYTHONPATH, not in the current directory.
+    out = subprocess.run([sys.executable, "-m", "deploytrack", *argv], env=ENV, check=True, cwd="/",
                          capture_output=True, text=True, timeout=60)
     return out.stdout
 
@@ -48,7 +49,8 @@ def create_token(db: Path, name: str, *scopes: str) -> str:
 class Server:
     """A server subprocess; `url`, `pid`, and `rss_kb()` / `peak_rss_kb()` from /proc."""
 
-    def __init__(self, argv: list[str], port: int, log: Path, health: str) -> None:
+    def __init__(self, argv: list[str], port: int, log: Path, health: str, kind: str) -> None:
+        self.kind = kind
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
@@ -113,11 +115,11 @@ def deploytrack(db: Path, *extra: str) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--db", str(db), "--no-scheduler", "--log-level", "warning", *extra]
-    return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz")
+    return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
 
 
 def bare(workdir: Path) -> Server:
     """The ceiling: a Starlette app that only parses the JSON body with orjson and answers."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
-    return Server(argv, port, workdir / f"bare.{port}.log", "/healthz")
+    return Server(argv, port, workdir / f"bare.{port}.log", "/healthz", "bare")

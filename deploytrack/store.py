@@ -37,6 +37,7 @@ class Ingest:
     received_at: int
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
+    named: set[tuple[str, str]] = field(default_factory=set, repr=False)  # products/environments upserted
 
 
 @dataclass
@@ -92,9 +93,12 @@ def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest) -> dict
     environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
     if event.version is not None:
         _claim_version(conn, event.product, event.version, event.scm_sha, occurred)
-    conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                 (event.product, batch.received_at))
-    if environment:
+    if ("product", event.product) not in batch.named:  # once per batch, not once per event
+        batch.named.add(("product", event.product))
+        conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (event.product, batch.received_at))
+    if environment and ("environment", environment) not in batch.named:
+        batch.named.add(("environment", environment))
         conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                      (environment, batch.received_at))
     row: dict[str, Any] = {
