@@ -113,7 +113,6 @@ def main() -> int:
     if not args.db.exists():
         raise SystemExit(f"{args.db} does not exist; make it with python -m bench.gen_events {args.db}")
     mid, total, product = middle_cursor(args.db)
-    db_bytes = sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*") if p.suffix != ".log")
     secret = servers.create_token(args.db, f"bench-read-{time.time_ns()}", "read")
     filters = {"no filter": {}, "product": {"product": product}, "environment": {"environment": "production"},
                "status": {"status": "failed"}, "kind": {"kind": "build"}, "q": {"q": "rollback"},
@@ -149,6 +148,9 @@ def main() -> int:
             load = wrk.run(server.url, args.load_seconds, 32, 1, script="get_paths.lua",
                            env={"BENCH_TOKEN": secret, "BENCH_PATHS": paths.name})
         load_rss, peak_rss = server.rss_kb() / 1024, server.peak_rss_kb() / 1024
+    # After the server stopped (its migrations may have added indexes); the WAL is checkpointed by then.
+    db_bytes = sum(args.db.parent.joinpath(args.db.name + suffix).stat().st_size
+                   for suffix in ("", "-wal") if args.db.parent.joinpath(args.db.name + suffix).exists())
     worst = max(results, key=lambda r: r[1])
     print(f"\n{total:,} events; database {db_bytes:,} bytes = {db_bytes / total:.0f} bytes per event")
     print(f"following next_cursor {len(page_times)} pages: median {statistics.median(page_times):.2f} ms, "
