@@ -35,11 +35,20 @@ class Client:
         self.headers: dict[str, str] = {}
 
     def get(self, path: str) -> tuple[int, bytes, float]:
-        started = time.perf_counter()
-        self.conn.request("GET", path, headers=self.headers)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        return resp.status, body, (time.perf_counter() - started) * 1000
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                self.conn.request("GET", path, headers=self.headers)
+                resp = self.conn.getresponse()
+                body = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection; the second attempt reconnects.
+                self.conn.close()
+                if attempt == 2:
+                    raise
+                continue
+            return resp.status, body, (time.perf_counter() - started) * 1000
+        raise AssertionError("unreachable")
 
     def sign_in(self, secret: str) -> None:
         """The UI's own sign-in form: CSRF cookie from GET /signin, then POST it with the token."""
