@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    return []
+    from deploytrack import client_cli, metrics_cli, ops_cli
+
+    return [metrics_cli.register, client_cli.register, ops_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
