@@ -157,9 +157,10 @@ def main() -> int:
             load = wrk.run(server.url, args.load_seconds, 32, 1, script="get_paths.lua",
                            env={"BENCH_TOKEN": secret, "BENCH_PATHS": paths.name})
         load_rss, peak_rss = server.rss_kb() / 1024, server.peak_rss_kb() / 1024
-    # After the server stopped (its migrations may have added indexes); the WAL is checkpointed by then.
-    db_bytes = sum(args.db.parent.joinpath(args.db.name + suffix).stat().st_size
-                   for suffix in ("", "-wal") if args.db.parent.joinpath(args.db.name + suffix).exists())
+    # After the server stopped (its migrations may have added indexes), with the WAL folded in.
+    with sqlite3.connect(args.db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db_bytes = args.db.stat().st_size
     worst = max(results, key=lambda r: r[1])
     print(f"\n{total:,} events; database {db_bytes:,} bytes = {db_bytes / total:.0f} bytes per event")
     print(f"following next_cursor {len(page_times)} pages: median {statistics.median(page_times):.2f} ms, "
