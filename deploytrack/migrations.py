@@ -206,6 +206,17 @@ def m002_metrics(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m003_bench_indexes(conn: sqlite3.Connection) -> None:
+    # The event list filtered by status (e.g. all failures) walked the whole time index without it.
+    conn.execute("CREATE INDEX events_status ON events (status, occurred_at, seq)")
+    # Folding an event into its open deployment: events without version or invoke id (most DevGrid
+    # traffic) share one key, and finding the open one walked every finished deployment of the key,
+    # so each insert got slower as history grew. Only open deployments are in this index.
+    conn.execute("CREATE INDEX deployments_open ON deployments (product, environment, version, invoke_id, id) "
+                 "WHERE status IN ('pending', 'started')")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
