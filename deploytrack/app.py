@@ -26,8 +26,8 @@ from deploytrack.links import commit_url, safe_href
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, pages
-from deploytrack.web import RateLimiter
+from deploytrack.views import api, metrics_api, pages
+from deploytrack.web import RateLimiter, redact_access_log
 
 log = logging.getLogger("deploytrack")
 PACKAGE_DIR = Path(__file__).parent
@@ -84,6 +84,7 @@ class App:
         self.background: list[Any] = []  # objects with async start()/stop(), e.g. the scheduler
 
     async def start(self) -> None:
+        redact_access_log()
         await self.db.open()
         self.session_key = await self.db.write(_session_key)
         count = await self.db.fetchone("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
@@ -157,6 +158,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
+    if settings.scheduler:
+        from deploytrack.scheduler import MetricsScheduler
+
+        state.background.append(MetricsScheduler(state.db, settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -169,6 +174,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *dialects.routes(),
         *api.routes(),
+        *metrics_api.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]

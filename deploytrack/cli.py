@@ -6,6 +6,8 @@ This is the only caller of `uvicorn.run`.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from typing import Any, Callable, Sequence
 
@@ -45,12 +47,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploytrack.app import create_app
 
     settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     app = create_app(settings)
+    # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
+    # signal; ending there with status 0 tells systemd and scripts the stop was clean.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {settings.db})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -95,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    return []
+    from deploytrack import client_cli, metrics_cli, ops_cli
+
+    return [metrics_cli.register, client_cli.register, ops_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
-"""Read side of the DORA dashboard and the incident list: stored daily snapshots and incidents.
+"""What the DORA dashboard and the incident list show, shaped from the metrics module's report.
 
-The metrics themselves are computed elsewhere (the daily job writes `metric_snapshots`); this module
-only reads what is stored, so a page view never computes a metric.
+The numbers come from `deploytrack.metrics` (live for the window ending today, and the stored daily
+snapshots for the trend charts); this module only reads and labels them.
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from deploytrack.db import Database
 from deploytrack.errors import BadRequest
+from deploytrack.metrics import BANDS_SOURCE
+from deploytrack.timeutil import parse_timestamp
 
-DAY_US = 86_400_000_000
 WINDOWS = (7, 30, 90)
 TREND_DAYS = 90
 BAND_ORDER = ("elite", "high", "medium", "low")
@@ -38,12 +37,11 @@ METRICS = (
     MetricInfo("time_to_restore", "Time to restore service", "seconds",
                ("< 1 hour", "< 1 day", "< 1 week", "1 week or more")),
 )
-BANDS_SOURCE = "2023 DORA report bands, as Apache DevLake encodes them"
 
 
 @dataclass
 class Reading:
-    """One metric on one day: its value (None = no data), band, and how many data points it rests on."""
+    """One metric: its value (None = no data), band, how many data points it rests on, and a note."""
 
     value: float | None
     band: str | None
@@ -53,29 +51,58 @@ class Reading:
 
 @dataclass
 class Dashboard:
-    day: int | None  # the newest snapshot's day (µs), None when nothing is stored yet
+    day: int | None  # the day the latest numbers are for (µs)
     window: int
     latest: dict[str, Reading] = field(default_factory=dict)
     series: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)
+    snapshot_days: int = 0  # how many daily snapshots the trend charts rest on
 
     @property
     def empty(self) -> bool:
-        return self.day is None
+        """Nothing to show at all: no data points now and no stored snapshots (a new install)."""
+        return self.snapshot_days == 0 and not any(r.points for r in self.latest.values())
 
 
-def reading(data: Any) -> Reading:
-    """Read one metric out of a snapshot's JSON, tolerating absent or malformed parts (shown as no data)."""
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        return Reading(float(data), None, None)
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _note(key: str, data: dict[str, Any]) -> str | None:
+    """What a reader needs to trust the number: how it was measured."""
+    if key == "deployment_frequency" and _number(data.get("deploy_days_per_week")) is not None:
+        return f"{data['deploy_days_per_week']:.1f} deploy days a week (the band counts deploy days)"
+    if key == "lead_time" and data.get("measured_from_build"):
+        sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+        return f"measured from the first build for {sources.get('build', 'some')} of its data points (no commit time)"
+    if key == "change_failure_rate" and isinstance(data.get("failures"), int) and _number(data.get("value")) is not None:
+        return f"{data['failures']} deployment{'s' if data['failures'] != 1 else ''} led to a failure"
+    if key == "time_to_restore" and data.get("unresolved_incidents"):
+        return f"{data['unresolved_incidents']} incident(s) still open, not counted until resolved"
+    return None
+
+
+def reading(key: str, data: Any) -> Reading:
+    """One metric out of the metrics module's JSON (a live report or a snapshot); malformed parts are no data."""
     if not isinstance(data, dict):
         return Reading(None, None, None)
-    value = data.get("value")
-    value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    band = data.get("band")
-    band = band if band in BAND_ORDER else None
-    points = next((data[k] for k in ("points", "data_points", "count") if isinstance(data.get(k), int)), None)
-    note = data.get("measured_from") or data.get("note")
-    return Reading(value, band, points, str(note)[:200] if isinstance(note, str) else None)
+    value = _number(data.get("per_week") if key == "deployment_frequency" else data.get("value"))
+    band = data.get("band") if data.get("band") in BAND_ORDER else None
+    points = data.get("data_points") if isinstance(data.get("data_points"), int) else None
+    return Reading(value, band if value is not None else None, points, _note(key, data))
+
+
+def from_report(report: dict[str, Any], window: int) -> Dashboard:
+    """The dashboard of a metrics report (`views.metrics_api.metrics_report`: live numbers + snapshot series)."""
+    latest = report.get("latest") or {}
+    day = latest.get("day")
+    board = Dashboard(parse_timestamp(day, "day") if isinstance(day, str) else None, window)
+    series = [s for s in report.get("series") or [] if isinstance(s, dict) and isinstance(s.get("day"), str)]
+    board.snapshot_days = len(series)
+    for metric in METRICS:
+        board.latest[metric.key] = reading(metric.key, latest.get(metric.key))
+        board.series[metric.key] = [(parse_timestamp(s["day"], "day"), reading(metric.key, s.get(metric.key)).value)
+                                    for s in series]
+    return board
 
 
 def parse_window(raw: str | None) -> int:
@@ -85,34 +112,6 @@ def parse_window(raw: str | None) -> int:
     if not text.isdigit() or int(text) not in WINDOWS:
         raise BadRequest(f"query parameter 'window' must be one of {', '.join(f'{w}d' for w in WINDOWS)}", "window")
     return int(text)
-
-
-async def load(db: Database, product: str | None, environment: str | None, window: int) -> Dashboard:
-    """The newest snapshot for this scope and window, and the daily series of the last 90 days."""
-    key = (product or "", environment or "", window)
-    newest = await db.fetchone(
-        "SELECT MAX(day) FROM metric_snapshots WHERE product = ? AND environment = ? AND window_days = ?", key)
-    if newest is None or newest[0] is None:
-        return Dashboard(None, window)
-    day = int(newest[0])
-    rows = await db.fetchall(
-        "SELECT day, scope, data FROM metric_snapshots WHERE product = ? AND environment = ? AND window_days = ? "
-        "AND day > ? ORDER BY day, scope", (*key, day - TREND_DAYS * DAY_US))
-    by_day: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        if row["day"] in by_day:
-            continue  # one row per day; several scopes for the same key would be a writer's bug
-        try:
-            parsed = orjson.loads(row["data"])
-        except orjson.JSONDecodeError:
-            parsed = {}
-        by_day[row["day"]] = parsed if isinstance(parsed, dict) else {}
-    board = Dashboard(day, window)
-    for metric in METRICS:
-        points = [(d, reading(data.get(metric.key)).value) for d, data in sorted(by_day.items())]
-        board.series[metric.key] = points
-        board.latest[metric.key] = reading(by_day.get(day, {}).get(metric.key))
-    return board
 
 
 async def list_incidents(db: Database, state: str | None, product: str | None, limit: int = 50,

@@ -179,16 +179,53 @@ def m001_core(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m002_metrics(conn: sqlite3.Connection) -> None:
+    # Covering indexes for the set-based rebuild of deployments and the DORA queries.
+    for statement in """
+    CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, invoke_id, occurred_at, seq,
+                                               status, scm_sha, actor, change_id);
+    CREATE INDEX events_commit_time ON events (commit_time, kind, deployment_id, scm_sha);
+    CREATE INDEX events_build_sha ON events (kind, scm_sha, occurred_at);
+    CREATE INDEX events_build_version ON events (kind, product, version, occurred_at);
+    CREATE INDEX deployments_finished ON deployments (product, environment, finished_at, id, status, version, label);
+    CREATE INDEX deployments_version ON deployments (product, environment, version, status, finished_at);
+    CREATE INDEX incidents_deployment ON incidents (deployment_id, opened_at);
+    CREATE INDEX incidents_resolved ON incidents (resolved_at, product, environment);
+    CREATE INDEX metric_snapshots_scope ON metric_snapshots (scope, product, environment, window_days, day);
+    CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        first_day INTEGER NOT NULL,
+        last_day INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL
+    )
+    """.split(";"):
+        conn.execute(statement)
+
 
 @migration
-def m002_ui_indexes(conn: sqlite3.Connection) -> None:
+def m003_bench_indexes(conn: sqlite3.Connection) -> None:
+    # The event list filtered by status (e.g. all failures) walked the whole time index without it.
+    conn.execute("CREATE INDEX events_status ON events (status, occurred_at, seq)")
+    # Folding an event into its open deployment: events without version or invoke id (most DevGrid
+    # traffic) share one key, and finding the open one walked every finished deployment of the key,
+    # so each insert got slower as history grew. Only open deployments are in this index.
+    conn.execute("CREATE INDEX deployments_open ON deployments (product, environment, version, invoke_id, id) "
+                 "WHERE status IN ('pending', 'started')")
+
+
+@migration
+def m004_ui_indexes(conn: sqlite3.Connection) -> None:
     # Keyset paging of the deployments page (newest first, optionally by product or environment),
-    # and "what runs where": the newest completed deployment of each product and environment.
+    # and "what runs where" (the newest deployment of each product and environment; the newest
+    # completed one is found through m002's deployments_finished).
     for statement in (
         "CREATE INDEX deployments_first ON deployments (first_at, id)",
         "CREATE INDEX deployments_product_first ON deployments (product, first_at, id)",
         "CREATE INDEX deployments_environment_first ON deployments (environment, first_at, id)",
-        "CREATE INDEX deployments_current ON deployments (product, environment, status, finished_at, id)",
         "CREATE INDEX deployments_pair_first ON deployments (product, environment, first_at, id)",
         "CREATE INDEX deployments_label_first ON deployments (label, first_at, id)",
     ):

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from deploytrack.errors import Conflict
+from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.model import TERMINAL, Event, new_event_id
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import day_start_us
@@ -37,6 +37,7 @@ class Ingest:
     received_at: int
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
+    named: set[tuple[str, str]] = field(default_factory=set, repr=False)  # products/environments upserted
 
 
 @dataclass
@@ -47,6 +48,11 @@ class IngestResult:
 
 def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
+    if batch.token_id is not None:
+        # The token may have come from auth's cache: a revocation committed since must still refuse it.
+        if conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND revoked_at IS NULL",
+                        (batch.received_at, batch.token_id)).rowcount == 0:
+            raise Unauthorized("Invalid API key")
     if batch.idempotency_key and batch.token_id is not None:
         row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
                            (batch.token_id, batch.idempotency_key)).fetchone()
@@ -54,13 +60,17 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
     result = IngestResult()
     fresh = 0
-    for event in batch.events:
+    for index, event in enumerate(batch.events):
         if event.client_key:
             existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
             if existing is not None:
                 result.rows.append(dict(existing))
                 continue
-        result.rows.append(_insert_event(conn, event, batch))
+        try:
+            result.rows.append(_insert_event(conn, event, batch))
+        except DeploytrackError as error:
+            error.index = index
+            raise
         fresh += 1
     if fresh == 0 and batch.events:
         result.replayed = True
@@ -69,8 +79,6 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             "INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
             (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
              batch.received_at))
-    if batch.token_id is not None:
-        conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (batch.received_at, batch.token_id))
     return result
 
 
@@ -80,18 +88,38 @@ def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, An
     return [rows[i] for i in ids if i in rows]
 
 
-def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest) -> dict[str, Any]:
+def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received_at: int,
+                 aliases: Mapping[str, str]) -> dict[str, Any] | None:
+    """Store one event exported earlier (or written for a backfill) under its own id and arrival time.
+
+    Derived rows (products, environments, versions, deployments, dirty days) are updated exactly
+    as for ingestion. Returns None, storing nothing, when the id or client key is already stored.
+    """
+    if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None:
+        return None
+    if event.client_key and conn.execute(
+            "SELECT 1 FROM events WHERE client_key = ?", (event.client_key,)).fetchone() is not None:
+        return None
+    batch = Ingest(events=[event], token_id=None, received_at=received_at, aliases=aliases)
+    return _insert_event(conn, event, batch, event_id)
+
+
+def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
+                  event_id: str | None = None) -> dict[str, Any]:
     occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
     environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
     if event.version is not None:
         _claim_version(conn, event.product, event.version, event.scm_sha, occurred)
-    conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                 (event.product, batch.received_at))
-    if environment:
+    if ("product", event.product) not in batch.named:  # once per batch, not once per event
+        batch.named.add(("product", event.product))
+        conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (event.product, batch.received_at))
+    if environment and ("environment", environment) not in batch.named:
+        batch.named.add(("environment", environment))
         conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                      (environment, batch.received_at))
     row: dict[str, Any] = {
-        "id": new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
+        "id": event_id or new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
         "product": event.product, "version": event.version, "environment": environment,
         "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
         "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,
@@ -143,14 +171,25 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
             (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
              ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev)))
         return int(cursor.lastrowid or 0)
-    newest = at >= dep["last_at"]
     conn.execute(
         "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
         "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
         "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
-        (status if newest else dep["status"], min(at, dep["first_at"]), max(at, dep["last_at"]),
+        (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
          _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev), dep["id"]))
     return int(dep["id"])
+
+
+_RANK = {"pending": 0, "started": 1}
+
+
+def _fold_status(current: str, finished_at: int | None, new: str, at: int) -> str:
+    """The lifecycle only moves forward (pending -> started -> finished), whatever order events
+    arrive in; between two outcomes the later one wins."""
+    rank_current, rank_new = _RANK.get(current, 2), _RANK.get(new, 2)
+    if rank_new > rank_current or (rank_new == rank_current == 2 and at >= (finished_at or 0)):
+        return new
+    return current
 
 
 def deployment_label(ev: Mapping[str, Any]) -> str | None:

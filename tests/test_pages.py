@@ -7,14 +7,13 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
-import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
-from tests.conftest import auth, create_token
+from tests.conftest import auth, create_token, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -226,30 +225,35 @@ def test_product_page_has_a_timeline_and_validates_its_span(ui, token):
 def test_dora_dashboard_empty_state_on_a_new_install(ui, token):
     sign_in(ui, token)
     html = ui.get("/dora").text
-    assert "No metrics yet" in html and "2023 DORA report" in html
+    assert "No metrics yet" in html and "DORA 2023 report" in html
     assert ui.get("/dora?window=12d").status_code == 400
 
 
-def test_dora_dashboard_reads_snapshots(ui, token, db_path):
-    today = day_start_us(now_us())
-    for back in range(5):
-        data = {"deployment_frequency": {"value": 3.5 + back, "band": "high", "points": 14},
-                "lead_time": {"value": 7200, "band": "elite", "points": 9, "measured_from": "commit"},
-                "change_failure_rate": {"value": None, "band": None, "points": 0},
-                "time_to_restore": "garbage"}
-        if back == 2:
-            data["deployment_frequency"] = {"value": None, "points": 0}
-        db_execute(db_path, "INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, "
-                   "computed_at) VALUES (?, 'overall', '', '', 30, ?, ?)",
-                   (today - back * 86_400_000_000, orjson.dumps(data).decode(), today))
+def test_dora_dashboard_shows_the_metrics_module_numbers_and_trends(ui, token, db_path):
+    day = 86_400
+    base = (day_start_us(now_us()) // 1_000_000) - 10 * day
+    for n in range(6):  # a production deployment each day for six days, then a failure linked to the last
+        deploy(ui, token, version=f"5.{n}", timestamp=base + n * day + 3600, commit_timestamp=base + n * day)
+    resp = ui.post("/api/v1/incidents", headers=auth(token), json={
+        "product": "api", "title": "errors", "opened_at": base + 5 * day + 7200,
+        "resolved_at": base + 5 * day + 7200 + 1800})
+    assert resp.status_code == 201, resp.text
     sign_in(ui, token)
-    html = ui.get("/dora").text
-    assert "No metrics yet" not in html
-    assert "3.5 / week" in html and "14 data points" in html and 'class="badge band-high"' in html
-    assert "2.0 h" in html and "measured from commit" in html
-    assert html.count("No data") == 2  # change failure rate and the malformed time to restore
-    assert html.count('<polyline class="line"') == 3  # the frequency line breaks at its gap day, lead time is whole
-    assert "No metrics yet" in ui.get("/dora?product=api").text
+    live_only = ui.get("/dora?window=30d").text  # numbers are live; no snapshots stored yet
+    assert "No metrics yet" not in live_only and "No daily snapshots yet" in live_only
+    code, out = run_cli("metrics", "recompute", "--db", str(db_path))
+    assert code == 0, out
+    report = ui.get("/api/v1/metrics?window=30d", headers=auth(token)).json()["latest"]
+    html = ui.get("/dora?window=30d").text
+    assert "No daily snapshots yet" not in html
+    per_week = report["deployment_frequency"]["per_week"]
+    assert f"{per_week:.1f} / week" in html and "6 data points" in html
+    assert f'class="badge band-{report["deployment_frequency"]["band"]}"' in html
+    assert "60 min" in html  # lead time: one hour from commit to deployment, every time
+    assert f"{report['change_failure_rate']['value'] * 100:.1f}%" in html and "1 deployment led to a failure" in html
+    assert "30 min" in html  # time to restore
+    assert html.count('<polyline class="line"') >= 3
+    assert "No metrics yet" in ui.get("/dora?product=nothing-here").text
 
 
 def test_incidents_page_shows_state_and_the_deployment_it_is_linked_to(ui, token, db_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +24,7 @@ from starlette.routing import Route
 from deploytrack import store
 from deploytrack.auth import Token, authenticate
 from deploytrack.errors import BadRequest, DeploytrackError
-from deploytrack.model import Limits
+from deploytrack.model import UNASSIGNED, Limits
 from deploytrack.timeutil import now_us
 from deploytrack.web import JSONResponse, read_body
 
@@ -38,7 +38,12 @@ class Context:
     kind: str
     limits: Limits
     max_batch_events: int
+    aliases: Mapping[str, str]
     request: Request
+
+    def product_or_default(self, product: str | None, token: Token) -> str:
+        """APIs that carry no product use the token's default, else the explicit 'unassigned'."""
+        return product or token.product or UNASSIGNED
 
 
 def endpoint(dialect: ModuleType, kind: str) -> Any:
@@ -49,14 +54,14 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
         try:
             token: Token | None = None
             if not dialect.SECRET_IN_BODY:
-                token = await authenticate(app.db, dialect.secret(request, None), "ingest")
+                token = await authenticate(app.db, dialect.secret(request, None), "ingest", cached=True)
                 app.limiter.check(token.id)
             raw = await read_body(request, app.settings.max_body_bytes)
             data = dialect.payload(request, raw)
             if token is None:
-                token = await authenticate(app.db, dialect.secret(request, data), "ingest")
+                token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
                 app.limiter.check(token.id)
-            ctx = Context(kind, app.limits, app.settings.max_batch_events, request)
+            ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
             events = dialect.to_events(data, token, ctx)
             result = await app.db.write(store.ingest, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
@@ -89,9 +94,12 @@ def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:
 
 
 def routes() -> list[Route]:
-    from deploytrack.dialects import versioner
+    from deploytrack.dialects import devgrid, ilert, quanta, versioner
 
     return [
         *_both("/deployment-events", endpoint(versioner, "deployment"), ["POST"]),
         *_both("/build-events", endpoint(versioner, "build"), ["POST"]),
+        *_both("/api/events/push", endpoint(quanta, "deployment"), ["GET", "POST"]),
+        *_both("/events", endpoint(devgrid, "deployment"), ["POST"]),
+        *_both("/api/deployment-events", endpoint(ilert, "deployment"), ["POST"]),
     ]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import asyncio
+from typing import Any, Callable
 
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack import charts, dashboard, queries
+from deploytrack import charts, dashboard, incidents as incident_rules, metrics, queries
+from deploytrack import db as dbmod
 from deploytrack.settings import canonical_environment
 from deploytrack.sessions import require
+from deploytrack.timeutil import now_us
+from deploytrack.views.metrics_api import metrics_report
 from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
@@ -39,6 +43,15 @@ def formatter(unit: str) -> Callable[[float], str]:
     return lambda v: f"{v:.1f} / week"
 
 
+def _report(path: Any, settings: Any, scope: metrics.Scope, window: int) -> dict[str, Any]:
+    """The same report GET /api/v1/metrics returns, on a read-only connection of its own (temp tables)."""
+    conn = dbmod.connect(path, readonly=True)
+    try:
+        return metrics_report(conn, settings, scope, window, dashboard.TREND_DAYS, now_us())
+    finally:
+        conn.close()
+
+
 @page
 async def dora(request: Request) -> Response:
     """GET /dora: the four metrics for a product/environment scope and window, with 90-day trends."""
@@ -48,7 +61,9 @@ async def dora(request: Request) -> Response:
     env = query_text(request, "environment")
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     window = dashboard.parse_window(request.query_params.get("window"))
-    board = await dashboard.load(app.db, product, environment, window)
+    scope = metrics.Scope.of(product, environment)
+    report = await asyncio.to_thread(_report, app.db.path, app.settings, scope, window)
+    board = dashboard.from_report(report, window)
     cards = []
     for metric in dashboard.METRICS:
         fmt = formatter(metric.unit)
@@ -79,7 +94,7 @@ async def incidents(request: Request) -> Response:
     rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
     params = {"state": state, "product": product}
     return render(request, "incidents.html", {
-        "token": token, "incidents": rows, "state": state, "product": product, "paged": bool(cursor),
+        "token": token, "incidents": rows, "explain": incident_rules.EXPLAIN, "state": state, "product": product, "paged": bool(cursor),
         "filtered": bool(state or product),
         "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
         "first_url": page_url("/incidents", params),

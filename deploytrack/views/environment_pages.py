@@ -63,7 +63,7 @@ async def product(request: Request) -> Response:
     environments = list(grid.environments)
     environments += sorted({d["environment"] for d in deployments} - set(environments))
     chart = charts.timeline(_lanes(builds, deployments, environments), start, end,
-                            f"Builds and deployments of {name} over the last {days} days")
+                            f"Builds and deployments over the last {days} days")
     return render(request, "product.html", {
         "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
         "deployments": deployments, "builds": builds, "environments": environments})

@@ -1,0 +1,111 @@
+"""DevGrid: `POST /events` with `x-api-key`, body `{"events": [...]}`; 201 with the stored events.
+
+A batch is all-or-nothing: one bad event rejects it with a 400 naming the event's index and field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from deploytrack.auth import Token
+from deploytrack.dialects import Context
+from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge
+from deploytrack.model import Event, Fields, check_metadata, normalize_status
+from deploytrack.settings import canonical_environment
+from deploytrack.store import IngestResult
+from deploytrack.timeutil import parse_timestamp, to_iso
+from deploytrack.web import parse_json
+
+NAME = "devgrid"
+SECRET_IN_BODY = False
+EVENT_TYPE = "event-deploy"
+# attribute name -> event field
+ATTRIBUTES = {"build_commit_sha": "scm_sha", "change_id": "change_id", "build_id": "build_id",
+              "build_url": "build_url", "description": "summary", "initiator": "actor", "version": "version",
+              "build_number": "build_number", "branch": "scm_branch", "repository": "scm_repository"}
+
+
+def secret(request: Request, data: Any) -> str | None:
+    return request.headers.get("x-api-key")
+
+
+def payload(request: Request, raw: bytes) -> Any:
+    return parse_json(raw)
+
+
+def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
+    body = Fields(data, ctx.limits)
+    items = body.raw("events")
+    if not isinstance(items, list):
+        raise BadRequest("Field 'events' is required and must be a list", "events")
+    if not items:
+        raise BadRequest("Field 'events' must hold at least one event", "events")
+    if len(items) > ctx.max_batch_events:
+        raise PayloadTooLarge(f"Field 'events' holds {len(items)} events; at most {ctx.max_batch_events} per batch",
+                              "events")
+    events = []
+    for index, item in enumerate(items):
+        try:
+            events.append(_event(item, index, ctx))
+        except DeploytrackError as error:
+            error.index = index
+            raise
+    return events
+
+
+def _event(item: Any, index: int, ctx: Context) -> Event:
+    prefix = f"events[{index}]."
+    f = Fields(item, ctx.limits, prefix=prefix)
+    kind = f.str("type", required=True)
+    if kind != EVENT_TYPE:
+        raise BadRequest(f"Field '{prefix}type' must be '{EVENT_TYPE}'", prefix + "type")
+    entity = f.str("entityId", required=True, allow_number=True) or ""
+    raw_attributes = f.raw("attributes")
+    if raw_attributes is None:
+        raise BadRequest(f"Field '{prefix}attributes' is required", prefix + "attributes")
+    attrs = Fields(raw_attributes, ctx.limits, prefix=prefix + "attributes.")
+    env = attrs.str("env", required=True)
+    status_value = attrs.raw("status")
+    if status_value is None:
+        raise BadRequest(f"Field '{prefix}attributes.status' is required", prefix + "attributes.status")
+    status, status_raw = normalize_status(status_value, prefix + "attributes.status")
+    values = {field: attrs.str(name, allow_number=True) for name, field in ATTRIBUTES.items()}
+    timestamp = f.raw("timestamp")
+    commit_time = attrs.raw("commit_timestamp")
+    event = Event(
+        dialect=NAME, kind="deployment", product=entity, environment_raw=env, status=status, status_raw=status_raw,
+        occurred_at=parse_timestamp(timestamp, prefix + "timestamp") if timestamp is not None else None,
+        commit_time=parse_timestamp(commit_time, prefix + "attributes.commit_timestamp")
+        if commit_time is not None else None, **values)
+    event.metadata = check_metadata({**f.rest(), **attrs.rest()}, ctx.limits, prefix + "attributes")
+    if event.build_id:
+        event.client_key = f"{NAME}:{entity}:{event.build_id}:{status}:{canonical_environment(env or '', ctx.aliases)}"
+    return event
+
+
+def _attributes(row: dict[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"env": row["environment_raw"], "status": row["status_raw"]}
+    for name, field in ATTRIBUTES.items():
+        if row.get(field) is not None:
+            attrs[name] = row[field]
+    if row.get("metadata"):
+        attrs.update(orjson.loads(row["metadata"]))
+    return attrs
+
+
+def reply(result: IngestResult, ctx: Context) -> tuple[int, dict[str, Any]]:
+    return 201, {"events": [{"id": r["id"], "type": EVENT_TYPE, "entityId": r["product"],
+                             "timestamp": to_iso(r["occurred_at"]), "attributes": _attributes(r)}
+                            for r in result.rows]}
+
+
+def error_body(error: DeploytrackError) -> dict[str, Any]:
+    body: dict[str, Any] = {"statusCode": error.status, "error": error.code, "message": error.message}
+    if error.index is not None:
+        body["index"] = error.index
+    if error.field is not None:
+        body["field"] = error.field
+    return body

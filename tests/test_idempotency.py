@@ -1,0 +1,98 @@
+"""A retried request must not count twice: Idempotency-Key, invoke_id+status, DevGrid build_id+status+env."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import auth
+
+DEPLOY = {"product_name": "svc", "version": "1.0", "environment_name": "production", "status": "success"}
+
+
+def count(client) -> int:
+    row = client.portal.call(client.app.state.deploytrack.db.fetchone, "SELECT COUNT(*) FROM events")
+    return row[0]
+
+
+@pytest.mark.parametrize("path,body,headers_of", [
+    ("/deployment-events/", DEPLOY, lambda t: auth(t)),
+    ("/events", {"events": [{"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "success"}}]},
+     lambda t: {"x-api-key": t}),
+    ("/api/events/push", {"type": "code_deploy", "content": "v1"}, lambda t: {"Authorization": f"Token {t}"}),
+])
+def test_idempotency_key_replays_original(client, token, path, body, headers_of):
+    headers = {**headers_of(token), "Idempotency-Key": "run-77-attempt"}
+    first = client.post(path, json=body, headers=headers)
+    second = client.post(path, json=body, headers=headers)
+    assert first.status_code == second.status_code and first.status_code in (200, 201)
+    assert first.json() == second.json()
+    assert count(client) == 1
+
+
+def test_idempotency_key_ilert(client, token):
+    body = {"integrationKey": token, "summary": "deploy"}
+    first = client.post("/api/deployment-events", json=body, headers={"Idempotency-Key": "k1"})
+    second = client.post("/api/deployment-events", json=body, headers={"Idempotency-Key": "k1"})
+    assert (first.status_code, second.status_code) == (202, 202) and first.json() == second.json()
+    third = client.post("/api/deployment-events", json=body, headers={"Idempotency-Key": "k2"})
+    assert third.json()["id"] != first.json()["id"]
+    assert count(client) == 2
+
+
+def test_idempotency_key_too_long(client, token):
+    resp = client.post("/deployment-events/", json=DEPLOY, headers={**auth(token), "Idempotency-Key": "x" * 300})
+    assert resp.status_code == 400 and "Idempotency-Key" in resp.json()["detail"]
+
+
+def test_invoke_id_and_status(client, token):
+    body = {**DEPLOY, "invoke_id": "gh-run-5"}
+    first = client.post("/deployment-events/", json=body, headers=auth(token))
+    again = client.post("/deployment-events/", json=body, headers=auth(token))
+    assert first.json() == again.json() and again.status_code == 200
+    started = client.post("/deployment-events/", json={**body, "status": "started"}, headers=auth(token))
+    assert started.json()["id"] != first.json()["id"]
+    assert count(client) == 2
+    # both fold into one deployment record (same invoke_id)
+    deps = client.portal.call(client.app.state.deploytrack.db.fetchall, "SELECT status, event_count FROM deployments")
+    assert [tuple(d) for d in deps] == [("completed", 2)]
+
+
+def test_devgrid_build_id_status_env(client, token):
+    def send(env):
+        return client.post("/events", headers={"x-api-key": token}, json={"events": [
+            {"type": "event-deploy", "entityId": "app", "attributes": {"env": env, "status": "success",
+                                                                       "build_id": "b-9"}}]})
+    first, again, alias = send("production"), send("production"), send("prod")
+    assert first.status_code == again.status_code == alias.status_code == 201
+    assert first.json()["events"][0]["id"] == again.json()["events"][0]["id"] == alias.json()["events"][0]["id"]
+    assert send("staging").json()["events"][0]["id"] != first.json()["events"][0]["id"]
+    assert count(client) == 2
+
+
+def test_concurrent_identical_resends_store_one(live_server, token):
+    body = {**DEPLOY, "version": "9.9"}
+    headers = {**auth(token), "Idempotency-Key": "same-request"}
+
+    def send(_: int) -> httpx.Response:
+        return httpx.post(live_server.url + "/deployment-events/", json=body, headers=headers, timeout=10)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(send, range(32)))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["id"] for r in responses}) == 1
+    listed = httpx.get(live_server.url + "/api/v1/events", headers=auth(token), timeout=10).json()["events"]
+    assert len(listed) == 1
+
+
+def test_version_immutability_across_dialects(client, token):
+    assert client.post("/build-events/", json={"product_name": "app", "version": "2.0", "status": "success",
+                                               "scm_sha": "aaa"}, headers=auth(token)).status_code == 200
+    resp = client.post("/events", headers={"x-api-key": token}, json={"events": [
+        {"type": "event-deploy", "entityId": "app", "attributes": {"env": "production", "status": "success",
+                                                                   "version": "2.0", "build_commit_sha": "bbb"}}]})
+    assert resp.status_code == 409
+    assert resp.json()["message"] == "Version 2.0 already exists with different SHA" and resp.json()["index"] == 0
+    assert count(client) == 1

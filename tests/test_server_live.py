@@ -1,0 +1,66 @@
+"""A real uvicorn process on 127.0.0.1: start, first-start hint, ingest over HTTP, durable answers, clean stop."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+
+import httpx2 as httpx
+
+from tests.conftest import LiveServer, auth, create_token
+
+
+def test_first_start_tells_how_to_make_a_token(tmp_path):
+    server = LiveServer(tmp_path / "fresh.db").start()
+    try:
+        assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    log = server.log.read_text()
+    assert "No API tokens yet. Create one with: deploytrack token create" in log
+    assert (tmp_path / "fresh.db").exists()
+
+
+def test_post_over_http_is_on_disk_when_answered(live_server, token, db_path):
+    body = {"product_name": "api", "version": "3.1", "environment_name": "production", "status": "success",
+            "deployed_by": "ci-bot"}
+    resp = httpx.post(live_server.url + "/deployment-events/", json=body, headers=auth(token), timeout=10)
+    assert resp.status_code == 200
+    # a separate connection to the file sees it at once: the 2xx came after COMMIT
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute("SELECT product, version, actor FROM events WHERE id = ?", (resp.json()["id"],)).fetchone()
+    assert row == ("api", "3.1", "ci-bot")
+    assert httpx.get(live_server.url + "/api/v1/events", headers=auth(token)).json()["events"][0]["id"] == resp.json()["id"]
+
+
+def test_wal_mode_and_migrations_recorded(live_server, db_path):
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]
+    assert names and names[0] == "m001_core"
+
+
+def test_environment_variables_configure_serve(tmp_path):
+    db = tmp_path / "env.db"
+    secret = create_token(db, "r", "read")
+    server = LiveServer(db, env={"DEPLOYTRACK_PUBLIC_READ": "true"}).start()
+    try:
+        assert httpx.get(server.url + "/api/v1/events").status_code == 200
+        assert httpx.get(server.url + "/api/v1/events", headers=auth(secret)).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_config_file_aliases(tmp_path):
+    db = tmp_path / "cfg.db"
+    secret = create_token(db, "ci", "ingest", "read")
+    config = tmp_path / "deploytrack.toml"
+    config.write_text('[environment_aliases]\nlive = "production"\n')
+    server = LiveServer(db, "--config", str(config)).start()
+    try:
+        for env in ("live", "prod", "Production"):
+            resp = httpx.post(server.url + "/deployment-events/", headers=auth(secret), json={
+                "product_name": "a", "version": "1", "environment_name": env, "status": "success"})
+            assert resp.json()["environment_name"] == "production"
+    finally:
+        server.stop()
