@@ -44,7 +44,10 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
         return Markup("".join(parts))
     first, last = points[0][0], points[-1][0]
     span = max(last - first, 1)
-    high = max(values) * 1.15 or 1.0
+    peak = max(values)
+    if peak <= 0:  # a flat zero line: scale to the band edges (or 1) so it sits on the floor, labelled truly
+        peak = max((v for v, _ in thresholds), default=1.0)
+    high = peak * 1.15
     visible = [(v, t) for v, t in thresholds if 0 < v <= high]
 
     def x(day: int) -> float:
@@ -77,7 +80,7 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
                          f"<title>{_e(_day(day))}: {_e(fmt(value))}</title></circle>")
     parts.append(f'<text class="axis" x="{left}" y="{height - 6}">{_e(_day(first))}</text>')
     parts.append(f'<text class="axis" x="{left + plot_w}" y="{height - 6}" text-anchor="end">{_e(_day(last))}</text>')
-    parts.append(f'<text class="axis" x="{left + 2}" y="{top + 10}">{_e(fmt(high / 1.15))}</text>')
+    parts.append(f'<text class="axis" x="{left + 2}" y="{top + 10}">{_e(fmt(peak))}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

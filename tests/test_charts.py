@@ -47,3 +47,10 @@ def test_text_is_escaped_and_only_internal_paths_are_linked():
     links = [a.get("href") for a in root.iter(f"{SVG}a")]
     assert links == ["/deployments/1"]
     assert root.find(f"{SVG}title").text == evil
+
+
+def test_a_flat_zero_series_is_scaled_to_the_band_edges_and_labelled_truly():
+    svg = parse(trend([(0, 0.0), (DAY, 0.0)], title="CFR", fmt=lambda v: f"{v * 100:.0f}%",
+                      thresholds=[(0.05, "5%"), (0.15, "15%")]))
+    axis = [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "axis"]
+    assert "15%" in axis and "87%" not in axis
