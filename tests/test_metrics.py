@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import auth, run_cli
+from deploytrack.app import create_app
+from deploytrack.settings import load_settings
+from tests.conftest import auth, create_token, run_cli
 from tests.dora import DAY_US, at, build, deploy, incident, metrics, today
 
 
@@ -156,8 +160,6 @@ def test_backfill_across_midnight(client, token, db_path):
 
 
 def test_same_events_any_order_same_numbers(make_client, token, tmp_path):
-    from tests.conftest import create_token
-
     events = [("1", "started", at(3, 10)), ("1", "success", at(3, 10, 20)), ("2", "started", at(2, 9)),
               ("2", "failed", at(2, 9, 5)), ("2", "started", at(2, 9, 30)), ("2", "success", at(2, 9, 40)),
               ("1", "success", at(1, 8))]
@@ -165,10 +167,6 @@ def test_same_events_any_order_same_numbers(make_client, token, tmp_path):
     for name, order in (("a", events), ("b", list(reversed(events)))):
         db = tmp_path / f"{name}.db"
         secret = create_token(db, "ci", "ingest", "read")
-        from deploytrack.app import create_app
-        from deploytrack.settings import load_settings
-        from starlette.testclient import TestClient
-
         with TestClient(create_app(load_settings({"db": str(db), "scheduler": False}, environ={}))) as c:
             for version, status, when in order:
                 deploy(c, secret, version, status, when)
@@ -207,8 +205,6 @@ def test_metrics_api_errors_and_scope(client, token, db_path):
 
 
 def test_admin_deletes_an_event_and_its_days_are_recomputed(client, token, db_path):
-    from tests.conftest import create_token
-
     admin = create_token(db_path, "root", "admin")
     bad = deploy(client, token, "9", "success", at(2, 10))
     deploy(client, token, "1", "success", at(2, 12))
@@ -237,8 +233,6 @@ def test_metrics_show_cli(client, token, db_path):
     assert "4.00/week" in out and "2.0h" in out and "(measured from build)" in out and "25.0%" in out
     code, out = run_cli("metrics", "show", "--db", str(db_path), "--product", "shop", "--environment", "prod",
                         "--window", "7", "--json")
-    import json
-
     data = json.loads(out)
     assert code == 0 and data["scope"]["kind"] == "product_environment"
     assert data["latest"]["deployment_frequency"]["deployments"] == 4
