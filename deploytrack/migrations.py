@@ -206,6 +206,12 @@ def m002_metrics(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m004_metrics_history(conn: sqlite3.Connection) -> None:
+    # Was this commit deployed to this product/environment before the computed range? (lead time)
+    conn.execute("CREATE INDEX deployments_sha ON deployments (product, environment, scm_sha, status, finished_at)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]

@@ -252,3 +252,14 @@ def test_sliding_medians_match_a_plain_median():
         for t in range(41):
             values = [v for d, v in points if t - window < d <= t]
             assert got[t] == ((statistics.median(values) if values else None), len(values))
+
+
+def test_a_commit_counts_once_even_when_first_deployed_before_the_window(client, token):
+    client.post("/api/v1/commits", headers=auth(token), json=[
+        {"sha": "a1", "committed_at": at(41, 10)}, {"sha": "b2", "committed_at": at(3, 9)}])
+    deploy(client, token, "1", "success", at(40, 10), scm_sha="a1")
+    deploy(client, token, "2", "success", at(3, 10), scm_sha="b2")
+    deploy(client, token, "1", "success", at(2, 10))  # a rollback to v1 (SHA a1 through its version)
+    lead = metrics(client, token, window=7)["latest"]["lead_time"]
+    assert (lead["data_points"], lead["value"]) == (1, 3600.0)  # only b2: a1 reached production 40 days ago
+    assert metrics(client, token, window=90)["latest"]["lead_time"]["data_points"] == 2
