@@ -248,10 +248,11 @@ def test_sliding_medians_match_a_plain_median():
     rng = random.Random(4)
     points = [(rng.randint(0, 40), rng.randint(0, 3000)) for _ in range(6000)]  # duplicates, block splits
     for window in (1, 7, 30):
-        got = _sliding_medians(points, 0, 40, window)
-        for t in range(41):
-            values = [v for d, v in points if t - window < d <= t]
-            assert got[t] == ((statistics.median(values) if values else None), len(values))
+        for first, last in ((0, 40), (20, 21)):  # the sliding bag, and the few-days path
+            got = _sliding_medians(points, first, last, window)
+            for t in range(first, last + 1):
+                values = [v for d, v in points if t - window < d <= t]
+                assert got[t - first] == ((statistics.median(values) if values else None), len(values))
 
 
 def test_a_commit_counts_once_even_when_first_deployed_before_the_window(client, token):
