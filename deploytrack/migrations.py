@@ -207,6 +207,17 @@ def m002_metrics(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m003_bench_indexes(conn: sqlite3.Connection) -> None:
+    # The event list filtered by status (e.g. all failures) walked the whole time index without it.
+    conn.execute("CREATE INDEX events_status ON events (status, occurred_at, seq)")
+    # Folding an event into its open deployment: events without version or invoke id (most DevGrid
+    # traffic) share one key, and finding the open one walked every finished deployment of the key,
+    # so each insert got slower as history grew. Only open deployments are in this index.
+    conn.execute("CREATE INDEX deployments_open ON deployments (product, environment, version, invoke_id, id) "
+                 "WHERE status IN ('pending', 'started')")
+
+
+@migration
 def m004_metrics_history(conn: sqlite3.Connection) -> None:
     # Was this commit deployed to this product/environment before the computed range? (lead time)
     conn.execute("CREATE INDEX deployments_sha ON deployments (product, environment, scm_sha, status, finished_at)")
