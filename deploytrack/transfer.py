@@ -4,8 +4,8 @@ Export writes every column of every event, in arrival order (`seq`), times as IS
 with microseconds kept. Import is the backfill path: it takes that format (or hand-written
 lines with just `kind`, `product` and a few fields), keeps each event's id and times, and
 builds products, environments, versions and deployments with the same store functions
-ingestion uses (`seq`, `token_id` and `deployment_id` belong to the exporting database and are
-assigned anew). Re-importing a file stores nothing new: an event whose id (or client key) is
+ingestion uses (`seq` and `deployment_id` belong to the exporting database and are assigned
+anew; `token_id` is left empty, as tokens are not carried over). Re-importing a file stores nothing new: an event whose id (or client key) is
 already stored is skipped; a line without an id gets a client key from its content.
 """
 
