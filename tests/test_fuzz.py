@@ -154,7 +154,9 @@ def check_answer(resp: Any, dialect: Dialect, secret: str) -> None:
 
 
 def fuzz_settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, database=None,
+    # derandomize: CI sees the same examples every run, so a red run is reproducible, and the
+    # "reached both 2xx and 4xx" assertions cannot flake on an unlucky draw.
+    return settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
