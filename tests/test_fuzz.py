@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import create_token
@@ -330,6 +330,8 @@ def test_hostile_native_writes(fuzz_client, db_path) -> None:
     @fuzz_settings(60)
     @given(target=st.sampled_from(["incident", "update", "commits", "commit-list"]), incident=INCIDENT,
            commits=st.lists(COMMIT, min_size=0, max_size=4) | any_value)
+    @example(target="incident", incident={"product": "shop", "title": "checkout down"}, commits=[])
+    @example(target="commits", incident={}, commits=[{"sha": "a" * 40, "committed_at": "2026-01-01T00:00:00Z"}])
     def run(target: str, incident: Any, commits: Any) -> None:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
         path, method, body, ok = {
