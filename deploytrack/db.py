@@ -163,8 +163,8 @@ class Database:
                                 headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
             results = [(future, False, error) for _, _, future in group]
         assert self._loop is not None
-        for future, ok, value in results:
-            self._loop.call_soon_threadsafe(_settle, future, ok, value)
+        # One wake-up of the event loop per group, not one per request.
+        self._loop.call_soon_threadsafe(_settle_all, results)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -184,10 +184,11 @@ class Database:
         return rows[0] if rows else None
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
