@@ -35,8 +35,11 @@ class Inspector(HTMLParser):
         values = dict(attrs)
         if tag == "script" and not (values.get("src") or "").startswith("/static/"):
             self.problems.append(f"<script> not from /static: {attrs}")
-        if tag in ("iframe", "object", "embed", "svg", "img", "base", "meta") and MARK in str(attrs):
-            self.problems.append(f"<{tag}> built from data: {attrs}")
+        if tag in ("iframe", "object", "embed", "frame") or (tag in ("base", "meta") and MARK in str(attrs)):
+            self.problems.append(f"<{tag}> in a page: {attrs}")
+        for name, value in attrs:  # data may sit, escaped, in text attributes (title, aria-label), not in these
+            if name in ("src", "srcdoc", "style", "data", "xlink:href", "formaction") and MARK in (value or ""):
+                self.problems.append(f"<{tag} {name}={value!r}> built from data")
         for name, value in attrs:
             if name.startswith("on"):
                 self.problems.append(f"event handler attribute {name}={value!r} on <{tag}>")
