@@ -135,8 +135,13 @@ class Database:
                 try:
                     value = fn(conn, *args)
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
-                    conn.execute("ROLLBACK TO task")
-                    conn.execute("RELEASE task")
+                    try:
+                        conn.execute("ROLLBACK TO task")
+                        conn.execute("RELEASE task")
+                    except sqlite3.Error:
+                        # SQLite already rolled the whole transaction back (e.g. the disk filled up while a
+                        # large task spilled pages): fail the group with the cause, not "no such savepoint".
+                        raise exc from None
                     if is_storage_failure(exc):
                         raise
                     if not isinstance(exc, DeploytrackError):
