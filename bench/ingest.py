@@ -134,7 +134,8 @@ def main() -> int:
             rounds.append(one_round(Path(tmp), r, args))
             for name, f in rounds[-1].items():
                 print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
-                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}", flush=True)
+                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}",
+                      flush=True)
     med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
            for name in rounds[0]}
     print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
