@@ -225,6 +225,21 @@ def m004_metrics_history(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX deployments_sha ON deployments (product, environment, scm_sha, status, finished_at)")
 
 
+@migration
+def m005_ui_indexes(conn: sqlite3.Connection) -> None:
+    # Keyset paging of the deployments page (newest first, optionally by product or environment),
+    # and "what runs where" (the newest deployment of each product and environment; the newest
+    # completed one is found through m002's deployments_finished).
+    for statement in (
+        "CREATE INDEX deployments_first ON deployments (first_at, id)",
+        "CREATE INDEX deployments_product_first ON deployments (product, first_at, id)",
+        "CREATE INDEX deployments_environment_first ON deployments (environment, first_at, id)",
+        "CREATE INDEX deployments_pair_first ON deployments (product, environment, first_at, id)",
+        "CREATE INDEX deployments_label_first ON deployments (label, first_at, id)",
+    ):
+        conn.execute(statement)
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
