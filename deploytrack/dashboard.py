@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.db import Database
+from deploytrack.deployment_queries import decode_cursor
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import BANDS_SOURCE
 from deploytrack.timeutil import parse_timestamp
@@ -126,12 +127,10 @@ async def list_incidents(db: Database, state: str | None, product: str | None, l
     if product is not None:
         where.append("product = ?")
         params.append(product)
-    if cursor:
-        at, _, ident = cursor.partition(".")
-        if not (at.isdigit() and ident.isdigit()):
-            raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
+    after = decode_cursor(cursor)
+    if after is not None:
         where.append("opened_at <= ? AND (opened_at < ? OR id < ?)")
-        params.extend([int(at), int(at), int(ident)])
+        params.extend([after[0], after[0], after[1]])
     sql = "SELECT * FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -52,9 +52,9 @@ async def product(request: Request) -> Response:
     token = await require(request, "read")
     db = request.app.state.deploytrack.db
     name = request.path_params["name"]
+    days = _days(request)
     if len(name) > 512 or not await dq.product_exists(db, name):
         raise NotFound("There is no product with that name.")
-    days = _days(request)
     end = now_us()
     start = end - days * DAY_US
     grid = await dq.matrix(db, name)
