@@ -13,6 +13,7 @@ from deploytrack.db import Database
 from deploytrack.deployment_queries import decode_cursor
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import BANDS_SOURCE
+from deploytrack.model import whole_number
 from deploytrack.timeutil import parse_timestamp
 
 WINDOWS = (7, 30, 90)
@@ -109,10 +110,10 @@ def from_report(report: dict[str, Any], window: int) -> Dashboard:
 def parse_window(raw: str | None) -> int:
     if not raw:
         return 30
-    text = raw.strip().removesuffix("d")
-    if not text.isdigit() or int(text) not in WINDOWS:
+    window = whole_number(raw.strip().removesuffix("d"))
+    if window is None or window not in WINDOWS:
         raise BadRequest(f"query parameter 'window' must be one of {', '.join(f'{w}d' for w in WINDOWS)}", "window")
-    return int(text)
+    return window
 
 
 async def list_incidents(db: Database, state: str | None, product: str | None, limit: int = 50,

@@ -19,7 +19,7 @@ URLS = [
     f"/api/v1/metrics?days={BIG}", "/api/v1/metrics?window=²", f"/api/v1/metrics?window={BIG}",
     f"/?cursor={BIG}.{BIG}", "/?cursor=1.²",
     f"/deployments?cursor={BIG}.{BIG}", "/deployments?cursor=1.²", f"/incidents?cursor={BIG}.1",
-    "/incidents?cursor=².1", "/products/x?days=²", f"/dora?window={BIG}",
+    "/incidents?cursor=².1", "/products/x?days=²", f"/dora?window={BIG}", "/dora?window=²",
 ]
 
 
