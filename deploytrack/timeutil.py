@@ -32,7 +32,8 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
     """
     if isinstance(value, bool) or value is None:
         raise BadRequest(f"Field '{field}' must be an ISO 8601 string or epoch seconds/milliseconds", field)
-    if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+    # isascii: str.isdigit() also accepts digits such as '²' that float() refuses
+    if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").replace(".", "", 1).isdigit():
         value = float(value.strip())
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):

@@ -70,6 +70,7 @@ def test_list_and_filters(client, token):
     ({"product": "shop"}, "title"),
     ({"title": "x"}, "product"),
     ({"product": "shop", "title": "x", "opened_at": "yesterday"}, "opened_at"),
+    ({"product": "shop", "title": "x", "opened_at": "²"}, "opened_at"),
     ({"product": "shop", "title": "x", "colour": "red"}, "colour"),
     ({"product": "shop", "title": "x", "deployment_id": "7"}, "deployment_id"),
     ({"product": "shop", "title": "x", "deployment_id": 999}, "deployment_id"),
