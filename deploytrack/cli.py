@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    return []
+    from deploytrack import migrate_db
+
+    return [migrate_db.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -247,6 +247,21 @@ class SyncConnection:
         return Cursor([], int(last) if last.isdigit() and head.startswith(("insert", "update", "delete")) else -1,
                       None)
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Bulk-insert rows with COPY (inside the current transaction), for `migrate-db`."""
+        try:
+            self._loop.run_until_complete(self._conn.copy_records_to_table(
+                table, records=[tuple(r) for r in rows], columns=list(columns)))
+        except Exception as exc:
+            converted = _convert(exc)
+            if converted is exc:
+                raise
+            raise converted from exc
+
+    def identity_columns(self) -> dict[str, str]:
+        """Table -> its identity column (what SQLite's INTEGER PRIMARY KEY became)."""
+        return dict(self._loop.run_until_complete(self._identity_columns()))
+
     async def _identity_columns(self) -> dict[str, str]:
         if self._identity is None:
             rows = await self._conn.fetch(

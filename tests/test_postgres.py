@@ -1,0 +1,210 @@
+"""PostgreSQL only: several server processes on one database, and `migrate-db` from SQLite.
+
+(Every other test in the suite also runs on PostgreSQL through the `db_path` fixture.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx2 as httpx
+import pytest
+
+from deploytrack import db as dbmod
+from deploytrack.app import create_app
+from deploytrack.settings import load_settings
+from pg_cluster import Cluster
+from starlette.testclient import TestClient
+from tests.conftest import LiveServer, auth, create_token, run_cli
+
+DEPLOY = {"product_name": "svc", "environment_name": "production", "status": "success"}
+
+
+def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = dbmod.connect(url)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def shared(pg_cluster: Cluster) -> Iterator[tuple[LiveServer, LiveServer, str, str, httpx.Client]]:
+    """Two server processes started at the same moment on one fresh database (they race to migrate it).
+
+    The tests below share them; each uses its own product, so their counts do not mix."""
+    url = pg_cluster.new_database()
+    servers = [LiveServer(url), LiveServer(url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        token = create_token(url, "ci", "ingest", "read")
+        with httpx.Client(timeout=20) as http:
+            yield servers[0], servers[1], token, url, http
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_two_processes_store_each_idempotent_event_exactly_once(shared):
+    a, b, token, url, http = shared
+    body = {**DEPLOY, "product_name": "once"}
+    sends = []
+    for i in range(4):  # the same request, 6 times to each process at once
+        sends += [(server, "/deployment-events/", {**body, "version": f"1.{i}"}, f"key-{i}")
+                  for server in (a, b) for _ in range(6)]
+        sends += [(server, "/deployment-events/", {**body, "version": f"2.{i}", "invoke_id": f"run-{i}"}, None)
+                  for server in (a, b) for _ in range(6)]
+
+    def send(item: tuple[LiveServer, str, dict[str, Any], str | None]) -> tuple[str, int, str]:
+        server, path, body, key = item
+        headers = {**auth(token), **({"Idempotency-Key": key} if key else {})}
+        resp = http.post(server.url + path, json=body, headers=headers)
+        return body["version"], resp.status_code, resp.json()["id"]
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, sends))
+    assert {status for _, status, _ in answers} == {200}
+    ids: dict[str, set[str]] = {}
+    for version, _, event_id in answers:
+        ids.setdefault(version, set()).add(event_id)
+    assert all(len(v) == 1 for v in ids.values()), ids  # every re-send answered with the original event
+    stored = query(url, "SELECT version, COUNT(*) FROM events WHERE product = 'once' GROUP BY version ORDER BY version")
+    assert stored == [(v, 1) for v in sorted(ids)]
+    assert query(url, "SELECT COUNT(*) FROM deployments WHERE product = 'once'") == [(8,)]
+    assert query(url, "SELECT COUNT(*) FROM idempotency_keys WHERE key LIKE 'key-%'") == [(4,)]
+
+
+def test_version_immutability_holds_across_processes(shared):
+    a, b, token, url, http = shared
+
+    def send(item: tuple[LiveServer, str, str]) -> tuple[str, str, int]:
+        server, version, sha = item
+        body = {**DEPLOY, "product_name": "immutable", "version": version, "scm_sha": sha}
+        resp = http.post(server.url + "/deployment-events/", json=body, headers=auth(token))
+        return version, sha, resp.status_code
+
+    work = [(server, f"3.{i}", sha) for i in range(6) for server, sha in ((a, "a" * 40), (b, "b" * 40))]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, work))
+    for i in range(6):
+        statuses = sorted(status for version, _, status in answers if version == f"3.{i}")
+        assert statuses == [200, 409], (i, answers)  # one process wins, the other gets the Versioner 409
+    winners = {version: sha for version, sha, status in answers if status == 200}
+    assert dict(query(url, "SELECT version, scm_sha FROM versions WHERE product = 'immutable'")) == winners
+    assert query(url, "SELECT COUNT(*) FROM events WHERE product = 'immutable'") == [(6,)]
+
+
+def test_one_deployment_record_from_events_sent_to_both(shared):
+    a, b, token, url, http = shared
+    work = [(server, status, f"run-{i}") for i in range(5)
+            for server, status in ((a, "started"), (b, "success"), (a, "pending"))]
+
+    def send(item: tuple[LiveServer, str, str]) -> int:
+        server, status, invoke = item
+        body = {**DEPLOY, "product_name": "folded", "version": "4.0", "status": status, "invoke_id": invoke}
+        return http.post(server.url + "/deployment-events/", json=body, headers=auth(token)).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert set(pool.map(send, work)) == {200}
+    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' ORDER BY invoke_id")
+    assert rows == [(f"run-{i}", "completed", 3) for i in range(5)]
+
+
+def test_migrations_recorded_once(shared):
+    names = [r[0] for r in query(shared[3], "SELECT name FROM schema_migrations ORDER BY name")]
+    assert names and names[0] == "m001_core" and len(names) == len(set(names))
+
+
+# -- migrate-db --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[dict[str, Any]]]:
+    """A SQLite install with events from several dialects, deployments, an idempotency key and tokens."""
+    db = tmp_path_factory.mktemp("sqlite") / "deploytrack.db"
+    token = create_token(db, "ci", "ingest", "read")
+    create_token(db, "retired", "ingest")
+    assert run_cli("token", "revoke", "retired", "--db", str(db))[0] == 0
+    settings = load_settings({"db": str(db), "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        post = lambda path, body, **h: client.post(path, json=body, headers={**auth(token), **h})  # noqa: E731
+        for i in range(30):
+            assert post("/deployment-events/", {**DEPLOY, "version": f"1.{i}", "status": "started",
+                                                "invoke_id": f"r{i}", "scm_sha": f"{i:040x}"}).status_code == 200
+            assert post("/deployment-events/", {**DEPLOY, "version": f"1.{i}", "invoke_id": f"r{i}"}).status_code == 200
+        assert post("/build-events/", {"product_name": "svc", "version": "9.9", "status": "built"},
+                    **{"Idempotency-Key": "build-1"}).status_code == 200
+        assert post("/events", {"events": [{"type": "event-deploy", "entityId": "web", "attributes": {
+            "env": "prod", "status": "success", "build_id": "b1", "custom": "kept"}}]},
+            **{"x-api-key": token}).status_code == 201
+        events = client.get("/api/v1/events?limit=500", headers=auth(token)).json()["events"]
+    return db, token, events
+
+
+def _copy_of(filled: tuple[Path, str, list[dict[str, Any]]], tmp_path: Path) -> Path:
+    target = tmp_path / "deploytrack.db"
+    with sqlite3.connect(filled[0]) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+def test_migrate_db_copies_everything_and_is_safe_to_rerun(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    _, token, events = filled
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 0, out
+    assert "every count verified" in out
+    for table in ("events", "tokens", "deployments", "versions", "idempotency_keys", "products", "kv"):
+        assert query(pg_url, f"SELECT COUNT(*) FROM {table}") == [(_sqlite_count(source, table),)]
+
+    settings = load_settings({"db": pg_url, "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        moved = client.get("/api/v1/events?limit=500", headers=auth(token)).json()["events"]
+        assert moved == events  # same ids, times, metadata and order
+        # the old token works; new rows get ids after the copied ones
+        resp = client.post("/deployment-events/", json={**DEPLOY, "version": "5.0"}, headers=auth(token))
+        assert resp.status_code == 200
+        # the Idempotency-Key sent before the move still replays
+        again = client.post("/build-events/", json={"product_name": "svc", "version": "9.9", "status": "built"},
+                            headers={**auth(token), "Idempotency-Key": "build-1"})
+        assert again.json()["id"] in {e["id"] for e in events}
+    seqs = query(pg_url, "SELECT seq FROM events ORDER BY seq")
+    assert seqs[-1][0] > seqs[-2][0] and len(seqs) == len(events) + 1
+
+    # re-running after the copy changes nothing and says why
+    before = query(pg_url, "SELECT COUNT(*) FROM events")
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 1 and query(pg_url, "SELECT COUNT(*) FROM events") == before
+
+
+def test_migrate_db_rerun_of_a_finished_copy_is_a_no_op(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    assert run_cli("migrate-db", "--from", str(source), "--to", pg_url)[0] == 0
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 0 and "nothing to do" in out
+    assert query(pg_url, "SELECT COUNT(*) FROM events") == [(_sqlite_count(source, "events"),)]
+
+
+def test_migrate_db_refuses_a_database_with_other_data(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    create_token(pg_url, "already-here", "ingest")
+    code, _ = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 1
+    assert query(pg_url, "SELECT name FROM tokens") == [("already-here",)]
+    assert query(pg_url, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_migrate_db_wants_sqlite_to_postgres(tmp_path, pg_url):
+    assert run_cli("migrate-db", "--from", pg_url, "--to", str(tmp_path / "x.db"))[0] == 2
+
+
+def _sqlite_count(db: Path, table: str) -> int:
+    conn = dbmod.connect(db)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
