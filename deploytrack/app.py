@@ -26,7 +26,7 @@ from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, pages
+from deploytrack.views import api, metrics_api, pages
 from deploytrack.web import RateLimiter
 
 log = logging.getLogger("deploytrack")
@@ -167,6 +167,10 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
+    if settings.scheduler:
+        from deploytrack.scheduler import MetricsScheduler
+
+        state.background.append(MetricsScheduler(state.db, settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -179,6 +183,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *dialects.routes(),
         *api.routes(),
+        *metrics_api.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]

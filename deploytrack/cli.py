@@ -6,6 +6,7 @@ This is the only caller of `uvicorn.run`.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -46,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploytrack.app import create_app
 
     settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     app = create_app(settings)
     # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
@@ -104,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    from deploytrack import migrate_db
+    from deploytrack import client_cli, metrics_cli, migrate_db, ops_cli
 
-    return [migrate_db.register]
+    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

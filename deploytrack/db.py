@@ -178,8 +178,8 @@ class Database:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            error = Unavailable(f"the database cannot take writes now ({exc}); retry later") \
-                if is_storage_failure(exc) else exc
+            error = Unavailable(f"the database cannot take writes now ({exc}); retry later",
+                                headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
             results = [(future, False, error) for _, _, future in group]
         assert self._loop is not None
         for future, ok, value in results:

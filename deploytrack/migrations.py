@@ -180,6 +180,31 @@ def m001_core(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m002_metrics(conn: sqlite3.Connection) -> None:
+    # Covering indexes for the set-based rebuild of deployments and the DORA queries.
+    for statement in """
+    CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, invoke_id, occurred_at, seq,
+                                               status, deployment_id);
+    CREATE INDEX events_build_sha ON events (kind, scm_sha, occurred_at);
+    CREATE INDEX events_build_version ON events (kind, product, version, occurred_at);
+    CREATE INDEX deployments_finished ON deployments (product, environment, finished_at, id, status, version, label);
+    CREATE INDEX incidents_deployment ON incidents (deployment_id, opened_at);
+    CREATE INDEX incidents_resolved ON incidents (resolved_at, product, environment);
+    CREATE INDEX metric_snapshots_scope ON metric_snapshots (scope, product, environment, window_days, day);
+    CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        first_day INTEGER NOT NULL,
+        last_day INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL
+    )
+    """.split(";"):
+        conn.execute(statement)
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]

@@ -36,6 +36,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("production_environments", "production", "comma-separated environments counted as production"),
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
     Setting("scheduler", True, "run the daily metrics job inside the server"),
+    Setting("metrics_interval", 300, "seconds between the metrics job's checks for backfilled days"),
     Setting("log_level", "info", "uvicorn log level"),
     Setting("environment_aliases", DEFAULT_ALIASES, "config file only: table of alias = canonical environment"),
 )
@@ -56,6 +57,7 @@ class Settings:
     production_environments: str = "production"
     count_failed_deployments: bool = False
     scheduler: bool = True
+    metrics_interval: int = 300
     log_level: str = "info"
     environment_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
 
@@ -132,6 +134,8 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'max_body_bytes': must be at least 1024")
     if s.rate_limit < 0:
         raise ValueError("setting 'rate_limit': must not be negative")
+    if s.metrics_interval < 1:
+        raise ValueError("setting 'metrics_interval': must be at least 1 second")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
 
@@ -140,8 +144,10 @@ def settings_help() -> str:
     """The settings table as text, for `serve --help` and the README."""
     lines = ["settings (flag / environment variable / config-file key):"]
     for s in SETTINGS:
-        flag = "--" + s.name.replace("_", "-")
-        lines.append(f"  {flag:28} {ENV_PREFIX + s.name.upper():38} {s.name}")
+        config_only = isinstance(s.default, dict)  # a table: no flag or environment variable
+        flag = "(config file only)" if config_only else "--" + s.name.replace("_", "-")
+        env = "" if config_only else ENV_PREFIX + s.name.upper()
+        lines.append(f"  {flag:28} {env:38} {s.name}")
         lines.append(f"      {s.help} (default: {s.default})")
     return "\n".join(lines)
 

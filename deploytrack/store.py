@@ -84,7 +84,24 @@ def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, An
     return [rows[i] for i in ids if i in rows]
 
 
-def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest) -> dict[str, Any]:
+def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received_at: int,
+                 aliases: Mapping[str, str]) -> dict[str, Any] | None:
+    """Store one event exported earlier (or written for a backfill) under its own id and arrival time.
+
+    Derived rows (products, environments, versions, deployments, dirty days) are updated exactly
+    as for ingestion. Returns None, storing nothing, when the id or client key is already stored.
+    """
+    if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None:
+        return None
+    if event.client_key and conn.execute(
+            "SELECT 1 FROM events WHERE client_key = ?", (event.client_key,)).fetchone() is not None:
+        return None
+    batch = Ingest(events=[event], token_id=None, received_at=received_at, aliases=aliases)
+    return _insert_event(conn, event, batch, event_id)
+
+
+def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
+                  event_id: str | None = None) -> dict[str, Any]:
     occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
     environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
     if event.version is not None:
@@ -95,7 +112,7 @@ def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest) -> dict
         conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                      (environment, batch.received_at))
     row: dict[str, Any] = {
-        "id": new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
+        "id": event_id or new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
         "product": event.product, "version": event.version, "environment": environment,
         "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
         "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,

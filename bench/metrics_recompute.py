@@ -1,0 +1,139 @@
+"""Benchmark: a full metrics recompute over 1,000,000 events.
+
+Generates the events straight into a fresh database file (executemany, not the HTTP path):
+20 products, a year of history, each version built once, deployed to staging and then to
+production (started + completed/failed events), 10% of production deployments carrying a
+`commits` list in metadata, plus recorded commits and incidents. Then times
+`metrics.recompute` (rebuild of the deployments table, incident relinking, every daily snapshot
+for every scope and window) in one transaction, and prints the figure with a baseline measured
+in the same run: one full scan of the events table.
+
+    python bench/metrics_recompute.py [--events 1000000] [--keep FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deploytrack import db as dbmod  # noqa: E402
+from deploytrack import metrics  # noqa: E402
+from deploytrack.settings import Settings  # noqa: E402
+from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
+
+MIN = 60_000_000
+COLUMNS = ("id", "dialect", "kind", "product", "version", "environment", "environment_raw", "status", "occurred_at",
+           "received_at", "scm_sha", "scm_repository", "metadata", "summary")
+
+
+def generate(conn, total: int, seed: int = 7) -> dict[str, int]:
+    """Insert about `total` events (and matching versions, commits, incidents); return counts."""
+    rng = random.Random(seed)
+    now = now_us()
+    start = day_start_us(now) - 365 * metrics.DAY
+    products = [f"svc-{i:02d}" for i in range(20)]
+    per_version = 5.5  # build + 2 staging + 2 production events, plus rollbacks/retries on average
+    versions = int(total // per_version)
+    events, commits, incidents, version_rows = [], [], [], []
+    serial = 0
+
+    def add(kind, product, version, env, status, at, sha, meta=None, summary=None):
+        nonlocal serial
+        serial += 1
+        events.append((f"e{serial:09d}", "versioner", kind, product, version, env, env, status, at,
+                       at + rng.randint(0, 5 * MIN), sha, "repo/" + product, meta, summary))
+
+    step = 365 * metrics.DAY // max(1, versions // len(products))
+    for i in range(versions):
+        product = products[i % len(products)]
+        version = f"1.{i // len(products)}"
+        at = start + (i // len(products)) * step + rng.randint(0, step // 2)
+        sha = f"{i:040x}"
+        version_rows.append((product, version, sha, at))
+        commits.append(("repo/" + product, sha, at - 2 * 3600_000_000, at - rng.randint(1, 48) * 3600_000_000))
+        add("build", product, version, None, "completed", at, sha)
+        add("deployment", product, version, "staging", "started", at + 10 * MIN, sha)
+        add("deployment", product, version, "staging", "completed", at + 12 * MIN, sha)
+        t = at + rng.randint(1, 72) * 3600_000_000
+        meta = orjson.dumps({"commits": [{"sha": sha, "repository": "repo/" + product},
+                                         {"sha": f"{i:039x}f", "repository": "repo/lib"}]}).decode() \
+            if rng.random() < 0.1 else None
+        add("deployment", product, version, "production", "started", t, sha, meta)
+        failed = rng.random() < 0.08
+        add("deployment", product, version, "production", "failed" if failed else "completed", t + 8 * MIN, sha)
+        if failed:  # retried
+            add("deployment", product, version, "production", "started", t + 30 * MIN, sha)
+            add("deployment", product, version, "production", "completed", t + 38 * MIN, sha)
+        if rng.random() < 0.05 and i >= len(products):  # roll back to the previous version
+            prev = f"1.{i // len(products) - 1}"
+            add("deployment", product, prev, "production", "completed", t + 3 * 3600_000_000, None,
+                orjson.dumps({"deployment_type": "rollback"}).decode(), "rollback")
+        if rng.random() < 0.04:
+            opened = t + rng.randint(10, 600) * MIN
+            incidents.append((product, "production", f"incident {i}", "sev2", opened,
+                              opened + rng.randint(5, 3000) * MIN if rng.random() < 0.9 else None, now, now))
+        if len(events) >= total:
+            break
+    conn.execute("BEGIN")
+    conn.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", events)
+    conn.executemany("INSERT INTO versions (product, version, scm_sha, created_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT DO NOTHING", version_rows)
+    conn.executemany("INSERT INTO commits (repository, sha, authored_at, committed_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT DO NOTHING", commits)
+    conn.executemany("INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, "
+                     "created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)", incidents)
+    conn.executemany("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     [(p, start) for p in products])
+    conn.execute("COMMIT")
+    return {"events": len(events), "commits": len(commits), "incidents": len(incidents)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="FILE", help="write the database here instead of a temp dir")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.keep) if args.keep else Path(tmp) / "bench.db"
+        conn = dbmod.open_migrated(path)
+        conn.execute("PRAGMA synchronous=OFF")  # generation only; the recompute below runs as in the server
+        t0 = time.perf_counter()
+        counts = generate(conn, args.events)
+        t1 = time.perf_counter()
+        conn.execute("ANALYZE")
+        conn.execute("PRAGMA synchronous=FULL")
+        t2 = time.perf_counter()
+        conn.execute("SELECT MAX(received_at), COUNT(*) FROM events").fetchone()
+        scan = time.perf_counter() - t2
+        now = now_us()
+        t3 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        first, last, rows = metrics.recompute(conn, Settings(db=str(path)), None, day_start_us(now) - metrics.DAY, now)
+        conn.execute("COMMIT")
+        recompute = time.perf_counter() - t3
+        deployments = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
+        t4 = time.perf_counter()
+        report = metrics.live(conn, Settings(db=str(path)), metrics.Scope("overall"), 30, now)
+        live = time.perf_counter() - t4
+        conn.close()
+        days = (last - first) // metrics.DAY + 1
+        print(f"generated {counts['events']:,} events, {counts['commits']:,} commits, {counts['incidents']:,} "
+              f"incidents in {t1 - t0:.1f}s")
+        print(f"baseline: full scan of events            {scan:8.3f}s")
+        print(f"full recompute: {deployments:,} deployments, {days} days, {rows:,} snapshots "
+              f"{recompute:8.3f}s  ({recompute / scan:.1f}x the scan)")
+        print(f"live metrics (overall, 30d, one request) {live:8.3f}s  ({live / scan:.1f}x the scan); "
+              f"deployment frequency {report['deployment_frequency']['per_week']}/week")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""A consistent copy of the live database, taken with SQLite's online backup API.
+
+The copy is one snapshot: the backup reads every page inside one read transaction, and in
+WAL mode that neither blocks the server's writer nor sees its later commits. The copy is
+written next to its destination and renamed into place, so a crash mid-way never leaves a
+half-written file under the destination's name.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BackupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    bytes: int
+    events: int
+
+
+def backup(source: str | Path, destination: str | Path) -> BackupResult:
+    """Copy the database at `source` to `destination` (replaced if it exists); check the copy."""
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise BackupError(f"no database at {source}")
+    if destination.exists() and destination.resolve() == source.resolve():
+        raise BackupError("the backup must go to another file than the database itself")
+    if destination.is_dir():
+        raise BackupError(f"{destination} is a directory; name the backup file")
+    partial = destination.with_name(f".{destination.name}.partial")
+    partial.unlink(missing_ok=True)
+    # mode=rw: never create the source by accident; the busy timeout rides out a checkpoint.
+    src = sqlite3.connect(f"file:{source}?mode=rw", uri=True, timeout=30, isolation_level=None)
+    try:
+        dst = sqlite3.connect(str(partial), isolation_level=None)
+        try:
+            src.backup(dst)  # pages=-1: every page in one step, i.e. one read transaction
+            # A backup is one self-contained file: no -wal/-shm companions to forget when copying it.
+            dst.execute("PRAGMA journal_mode=DELETE")
+            check = dst.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise BackupError(f"the copy failed its integrity check: {check}")
+            events = dst.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"backup of {source} failed: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    with partial.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, destination)
+    directory = os.open(destination.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+    return BackupResult(destination, destination.stat().st_size, int(events))

@@ -1,0 +1,54 @@
+"""Corrections: an admin deletes an event or all of a product's events; recorded in the audit log."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from deploytrack import deployments
+from deploytrack.errors import NotFound
+
+_DAY = 86_400_000_000
+
+
+def _audit(conn: sqlite3.Connection, at: int, token_id: int | None, actor: str | None, action: str,
+           detail: dict[str, object]) -> None:
+    conn.execute("INSERT INTO audit_log (at, token_id, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
+                 (at, token_id, actor, action, orjson.dumps(detail).decode()))
+
+
+def _touch_days(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> None:
+    conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {_DAY} FROM events "
+                 f"WHERE {where} ON CONFLICT DO NOTHING", params)
+
+
+def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, actor: str | None,
+                 now: int) -> dict[str, object]:
+    """Delete one event; its deployment record is refolded and its day marked for recompute."""
+    row = conn.execute("SELECT seq, kind, product, occurred_at FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        raise NotFound("no event with that id", "event_id")
+    _touch_days(conn, "seq = ?", (row["seq"],))
+    conn.execute("DELETE FROM events WHERE seq = ?", (row["seq"],))
+    if row["kind"] == "deployment":
+        deployments.rebuild(conn)
+    detail = {"event_id": event_id, "kind": row["kind"], "product": row["product"]}
+    _audit(conn, now, token_id, actor, "delete_event", detail)
+    return {"deleted": 1, **detail}
+
+
+def delete_product_events(conn: sqlite3.Connection, product: str, token_id: int | None, actor: str | None,
+                          now: int) -> dict[str, object]:
+    """Delete every event of a product, its versions and product row; touched days are recomputed."""
+    count = conn.execute("SELECT COUNT(*) FROM events WHERE product = ?", (product,)).fetchone()[0]
+    known = conn.execute("SELECT 1 FROM products WHERE name = ?", (product,)).fetchone()
+    if not count and known is None:
+        raise NotFound("no product with that name", "name")
+    _touch_days(conn, "product = ?", (product,))
+    conn.execute("DELETE FROM events WHERE product = ?", (product,))
+    conn.execute("DELETE FROM deployments WHERE product = ?", (product,))
+    conn.execute("DELETE FROM versions WHERE product = ?", (product,))
+    conn.execute("DELETE FROM products WHERE name = ?", (product,))
+    _audit(conn, now, token_id, actor, "delete_product_events", {"product": product, "events": count})
+    return {"deleted": count, "product": product}

@@ -1,0 +1,494 @@
+"""The four DORA metrics, computed from deployments, commits, builds and incidents.
+
+Set-based SQL turns the stored records into a few small per-(product, environment) facts
+(daily deployment counts, change failures with the day they became known, lead-time and
+restore-time data points); Python then slides 7/30/90-day windows over those facts. The metric
+for day D uses only what had happened by the end of D (00:00 UTC of D+1), so a snapshot taken
+that night and one recomputed later agree. Definitions and bands: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from deploytrack.settings import Settings
+from deploytrack.timeutil import day_start_us, to_iso
+
+DAY = 86_400_000_000
+HOUR = 3_600_000_000
+WINDOWS = (7, 30, 90)
+BANDS_SOURCE = "DORA 2023 report, as Apache DevLake encodes it"
+SCOPE_KINDS = ("overall", "product", "environment", "product_environment")
+
+
+# -- bands ------------------------------------------------------------------------------------
+
+
+def frequency_band(deploy_days: int, window_days: int) -> str:
+    """Deploy days >= 5 a week elite, >= 1 a week high, >= 1 a month medium, else low."""
+    if deploy_days * 7 >= 5 * window_days:
+        return "elite"
+    if deploy_days * 7 >= window_days:
+        return "high"
+    if deploy_days * 30 >= window_days:
+        return "medium"
+    return "low"
+
+
+def lead_time_band(us: float) -> str:
+    return "elite" if us < DAY else "high" if us < 7 * DAY else "medium" if us < 30 * DAY else "low"
+
+
+def failure_rate_band(rate: float) -> str:
+    return "elite" if rate <= 0.05 else "high" if rate <= 0.10 else "medium" if rate <= 0.15 else "low"
+
+
+def restore_band(us: float) -> str:
+    return "elite" if us < HOUR else "high" if us < DAY else "medium" if us < 7 * DAY else "low"
+
+
+# -- scopes -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """overall / product / environment / product_environment; '' where not narrowed."""
+
+    kind: str
+    product: str = ""
+    environment: str = ""
+
+    @classmethod
+    def of(cls, product: str | None, environment: str | None) -> "Scope":
+        if product and environment:
+            return cls("product_environment", product, environment)
+        if product:
+            return cls("product", product)
+        if environment:
+            return cls("environment", "", environment)
+        return cls("overall")
+
+    def holds(self, product: str, environment: str, production: frozenset[str]) -> bool:
+        """Does data of (product, environment) count here? '' environment (an incident without one) is production."""
+        if self.product and product != self.product:
+            return False
+        if self.environment:
+            return environment == self.environment or (environment == "" and self.environment in production)
+        return environment == "" or environment in production
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "product": self.product or None, "environment": self.environment or None}
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    """What the windows are computed from, keyed by (product, environment)."""
+
+    base: int  # day start of index 0
+    # per key: list of (finish day, known day or None, status, count)
+    deployments: dict[tuple[str, str], list[tuple[int, int | None, str, int]]] = field(default_factory=dict)
+    lead: dict[tuple[str, str], list[tuple[int, int, str]]] = field(default_factory=dict)  # (day, µs, source)
+    restore: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)  # (day, µs)
+    incidents: dict[tuple[str, str], list[tuple[int, int | None]]] = field(default_factory=dict)  # opened, resolved
+
+    def keys(self) -> set[tuple[str, str]]:
+        return set(self.deployments) | set(self.lead) | set(self.restore) | set(self.incidents)
+
+
+def _filters(alias: str, product: str | None, envs: Iterable[str] | None) -> tuple[str, dict[str, Any]]:
+    sql, params = "", {}
+    if product:
+        sql += f" AND {alias}.product = :product"
+        params["product"] = product
+    if envs is not None:
+        names = sorted(envs)
+        keys = [f"env{i}" for i in range(len(names))]
+        sql += f" AND {alias}.environment IN ({', '.join(':' + k for k in keys)})" if names else " AND 1 = 0"
+        params.update(zip(keys, names))
+    return sql, params
+
+
+def _day(col: str) -> str:
+    return f"({col} - {col} % {DAY})"
+
+
+# Window functions over one scan, no self-joins (a CTE joined to itself is re-run per row).
+# Rollback columns are computed in partitions of completed deployments only (`done` = 1).
+_DEPLOYMENT_FACTS = """
+SELECT product, environment, status, {fday} AS fday,
+       CASE WHEN known_at IS NULL THEN NULL WHEN known_at < finished_at THEN {fday} ELSE {kday} END AS kday,
+       COUNT(*) AS n
+FROM (
+    SELECT product, environment, status, finished_at,
+           CASE WHEN status <> 'completed' THEN NULL
+                WHEN next_rb = 1 AND (incident_at IS NULL OR next_at < incident_at) THEN next_at
+                ELSE incident_at END AS known_at
+    FROM (
+        SELECT r.*, LEAD(is_rollback) OVER w AS next_rb, LEAD(finished_at) OVER w AS next_at,
+               (SELECT MIN(i.opened_at) FROM incidents i
+                WHERE i.deployment_id = r.id AND i.opened_at < :until) AS incident_at
+        FROM (
+            SELECT x.*, CASE WHEN done = 1 AND (label = 'rollback' OR (prev_version IS NOT NULL
+                             AND version IS NOT prev_version AND first_of_version < finished_at))
+                        THEN 1 ELSE 0 END AS is_rollback
+            FROM (
+                SELECT id, product, environment, version, status, finished_at, label, done,
+                       LAG(version) OVER (PARTITION BY product, environment, done ORDER BY finished_at, id)
+                           AS prev_version,
+                       MIN(finished_at) OVER (PARTITION BY product, environment, done, version) AS first_of_version
+                FROM (SELECT d.*, CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS done FROM deployments d
+                      WHERE finished_at IS NOT NULL AND finished_at < :until
+                        AND status IN ('completed', 'failed', 'aborted') {flt}) c
+            ) x
+        ) r
+        WINDOW w AS (PARTITION BY product, environment, done ORDER BY finished_at, id)
+    ) y
+    WHERE finished_at >= :since
+) k
+GROUP BY product, environment, status, fday, kday
+"""
+
+_FAILED_RECOVERY = """
+SELECT product, environment, recovered_at, recovered_at - finished_at AS us FROM (
+    SELECT product, environment, status, finished_at,
+           MIN(CASE WHEN status = 'completed' THEN finished_at END) OVER (
+               PARTITION BY product, environment ORDER BY finished_at, id
+               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS recovered_at
+    FROM deployments d
+    WHERE finished_at IS NOT NULL AND finished_at < :until AND status IN ('completed', 'failed') {flt}) x
+WHERE status = 'failed' AND recovered_at IS NOT NULL AND recovered_at < :until AND recovered_at >= :since
+"""
+
+# Each commit counts once per product/environment: at its first completed deployment there. A deployment
+# without SHAs on its events uses its version's SHA, else the version itself stands for the change.
+_LEAD_POINTS = """
+WITH dc AS (
+    SELECT id, product, environment, version, finished_at FROM deployments d
+    WHERE status = 'completed' AND finished_at < :until {flt}
+), pts AS (
+    SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(r.sha, v.scm_sha) AS sha,
+           COALESCE(r.repo, '') AS repo, r.ct,
+           ROW_NUMBER() OVER (PARTITION BY d.product, d.environment, COALESCE(r.sha, v.scm_sha, '#' || d.version)
+                              ORDER BY d.finished_at, d.id) AS nth
+    FROM dc d LEFT JOIN temp.dep_refs r ON r.dep_id = d.id
+         LEFT JOIN versions v ON v.product = d.product AND v.version = d.version
+    WHERE COALESCE(r.sha, v.scm_sha, d.version) IS NOT NULL
+)
+SELECT p.product, p.environment, p.finished_at, p.ct,
+       (SELECT MIN(c.committed_at) FROM commits c
+        WHERE c.sha = p.sha AND (p.repo = '' OR c.repository = p.repo)) AS commit_at,
+       COALESCE((SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = p.sha),
+                (SELECT MIN(b.occurred_at) FROM events b
+                 WHERE b.kind = 'build' AND b.product = p.product AND b.version = p.version)) AS build_at
+FROM pts p WHERE p.nth = 1 AND p.finished_at >= :since
+"""
+
+
+def _commit_refs(conn: sqlite3.Connection) -> None:
+    """temp.dep_refs: (deployment, sha, repository, commit time sent with the event) for every deployment.
+
+    From the events' own scm_sha, and from the `commits` list in their metadata (parsed only for
+    events whose metadata mentions it).
+    """
+    for table in ("meta_refs", "dep_refs"):
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    conn.execute("CREATE TEMP TABLE meta_refs (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
+    rows = conn.execute("SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' "
+                        "AND deployment_id IS NOT NULL AND metadata LIKE '%\"commits\"%'")
+    refs = []
+    for dep_id, meta in rows:
+        refs.extend((dep_id, *ref) for ref in commit_refs(orjson.loads(meta)))
+    conn.executemany("INSERT INTO meta_refs VALUES (?, ?, ?, ?)", refs)
+    conn.execute("""
+        CREATE TEMP TABLE dep_refs AS
+        SELECT dep_id, sha, MAX(repo) AS repo, MIN(ct) AS ct FROM (
+            SELECT deployment_id AS dep_id, scm_sha AS sha, COALESCE(scm_repository, '') AS repo, commit_time AS ct
+            FROM events WHERE kind = 'deployment' AND scm_sha IS NOT NULL AND deployment_id IS NOT NULL
+            UNION ALL SELECT dep_id, sha, repo, ct FROM temp.meta_refs) u
+        GROUP BY dep_id, sha""")
+    conn.execute("CREATE INDEX temp.dep_refs_dep ON dep_refs (dep_id)")
+
+
+def commit_refs(metadata: Any) -> list[tuple[str, str, int | None]]:
+    """(sha, repository, commit time or None) for each well-formed item of metadata['commits']."""
+    from deploytrack.errors import BadRequest
+    from deploytrack.timeutil import parse_timestamp
+
+    items = metadata.get("commits") if isinstance(metadata, dict) else None
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("sha"), str) or not item["sha"].strip():
+            continue
+        repo = item.get("repository") if isinstance(item.get("repository"), str) else ""
+        when = item.get("committed_at", item.get("timestamp"))
+        try:
+            at = parse_timestamp(when, "committed_at") if when is not None else None
+        except BadRequest:
+            at = None
+        out.append((item["sha"].strip()[:128], repo.strip()[:512], at))
+    return out
+
+
+def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: int,
+               product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
+    """Everything the windows need for days in [since, until); optionally narrowed to a product/environments."""
+    base = day_start_us(since)
+    facts = Facts(base=base)
+    flt, params = _filters("d", product, envs)
+    params.update(since=since, until=until)
+    idx = lambda us: (us - base) // DAY  # noqa: E731 - a day index
+    for row in conn.execute(_DEPLOYMENT_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")),
+                            params):
+        key = (row[0], row[1])
+        facts.deployments.setdefault(key, []).append(
+            (idx(row[3]), None if row[4] is None else idx(row[4]), row[2], row[5]))
+    _commit_refs(conn)
+    for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
+        if commit_at is not None:
+            start, source = commit_at, "commit"
+        elif event_ct is not None:
+            start, source = event_ct, "event"
+        elif build_at is not None:
+            start, source = build_at, "build"
+        else:
+            continue
+        facts.lead.setdefault((prod, env), []).append((idx(finished), max(0, finished - start), source))
+    conn.execute("DROP TABLE temp.meta_refs")
+    conn.execute("DROP TABLE temp.dep_refs")
+    iflt, iparams = _incident_filters(product, envs, settings.production_set)
+    iparams.update(since=since, until=until)
+    for prod, env, opened, resolved in conn.execute(
+            "SELECT product, COALESCE(environment, '') AS env, opened_at, resolved_at FROM incidents i "
+            f"WHERE opened_at < :until AND (resolved_at IS NULL OR resolved_at >= :since) {iflt}", iparams):
+        done = resolved if resolved is not None and resolved < until else None
+        if opened >= base:
+            facts.incidents.setdefault((prod, env), []).append((idx(opened), None if done is None else idx(done)))
+        if done is not None:
+            facts.restore.setdefault((prod, env), []).append((idx(done), max(0, done - opened)))
+    if settings.count_failed_deployments:
+        for prod, env, recovered, us in conn.execute(_FAILED_RECOVERY.format(flt=flt), params):
+            facts.restore.setdefault((prod, env), []).append((idx(recovered), us))
+    return facts
+
+
+def _incident_filters(product: str | None, envs: Iterable[str] | None,
+                      production: frozenset[str]) -> tuple[str, dict[str, Any]]:
+    flt, params = _filters("i", product, None)
+    if envs is not None:
+        names = sorted(envs)
+        keys = [f"env{i}" for i in range(len(names))]
+        cond = f"i.environment IN ({', '.join(':' + k for k in keys)})" if names else "1 = 0"
+        if set(names) & production:
+            cond = f"({cond} OR i.environment IS NULL)"
+        flt += f" AND {cond}"
+        params.update(zip(keys, names))
+    return flt, params
+
+
+# -- windows ----------------------------------------------------------------------------------
+
+
+def _median(values: list[int]) -> float:
+    n = len(values)
+    mid = n // 2
+    return float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _prefix(values: list[int]) -> list[int]:
+    out = [0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
+
+
+def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
+                     window: int) -> list[tuple[float | None, int]]:
+    """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
+    points = sorted(points)
+    out: list[tuple[float | None, int]] = []
+    live: list[int] = []
+    lo = hi = 0
+    for t in range(first, last + 1):
+        while hi < len(points) and points[hi][0] <= t:
+            bisect.insort(live, points[hi][1])
+            hi += 1
+        while lo < hi and points[lo][0] <= t - window:
+            del live[bisect.bisect_left(live, points[lo][1])]
+            lo += 1
+        out.append((_median(live) if live else None, len(live)))
+    return out
+
+
+def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: int, last: int,
+            windows: Iterable[int] = WINDOWS) -> dict[tuple[Scope, int], list[dict[str, Any]]]:
+    """For each scope and window, the metrics of each day index first..last (inclusive)."""
+    production = settings.production_set
+    n = last + 1
+    out: dict[tuple[Scope, int], list[dict[str, Any]]] = {}
+    for scope in scopes:
+        keys = [k for k in facts.keys() if scope.holds(k[0], k[1], production)]
+        completed, attempts, failed = [0] * n, [0] * n, [0] * n
+        failures_now = [0] * n
+        delayed: list[tuple[int, int, int]] = []
+        for key in keys:
+            for fday, kday, status, count in facts.deployments.get(key, ()):
+                if fday >= n:
+                    continue
+                attempts[fday] += count
+                if status == "completed":
+                    completed[fday] += count
+                    if kday is not None:
+                        if kday <= fday:
+                            failures_now[fday] += count
+                        else:
+                            delayed.append((fday, kday, count))
+                elif status == "failed":
+                    failed[fday] += count
+        lead = [(d, us) for key in keys for d, us, _ in facts.lead.get(key, ())]
+        per_source = {name: [0] * n for name in ("commit", "event", "build")}
+        for key in keys:
+            for d, _, source in facts.lead.get(key, ()):
+                if d < n:
+                    per_source[source][d] += 1
+        psrc = {name: _prefix(days) for name, days in per_source.items()}
+        restore = [p for key in keys for p in facts.restore.get(key, ())]
+        incidents = [p for key in keys for p in facts.incidents.get(key, ())]
+        pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
+        pdays = _prefix([1 if c else 0 for c in completed])
+        for window in windows:
+            pending = [0] * (n + 1)
+            for fday, kday, count in delayed:  # a failure counts once it is known and while its deploy is in the window
+                if kday < min(n, fday + window):
+                    pending[kday] += count
+                    pending[min(n, fday + window)] -= count
+            unresolved = [0] * (n + 1)
+            for opened, resolved in incidents:
+                end = min(n, opened + window, resolved if resolved is not None else n)
+                if opened < end:
+                    unresolved[opened] += 1
+                    unresolved[end] -= 1
+            lead_m = _sliding_medians(lead, first, last, window)
+            restore_m = _sliding_medians(restore, first, last, window)
+            rows = []
+            late = run_unresolved = 0
+            for t in range(0, last + 1):
+                late += pending[t]
+                run_unresolved += unresolved[t]
+                if t < first:
+                    continue
+                lo = max(0, t - window + 1)
+                s = lambda p: p[t + 1] - p[lo]  # noqa: E731
+                rows.append(_metrics(
+                    window, s(pc), s(pa), s(pf), s(pn) + late, s(pdays), lead_m[t - first],
+                    {name: s(p) for name, p in psrc.items()}, restore_m[t - first], run_unresolved, settings))
+            out[(scope, window)] = rows
+    return out
+
+
+def _metrics(window: int, completed: int, attempts: int, failed: int, failures: int, deploy_days: int,
+             lead: tuple[float | None, int], sources: dict[str, int],
+             restore: tuple[float | None, int], unresolved: int, settings: Settings) -> dict[str, Any]:
+    weeks = window / 7
+    freq: dict[str, Any] = {"value": None, "unit": "deployments per day", "band": None, "data_points": attempts,
+                            "deployments": completed, "per_week": None, "deploy_days": deploy_days,
+                            "deploy_days_per_week": None}
+    if attempts:
+        freq.update(value=round(completed / window, 6), per_week=round(completed / weeks, 6),
+                    deploy_days_per_week=round(deploy_days / weeks, 6), band=frequency_band(deploy_days, window))
+    lead_value, lead_n = lead
+    lead_out: dict[str, Any] = {
+        "value": None if lead_value is None else lead_value / 1e6, "unit": "seconds",
+        "band": None if lead_value is None else lead_time_band(lead_value), "data_points": lead_n,
+        "measured_from_build": sources["build"] > 0, "sources": sources}
+    total = completed + (failed if settings.count_failed_deployments else 0)
+    bad = failures + (failed if settings.count_failed_deployments else 0)
+    rate = bad / total if total else None
+    cfr = {"value": None if rate is None else round(rate, 6), "unit": "ratio",
+           "band": None if rate is None else failure_rate_band(rate), "data_points": total, "failures": bad}
+    restore_value, restore_n = restore
+    ttr = {"value": None if restore_value is None else restore_value / 1e6, "unit": "seconds",
+           "band": None if restore_value is None else restore_band(restore_value), "data_points": restore_n,
+           "unresolved_incidents": unresolved}
+    return {"window_days": window, "deployment_frequency": freq, "lead_time": lead_out,
+            "change_failure_rate": cfr, "time_to_restore": ttr}
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+
+def all_scopes(facts: Facts, settings: Settings) -> list[Scope]:
+    """overall, every product, every environment, every product/environment pair that has data."""
+    keys = sorted(k for k in facts.keys())
+    products = sorted({p for p, _ in keys})
+    envs = sorted({e for _, e in keys if e})
+    pairs = sorted({(p, e) for p, e in keys if e})
+    return [Scope("overall"), *(Scope("product", p) for p in products),
+            *(Scope("environment", "", e) for e in envs),
+            *(Scope("product_environment", p, e) for p, e in pairs)]
+
+
+def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
+                  computed_at: int) -> list[tuple[Any, ...]]:
+    """metric_snapshots rows for every scope, window and day first_day..last_day (day starts)."""
+    since = first_day - (max(WINDOWS) - 1) * DAY
+    facts = load_facts(conn, settings, since, last_day + DAY)
+    first, last = (first_day - since) // DAY, (last_day - since) // DAY
+    rows = []
+    for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
+        for offset, data in enumerate(series):
+            rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window,
+                         orjson.dumps(data).decode(), computed_at))
+    return rows
+
+
+def replace_snapshots(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
+                      computed_at: int) -> int:
+    """Compute first, then replace the days' snapshots (the caller's transaction makes it atomic)."""
+    rows = snapshot_rows(conn, settings, first_day, last_day, computed_at)
+    conn.execute("DELETE FROM metric_snapshots WHERE day >= ? AND day <= ?", (first_day, last_day))
+    conn.executemany("INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
+def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:
+    """The metrics of `scope` for the `window` UTC days ending today, counting everything stored until `now`."""
+    today = day_start_us(now)
+    since = today - (window - 1) * DAY
+    envs = [scope.environment] if scope.environment else sorted(settings.production_set)
+    facts = load_facts(conn, settings, since, now + 1, scope.product or None, envs)
+    series = compute(facts, settings, [scope], (today - since) // DAY, (today - since) // DAY, [window])
+    return {"day": to_iso(today), **series[(scope, window)][0]}
+
+
+def earliest_day(conn: sqlite3.Connection) -> int | None:
+    """The first day with anything the metrics rest on."""
+    row = conn.execute("SELECT MIN(t) FROM (SELECT MIN(first_at) AS t FROM deployments "
+                       "UNION ALL SELECT MIN(opened_at) FROM incidents) x").fetchone()
+    return None if row[0] is None else day_start_us(row[0])
+
+
+def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | None, last_day: int,
+              computed_at: int) -> tuple[int, int, int]:
+    """Rebuild deployments, relink incidents and replace snapshots of first_day..last_day.
+
+    Runs inside the caller's transaction. Returns (first_day, last_day, snapshot rows); no days
+    when there is no data yet.
+    """
+    from deploytrack import deployments, incidents
+
+    deployments.rebuild(conn)
+    incidents.relink(conn, settings)
+    start = earliest_day(conn) if first_day is None else first_day
+    if start is None or start > last_day:
+        return last_day + DAY, last_day, 0
+    return start, last_day, replace_snapshots(conn, settings, start, last_day, computed_at)

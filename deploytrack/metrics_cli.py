@@ -1,0 +1,116 @@
+"""`deploytrack metrics recompute [--since DATE]` and `deploytrack metrics show ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from deploytrack import db as dbmod
+from deploytrack import metrics
+from deploytrack.errors import BadRequest
+from deploytrack.timeutil import day_start_us, now_us, parse_timestamp, to_iso
+
+
+def register(sub: Any) -> None:
+    """Add the `metrics` command to the top-level parser."""
+    from deploytrack.cli import add_settings_flags
+
+    parser = sub.add_parser("metrics", help="recompute and show DORA metrics")
+    msub = parser.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
+    recompute = msub.add_parser("recompute", help="rebuild deployments and the daily snapshots now")
+    recompute.add_argument("--since", metavar="DATE", help="first day to recompute (default: the first day with data)")
+    show = msub.add_parser("show", help="print the metrics for the window ending today")
+    show.add_argument("--product")
+    show.add_argument("--environment")
+    show.add_argument("--window", default="30d", help="7d, 30d or 90d (default 30d)")
+    show.add_argument("--json", action="store_true", help="print the same JSON as GET /api/v1/metrics")
+    for p in (recompute, show):
+        add_settings_flags(p, ["db", "production_environments", "count_failed_deployments"])
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deploytrack.cli import settings_from
+
+    settings = settings_from(args)
+    conn = dbmod.open_migrated(settings.db)
+    try:
+        if args.metrics_command == "recompute":
+            return _recompute(conn, settings, args.since)
+        return _show(conn, settings, args)
+    finally:
+        conn.close()
+
+
+def _recompute(conn: Any, settings: Any, since: str | None) -> int:
+    try:
+        first = day_start_us(parse_timestamp(since, "--since")) if since else None
+    except BadRequest as exc:
+        print(f"deploytrack: {exc.message}", file=sys.stderr)
+        return 2
+    now = now_us()
+    yesterday = day_start_us(now) - metrics.DAY
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        start, end, rows = metrics.recompute(conn, settings, first, yesterday, now)
+        conn.execute("DELETE FROM dirty_days WHERE day >= ? AND day <= ?", (start, end))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    elapsed = time.perf_counter() - started
+    if rows == 0:
+        print(f"Deployments rebuilt; no days to snapshot ({elapsed:.2f}s).")
+    else:
+        days = (end - start) // metrics.DAY + 1
+        print(f"Recomputed {days} days ({to_iso(start)[:10]} .. {to_iso(end)[:10]}), "
+              f"{rows} snapshots, in {elapsed:.2f}s.")
+    return 0
+
+
+def _fmt(metric: dict[str, Any], kind: str) -> str:
+    if metric["value"] is None:
+        return "no data"
+    value = metric["value"]
+    if kind == "frequency":
+        return f"{metric['per_week']:.2f}/week ({metric['deploy_days_per_week']:.2f} deploy days/week)"
+    if kind == "ratio":
+        return f"{value * 100:.1f}%"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}s"
+
+
+def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
+    from deploytrack.settings import canonical_environment
+    from deploytrack.views.metrics_api import metrics_report, window_param
+
+    try:
+        window = window_param(args.window)
+    except BadRequest as exc:
+        print(f"deploytrack: {exc.message}", file=sys.stderr)
+        return 2
+    env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
+    scope = metrics.Scope.of(args.product, env)
+    report = metrics_report(conn, settings, scope, window, 0, now_us())
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    latest = report["latest"]
+    where = " / ".join(x for x in (args.product, env) if x) or "all products, production"
+    print(f"DORA metrics for {where}, {window} days to {latest['day'][:10]} (bands: {metrics.BANDS_SOURCE})")
+    for label, key, kind in (("Deployment frequency", "deployment_frequency", "frequency"),
+                             ("Lead time for changes", "lead_time", "duration"),
+                             ("Change failure rate", "change_failure_rate", "ratio"),
+                             ("Time to restore", "time_to_restore", "duration")):
+        metric = latest[key]
+        extra = " (measured from build)" if key == "lead_time" and metric["measured_from_build"] else ""
+        band = metric["band"] or "-"
+        print(f"  {label:24} {_fmt(metric, kind):44} {band:7} {metric['data_points']} data points{extra}")
+    return 0

@@ -1,0 +1,116 @@
+"""Operator commands: `deploytrack backup`, `deploytrack export`, `deploytrack import`.
+
+All three work on the database file directly and are safe while the server runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from deploytrack import db as dbmod
+from deploytrack.backup import BackupError, backup
+from deploytrack.model import Limits
+from deploytrack.transfer import TransferError, event_rows, import_file, write_csv, write_jsonl
+
+
+def register(subparsers: Any) -> None:
+    """Add backup, export and import to the `deploytrack` command."""
+    from deploytrack.cli import add_settings_flags
+
+    p = subparsers.add_parser("backup", help="copy the live database consistently (SQLite online backup)",
+                              description="Copy the database to PATH while the server runs. The copy is one "
+                                          "consistent snapshot in a single file; PATH is replaced atomically.")
+    p.add_argument("path", metavar="PATH", help="backup file to write")
+    add_settings_flags(p, ["db"])
+    p.set_defaults(func=cmd_backup)
+
+    p = subparsers.add_parser("export", help="write every event as JSON Lines or CSV",
+                              description="Every event with every column, in arrival order; times in ISO 8601 UTC.")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format (default: jsonl)")
+    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    add_settings_flags(p, ["db"])
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("import", help="store events from a JSON Lines file (backfill; safe to re-run)",
+                              description="Import events written by `deploytrack export --format jsonl`, or "
+                                          "hand-written lines with at least kind and product. Event ids and times "
+                                          "are kept; events already stored are skipped.")
+    p.add_argument("file", metavar="FILE.jsonl", help="JSON Lines file, one event per line")
+    add_settings_flags(p, ["db", "max_field_chars", "max_metadata_keys"])
+    p.set_defaults(func=cmd_import)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from deploytrack.cli import settings_from
+
+    return settings_from(args)
+
+
+def _fail(message: str) -> int:
+    print(f"deploytrack: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        result = backup(settings.db, args.path)
+    except (BackupError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"Backed up {settings.db} to {result.path} ({result.bytes} bytes, {result.events} events).")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not Path(settings.db).is_file():
+        return _fail(f"no database at {settings.db}")
+    write = write_jsonl if args.format == "jsonl" else write_csv
+    conn = dbmod.connect(settings.db, readonly=True)
+    try:
+        if args.output is None:
+            count = write(event_rows(conn), sys.stdout)
+            sys.stdout.flush()
+        else:
+            target = Path(args.output)
+            partial = target.with_name(f".{target.name}.partial")
+            try:
+                with partial.open("w", encoding="utf-8", newline="") as fh:
+                    count = write(event_rows(conn), fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(partial, target)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): end quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        return _fail(str(exc))
+    finally:
+        conn.close()
+    print(f"Exported {count} events{' to ' + args.output if args.output else ''}.", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(args.file)
+    if not path.is_file():
+        return _fail(f"no file at {path}")
+    limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+    conn = dbmod.open_migrated(settings.db)
+    try:
+        result = import_file(conn, path, settings.environment_aliases, limits)
+    except (TransferError, OSError) as exc:
+        return _fail(f"{path}: {exc}")
+    finally:
+        conn.close()
+    print(f"Imported {result.stored} events from {path}; {result.skipped} were already stored.")
+    return 0

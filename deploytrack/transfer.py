@@ -1,0 +1,227 @@
+"""Moving events out of and into a database: export as JSON Lines or CSV, import JSON Lines.
+
+Export writes every column of every event, in arrival order (`seq`), times as ISO 8601 UTC
+with microseconds kept. Import is the backfill path: it takes that format (or hand-written
+lines with just `kind`, `product` and a few fields), keeps each event's id and times, and
+builds products, environments, versions and deployments with the same store functions
+ingestion uses. Re-importing a file stores nothing new: an event whose id (or client key) is
+already stored is skipped; a line without an id gets a client key from its content.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, TextIO
+
+import orjson
+
+from deploytrack import store
+from deploytrack.errors import BadRequest, DeploytrackError
+from deploytrack.model import KINDS, Event, Fields, Limits, check_links, check_metadata, new_event_id, normalize_status
+from deploytrack.timeutil import FUTURE_SLACK_US, now_us, parse_timestamp, to_iso
+
+COLUMNS = store.EVENT_COLUMNS
+TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
+JSON_COLUMNS = ("links", "metadata")
+# Local to the database an export came from; the importing database assigns its own.
+LOCAL_COLUMNS = frozenset({"seq", "token_id", "deployment_id"})
+IMPORT_BATCH = 500  # events per transaction: a running server's writer never waits long
+MAX_LINE_BYTES = 1_048_576
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_US = 253402300799_000000
+
+
+class TransferError(RuntimeError):
+    pass
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def event_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+    """Every event, every column, oldest arrival first; times ISO 8601, links/metadata decoded."""
+    cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
+    for row in cursor:
+        out = dict(zip(COLUMNS, row))
+        for column in TIME_COLUMNS:
+            out[column] = to_iso(out[column])
+        for column in JSON_COLUMNS:
+            out[column] = orjson.loads(out[column]) if out[column] else None
+        yield out
+
+
+def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
+    count = 0
+    for row in rows:
+        out.write(orjson.dumps(row).decode())
+        out.write("\n")
+        count += 1
+    return count
+
+
+def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
+    """One header line, then one line per event; links and metadata as JSON text, NULL as empty."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow(["" if row[c] is None else orjson.dumps(row[c]).decode() if c in JSON_COLUMNS else row[c]
+                         for c in COLUMNS])
+        count += 1
+    return count
+
+
+# -- import --------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportLine:
+    number: int
+    event: Event
+    event_id: str
+    received_at: int
+
+
+@dataclass
+class ImportResult:
+    stored: int = 0
+    skipped: int = 0
+
+
+def parse_time(value: object, field: str) -> int:
+    """ISO 8601 exactly to the microsecond (no float rounding), or epoch seconds/milliseconds."""
+    if isinstance(value, str) and not value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise BadRequest(f"Field '{field}' is not a valid ISO 8601 timestamp: {value[:64]!r}", field) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        us = (dt - _EPOCH) // timedelta(microseconds=1)
+        if not 0 <= us <= _MAX_US:
+            raise BadRequest(f"Field '{field}' is out of range (before 1970 or after 9999)", field)
+        if us > now_us() + FUTURE_SLACK_US:
+            raise BadRequest(f"Field '{field}' is more than a day in the future", field)
+        return us
+    return parse_timestamp(value, field)
+
+
+def parse_line(data: object, number: int, limits: Limits, now: int) -> ImportLine:
+    """One line of an import file as an event; raises TransferError naming the line and field."""
+    try:
+        return _parse(data, number, limits, now)
+    except DeploytrackError as exc:
+        raise TransferError(f"line {number}: {exc.message}") from None
+
+
+def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
+    f = Fields(data, limits, prefix="")
+    unknown = sorted(set(f.body) - set(COLUMNS))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; the fields are those `deploytrack export` writes",
+                               unknown[0])
+    kind = f.str("kind", required=True)
+    if kind not in KINDS:
+        raise BadRequest(f"Field 'kind' must be one of {', '.join(KINDS)}", "kind")
+    status_value = f.raw("status")
+    status, raw = normalize_status("completed" if status_value is None else status_value)
+    # An exported line carries status_raw (maybe null); a hand-written one keeps the status it gives.
+    status_raw = f.str("status_raw") if "status_raw" in f.body else raw if status_value is not None else None
+    times = {c: parse_time(f.raw(c), c) if f.raw(c) is not None else None for c in TIME_COLUMNS}
+    received = times["received_at"] if times["received_at"] is not None else now
+    links = f.raw("links")
+    metadata = f.raw("metadata")
+    try:
+        links = orjson.loads(links) if isinstance(links, str) else links
+        metadata = orjson.loads(metadata) if isinstance(metadata, str) else metadata
+    except orjson.JSONDecodeError:
+        raise BadRequest("Fields 'links' and 'metadata' must be JSON", "metadata") from None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("Field 'metadata' must be a JSON object", "metadata")
+    event = Event(
+        dialect=f.str("dialect") or "import", kind=kind, product=f.str("product", required=True) or "",
+        status=status, status_raw=status_raw,
+        version=f.str("version", allow_number=True),
+        environment_raw=f.str("environment_raw") or f.str("environment"),
+        occurred_at=times["occurred_at"] if times["occurred_at"] is not None else received,
+        scm_sha=f.str("scm_sha"), scm_branch=f.str("scm_branch"), scm_repository=f.str("scm_repository"),
+        commit_time=times["commit_time"], build_url=f.str("build_url"),
+        build_number=f.str("build_number", allow_number=True), build_id=f.str("build_id", allow_number=True),
+        source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
+        actor=f.str("actor"), summary=f.str("summary", max_chars=limits.max_summary_chars),
+        change_id=f.str("change_id"), links=check_links(links, limits),
+        metadata=check_metadata(metadata or {}, limits), client_key=f.str("client_key"),
+    )
+    for column in LOCAL_COLUMNS:
+        f.raw(column)
+    event_id = f.str("id", max_chars=64)
+    if event_id is None and event.client_key is None:
+        # A hand-written backfill line: the same line imported twice must be stored once.
+        event.client_key = "import:" + hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return ImportLine(number, event, event_id or new_event_id(), received)
+
+
+def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:
+    """The file's events in order; blank lines are allowed, anything else that is not an event is an error."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise TransferError(f"line {number}: longer than {MAX_LINE_BYTES} bytes")
+            if not raw.strip():
+                continue
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise TransferError(f"line {number}: not valid JSON ({exc})") from None
+            yield parse_line(data, number, limits, now)
+
+
+def import_file(conn: sqlite3.Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
+    """Check the whole file first (nothing is written if a line is bad), then store it in batches.
+
+    A conflict found while storing (a version already recorded with another SHA) stops the
+    import at that line; the batches before it stay stored, and re-running after fixing the
+    line skips them.
+    """
+    now = now_us()
+    for _ in read_lines(path, limits, now):
+        pass
+    result = ImportResult()
+    batch: list[ImportLine] = []
+    for line in read_lines(path, limits, now):
+        batch.append(line)
+        if len(batch) >= IMPORT_BATCH:
+            _store(conn, batch, aliases, result)
+            batch = []
+    if batch:
+        _store(conn, batch, aliases, result)
+    return result
+
+
+def _store(conn: sqlite3.Connection, batch: list[ImportLine], aliases: Mapping[str, str],
+           result: ImportResult) -> None:
+    stored = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for line in batch:
+            try:
+                row = store.import_event(conn, line.event, line.event_id, line.received_at, aliases)
+            except DeploytrackError as exc:
+                raise TransferError(
+                    f"line {line.number}: {exc.message}; {result.stored} events before this batch are stored, "
+                    "re-running the import after fixing the line skips them") from None
+            stored += row is not None
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    result.stored += stored
+    result.skipped += len(batch) - stored

@@ -1,0 +1,175 @@
+"""The one-file executable, built by packaging/build.sh, doing an operator's first day on 127.0.0.1.
+
+It runs with a bare environment (no PYTHONPATH, no virtualenv on PATH): everything it needs is
+inside the file. The build takes about half a minute and happens once per test run; set
+DEPLOYTRACK_EXECUTABLE to test an executable built already.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx2 as httpx
+import pytest
+
+from deploytrack import __version__
+from deploytrack.cli import build_parser
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("DEPLOYTRACK_EXECUTABLE")
+    if given:
+        assert Path(given).is_file(), f"DEPLOYTRACK_EXECUTABLE={given} does not exist"
+        return Path(given)
+    if importlib.util.find_spec("PyInstaller") is None:
+        if os.environ.get("CI"):
+            pytest.fail("PyInstaller is not installed; CI must install the 'build' extra (.ci/run does)")
+        pytest.skip("PyInstaller is not installed: python3 -m pip install -e '.[build]'")
+    out = tmp_path_factory.mktemp("build")
+    done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(out / "dist"), str(out / "work")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / "dist" / "deploytrack"
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path) -> dict[str, str]:
+    """No Python configuration at all; TMPDIR of our own so we can see the unpacked files go away."""
+    (tmp_path / "tmp").mkdir()
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "TMPDIR": str(tmp_path / "tmp")}
+
+
+def run(executable: Path, env: dict[str, str], *argv: str) -> str:
+    done = subprocess.run([str(executable), *argv], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def server(executable: Path, bare_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen([str(executable), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--db", str(tmp_path / "deploytrack.db"), "--no-scheduler"],
+                            stdout=log, stderr=subprocess.STDOUT, env=bare_env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.05)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def sign_in(http: httpx.Client, token: str) -> dict[str, str]:
+    """The sign-in form, as a browser does it; returns the Cookie header to send (the cookies are
+    Secure-flagged, which browsers accept on 127.0.0.1 but Python's cookie jar does not)."""
+    form = http.get("/signin")
+    csrf_cookie = f"dt_csrf={form.cookies['dt_csrf']}"
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    resp = http.post("/signin", data={"csrf": csrf.group(1), "next": "/", "token": token},
+                     headers={"Cookie": csrf_cookie})
+    assert resp.status_code == 303, resp.text
+    return {"Cookie": f"{csrf_cookie}; dt_session={resp.cookies['dt_session']}"}
+
+
+def test_every_sub_command_runs_in_the_executable(executable, bare_env):
+    assert run(executable, bare_env, "--version").strip() == f"deploytrack {__version__}"
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"serve", "token", "backup", "export", "import"} <= set(commands)
+    for name in commands:
+        assert f"usage: deploytrack {name}" in run(executable, bare_env, name, "--help")
+
+
+def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
+    proc, url = server
+    db = tmp_path / "deploytrack.db"
+    admin = run(executable, bare_env, "token", "create", "ops", "--scope", "ingest", "--scope", "read",
+                "--db", str(db), "--secret-only").strip()
+    pipeline = run(executable, bare_env, "token", "create", "pipeline", "--product", "smoke-pipeline",
+                   "--environment", "production", "--db", str(db), "--secret-only").strip()
+    assert "pipeline" in run(executable, bare_env, "token", "list", "--db", str(db))
+
+    with httpx.Client(base_url=url, timeout=10) as http:
+        bearer = {"Authorization": f"Bearer {admin}"}
+        sent = [
+            http.post("/deployment-events/", headers=bearer, json={
+                "product_name": "smoke-versioner", "version": "1.0.0", "environment_name": "production",
+                "status": "success", "description": "versioner deploy"}),
+            http.post("/build-events/", headers=bearer, json={
+                "product_name": "smoke-versioner", "version": "1.0.0", "status": "built",
+                "description": "versioner build"}),
+            http.post("/api/events/push", headers={"Authorization": f"Token {pipeline}"},
+                      json={"type": "code_deploy", "content": "quanta deploy 42"}),
+            http.post("/events", headers={"x-api-key": admin}, json={"events": [{
+                "type": "event-deploy", "entityId": "smoke-devgrid",
+                "attributes": {"env": "production", "status": "success", "build_commit_sha": "a1b2c3d4",
+                               "description": "devgrid deploy"}}]}),
+            http.post("/api/deployment-events", json={"integrationKey": pipeline, "summary": "ilert deploy"}),
+        ]
+        assert [r.status_code for r in sent] == [200, 200, 200, 201, 202], [r.text for r in sent]
+
+        css = http.get("/static/app.css")  # assets come from inside the executable
+        assert css.status_code == 200 and css.content == (REPO / "deploytrack" / "static" / "app.css").read_bytes()
+        assert http.get("/").status_code == 303  # the list needs a signed-in reader
+        page = http.get("/", headers=sign_in(http, admin))
+        assert page.status_code == 200
+        for text in ("versioner deploy", "versioner build", "quanta deploy 42", "devgrid deploy", "ilert deploy",
+                     "smoke-versioner", "smoke-devgrid", "smoke-pipeline"):
+            assert text in page.text, text
+
+        # Backup while the server runs and keeps taking writes.
+        backup = tmp_path / "backup.db"
+        assert "5 events" in run(executable, bare_env, "backup", str(backup), "--db", str(db))
+        assert http.post("/deployment-events/", headers=bearer, json={
+            "product_name": "smoke-versioner", "version": "1.0.1", "environment_name": "staging",
+            "status": "success"}).status_code == 200
+
+    conn = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert sorted(r[0] for r in conn.execute("SELECT dialect FROM events")) == \
+            ["devgrid", "ilert", "quanta", "versioner", "versioner"]
+    finally:
+        conn.close()
+
+    exported = run(executable, bare_env, "export", "--db", str(db))
+    assert len([json.loads(line) for line in exported.splitlines()]) == 6
+    (tmp_path / "events.jsonl").write_text(exported)
+    restored = tmp_path / "restored.db"
+    assert "Imported 6 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
+                                      "--db", str(restored))
+    assert "Imported 0 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
+                                      "--db", str(restored))
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "Application shutdown complete" in log and "Traceback" not in log, log
+    # The one-file executable unpacks itself under TMPDIR and removes that on a clean stop.
+    assert list(Path(bare_env["TMPDIR"]).iterdir()) == []

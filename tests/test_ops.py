@@ -1,0 +1,192 @@
+"""`deploytrack backup`, `export` and `import` through the CLI, on real database files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import httpx2 as httpx
+
+from deploytrack.store import EVENT_COLUMNS
+from tests.conftest import auth, create_token, run_cli
+
+
+def deploy(client, token, version, env="production", status="success", sha=None, **extra):
+    body = {"product_name": "shop", "version": version, "environment_name": env, "status": status, **extra}
+    if sha:
+        body["scm_sha"] = sha
+    resp = client.post("/deployment-events/", headers=auth(token), json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# -- backup ----------------------------------------------------------------------------------
+
+
+def test_backup_is_consistent_while_the_server_writes(live_server, token, tmp_path):
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def writer() -> None:
+        with httpx.Client(base_url=live_server.url, headers=auth(token), timeout=10) as http:
+            for i in range(400):
+                if stop.is_set():
+                    break
+                resp = http.post("/deployment-events/", json={
+                    "product_name": "shop", "version": f"1.{i}", "environment_name": "production",
+                    "status": "success", "scm_sha": f"sha{i}"})
+                assert resp.status_code == 200
+                sent.append(i)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    counts = []
+    try:
+        for n in range(3):
+            while len(sent) < 10 * (n + 1) and thread.is_alive():
+                threading.Event().wait(0.01)
+            target = tmp_path / f"backup-{n}.db"
+            code, out = run_cli("backup", str(target), "--db", str(live_server.db))
+            assert code == 0, out
+            assert "Backed up" in out
+            assert not Path(str(target) + "-wal").exists()
+            [(check,)] = rows(target, "PRAGMA integrity_check")
+            assert check == "ok"
+            [(events,)] = rows(target, "SELECT COUNT(*) FROM events")
+            # One snapshot: every event's deployment row and version row is in the same copy.
+            assert rows(target, "SELECT COUNT(*) FROM events e LEFT JOIN deployments d ON d.id = e.deployment_id "
+                                "WHERE d.id IS NULL") == [(0,)]
+            assert rows(target, "SELECT COUNT(*) FROM deployments") == [(events,)]
+            assert rows(target, "SELECT COUNT(*) FROM versions") == [(events,)]
+            counts.append(events)
+    finally:
+        stop.set()
+        thread.join()
+    assert counts[0] >= 10 and counts == sorted(counts)
+    final = tmp_path / "final.db"
+    assert run_cli("backup", str(final), "--db", str(live_server.db))[0] == 0
+    assert rows(final, "SELECT COUNT(*) FROM events") == [(len(sent),)]
+
+
+def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, token, capsys):
+    assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 1
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "nope.db").exists() and not (tmp_path / "b.db").exists()
+    assert run_cli("backup", str(db_path), "--db", str(db_path))[0] == 1
+    assert "another file" in capsys.readouterr().err
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def test_export_writes_every_column_of_every_event_in_arrival_order(client, token, db_path, tmp_path):
+    ids = [deploy(client, token, "1.0", sha="a1", extra_metadata={"k": "v"}),
+           deploy(client, token, "1.1", env="prod", status="failed", timestamp="2020-01-02T03:04:05.123456Z"),
+           deploy(client, token, "1.2", summary='comma, "quote"\nnewline')]
+    code, out = run_cli("export", "--db", str(db_path))
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert all(list(line) == list(EVENT_COLUMNS) for line in lines)
+    assert lines[0]["metadata"] == {"k": "v"} and lines[0]["scm_sha"] == "a1"
+    assert lines[1]["occurred_at"] == "2020-01-02T03:04:05.123456Z"
+    assert (lines[1]["environment"], lines[1]["environment_raw"], lines[1]["status_raw"]) == \
+        ("production", "prod", "failed")
+
+    target = tmp_path / "events.csv"
+    assert run_cli("export", "--format", "csv", "--output", str(target), "--db", str(db_path))[0] == 0
+    table = list(csv.reader(io.StringIO(target.read_text())))
+    assert table[0] == list(EVENT_COLUMNS)
+    assert [r[1] for r in table[1:]] == ids
+    by_name = [dict(zip(table[0], r)) for r in table[1:]]
+    assert json.loads(by_name[0]["metadata"]) == {"k": "v"}
+    assert by_name[2]["summary"] == 'comma, "quote"\nnewline'
+    assert by_name[1]["scm_sha"] == ""
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, token, db_path, tmp_path):
+    deploy(client, token, "1.0", status="started", sha="a1", invoke_id="run-1")
+    deploy(client, token, "1.0", status="success", sha="a1", invoke_id="run-1")
+    deploy(client, token, "2.0", env="stg", status="failed", timestamp="2024-05-01T10:00:00Z")
+    client.post("/build-events/", headers=auth(token), json={"product_name": "cart", "version": "9", "status": "built"})
+    export = tmp_path / "events.jsonl"
+    assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
+
+    other = tmp_path / "other.db"
+    code, out = run_cli("import", str(export), "--db", str(other))
+    assert code == 0 and "Imported 4 events" in out
+    code, out = run_cli("import", str(export), "--db", str(other))
+    assert code == 0 and "Imported 0 events" in out and "4 were already stored" in out
+
+    columns = [c for c in EVENT_COLUMNS if c != "token_id"]
+    select = f"SELECT {', '.join(columns)} FROM events ORDER BY seq"
+    assert rows(other, select) == rows(db_path, select)
+    assert rows(other, "SELECT token_id FROM events") == [(None,)] * 4
+    for table in ("deployments", "versions", "products", "environments"):
+        assert rows(other, f"SELECT * FROM {table} ORDER BY 1, 2") == rows(db_path, f"SELECT * FROM {table} ORDER BY 1, 2")
+    assert rows(other, "SELECT status, event_count FROM deployments WHERE invoke_id = 'run-1'") == [("completed", 2)]
+
+
+def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):
+    backfill = tmp_path / "backfill.jsonl"
+    backfill.write_text(
+        '{"kind": "deployment", "product": "shop", "version": "0.9", "environment": "prod", '
+        '"status": "deployed", "occurred_at": "2023-03-01T12:00:00Z", "scm_sha": "old1"}\n'
+        "\n"
+        '{"kind": "build", "product": "shop", "version": "0.9", "occurred_at": 1677672000}\n')
+    assert run_cli("import", str(backfill), "--db", str(db_path)) == (0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
+    assert run_cli("import", str(backfill), "--db", str(db_path))[1].startswith("Imported 0 events")
+    assert rows(db_path, "SELECT kind, environment, environment_raw, status, status_raw, occurred_at, dialect "
+                         "FROM events ORDER BY seq") == [
+        ("deployment", "production", "prod", "completed", "deployed", 1677672000_000000, "import"),
+        ("build", None, None, "completed", None, 1677672000_000000, "import")]
+    # A backfilled past day is marked for the metrics job to recompute.
+    assert rows(db_path, "SELECT day FROM dirty_days") == [(1677628800_000000,)]
+    token = create_token(db_path, "reader", "read")
+    resp = make_client().get("/api/v1/events", headers=auth(token))
+    assert [e["kind"] for e in resp.json()["events"]] == ["build", "deployment"]
+
+
+def test_a_bad_line_imports_nothing_and_names_the_line_and_field(db_path, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "deployment", "product": "shop"}\n{"kind": "deploy", "product": "shop"}\n')
+    assert run_cli("import", str(bad), "--db", str(db_path))[0] == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "'kind'" in err
+    assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+    for text, expected in (('{"kind": "build"}', "'product' is required"),
+                           ('{"kind": "build", "product": "p", "colour": 1}', "unknown field 'colour'"),
+                           ('{"kind": "build", "product": "p", "occurred_at": "yesterday"}', "'occurred_at'"),
+                           ('{"kind": "build", "product": "p", "status": "meh"}', "'status'"),
+                           ('[1, 2]', "must be a JSON object"),
+                           ("{not json", "not valid JSON")):
+        bad.write_text(text + "\n")
+        assert run_cli("import", str(bad), "--db", str(db_path))[0] == 1
+        err = capsys.readouterr().err
+        assert "line 1" in err and expected in err, err
+    assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_a_version_sha_conflict_stops_the_import_at_that_line(db_path, tmp_path, capsys):
+    lines = tmp_path / "conflict.jsonl"
+    lines.write_text('{"kind": "build", "product": "p", "version": "1", "scm_sha": "aaa"}\n'
+                     '{"kind": "build", "product": "p", "version": "1", "scm_sha": "bbb"}\n')
+    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "different SHA" in err
+    assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]

@@ -1,0 +1,41 @@
+"""Every setting is documented where operators look: `deploytrack serve --help` and README.md."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploytrack.settings import ENV_PREFIX, SETTINGS
+from tests.conftest import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def serve_help() -> str:
+    code, out = run_cli("serve", "--help")
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_setting_is_in_serve_help(setting, serve_help):
+    assert f" {setting.name}\n" in serve_help  # the config-file key column of the settings table
+    assert setting.help in serve_help
+    if isinstance(setting.default, dict):  # a table: config file only, and the help must not promise more
+        assert f"{ENV_PREFIX}{setting.name.upper()}" not in serve_help
+        assert "--" + setting.name.replace("_", "-") not in serve_help
+    else:
+        assert f"{ENV_PREFIX}{setting.name.upper()}" in serve_help
+        assert "--" + setting.name.replace("_", "-") in serve_help
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_setting_is_in_readme(setting):
+    readme = (REPO / "README.md").read_text()
+    assert f"`{setting.name}`" in readme
+    if not isinstance(setting.default, dict):
+        assert f"`{ENV_PREFIX}{setting.name.upper()}`" in readme
+        assert "`--" + setting.name.replace("_", "-") in readme
+
+
+def test_the_config_file_itself_is_documented(serve_help):
+    assert "--config" in serve_help and "DEPLOYTRACK_CONFIG" in serve_help
+    assert "DEPLOYTRACK_CONFIG" in (REPO / "README.md").read_text()
