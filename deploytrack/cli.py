@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any, Callable, Sequence
 
-from deploytrack import __version__
+from deploytrack import __version__, pg
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
 
 Command = Callable[[argparse.Namespace], int]
@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {settings.db})",
+    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)

@@ -74,7 +74,8 @@ class Database:
     def __init__(self, path: str | Path, readers: int = 3) -> None:
         self.url = str(path) if pg.is_url(path) else None
         self.backend = "postgresql" if self.url else "sqlite"
-        self.path = Path(path)  # meaningful for SQLite only
+        # What `connect()` takes: the SQLite file, or the PostgreSQL URL as given.
+        self.path: Path | str = self.url or Path(path)
         self._pool: pg.ReadPool | None = None
         self._reader_count = readers
         self._readers: list[aiosqlite.Connection] = []
@@ -90,8 +91,9 @@ class Database:
         if self.url:
             await self._open_postgres(self.url)
             return
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(self.path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(open_migrated, self.path)
         self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
         self._thread.start()

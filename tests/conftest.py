@@ -23,6 +23,7 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
+from deploytrack import db as dbmod
 from deploytrack.app import create_app
 from deploytrack.cli import main as cli_main
 from deploytrack.settings import load_settings
@@ -123,6 +124,15 @@ def make_client(db_path: Path) -> Iterator[object]:
 def client(make_client: object, token: str) -> TestClient:
     """A started app on a fresh database; `token` exists before it starts."""
     return make_client()  # type: ignore[operator]
+
+
+def query(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Rows of `sql` read through a separate connection to the test's database (either backend)."""
+    conn = dbmod.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
 
 
 def auth(token: str) -> dict[str, str]:
