@@ -28,10 +28,10 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 from deploytrack import db as dbmod  # noqa: E402
-from pg_cluster import Cluster, _free_port  # noqa: E402
+from tests.pg_cluster import Cluster, _free_port  # noqa: E402
 
 
 class Server:

@@ -71,6 +71,7 @@ def copy(source: str, target: str) -> dict[str, int] | None:
 def _copy(src: sqlite3.Connection, dst: pg.SyncConnection) -> dict[str, int] | None:
     if migrations.applied(src) != migrations.applied(dst):  # type: ignore[arg-type]
         raise MigrateError("the two databases are at different schema versions")
+    src.execute("BEGIN")  # one read snapshot of the source: counts and rows agree even if a server writes
     tables = [r[0] for r in src.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
         "AND name <> 'schema_migrations' ORDER BY name")]

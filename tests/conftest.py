@@ -27,7 +27,7 @@ from deploytrack import db as dbmod
 from deploytrack.app import create_app
 from deploytrack.cli import main as cli_main
 from deploytrack.settings import load_settings
-from pg_cluster import Cluster, bindir
+from tests.pg_cluster import Cluster, bindir
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO.parent / "shared" / "seeds"

@@ -88,6 +88,11 @@ class Cluster:
         self.psql(f"CREATE SCHEMA {schema}")
         return self.url("postgres", search_path=schema)
 
+    def restart(self) -> None:
+        """Stop the server (closing every client connection) and start it again on the same port."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
+                  "-m", "fast", "restart")
+
     def stop(self) -> None:
         if self.data.exists():
             subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],

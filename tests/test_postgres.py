@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,19 +17,13 @@ import pytest
 from deploytrack import db as dbmod
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
-from pg_cluster import Cluster
+from deploytrack.timeutil import day_start_us, now_us, to_iso
+from tests.pg_cluster import Cluster
 from starlette.testclient import TestClient
-from tests.conftest import LiveServer, auth, create_token, run_cli
+from tests.conftest import LiveServer, auth, create_token, query, run_cli
 
+DAY_US = 86_400_000_000
 DEPLOY = {"product_name": "svc", "environment_name": "production", "status": "success"}
-
-
-def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = dbmod.connect(url)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +203,87 @@ def _sqlite_count(db: Path, table: str) -> int:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
     finally:
         conn.close()
+
+
+# -- the daily metrics job across processes -----------------------------------------------------
+
+
+def test_metrics_job_runs_once_per_day_across_processes(pg_url):
+    """Two servers with the scheduler on, checking every second: each day is snapshotted by one of them."""
+    token = create_token(pg_url, "ci", "ingest", "read")
+    today = day_start_us(now_us())
+
+    def backfill(server: LiveServer, days_ago: int) -> None:
+        stamp = to_iso(today - days_ago * DAY_US + 3_600_000_000)
+        body = {"events": [{"type": "event-deploy", "entityId": "web", "timestamp": stamp,
+                            "attributes": {"env": "production", "status": "success"}}]}
+        assert httpx.post(server.url + "/events", json=body, headers={"x-api-key": token}).status_code == 201
+
+    def runs() -> list[tuple[Any, ...]]:
+        return query(pg_url, "SELECT first_day, last_day FROM job_runs ORDER BY id")
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(runs()) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.5)  # two more checks by each process: none may run the job again
+
+    seeder = LiveServer(pg_url).start()  # no scheduler: only stores the history
+    try:
+        backfill(seeder, 3)
+    finally:
+        seeder.stop()
+    servers = [LiveServer(pg_url, "--scheduler", "--metrics-interval", "1") for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        wait_for(1)
+        assert runs() == [(today - 3 * DAY_US, today - DAY_US)]  # the catch-up, done once
+        backfill(servers[1], 2)  # a late event marks its day dirty: recomputed once, by either process
+        wait_for(2)
+        assert runs() == [(today - 3 * DAY_US, today - DAY_US), (today - 2 * DAY_US, today - DAY_US)]
+        assert query(pg_url, "SELECT last_day FROM jobs WHERE name = 'metrics_daily'") == [(today - DAY_US,)]
+        assert query(pg_url, "SELECT COUNT(*) FROM dirty_days") == [(0,)]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_backup_on_postgres_points_to_pg_dump(pg_url, tmp_path, capsys):
+    assert run_cli("backup", str(tmp_path / "b.db"), "--db", pg_url)[0] == 1
+    assert "pg_dump" in capsys.readouterr().err and not (tmp_path / "b.db").exists()
+
+
+def test_postgres_restart_costs_no_500_and_no_acknowledged_event(pg_cluster, pg_url):
+    """A database restart drops every connection: a request meeting a dead connection gets 503 with
+    Retry-After (never a 500, never a lost acknowledged event); the writer and the read pool reconnect."""
+    token = create_token(pg_url, "ci", "ingest", "read")
+    server = LiveServer(pg_url).start()
+    acked: list[str] = []
+    try:
+        with httpx.Client(timeout=20) as http:
+            def send(i: int) -> httpx.Response:
+                resp = http.post(server.url + "/deployment-events/", json={**DEPLOY, "version": f"7.{i}"},
+                                 headers=auth(token))
+                assert resp.status_code in (200, 503), resp.text
+                if resp.status_code == 200:
+                    acked.append(resp.json()["id"])
+                else:
+                    assert resp.headers.get("retry-after")
+                return resp
+
+            assert send(0).status_code == 200
+            pg_cluster.restart()
+            deadline, i = time.monotonic() + 20, 1
+            while time.monotonic() < deadline:  # the writer reconnects between transactions
+                i += 1
+                if send(i).status_code == 200:
+                    break
+                time.sleep(0.1)
+            reads = [http.get(server.url + "/api/v1/events", headers=auth(token)).status_code for _ in range(4)]
+            assert reads[-1] == 200 and set(reads) <= {200, 503}
+            assert send(i + 1).status_code == 200
+    finally:
+        server.stop()
+    stored = {r[0] for r in query(pg_url, "SELECT id FROM events")}
+    assert set(acked) <= stored and len(acked) >= 3
