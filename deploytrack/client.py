@@ -3,11 +3,13 @@
 One logical send carries one `Idempotency-Key`, reused on every retry, so a retry after a
 lost response is answered from the server's record instead of storing a second event.
 Connection errors, timeouts, 5xx and 429 are retried with exponential backoff; any other
-answer is final. Nothing here prints; the caller decides what to say (never the token).
+answer is final. An endpoint that does not honour the key (`replay_safe=False`) is retried
+only when the request certainly was not processed: connection refused, 429 or 503. Nothing here prints; the caller decides what to say (never the token).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import socket
@@ -47,6 +49,7 @@ class Request:
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
+    replay_safe: bool = True
 
     def redacted(self) -> dict[str, Any]:
         """The request as `--dry-run` prints it: the token replaced by `***`."""
@@ -67,8 +70,12 @@ class Outcome:
     retryable: bool = False
 
 
-def build_request(target: Target, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Request:
-    """A POST of `body` as JSON to `path` under the server's base URL, with a fresh idempotency key."""
+def build_request(target: Target, path: str, body: dict[str, Any], idempotency_key: str | None = None,
+                  replay_safe: bool = True) -> Request:
+    """A POST of `body` as JSON to `path` under the server's base URL, with a fresh idempotency key.
+
+    `replay_safe`: the endpoint answers a repeated key from its record (deploytrack's ingestion paths do).
+    """
     headers = {
         "Authorization": f"Bearer {target.token}",
         "Content-Type": "application/json",
@@ -76,7 +83,7 @@ def build_request(target: Target, path: str, body: dict[str, Any], idempotency_k
         "User-Agent": USER_AGENT,
         "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
     }
-    return Request("POST", join_url(target.server, path), headers, body)
+    return Request("POST", join_url(target.server, path), headers, body, replay_safe)
 
 
 def join_url(server: str, path: str) -> str:
@@ -126,16 +133,23 @@ def _attempt(target: Target, request: Request, data: bytes, attempts: int) -> tu
         status = exc.code
         body = _decode(exc.read())
         retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        retryable = status >= 500 or status == 429
+        retryable = status in (429, 503) or (status >= 500 and request.replay_safe)
         message = f"HTTP {status}: {_describe(body, target.token)}"
         return Outcome(False, status, body, message, attempts, retryable), retry_after
     except urllib.error.URLError as exc:
-        return Outcome(False, None, None, f"cannot reach the server: {_reason(exc.reason)}", attempts, True), None
+        # Refused or unresolvable: the request never reached a server, so a retry is always safe.
+        never_sent = isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror))
+        return Outcome(False, None, None, f"cannot reach the server: {_reason(exc.reason)}", attempts,
+                       never_sent or request.replay_safe), None
     except (TimeoutError, socket.timeout):
-        return Outcome(False, None, None, f"no answer within {target.timeout:g} s", attempts, True), None
-    except (ConnectionError, OSError) as exc:
-        # e.g. the connection was reset while reading the answer
-        return Outcome(False, None, None, f"connection failed: {_reason(exc)}", attempts, True), None
+        return Outcome(False, None, None, f"no answer within {target.timeout:g} s", attempts,
+                       request.replay_safe), None
+    except (http.client.InvalidURL, ValueError) as exc:  # no attempt can succeed
+        return Outcome(False, None, None, f"invalid server URL: {exc}", attempts), None
+    except (ConnectionError, OSError, http.client.HTTPException) as exc:
+        # e.g. the connection was reset, or the answer cut short, while reading it
+        return Outcome(False, None, None, f"connection failed: {_reason(exc)}", attempts,
+                       request.replay_safe), None
 
 
 def _decode(raw: bytes) -> Any:

@@ -60,7 +60,9 @@ def register(subparsers: Any) -> None:
     incident.add_argument("--opened-at", "--timestamp", dest="opened_at",
                           help="when it started: ISO 8601 or epoch seconds (default: now, by the server)")
     incident.add_argument("--change-id", help="change request the incident is caused by")
-    incident.add_argument("--deployment-id", help="deployment record the incident is caused by")
+    incident.add_argument("--deployment-id", type=_deployment_id, help="deployment record (id) that caused it")
+    incident.add_argument("--meta", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                          help="extra metadata, repeatable")
     incident.set_defaults(func=cmd_send)
 
     wrap = subparsers.add_parser(
@@ -123,6 +125,12 @@ def _positive_float(value: str) -> float:
 def _count(value: str) -> int:
     if not value.isdigit() or int(value) > 20:
         raise argparse.ArgumentTypeError(f"{value!r} must be a whole number from 0 to 20")
+    return int(value)
+
+
+def _deployment_id(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a deployment id (a positive whole number)")
     return int(value)
 
 
@@ -194,22 +202,20 @@ def event_body(args: argparse.Namespace, kind: str, ci: ci_env.CIInfo, status: s
 
 
 def incident_body(args: argparse.Namespace) -> dict[str, Any]:
-    """The native incidents API body: product, environment, title, severity, opened_at, change/deployment."""
+    """The native incidents API body: product, environment, title, severity, opened_at, links, metadata."""
     title = args.title or args.summary
     if not title:
         raise UsageError("an incident needs --title")
-    deployment_id: int | str | None = args.deployment_id
-    if deployment_id is not None and deployment_id.isdigit():
-        deployment_id = int(deployment_id)
     body = {"product": args.product, "environment": args.environment, "title": title,
             "severity": args.severity, "opened_at": args.opened_at, "change_id": args.change_id,
-            "deployment_id": deployment_id}
+            "deployment_id": args.deployment_id, "metadata": dict(args.meta) or None}
     return {k: v for k, v in body.items() if v is not None}
 
 
 def deliver(s: Sender, what: str, path: str, body: dict[str, Any]) -> client.Outcome | None:
     """Send (or print, with --dry-run) one logical request; warn on failure. None means undelivered."""
-    request = client.build_request(s.target, path, body)
+    # The incidents endpoint creates a row per request and ignores Idempotency-Key.
+    request = client.build_request(s.target, path, body, replay_safe=path != PATHS["incident"])
     if s.dry_run:
         print(json.dumps(request.redacted(), indent=2, ensure_ascii=False), flush=True)
         return client.Outcome(True, None, None, None, 0)

@@ -280,13 +280,17 @@ def test_bad_field_answer_is_shown_and_not_retried(server: tuple[LiveServer, str
     assert stored(live, token, name) == []
 
 
-def test_missing_url_or_token_warns_unless_strict() -> None:
+def test_missing_or_broken_url_or_token_warns_unless_strict() -> None:
     argv = ("send", "deployment", "--product", "web", "--environment", "prod", "--version", "1")
     procs = (start_client(*argv, env={"DEPLOYTRACK_TOKEN": "x"}),
-             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"}))
-    no_url, no_token = finish(procs[0]), finish(procs[1])
+             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:9"}),
+             start_client(*argv, "--strict", env={"DEPLOYTRACK_URL": "http://127.0.0.1:port",
+                                                  "DEPLOYTRACK_TOKEN": "dt_token_for_bad_url"}))
+    no_url, no_token, bad_url = (finish(p) for p in procs)
     assert no_url.returncode == 0 and "DEPLOYTRACK_URL" in no_url.stderr
     assert no_token.returncode == 1 and "DEPLOYTRACK_TOKEN" in no_token.stderr
+    assert bad_url.returncode == 1 and "in 1 attempt: invalid server URL" in bad_url.stderr
+    assert_no_secret(bad_url, "dt_token_for_bad_url")
 
 
 def test_dry_run_prints_the_request_with_the_token_hidden(server: tuple[LiveServer, str]) -> None:
@@ -311,7 +315,7 @@ def test_dry_run_prints_the_request_with_the_token_hidden(server: tuple[LiveServ
 class FlakyProxy:
     """A real HTTP server on 127.0.0.1 that plays a script of answers, then passes requests on.
 
-    Script steps: "500" / "429" answer that status without passing the request on;
+    Script steps: "500" / "503" / "429" answer that status without passing the request on;
     "lost" passes it on to the real server, then answers 502 as if the reply was lost;
     "pass" passes it on and relays the real answer.
     """
@@ -328,7 +332,7 @@ class FlakyProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 proxy.keys.append(self.headers.get("Idempotency-Key"))
                 step = proxy.script.pop(0) if proxy.script else "pass"
-                if step in ("500", "429"):
+                if step in ("500", "503", "429"):
                     self._answer(int(step), b'{"detail": "try again"}', {"Retry-After": "0"})
                     return
                 status, answer = proxy.forward(self.path, dict(self.headers), body)
@@ -534,19 +538,52 @@ def test_send_incident_dry_run_matches_the_incidents_contract() -> None:
     assert_no_secret(result, "dt_x")
 
 
-@pytest.mark.skip(reason="needs the native incidents API (POST /api/v1/incidents), not yet on main")
-def test_send_incident_opens_one_incident(server: tuple[LiveServer, str]) -> None:
+def incidents_of(live: LiveServer, token: str, name: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{live.url}/api/v1/incidents", params={"product": name}, headers=auth(token))
+    assert r.status_code == 200, r.text
+    return list(r.json()["incidents"])
+
+
+def test_send_incident_opens_one_incident_linked_to_the_wrapped_deployment(server: tuple[LiveServer, str]) -> None:
     live, token = server
     name = product()
+    deploy = run_client("send", "deployment", "--product", name, "--environment", "production", "--version", "7",
+                        "--change-id", "CHG0099", *FAST, env=connect(live, token))
+    assert deploy.returncode == 0, deploy.stderr
     result = run_client("send", "incident", "--product", name, "--environment", "production",
                         "--title", "checkout down", "--severity", "critical", "--change-id", "CHG0099",
-                        *FAST, env=connect(live, token))
+                        "--meta", "pager=INC-1", *FAST, env=connect(live, token))
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    conn = sqlite3.connect(f"file:{live.db}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT id, title, severity, change_id FROM incidents WHERE product = ?",
-                            (name,)).fetchall()
-    finally:
-        conn.close()
-    assert rows == [(answer["id"], "checkout down", "critical", "CHG0099")]
+    [incident] = incidents_of(live, token, name)
+    assert incident["id"] == answer["id"]
+    assert (incident["title"], incident["severity"], incident["status"]) == ("checkout down", "critical", "open")
+    assert incident["metadata"] == {"pager": "INC-1"}
+    assert incident["link"]["rule"] == "change_id"
+    assert incident["deployment_id"] == deployments(live, name)[0]["id"]
+    assert_no_secret(result, token)
+
+
+def test_send_incident_bad_field_and_bad_deployment_id(server: tuple[LiveServer, str]) -> None:
+    live, token = server
+    name = product()
+    usage = run_client("send", "incident", "--product", name, "--title", "x", "--deployment-id", "abc")
+    assert usage.returncode == 2 and "deployment id" in usage.stderr
+    rejected = run_client("send", "incident", "--product", name, "--title", "x", "--opened-at", "not-a-time",
+                          "--strict", *FAST, env=connect(live, token))
+    assert rejected.returncode == 1
+    assert "HTTP 400" in rejected.stderr and "opened_at" in rejected.stderr
+    assert incidents_of(live, token, name) == []
+
+
+def test_incident_is_not_resent_after_a_lost_answer(server: tuple[LiveServer, str]) -> None:
+    """The incidents endpoint ignores Idempotency-Key, so an ambiguous failure must not be retried."""
+    live, token = server
+    name = product()
+    env_argv = ("send", "incident", "--product", name, "--title", "db down", "--retries", "3", "--backoff", "0.01")
+    with FlakyProxy(live.url, ["503", "lost"]) as proxy:
+        result = run_client(*env_argv, env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": token})
+    assert result.returncode == 0
+    assert "after 2 attempts: HTTP 502" in result.stderr  # 503 retried (not processed); 502 not (maybe processed)
+    assert len(proxy.keys) == 2 and proxy.forwarded == 1
+    assert len(incidents_of(live, token, name)) == 1
