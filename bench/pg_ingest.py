@@ -136,14 +136,14 @@ async def scenario(name: str, db: str, processes: int, workdir: Path, args: argp
     try:
         await asyncio.gather(*(s.wait() for s in servers))
         await load([s.port for s in servers], token, min(200, args.requests), args.concurrency, 30)  # warm-up
-        before = stored(db)
+        before = await asyncio.to_thread(stored, db)
         done, seconds, lat, errors = await load([s.port for s in servers], token, args.requests,
                                                 args.concurrency, args.time_limit)
     finally:
         for s in servers:
             s.stop()
     acked = done - len(errors)
-    missing = before + acked - stored(db)
+    missing = before + acked - await asyncio.to_thread(stored, db)
     rate = done / seconds
     lat.sort()
     print(f"{name:34} {rate:8.0f} req/s   p50 {statistics.median(lat) * 1000:6.1f} ms   "
