@@ -27,13 +27,15 @@ import asyncio
 import functools
 import re
 import sqlite3
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
 
+T = TypeVar("T")
 URL_PREFIXES = ("postgresql://", "postgres://")
 # The key of the advisory lock that stands for SQLite's write lock (any constant bigint).
 WRITE_LOCK_KEY = 0x6465706C6F79  # "deploy"
 _RETURNS_ROWS = ("select", "with", "values", "show", "table", "explain")
 _DDL = ("create", "alter", "drop")
+_DEFERRED = re.compile(r"(?i)\s*(savepoint\s+\w+|release\s+(savepoint\s+)?\w+)\s*$")
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\?|(?<!:):[A-Za-z_]\w*|[^'"?:/-]+|.""",
                     re.S)
 
@@ -198,6 +200,7 @@ class SyncConnection:
         self._loop = asyncio.new_event_loop()
         self._conn: Any = None
         self._identity: dict[str, str] | None = None
+        self._pending: list[str] = []  # BEGIN / SAVEPOINT / RELEASE not yet sent
         self._connect()
 
     def _connect(self) -> None:
@@ -216,28 +219,39 @@ class SyncConnection:
 
     @property
     def in_transaction(self) -> bool:
+        if self._pending:
+            return True
         return bool(self._conn is not None and not self._conn.is_closed() and self._conn.is_in_transaction())
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement (or, without parameters, a script); `?` placeholders as in sqlite3."""
-        if self._conn is None or self._conn.is_closed():
-            if not re.match(r"(?i)\s*begin\b", sql):
-                raise StorageError("database unavailable: the connection was lost")
-            self._connect()  # between transactions: a restarted server or a dropped link
         text, args = _bind(sql, params)
-        try:
-            return self._loop.run_until_complete(self._run(text, args))
-        except Exception as exc:
-            converted = _convert(exc)
-            if converted is exc:
-                raise
-            raise converted from exc
+        if text == "BEGIN":
+            # Sent with the next statement: BEGIN, the write lock and the first savepoint cost one round trip.
+            self._pending = ["BEGIN", f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"]
+            return Cursor([], -1, None)
+        if not args and _DEFERRED.match(text):
+            self._pending.append(text)  # a savepoint's RELEASE and the next SAVEPOINT travel together
+            return Cursor([], -1, None)
+        if text.strip().upper() == "ROLLBACK" and self._pending[:1] == ["BEGIN"]:
+            self._pending = []  # the transaction never reached the server
+            return Cursor([], -1, None)
+        return self._call(lambda pending: self._run(text, args, pending))
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Cursor:
-        total = 0
-        for params in seq:
-            total += max(self.execute(sql, params).rowcount, 0)
-        return Cursor([], total, None)
+        """One statement for many parameter sets, pipelined (one round trip, not one per row)."""
+        rows = [list(p) for p in seq]
+        if not rows:
+            return Cursor([], 0, None)
+        text, _ = translate(sql)
+
+        async def run(pending: list[str]) -> Cursor:
+            if pending:
+                await self._conn.execute("; ".join(pending))
+            await self._conn.executemany(text, rows)
+            return Cursor([], -1, None)  # asyncpg does not report the count
+
+        return self._call(run)
 
     def executescript(self, script: str) -> Cursor:
         for statement in script.split(";"):
@@ -245,16 +259,33 @@ class SyncConnection:
                 self.execute(statement)
         return Cursor([], -1, None)
 
-    async def _run(self, text: str, args: list[Any]) -> Cursor:
+    def _call(self, work: Callable[[list[str]], Awaitable[T]]) -> T:
+        """Send the deferred statements and `work` to the server; errors as sqlite3's classes."""
+        pending, self._pending = self._pending, []
+        if self._conn is None or self._conn.is_closed():
+            if pending[:1] != ["BEGIN"]:
+                raise StorageError("database unavailable: the connection was lost")
+            self._connect()  # between transactions: a restarted server or a dropped link
+        try:
+            return self._loop.run_until_complete(work(pending))
+        except Exception as exc:
+            converted = _convert(exc)
+            if converted is exc:
+                raise
+            raise converted from exc
+
+    async def _run(self, text: str, args: list[Any], pending: list[str]) -> Cursor:
         conn = self._conn
-        if text == "BEGIN":
-            await conn.execute("BEGIN")
-            await conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            return Cursor([], -1, None)
         head = text.lstrip().lower()
-        if head.startswith(_DDL) and not re.match(r"(?i)(create\s+temp|drop\s+table\s+(if\s+exists\s+)?pg_temp\.)", head):
-            self._identity = None
-        elif head.startswith("insert") and not re.search(r"(?i)\breturning\b", text):
+        if pending:
+            if not args and not _returns_rows(text) and not head.startswith("insert"):
+                await conn.execute("; ".join([*pending, text]))  # e.g. RELEASE task; COMMIT
+                return Cursor([], -1, None) if not head.startswith(_DDL) else self._ddl_done(head)
+            await conn.execute("; ".join(pending))
+        if head.startswith(_DDL):
+            await conn.execute(text, *args) if args else await conn.execute(text)
+            return self._ddl_done(head)
+        if head.startswith("insert") and not re.search(r"(?i)\breturning\b", text):
             column = (await self._identity_columns()).get(_insert_table(text))
             if column:
                 rows = await conn.fetch(f"{text} RETURNING {column}", *args)
@@ -268,20 +299,28 @@ class SyncConnection:
         return Cursor([], int(last) if last.isdigit() and head.startswith(("insert", "update", "delete")) else -1,
                       None)
 
+    def _ddl_done(self, head: str) -> Cursor:
+        if not re.match(r"(?i)(create\s+temp|drop\s+table\s+(if\s+exists\s+)?pg_temp\.)", head):
+            self._identity = None  # a table may have been created or changed
+        return Cursor([], -1, None)
+
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Bulk-insert rows with COPY (inside the current transaction), for `migrate-db`."""
-        try:
-            self._loop.run_until_complete(self._conn.copy_records_to_table(
-                table, records=[tuple(r) for r in rows], columns=list(columns)))
-        except Exception as exc:
-            converted = _convert(exc)
-            if converted is exc:
-                raise
-            raise converted from exc
+        async def run(pending: list[str]) -> None:
+            if pending:
+                await self._conn.execute("; ".join(pending))
+            await self._conn.copy_records_to_table(table, records=[tuple(r) for r in rows], columns=list(columns))
+
+        self._call(run)
 
     def identity_columns(self) -> dict[str, str]:
         """Table -> its identity column (what SQLite's INTEGER PRIMARY KEY became)."""
-        return dict(self._loop.run_until_complete(self._identity_columns()))
+        async def run(pending: list[str]) -> dict[str, str]:
+            if pending:
+                await self._conn.execute("; ".join(pending))
+            return dict(await self._identity_columns())
+
+        return self._call(run)
 
     async def _identity_columns(self) -> dict[str, str]:
         if self._identity is None:

@@ -135,6 +135,17 @@ def query(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> list[tup
         conn.close()
 
 
+def execute(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Write one statement to the test's database (either backend) in its own transaction."""
+    conn = dbmod.connect(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
