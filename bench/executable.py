@@ -117,7 +117,7 @@ def main() -> int:
         if exe is None:
             started = time.perf_counter()
             subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(workdir / "dist"), str(workdir / "work")],
-                           check=True, stdout=subprocess.DEVNULL)
+                           check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable})
             print(f"build time            {time.perf_counter() - started:8.1f} s")
             exe = workdir / "dist" / "deploytrack"
         bare = {"PATH": "/usr/bin:/bin", "HOME": tmp, "LANG": "C.UTF-8"}

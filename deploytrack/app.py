@@ -27,7 +27,7 @@ from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, metrics_api, pages
-from deploytrack.web import RateLimiter
+from deploytrack.web import RateLimiter, redact_access_log
 
 log = logging.getLogger("deploytrack")
 PACKAGE_DIR = Path(__file__).parent
@@ -94,6 +94,7 @@ class App:
         self.background: list[Any] = []  # objects with async start()/stop(), e.g. the scheduler
 
     async def start(self) -> None:
+        redact_access_log()
         await self.db.open()
         self.session_key = await self.db.write(_session_key)
         count = await self.db.fetchone("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")

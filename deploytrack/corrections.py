@@ -26,13 +26,14 @@ def _touch_days(conn: sqlite3.Connection, where: str, params: tuple[object, ...]
 def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, actor: str | None,
                  now: int) -> dict[str, object]:
     """Delete one event; its deployment record is refolded and its day marked for recompute."""
-    row = conn.execute("SELECT seq, kind, product, occurred_at FROM events WHERE id = ?", (event_id,)).fetchone()
+    row = conn.execute("SELECT seq, kind, product, environment, version FROM events WHERE id = ?",
+                       (event_id,)).fetchone()
     if row is None:
         raise NotFound("no event with that id", "event_id")
     _touch_days(conn, "seq = ?", (row["seq"],))
     conn.execute("DELETE FROM events WHERE seq = ?", (row["seq"],))
-    if row["kind"] == "deployment":
-        deployments.rebuild(conn)
+    if row["kind"] == "deployment" and row["environment"]:
+        deployments.rebuild(conn, full=False, keys=[(row["product"], row["environment"], row["version"])])
     detail = {"event_id": event_id, "kind": row["kind"], "product": row["product"]}
     _audit(conn, now, token_id, actor, "delete_event", detail)
     return {"deleted": 1, **detail}

@@ -161,8 +161,13 @@ class Database:
                 try:
                     value = fn(conn, *args)
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
-                    conn.execute("ROLLBACK TO task")
-                    conn.execute("RELEASE task")
+                    try:
+                        conn.execute("ROLLBACK TO task")
+                        conn.execute("RELEASE task")
+                    except sqlite3.Error:
+                        # SQLite already rolled the whole transaction back (e.g. the disk filled up while a
+                        # large task spilled pages): fail the group with the cause, not "no such savepoint".
+                        raise exc from None
                     if is_storage_failure(exc):
                         raise
                     if not isinstance(exc, DeploytrackError):
@@ -184,8 +189,8 @@ class Database:
                                 headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
             results = [(future, False, error) for _, _, future in group]
         assert self._loop is not None
-        for future, ok, value in results:
-            self._loop.call_soon_threadsafe(_settle, future, ok, value)
+        # One wake-up of the event loop per group, not one per request.
+        self._loop.call_soon_threadsafe(_settle_all, results)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -210,10 +215,11 @@ class Database:
         return rows[0] if rows else None
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

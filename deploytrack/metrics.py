@@ -121,40 +121,43 @@ def _day(col: str) -> str:
     return f"({col} - {col} % {DAY})"
 
 
-# Window functions over one scan, no self-joins (a CTE joined to itself is re-run per row).
-# Rollback columns are computed in partitions of completed deployments only (`done` = 1).
-_DEPLOYMENT_FACTS = """
-SELECT product, environment, status, {fday} AS fday,
+# One window pass over completed deployments in the order of the deployments_finished index. A
+# deployment was rolled back when the next completed one in its product/environment is a rollback:
+# marked so, or bringing back a version completed there before (an indexed EXISTS).
+_COMPLETED_FACTS = """
+SELECT product, environment, {fday} AS fday,
        CASE WHEN known_at IS NULL THEN NULL WHEN known_at < finished_at THEN {fday} ELSE {kday} END AS kday,
        COUNT(*) AS n
 FROM (
-    SELECT product, environment, status, finished_at,
-           CASE WHEN status <> 'completed' THEN NULL
-                WHEN next_rb = 1 AND (incident_at IS NULL OR next_at < incident_at) THEN next_at
+    SELECT product, environment, finished_at,
+           CASE WHEN rolled_back = 1 AND (incident_at IS NULL OR next_at < incident_at) THEN next_at
                 ELSE incident_at END AS known_at
     FROM (
-        SELECT r.*, LEAD(is_rollback) OVER w AS next_rb, LEAD(finished_at) OVER w AS next_at,
+        SELECT n.product, n.environment, n.finished_at, n.next_at,
+               CASE WHEN n.next_label = 'rollback' THEN 1
+                    WHEN n.next_version IS NOT NULL AND n.next_version <> COALESCE(n.version, '') AND EXISTS (
+                        SELECT 1 FROM deployments o WHERE o.product = n.product AND o.environment = n.environment
+                          AND o.version = n.next_version AND o.status = 'completed' AND o.finished_at < n.next_at)
+                    THEN 1 ELSE 0 END AS rolled_back,
                (SELECT MIN(i.opened_at) FROM incidents i
-                WHERE i.deployment_id = r.id AND i.opened_at < :until) AS incident_at
+                WHERE i.deployment_id = n.id AND i.opened_at < :until) AS incident_at
         FROM (
-            SELECT x.*, CASE WHEN done = 1 AND (label = 'rollback' OR (prev_version IS NOT NULL
-                             AND version IS NOT prev_version AND first_of_version < finished_at))
-                        THEN 1 ELSE 0 END AS is_rollback
-            FROM (
-                SELECT id, product, environment, version, status, finished_at, label, done,
-                       LAG(version) OVER (PARTITION BY product, environment, done ORDER BY finished_at, id)
-                           AS prev_version,
-                       MIN(finished_at) OVER (PARTITION BY product, environment, done, version) AS first_of_version
-                FROM (SELECT d.*, CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS done FROM deployments d
-                      WHERE finished_at IS NOT NULL AND finished_at < :until
-                        AND status IN ('completed', 'failed', 'aborted') {flt}) c
-            ) x
-        ) r
-        WINDOW w AS (PARTITION BY product, environment, done ORDER BY finished_at, id)
+            SELECT id, product, environment, version, finished_at,
+                   LEAD(version) OVER w AS next_version, LEAD(label) OVER w AS next_label,
+                   LEAD(finished_at) OVER w AS next_at
+            FROM deployments d WHERE status = 'completed' AND finished_at < :until {flt}
+            WINDOW w AS (PARTITION BY product, environment ORDER BY finished_at, id)
+        ) n
+        WHERE n.finished_at >= :since
     ) y
-    WHERE finished_at >= :since
 ) k
-GROUP BY product, environment, status, fday, kday
+GROUP BY product, environment, fday, kday
+"""
+
+_UNSUCCESSFUL_FACTS = """
+SELECT product, environment, status, {fday} AS fday, COUNT(*) AS n FROM deployments d
+WHERE status IN ('failed', 'aborted') AND finished_at >= :since AND finished_at < :until {flt}
+GROUP BY product, environment, status, fday
 """
 
 _FAILED_RECOVERY = """
@@ -168,20 +171,25 @@ SELECT product, environment, recovered_at, recovered_at - finished_at AS us FROM
 WHERE status = 'failed' AND recovered_at IS NOT NULL AND recovered_at < :until AND recovered_at >= :since
 """
 
-# Each commit counts once per product/environment: at its first completed deployment there. A deployment
-# without SHAs on its events uses its version's SHA, else the version itself stands for the change.
+# Each commit counts once per product/environment: at its first completed deployment there. A
+# deployment's own commit is its SHA (else its version's SHA, else the version stands for the change);
+# commits listed in event metadata (`commits`) are extra refs from temp.meta_refs.
 _LEAD_POINTS = """
 WITH dc AS (
-    SELECT id, product, environment, version, finished_at FROM deployments d
+    SELECT id, product, environment, version, finished_at, scm_sha FROM deployments d
     WHERE status = 'completed' AND finished_at < :until {flt}
+), refs AS (
+    SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(d.scm_sha, v.scm_sha) AS sha,
+           '' AS repo, t.ct
+    FROM dc d LEFT JOIN versions v ON v.product = d.product AND v.version = d.version
+              LEFT JOIN temp.event_ct t ON t.dep_id = d.id
+    UNION ALL
+    SELECT d.id, d.product, d.environment, d.version, d.finished_at, m.sha, m.repo, m.ct
+    FROM temp.meta_refs m JOIN dc d ON d.id = m.dep_id
 ), pts AS (
-    SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(r.sha, v.scm_sha) AS sha,
-           COALESCE(r.repo, '') AS repo, r.ct,
-           ROW_NUMBER() OVER (PARTITION BY d.product, d.environment, COALESCE(r.sha, v.scm_sha, '#' || d.version)
-                              ORDER BY d.finished_at, d.id) AS nth
-    FROM dc d LEFT JOIN temp.dep_refs r ON r.dep_id = d.id
-         LEFT JOIN versions v ON v.product = d.product AND v.version = d.version
-    WHERE COALESCE(r.sha, v.scm_sha, d.version) IS NOT NULL
+    SELECT r.*, ROW_NUMBER() OVER (PARTITION BY product, environment, COALESCE(sha, '#' || version)
+                                   ORDER BY finished_at, id, CASE WHEN ct IS NULL THEN 1 ELSE 0 END, repo) AS nth
+    FROM refs r WHERE COALESCE(sha, version) IS NOT NULL
 )
 SELECT p.product, p.environment, p.finished_at, p.ct,
        (SELECT MIN(c.committed_at) FROM commits c
@@ -193,29 +201,26 @@ FROM pts p WHERE p.nth = 1 AND p.finished_at >= :since
 """
 
 
-def _commit_refs(conn: sqlite3.Connection) -> None:
-    """temp.dep_refs: (deployment, sha, repository, commit time sent with the event) for every deployment.
+def _commit_refs(conn: sqlite3.Connection, since: int) -> None:
+    """temp.event_ct (commit times sent on deployment events) and temp.meta_refs (metadata `commits`).
 
-    From the events' own scm_sha, and from the `commits` list in their metadata (parsed only for
-    events whose metadata mentions it).
+    Metadata is parsed only for deployment events since `since` whose metadata mentions commits.
     """
-    for table in ("meta_refs", "dep_refs"):
+    for table in ("meta_refs", "event_ct"):
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
     conn.execute("CREATE TEMP TABLE meta_refs (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
-    rows = conn.execute("SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' "
-                        "AND deployment_id IS NOT NULL AND metadata LIKE '%\"commits\"%'")
+    rows = conn.execute("SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' AND occurred_at >= ? "
+                        "AND deployment_id IS NOT NULL AND metadata LIKE '%\"commits\"%'", (since,))
     refs = []
     for dep_id, meta in rows:
         refs.extend((dep_id, *ref) for ref in commit_refs(orjson.loads(meta)))
     conn.executemany("INSERT INTO meta_refs VALUES (?, ?, ?, ?)", refs)
+    conn.execute("CREATE INDEX temp.meta_refs_dep ON meta_refs (dep_id)")
     conn.execute("""
-        CREATE TEMP TABLE dep_refs AS
-        SELECT dep_id, sha, MAX(repo) AS repo, MIN(ct) AS ct FROM (
-            SELECT deployment_id AS dep_id, scm_sha AS sha, COALESCE(scm_repository, '') AS repo, commit_time AS ct
-            FROM events WHERE kind = 'deployment' AND scm_sha IS NOT NULL AND deployment_id IS NOT NULL
-            UNION ALL SELECT dep_id, sha, repo, ct FROM temp.meta_refs) u
-        GROUP BY dep_id, sha""")
-    conn.execute("CREATE INDEX temp.dep_refs_dep ON dep_refs (dep_id)")
+        CREATE TEMP TABLE event_ct AS
+        SELECT deployment_id AS dep_id, MIN(commit_time) AS ct FROM events
+        WHERE commit_time IS NOT NULL AND kind = 'deployment' AND deployment_id IS NOT NULL GROUP BY deployment_id""")
+    conn.execute("CREATE UNIQUE INDEX temp.event_ct_dep ON event_ct (dep_id)")
 
 
 def commit_refs(metadata: Any) -> list[tuple[str, str, int | None]]:
@@ -246,12 +251,14 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
     flt, params = _filters("d", product, envs)
     params.update(since=since, until=until)
     idx = lambda us: (us - base) // DAY  # noqa: E731 - a day index
-    for row in conn.execute(_DEPLOYMENT_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")),
-                            params):
-        key = (row[0], row[1])
-        facts.deployments.setdefault(key, []).append(
-            (idx(row[3]), None if row[4] is None else idx(row[4]), row[2], row[5]))
-    _commit_refs(conn)
+    for prod, env, fday, kday, count in conn.execute(
+            _COMPLETED_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")), params):
+        facts.deployments.setdefault((prod, env), []).append(
+            (idx(fday), None if kday is None else idx(kday), "completed", count))
+    for prod, env, status, fday, count in conn.execute(_UNSUCCESSFUL_FACTS.format(flt=flt, fday=_day("finished_at")),
+                                                       params):
+        facts.deployments.setdefault((prod, env), []).append((idx(fday), None, status, count))
+    _commit_refs(conn, since)
     for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
         if commit_at is not None:
             start, source = commit_at, "commit"
@@ -263,7 +270,7 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
             continue
         facts.lead.setdefault((prod, env), []).append((idx(finished), max(0, finished - start), source))
     conn.execute("DROP TABLE temp.meta_refs")
-    conn.execute("DROP TABLE temp.dep_refs")
+    conn.execute("DROP TABLE temp.event_ct")
     iflt, iparams = _incident_filters(product, envs, settings.production_set)
     iparams.update(since=since, until=until)
     for prod, env, opened, resolved in conn.execute(
@@ -297,12 +304,6 @@ def _incident_filters(product: str | None, envs: Iterable[str] | None,
 # -- windows ----------------------------------------------------------------------------------
 
 
-def _median(values: list[int]) -> float:
-    n = len(values)
-    mid = n // 2
-    return float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _prefix(values: list[int]) -> list[int]:
     out = [0]
     for v in values:
@@ -310,21 +311,67 @@ def _prefix(values: list[int]) -> list[int]:
     return out
 
 
+class _SortedBag:
+    """A multiset of ints kept sorted in blocks, so adding and removing stay cheap at 100k values."""
+
+    LOAD = 512
+
+    def __init__(self) -> None:
+        self.blocks: list[list[int]] = []
+        self.maxes: list[int] = []
+        self.size = 0
+
+    def add(self, value: int) -> None:
+        self.size += 1
+        if not self.blocks:
+            self.blocks.append([value])
+            self.maxes.append(value)
+            return
+        i = min(bisect.bisect_left(self.maxes, value), len(self.blocks) - 1)
+        block = self.blocks[i]
+        bisect.insort(block, value)
+        self.maxes[i] = block[-1]
+        if len(block) > 2 * self.LOAD:
+            self.blocks[i:i + 1] = [block[:self.LOAD], block[self.LOAD:]]
+            self.maxes[i:i + 1] = [block[self.LOAD - 1], block[-1]]
+
+    def remove(self, value: int) -> None:
+        i = bisect.bisect_left(self.maxes, value)
+        block = self.blocks[i]
+        del block[bisect.bisect_left(block, value)]
+        self.size -= 1
+        if block:
+            self.maxes[i] = block[-1]
+        else:
+            del self.blocks[i], self.maxes[i]
+
+    def at(self, k: int) -> int:
+        for block in self.blocks:
+            if k < len(block):
+                return block[k]
+            k -= len(block)
+        raise IndexError(k)
+
+    def median(self) -> float:
+        mid = self.size // 2
+        return float(self.at(mid)) if self.size % 2 else (self.at(mid - 1) + self.at(mid)) / 2
+
+
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
                      window: int) -> list[tuple[float | None, int]]:
     """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
     points = sorted(points)
     out: list[tuple[float | None, int]] = []
-    live: list[int] = []
+    live = _SortedBag()
     lo = hi = 0
     for t in range(first, last + 1):
         while hi < len(points) and points[hi][0] <= t:
-            bisect.insort(live, points[hi][1])
+            live.add(points[hi][1])
             hi += 1
         while lo < hi and points[lo][0] <= t - window:
-            del live[bisect.bisect_left(live, points[lo][1])]
+            live.remove(points[lo][1])
             lo += 1
-        out.append((_median(live) if live else None, len(live)))
+        out.append((live.median() if live.size else None, live.size))
     return out
 
 
@@ -486,7 +533,7 @@ def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | Non
     """
     from deploytrack import deployments, incidents
 
-    deployments.rebuild(conn)
+    deployments.rebuild(conn, full=first_day is None)
     incidents.relink(conn, settings)
     start = earliest_day(conn) if first_day is None else first_day
     if start is None or start > last_day:

@@ -185,10 +185,12 @@ def m002_metrics(conn: sqlite3.Connection) -> None:
     # Covering indexes for the set-based rebuild of deployments and the DORA queries.
     for statement in """
     CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, invoke_id, occurred_at, seq,
-                                               status, deployment_id);
+                                               status, scm_sha, actor, change_id);
+    CREATE INDEX events_commit_time ON events (commit_time, kind, deployment_id, scm_sha);
     CREATE INDEX events_build_sha ON events (kind, scm_sha, occurred_at);
     CREATE INDEX events_build_version ON events (kind, product, version, occurred_at);
     CREATE INDEX deployments_finished ON deployments (product, environment, finished_at, id, status, version, label);
+    CREATE INDEX deployments_version ON deployments (product, environment, version, status, finished_at);
     CREATE INDEX incidents_deployment ON incidents (deployment_id, opened_at);
     CREATE INDEX incidents_resolved ON incidents (resolved_at, product, environment);
     CREATE INDEX metric_snapshots_scope ON metric_snapshots (scope, product, environment, window_days, day);
@@ -203,6 +205,17 @@ def m002_metrics(conn: sqlite3.Connection) -> None:
     )
     """.split(";"):
         conn.execute(statement)
+
+
+@migration
+def m003_bench_indexes(conn: sqlite3.Connection) -> None:
+    # The event list filtered by status (e.g. all failures) walked the whole time index without it.
+    conn.execute("CREATE INDEX events_status ON events (status, occurred_at, seq)")
+    # Folding an event into its open deployment: events without version or invoke id (most DevGrid
+    # traffic) share one key, and finding the open one walked every finished deployment of the key,
+    # so each insert got slower as history grew. Only open deployments are in this index.
+    conn.execute("CREATE INDEX deployments_open ON deployments (product, environment, version, invoke_id, id) "
+                 "WHERE status IN ('pending', 'started')")
 
 
 def applied(conn: sqlite3.Connection) -> list[str]:

@@ -136,6 +136,9 @@ class Fields:
         return {k: v for k, v in self.body.items() if k not in self.used}
 
 
+MAX_METADATA_DEPTH = 32  # stored metadata is re-serialized by orjson, which refuses more than 254 levels
+
+
 @dataclass(frozen=True)
 class Limits:
     max_field_chars: int = 4096
@@ -151,7 +154,21 @@ def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str 
     for key in metadata:
         if len(key) > 256:
             raise BadRequest(f"Field '{field_name}' has a key longer than 256 characters", field_name)
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise BadRequest(f"Field '{field_name}' is nested more than {MAX_METADATA_DEPTH} levels deep", field_name)
     return dict(metadata)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (iterative: hostile input can be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_METADATA_DEPTH:  # no need to walk past the limit
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def check_links(value: object, limits: Limits, field_name: str = "links") -> list[dict[str, str]] | None:

@@ -14,14 +14,13 @@ from typing import Any
 from deploytrack import db as dbmod
 from deploytrack import pg
 from deploytrack.backup import BackupError, backup
+from deploytrack.cli import add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.transfer import TransferError, event_rows, import_file, write_csv, write_jsonl
 
 
 def register(subparsers: Any) -> None:
     """Add backup, export and import to the `deploytrack` command."""
-    from deploytrack.cli import add_settings_flags
-
     p = subparsers.add_parser("backup", help="copy the live database consistently (SQLite online backup)",
                               description="Copy the database to PATH while the server runs. The copy is one "
                                           "consistent snapshot in a single file; PATH is replaced atomically.")
@@ -45,19 +44,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_import)
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from deploytrack.cli import settings_from
-
-    return settings_from(args)
-
-
 def _fail(message: str) -> int:
     print(f"deploytrack: {message}", file=sys.stderr)
     return 1
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if pg.is_url(settings.db):
         return _fail(f"on PostgreSQL, back up with the database's own tool: pg_dump '{pg.redact(settings.db)}' "
                      f"> {args.path} (or your managed database's snapshots); `deploytrack export` works on both")
@@ -70,7 +63,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     if not pg.is_url(settings.db) and not Path(settings.db).is_file():
         return _fail(f"no database at {settings.db}")
     write = write_jsonl if args.format == "jsonl" else write_csv
@@ -104,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no file at {path}")

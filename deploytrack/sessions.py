@@ -90,7 +90,9 @@ async def require(request: Request, scope: str = "read") -> Token | None:
     app = request.app.state.deploytrack
     secret = bearer(request)
     if secret:
-        return await authenticate(app.db, secret, scope, "Invalid or missing API token")
+        token = await authenticate(app.db, secret, scope, "Invalid or missing API token")
+        app.limiter.check(token.id)  # API clients share the per-token rate limit with ingestion
+        return token
     token = await session_token(request)
     if token is not None:
         if not token.allows(scope):

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from deploytrack.errors import Conflict, DeploytrackError
+from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.model import TERMINAL, Event, new_event_id
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import day_start_us
@@ -37,6 +37,7 @@ class Ingest:
     received_at: int
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
+    named: set[tuple[str, str]] = field(default_factory=set, repr=False)  # products/environments upserted
 
 
 @dataclass
@@ -47,6 +48,11 @@ class IngestResult:
 
 def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
+    if batch.token_id is not None:
+        # The token may have come from auth's cache: a revocation committed since must still refuse it.
+        if conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND revoked_at IS NULL",
+                        (batch.received_at, batch.token_id)).rowcount == 0:
+            raise Unauthorized("Invalid API key")
     if batch.idempotency_key and batch.token_id is not None:
         row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
                            (batch.token_id, batch.idempotency_key)).fetchone()
@@ -73,8 +79,6 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             "INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
             (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
              batch.received_at))
-    if batch.token_id is not None:
-        conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (batch.received_at, batch.token_id))
     return result
 
 
@@ -106,9 +110,12 @@ def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
     environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
     if event.version is not None:
         _claim_version(conn, event.product, event.version, event.scm_sha, occurred)
-    conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                 (event.product, batch.received_at))
-    if environment:
+    if ("product", event.product) not in batch.named:  # once per batch, not once per event
+        batch.named.add(("product", event.product))
+        conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (event.product, batch.received_at))
+    if environment and ("environment", environment) not in batch.named:
+        batch.named.add(("environment", environment))
         conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                      (environment, batch.received_at))
     row: dict[str, Any] = {

@@ -37,7 +37,10 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):
             raise BadRequest(f"Field '{field}' is not a finite number", field)
-        us = int(value * 1_000_000) if abs(value) < 1e11 else int(value * 1000)
+        try:
+            us = int(value * 1_000_000) if abs(value) < 1e11 else int(value * 1000)
+        except OverflowError:  # e.g. 1e308 milliseconds: far out of range, not a crash
+            us = -1
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith(("z", "Z")):

@@ -123,7 +123,9 @@ def parse_line(data: object, number: int, limits: Limits, now: int) -> ImportLin
 
 
 def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
-    f = Fields(data, limits, prefix="")
+    if not isinstance(data, dict):
+        raise BadRequest("each line must be a JSON object (one event)")
+    f = Fields(data, limits)
     unknown = sorted(set(f.body) - set(COLUMNS))
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; the fields are those `deploytrack export` writes",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, PayloadTooLarge, RateLimited
@@ -29,11 +31,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not a server error: the client hung up mid-body (load generators do at the end of a run).
+        raise BadRequest("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -76,3 +82,26 @@ class RateLimiter:
             raise RateLimited(f"rate limit of {self.rate:g} requests per second exceeded; retry later",
                               headers={"Retry-After": str(wait)})
         self._buckets[token_id] = (level - 1, now)
+
+
+_SECRET_PARAM = re.compile(r"(?i)\b(auth_token|api_key|integrationKey|token)=[^&\s\"]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks credentials in logged URLs (Quanta takes `?auth_token=`; uvicorn's access log prints paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_SECRET_PARAM.sub(r"\1=[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_PARAM.sub(r"\1=[redacted]", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    """Install RedactSecrets on uvicorn's loggers once (after uvicorn has configured logging)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

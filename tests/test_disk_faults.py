@@ -56,11 +56,10 @@ def remount(where: Path, mode: str) -> None:
 def fill(where: Path, leave: int = 0) -> Path:
     """Fill the file system with one file, then give back `leave` bytes."""
     filler = where / "filler"
-    with filler.open("wb") as fh:
+    with filler.open("wb", buffering=0) as fh:  # unbuffered: close() has nothing left to flush
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError:
             pass
     if leave:
@@ -153,3 +152,32 @@ def test_read_only_database_answers_503_and_still_serves_reads(tmp_path: Path) -
             server.stop()
         assert stored_ids(db) == {first.json()["id"], resp.json()["id"]}
         assert consistency_problems(db) == []
+
+
+def test_disk_full_in_the_middle_of_a_large_batch_is_503(tmp_path: Path) -> None:
+    """A 5000-event batch spills pages to the WAL before COMMIT; if the disk fills then, SQLite rolls
+    back the whole transaction mid-statement. That must still be a 503, not a 500."""
+    events = [{"type": "event-deploy", "entityId": f"svc{i % 50}",
+               "attributes": {"env": "prod", "status": "success", "build_id": f"b{i}", "version": f"v{i}",
+                              "build_commit_sha": f"{i:040x}"}} for i in range(5000)]
+    with small_fs(tmp_path / "fs", "20m") as fs:
+        db = fs / "deploytrack.db"
+        token = create_token(db, "ci", "ingest", "read")
+        server = server_on(db, tmp_path).start()
+        try:
+            filler = fill(fs, leave=1_000_000)
+            for _ in range(2):
+                resp = httpx.post(f"{server.url}/events", headers={"x-api-key": token}, json={"events": events},
+                                  timeout=60)
+                assert resp.status_code == 503, resp.text
+                assert resp.json()["error"] == "unavailable" and resp.headers["retry-after"].isdigit()
+            filler.unlink()
+            resp = httpx.post(f"{server.url}/events", headers={"x-api-key": token}, json={"events": events},
+                              timeout=60)
+            assert resp.status_code == 201, resp.text
+            acked = {e["id"] for e in resp.json()["events"]}
+        finally:
+            server.stop()
+        assert stored_ids(db) == acked
+        assert consistency_problems(db) == []
+        assert "Traceback" not in server.log.read_text()

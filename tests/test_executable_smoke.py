@@ -14,6 +14,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +41,7 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("PyInstaller is not installed: python3 -m pip install -e '.[build]'")
     out = tmp_path_factory.mktemp("build")
     done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(out / "dist"), str(out / "work")],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout + done.stderr
     return out / "dist" / "deploytrack"
 
@@ -166,6 +167,19 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
                                       "--db", str(restored))
     assert "Imported 0 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
                                       "--db", str(restored))
+
+    # The CI client and the metrics job, from the same file.
+    wrapped = subprocess.run([str(executable), "wrap", "--server", url, "--token", admin, "--strict",
+                              "--product", "smoke-wrap", "--environment", "staging", "--version", "2.0",
+                              "--", "/bin/sh", "-c", "exit 3"], capture_output=True, text=True, env=bare_env, timeout=60)
+    assert wrapped.returncode == 3, wrapped.stdout + wrapped.stderr
+    run(executable, bare_env, "metrics", "recompute", "--db", str(db))
+    assert "smoke-wrap" in run(executable, bare_env, "export", "--db", str(db), "--format", "csv")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT status FROM deployments WHERE product = 'smoke-wrap'").fetchall() == [("failed",)]
+    finally:
+        conn.close()
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

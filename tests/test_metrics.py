@@ -240,3 +240,18 @@ def test_metrics_show_cli(client, token, db_path):
     assert code == 0 and data["scope"]["kind"] == "product_environment"
     assert data["latest"]["deployment_frequency"]["deployments"] == 4
     assert run_cli("metrics", "show", "--db", str(db_path), "--window", "12d")[0] == 2
+
+
+def test_sliding_medians_match_a_plain_median():
+    import random
+    import statistics
+
+    from deploytrack.metrics import _sliding_medians
+
+    rng = random.Random(4)
+    points = [(rng.randint(0, 40), rng.randint(0, 3000)) for _ in range(6000)]  # duplicates, block splits
+    for window in (1, 7, 30):
+        got = _sliding_medians(points, 0, 40, window)
+        for t in range(41):
+            values = [v for d, v in points if t - window < d <= t]
+            assert got[t] == ((statistics.median(values) if values else None), len(values))

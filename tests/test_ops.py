@@ -195,3 +195,30 @@ def test_a_version_sha_conflict_stops_the_import_at_that_line(db_path, tmp_path,
     err = capsys.readouterr().err
     assert "line 2" in err and "different SHA" in err
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_import_while_the_server_takes_writes(live_server, token, tmp_path):
+    backfill = tmp_path / "backfill.jsonl"
+    backfill.write_text("".join(
+        json.dumps({"kind": "deployment", "product": f"old-{i % 5}", "version": str(i), "environment": "production",
+                    "occurred_at": 1_600_000_000 + i * 3600}) + "\n" for i in range(1200)))
+    statuses: list[int] = []
+
+    def writer() -> None:
+        with httpx.Client(base_url=live_server.url, headers=auth(token), timeout=10) as http:
+            for i in range(60):
+                statuses.append(http.post("/build-events/", json={
+                    "product_name": "live", "version": str(i), "status": "built"}).status_code)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        code, out = run_cli("import", str(backfill), "--db", str(live_server.db))
+    finally:
+        thread.join()
+    assert code == 0 and "Imported 1200 events" in out
+    assert statuses == [200] * 60
+    assert rows(live_server.db, "SELECT COUNT(*) FROM events") == [(1260,)]
+    with httpx.Client(base_url=live_server.url, headers=auth(token)) as http:
+        events = http.get("/api/v1/events", params={"product": "old-3", "limit": 500}).json()["events"]
+    assert len(events) == 240

@@ -54,12 +54,12 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
         try:
             token: Token | None = None
             if not dialect.SECRET_IN_BODY:
-                token = await authenticate(app.db, dialect.secret(request, None), "ingest")
+                token = await authenticate(app.db, dialect.secret(request, None), "ingest", cached=True)
                 app.limiter.check(token.id)
             raw = await read_body(request, app.settings.max_body_bytes)
             data = dialect.payload(request, raw)
             if token is None:
-                token = await authenticate(app.db, dialect.secret(request, data), "ingest")
+                token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
                 app.limiter.check(token.id)
             ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
             events = dialect.to_events(data, token, ctx)

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from deploytrack import queries
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
+from deploytrack.openapi import openapi_json
 from deploytrack.sessions import require
 from deploytrack.web import JSONResponse
 
@@ -86,4 +87,5 @@ def routes() -> list[Route]:
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/events", list_events, methods=["GET"]),
         Route("/api/v1/events/{event_id}", get_event, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
     ]

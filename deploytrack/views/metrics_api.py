@@ -142,7 +142,7 @@ async def list_deployments(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
     where: list[str] = []
-    params: dict[str, Any] = {"limit": _limit(request) + 1, "until": 1 << 62}
+    params: dict[str, Any] = {"limit": _limit(request) + 1}
     for name in ("product", "environment", "version", "status", "label"):
         value = _text(request, name)
         if value is None:
@@ -152,7 +152,7 @@ async def list_deployments(request: Request) -> Response:
         if name == "label":
             if value not in ("rollback", "hotfix"):
                 raise BadRequest("query parameter 'label' must be 'rollback' or 'hotfix'", "label")
-            where.append("(d.label = :label OR (:label = 'rollback' AND COALESCE(nx.is_rollback, 0) = 1))")
+            where.append("(d.label = :label OR (:label = 'rollback' AND " + deployments.rollback_condition() + "))")
         else:
             where.append(f"d.{name} = :{name}")
         if name == "environment":

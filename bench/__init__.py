@@ -1,0 +1,1 @@
+"""Benchmarks: ingestion against a bare-Starlette ceiling, and reads at a million events (see README)."""

@@ -1,0 +1,169 @@
+"""Ingestion benchmark: deploytrack vs a bare Starlette ceiling, same uvicorn settings, same run.
+
+    python -m bench.ingest [--seconds 5] [--connections 32] [--rounds 3]
+
+Each round loads the bare app, then a real `deploytrack serve` on a fresh database, with wrk posting
+Versioner deployment events (and DevGrid batches of 100 when the server has `POST /events`).
+Prints events/s, p50/p99 and the ratio deploytrack/bare; medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench import servers, wrk
+
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 20.0
+TARGET_DEVGRID_EPS = 50_000
+
+
+def has_devgrid(url: str) -> bool:
+    """True when the server routes POST /events (the DevGrid API)."""
+    req = urllib.request.Request(url + "/events", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code not in (404, 405)
+
+
+def stored_events(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def group_stats(url: str) -> tuple[int, int]:
+    """(commits, tasks) from the server's Prometheus counters: tasks/commits is the mean group size."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {ln.split()[0]: int(float(ln.split()[1])) for ln in text.splitlines()
+              if ln.startswith("deploytrack_write_")}
+    return values.get("deploytrack_write_commits_total", 0), values.get("deploytrack_write_tasks_total", 0)
+
+
+def drain(server: servers.Server, timeout: float = 60) -> None:
+    """Wait until the server has finished the writes wrk left behind when it hung up."""
+    if server.kind != "deploytrack":
+        return
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        now = group_stats(server.url)
+        if now == last:
+            return
+        last = now
+        time.sleep(0.3)
+
+
+def load(server: servers.Server, mode: str, seconds: float, connections: int, threads: int, token: str,
+         run_id: str, batch: int) -> wrk.Run:
+    env = {"BENCH_MODE": mode, "BENCH_TOKEN": token, "BENCH_RUN": run_id, "BENCH_BATCH": str(batch)}
+    drain(server)
+    wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
+    drain(server)
+    cpu = server.cpu_seconds()
+    res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
+    res.server_cpu = server.cpu_seconds() - cpu
+    return res
+
+
+def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    with servers.bare(workdir) as bare:
+        res = load(bare, "versioner", args.seconds, args.connections, args.threads, "", f"{r}", 1)
+        out["bare versioner"] = _figures(res, 1)
+        res = load(bare, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
+        out["bare devgrid"] = _figures(res, args.batch)
+    db = workdir / f"round{r}.db"
+    token = servers.create_token(db, "bench", "ingest", "read")
+    with servers.deploytrack(db) as server:
+        before = stored_events(db)
+        res = load(server, "versioner", args.seconds, args.connections, args.threads, token, f"{r}", 1)
+        out["deploytrack versioner"] = _figures(res, 1)
+        commits, tasks = group_stats(server.url)
+        out["deploytrack versioner"]["mean_group"] = tasks / max(commits, 1)
+        out["deploytrack versioner"]["rss_mb"] = server.rss_kb() / 1024
+        drain(server)
+        out["deploytrack versioner"]["stored"] = stored_events(db) - before
+        res = load(server, "versioner", args.seconds, args.light, args.threads, token, f"{r}l", 1)
+        out[f"deploytrack versioner c{args.light}"] = _figures(res, 1)
+        if has_devgrid(server.url):
+            res = load(server, "devgrid", args.seconds, args.devgrid_connections, args.threads, token, f"{r}",
+                       args.batch)
+            out["deploytrack devgrid"] = _figures(res, args.batch)
+            out["deploytrack devgrid"]["rss_mb"] = server.rss_kb() / 1024
+        drain(server)
+    return out
+
+
+def _figures(res: wrk.Run, per_request: int) -> dict[str, float]:
+    if res.socket_errors:
+        print(f"  warning: {res.socket_errors} socket errors")
+    return {"events_s": res.rps * per_request, "requests": res.requests, "non2xx": res.non2xx,
+            "cpu_us": res.server_cpu / max(res.requests * per_request, 1) * 1e6,
+            "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "max_ms": res.max_ms}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5, help="measured seconds per load (after 1 s warm-up)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server has the other core)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--light", type=int, default=4, help="connections for the light-load latency run")
+    parser.add_argument("--devgrid-connections", type=int, default=8, help="connections for the DevGrid batches")
+    parser.add_argument("--batch", type=int, default=100, help="events per DevGrid request")
+    parser.add_argument("--source", type=Path, help="run deploytrack from this checkout (default: this one)")
+    args = parser.parse_args()
+    servers.use_source(args.source)
+    if not (0 < args.seconds <= 30 and 0 < args.connections <= 256 and 0 < args.rounds <= 10):
+        raise SystemExit("bounded runs only: --seconds <= 30, --connections <= 256, --rounds <= 10")
+    wrk.require_wrk()
+    started = time.monotonic()
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="dt-bench-") as tmp:
+        for r in range(args.rounds):
+            rounds.append(one_round(Path(tmp), r, args))
+            for name, f in rounds[-1].items():
+                print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
+                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}", flush=True)
+    med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
+           for name in rounds[0]}
+    print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
+          f"({time.monotonic() - started:.0f} s total)")
+    print(f"{'':26} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server CPU us/event':>20}")
+    for name, f in med.items():
+        print(f"{name:26} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f} "
+              f"{f['cpu_us']:20.1f}")
+    dv, bv = med["deploytrack versioner"], med["bare versioner"]
+    ratio = dv["events_s"] / bv["events_s"]
+    print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (target >= {TARGET_RATIO}) "
+          f"{'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    print(f"versioner CPU per event deploytrack/bare: {dv['cpu_us'] / bv['cpu_us']:.2f}x "
+          f"(ratio if CPU-bound: {bv['cpu_us'] / dv['cpu_us']:.2f})")
+    print(f"versioner deploytrack p99: {dv['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g}) "
+          f"{'OK' if dv['p99_ms'] < TARGET_P99_MS else 'MISSED'}; at {args.light} connections "
+          f"{med[f'deploytrack versioner c{args.light}']['p99_ms']:.2f} ms")
+    print(f"versioner: mean write group {dv['mean_group']:.1f} requests per commit; "
+          f"{int(dv['stored'])} events stored by the warm-up and measured runs; server RSS {dv['rss_mb']:.0f} MB")
+    if "deploytrack devgrid" in med:
+        dd, bd = med["deploytrack devgrid"], med["bare devgrid"]
+        print(f"devgrid ({args.batch}/request, {args.devgrid_connections} connections): {dd['events_s']:.0f} "
+              f"events/s (target >= {TARGET_DEVGRID_EPS}) "
+              f"{'OK' if dd['events_s'] >= TARGET_DEVGRID_EPS else 'MISSED'}; ratio to bare "
+              f"{dd['events_s'] / bd['events_s']:.2f}")
+    else:
+        print("devgrid: this server has no POST /events yet; measured the bare ceiling only")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Start and stop the servers a benchmark measures: real `deploytrack serve`, or the bare ceiling app.
+
+Both run as one uvicorn process on 127.0.0.1 with the same uvicorn settings (those `cli.cmd_serve` uses).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def use_source(tree: Path | None) -> None:
+    """Run deploytrack from another checkout (e.g. an older commit, for before/after figures)."""
+    if tree is not None:
+        if not (tree / "deploytrack" / "__init__.py").exists():
+            raise SystemExit(f"{tree} holds no deploytrack package")
+        ENV["PYTHONPATH"] = f"{tree.resolve()}{os.pathsep}{REPO}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*argv: str) -> str:
+    """Run `python -m deploytrack ARGV` from the chosen checkout; return its stdout."""
+    # cwd "/" so that `-m` finds deploytrack through PYTHONPATH, not in the current directory.
+    out = subprocess.run([sys.executable, "-m", "deploytrack", *argv], env=ENV, check=True, cwd="/",
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout
+
+
+def create_token(db: Path, name: str, *scopes: str) -> str:
+    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    for scope in scopes:
+        argv += ["--scope", scope]
+    return cli(*argv).strip()
+
+
+class Server:
+    """A server subprocess; `url`, `pid`, and `rss_kb()` / `peak_rss_kb()` from /proc."""
+
+    def __init__(self, argv: list[str], port: int, log: Path, health: str, kind: str) -> None:
+        self.kind = kind
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._health = health
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=ENV, cwd=str(log.parent))
+        self._wait()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _wait(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self._health, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def _status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all its threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kb(self) -> int:
+        return self._status("VmRSS")
+
+    def peak_rss_kb(self) -> int:
+        return self._status("VmHWM")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def deploytrack(db: Path, *extra: str) -> Server:
+    """`python -m deploytrack serve` on `db` (durable commits: the server's own synchronous=FULL)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--db", str(db), "--no-scheduler", "--log-level", "warning", *extra]
+    return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
+
+
+def bare(workdir: Path) -> Server:
+    """The ceiling: a Starlette app that only parses the JSON body with orjson and answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
+    return Server(argv, port, workdir / f"bare.{port}.log", "/healthz", "bare")

@@ -1,0 +1,330 @@
+"""The OpenAPI 3.1 document of deploytrack's whole HTTP API, served at `GET /api/v1/openapi.json`.
+
+Hand-written: the four foreign APIs keep their own request and error shapes, which no generator
+would infer. A test checks that every route in the app is described here and nothing else is.
+Ingestion paths also answer with the other trailing-slash form; only the documented form is listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack import __version__
+from deploytrack.model import KINDS, STATUS_SYNONYMS, STATUSES
+from deploytrack.web import JSONResponse
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+STR: Schema = {"type": "string"}
+NSTR: Schema = {"type": ["string", "null"]}
+INT: Schema = {"type": "integer"}
+NINT: Schema = {"type": ["integer", "null"]}
+NNUM: Schema = {"type": ["number", "null"]}
+TIME: Schema = {"description": "ISO 8601 (no offset means UTC), epoch seconds or epoch milliseconds",
+                "oneOf": [{"type": "string"}, {"type": "number"}]}
+ISO: Schema = {"type": ["string", "null"], "description": "ISO 8601 UTC, e.g. 2024-01-15T10:30:00Z"}
+OBJ: Schema = {"type": "object"}
+STATUS_IN: Schema = {"type": "string", "description": "case-insensitive; one of " + ", ".join(STATUS_SYNONYMS)}
+
+ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401: "Missing or wrong token",
+              403: "The token lacks the scope", 404: "Not found", 405: "Method not allowed",
+              409: "Conflict (a version's SHA is immutable)", 413: "Body or batch too large",
+              415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
+              503: "The database cannot take writes now (disk full, read-only); retry later"}
+INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
+READ_ERRORS = (400, 401, 403)
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _errors(codes: tuple[int, ...], shape: str) -> dict[str, Any]:
+    out = {}
+    for code in codes:
+        headers = {"Retry-After": {"schema": {"type": "string"}}} if code in (429, 503) else None
+        out[str(code)] = _json(_ref(shape), ERROR_TEXT[code], headers)
+    return out
+
+
+def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or STR}
+
+
+def _path(name: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STR}
+
+
+def _body(schema: Schema, required: bool = True, media: str = JSON) -> dict[str, Any]:
+    return {"required": required, "content": {media: {"schema": schema}}}
+
+
+def _obj(properties: dict[str, Schema], required: tuple[str, ...] = (), extra: bool = True) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if not extra:
+        schema["additionalProperties"] = False
+    return schema
+
+
+# -- schemas ----------------------------------------------------------------------------------
+
+EVENT_FIELDS = ("id", "dialect", "kind", "product", "version", "environment", "environment_raw", "status",
+                "status_raw", "scm_sha", "scm_branch", "scm_repository", "build_url", "build_number", "build_id",
+                "source_system", "invoke_id", "actor", "summary", "change_id")
+
+SCHEMAS: dict[str, Schema] = {
+    "NativeError": _obj({"error": _obj({"code": STR, "message": STR, "field": STR, "index": INT},
+                                       ("code", "message"))}, ("error",)),
+    "VersionerError": _obj({"detail": STR}, ("detail",)),
+    "QuantaError": _obj({"error": STR}, ("error",)),
+    "DevGridError": _obj({"statusCode": INT, "error": STR, "message": STR, "index": INT, "field": STR},
+                         ("statusCode", "error", "message")),
+    "IlertError": _obj({"status": INT, "code": STR, "message": STR}, ("status", "code", "message")),
+    "Event": _obj({
+        **{k: NSTR for k in EVENT_FIELDS}, "id": STR, "kind": {"type": "string", "enum": list(KINDS)},
+        "status": {"type": "string", "enum": list(STATUSES)}, "product": STR, "dialect": STR,
+        "deployment_id": NINT, "occurred_at": ISO, "received_at": ISO, "commit_time": ISO,
+        "links": {"type": "array", "items": _obj({"href": STR, "text": STR})}, "metadata": OBJ,
+    }, ("id", "kind", "product", "status", "occurred_at", "received_at")),
+    "Deployment": _obj({
+        "id": INT, "product": STR, "environment": STR, "version": NSTR, "invoke_id": NSTR,
+        "status": {"type": "string", "enum": list(STATUSES)}, "label": NSTR, "first_at": ISO, "started_at": ISO,
+        "finished_at": ISO, "duration_seconds": NNUM, "scm_sha": NSTR, "actor": NSTR, "change_id": NSTR,
+        "event_count": INT, "rolled_back_by": NINT,
+    }, ("id", "product", "environment", "status")),
+    "Incident": _obj({
+        "id": INT, "product": STR, "environment": NSTR, "title": STR, "severity": NSTR,
+        "status": {"type": "string", "enum": ["open", "resolved"]}, "opened_at": ISO, "resolved_at": ISO,
+        "time_to_restore_seconds": NNUM, "change_id": NSTR, "deployment_id": NINT,
+        "link": _obj({"deployment_id": NINT, "rule": NSTR, "explanation": STR}), "metadata": OBJ,
+        "created_at": ISO, "updated_at": ISO,
+    }, ("id", "product", "title", "status", "opened_at", "link")),
+    "IncidentInput": _obj({
+        "product": STR, "title": STR, "environment": NSTR, "severity": NSTR, "opened_at": TIME, "resolved_at": TIME,
+        "status": {"type": "string", "enum": ["open", "resolved"]}, "change_id": NSTR,
+        "deployment_id": {"type": ["integer", "null"], "minimum": 1}, "metadata": {"type": ["object", "null"]},
+    }, extra=False),
+    "Commit": _obj({"sha": STR, "repository": STR, "committed_at": TIME, "authored_at": TIME, "message": STR,
+                    "author": STR}, ("sha", "committed_at"), extra=False),
+}
+
+VERSIONER_COMMON: dict[str, Schema] = {
+    "product_name": STR, "version": {"oneOf": [STR, {"type": "number"}]}, "status": STATUS_IN,
+    "scm_sha": STR, "scm_branch": STR, "scm_repository": STR, "build_url": STR, "build_number": STR,
+    "source_system": STR, "invoke_id": STR, "description": STR, "change_id": STR, "timestamp": TIME,
+    "commit_timestamp": TIME, "extra_metadata": OBJ,
+}
+
+
+def _versioner(kind: str) -> dict[str, Any]:
+    deployment = kind == "deployment"
+    props = {**VERSIONER_COMMON, "environment_name": STR, ("deployed_by" if deployment else "built_by"): STR}
+    required = ("product_name", "version", "environment_name", "status") if deployment else \
+        ("product_name", "version", "status")
+    reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR,
+                  **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR} if deployment
+                     else {"created_at": ISO})}, ("id", "product_name", "version", "status"))
+    return {
+        "tags": ["Versioner"], "summary": f"Record a {kind} event (Versioner API)",
+        "security": [{"bearer": []}], "requestBody": _body(_obj(props, required)),
+        "responses": {"200": _json(reply, "Stored and committed to disk"), **_errors(INGEST_ERRORS, "VersionerError")},
+    }
+
+
+QUANTA_FIELDS: dict[str, Schema] = {
+    "type": {"type": "string", "enum": ["code_deploy", "config_change", "comment", "cron", "custom"]},
+    "content": STR, "product": STR, "environment": STR, "version": STR, "user": STR, "timestamp": TIME,
+}
+QUANTA_REPLY = _json(_obj({"success": {"type": "boolean"}, "id": STR}, ("success",)), "Stored")
+QUANTA_SECURITY = [{"quantaToken": []}, {"quantaQuery": []}]
+
+DEVGRID_EVENT = _obj({
+    "type": {"type": "string", "const": "event-deploy"}, "entityId": STR, "timestamp": TIME,
+    "attributes": _obj({"env": STR, "status": STATUS_IN, "build_commit_sha": STR, "change_id": STR, "build_id": STR,
+                        "build_url": STR, "description": STR, "initiator": STR}, ("env", "status")),
+}, ("type", "entityId", "attributes"))
+
+ILERT_INPUT = _obj({
+    "integrationKey": {"type": "string", "description": "the deploytrack token (ingest scope)"},
+    "summary": STR, "timestamp": TIME, "userEmail": STR, "customDetails": OBJ,
+    "links": {"type": "array", "items": _obj({"href": STR, "text": STR}, ("href",))},
+}, ("integrationKey", "summary"))
+
+PAGE = {"content": {"text/html": {"schema": STR}}}
+# errors raised before a page handler runs (routing, form parsing) follow the Accept header
+PAGE_ERROR = {"content": {"text/html": {"schema": STR}, JSON: {"schema": _ref("NativeError")}}}
+SIGNIN_REDIRECT = {"description": "Not signed in: to the sign-in form", "headers": {"Location": {"schema": STR}}}
+
+
+def _page(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"tags": ["UI"], "summary": summary, "security": [{"session": []}, {"bearer": []}],
+            "parameters": params or [],
+            "responses": {"200": {"description": "The page", **PAGE}, "303": SIGNIN_REDIRECT,
+                          **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR} for c in (400, 403, 404)}}}
+
+
+def _read(summary: str, schema: Schema, params: list[dict[str, Any]] | None = None,
+          errors: tuple[int, ...] = READ_ERRORS) -> dict[str, Any]:
+    return {"tags": ["Native"], "summary": summary, "security": [{"bearer": []}, {"session": []}],
+            "parameters": params or [], "responses": {"200": _json(schema, "OK"), **_errors(errors, "NativeError")}}
+
+
+def _write(summary: str, scope: str, status: int, schema: Schema, body: Schema | None,
+           params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": ["Native"], "summary": f"{summary} (scope: {scope})", "security": [{"bearer": []}],
+        "parameters": params or [],
+        "responses": {str(status): _json(schema, "Committed to disk"),
+                      **_errors((400, 401, 403, 413, 503, *errors), "NativeError")}}
+    if body is not None:
+        op["requestBody"] = _body(body)
+    return op
+
+
+EVENT_FILTERS = [
+    _query("product", "exact product name"), _query("environment", "environment (aliases folded)"),
+    _query("kind", "event kind", {"type": "string", "enum": list(KINDS)}),
+    _query("status", "normalized status", {"type": "string", "enum": list(STATUSES)}),
+    _query("since", "occurred at or after (ISO 8601 or epoch)"), _query("until", "occurred before"),
+    _query("q", "text in the summary"),
+]
+PAGING = [_query("limit", "page size, 1 to 500", {"type": "integer", "minimum": 1, "maximum": 500}),
+          _query("cursor", "next_cursor from the previous page")]
+
+
+def document() -> dict[str, Any]:
+    """The whole document (a fresh dict each call)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "deploytrack", "version": __version__,
+                 "description": "Records builds and deployments and computes DORA metrics. Ingestion speaks four "
+                                "foreign APIs unchanged (Quanta, Versioner, DevGrid, ilert); a 2xx means the event "
+                                "is committed to disk. Ingestion paths also answer with the other trailing-slash "
+                                "form, without a redirect."},
+        "servers": [{"url": "/"}],
+        "tags": [{"name": n} for n in ("Versioner", "Quanta", "DevGrid", "ilert", "Native", "UI", "Operations")],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
+                "quantaToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                "description": "Authorization: Token <token> (Quanta)"},
+                "quantaQuery": {"type": "apiKey", "in": "query", "name": "auth_token",
+                                "description": "?auth_token=<token> (Quanta)"},
+                "devgridKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "dt_session",
+                            "description": "UI session after POST /signin"},
+            },
+            "schemas": SCHEMAS,
+        },
+        "paths": {
+            "/deployment-events/": {"post": _versioner("deployment")},
+            "/build-events/": {"post": _versioner("build")},
+            "/api/events/push": {
+                "post": {"tags": ["Quanta"], "summary": "Push an event (Quanta DEM)", "security": QUANTA_SECURITY,
+                         "requestBody": _body(_obj(QUANTA_FIELDS, ("type",))),
+                         "responses": {"200": QUANTA_REPLY, **_errors((*INGEST_ERRORS, 415), "QuantaError")}},
+                "get": {"tags": ["Quanta"], "summary": "Push an event with query parameters (Quanta DEM)",
+                        "security": QUANTA_SECURITY,
+                        "parameters": [{**_query(k, k, v), "required": k == "type"} for k, v in QUANTA_FIELDS.items()],
+                        "responses": {"200": QUANTA_REPLY, **_errors(INGEST_ERRORS, "QuantaError")}},
+            },
+            "/events": {"post": {
+                "tags": ["DevGrid"], "summary": "Record a batch of deployment events (all or nothing)",
+                "security": [{"devgridKey": []}],
+                "requestBody": _body(_obj({"events": {"type": "array", "items": DEVGRID_EVENT, "minItems": 1}},
+                                          ("events",))),
+                "responses": {"201": _json(_obj({"events": {"type": "array", "items": OBJ}}, ("events",)),
+                                           "Stored"), **_errors(INGEST_ERRORS, "DevGridError")}}},
+            "/api/deployment-events": {"post": {
+                "tags": ["ilert"], "summary": "Record a deployment event; the token is the body's integrationKey",
+                "security": [], "requestBody": _body(ILERT_INPUT),
+                "responses": {"202": _json(_obj({"id": STR}, ("id",)), "Accepted (stored)"),
+                              **_errors(INGEST_ERRORS, "IlertError")}}},
+            "/api/v1/events": {"get": _read(
+                "Events newest first", _obj({"events": {"type": "array", "items": _ref("Event")}, "next_cursor": NSTR},
+                                            ("events", "next_cursor")), EVENT_FILTERS + PAGING)},
+            "/api/v1/events/{event_id}": {
+                "get": _read("One event", _ref("Event"), [_path("event_id")], (*READ_ERRORS, 404)),
+                "delete": _write("Delete one event (audit-logged)", "admin", 200, OBJ, None, [_path("event_id")],
+                                 (404,)),
+            },
+            "/api/v1/products/{name}/events": {"delete": _write(
+                "Delete all events of a product (audit-logged)", "admin", 200, OBJ, None, [_path("name")], (404,))},
+            "/api/v1/incidents": {
+                "get": _read("Incidents newest first", _obj({"incidents": {"type": "array", "items": _ref("Incident")},
+                                                             "next_before": NINT}, ("incidents",)),
+                             [_query("product", "product"), _query("environment", "environment"),
+                              _query("status", "open or resolved", {"type": "string", "enum": ["open", "resolved"]}),
+                              _query("before", "next_before from the previous page", INT), PAGING[0]]),
+                "post": _write("Open (or record) an incident", "ingest", 201, _ref("Incident"),
+                               {**_ref("IncidentInput")}),
+            },
+            "/api/v1/incidents/{incident_id}": {
+                "get": _read("One incident", _ref("Incident"), [_path("incident_id", INT)], (*READ_ERRORS, 404)),
+                "patch": _write("Change or resolve an incident", "ingest", 200, _ref("Incident"),
+                                _ref("IncidentInput"), [_path("incident_id", INT)], (404,)),
+            },
+            "/api/v1/commits": {"post": _write(
+                "Record commits (for lead time)", "ingest", 201, _obj({"stored": INT}, ("stored",)),
+                {"oneOf": [{"type": "array", "items": _ref("Commit"), "minItems": 1},
+                           _obj({"commits": {"type": "array", "items": _ref("Commit"), "minItems": 1}},
+                                ("commits",), extra=False)]})},
+            "/api/v1/deployments": {"get": _read(
+                "Deployment records newest first",
+                _obj({"deployments": {"type": "array", "items": _ref("Deployment")}, "next_cursor": NSTR},
+                     ("deployments",)),
+                [_query(n, n) for n in ("product", "environment", "version")]
+                + [_query("status", "status", {"type": "string", "enum": list(STATUSES)}),
+                   _query("label", "rollback or hotfix", {"type": "string", "enum": ["rollback", "hotfix"]}),
+                   _query("since", "first event at or after"), _query("until", "first event before"), *PAGING])},
+            "/api/v1/metrics": {"get": _read(
+                "DORA metrics: live numbers and the daily snapshot series", OBJ,
+                [_query("product", "product"), _query("environment", "environment"),
+                 _query("window", "7, 30 or 90 days", {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
+                 _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
+            "/api/v1/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document", "security": [],
+                                             "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
+            "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness and a database round trip",
+                                 "security": [],
+                                 "responses": {"200": _json(_obj({"status": STR, "version": STR}), "Healthy"),
+                                               "503": _json(_obj({"status": STR, "error": STR}), "Unhealthy")}}},
+            "/metrics": {"get": {"tags": ["Operations"], "summary": "Prometheus counters", "security": [],
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": STR}}}}}},
+            "/": {"get": _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])},
+            "/events/{event_id}": {"get": _page("One event (HTML)", [_path("event_id")])},
+            "/signin": {
+                "get": {"tags": ["UI"], "summary": "Sign-in form", "security": [],
+                        "parameters": [_query("next", "same-site path to return to")],
+                        "responses": {"200": {"description": "The form", **PAGE}}},
+                "post": {"tags": ["UI"], "summary": "Sign in with a read token (CSRF-protected)", "security": [],
+                         "requestBody": _body(_obj({"token": STR, "csrf": STR, "next": STR}, ("token", "csrf")),
+                                              media="application/x-www-form-urlencoded"),
+                         "responses": {"303": {"description": "Signed in: to `next`"},
+                                       **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR} for c in (400, 401, 403)}}},
+            },
+            "/signout": {"post": {
+                "tags": ["UI"], "summary": "Sign out (CSRF-protected)", "security": [],
+                "requestBody": _body(_obj({"csrf": STR}), media="application/x-www-form-urlencoded"),
+                "responses": {"303": {"description": "Signed out"},
+                              **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR} for c in (400, 403)}}}},
+        },
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    """GET /api/v1/openapi.json: no auth (it describes the API, holds no data)."""
+    return JSONResponse(document())

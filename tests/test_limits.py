@@ -1,0 +1,146 @@
+"""Limits, in every ingestion API's own error shape: body size and batch size (413), field length and
+metadata keys (400), each configurable with a clear message; and the per-token rate limit (429)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import auth, create_token
+
+Send = Callable[[Any, str, dict[str, Any]], Any]
+
+
+def versioner(client: Any, token: str, extra: dict[str, Any]) -> Any:
+    body = {"product_name": "lim", "version": "1", "environment_name": "prod", "status": "success", **extra}
+    return client.post("/deployment-events/", json=body, headers=auth(token))
+
+
+def quanta(client: Any, token: str, extra: dict[str, Any]) -> Any:
+    return client.post("/api/events/push", json={"type": "custom", "content": "c", **extra},
+                       headers={"Authorization": f"Token {token}"})
+
+
+def devgrid(client: Any, token: str, extra: dict[str, Any]) -> Any:
+    event = {"type": "event-deploy", "entityId": "lim", "attributes": {"env": "prod", "status": "success", **extra}}
+    return client.post("/events", json={"events": [event]}, headers={"x-api-key": token})
+
+
+def ilert(client: Any, token: str, extra: dict[str, Any]) -> Any:
+    return client.post("/api/deployment-events", json={"integrationKey": token, "summary": "s", "customDetails": extra})
+
+
+def message(resp: Any) -> str:
+    """The human message of any dialect's error body."""
+    body = resp.json()
+    for key in ("detail", "message"):
+        if isinstance(body.get(key), str):
+            return body[key]
+    return body["error"] if isinstance(body["error"], str) else body["error"]["message"]
+
+
+DIALECTS = {"versioner": versioner, "quanta": quanta, "devgrid": devgrid, "ilert": ilert}
+# a field each dialect reads as text (so its length is checked), and where metadata keys go
+TEXT_FIELD = {"versioner": "deployed_by", "quanta": "user", "devgrid": "initiator", "ilert": None}
+
+
+def stored(client: Any) -> int:
+    return client.portal.call(client.app.state.deploytrack.db.fetchone, "SELECT COUNT(*) FROM events")[0]
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_body_size_limit_is_configurable_and_413(make_client, token, name: str) -> None:
+    client = make_client(max_body_bytes=2048)
+    assert DIALECTS[name](client, token, {"pad": "x" * 1500}).status_code in (200, 201, 202)
+    resp = DIALECTS[name](client, token, {"pad": "x" * 2100})
+    assert resp.status_code == 413, resp.text
+    assert message(resp) == "request body is larger than 2048 bytes"
+    assert stored(client) == 1
+
+
+def test_batch_size_limit_is_413_naming_the_limit(make_client, token) -> None:
+    client = make_client(max_batch_events=3)
+    event = {"type": "event-deploy", "entityId": "b", "attributes": {"env": "prod", "status": "success"}}
+    assert client.post("/events", json={"events": [event] * 3}, headers={"x-api-key": token}).status_code == 201
+    resp = client.post("/events", json={"events": [event] * 4}, headers={"x-api-key": token})
+    assert resp.status_code == 413
+    assert resp.json()["message"] == "Field 'events' holds 4 events; at most 3 per batch"
+    assert resp.json()["field"] == "events"
+    commits = [{"sha": f"{i:040x}", "committed_at": "2024-01-01T00:00:00Z"} for i in range(4)]
+    resp = client.post("/api/v1/commits", json=commits, headers=auth(token))
+    assert resp.status_code == 413 and resp.json()["error"]["field"] == "commits"
+    assert stored(client) == 3
+
+
+@pytest.mark.parametrize("name", [n for n, f in TEXT_FIELD.items() if f])
+def test_field_length_limit_is_configurable_and_names_the_field(make_client, token, name: str) -> None:
+    client = make_client(max_field_chars=100)
+    field = TEXT_FIELD[name]
+    assert DIALECTS[name](client, token, {field: "x" * 100}).status_code in (200, 201)
+    resp = DIALECTS[name](client, token, {field: "x" * 101})
+    assert resp.status_code == 400
+    assert f"{field}' is longer than 100 characters" in message(resp)
+    assert stored(client) == 1
+
+
+@pytest.mark.parametrize("name,payload,field", [
+    ("quanta", {"content": "c" * 16385}, "content"),
+    ("ilert", {"summary": "s" * 16385}, "summary"),
+])
+def test_free_text_fields_have_their_own_longer_limit(client, token, name, payload, field) -> None:
+    body = {"integrationKey": token, **payload} if name == "ilert" else {"type": "comment", **payload}
+    if name == "ilert":
+        resp = client.post("/api/deployment-events", json=body)
+    else:
+        resp = client.post("/api/events/push", json=body, headers={"Authorization": f"Token {token}"})
+    assert resp.status_code == 400 and f"'{field}' is longer than 16384 characters" in message(resp)
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_metadata_key_limit_is_configurable_and_400(make_client, token, name: str) -> None:
+    client = make_client(max_metadata_keys=5)
+    few = {f"k{i}": i for i in range(3)}
+    assert DIALECTS[name](client, token, few).status_code in (200, 201, 202)
+    resp = DIALECTS[name](client, token, {f"k{i}": i for i in range(6)})
+    assert resp.status_code == 400, resp.text
+    assert "keys; at most 5 allowed" in message(resp)
+    assert stored(client) == 1
+
+
+def test_metadata_key_length_is_bounded(client, token) -> None:
+    resp = versioner(client, token, {"extra_metadata": {"k" * 257: 1}})
+    assert resp.status_code == 400 and "key longer than 256 characters" in message(resp)
+
+
+# -- rate limit ------------------------------------------------------------------------------
+
+
+def test_rate_limit_is_off_by_default(client, token) -> None:
+    statuses = {versioner(client, token, {"version": str(i)}).status_code for i in range(30)}
+    assert statuses == {200}
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_rate_limit_answers_429_with_retry_after_per_token(make_client, db_path, token, name: str) -> None:
+    other = create_token(db_path, "other", "ingest", "read")
+    client = make_client(rate_limit=1)  # 1 request a second, bursts of 2
+    answers = [DIALECTS[name](client, token, {}) for _ in range(4)]
+    codes = [a.status_code for a in answers]
+    assert codes[:2] == [codes[0]] * 2 and codes[0] in (200, 201, 202)
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, codes
+    for resp in limited:
+        assert int(resp.headers["retry-after"]) >= 1
+        assert "rate limit of 1 requests per second exceeded" in message(resp)
+    assert DIALECTS[name](client, other, {}).status_code in (200, 201, 202)  # per token, not global
+    assert stored(client) == codes.count(codes[0]) + 1
+
+
+def test_rate_limit_covers_the_native_api_for_bearer_tokens(make_client, token) -> None:
+    client = make_client(rate_limit=1)
+    codes = [client.get("/api/v1/events", headers=auth(token)).status_code for _ in range(4)]
+    assert codes[:2] == [200, 200] and 429 in codes
+    resp = client.get("/api/v1/events", headers=auth(token))
+    assert resp.status_code == 429 and resp.json()["error"]["code"] == "rate_limited"
+    assert int(resp.headers["retry-after"]) >= 1
