@@ -134,7 +134,8 @@ def main() -> int:
             rounds.append(one_round(Path(tmp), r, args))
             for name, f in rounds[-1].items():
                 print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
-                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}", flush=True)
+                      f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}",
+                      flush=True)
     med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
            for name in rounds[0]}
     print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
@@ -144,9 +145,12 @@ def main() -> int:
         print(f"{name:26} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f} "
               f"{f['cpu_us']:20.1f}")
     dv, bv = med["deploytrack versioner"], med["bare versioner"]
-    ratio = dv["events_s"] / bv["events_s"]
-    print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (target >= {TARGET_RATIO}) "
-          f"{'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    # Each round's ratio compares two loads run a few seconds apart; the median of those is steadier
+    # than a ratio of medians when other work shares the machine.
+    ratios = sorted(rd["deploytrack versioner"]["events_s"] / rd["bare versioner"]["events_s"] for rd in rounds)
+    ratio = statistics.median(ratios)
+    print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (median of rounds {', '.join(f'{x:.2f}' for x in ratios)}; "
+          f"target >= {TARGET_RATIO}) {'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
     print(f"versioner CPU per event deploytrack/bare: {dv['cpu_us'] / bv['cpu_us']:.2f}x "
           f"(ratio if CPU-bound: {bv['cpu_us'] / dv['cpu_us']:.2f})")
     print(f"versioner deploytrack p99: {dv['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g}) "

@@ -84,8 +84,8 @@ def timed(client: Client, path: str, repeat: int) -> tuple[float, float, int]:
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], len(body)
 
 
-def middle_cursor(db: Path) -> tuple[str, int]:
-    """A cursor half-way down the newest-first list, and the event count."""
+def middle_cursor(db: Path) -> tuple[str, int, str]:
+    """A cursor half-way down the newest-first list, the event count, and the newest event's product."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         total = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         occurred, seq = conn.execute("SELECT occurred_at, seq FROM events ORDER BY occurred_at DESC, seq DESC "

@@ -40,8 +40,8 @@ def run(url: str, seconds: float, connections: int, threads: int = 1, script: st
         env: dict[str, str] | None = None) -> Run:
     """One bounded wrk run against `url` (127.0.0.1 only)."""
     assert url.startswith("http://127.0.0.1:"), url
-    argv = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-            "-s", str(HERE / script), url]
+    argv = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(HERE / script), url]
     out = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                          timeout=seconds + 60, check=True).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("WRK_JSON ")), None)

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, AsyncIterator
-from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -23,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from deploytrack import __version__, dialects, pg
 from deploytrack.db import Database
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.links import commit_url, safe_href
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.timeutil import now_us, to_iso
@@ -31,17 +31,6 @@ from deploytrack.web import RateLimiter, redact_access_log
 
 log = logging.getLogger("deploytrack")
 PACKAGE_DIR = Path(__file__).parent
-
-
-def safe_href(url: object) -> str | None:
-    """The URL if it is an absolute http(s) link, else None (so it is shown as text, not a link)."""
-    if not isinstance(url, str) or len(url) > 2048:
-        return None
-    try:
-        scheme = urlsplit(url.strip()).scheme.lower()
-    except ValueError:
-        return None
-    return url.strip() if scheme in ("http", "https") else None
 
 
 def relative_time(us: int | None, now: int | None = None) -> str:
@@ -73,7 +62,8 @@ def duration_text(us: int | None) -> str:
 def make_templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(str(PACKAGE_DIR / "templates")),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.filters.update(iso=to_iso, safe_href=safe_href, ago=relative_time, duration=duration_text)
+    env.filters.update(iso=to_iso, safe_href=safe_href, commit_url=commit_url, ago=relative_time,
+                       duration=duration_text)
     return Jinja2Templates(env=env)
 
 

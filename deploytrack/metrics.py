@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -145,10 +144,9 @@ FROM (
             SELECT id, product, environment, version, finished_at,
                    LEAD(version) OVER w AS next_version, LEAD(label) OVER w AS next_label,
                    LEAD(finished_at) OVER w AS next_at
-            FROM deployments d WHERE status = 'completed' AND finished_at < :until {flt}
+            FROM deployments d WHERE status = 'completed' AND finished_at >= :since AND finished_at < :until {flt}
             WINDOW w AS (PARTITION BY product, environment ORDER BY finished_at, id)
         ) n
-        WHERE n.finished_at >= :since
     ) y
 ) k
 GROUP BY product, environment, fday, kday
@@ -167,17 +165,18 @@ SELECT product, environment, recovered_at, recovered_at - finished_at AS us FROM
                PARTITION BY product, environment ORDER BY finished_at, id
                ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS recovered_at
     FROM deployments d
-    WHERE finished_at IS NOT NULL AND finished_at < :until AND status IN ('completed', 'failed') {flt}) x
+    WHERE finished_at >= :since AND finished_at < :until AND status IN ('completed', 'failed') {flt}) x
 WHERE status = 'failed' AND recovered_at IS NOT NULL AND recovered_at < :until AND recovered_at >= :since
 """
 
-# Each commit counts once per product/environment: at its first completed deployment there. A
-# deployment's own commit is its SHA (else its version's SHA, else the version stands for the change);
-# commits listed in event metadata (`commits`) are extra refs from temp.meta_refs.
+# Each commit counts once per product/environment: at its first completed deployment there (not
+# deployed there before the range: indexed lookups by version and by SHA). A deployment's own commit
+# is its SHA (else its version's SHA, else the version stands for the change); commits listed in
+# event metadata (`commits`) are extra refs from temp.meta_refs.
 _LEAD_POINTS = """
 WITH dc AS (
     SELECT id, product, environment, version, finished_at, scm_sha FROM deployments d
-    WHERE status = 'completed' AND finished_at < :until {flt}
+    WHERE status = 'completed' AND finished_at >= :since AND finished_at < :until {flt}
 ), refs AS (
     SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(d.scm_sha, v.scm_sha) AS sha,
            '' AS repo, t.ct
@@ -197,7 +196,12 @@ SELECT p.product, p.environment, p.finished_at, p.ct,
        COALESCE((SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = p.sha),
                 (SELECT MIN(b.occurred_at) FROM events b
                  WHERE b.kind = 'build' AND b.product = p.product AND b.version = p.version)) AS build_at
-FROM pts p WHERE p.nth = 1 AND p.finished_at >= :since
+FROM pts p
+WHERE p.nth = 1
+  AND NOT EXISTS (SELECT 1 FROM deployments o WHERE o.product = p.product AND o.environment = p.environment
+                    AND o.version = p.version AND o.status = 'completed' AND o.finished_at < :since)
+  AND NOT EXISTS (SELECT 1 FROM deployments o WHERE o.product = p.product AND o.environment = p.environment
+                    AND o.scm_sha = p.sha AND o.status = 'completed' AND o.finished_at < :since)
 """
 
 
@@ -360,6 +364,14 @@ class _SortedBag:
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
                      window: int) -> list[tuple[float | None, int]]:
     """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
+    if last - first < 3:  # a few days (the nightly run, a live request): sorting each window is cheaper
+        result: list[tuple[float | None, int]] = []
+        for t in range(first, last + 1):
+            values = sorted(v for d, v in points if t - window < d <= t)
+            n = len(values)
+            mid = n // 2
+            result.append((None if not n else float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2, n))
+        return result
     points = sorted(points)
     out: list[tuple[float | None, int]] = []
     live = _SortedBag()

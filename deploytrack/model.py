@@ -188,5 +188,22 @@ def check_links(value: object, limits: Limits, field_name: str = "links") -> lis
     return links
 
 
+MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER
+
+
+def whole_number(text: str | None, signed: bool = False) -> int | None:
+    """The integer `text` spells in ASCII digits (a leading '-' if `signed`), if SQLite can store it; else None.
+
+    `str.isdigit()` is not enough: it accepts '²', which int() refuses, and any length.
+    """
+    if not text:
+        return None
+    digits = text[1:] if signed and text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    value = int(text)
+    return value if -MAX_INTEGER <= value <= MAX_INTEGER else None
+
+
 def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()

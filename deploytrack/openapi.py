@@ -7,10 +7,12 @@ Ingestion paths also answer with the other trailing-slash form; only the documen
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from deploytrack import __version__
 from deploytrack.model import KINDS, STATUS_SYNONYMS, STATUSES
@@ -205,8 +207,34 @@ PAGING = [_query("limit", "page size, 1 to 500", {"type": "integer", "minimum": 
           _query("cursor", "next_cursor from the previous page")]
 
 
-def document() -> dict[str, Any]:
-    """The whole document (a fresh dict each call)."""
+def _template(path: str) -> str:
+    """Starlette's `{name:path}` as OpenAPI's `{name}`."""
+    return re.sub(r"\{([^}:]+):[^}]+\}", r"{\1}", path)
+
+
+def _pages(routes: Iterable[BaseRoute], documented: dict[str, Any]) -> dict[str, Any]:
+    """HTML pages of the route table not written out below, described generically from their docstrings."""
+    found: dict[str, Any] = {}
+    for route in routes:
+        if not isinstance(route, Route) or "GET" not in (route.methods or set()):
+            continue
+        path = _template(route.path)
+        if path in documented or path.startswith("/api/") or path in ("/healthz", "/metrics"):
+            continue
+        doc = (route.endpoint.__doc__ or "").strip().splitlines()
+        params = [_path(name) for name in re.findall(r"\{([^}]+)\}", path)]
+        found[path] = {"get": _page(f"{doc[0] if doc else route.name} (HTML)", params)}
+    return found
+
+
+def document(routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
+    """The whole document (a fresh dict each call); HTML pages of `routes` not listed here are added."""
+    doc = _document()
+    doc["paths"].update(_pages(routes, doc["paths"]))
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "deploytrack", "version": __version__,
@@ -327,4 +355,4 @@ def document() -> dict[str, Any]:
 
 async def openapi_json(request: Request) -> Response:
     """GET /api/v1/openapi.json: no auth (it describes the API, holds no data)."""
-    return JSONResponse(document())
+    return JSONResponse(document(request.app.routes))

@@ -9,7 +9,7 @@ import orjson
 
 from deploytrack.db import Database
 from deploytrack.errors import BadRequest
-from deploytrack.model import KINDS, STATUSES
+from deploytrack.model import KINDS, STATUSES, whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import parse_timestamp, to_iso
 
@@ -66,10 +66,11 @@ def encode_cursor(row: Mapping[str, Any]) -> str:
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
         return None
-    occurred, _, seq = cursor.partition(".")
-    if not (occurred.lstrip("-").isdigit() and seq.isdigit()):
+    occurred_text, _, seq_text = cursor.partition(".")
+    occurred, seq = whole_number(occurred_text, signed=True), whole_number(seq_text)
+    if occurred is None or seq is None:
         raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
-    return int(occurred), int(seq)
+    return occurred, seq
 
 
 async def list_events(db: Database, flt: EventFilter, limit: int = 50,
@@ -83,6 +84,10 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50,
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
+    if flt.status is not None and flt.status != "completed":
+        # Names the partial index events_status (every status but the common 'completed') so the
+        # planner may use it; a rare status then no longer means walking the whole time index.
+        where.append("status <> 'completed'")
     if flt.since is not None:
         where.append("occurred_at >= ?")
         params.append(flt.since)

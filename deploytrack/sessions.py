@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from deploytrack.auth import Token, authenticate
 from deploytrack.errors import BadRequest, Forbidden, Unauthorized
+from deploytrack.model import whole_number
 from deploytrack.web import bearer
 
 SESSION_COOKIE = "dt_session"
@@ -29,13 +30,14 @@ def verify(key: bytes, cookie: str | None) -> int | None:
     """The token id a valid, unexpired session cookie stands for."""
     if not cookie or cookie.count(".") != 2:
         return None
-    token_id, expires, mac = cookie.split(".")
-    if not (token_id.isdigit() and expires.isdigit()):
+    token_text, expires_text, mac = cookie.split(".")
+    token_id, expires = whole_number(token_text), whole_number(expires_text)
+    if token_id is None or expires is None or not mac.isascii():
         return None
-    expected = sign(key, int(token_id), int(expires)).rsplit(".", 1)[1]
-    if not hmac.compare_digest(mac, expected) or int(expires) < time.time():
+    expected = sign(key, token_id, expires).rsplit(".", 1)[1]
+    if not hmac.compare_digest(mac, expected) or expires < time.time():
         return None
-    return int(token_id)
+    return token_id
 
 
 def _secure(request: Request) -> bool:

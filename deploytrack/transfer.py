@@ -4,7 +4,8 @@ Export writes every column of every event, in arrival order (`seq`), times as IS
 with microseconds kept. Import is the backfill path: it takes that format (or hand-written
 lines with just `kind`, `product` and a few fields), keeps each event's id and times, and
 builds products, environments, versions and deployments with the same store functions
-ingestion uses. Re-importing a file stores nothing new: an event whose id (or client key) is
+ingestion uses (`seq` and `deployment_id` belong to the exporting database and are assigned
+anew; `token_id` is left empty, as tokens are not carried over). Re-importing a file stores nothing new: an event whose id (or client key) is
 already stored is skipped; a line without an id gets a client key from its content.
 """
 
@@ -28,8 +29,6 @@ from deploytrack.timeutil import FUTURE_SLACK_US, now_us, parse_timestamp, to_is
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
 JSON_COLUMNS = ("links", "metadata")
-# Local to the database an export came from; the importing database assigns its own.
-LOCAL_COLUMNS = frozenset({"seq", "token_id", "deployment_id"})
 IMPORT_BATCH = 500  # events per transaction: a running server's writer never waits long
 MAX_LINE_BYTES = 1_048_576
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -129,7 +128,7 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     unknown = sorted(set(f.body) - set(COLUMNS))
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; the fields are those `deploytrack export` writes",
-                               unknown[0])
+                         unknown[0])
     kind = f.str("kind", required=True)
     if kind not in KINDS:
         raise BadRequest(f"Field 'kind' must be one of {', '.join(KINDS)}", "kind")
@@ -162,8 +161,6 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
         change_id=f.str("change_id"), links=check_links(links, limits),
         metadata=check_metadata(metadata or {}, limits), client_key=f.str("client_key"),
     )
-    for column in LOCAL_COLUMNS:
-        f.raw(column)
     event_id = f.str("id", max_chars=64)
     if event_id is None and event.client_key is None:
         # A hand-written backfill line: the same line imported twice must be stored once.

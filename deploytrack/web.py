@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, PayloadTooLarge, RateLimited
+from deploytrack.model import whole_number
 
 
 class JSONResponse(Response):
@@ -25,9 +26,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over `limit` bytes without reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        size = whole_number(declared)
+        if size is None:
             raise BadRequest("Content-Length header is not a number")
-        if int(declared) > limit:
+        if size > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

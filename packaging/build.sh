@@ -6,6 +6,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dist="${1:-$root/dist}"
 work="${2:-$root/build/pyinstaller}"
 py="${PYTHON:-python3}"
+# PyInstaller's binary cache, per work directory: the shared default (~/.cache/pyinstaller) breaks
+# when two builds run at once (its index file is rewritten without a lock).
+export PYINSTALLER_CONFIG_DIR="${PYINSTALLER_CONFIG_DIR:-$work/cache}"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"  # this tree, not an installed deploytrack
 "$py" -m PyInstaller --version >/dev/null 2>&1 || "$py" -m pip install -q "pyinstaller>=6.5"
 "$py" -m PyInstaller --noconfirm --log-level WARN \

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import auth, query, run_cli
+from deploytrack.app import create_app
+from deploytrack.settings import load_settings
+from tests.conftest import auth, create_token, query, run_cli
 from tests.dora import DAY_US, at, build, deploy, incident, metrics, today
 
 
@@ -154,8 +158,6 @@ def test_backfill_across_midnight(client, token, db_path):
 
 
 def test_same_events_any_order_same_numbers(make_client, token, tmp_path):
-    from tests.conftest import create_token
-
     events = [("1", "started", at(3, 10)), ("1", "success", at(3, 10, 20)), ("2", "started", at(2, 9)),
               ("2", "failed", at(2, 9, 5)), ("2", "started", at(2, 9, 30)), ("2", "success", at(2, 9, 40)),
               ("1", "success", at(1, 8))]
@@ -163,10 +165,6 @@ def test_same_events_any_order_same_numbers(make_client, token, tmp_path):
     for name, order in (("a", events), ("b", list(reversed(events)))):
         db = tmp_path / f"{name}.db"
         secret = create_token(db, "ci", "ingest", "read")
-        from deploytrack.app import create_app
-        from deploytrack.settings import load_settings
-        from starlette.testclient import TestClient
-
         with TestClient(create_app(load_settings({"db": str(db), "scheduler": False}, environ={}))) as c:
             for version, status, when in order:
                 deploy(c, secret, version, status, when)
@@ -205,8 +203,6 @@ def test_metrics_api_errors_and_scope(client, token, db_path):
 
 
 def test_admin_deletes_an_event_and_its_days_are_recomputed(client, token, db_path):
-    from tests.conftest import create_token
-
     admin = create_token(db_path, "root", "admin")
     bad = deploy(client, token, "9", "success", at(2, 10))
     deploy(client, token, "1", "success", at(2, 12))
@@ -234,8 +230,6 @@ def test_metrics_show_cli(client, token, db_path):
     assert "4.00/week" in out and "2.0h" in out and "(measured from build)" in out and "25.0%" in out
     code, out = run_cli("metrics", "show", "--db", str(db_path), "--product", "shop", "--environment", "prod",
                         "--window", "7", "--json")
-    import json
-
     data = json.loads(out)
     assert code == 0 and data["scope"]["kind"] == "product_environment"
     assert data["latest"]["deployment_frequency"]["deployments"] == 4
@@ -251,7 +245,19 @@ def test_sliding_medians_match_a_plain_median():
     rng = random.Random(4)
     points = [(rng.randint(0, 40), rng.randint(0, 3000)) for _ in range(6000)]  # duplicates, block splits
     for window in (1, 7, 30):
-        got = _sliding_medians(points, 0, 40, window)
-        for t in range(41):
-            values = [v for d, v in points if t - window < d <= t]
-            assert got[t] == ((statistics.median(values) if values else None), len(values))
+        for first, last in ((0, 40), (20, 21)):  # the sliding bag, and the few-days path
+            got = _sliding_medians(points, first, last, window)
+            for t in range(first, last + 1):
+                values = [v for d, v in points if t - window < d <= t]
+                assert got[t - first] == ((statistics.median(values) if values else None), len(values))
+
+
+def test_a_commit_counts_once_even_when_first_deployed_before_the_window(client, token):
+    client.post("/api/v1/commits", headers=auth(token), json=[
+        {"sha": "a1", "committed_at": at(41, 10)}, {"sha": "b2", "committed_at": at(3, 9)}])
+    deploy(client, token, "1", "success", at(40, 10), scm_sha="a1")
+    deploy(client, token, "2", "success", at(3, 10), scm_sha="b2")
+    deploy(client, token, "1", "success", at(2, 10))  # a rollback to v1 (SHA a1 through its version)
+    lead = metrics(client, token, window=7)["latest"]["lead_time"]
+    assert (lead["data_points"], lead["value"]) == (1, 3600.0)  # only b2: a1 reached production 40 days ago
+    assert metrics(client, token, window=90)["latest"]["lead_time"]["data_points"] == 2

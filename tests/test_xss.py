@@ -35,8 +35,11 @@ class Inspector(HTMLParser):
         values = dict(attrs)
         if tag == "script" and not (values.get("src") or "").startswith("/static/"):
             self.problems.append(f"<script> not from /static: {attrs}")
-        if tag in ("iframe", "object", "embed", "svg", "img", "base", "meta") and MARK in str(attrs):
-            self.problems.append(f"<{tag}> built from data: {attrs}")
+        if tag in ("iframe", "object", "embed", "frame") or (tag in ("base", "meta") and MARK in str(attrs)):
+            self.problems.append(f"<{tag}> in a page: {attrs}")
+        for name, value in attrs:  # data may sit, escaped, in text attributes (title, aria-label), not in these
+            if name in ("src", "srcdoc", "style", "data", "xlink:href", "formaction") and MARK in (value or ""):
+                self.problems.append(f"<{tag} {name}={value!r}> built from data")
         for name, value in attrs:
             if name.startswith("on"):
                 self.problems.append(f"event handler attribute {name}={value!r} on <{tag}>")
@@ -61,10 +64,10 @@ def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     h = auth(token)
     ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]]}
     text = {k: PAYLOAD for k in ("deployed_by", "scm_branch", "scm_repository", "description", "change_id",
-                                 "source_system", "invoke_id", "build_number")}
+                                 "source_system", "build_number")}
     for n, href in enumerate(BAD_HREFS):
         resp = client.post("/deployment-events/", headers=h, json={
-            **text, "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}", "environment_name": PAYLOAD[:50],
+            **text, "invoke_id": f"{PAYLOAD[:100]}{n}", "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}", "environment_name": PAYLOAD[:50],
             "status": "success", "scm_sha": PAYLOAD[:40] + str(n), "build_url": href,
             "extra_metadata": {PAYLOAD[:100]: PAYLOAD, "nested": {"html": PAYLOAD, "list": [PAYLOAD, href]}}})
         assert resp.status_code == 200, resp.text
@@ -95,6 +98,10 @@ def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
         "change_id": PAYLOAD[:50], "metadata": {PAYLOAD[:30]: PAYLOAD}})
     assert resp.status_code == 201, resp.text
     ids["incident_id"].append(str(resp.json()["id"]))
+    deployments = client.get("/api/v1/deployments", headers=h)
+    assert deployments.status_code == 200, deployments.text
+    ids["deployment_id"] = [str(d["id"]) for d in deployments.json()["deployments"]]
+    assert len(set(ids["event_id"])) == len(ids["event_id"]) == len(BAD_HREFS) + 4
     return ids
 
 

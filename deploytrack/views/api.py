@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from deploytrack import queries
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
+from deploytrack.model import whole_number
 from deploytrack.openapi import openapi_json
 from deploytrack.sessions import require
 from deploytrack.web import JSONResponse
@@ -40,9 +41,10 @@ def page_limit(request: Request, default: int = 50) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit():
+    value = whole_number(raw)
+    if value is None:
         raise BadRequest("query parameter 'limit' must be a whole number", "limit")
-    return int(raw)
+    return value
 
 
 @api

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from deploytrack import commits, corrections, db as dbmod, deployments, incidents, metrics
 from deploytrack.errors import BadRequest
-from deploytrack.model import STATUSES
+from deploytrack.model import STATUSES, whole_number
 from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
@@ -82,10 +82,11 @@ async def list_incidents(request: Request) -> Response:
             params.append(value)
     before = request.query_params.get("before")
     if before is not None:
-        if not before.isdigit():
+        before_id = whole_number(before)
+        if before_id is None:
             raise BadRequest("query parameter 'before' must be an incident id", "before")
         where.append("id < ?")
-        params.append(int(before))
+        params.append(before_id)
     limit = _limit(request)
     sql = "SELECT * FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
     rows = await app.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1])
@@ -95,10 +96,10 @@ async def list_incidents(request: Request) -> Response:
 
 
 def _incident_id(request: Request) -> int:
-    raw = request.path_params["incident_id"]
-    if not raw.isdigit():
+    incident_id = whole_number(request.path_params["incident_id"])
+    if incident_id is None:
         raise BadRequest("incident id must be a whole number", "id")
-    return int(raw)
+    return incident_id
 
 
 @api
@@ -165,11 +166,12 @@ async def list_deployments(request: Request) -> Response:
             params[f"{name}_t"] = parse_timestamp(value, name)
     cursor = _text(request, "cursor")
     if cursor is not None:
-        first, _, ident = cursor.partition(".")
-        if not (first.isdigit() and ident.isdigit()):
+        first_text, _, ident_text = cursor.partition(".")
+        first, ident = whole_number(first_text), whole_number(ident_text)
+        if first is None or ident is None:
             raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
         where.append("(d.first_at < :c_at OR (d.first_at = :c_at AND d.id < :c_id))")
-        params.update(c_at=int(first), c_id=int(ident))
+        params.update(c_at=first, c_id=ident)
     rows = await asyncio.to_thread(_read, app.db.path, _fetch, deployments.list_sql(where), params)
     limit = params["limit"] - 1
     more = len(rows) > limit
@@ -199,9 +201,10 @@ def window_param(raw: str | None) -> int:
     if raw is None or not raw.strip():
         return 30
     text = raw.strip().lower().removesuffix("d")
-    if not text.isdigit() or int(text) not in metrics.WINDOWS:
+    window = whole_number(text)
+    if window not in metrics.WINDOWS:
         raise BadRequest("query parameter 'window' must be 7, 30 or 90 (days)", "window")
-    return int(text)
+    return window
 
 
 def _series(conn: Any, scope: metrics.Scope, window: int, days: int, today: int) -> list[dict[str, Any]]:
@@ -232,11 +235,11 @@ async def get_metrics(request: Request) -> Response:
     env = _text(request, "environment")
     scope = metrics.Scope.of(_text(request, "product"),
                              canonical_environment(env, app.settings.environment_aliases) if env else None)
-    raw_days = request.query_params.get("days", "90")
-    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_SERIES_DAYS:
+    days = whole_number(request.query_params.get("days", "90"))
+    if days is None or not 1 <= days <= MAX_SERIES_DAYS:
         raise BadRequest(f"query parameter 'days' must be 1 to {MAX_SERIES_DAYS}", "days")
     report = await asyncio.to_thread(_read, app.db.path, metrics_report, app.settings, scope, window,
-                                     int(raw_days), now_us())
+                                     days, now_us())
     return JSONResponse(report)
 
 

@@ -1,0 +1,171 @@
+"""Read-side SQL for the deployment pages: the deployment list, what runs where, a product's timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deploytrack.db import Database
+from deploytrack.errors import BadRequest
+
+LABELS = ("rollback", "hotfix")
+
+
+@dataclass(frozen=True)
+class DeploymentFilter:
+    product: str | None = None
+    environment: str | None = None
+    status: str | None = None
+    label: str | None = None
+
+    def as_query(self) -> dict[str, str | None]:
+        return {"product": self.product, "environment": self.environment, "status": self.status, "label": self.label}
+
+
+def with_duration(row: Any) -> dict[str, Any]:
+    """A deployment row as a dict plus `duration` (µs from start, or first event, to finish).
+
+    A deployment known only from its final event has no duration (None), not a duration of zero.
+    """
+    out = dict(row)
+    start = out["started_at"] if out["started_at"] is not None else out["first_at"]
+    finished = out["finished_at"]
+    known = finished is not None and (out["started_at"] is not None or start < finished)
+    out["duration"] = finished - start if known else None
+    return out
+
+
+def _decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if not cursor:
+        return None
+    at, _, ident = cursor.partition(".")
+    if not (at.lstrip("-").isdigit() and ident.isdigit()):
+        raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
+    return int(at), int(ident)
+
+
+async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
+                           cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Deployments newest first (by their first event), keyset-paged; returns rows and the next cursor."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column in ("product", "environment", "status", "label"):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    after = _decode_cursor(cursor)
+    if after is not None:
+        where.append("first_at <= ? AND (first_at < ? OR id < ?)")  # a range the index can seek to
+        params.extend([after[0], after[0], after[1]])
+    sql = "SELECT * FROM deployments"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY first_at DESC, id DESC LIMIT ?"
+    rows = [with_duration(r) for r in await db.fetchall(sql, [*params, limit + 1])]
+    next_cursor = f"{rows[limit - 1]['first_at']}.{rows[limit - 1]['id']}" if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def get_deployment(db: Database, deployment_id: int) -> dict[str, Any] | None:
+    row = await db.fetchone("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+    return with_duration(row) if row else None
+
+
+async def deployment_events(db: Database, deployment_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The events folded into one deployment, in the order they happened."""
+    rows = await db.fetchall("SELECT * FROM events WHERE deployment_id = ? ORDER BY occurred_at, seq LIMIT ?",
+                             (deployment_id, limit))
+    return [dict(r) for r in rows]
+
+
+_CURRENT = """
+SELECT p.name AS product, e.name AS environment,
+  (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name AND d.status = 'completed'
+   ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) AS current_id,
+  (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name
+   ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id
+FROM products p CROSS JOIN environments e
+"""
+
+
+@dataclass
+class Cell:
+    """One product × environment: the version running now, and the latest attempt when it differs."""
+
+    current: dict[str, Any] | None
+    latest: dict[str, Any] | None
+
+    @property
+    def pending_or_failed(self) -> dict[str, Any] | None:
+        """The newest deployment, if it is not the one running (in progress, failed or aborted)."""
+        if self.latest is None or (self.current is not None and self.latest["id"] == self.current["id"]):
+            return None
+        return self.latest
+
+
+@dataclass
+class Matrix:
+    products: list[str]
+    environments: list[str]
+    cells: dict[tuple[str, str], Cell]
+
+    def cell(self, product: str, environment: str) -> Cell | None:
+        return self.cells.get((product, environment))
+
+
+async def matrix(db: Database, product: str | None = None) -> Matrix:
+    """What version runs where: per product and environment, the newest completed deployment.
+
+    One statement with correlated subqueries: each is an index seek, so the cost grows with the
+    number of product × environment pairs, not with the number of deployments.
+    """
+    sql, params = _CURRENT, []
+    if product is not None:
+        sql += " WHERE p.name = ?"
+        params.append(product)
+    pairs = await db.fetchall(sql + " ORDER BY p.name, e.name", params)
+    ids = {i for r in pairs for i in (r["current_id"], r["latest_id"]) if i is not None}
+    deployments: dict[int, dict[str, Any]] = {}
+    id_list = sorted(ids)
+    for start in range(0, len(id_list), 500):
+        chunk = id_list[start:start + 500]
+        for row in await db.fetchall(f"SELECT * FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})",
+                                     chunk):
+            deployments[row["id"]] = with_duration(row)
+    cells = {}
+    for r in pairs:
+        if r["latest_id"] is not None:
+            cells[(r["product"], r["environment"])] = Cell(deployments.get(r["current_id"]),
+                                                            deployments.get(r["latest_id"]))
+    products = sorted({p for p, _ in cells})
+    environments = sorted({e for _, e in cells}, key=_environment_order)
+    return Matrix(products, environments, cells)
+
+
+def _environment_order(name: str) -> tuple[int, str]:
+    """Environments left to right in pipeline order: development, test, staging, then production last."""
+    ranks = {"development": 0, "dev": 0, "test": 1, "testing": 1, "qa": 1, "uat": 2, "staging": 3,
+             "preprod": 4, "pre-production": 4, "production": 5}
+    return ranks.get(name, 4 if "prod" not in name else 5), name
+
+
+async def product_exists(db: Database, name: str) -> bool:
+    return await db.fetchone("SELECT 1 FROM products WHERE name = ?", (name,)) is not None
+
+
+async def product_deployments(db: Database, product: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
+    """A product's deployments since `since`, newest first."""
+    rows = await db.fetchall(
+        "SELECT * FROM deployments WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
+        (product, since, limit))
+    return [with_duration(r) for r in rows]
+
+
+async def product_builds(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:
+    """A product's build events since `since`, newest first."""
+    rows = await db.fetchall(
+        "SELECT id, version, status, occurred_at, build_url, build_number, scm_sha, scm_repository, scm_branch, actor "
+        "FROM events WHERE product = ? AND kind = 'build' AND occurred_at >= ? "
+        "ORDER BY occurred_at DESC, seq DESC LIMIT ?", (product, since, limit))
+    return [dict(r) for r in rows]

@@ -1,0 +1,53 @@
+"""The deployment list (lifecycle, duration, labels; failed ones stand out) and one deployment."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack import deployment_queries as dq
+from deploytrack import queries
+from deploytrack.errors import NotFound
+from deploytrack.model import STATUSES
+from deploytrack.sessions import require
+from deploytrack.settings import canonical_environment
+from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
+
+
+@page
+async def deployments(request: Request) -> Response:
+    """GET /deployments: deployment records newest first, filtered by product, environment, status, label."""
+    token = await require(request, "read")
+    app = request.app.state.deploytrack
+    env = query_text(request, "environment")
+    flt = dq.DeploymentFilter(
+        product=query_text(request, "product"),
+        environment=canonical_environment(env, app.settings.environment_aliases) if env else None,
+        status=query_choice(request, "status", STATUSES), label=query_choice(request, "label", dq.LABELS))
+    cursor = request.query_params.get("cursor")
+    rows, next_cursor = await dq.list_deployments(app.db, flt, PAGE_SIZE, cursor)
+    return render(request, "deployments.html", {
+        "token": token, "deployments": rows, "filter": flt, "paged": bool(cursor), "statuses": STATUSES,
+        "labels": dq.LABELS, "filtered": any(flt.as_query().values()),
+        "next_url": page_url("/deployments", flt.as_query(), next_cursor) if next_cursor else None,
+        "first_url": page_url("/deployments", flt.as_query()),
+        "products": await queries.names(app.db, "products"),
+        "environments": await queries.names(app.db, "environments"),
+    })
+
+
+@page
+async def deployment_detail(request: Request) -> Response:
+    """GET /deployments/{id}: one deployment's lifecycle, its events and the incidents linked to it."""
+    token = await require(request, "read")
+    db = request.app.state.deploytrack.db
+    raw = request.path_params["deployment_id"]
+    deployment = await dq.get_deployment(db, int(raw)) if raw.isdigit() and len(raw) < 19 else None
+    if deployment is None:
+        raise NotFound("There is no deployment with that id.")
+    incidents = [dict(r) for r in await db.fetchall(
+        "SELECT * FROM incidents WHERE deployment_id = ? ORDER BY opened_at DESC, id DESC LIMIT 100",
+        (deployment["id"],))]
+    return render(request, "deployment.html", {
+        "token": token, "d": deployment, "events": await dq.deployment_events(db, deployment["id"]),
+        "incidents": incidents})

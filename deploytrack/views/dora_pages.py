@@ -1,0 +1,102 @@
+"""The DORA dashboard (stored daily snapshots, trend charts, bands) and the incident list."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack import charts, dashboard, incidents as incident_rules, metrics, queries
+from deploytrack import db as dbmod
+from deploytrack.settings import canonical_environment
+from deploytrack.sessions import require
+from deploytrack.timeutil import now_us
+from deploytrack.views.metrics_api import metrics_report
+from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
+
+THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
+    "lead_time": ((86400, "1 day"), (7 * 86400, "1 week"), (30 * 86400, "30 days")),
+    "change_failure_rate": ((0.05, "5%"), (0.10, "10%"), (0.15, "15%")),
+    "time_to_restore": ((3600, "1 hour"), (86400, "1 day"), (7 * 86400, "1 week")),
+}
+
+
+def span_text(seconds: float) -> str:
+    """A duration in the largest unit that keeps it readable: 45 s, 12 min, 5.5 h, 3.2 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def formatter(unit: str) -> Callable[[float], str]:
+    if unit == "ratio":
+        return lambda v: f"{v * 100:.1f}%"
+    if unit == "seconds":
+        return span_text
+    return lambda v: f"{v:.1f} / week"
+
+
+def _report(path: Any, settings: Any, scope: metrics.Scope, window: int) -> dict[str, Any]:
+    """The same report GET /api/v1/metrics returns, on a read-only connection of its own (temp tables)."""
+    conn = dbmod.connect(path, readonly=True)
+    try:
+        return metrics_report(conn, settings, scope, window, dashboard.TREND_DAYS, now_us())
+    finally:
+        conn.close()
+
+
+@page
+async def dora(request: Request) -> Response:
+    """GET /dora: the four metrics for a product/environment scope and window, with 90-day trends."""
+    token = await require(request, "read")
+    app = request.app.state.deploytrack
+    product = query_text(request, "product")
+    env = query_text(request, "environment")
+    environment = canonical_environment(env, app.settings.environment_aliases) if env else None
+    window = dashboard.parse_window(request.query_params.get("window"))
+    scope = metrics.Scope.of(product, environment)
+    report = await asyncio.to_thread(_report, app.db.path, app.settings, scope, window)
+    board = dashboard.from_report(report, window)
+    cards = []
+    for metric in dashboard.METRICS:
+        fmt = formatter(metric.unit)
+        now = board.latest.get(metric.key, dashboard.Reading(None, None, None))
+        series = board.series.get(metric.key, [])
+        chart: Markup = charts.trend(series, title=f"{metric.title}, daily, {window}-day window", fmt=fmt,
+                                     thresholds=THRESHOLDS.get(metric.key, ()))
+        cards.append({"metric": metric, "now": now, "text": fmt(now.value) if now.value is not None else None,
+                      "chart": chart, "days": sum(1 for _, v in series if v is not None)})
+    return render(request, "dora.html", {
+        "token": token, "board": board, "cards": cards, "product": product, "environment": environment,
+        "window": window, "windows": dashboard.WINDOWS, "bands_source": dashboard.BANDS_SOURCE,
+        "band_names": dashboard.BAND_ORDER, "metrics": dashboard.METRICS,
+        "production": sorted(app.settings.production_set),
+        "products": await queries.names(app.db, "products"),
+        "environments": await queries.names(app.db, "environments"),
+    })
+
+
+@page
+async def incidents(request: Request) -> Response:
+    """GET /incidents: incidents newest first, open or resolved, with the deployment each is linked to."""
+    token = await require(request, "read")
+    app = request.app.state.deploytrack
+    state = query_choice(request, "state", ("open", "resolved"))
+    product = query_text(request, "product")
+    cursor = request.query_params.get("cursor")
+    rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
+    params = {"state": state, "product": product}
+    return render(request, "incidents.html", {
+        "token": token, "incidents": rows, "explain": incident_rules.EXPLAIN, "state": state, "product": product, "paged": bool(cursor),
+        "filtered": bool(state or product),
+        "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
+        "first_url": page_url("/incidents", params),
+        "products": await queries.names(app.db, "products"),
+    })

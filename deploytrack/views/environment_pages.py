@@ -1,0 +1,69 @@
+"""What runs where (product × environment) and a product's timeline of builds and deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack import charts
+from deploytrack import deployment_queries as dq
+from deploytrack.errors import BadRequest, NotFound
+from deploytrack.sessions import require
+from deploytrack.timeutil import now_us, to_iso
+from deploytrack.views.html import page, query_text, render
+
+DAY_US = 86_400_000_000
+TIMELINE_DAYS = (7, 30, 90)
+
+
+@page
+async def environments(request: Request) -> Response:
+    """GET /environments: for each product and environment, the version running now."""
+    token = await require(request, "read")
+    grid = await dq.matrix(request.app.state.deploytrack.db)
+    return render(request, "environments.html", {"token": token, "m": grid})
+
+
+def _days(request: Request) -> int:
+    raw = query_text(request, "days") or "30"
+    if not raw.isdigit() or int(raw) not in TIMELINE_DAYS:
+        raise BadRequest(f"query parameter 'days' must be one of {', '.join(map(str, TIMELINE_DAYS))}", "days")
+    return int(raw)
+
+
+def _lanes(builds: list[dict[str, Any]], deployments: list[dict[str, Any]],
+           environments: list[str]) -> list[tuple[str, list[charts.TimelineItem]]]:
+    lanes: list[tuple[str, list[charts.TimelineItem]]] = [("builds", [
+        (b["occurred_at"], b["status"], f"build {b['version'] or ''} {b['status']} {to_iso(b['occurred_at'])}",
+         f"/events/{b['id']}") for b in builds])]
+    for env in environments:
+        lanes.append((env, [
+            (d["finished_at"] or d["first_at"], d["status"],
+             f"{env}: {d['version'] or ''} {d['status']} {to_iso(d['finished_at'] or d['first_at'])}",
+             f"/deployments/{d['id']}") for d in deployments if d["environment"] == env]))
+    return lanes
+
+
+@page
+async def product(request: Request) -> Response:
+    """GET /products/{name}: where each version runs, and a timeline of builds and deployments."""
+    token = await require(request, "read")
+    db = request.app.state.deploytrack.db
+    name = request.path_params["name"]
+    if len(name) > 512 or not await dq.product_exists(db, name):
+        raise NotFound("There is no product with that name.")
+    days = _days(request)
+    end = now_us()
+    start = end - days * DAY_US
+    grid = await dq.matrix(db, name)
+    deployments = await dq.product_deployments(db, name, start)
+    builds = await dq.product_builds(db, name, start)
+    environments = list(grid.environments)
+    environments += sorted({d["environment"] for d in deployments} - set(environments))
+    chart = charts.timeline(_lanes(builds, deployments, environments), start, end,
+                            f"Builds and deployments over the last {days} days")
+    return render(request, "product.html", {
+        "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
+        "deployments": deployments, "builds": builds, "environments": environments})

@@ -1,0 +1,72 @@
+"""What every HTML page shares: rendering with security headers, the `@page` error wrapper, paging."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
+from deploytrack.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
+
+Handler = Callable[[Request], Awaitable[Response]]
+PAGE_SIZE = 50
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+
+
+def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
+    """Render a template with the CSRF token every form needs (setting its cookie when new)."""
+    app = request.app.state.deploytrack
+    new_cookies: dict[str, str] = {}
+    context = {"request": request, "csrf": csrf_token(request, new_cookies), "public": app.settings.public_read,
+               "version": app.version, "token": None, **context}
+    response = app.templates.TemplateResponse(request, template, context, status_code=status)
+    if CSRF_COOKIE in new_cookies:
+        set_csrf_cookie(response, request, new_cookies[CSRF_COOKIE])
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def page(handler: Handler) -> Handler:
+    """Send visitors without read access to the sign-in form; show other errors as a page."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Unauthorized:
+            return RedirectResponse("/signin?" + urlencode({"next": request.url.path}), status_code=303)
+        except DeploytrackError as error:
+            return render(request, "error.html", {"error": error}, status=error.status)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def query_text(request: Request, name: str, limit: int = 512) -> str | None:
+    """A trimmed query parameter, None when empty; a 400 naming it when absurdly long."""
+    value = (request.query_params.get(name) or "").strip()
+    if len(value) > limit:
+        raise BadRequest(f"query parameter '{name}' is too long", name)
+    return value or None
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of `choices` (or empty)."""
+    value = query_text(request, name)
+    if value is not None and value not in choices:
+        raise BadRequest(f"query parameter '{name}' must be one of {', '.join(choices)}", name)
+    return value
+
+
+def page_url(path: str, params: dict[str, str | None], cursor: str | None = None) -> str:
+    """`path` with the non-empty `params` (and a cursor) as its query string."""
+    query = {k: v for k, v in params.items() if v}
+    if cursor:
+        query["cursor"] = cursor
+    return path + ("?" + urlencode(query) if query else "")

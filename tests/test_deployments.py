@@ -1,0 +1,46 @@
+"""GET /api/v1/deployments: records with lifecycle, duration and rollback/hotfix labels."""
+
+from __future__ import annotations
+
+from tests.conftest import auth
+from tests.dora import at, deploy
+
+
+def listed(client, token, **params):
+    resp = client.get("/api/v1/deployments", headers=auth(token), params=params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_lifecycle_labels_and_filters(client, token):
+    deploy(client, token, "1", "pending", at(3, 9, 58))
+    deploy(client, token, "1", "started", at(3, 10))
+    deploy(client, token, "1", "success", at(3, 10, 2, 30))
+    deploy(client, token, "2", "success", at(2, 10))
+    deploy(client, token, "2.1", "success", at(2, 12), extra_metadata={"deployment_type": "hotfix"})
+    deploy(client, token, "1", "success", at(1, 10))  # back to an older version: a rollback of 2.1
+    deploy(client, token, "3", "started", at(0, 0, 1), env="staging")
+    deps = listed(client, token)["deployments"]
+    by_version = {(d["version"], d["environment"]): d for d in deps}
+    oldest = deps[-1]  # pending -> started -> completed: one record, timed from `started`
+    assert (oldest["version"], oldest["status"], oldest["event_count"]) == ("1", "completed", 3)
+    assert oldest["duration_seconds"] == 150.0
+    assert by_version[("2.1", "production")]["label"] == "hotfix"
+    assert by_version[("2.1", "production")]["rolled_back_by"] == deps[1]["id"]
+    assert deps[1]["label"] == "rollback" and deps[1]["version"] == "1"
+    assert by_version[("3", "staging")]["status"] == "started" and by_version[("3", "staging")]["finished_at"] is None
+    assert [d["version"] for d in listed(client, token, label="rollback")["deployments"]] == ["1"]
+    assert [d["version"] for d in listed(client, token, label="hotfix")["deployments"]] == ["2.1"]
+    assert len(listed(client, token, environment="prod", status="completed")["deployments"]) == 4
+    page = listed(client, token, limit=2)
+    assert len(page["deployments"]) == 2 and page["next_cursor"]
+    rest = listed(client, token, limit=10, cursor=page["next_cursor"])["deployments"]
+    assert [d["id"] for d in page["deployments"] + rest] == [d["id"] for d in deps]
+
+
+def test_bad_filters_are_400s(client, token):
+    for params, field in (({"status": "done"}, "status"), ({"label": "revert"}, "label"),
+                          ({"limit": "0"}, "limit"), ({"cursor": "x"}, "cursor"), ({"since": "soon"}, "since")):
+        resp = client.get("/api/v1/deployments", headers=auth(token), params=params)
+        assert resp.status_code == 400 and resp.json()["error"]["field"] == field, (params, resp.text)
+    assert client.get("/api/v1/deployments").status_code == 401
