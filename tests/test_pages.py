@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
-from tests.conftest import execute, auth, create_token, run_cli
+from tests.conftest import auth, create_token, execute, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
