@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from tests.conftest import auth, create_token
+from tests.conftest import auth, create_token, query
 from tests.dora import at, deploy, incident
 
 
@@ -82,8 +80,7 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(client, token, d
     resp = client.post("/api/v1/incidents", headers=auth(token), json=body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["field"] == field
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0] == 0
+    assert query(db_path, "SELECT COUNT(*) FROM incidents") == [(0,)]
 
 
 def test_bad_update_leaves_the_incident_unchanged(client, token):
@@ -114,8 +111,7 @@ def test_commits_batch_is_all_or_nothing(client, token, db_path):
                                                                                   "branch": "main"}]})
     assert resp.status_code == 400 and resp.json()["error"]["field"] == "commits[0].branch"
     assert client.post("/api/v1/commits", headers=auth(token), json=[]).status_code == 400
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM commits").fetchone()[0] == 0
+    assert query(db_path, "SELECT COUNT(*) FROM commits") == [(0,)]
 
 
 def test_incident_link_follows_later_deployments_after_recompute(client, token, db_path):

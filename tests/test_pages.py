@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ from starlette.testclient import TestClient
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
-from tests.conftest import auth, create_token, run_cli
+from tests.conftest import auth, create_token, execute, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -47,8 +46,7 @@ def deploy(client: TestClient, token: str, **body: object) -> dict:
 
 
 def db_execute(db_path: Path, sql: str, params: tuple = ()) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(sql, params)
+    execute(db_path, sql, params)
 
 
 def add_incident(db_path: Path, title: str, *, product: str = "api", deployment_id: int | None = None,
