@@ -537,15 +537,17 @@ def earliest_day(conn: sqlite3.Connection) -> int | None:
 
 
 def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | None, last_day: int,
-              computed_at: int) -> tuple[int, int, int]:
-    """Rebuild deployments, relink incidents and replace snapshots of first_day..last_day.
+              computed_at: int, refold_all: bool = False) -> tuple[int, int, int]:
+    """Refold deployments, relink incidents and replace snapshots of first_day..last_day.
 
-    Runs inside the caller's transaction. Returns (first_day, last_day, snapshot rows); no days
+    Runs inside the caller's transaction. Only the deployment keys that received events since the
+    last fold are refolded (the first fold, or `refold_all`, refolds everything): refolding an
+    unchanged key gives the same record. Returns (first_day, last_day, snapshot rows); no days
     when there is no data yet.
     """
     from deploytrack import deployments, incidents
 
-    deployments.rebuild(conn, full=first_day is None)
+    deployments.rebuild(conn, full=refold_all)
     incidents.relink(conn, settings)
     start = earliest_day(conn) if first_day is None else first_day
     if start is None or start > last_day:

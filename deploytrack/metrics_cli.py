@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     msub = parser.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
     recompute = msub.add_parser("recompute", help="rebuild deployments and the daily snapshots now")
     recompute.add_argument("--since", metavar="DATE", help="first day to recompute (default: the first day with data)")
+    recompute.add_argument("--refold-all", action="store_true",
+                           help="refold every deployment from its events, not only those with new events")
     show = msub.add_parser("show", help="print the metrics for the window ending today")
     show.add_argument("--product")
     show.add_argument("--environment")
@@ -40,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     conn = dbmod.open_migrated(settings.db)
     try:
         if args.metrics_command == "recompute":
-            return _recompute(conn, settings, args.since)
+            return _recompute(conn, settings, args.since, args.refold_all)
         return _show(conn, settings, args)
     finally:
         conn.close()
 
 
-def _recompute(conn: Any, settings: Any, since: str | None) -> int:
+def _recompute(conn: Any, settings: Any, since: str | None, refold_all: bool = False) -> int:
     try:
         first = day_start_us(parse_timestamp(since, "--since")) if since else None
     except BadRequest as exc:
@@ -57,7 +59,7 @@ def _recompute(conn: Any, settings: Any, since: str | None) -> int:
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     try:
-        start, end, rows = metrics.recompute(conn, settings, first, yesterday, now)
+        start, end, rows = metrics.recompute(conn, settings, first, yesterday, now, refold_all)
         conn.execute("DELETE FROM dirty_days WHERE day >= ? AND day <= ?", (start, end))
         conn.execute("COMMIT")
     except BaseException:
