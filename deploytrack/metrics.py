@@ -10,6 +10,8 @@ that night and one recomputed later agree. Definitions and bands: docs/metrics.m
 from __future__ import annotations
 
 import bisect
+from itertools import accumulate
+from operator import itemgetter
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -315,75 +317,79 @@ def _prefix(values: list[int]) -> list[int]:
     return out
 
 
-class _SortedBag:
-    """A multiset of ints kept sorted in blocks, so adding and removing stay cheap at 100k values."""
-
-    LOAD = 512
-
-    def __init__(self) -> None:
-        self.blocks: list[list[int]] = []
-        self.maxes: list[int] = []
-        self.size = 0
-
-    def add(self, value: int) -> None:
-        self.size += 1
-        if not self.blocks:
-            self.blocks.append([value])
-            self.maxes.append(value)
-            return
-        i = min(bisect.bisect_left(self.maxes, value), len(self.blocks) - 1)
-        block = self.blocks[i]
-        bisect.insort(block, value)
-        self.maxes[i] = block[-1]
-        if len(block) > 2 * self.LOAD:
-            self.blocks[i:i + 1] = [block[:self.LOAD], block[self.LOAD:]]
-            self.maxes[i:i + 1] = [block[self.LOAD - 1], block[-1]]
-
-    def remove(self, value: int) -> None:
-        i = bisect.bisect_left(self.maxes, value)
-        block = self.blocks[i]
-        del block[bisect.bisect_left(block, value)]
-        self.size -= 1
-        if block:
-            self.maxes[i] = block[-1]
-        else:
-            del self.blocks[i], self.maxes[i]
-
-    def at(self, k: int) -> int:
-        for block in self.blocks:
-            if k < len(block):
-                return block[k]
-            k -= len(block)
-        raise IndexError(k)
-
-    def median(self) -> float:
-        mid = self.size // 2
-        return float(self.at(mid)) if self.size % 2 else (self.at(mid - 1) + self.at(mid)) / 2
+_BUCKET = 6  # ranks per bucket: 64
 
 
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
                      window: int) -> list[tuple[float | None, int]]:
     """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
+    return _windowed_medians(points, first, last, (window,))[window]
+
+
+def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
+                      windows: Iterable[int]) -> dict[int, list[tuple[float | None, int]]]:
+    """Per window W, (median, count) of the values whose day index lies in (t - W, t], for t in first..last."""
+    windows = list(windows)
     if last - first < 3:  # a few days (the nightly run, a live request): sorting each window is cheaper
-        result: list[tuple[float | None, int]] = []
-        for t in range(first, last + 1):
-            values = sorted(v for d, v in points if t - window < d <= t)
-            n = len(values)
-            mid = n // 2
-            result.append((None if not n else float(values[mid]) if n % 2 else (values[mid - 1] + values[mid]) / 2, n))
-        return result
-    points = sorted(points)
+        few: dict[int, list[tuple[float | None, int]]] = {}
+        for window in windows:
+            result = few[window] = []
+            for t in range(first, last + 1):
+                values = sorted(v for d, v in points if t - window < d <= t)
+                n = len(values)
+                mid = n // 2
+                result.append((None if not n else float(values[mid]) if n % 2
+                               else (values[mid - 1] + values[mid]) / 2, n))
+        return few
+    # One sort by value gives every point a rank; a day adds and removes its points as counts per
+    # bucket of 64 ranks, and the k-th live value is found from the running bucket counts, then by
+    # scanning one bucket for points inside the window.
+    ranked = sorted(points, key=itemgetter(1))
+    values = [v for _, v in ranked]
+    days = [d for d, _ in ranked]
+    start = max(0, first - max(windows) + 1)
+    by_day: list[list[int]] = [[] for _ in range(last + 1)]
+    for r, d in enumerate(days):
+        if start <= d <= last:
+            by_day[d].append(r >> _BUCKET)
+    return {window: _slide(values, days, by_day, start, first, last, window) for window in windows}
+
+
+def _slide(values: list[int], days: list[int], by_day: list[list[int]], start: int, first: int, last: int,
+           window: int) -> list[tuple[float | None, int]]:
+    """One window's sliding (median, count): values/days in value order, by_day the buckets each day adds."""
+    counts = [0] * ((len(values) >> _BUCKET) + 1)
+    size = 0
     out: list[tuple[float | None, int]] = []
-    live = _SortedBag()
-    lo = hi = 0
-    for t in range(first, last + 1):
-        while hi < len(points) and points[hi][0] <= t:
-            live.add(points[hi][1])
-            hi += 1
-        while lo < hi and points[lo][0] <= t - window:
-            live.remove(points[lo][1])
-            lo += 1
-        out.append((live.median() if live.size else None, live.size))
+    for t in range(start, last + 1):
+        for b in by_day[t]:
+            counts[b] += 1
+        size += len(by_day[t])
+        if t - window >= start:
+            gone = by_day[t - window]
+            for b in gone:
+                counts[b] -= 1
+            size -= len(gone)
+        if t < first:
+            continue
+        if not size:
+            out.append((None, 0))
+            continue
+        running = list(accumulate(counts))
+        lo = t - window
+
+        def kth(k: int) -> int:
+            b = bisect.bisect_right(running, k)
+            k -= running[b - 1] if b else 0
+            for r in range(b << _BUCKET, min(len(days), (b + 1) << _BUCKET)):
+                if lo < days[r] <= t:
+                    if not k:
+                        return values[r]
+                    k -= 1
+            raise AssertionError("bucket counts out of step")
+
+        mid = size // 2
+        out.append((float(kth(mid)) if size % 2 else (kth(mid - 1) + kth(mid)) / 2, size))
     return out
 
 
@@ -391,6 +397,7 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             windows: Iterable[int] = WINDOWS) -> dict[tuple[Scope, int], list[dict[str, Any]]]:
     """For each scope and window, the metrics of each day index first..last (inclusive)."""
     production = settings.production_set
+    windows = tuple(windows)
     n = last + 1
     out: dict[tuple[Scope, int], list[dict[str, Any]]] = {}
     for scope in scopes:
@@ -423,6 +430,8 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
         pdays = _prefix([1 if c else 0 for c in completed])
+        lead_all = _windowed_medians(lead, first, last, windows)
+        restore_all = _windowed_medians(restore, first, last, windows)
         for window in windows:
             pending = [0] * (n + 1)
             for fday, kday, count in delayed:  # a failure counts once it is known and while its deploy is in the window
@@ -435,8 +444,7 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
                 if opened < end:
                     unresolved[opened] += 1
                     unresolved[end] -= 1
-            lead_m = _sliding_medians(lead, first, last, window)
-            restore_m = _sliding_medians(restore, first, last, window)
+            lead_m, restore_m = lead_all[window], restore_all[window]
             rows = []
             late = run_unresolved = 0
             for t in range(0, last + 1):
