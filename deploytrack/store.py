@@ -26,6 +26,8 @@ _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
+# Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
+_KEY_CHUNK = 500
 
 
 @dataclass
@@ -60,12 +62,18 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
     result = IngestResult()
     fresh = 0
+    stored = _events_by_client_key(conn, [e.client_key for e in batch.events if e.client_key])
+    inserted: set[str] = set()  # client keys this batch stored (a repeat inside the batch finds its row)
     for index, event in enumerate(batch.events):
         if event.client_key:
-            existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
-            if existing is not None:
+            if event.client_key in inserted:
+                existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
                 result.rows.append(dict(existing))
                 continue
+            if event.client_key in stored:
+                result.rows.append(dict(stored[event.client_key]))
+                continue
+            inserted.add(event.client_key)
         try:
             result.rows.append(_insert_event(conn, event, batch))
         except DeploytrackError as error:
@@ -80,6 +88,17 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
              batch.received_at))
     return result
+
+
+def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
+    """The stored events among these client keys: one query per chunk, not one per event."""
+    found: dict[str, sqlite3.Row] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _KEY_CHUNK):
+        chunk = unique[start:start + _KEY_CHUNK]
+        for row in conn.execute(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk):
+            found[row["client_key"]] = row
+    return found
 
 
 def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
