@@ -151,7 +151,9 @@ def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
         "client_key": event.client_key, "deployment_id": None,
     }
     if event.kind == "deployment" and environment:
-        row["deployment_id"] = _attach_deployment(conn, row)
+        # The label reads the metadata object the event already holds, not the JSON text just made of it.
+        row["deployment_id"] = _attach_deployment(conn, row, deployment_label(
+            {"metadata": event.metadata, "summary": event.summary}))
     cursor = conn.execute(_INSERT_EVENT, [row[c] for c in EVENT_COLUMNS[1:]])
     row["seq"] = cursor.lastrowid
     _mark_dirty(conn, occurred, batch.received_at)
@@ -170,7 +172,7 @@ def _claim_version(conn: sqlite3.Connection, product: str, version: str, sha: st
         raise Conflict(f"Version {version} already exists with different SHA", "scm_sha")
 
 
-def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
+def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str | None) -> int:
     """Fold a deployment event into its deployment record (pending -> started -> finished)."""
     invoke = ev["invoke_id"] or ""
     sql = ("SELECT id, status, first_at, last_at, started_at, finished_at FROM deployments "
@@ -188,14 +190,14 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
             "started_at, finished_at, scm_sha, actor, change_id, label, event_count) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
-             ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev)))
+             ev["scm_sha"], ev["actor"], ev["change_id"], label))
         return int(cursor.lastrowid or 0)
     conn.execute(
         "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
         "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
         "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
         (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
-         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev), dep["id"]))
+         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], label, dep["id"]))
     return int(dep["id"])
 
 
