@@ -14,6 +14,7 @@ in the same run: one full scan of the events table.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -114,11 +115,11 @@ def main() -> int:
         conn.execute("SELECT MAX(received_at), COUNT(*) FROM events").fetchone()
         scan = time.perf_counter() - t2
         now = now_us()
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         conn.execute("BEGIN IMMEDIATE")
         first, last, rows = metrics.recompute(conn, Settings(db=str(path)), None, day_start_us(now) - metrics.DAY, now)
         conn.execute("COMMIT")
-        recompute = time.perf_counter() - t3
+        recompute, recompute_cpu = time.perf_counter() - t3, time.process_time() - c3
         deployments = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
         # the nightly run: yesterday only, after a day's worth of new deployment events (incremental refold)
         late = conn.execute("SELECT * FROM events WHERE kind = 'deployment' ORDER BY seq DESC LIMIT 2000").fetchall()
@@ -126,25 +127,27 @@ def main() -> int:
         conn.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                          [("n" + r["id"], *[r[c] for c in COLUMNS[1:]]) for r in late])
         conn.execute("COMMIT")
-        t4 = time.perf_counter()
+        t4, c4 = time.perf_counter(), time.process_time()
         conn.execute("BEGIN IMMEDIATE")
         metrics.recompute(conn, Settings(db=str(path)), day_start_us(now) - metrics.DAY,
                           day_start_us(now) - metrics.DAY, now)
         conn.execute("COMMIT")
-        nightly = time.perf_counter() - t4
-        t5 = time.perf_counter()
+        nightly, nightly_cpu = time.perf_counter() - t4, time.process_time() - c4
+        t5, c5 = time.perf_counter(), time.process_time()
         report = metrics.live(conn, Settings(db=str(path)), metrics.Scope("overall"), 30, now)
-        live = time.perf_counter() - t5
+        live, live_cpu = time.perf_counter() - t5, time.process_time() - c5
         conn.close()
         days = (last - first) // metrics.DAY + 1
         print(f"generated {counts['events']:,} events, {counts['commits']:,} commits, {counts['incidents']:,} "
               f"incidents in {t1 - t0:.1f}s")
-        print(f"baseline: one full scan of events         {scan:8.2f}s")
-        print(f"full recompute: refold {deployments:,} deployments, {days} days x all scopes, {rows:,} snapshots "
-              f"{recompute:8.2f}s  ({recompute / scan:.0f}x the scan)")
-        print(f"nightly run: one day, incremental refold  {nightly:8.2f}s  ({nightly / scan:.0f}x the scan)")
-        print(f"live metrics (overall, 30d, one request)  {live:8.2f}s  ({live / scan:.0f}x the scan); "
-              f"deployment frequency {report['deployment_frequency']['per_week']}/week")
+        print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
+        print(f"baseline: one full scan of events          {scan:7.2f}s wall")
+        print(f"full recompute (refold {deployments:,} deployments, {days} days x all scopes, {rows:,} snapshots): "
+              f"{recompute:7.2f}s wall, {recompute_cpu:6.2f}s CPU  ({recompute / scan:.0f}x the scan)")
+        print(f"nightly run (one day, incremental refold): {nightly:7.2f}s wall, {nightly_cpu:6.2f}s CPU  "
+              f"({nightly / scan:.0f}x the scan)")
+        print(f"live metrics (overall, 30d, one request):  {live:7.2f}s wall, {live_cpu:6.2f}s CPU  "
+              f"({live / scan:.0f}x the scan); deployment frequency {report['deployment_frequency']['per_week']}/week")
     return 0
 
 

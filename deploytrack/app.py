@@ -19,7 +19,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from deploytrack import __version__, dialects
+from deploytrack import __version__, dialects, pg
 from deploytrack.db import Database
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.links import commit_url, safe_href
@@ -90,7 +90,7 @@ class App:
         count = await self.db.fetchone("SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL")
         if count is not None and count[0] == 0:
             log.warning("No API tokens yet. Create one with: deploytrack token create NAME "
-                        "--scope ingest --scope read --db %s", self.settings.db)
+                        "--scope ingest --scope read --db %s", pg.redact(self.settings.db))
         for job in self.background:
             await job.start()
 

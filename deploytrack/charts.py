@@ -89,7 +89,7 @@ TimelineItem = tuple[int, str, str, "str | None"]  # (time µs, status, tooltip 
 
 
 def timeline(lanes: Sequence[tuple[str, Sequence[TimelineItem]]], start: int, end: int,
-             title: str, width: int = 900) -> Markup:
+             title: str, width: int = 700) -> Markup:
     """Lanes of dots over time (builds, then one lane per environment), coloured by status.
 
     `href`s must be paths this server made (e.g. /deployments/12); anything else is not linked.

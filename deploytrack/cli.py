@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Any, Callable, Sequence
 
-from deploytrack import __version__
+from deploytrack import __version__, pg
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
 
 Command = Callable[[argparse.Namespace], int]
@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {settings.db})",
+    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    from deploytrack import client_cli, metrics_cli, ops_cli
+    from deploytrack import client_cli, metrics_cli, migrate_db, ops_cli
 
-    return [metrics_cli.register, client_cli.register, ops_cli.register]
+    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

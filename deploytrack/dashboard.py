@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.db import Database
+from deploytrack.deployment_queries import decode_cursor
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import BANDS_SOURCE
+from deploytrack.model import whole_number
 from deploytrack.timeutil import parse_timestamp
 
 WINDOWS = (7, 30, 90)
@@ -108,10 +110,10 @@ def from_report(report: dict[str, Any], window: int) -> Dashboard:
 def parse_window(raw: str | None) -> int:
     if not raw:
         return 30
-    text = raw.strip().removesuffix("d")
-    if not text.isdigit() or int(text) not in WINDOWS:
+    window = whole_number(raw.strip().removesuffix("d"))
+    if window is None or window not in WINDOWS:
         raise BadRequest(f"query parameter 'window' must be one of {', '.join(f'{w}d' for w in WINDOWS)}", "window")
-    return int(text)
+    return window
 
 
 async def list_incidents(db: Database, state: str | None, product: str | None, limit: int = 50,
@@ -126,12 +128,10 @@ async def list_incidents(db: Database, state: str | None, product: str | None, l
     if product is not None:
         where.append("product = ?")
         params.append(product)
-    if cursor:
-        at, _, ident = cursor.partition(".")
-        if not (at.isdigit() and ident.isdigit()):
-            raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
+    after = decode_cursor(cursor)
+    if after is not None:
         where.append("opened_at <= ? AND (opened_at < ? OR id < ?)")
-        params.extend([int(at), int(at), int(ident)])
+        params.extend([after[0], after[0], after[1]])
     sql = "SELECT * FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -7,6 +7,9 @@ once, and only then resolves each task's future. So an awaited `write()` means "
 many concurrent requests share one fsync.
 
 Reads go through a small pool of aiosqlite connections opened read-only.
+
+`path` may instead be a PostgreSQL URL: then the writer thread holds a `pg.SyncConnection`
+(same `execute` interface, so write functions do not change) and reads use an asyncpg pool.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import aiosqlite
 
-from deploytrack import migrations
+from deploytrack import migrations, pg
 from deploytrack.errors import DeploytrackError, Unavailable
 
 log = logging.getLogger("deploytrack.db")
@@ -32,7 +35,10 @@ _STOP = object()
 
 
 def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
-    """A plain sqlite3 connection with deploytrack's pragmas (used by the writer and the CLI)."""
+    """A plain sqlite3 connection with deploytrack's pragmas (used by the writer and the CLI);
+    for a PostgreSQL URL, a `pg.SyncConnection` with the same interface."""
+    if pg.is_url(path):
+        return pg.connect(str(path))  # type: ignore[return-value]
     if readonly:
         conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=timeout,
                                isolation_level=None, check_same_thread=False)
@@ -54,6 +60,8 @@ def open_migrated(path: str | Path) -> sqlite3.Connection:
 
 def is_storage_failure(exc: BaseException) -> bool:
     """Errors that mean the disk or file cannot take writes now (the client may retry)."""
+    if getattr(exc, "storage_failure", False):  # pg.StorageError: the server is unreachable or full
+        return True
     if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
         return False
     text = str(exc).lower()
@@ -61,10 +69,14 @@ def is_storage_failure(exc: BaseException) -> bool:
 
 
 class Database:
-    """Owns every connection to one SQLite file."""
+    """Owns every connection to one SQLite file (or one PostgreSQL database)."""
 
     def __init__(self, path: str | Path, readers: int = 3) -> None:
-        self.path = Path(path)
+        self.url = str(path) if pg.is_url(path) else None
+        self.backend = "postgresql" if self.url else "sqlite"
+        # What `connect()` takes: the SQLite file, or the PostgreSQL URL as given.
+        self.path: Path | str = self.url or Path(path)
+        self._pool: pg.ReadPool | None = None
         self._reader_count = readers
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader: Iterable[int] = itertools.cycle(range(readers))
@@ -76,8 +88,12 @@ class Database:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.url:
+            await self._open_postgres(self.url)
+            return
+        path = Path(self.path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(open_migrated, self.path)
         self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
         self._thread.start()
@@ -87,12 +103,22 @@ class Database:
             await reader.execute("PRAGMA busy_timeout=5000")
             self._readers.append(reader)
 
+    async def _open_postgres(self, url: str) -> None:
+        conn = await asyncio.to_thread(open_migrated, url)
+        self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
+        self._thread.start()
+        self._pool = pg.ReadPool(url, self._reader_count)
+        await self._pool.open()
+
     async def close(self) -> None:
         """Finish queued writes, then close every connection. Safe to call twice."""
         if self._thread is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
         readers, self._readers = self._readers, []
         for reader in readers:
             await reader.close()
@@ -172,6 +198,11 @@ class Database:
         return self._readers[next(self._next_reader)]  # type: ignore[call-overload]
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        if self._pool is not None:
+            try:
+                return await self._pool.fetchall(sql, tuple(params))
+            except pg.StorageError as exc:
+                raise Unavailable(f"the database cannot be read now ({exc})") from exc
         try:
             return list(await self._reader().execute_fetchall(sql, tuple(params)))
         except sqlite3.OperationalError as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 from deploytrack.db import Database
 from deploytrack.errors import BadRequest
+from deploytrack.model import whole_number
 
 LABELS = ("rollback", "hotfix")
 
@@ -38,10 +39,16 @@ def with_duration(row: Any) -> dict[str, Any]:
 def _decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
         return None
-    at, _, ident = cursor.partition(".")
-    if not (at.lstrip("-").isdigit() and ident.isdigit()):
+    at_text, _, ident_text = cursor.partition(".")
+    at, ident = whole_number(at_text, signed=True), whole_number(ident_text)
+    if at is None or ident is None:
         raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
-    return int(at), int(ident)
+    return at, ident
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """(time, id) of a cursor this module issued; a 400 naming `cursor` for anything else."""
+    return _decode_cursor(cursor)
 
 
 async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,

@@ -7,6 +7,7 @@ migration this binary does not know (a newer deploytrack wrote it).
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 from typing import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -251,23 +252,28 @@ def pending(conn: sqlite3.Connection) -> list[str]:
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply pending migrations, each in its own transaction; return the names applied."""
+    """Apply pending migrations, each in its own transaction; return the names applied.
+
+    Each step re-reads what ran under the write lock (`BEGIN IMMEDIATE`; on PostgreSQL an advisory
+    lock), so several processes starting at once on one database apply each migration once.
+    """
     known = {name for name, _ in MIGRATIONS}
-    unknown = [name for name in applied(conn) if name not in known]
-    if unknown:
-        raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); upgrade deploytrack")
-    done = set(applied(conn))
     ran = []
     for name, fn in MIGRATIONS:
-        if name in done:
-            continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            fn(conn)
-            conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, datetime('now'))", (name,))
+            done = set(applied(conn))
+            unknown = sorted(done - known)
+            if unknown:
+                raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); "
+                                   "upgrade deploytrack")
+            if name not in done:
+                fn(conn)
+                conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                             (name, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")))
+                ran.append(name)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        ran.append(name)
     return ran

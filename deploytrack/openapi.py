@@ -334,6 +334,22 @@ def _document() -> dict[str, Any]:
                                                        "content": {"text/plain": {"schema": STR}}}}}},
             "/": {"get": _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])},
             "/events/{event_id}": {"get": _page("One event (HTML)", [_path("event_id")])},
+            "/deployments": {"get": _page("Deployments with lifecycle and duration (HTML)", [
+                _query("product", "exact product name"), _query("environment", "environment (aliases folded)"),
+                _query("status", "deployment status", {"type": "string", "enum": list(STATUSES)}),
+                _query("label", "rollback or hotfix", {"type": "string", "enum": ["rollback", "hotfix"]}),
+                PAGING[1]])},
+            "/deployments/{deployment_id}": {"get": _page("One deployment, its events and incidents (HTML)",
+                                                          [_path("deployment_id", {"type": "integer"})])},
+            "/environments": {"get": _page("What version runs where: product x environment (HTML)")},
+            "/products/{name}": {"get": _page("A product: what runs where and its timeline (HTML)", [
+                _path("name"), _query("days", "timeline span", {"type": "integer", "enum": [7, 30, 90]})])},
+            "/dora": {"get": _page("DORA dashboard: metrics, bands, 90-day trends (HTML)", [
+                _query("product", "exact product name"), _query("environment", "environment (default: production)"),
+                _query("window", "7d, 30d or 90d")])},
+            "/incidents": {"get": _page("Incidents, open or resolved, with their linked deployments (HTML)", [
+                _query("state", "open or resolved", {"type": "string", "enum": ["open", "resolved"]}),
+                _query("product", "exact product name"), PAGING[1]])},
             "/signin": {
                 "get": {"tags": ["UI"], "summary": "Sign-in form", "security": [],
                         "parameters": [_query("next", "same-site path to return to")],

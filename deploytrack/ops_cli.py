@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deploytrack import db as dbmod
+from deploytrack import pg
 from deploytrack.backup import BackupError, backup
 from deploytrack.cli import add_settings_flags, settings_from
 from deploytrack.model import Limits
@@ -50,6 +51,9 @@ def _fail(message: str) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if pg.is_url(settings.db):
+        return _fail(f"on PostgreSQL, back up with the database's own tool: pg_dump '{pg.redact(settings.db)}' "
+                     f"> {args.path} (or your managed database's snapshots); `deploytrack export` works on both")
     try:
         result = backup(settings.db, args.path)
     except (BackupError, OSError) as exc:
@@ -60,7 +64,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    if not Path(settings.db).is_file():
+    if not pg.is_url(settings.db) and not Path(settings.db).is_file():
         return _fail(f"no database at {settings.db}")
     write = write_jsonl if args.format == "jsonl" else write_csv
     conn = dbmod.connect(settings.db, readonly=True)

@@ -26,7 +26,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "address to listen on"),
     Setting("port", 8080, "port to listen on"),
-    Setting("db", "deploytrack.db", "SQLite database file (created on first start)"),
+    Setting("db", "deploytrack.db", "SQLite database file (created on first start), "
+                  "or a PostgreSQL URL postgresql://user:pass@host/db"),
     Setting("public_read", False, "let anyone read the UI and read API without a token"),
     Setting("max_body_bytes", 1_048_576, "largest request body accepted, in bytes (413 above)"),
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),

@@ -32,7 +32,8 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
     """
     if isinstance(value, bool) or value is None:
         raise BadRequest(f"Field '{field}' must be an ISO 8601 string or epoch seconds/milliseconds", field)
-    if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+    # isascii: str.isdigit() also accepts digits such as '²' that float() refuses
+    if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").replace(".", "", 1).isdigit():
         value = float(value.strip())
     if isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):
@@ -51,9 +52,9 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
             raise BadRequest(f"Field '{field}' is not a valid ISO 8601 timestamp: {value[:64]!r}", field) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        try:
-            us = round(dt.timestamp() * 1_000_000) if dt.year > 1969 else -1
-        except (OverflowError, OSError, ValueError):
+        try:  # exact to the microsecond: datetime arithmetic, not float seconds
+            us = (dt.replace(tzinfo=None) - dt.utcoffset() - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00
             us = -1
     else:
         raise BadRequest(f"Field '{field}' must be an ISO 8601 string or epoch seconds/milliseconds", field)

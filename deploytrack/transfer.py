@@ -15,7 +15,6 @@ import csv
 import hashlib
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, TextIO
 
@@ -24,15 +23,13 @@ import orjson
 from deploytrack import store
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.model import KINDS, Event, Fields, Limits, check_links, check_metadata, new_event_id, normalize_status
-from deploytrack.timeutil import FUTURE_SLACK_US, now_us, parse_timestamp, to_iso
+from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
 JSON_COLUMNS = ("links", "metadata")
 IMPORT_BATCH = 500  # events per transaction: a running server's writer never waits long
 MAX_LINE_BYTES = 1_048_576
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MAX_US = 253402300799_000000
 
 
 class TransferError(RuntimeError):
@@ -92,27 +89,6 @@ class ImportResult:
     skipped: int = 0
 
 
-def parse_time(value: object, field: str) -> int:
-    """ISO 8601 exactly to the microsecond (no float rounding), or epoch seconds/milliseconds."""
-    if isinstance(value, str) and not value.strip().lstrip("-").replace(".", "", 1).isdigit():
-        text = value.strip()
-        if text.endswith(("z", "Z")):
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise BadRequest(f"Field '{field}' is not a valid ISO 8601 timestamp: {value[:64]!r}", field) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        us = (dt - _EPOCH) // timedelta(microseconds=1)
-        if not 0 <= us <= _MAX_US:
-            raise BadRequest(f"Field '{field}' is out of range (before 1970 or after 9999)", field)
-        if us > now_us() + FUTURE_SLACK_US:
-            raise BadRequest(f"Field '{field}' is more than a day in the future", field)
-        return us
-    return parse_timestamp(value, field)
-
-
 def parse_line(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     """One line of an import file as an event; raises TransferError naming the line and field."""
     try:
@@ -136,7 +112,7 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     status, raw = normalize_status("completed" if status_value is None else status_value)
     # An exported line carries status_raw (maybe null); a hand-written one keeps the status it gives.
     status_raw = f.str("status_raw") if "status_raw" in f.body else raw if status_value is not None else None
-    times = {c: parse_time(f.raw(c), c) if f.raw(c) is not None else None for c in TIME_COLUMNS}
+    times = {c: parse_timestamp(f.raw(c), c) if f.raw(c) is not None else None for c in TIME_COLUMNS}
     received = times["received_at"] if times["received_at"] is not None else now
     links = f.raw("links")
     metadata = f.raw("metadata")

@@ -1,4 +1,10 @@
-"""Shared fixtures: a real app on a real SQLite file, tokens made by the real CLI, live servers."""
+"""Shared fixtures: a real app on a real database, tokens made by the real CLI, live servers.
+
+Every test that uses `db_path` (directly or through `token`, `client`, `make_client`,
+`live_server`) runs twice: on a SQLite file and on PostgreSQL (a fresh schema in a throwaway
+cluster this session starts on 127.0.0.1; see pg_cluster.py). On PostgreSQL `db_path` is the
+database URL. Tests that open the SQLite file themselves are marked `sqlite_only`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,9 +23,11 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
+from deploytrack import db as dbmod
 from deploytrack.app import create_app
 from deploytrack.cli import main as cli_main
 from deploytrack.settings import load_settings
+from tests.pg_cluster import Cluster, bindir
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO.parent / "shared" / "seeds"
@@ -49,8 +58,46 @@ def create_token(db: Path | str, name: str, *scopes: str, product: str | None = 
     return out.strip()
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked sqlite_only run on SQLite alone (their PostgreSQL variant is deselected)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgres = params.get("db_path") == "postgres"
+        (drop if on_postgres and item.get_closest_marker("sqlite_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL server for this test session (required when CI is set)."""
+    if bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql); the postgres variant runs in CI")
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def pg_url(pg_cluster: Cluster) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The database of this test: a SQLite file path, or a PostgreSQL URL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
     return tmp_path / "deploytrack.db"
 
 
@@ -79,6 +126,26 @@ def client(make_client: object, token: str) -> TestClient:
     return make_client()  # type: ignore[operator]
 
 
+def query(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Rows of `sql` read through a separate connection to the test's database (either backend)."""
+    conn = dbmod.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+def execute(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Write one statement to the test's database (either backend) in its own transaction."""
+    conn = dbmod.connect(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -92,11 +159,12 @@ def free_port() -> int:
 class LiveServer:
     """`python -m deploytrack serve` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, db: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, db: Path | str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = db.with_suffix(f".{self.port}.log")
+        self.workdir = db.parent if isinstance(db, Path) else Path(tempfile.mkdtemp(prefix="deploytrack-live-"))
+        self.log = self.workdir / f"server.{self.port}.log"
         self.extra = extra
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -106,7 +174,7 @@ class LiveServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--db", str(self.db), "--no-scheduler", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.db.parent))
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.workdir))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import orjson
 
+from deploytrack import db as dbmod
+from deploytrack import pg
+
 
 def open_ro(path: Path | str) -> sqlite3.Connection:
-    """A plain read-only connection to the file (WAL is recovered by SQLite on open)."""
+    """A plain read-only connection to the file (WAL is recovered by SQLite on open),
+    or a connection to the PostgreSQL database when `path` is its URL."""
+    if pg.is_url(path):
+        return dbmod.connect(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     return conn
@@ -28,7 +34,7 @@ def consistency_problems(path: Path | str) -> list[str]:
     conn = open_ro(path)
     try:
         problems: list[str] = []
-        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        check = "ok" if pg.is_url(path) else conn.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             problems.append(f"integrity_check: {check}")
 

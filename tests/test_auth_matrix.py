@@ -69,6 +69,9 @@ def endpoints(event_id: str) -> list[Endpoint]:
     return sorted(found, key=lambda ep: ep.method == "DELETE")  # deletes last: they remove the test event
 
 
+_HTTP: dict[str, httpx.Client] = {}
+
+
 def send(server: LiveServer, ep: Endpoint, secret: str | None, via_query: bool = False) -> httpx.Response:
     headers: dict[str, str] = {"Accept": "text/html" if ep.api == "page" else "application/json"}
     body: Any = GOOD_BODY.get(ep.api, {})
@@ -88,8 +91,11 @@ def send(server: LiveServer, ep: Endpoint, secret: str | None, via_query: bool =
     if ep.method == "GET" and ep.api == "quanta":
         params.update(body)
     kwargs: dict[str, Any] = {"json": body} if ep.method != "GET" else {}
-    return httpx.request(ep.method, server.url + ep.path, headers=headers, params=params, timeout=10,
-                         follow_redirects=False, **kwargs)
+    if server.url not in _HTTP:  # one client for the run: building one (its TLS context) costs ~100 ms
+        _HTTP[server.url] = httpx.Client(timeout=10)
+    client = _HTTP[server.url]
+    return client.request(ep.method, server.url + ep.path, headers=headers, params=params, follow_redirects=False,
+                          **kwargs)
 
 
 def check_refusal(resp: httpx.Response, ep: Endpoint, status: int) -> None:
@@ -136,6 +142,8 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         assert made.status_code == 200, made.text
         yield {"server": server, "db": db, "secrets": secrets, "event_id": made.json()["id"]}
     finally:
+        if server.url in _HTTP:
+            _HTTP.pop(server.url).close()
         server.stop(signal.SIGTERM)
 
 

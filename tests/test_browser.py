@@ -38,6 +38,7 @@ DESKTOP = {"width": 1280, "height": 800}
 WIDTHS = {"phone": PHONE, "desktop": DESKTOP}
 DAY_S = 86400
 XSS = '<script>alert("xss")</script><img src=x onerror=alert(1)><b id=injected>bold</b>'
+EVIL_PRODUCT = 'evil"><img src=x onerror=alert(5)><b id=injected>'  # no slash: it gets its own product page
 
 
 def _post(client: httpx.Client, path: str, token: str, body: dict[str, Any]) -> None:
@@ -76,7 +77,7 @@ def _seed(server: LiveServer, token: str) -> None:
             "deployed_by": "ann", "description": "Rollback checkout after errors", "timestamp": now - 1800,
             "extra_metadata": {"deployment_type": "rollback"}})
         _post(client, "/deployment-events/", token, {
-            "product_name": f"evil{XSS}", "version": f"6.6.6{XSS}", "environment_name": f"qa{XSS}",
+            "product_name": EVIL_PRODUCT, "version": f"6.6.6{XSS}", "environment_name": f"qa{XSS}",
             "status": "success", "deployed_by": XSS, "description": XSS, "scm_branch": XSS, "change_id": XSS,
             "scm_sha": "abcdef1234567", "scm_repository": "javascript:alert(2)//github.com/a/b",
             "build_url": "javascript:alert(3)", "extra_metadata": {XSS: XSS, "href": "javascript:alert(4)"}})
@@ -87,7 +88,7 @@ def _seed(server: LiveServer, token: str) -> None:
                       "deployment_id": deployments["deployments"][0]["id"]},
                      {"product": "checkout", "environment": "production", "title": "Checkout latency",
                       "severity": "sev3", "opened_at": now - 3 * DAY_S, "resolved_at": now - 3 * DAY_S + 5400},
-                     {"product": f"evil{XSS}", "environment": "production", "title": XSS, "severity": XSS[:50],
+                     {"product": EVIL_PRODUCT, "environment": "production", "title": XSS, "severity": XSS[:50],
                       "change_id": XSS[:100], "opened_at": opened, "metadata": {XSS[:30]: XSS}}):
             resp = client.post("/api/v1/incidents", headers=auth(token), json=body)
             assert resp.status_code == 201, resp.text

@@ -54,6 +54,9 @@ def test_sigkill_mid_load_loses_no_acknowledged_event(db_path: Path, token: str)
         server = LiveServer(db_path).start()
         load = Load(server.url, versioner_requests(token, f"k{round_no}"), threads=4).start()
         time.sleep(0.6 + rng.random() * 0.9)
+        deadline = time.monotonic() + 15  # a slower backend (PostgreSQL on a busy machine) takes longer to 20 acks
+        while len(load.acked_ids) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert server.proc is not None
         server.stop(signal.SIGKILL)
         load.join()

@@ -18,6 +18,8 @@ URLS = [
     "/api/v1/deployments?cursor=².²", "/api/v1/deployments?limit=²", "/api/v1/metrics?days=²",
     f"/api/v1/metrics?days={BIG}", "/api/v1/metrics?window=²", f"/api/v1/metrics?window={BIG}",
     f"/?cursor={BIG}.{BIG}", "/?cursor=1.²",
+    f"/deployments?cursor={BIG}.{BIG}", "/deployments?cursor=1.²", f"/incidents?cursor={BIG}.1",
+    "/incidents?cursor=².1", "/products/x?days=²", f"/dora?window={BIG}", "/dora?window=²",
 ]
 
 
@@ -52,3 +54,9 @@ def test_hostile_session_cookies_are_no_session(live_server) -> None:
                 answer += chunk
         status = answer.split(b"\r\n", 1)[0]
         assert status == b"HTTP/1.1 303 See Other", (cookie, answer[:300])  # not signed in: to the sign-in form
+
+
+@pytest.mark.parametrize("url", [f"/deployments/{BIG}", "/deployments/²", "/deployments/-1"])
+def test_hostile_deployment_ids_are_not_found(client, token, url: str) -> None:
+    resp = client.get(url, headers={**auth(token), "Accept": "text/html"})
+    assert resp.status_code == 404 and "no deployment with that id" in resp.text

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from tests.conftest import auth, create_token
+from tests.conftest import auth, create_token, query
 from tests.dora import at, deploy, incident
 
 
@@ -70,6 +68,7 @@ def test_list_and_filters(client, token):
     ({"product": "shop"}, "title"),
     ({"title": "x"}, "product"),
     ({"product": "shop", "title": "x", "opened_at": "yesterday"}, "opened_at"),
+    ({"product": "shop", "title": "x", "opened_at": "²"}, "opened_at"),
     ({"product": "shop", "title": "x", "colour": "red"}, "colour"),
     ({"product": "shop", "title": "x", "deployment_id": "7"}, "deployment_id"),
     ({"product": "shop", "title": "x", "deployment_id": 999}, "deployment_id"),
@@ -81,8 +80,7 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(client, token, d
     resp = client.post("/api/v1/incidents", headers=auth(token), json=body)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["field"] == field
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0] == 0
+    assert query(db_path, "SELECT COUNT(*) FROM incidents") == [(0,)]
 
 
 def test_bad_update_leaves_the_incident_unchanged(client, token):
@@ -113,8 +111,7 @@ def test_commits_batch_is_all_or_nothing(client, token, db_path):
                                                                                   "branch": "main"}]})
     assert resp.status_code == 400 and resp.json()["error"]["field"] == "commits[0].branch"
     assert client.post("/api/v1/commits", headers=auth(token), json=[]).status_code == 400
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM commits").fetchone()[0] == 0
+    assert query(db_path, "SELECT COUNT(*) FROM commits") == [(0,)]
 
 
 def test_incident_link_follows_later_deployments_after_recompute(client, token, db_path):

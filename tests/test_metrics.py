@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from starlette.testclient import TestClient
 
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
-from tests.conftest import auth, create_token, run_cli
+from tests.conftest import auth, create_token, query, run_cli
 from tests.dora import DAY_US, at, build, deploy, incident, metrics, today
 
 
@@ -148,8 +147,7 @@ def test_backfill_across_midnight(client, token, db_path):
     # sent late and in reverse order: completed first, then started
     deploy(client, token, "1", "success", at(1, 0, 3), invoke_id="run-9")
     deploy(client, token, "1", "started", at(2, 23, 58), invoke_id="run-9")
-    with sqlite3.connect(db_path) as conn:
-        dirty = {r[0] for r in conn.execute("SELECT day FROM dirty_days")}
+    dirty = {r[0] for r in query(db_path, "SELECT day FROM dirty_days")}
     assert dirty == {today() - DAY_US, today() - 2 * DAY_US}
     deps = client.get("/api/v1/deployments", headers=auth(token)).json()["deployments"]
     assert len(deps) == 1 and deps[0]["duration_seconds"] == 300.0 and deps[0]["status"] == "completed"
@@ -214,9 +212,8 @@ def test_admin_deletes_an_event_and_its_days_are_recomputed(client, token, db_pa
     assert resp.status_code == 200 and resp.json()["deleted"] == 1
     assert client.delete(f"/api/v1/events/{bad['id']}", headers=auth(admin)).status_code == 404
     assert metrics(client, token, window=7)["latest"]["deployment_frequency"]["deployments"] == 1
-    with sqlite3.connect(db_path) as conn:
-        audit = conn.execute("SELECT action, actor FROM audit_log").fetchall()
-        dirty = [r[0] for r in conn.execute("SELECT day FROM dirty_days")]
+    audit = query(db_path, "SELECT action, actor FROM audit_log")
+    dirty = [r[0] for r in query(db_path, "SELECT day FROM dirty_days")]
     assert audit == [("delete_event", "root")] and today() - 2 * DAY_US in dirty
     resp = client.delete("/api/v1/products/shop/events", headers=auth(admin))
     assert resp.status_code == 200 and resp.json() == {"deleted": 1, "product": "shop"}

@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from deploytrack.store import EVENT_COLUMNS
-from tests.conftest import auth, create_token, run_cli
+from tests.conftest import auth, create_token, query, run_cli
 
 
 def deploy(client, token, version, env="production", status="success", sha=None, **extra):
@@ -24,7 +25,9 @@ def deploy(client, token, version, env="production", status="success", sha=None,
     return resp.json()["id"]
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
+def rows(db: Path | str, sql: str) -> list[tuple]:
+    if not isinstance(db, Path):  # the PostgreSQL variant of a test: db is the URL
+        return query(db, sql)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return conn.execute(sql).fetchall()
@@ -35,6 +38,7 @@ def rows(db: Path, sql: str) -> list[tuple]:
 # -- backup ----------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL, backup points to pg_dump (test_postgres.py)
 def test_backup_is_consistent_while_the_server_writes(live_server, token, tmp_path):
     stop = threading.Event()
     sent: list[int] = []
@@ -80,6 +84,7 @@ def test_backup_is_consistent_while_the_server_writes(live_server, token, tmp_pa
     assert rows(final, "SELECT COUNT(*) FROM events") == [(len(sent),)]
 
 
+@pytest.mark.sqlite_only
 def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, token, capsys):
     assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 1
     assert "no database at" in capsys.readouterr().err

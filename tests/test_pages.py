@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +12,7 @@ from starlette.testclient import TestClient
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
-from tests.conftest import auth, create_token, run_cli
+from tests.conftest import auth, create_token, execute, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -47,8 +46,7 @@ def deploy(client: TestClient, token: str, **body: object) -> dict:
 
 
 def db_execute(db_path: Path, sql: str, params: tuple = ()) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(sql, params)
+    execute(db_path, sql, params)
 
 
 def add_incident(db_path: Path, title: str, *, product: str = "api", deployment_id: int | None = None,
@@ -277,9 +275,12 @@ def test_client_strings_are_escaped_on_every_page_and_bad_links_stay_text(ui, to
                    deployed_by=XSS, description=XSS, scm_branch=XSS, scm_sha="abcdef1234567",
                    scm_repository="javascript:alert(1)//github.com/a/b", build_url="javascript:alert(document.cookie)",
                    change_id=XSS, invoke_id=XSS, extra_metadata={XSS: XSS})
+    deploy(ui, token, product_name='q"><img src=x onerror=alert(1)>')  # a name without a slash has its own page
     add_incident(db_path, XSS, product=f"p{XSS}", deployment_id=1, change_id=XSS, link_rule=XSS)
     sign_in(ui, token)
-    product_path = "/products/" + re.search(r'href="/products/([^"]+)"', ui.get("/").text).group(1)
+    html = ui.get("/").text
+    product_path = "/products/" + re.search(r'href="/products/(q[^"]+)"', html).group(1)
+    assert f'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
     for path in ("/", f"/events/{event['id']}", "/deployments", "/deployments/1", "/environments", product_path,
                  "/incidents", "/dora"):
         resp = ui.get(path)

@@ -13,7 +13,7 @@ from deploytrack.db import Database
 from deploytrack.scheduler import MetricsScheduler
 from deploytrack.settings import load_settings
 from deploytrack.timeutil import now_us
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, query
 from tests.dora import DAY_US, at, deploy, today
 
 
@@ -30,15 +30,14 @@ def settings(db_path):
 
 
 def snapshot(db_path, day, window=7):
-    with sqlite3.connect(db_path) as conn:
-        row = conn.execute("SELECT data, computed_at FROM metric_snapshots WHERE day = ? AND scope = 'overall' "
-                           "AND window_days = ?", (day, window)).fetchone()
+    found = query(db_path, "SELECT data, computed_at FROM metric_snapshots WHERE day = ? AND scope = 'overall' "
+                  "AND window_days = ?", (day, window))
+    row = found[0] if found else None
     return None if row is None else (orjson.loads(row[0]), row[1])
 
 
 def runs(db_path):
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT owner, first_day, last_day FROM job_runs ORDER BY id").fetchall()
+    return query(db_path, "SELECT owner, first_day, last_day FROM job_runs ORDER BY id")
 
 
 async def with_schedulers(db_path, count, fn, clock):
@@ -84,8 +83,7 @@ def test_backfilled_days_are_recomputed(client, token, db_path):
     asyncio.run(with_schedulers(db_path, 1, again, clock))
     assert snapshot(db_path, today() - 2 * DAY_US)[0]["deployment_frequency"]["deployments"] == 2
     assert snapshot(db_path, today() - 3 * DAY_US)[0]["deployment_frequency"]["deployments"] == 1
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM dirty_days").fetchone()[0] == 0
+    assert query(db_path, "SELECT COUNT(*) FROM dirty_days") == [(0,)]
 
 
 def test_two_schedulers_on_one_file_run_the_day_once(client, token, db_path):
@@ -126,6 +124,7 @@ def test_two_server_processes_run_the_catch_up_once(client, token, db_path):
     assert len(done) == 1 and done[0][1:] == (today() - 2 * DAY_US, today() - DAY_US)
 
 
+@pytest.mark.sqlite_only  # the failure is injected with a SQLite trigger
 def test_a_crash_mid_computation_keeps_the_previous_snapshot(client, token, db_path):
     deploy(client, token, "1", "success", at(2, 10))
     clock = Clock(now_us())
@@ -163,5 +162,4 @@ def test_the_server_runs_the_job_at_start_up(client, token, db_path):
         while not runs(db_path) and time.monotonic() < deadline:
             time.sleep(0.05)
     assert [r[1:] for r in runs(db_path)] == [(today() - DAY_US, today() - DAY_US)]
-    with sqlite3.connect(db_path) as conn:  # a clean stop releases the lease
-        assert conn.execute("SELECT owner FROM jobs").fetchone()[0] is None
+    assert query(db_path, "SELECT owner FROM jobs") == [(None,)]  # a clean stop releases the lease

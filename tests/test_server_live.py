@@ -6,7 +6,9 @@ import signal
 import sqlite3
 
 import httpx2 as httpx
+import pytest
 
+from deploytrack import db as dbmod
 from tests.conftest import LiveServer, auth, create_token
 
 
@@ -26,13 +28,17 @@ def test_post_over_http_is_on_disk_when_answered(live_server, token, db_path):
             "deployed_by": "ci-bot"}
     resp = httpx.post(live_server.url + "/deployment-events/", json=body, headers=auth(token), timeout=10)
     assert resp.status_code == 200
-    # a separate connection to the file sees it at once: the 2xx came after COMMIT
-    with sqlite3.connect(db_path) as conn:
+    # a separate connection to the database sees it at once: the 2xx came after COMMIT
+    conn = dbmod.connect(db_path)
+    try:
         row = conn.execute("SELECT product, version, actor FROM events WHERE id = ?", (resp.json()["id"],)).fetchone()
-    assert row == ("api", "3.1", "ci-bot")
+    finally:
+        conn.close()
+    assert tuple(row) == ("api", "3.1", "ci-bot")
     assert httpx.get(live_server.url + "/api/v1/events", headers=auth(token)).json()["events"][0]["id"] == resp.json()["id"]
 
 
+@pytest.mark.sqlite_only
 def test_wal_mode_and_migrations_recorded(live_server, db_path):
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

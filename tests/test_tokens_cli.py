@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+import pytest
+
 from tests.conftest import auth, create_token, run_cli
 
 
+@pytest.mark.sqlite_only
 def test_create_prints_secret_once_and_stores_only_hash(db_path):
     code, out = run_cli("token", "create", "ci", "--scope", "ingest", "--scope", "read", "--db", str(db_path))
     assert code == 0

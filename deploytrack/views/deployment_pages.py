@@ -8,7 +8,7 @@ from starlette.responses import Response
 from deploytrack import deployment_queries as dq
 from deploytrack import queries
 from deploytrack.errors import NotFound
-from deploytrack.model import STATUSES
+from deploytrack.model import STATUSES, whole_number
 from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
 from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
@@ -41,8 +41,8 @@ async def deployment_detail(request: Request) -> Response:
     """GET /deployments/{id}: one deployment's lifecycle, its events and the incidents linked to it."""
     token = await require(request, "read")
     db = request.app.state.deploytrack.db
-    raw = request.path_params["deployment_id"]
-    deployment = await dq.get_deployment(db, int(raw)) if raw.isdigit() and len(raw) < 19 else None
+    deployment_id = whole_number(request.path_params["deployment_id"])
+    deployment = await dq.get_deployment(db, deployment_id) if deployment_id is not None else None
     if deployment is None:
         raise NotFound("There is no deployment with that id.")
     incidents = [dict(r) for r in await db.fetchall(

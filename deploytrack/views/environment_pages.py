@@ -10,6 +10,7 @@ from starlette.responses import Response
 from deploytrack import charts
 from deploytrack import deployment_queries as dq
 from deploytrack.errors import BadRequest, NotFound
+from deploytrack.model import whole_number
 from deploytrack.sessions import require
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views.html import page, query_text, render
@@ -27,10 +28,10 @@ async def environments(request: Request) -> Response:
 
 
 def _days(request: Request) -> int:
-    raw = query_text(request, "days") or "30"
-    if not raw.isdigit() or int(raw) not in TIMELINE_DAYS:
+    days = whole_number(query_text(request, "days") or "30")
+    if days is None or days not in TIMELINE_DAYS:
         raise BadRequest(f"query parameter 'days' must be one of {', '.join(map(str, TIMELINE_DAYS))}", "days")
-    return int(raw)
+    return days
 
 
 def _lanes(builds: list[dict[str, Any]], deployments: list[dict[str, Any]],
@@ -52,9 +53,9 @@ async def product(request: Request) -> Response:
     token = await require(request, "read")
     db = request.app.state.deploytrack.db
     name = request.path_params["name"]
+    days = _days(request)
     if len(name) > 512 or not await dq.product_exists(db, name):
         raise NotFound("There is no product with that name.")
-    days = _days(request)
     end = now_us()
     start = end - days * DAY_US
     grid = await dq.matrix(db, name)

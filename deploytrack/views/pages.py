@@ -58,7 +58,7 @@ def routes() -> list[Route]:
         Route("/deployments", deployment_pages.deployments, methods=["GET"]),
         Route("/deployments/{deployment_id}", deployment_pages.deployment_detail, methods=["GET"]),
         Route("/environments", environment_pages.environments, methods=["GET"]),
-        Route("/products/{name:path}", environment_pages.product, methods=["GET"]),
+        Route("/products/{name}", environment_pages.product, methods=["GET"]),
         Route("/dora", dora_pages.dora, methods=["GET"]),
         Route("/incidents", dora_pages.incidents, methods=["GET"]),
         Route("/signin", signin_form, methods=["GET"]),

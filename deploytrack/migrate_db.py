@@ -1,0 +1,123 @@
+"""`deploytrack migrate-db --from deploytrack.db --to postgresql://...`: move an install to PostgreSQL.
+
+Both databases are brought to the current schema first; then every table is copied in ONE
+PostgreSQL transaction (with the ids as they are, so event ids, deployment ids and cursors stay
+valid), the identity sequences are moved past the copied ids, and the row count of every table
+is compared before COMMIT: a mismatch rolls everything back. Re-running is safe: a destination
+that already holds this copy is left alone, and one holding other data is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from typing import Any
+
+from deploytrack import db as dbmod
+from deploytrack import migrations, pg
+
+CHUNK = 5000
+# Rows a server writes by itself on first start (the session key, job bookkeeping): the source's win.
+_REPLACED = ("kv", "jobs")
+
+
+class MigrateError(RuntimeError):
+    pass
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite database file")
+    parser.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://user:pass@host/db")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if pg.is_url(args.source) or not pg.is_url(args.target):
+        print("deploytrack: migrate-db copies a SQLite file (--from FILE) into PostgreSQL (--to postgresql://...)",
+              file=sys.stderr)
+        return 2
+    try:
+        counts = copy(args.source, args.target)
+    except (MigrateError, sqlite3.Error, OSError) as exc:
+        print(f"deploytrack: migrate-db: {exc}", file=sys.stderr)
+        return 1
+    if counts is None:
+        print(f"{pg.redact(args.target)} already holds a complete copy of {args.source}; nothing to do.")
+        return 0
+    for table, n in counts.items():
+        print(f"{table:20} {n:>10} rows")
+    print(f"Copied {sum(counts.values())} rows from {args.source} to {pg.redact(args.target)}; every count verified.")
+    return 0
+
+
+def copy(source: str, target: str) -> dict[str, int] | None:
+    """Copy every table; return rows per table, or None when the target already holds this copy."""
+    src = dbmod.connect(source)
+    try:
+        migrations.migrate(src)
+        dst = pg.connect(target)
+        try:
+            migrations.migrate(dst)
+            return _copy(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _copy(src: sqlite3.Connection, dst: pg.SyncConnection) -> dict[str, int] | None:
+    if migrations.applied(src) != migrations.applied(dst):  # type: ignore[arg-type]
+        raise MigrateError("the two databases are at different schema versions")
+    src.execute("BEGIN")  # one read snapshot of the source: counts and rows agree even if a server writes
+    tables = [r[0] for r in src.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
+        "AND name <> 'schema_migrations' ORDER BY name")]
+    want = {t: src.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    dst.execute("BEGIN IMMEDIATE")  # the write lock: no server writes while we look and copy
+    try:
+        have = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        if have == want and _same_events(src, dst):
+            dst.execute("ROLLBACK")
+            return None
+        busy = [t for t in tables if have[t] and t not in _REPLACED]
+        if busy:
+            raise MigrateError(f"the destination already has data ({', '.join(busy)}) that is not this copy; "
+                               "migrate into an empty database")
+        for table in _REPLACED:
+            if table in tables:
+                dst.execute(f'DELETE FROM "{table}"')
+        for table in tables:
+            _copy_table(src, dst, table)
+        for table, column in dst.identity_columns().items():
+            if table in tables:
+                dst.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
+                            f'COALESCE(MAX("{column}"), 0) + 1, false) FROM "{table}"')
+        got = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        if got != want:
+            wrong = {t: (want[t], got[t]) for t in tables if got[t] != want[t]}
+            raise MigrateError(f"row counts differ after the copy (source, copy): {wrong}; nothing was kept")
+        dst.execute("COMMIT")
+    except BaseException:
+        if dst.in_transaction:
+            dst.execute("ROLLBACK")
+        raise
+    return want
+
+
+def _copy_table(src: sqlite3.Connection, dst: pg.SyncConnection, table: str) -> None:
+    cursor = src.execute(f'SELECT * FROM "{table}"')
+    columns = [d[0] for d in cursor.description]
+    while True:
+        rows = cursor.fetchmany(CHUNK)
+        if not rows:
+            return
+        dst.copy_rows(table, columns, rows)
+
+
+def _same_events(src: sqlite3.Connection, dst: pg.SyncConnection) -> bool:
+    """The cheap proof that the target's events are the source's: the same newest and oldest ids."""
+    query = "SELECT MIN(seq), MAX(seq), (SELECT id FROM events ORDER BY seq DESC LIMIT 1) FROM events"
+    return tuple(src.execute(query).fetchone()) == tuple(dst.execute(query).fetchone())

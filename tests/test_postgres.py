@@ -1,0 +1,289 @@
+"""PostgreSQL only: several server processes on one database, and `migrate-db` from SQLite.
+
+(Every other test in the suite also runs on PostgreSQL through the `db_path` fixture.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx2 as httpx
+import pytest
+
+from deploytrack import db as dbmod
+from deploytrack.app import create_app
+from deploytrack.settings import load_settings
+from deploytrack.timeutil import day_start_us, now_us, to_iso
+from tests.pg_cluster import Cluster
+from starlette.testclient import TestClient
+from tests.conftest import LiveServer, auth, create_token, query, run_cli
+
+DAY_US = 86_400_000_000
+DEPLOY = {"product_name": "svc", "environment_name": "production", "status": "success"}
+
+
+@pytest.fixture(scope="module")
+def shared(pg_cluster: Cluster) -> Iterator[tuple[LiveServer, LiveServer, str, str, httpx.Client]]:
+    """Two server processes started at the same moment on one fresh database (they race to migrate it).
+
+    The tests below share them; each uses its own product, so their counts do not mix."""
+    url = pg_cluster.new_database()
+    servers = [LiveServer(url), LiveServer(url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        token = create_token(url, "ci", "ingest", "read")
+        with httpx.Client(timeout=20) as http:
+            yield servers[0], servers[1], token, url, http
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_two_processes_store_each_idempotent_event_exactly_once(shared):
+    a, b, token, url, http = shared
+    body = {**DEPLOY, "product_name": "once"}
+    sends = []
+    for i in range(4):  # the same request, 6 times to each process at once
+        sends += [(server, "/deployment-events/", {**body, "version": f"1.{i}"}, f"key-{i}")
+                  for server in (a, b) for _ in range(6)]
+        sends += [(server, "/deployment-events/", {**body, "version": f"2.{i}", "invoke_id": f"run-{i}"}, None)
+                  for server in (a, b) for _ in range(6)]
+
+    def send(item: tuple[LiveServer, str, dict[str, Any], str | None]) -> tuple[str, int, str]:
+        server, path, body, key = item
+        headers = {**auth(token), **({"Idempotency-Key": key} if key else {})}
+        resp = http.post(server.url + path, json=body, headers=headers)
+        return body["version"], resp.status_code, resp.json()["id"]
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, sends))
+    assert {status for _, status, _ in answers} == {200}
+    ids: dict[str, set[str]] = {}
+    for version, _, event_id in answers:
+        ids.setdefault(version, set()).add(event_id)
+    assert all(len(v) == 1 for v in ids.values()), ids  # every re-send answered with the original event
+    stored = query(url, "SELECT version, COUNT(*) FROM events WHERE product = 'once' GROUP BY version ORDER BY version")
+    assert stored == [(v, 1) for v in sorted(ids)]
+    assert query(url, "SELECT COUNT(*) FROM deployments WHERE product = 'once'") == [(8,)]
+    assert query(url, "SELECT COUNT(*) FROM idempotency_keys WHERE key LIKE 'key-%'") == [(4,)]
+
+
+def test_version_immutability_holds_across_processes(shared):
+    a, b, token, url, http = shared
+
+    def send(item: tuple[LiveServer, str, str]) -> tuple[str, str, int]:
+        server, version, sha = item
+        body = {**DEPLOY, "product_name": "immutable", "version": version, "scm_sha": sha}
+        resp = http.post(server.url + "/deployment-events/", json=body, headers=auth(token))
+        return version, sha, resp.status_code
+
+    work = [(server, f"3.{i}", sha) for i in range(6) for server, sha in ((a, "a" * 40), (b, "b" * 40))]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, work))
+    for i in range(6):
+        statuses = sorted(status for version, _, status in answers if version == f"3.{i}")
+        assert statuses == [200, 409], (i, answers)  # one process wins, the other gets the Versioner 409
+    winners = {version: sha for version, sha, status in answers if status == 200}
+    assert dict(query(url, "SELECT version, scm_sha FROM versions WHERE product = 'immutable'")) == winners
+    assert query(url, "SELECT COUNT(*) FROM events WHERE product = 'immutable'") == [(6,)]
+
+
+def test_one_deployment_record_from_events_sent_to_both(shared):
+    a, b, token, url, http = shared
+    work = [(server, status, f"run-{i}") for i in range(5)
+            for server, status in ((a, "started"), (b, "success"), (a, "pending"))]
+
+    def send(item: tuple[LiveServer, str, str]) -> int:
+        server, status, invoke = item
+        body = {**DEPLOY, "product_name": "folded", "version": "4.0", "status": status, "invoke_id": invoke}
+        return http.post(server.url + "/deployment-events/", json=body, headers=auth(token)).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert set(pool.map(send, work)) == {200}
+    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' ORDER BY invoke_id")
+    assert rows == [(f"run-{i}", "completed", 3) for i in range(5)]
+
+
+def test_migrations_recorded_once(shared):
+    names = [r[0] for r in query(shared[3], "SELECT name FROM schema_migrations ORDER BY name")]
+    assert names and names[0] == "m001_core" and len(names) == len(set(names))
+
+
+# -- migrate-db --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[dict[str, Any]]]:
+    """A SQLite install with events from several dialects, deployments, an idempotency key and tokens."""
+    db = tmp_path_factory.mktemp("sqlite") / "deploytrack.db"
+    token = create_token(db, "ci", "ingest", "read")
+    create_token(db, "retired", "ingest")
+    assert run_cli("token", "revoke", "retired", "--db", str(db))[0] == 0
+    settings = load_settings({"db": str(db), "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        post = lambda path, body, **h: client.post(path, json=body, headers={**auth(token), **h})  # noqa: E731
+        for i in range(30):
+            assert post("/deployment-events/", {**DEPLOY, "version": f"1.{i}", "status": "started",
+                                                "invoke_id": f"r{i}", "scm_sha": f"{i:040x}"}).status_code == 200
+            assert post("/deployment-events/", {**DEPLOY, "version": f"1.{i}", "invoke_id": f"r{i}"}).status_code == 200
+        assert post("/build-events/", {"product_name": "svc", "version": "9.9", "status": "built"},
+                    **{"Idempotency-Key": "build-1"}).status_code == 200
+        assert post("/events", {"events": [{"type": "event-deploy", "entityId": "web", "attributes": {
+            "env": "prod", "status": "success", "build_id": "b1", "custom": "kept"}}]},
+            **{"x-api-key": token}).status_code == 201
+        events = client.get("/api/v1/events?limit=500", headers=auth(token)).json()["events"]
+    return db, token, events
+
+
+def _copy_of(filled: tuple[Path, str, list[dict[str, Any]]], tmp_path: Path) -> Path:
+    target = tmp_path / "deploytrack.db"
+    with sqlite3.connect(filled[0]) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+def test_migrate_db_copies_everything_and_is_safe_to_rerun(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    _, token, events = filled
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 0, out
+    assert "every count verified" in out
+    for table in ("events", "tokens", "deployments", "versions", "idempotency_keys", "products", "kv"):
+        assert query(pg_url, f"SELECT COUNT(*) FROM {table}") == [(_sqlite_count(source, table),)]
+
+    settings = load_settings({"db": pg_url, "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        moved = client.get("/api/v1/events?limit=500", headers=auth(token)).json()["events"]
+        assert moved == events  # same ids, times, metadata and order
+        # the old token works; new rows get ids after the copied ones
+        resp = client.post("/deployment-events/", json={**DEPLOY, "version": "5.0"}, headers=auth(token))
+        assert resp.status_code == 200
+        # the Idempotency-Key sent before the move still replays
+        again = client.post("/build-events/", json={"product_name": "svc", "version": "9.9", "status": "built"},
+                            headers={**auth(token), "Idempotency-Key": "build-1"})
+        assert again.json()["id"] in {e["id"] for e in events}
+    seqs = query(pg_url, "SELECT seq FROM events ORDER BY seq")
+    assert seqs[-1][0] > seqs[-2][0] and len(seqs) == len(events) + 1
+
+    # re-running after the copy changes nothing and says why
+    before = query(pg_url, "SELECT COUNT(*) FROM events")
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 1 and query(pg_url, "SELECT COUNT(*) FROM events") == before
+
+
+def test_migrate_db_rerun_of_a_finished_copy_is_a_no_op(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    assert run_cli("migrate-db", "--from", str(source), "--to", pg_url)[0] == 0
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 0 and "nothing to do" in out
+    assert query(pg_url, "SELECT COUNT(*) FROM events") == [(_sqlite_count(source, "events"),)]
+
+
+def test_migrate_db_refuses_a_database_with_other_data(filled, tmp_path, pg_url):
+    source = _copy_of(filled, tmp_path)
+    create_token(pg_url, "already-here", "ingest")
+    code, _ = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 1
+    assert query(pg_url, "SELECT name FROM tokens") == [("already-here",)]
+    assert query(pg_url, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_migrate_db_wants_sqlite_to_postgres(tmp_path, pg_url):
+    assert run_cli("migrate-db", "--from", pg_url, "--to", str(tmp_path / "x.db"))[0] == 2
+
+
+def _sqlite_count(db: Path, table: str) -> int:
+    conn = dbmod.connect(db)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+# -- the daily metrics job across processes -----------------------------------------------------
+
+
+def test_metrics_job_runs_once_per_day_across_processes(pg_url):
+    """Two servers with the scheduler on, checking every second: each day is snapshotted by one of them."""
+    token = create_token(pg_url, "ci", "ingest", "read")
+    today = day_start_us(now_us())
+
+    def backfill(server: LiveServer, days_ago: int) -> None:
+        stamp = to_iso(today - days_ago * DAY_US + 3_600_000_000)
+        body = {"events": [{"type": "event-deploy", "entityId": "web", "timestamp": stamp,
+                            "attributes": {"env": "production", "status": "success"}}]}
+        assert httpx.post(server.url + "/events", json=body, headers={"x-api-key": token}).status_code == 201
+
+    def runs() -> list[tuple[Any, ...]]:
+        return query(pg_url, "SELECT first_day, last_day FROM job_runs ORDER BY id")
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(runs()) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.5)  # two more checks by each process: none may run the job again
+
+    seeder = LiveServer(pg_url).start()  # no scheduler: only stores the history
+    try:
+        backfill(seeder, 3)
+    finally:
+        seeder.stop()
+    servers = [LiveServer(pg_url, "--scheduler", "--metrics-interval", "1") for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        wait_for(1)
+        assert runs() == [(today - 3 * DAY_US, today - DAY_US)]  # the catch-up, done once
+        backfill(servers[1], 2)  # a late event marks its day dirty: recomputed once, by either process
+        wait_for(2)
+        assert runs() == [(today - 3 * DAY_US, today - DAY_US), (today - 2 * DAY_US, today - DAY_US)]
+        assert query(pg_url, "SELECT last_day FROM jobs WHERE name = 'metrics_daily'") == [(today - DAY_US,)]
+        assert query(pg_url, "SELECT COUNT(*) FROM dirty_days") == [(0,)]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_backup_on_postgres_points_to_pg_dump(pg_url, tmp_path, capsys):
+    assert run_cli("backup", str(tmp_path / "b.db"), "--db", pg_url)[0] == 1
+    assert "pg_dump" in capsys.readouterr().err and not (tmp_path / "b.db").exists()
+
+
+def test_postgres_restart_costs_no_500_and_no_acknowledged_event(pg_cluster, pg_url):
+    """A database restart drops every connection: a request meeting a dead connection gets 503 with
+    Retry-After (never a 500, never a lost acknowledged event); the writer and the read pool reconnect."""
+    token = create_token(pg_url, "ci", "ingest", "read")
+    server = LiveServer(pg_url).start()
+    acked: list[str] = []
+    try:
+        with httpx.Client(timeout=20) as http:
+            def send(i: int) -> httpx.Response:
+                resp = http.post(server.url + "/deployment-events/", json={**DEPLOY, "version": f"7.{i}"},
+                                 headers=auth(token))
+                assert resp.status_code in (200, 503), resp.text
+                if resp.status_code == 200:
+                    acked.append(resp.json()["id"])
+                else:
+                    assert resp.headers.get("retry-after")
+                return resp
+
+            assert send(0).status_code == 200
+            pg_cluster.restart()
+            deadline, i = time.monotonic() + 20, 1
+            while time.monotonic() < deadline:  # the writer reconnects between transactions
+                i += 1
+                if send(i).status_code == 200:
+                    break
+                time.sleep(0.1)
+            reads = [http.get(server.url + "/api/v1/events", headers=auth(token)).status_code for _ in range(4)]
+            assert reads[-1] == 200 and set(reads) <= {200, 503}
+            assert send(i + 1).status_code == 200
+    finally:
+        server.stop()
+    stored = {r[0] for r in query(pg_url, "SELECT id FROM events")}
+    assert set(acked) <= stored and len(acked) >= 3
