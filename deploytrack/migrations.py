@@ -241,6 +241,13 @@ def m005_ui_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+
+@migration
+def m006_drop_events_sha(conn: sqlite3.Connection) -> None:
+    # No query looks events up by SHA alone (the lead-time lookup uses events_build_sha), and
+    # every index costs each insert a few microseconds.
+    conn.execute("DROP INDEX IF EXISTS events_sha")
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]

@@ -26,6 +26,8 @@ _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
+# Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
+_KEY_CHUNK = 500
 
 
 @dataclass
@@ -60,12 +62,18 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
     result = IngestResult()
     fresh = 0
+    stored = _events_by_client_key(conn, [e.client_key for e in batch.events if e.client_key])
+    inserted: set[str] = set()  # client keys this batch stored (a repeat inside the batch finds its row)
     for index, event in enumerate(batch.events):
         if event.client_key:
-            existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
-            if existing is not None:
+            if event.client_key in inserted:
+                existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
                 result.rows.append(dict(existing))
                 continue
+            if event.client_key in stored:
+                result.rows.append(dict(stored[event.client_key]))
+                continue
+            inserted.add(event.client_key)
         try:
             result.rows.append(_insert_event(conn, event, batch))
         except DeploytrackError as error:
@@ -80,6 +88,17 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
              batch.received_at))
     return result
+
+
+def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
+    """The stored events among these client keys: one query per chunk, not one per event."""
+    found: dict[str, sqlite3.Row] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _KEY_CHUNK):
+        chunk = unique[start:start + _KEY_CHUNK]
+        for row in conn.execute(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk):
+            found[row["client_key"]] = row
+    return found
 
 
 def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
@@ -132,7 +151,9 @@ def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
         "client_key": event.client_key, "deployment_id": None,
     }
     if event.kind == "deployment" and environment:
-        row["deployment_id"] = _attach_deployment(conn, row)
+        # The label reads the metadata object the event already holds, not the JSON text just made of it.
+        row["deployment_id"] = _attach_deployment(conn, row, deployment_label(
+            {"metadata": event.metadata, "summary": event.summary}))
     cursor = conn.execute(_INSERT_EVENT, [row[c] for c in EVENT_COLUMNS[1:]])
     row["seq"] = cursor.lastrowid
     _mark_dirty(conn, occurred, batch.received_at)
@@ -151,7 +172,7 @@ def _claim_version(conn: sqlite3.Connection, product: str, version: str, sha: st
         raise Conflict(f"Version {version} already exists with different SHA", "scm_sha")
 
 
-def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
+def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str | None) -> int:
     """Fold a deployment event into its deployment record (pending -> started -> finished)."""
     invoke = ev["invoke_id"] or ""
     sql = ("SELECT id, status, first_at, last_at, started_at, finished_at FROM deployments "
@@ -169,14 +190,14 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
             "started_at, finished_at, scm_sha, actor, change_id, label, event_count) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
-             ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev)))
+             ev["scm_sha"], ev["actor"], ev["change_id"], label))
         return int(cursor.lastrowid or 0)
     conn.execute(
         "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
         "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
         "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
         (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
-         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], deployment_label(ev), dep["id"]))
+         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], label, dep["id"]))
     return int(dep["id"])
 
 

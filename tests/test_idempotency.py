@@ -72,6 +72,24 @@ def test_devgrid_build_id_status_env(client, token):
     assert count(client) == 2
 
 
+
+def test_devgrid_batch_mixing_stored_new_and_repeated_events(client, token):
+    def event(build_id):
+        return {"type": "event-deploy", "entityId": "app", "attributes": {"env": "production", "status": "success",
+                                                                          "build_id": build_id}}
+
+    first = client.post("/events", headers={"x-api-key": token}, json={"events": [event("b-1")]})
+    batch = client.post("/events", headers={"x-api-key": token},
+                        json={"events": [event("b-2"), event("b-1"), event("b-2"), event("b-3")]})
+    assert first.status_code == batch.status_code == 201
+    ids = [e["id"] for e in batch.json()["events"]]
+    assert ids[1] == first.json()["events"][0]["id"]  # stored by an earlier request
+    assert ids[0] == ids[2]  # repeated inside the batch
+    assert len({ids[0], ids[1], ids[3]}) == 3
+    assert batch.json()["events"][2] == batch.json()["events"][0]
+    assert count(client) == 3
+
+
 def test_concurrent_identical_resends_store_one(live_server, token):
     body = {**DEPLOY, "version": "9.9"}
     headers = {**auth(token), "Idempotency-Key": "same-request"}
