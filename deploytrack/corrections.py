@@ -49,6 +49,7 @@ def delete_product_events(conn: sqlite3.Connection, product: str, token_id: int 
     _touch_days(conn, "product = ?", (product,))
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))
+    deployments.forget_deleted(conn)
     conn.execute("DELETE FROM versions WHERE product = ?", (product,))
     conn.execute("DELETE FROM products WHERE name = ?", (product,))
     _audit(conn, now, token_id, actor, "delete_product_events", {"product": product, "events": count})

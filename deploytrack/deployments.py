@@ -99,6 +99,15 @@ def rebuild(conn: sqlite3.Connection, full: bool = True,
     return count
 
 
+def forget_deleted(conn: sqlite3.Connection) -> None:
+    """After events were deleted without a refold: event seqs above the new maximum get reused, so
+    the fold watermark must not stay above it (or later events under it would never be refolded)."""
+    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    mark = conn.execute("SELECT value FROM kv WHERE key = ?", (WATERMARK,)).fetchone()
+    if mark is not None and int(mark[0]) > top:
+        conn.execute("UPDATE kv SET value = ? WHERE key = ?", (str(top), WATERMARK))
+
+
 def _refold(conn: sqlite3.Connection, source: str) -> int:
     for table in _TEMP:
         conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
