@@ -42,7 +42,9 @@ SELECT d.id FROM temp.dep_keys k JOIN deployments d ON d.product = k.product AND
 """
 WATERMARK = "deployments_folded_seq"
 
-# The last event's status wins; at equal times the later stage (terminal > started > pending).
+# The lifecycle only moves forward: any outcome beats pending/started whatever their times; between
+# outcomes the latest wins, at equal times the higher rank (aborted > failed > completed).
+# store._fold_status applies the same rule when ingestion folds events one at a time.
 _RANK = "CASE status WHEN 'pending' THEN 0 WHEN 'started' THEN 1 ELSE 2 + (CASE status WHEN 'completed' THEN 0 " \
         "WHEN 'failed' THEN 1 ELSE 2 END) END"
 _GROUPS = f"""
@@ -51,7 +53,8 @@ SELECT product, environment, version, invoke_id, run, COALESCE(version, '') AS v
        COALESCE(invoke_id, '') AS ikey, MIN(seq) AS gid, MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at,
        MIN(CASE WHEN status = 'started' THEN occurred_at END) AS started_at,
        MAX(CASE WHEN status IN {TERMINAL_SQL} THEN occurred_at END) AS finished_at,
-       MAX(occurred_at * 8 + {_RANK}) % 8 AS last_rank, MAX(scm_sha) AS scm_sha, MIN(actor) AS actor,
+       COALESCE(MAX(CASE WHEN status IN {TERMINAL_SQL} THEN occurred_at * 8 + {_RANK} END) % 8,
+                MAX({_RANK})) AS last_rank, MAX(scm_sha) AS scm_sha, MIN(actor) AS actor,
        MIN(change_id) AS change_id, MAX((SELECT l.label FROM dep_label l WHERE l.seq = r.seq)) AS label,
        COUNT(*) AS event_count
 FROM ({_RUNS.format(columns="scm_sha, actor, change_id,", source="{source}")}) r

@@ -134,6 +134,22 @@ def create(conn: sqlite3.Connection, data: dict[str, Any], settings: Settings, n
     return get(conn, incident_id)
 
 
+def create_once(conn: sqlite3.Connection, data: dict[str, Any], settings: Settings, now: int,
+                token_id: int | None, key: str | None) -> dict[str, Any]:
+    """`create`, unless a request with the same Idempotency-Key already did: then that incident."""
+    if key is None or token_id is None:
+        return create(conn, data, settings, now)
+    scoped = "incident:" + key  # the same table as ingestion's keys, in its own namespace
+    row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
+                       (token_id, scoped)).fetchone()
+    if row is not None:
+        return get(conn, int(orjson.loads(row[0])[0]))
+    incident = create(conn, data, settings, now)
+    conn.execute("INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
+                 (token_id, scoped, orjson.dumps([incident["id"]]).decode(), now))
+    return incident
+
+
 def update(conn: sqlite3.Connection, incident_id: int, data: dict[str, Any], settings: Settings,
            now: int) -> dict[str, Any]:
     """Change fields, resolve or reopen; links are re-resolved. Returns the stored row."""

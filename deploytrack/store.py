@@ -201,16 +201,20 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str 
     return int(dep["id"])
 
 
-_RANK = {"pending": 0, "started": 1}
+_RANK = {"pending": 0, "started": 1, "completed": 2, "failed": 3, "aborted": 4}
 
 
 def _fold_status(current: str, finished_at: int | None, new: str, at: int) -> str:
     """The lifecycle only moves forward (pending -> started -> finished), whatever order events
-    arrive in; between two outcomes the later one wins."""
-    rank_current, rank_new = _RANK.get(current, 2), _RANK.get(new, 2)
-    if rank_new > rank_current or (rank_new == rank_current == 2 and at >= (finished_at or 0)):
-        return new
-    return current
+    arrive in; between two outcomes the later one wins, at the same instant the higher rank
+    (aborted > failed > completed). deployments.py's refold applies the same rule in SQL."""
+    rank_current, rank_new = _RANK[current], _RANK[new]
+    if min(rank_new, 2) != min(rank_current, 2):
+        return new if rank_new > rank_current else current
+    if rank_new < 2:
+        return max(current, new, key=_RANK.__getitem__)
+    last = finished_at or 0
+    return new if at > last or (at == last and rank_new >= rank_current) else current
 
 
 def deployment_label(ev: Mapping[str, Any]) -> str | None:

@@ -55,6 +55,20 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"Request body is not valid JSON: {str(exc)[:200]}") from None
 
 
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The `Idempotency-Key` header: a re-send carrying it gets the original answer."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
+    return key
+
+
 def bearer(request: Request, scheme: str = "Bearer") -> str | None:
     """The credential after `scheme` in the Authorization header, if any."""
     header = request.headers.get("authorization", "")

@@ -44,3 +44,19 @@ def test_bad_filters_are_400s(client, token):
         resp = client.get("/api/v1/deployments", headers=auth(token), params=params)
         assert resp.status_code == 400 and resp.json()["error"]["field"] == field, (params, resp.text)
     assert client.get("/api/v1/deployments").status_code == 401
+
+
+def test_lifecycle_only_moves_forward_on_ingest_and_on_refold(client, token, db_path):
+    """A late `started` (a retried step, a clock-skewed runner) does not reopen a finished deployment,
+    and the refold that `metrics recompute` runs agrees with the record ingestion built."""
+    from tests.conftest import run_cli
+
+    deploy(client, token, "7", "success", at(1, 10), invoke_id="run-1")
+    deploy(client, token, "7", "started", at(1, 11), invoke_id="run-1")
+    deploy(client, token, "8", "failed", at(1, 10), invoke_id="run-2")
+    deploy(client, token, "8", "success", at(1, 10), invoke_id="run-2")  # same instant: ties are settled by rank
+    before = {d["version"]: (d["status"], d["event_count"]) for d in listed(client, token)["deployments"]}
+    assert before == {"7": ("completed", 2), "8": ("failed", 2)}
+    assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
+    after = {d["version"]: (d["status"], d["event_count"]) for d in listed(client, token)["deployments"]}
+    assert after == before

@@ -125,3 +125,16 @@ def test_incident_link_follows_later_deployments_after_recompute(client, token, 
     after = client.get(f"/api/v1/incidents/{opened['id']}", headers=auth(token)).json()
     assert after["deployment_id"] == ids[("2", "production")]
     assert after["link"]["rule"] == "last_production_deployment"
+
+
+def test_idempotency_key_opens_one_incident(client, token):
+    headers = {**auth(token), "Idempotency-Key": "pager-alert-42"}
+    body = {"product": "shop", "title": "checkout down", "opened_at": "2026-01-05T10:00:00Z"}
+    first = client.post("/api/v1/incidents", json=body, headers=headers)
+    again = client.post("/api/v1/incidents", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    other = client.post("/api/v1/incidents", json=body, headers={**headers, "Idempotency-Key": "pager-alert-43"})
+    assert other.json()["id"] != first.json()["id"]
+    listed = client.get("/api/v1/incidents", headers=auth(token)).json()["incidents"]
+    assert len(listed) == 2

@@ -23,13 +23,10 @@ from starlette.routing import Route
 
 from deploytrack import store
 from deploytrack.auth import Token, authenticate
-from deploytrack.errors import BadRequest, DeploytrackError
+from deploytrack.errors import DeploytrackError
 from deploytrack.model import UNASSIGNED, Limits
 from deploytrack.timeutil import now_us
-from deploytrack.web import JSONResponse, read_body
-
-MAX_IDEMPOTENCY_KEY = 255
-
+from deploytrack.web import JSONResponse, idempotency_key, read_body
 
 @dataclass(frozen=True)
 class Context:
@@ -65,7 +62,7 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
             events = dialect.to_events(data, token, ctx)
             result = await app.db.write(store.ingest, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
-                idempotency_key=_idempotency_key(request)))
+                idempotency_key=idempotency_key(request)))
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)
@@ -75,16 +72,6 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
 
     ingest.__name__ = f"{dialect.NAME}_{kind}"
     return ingest
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
-        raise BadRequest(f"Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
-    return key
 
 
 def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:

@@ -17,7 +17,7 @@ from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 from deploytrack.views.api import api, page_limit
-from deploytrack.web import JSONResponse, parse_json, read_body
+from deploytrack.web import JSONResponse, idempotency_key, parse_json, read_body
 
 MAX_PAGE = 500
 MAX_SERIES_DAYS = 400
@@ -58,10 +58,11 @@ def _kick(request: Request) -> None:
 @api
 async def create_incident(request: Request) -> Response:
     """Open an incident (optionally already resolved); 201 with it and its link."""
-    await require(request, "ingest")
+    token = await require(request, "ingest")
     app = request.app.state.deploytrack
+    key = idempotency_key(request)
     data = incidents.parse(await _json_body(request), app.limits, app.settings.environment_aliases, partial=False)
-    row = await app.db.write(incidents.create, data, app.settings, now_us())
+    row = await app.db.write(incidents.create_once, data, app.settings, now_us(), token.id if token else None, key)
     return JSONResponse(incidents.incident_json(row), status_code=201)
 
 
