@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.db import Database
-from deploytrack.deployment_queries import decode_cursor
+from deploytrack.queries import decode_cursor
 from deploytrack.errors import BadRequest
-from deploytrack.metrics import BANDS_SOURCE
 from deploytrack.model import whole_number
 from deploytrack.timeutil import parse_timestamp
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploytrack.db import Database
-from deploytrack.errors import BadRequest
-from deploytrack.model import whole_number
+from deploytrack.queries import decode_cursor
 
 LABELS = ("rollback", "hotfix")
 
@@ -36,21 +35,6 @@ def with_duration(row: Any) -> dict[str, Any]:
     return out
 
 
-def _decode_cursor(cursor: str | None) -> tuple[int, int] | None:
-    if not cursor:
-        return None
-    at_text, _, ident_text = cursor.partition(".")
-    at, ident = whole_number(at_text, signed=True), whole_number(ident_text)
-    if at is None or ident is None:
-        raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
-    return at, ident
-
-
-def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """(time, id) of a cursor this module issued; a 400 naming `cursor` for anything else."""
-    return _decode_cursor(cursor)
-
-
 async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
                            cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Deployments newest first (by their first event), keyset-paged; returns rows and the next cursor."""
@@ -61,7 +45,7 @@ async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
     if after is not None:
         where.append("first_at <= ? AND (first_at < ? OR id < ?)")  # a range the index can seek to
         params.extend([after[0], after[0], after[1]])

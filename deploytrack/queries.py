@@ -64,6 +64,7 @@ def encode_cursor(row: Mapping[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """(time, id) of a `time.id` cursor any list here issued; a 400 naming `cursor` for anything else."""
     if not cursor:
         return None
     occurred_text, _, seq_text = cursor.partition(".")

@@ -75,7 +75,7 @@ async def dora(request: Request) -> Response:
                       "chart": chart, "days": sum(1 for _, v in series if v is not None)})
     return render(request, "dora.html", {
         "token": token, "board": board, "cards": cards, "product": product, "environment": environment,
-        "window": window, "windows": dashboard.WINDOWS, "bands_source": dashboard.BANDS_SOURCE,
+        "window": window, "windows": dashboard.WINDOWS, "bands_source": metrics.BANDS_SOURCE,
         "band_names": dashboard.BAND_ORDER, "metrics": dashboard.METRICS,
         "production": sorted(app.settings.production_set),
         "products": await queries.names(app.db, "products"),
