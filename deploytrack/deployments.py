@@ -91,11 +91,13 @@ def rebuild(conn: sqlite3.Connection, full: bool = True,
     if full or mark is None:
         source = "events"
     else:
+        # `kind || ''`: walk only the new events (the seq range), not every deployment event in an index on kind
         conn.execute("CREATE TEMP TABLE dep_keys AS SELECT DISTINCT product, environment, version FROM events "
-                     "WHERE seq > ? AND kind = 'deployment' AND environment IS NOT NULL", (int(mark[0]),))
+                     "WHERE seq > ? AND kind || '' = 'deployment' AND environment IS NOT NULL", (int(mark[0]),))
         conn.executemany("INSERT INTO dep_keys VALUES (?, ?, ?)", keys or [])
         source = _KEYED_EVENTS
-    count = _refold(conn, source)
+    empty = source != "events" and conn.execute("SELECT 1 FROM temp.dep_keys LIMIT 1").fetchone() is None
+    count = 0 if empty else _refold(conn, source)
     conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                  (WATERMARK, str(top_seq)))
     conn.execute("DROP TABLE IF EXISTS temp.dep_keys")

@@ -10,14 +10,16 @@ that night and one recomputed later agree. Definitions and bands: docs/metrics.m
 from __future__ import annotations
 
 import bisect
+from array import array
 from itertools import accumulate
-from operator import itemgetter
+from operator import itemgetter, sub
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
 
+from deploytrack import metric_facts
 from deploytrack.settings import Settings
 from deploytrack.timeutil import day_start_us, to_iso
 
@@ -250,33 +252,36 @@ def commit_refs(metadata: Any) -> list[tuple[str, str, int | None]]:
 
 
 def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: int,
-               product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
-    """Everything the windows need for days in [since, until); optionally narrowed to a product/environments."""
+               product: str | None = None, envs: Iterable[str] | None = None, stored: bool = False) -> Facts:
+    """Everything the windows need for days in [since, until); optionally narrowed to a product/environments.
+
+    `stored`: the stored facts (metric_facts) are up to date; they are read instead of derived from the
+    deployments and events when the range starts before all deployments and nothing is narrowed.
+    """
     base = day_start_us(since)
     facts = Facts(base=base)
     flt, params = _filters("d", product, envs)
     params.update(since=since, until=until)
     idx = lambda us: (us - base) // DAY  # noqa: E731 - a day index
-    for prod, env, fday, kday, count in conn.execute(
-            _COMPLETED_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")), params):
-        facts.deployments.setdefault((prod, env), []).append(
-            (idx(fday), None if kday is None else idx(kday), "completed", count))
+    if stored and product is None and envs is None:
+        first = conn.execute("SELECT MIN(first_at) FROM deployments").fetchone()[0]
+        stored = first is None or since <= first
+    else:
+        stored = False
+    if stored:
+        facts.deployments.update(metric_facts.completed(conn, base, until))
+    else:
+        for prod, env, fday, kday, count in conn.execute(
+                _COMPLETED_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")), params):
+            facts.deployments.setdefault((prod, env), []).append(
+                (idx(fday), None if kday is None else idx(kday), "completed", count))
     for prod, env, status, fday, count in conn.execute(_UNSUCCESSFUL_FACTS.format(flt=flt, fday=_day("finished_at")),
                                                        params):
         facts.deployments.setdefault((prod, env), []).append((idx(fday), None, status, count))
-    _commit_refs(conn, since)
-    for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
-        if commit_at is not None:
-            start, source = commit_at, "commit"
-        elif event_ct is not None:
-            start, source = event_ct, "event"
-        elif build_at is not None:
-            start, source = build_at, "build"
-        else:
-            continue
-        facts.lead.setdefault((prod, env), []).append((idx(finished), max(0, finished - start), source))
-    conn.execute("DROP TABLE temp.meta_refs")
-    conn.execute("DROP TABLE temp.event_ct")
+    if stored:
+        facts.lead.update(metric_facts.lead_points(conn, base, until))
+    else:
+        _lead_points(conn, facts, since, flt, params)
     iflt, iparams = _incident_filters(product, envs, settings.production_set)
     iparams.update(since=since, until=until)
     for prod, env, opened, resolved in conn.execute(
@@ -291,6 +296,24 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
         for prod, env, recovered, us in conn.execute(_FAILED_RECOVERY.format(flt=flt), params):
             facts.restore.setdefault((prod, env), []).append((idx(recovered), us))
     return facts
+
+
+def _lead_points(conn: sqlite3.Connection, facts: Facts, since: int, flt: str, params: dict[str, Any]) -> None:
+    """facts.lead derived from the deployments, events and commits of the range."""
+    _commit_refs(conn, since)
+    for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
+        if commit_at is not None:
+            start, source = commit_at, "commit"
+        elif event_ct is not None:
+            start, source = event_ct, "event"
+        elif build_at is not None:
+            start, source = build_at, "build"
+        else:
+            continue
+        facts.lead.setdefault((prod, env), []).append(((finished - facts.base) // DAY, max(0, finished - start),
+                                                       source))
+    conn.execute("DROP TABLE temp.meta_refs")
+    conn.execute("DROP TABLE temp.event_ct")
 
 
 def _incident_filters(product: str | None, envs: Iterable[str] | None,
@@ -317,7 +340,8 @@ def _prefix(values: list[int]) -> list[int]:
     return out
 
 
-_BUCKET = 6  # ranks per bucket: 64
+_LOW = 4
+_HIGH = 5
 
 
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
@@ -341,56 +365,72 @@ def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
                 result.append((None if not n else float(values[mid]) if n % 2
                                else (values[mid - 1] + values[mid]) / 2, n))
         return few
-    # One sort by value gives every point a rank; a day adds and removes its points as counts per
-    # bucket of 64 ranks, and the k-th live value is found from the running bucket counts, then by
-    # scanning one bucket for points inside the window.
-    ranked = sorted(points, key=itemgetter(1))
-    values = [v for _, v in ranked]
-    days = [d for d, _ in ranked]
-    start = max(0, first - max(windows) + 1)
-    by_day: list[list[int]] = [[] for _ in range(last + 1)]
-    for r, d in enumerate(days):
-        if start <= d <= last:
-            by_day[d].append(r >> _BUCKET)
-    return {window: _slide(values, days, by_day, start, first, last, window) for window in windows}
+    ranks = _RankCounts(points, max(0, first - max(windows) + 1), last)
+    return {window: [ranks.median(t - window, t) for t in range(first, last + 1)] for window in windows}
 
 
-def _slide(values: list[int], days: list[int], by_day: list[list[int]], start: int, first: int, last: int,
-           window: int) -> list[tuple[float | None, int]]:
-    """One window's sliding (median, count): values/days in value order, by_day the buckets each day adds."""
-    counts = [0] * ((len(values) >> _BUCKET) + 1)
-    size = 0
-    out: list[tuple[float | None, int]] = []
-    for t in range(start, last + 1):
-        for b in by_day[t]:
-            counts[b] += 1
-        size += len(by_day[t])
-        if t - window >= start:
-            gone = by_day[t - window]
-            for b in gone:
-                counts[b] -= 1
-            size -= len(gone)
-        if t < first:
-            continue
+class _RankCounts:
+    """Points ranked by value, with cumulative per-day counts of ranks in buckets and blocks of buckets.
+
+    The points of days (lo, t] in a bucket are the cumulative count through t minus that through lo,
+    so a window's k-th value is found from block counts (accumulated in C), then at most 32 bucket
+    counts, then a scan of at most 16 ranked points: no per-point work per day or per window.
+    """
+
+    def __init__(self, points: list[tuple[int, int]], start: int, last: int) -> None:
+        ranked = sorted(points, key=itemgetter(1))
+        self.days, self.values = [d for d, _ in ranked], [v for _, v in ranked]
+        self.start = start
+        buckets = (len(ranked) >> _LOW) + 1
+        by_day: list[list[int]] = [[] for _ in range(last - start + 1)]
+        for r, d in enumerate(self.days):
+            if start <= d <= last:
+                by_day[d - start].append(r)
+        bucket_counts = array("i", bytes(4 * buckets))
+        block_counts = [0] * ((buckets >> _HIGH) + 1)
+        total = 0
+        # index 0 is "through day start - 1": nothing yet
+        self.buckets, self.blocks, self.totals = [bucket_counts], [block_counts], [0]
+        for ranks in by_day:
+            if ranks:
+                bucket_counts, block_counts = bucket_counts[:], block_counts.copy()
+                for r in ranks:
+                    bucket_counts[r >> _LOW] += 1
+                    block_counts[r >> (_LOW + _HIGH)] += 1
+                total += len(ranks)
+            self.buckets.append(bucket_counts)
+            self.blocks.append(block_counts)
+            self.totals.append(total)
+
+    def median(self, lo: int, t: int) -> tuple[float | None, int]:
+        """(median, count) of the values of days lo+1 .. t."""
+        i, j = max(0, lo - self.start + 1), t - self.start + 1
+        size = self.totals[j] - self.totals[i]
         if not size:
-            out.append((None, 0))
-            continue
-        running = list(accumulate(counts))
-        lo = t - window
+            return None, 0
+        running = list(accumulate(map(sub, self.blocks[j], self.blocks[i])))
+        upper, lower = self.buckets[j], self.buckets[i]
+        days, values = self.days, self.values
+        lo = self.start + i - 1
 
         def kth(k: int) -> int:
-            b = bisect.bisect_right(running, k)
-            k -= running[b - 1] if b else 0
-            for r in range(b << _BUCKET, min(len(days), (b + 1) << _BUCKET)):
+            block = bisect.bisect_right(running, k)
+            if block:
+                k -= running[block - 1]
+            first = block << _HIGH
+            counts = list(accumulate(map(sub, upper[first:first + (1 << _HIGH)], lower[first:first + (1 << _HIGH)])))
+            b = bisect.bisect_right(counts, k)
+            if b:
+                k -= counts[b - 1]
+            for r in range((first + b) << _LOW, (first + b + 1) << _LOW):
                 if lo < days[r] <= t:
                     if not k:
                         return values[r]
                     k -= 1
-            raise AssertionError("bucket counts out of step")
+            raise AssertionError("rank counts out of step")
 
         mid = size // 2
-        out.append((float(kth(mid)) if size % 2 else (kth(mid - 1) + kth(mid)) / 2, size))
-    return out
+        return (float(kth(mid)) if size % 2 else (kth(mid - 1) + kth(mid)) / 2), size
 
 
 def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: int, last: int,
@@ -400,8 +440,15 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
     windows = tuple(windows)
     n = last + 1
     out: dict[tuple[Scope, int], list[dict[str, Any]]] = {}
+    all_keys = sorted(facts.keys())
+    done: dict[tuple[tuple[str, str], ...], Scope] = {}  # scopes over the same keys have the same numbers
     for scope in scopes:
-        keys = [k for k in facts.keys() if scope.holds(k[0], k[1], production)]
+        keys = [k for k in all_keys if scope.holds(k[0], k[1], production)]
+        same = done.setdefault(tuple(keys), scope)
+        if same is not scope:
+            for window in windows:
+                out[(scope, window)] = out[(same, window)]
+            continue
         completed, attempts, failed = [0] * n, [0] * n, [0] * n
         failures_now = [0] * n
         delayed: list[tuple[int, int, int]] = []
@@ -504,26 +551,41 @@ def all_scopes(facts: Facts, settings: Settings) -> list[Scope]:
 
 
 def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
-                  computed_at: int) -> list[tuple[Any, ...]]:
+                  computed_at: int, stored: bool = False) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts)."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    facts = load_facts(conn, settings, since, last_day + DAY)
+    facts = load_facts(conn, settings, since, last_day + DAY, stored=stored)
     first, last = (first_day - since) // DAY, (last_day - since) // DAY
     rows = []
+    texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
     for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
-        for offset, data in enumerate(series):
-            rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window,
-                         orjson.dumps(data).decode(), computed_at))
+        dumped = texts.get(id(series))
+        if dumped is None:
+            dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
+        for offset, text in enumerate(dumped):
+            rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
+                         computed_at))
     return rows
 
 
 def replace_snapshots(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
-                      computed_at: int) -> int:
-    """Compute first, then replace the days' snapshots (the caller's transaction makes it atomic)."""
-    rows = snapshot_rows(conn, settings, first_day, last_day, computed_at)
-    conn.execute("DELETE FROM metric_snapshots WHERE day >= ? AND day <= ?", (first_day, last_day))
+                      computed_at: int, stored: bool = False) -> int:
+    """Compute first, then replace the days' snapshots (the caller's transaction makes it atomic).
+
+    A stored row whose numbers come out the same is left as it is (with the computed_at of the run
+    that first computed them); the others are written, and rows no longer computed are deleted.
+    Returns the number of snapshots computed.
+    """
+    rows = snapshot_rows(conn, settings, first_day, last_day, computed_at, stored)
+    old = {tuple(r[:5]): r[5] for r in conn.execute(
+        "SELECT day, scope, product, environment, window_days, data FROM metric_snapshots WHERE day >= ? AND day <= ?",
+        (first_day, last_day))}
+    changed = [row for row in rows if old.pop(row[:5], None) != row[5]]
+    conn.executemany("DELETE FROM metric_snapshots WHERE day = ? AND scope = ? AND product = ? AND environment = ? "
+                     "AND window_days = ?", list(old))
     conn.executemany("INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, scope, product, environment, window_days) "
+                     "DO UPDATE SET data = excluded.data, computed_at = excluded.computed_at", changed)
     return len(rows)
 
 
@@ -546,18 +608,21 @@ def earliest_day(conn: sqlite3.Connection) -> int | None:
 
 def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | None, last_day: int,
               computed_at: int, refold_all: bool = False) -> tuple[int, int, int]:
-    """Refold deployments, relink incidents and replace snapshots of first_day..last_day.
+    """Refold deployments, relink incidents, refresh the stored facts and replace snapshots of first_day..last_day.
 
     Runs inside the caller's transaction. Only the deployment keys that received events since the
     last fold are refolded (the first fold, or `refold_all`, refolds everything): refolding an
-    unchanged key gives the same record. Returns (first_day, last_day, snapshot rows); no days
+    unchanged key gives the same record. Likewise the stored facts (metric_facts) are redone only
+    where something changed, and all of them on the first fold or with `refold_all`. Returns (first_day, last_day, snapshot rows); no days
     when there is no data yet.
     """
     from deploytrack import deployments, incidents
 
+    first_fold = conn.execute("SELECT 1 FROM kv WHERE key = ?", (deployments.WATERMARK,)).fetchone() is None
     deployments.rebuild(conn, full=refold_all)
     incidents.relink(conn, settings)
+    metric_facts.refresh(conn, full=refold_all or first_fold)
     start = earliest_day(conn) if first_day is None else first_day
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
-    return start, last_day, replace_snapshots(conn, settings, start, last_day, computed_at)
+    return start, last_day, replace_snapshots(conn, settings, start, last_day, computed_at, stored=True)

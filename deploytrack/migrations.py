@@ -248,6 +248,51 @@ def m006_drop_events_sha(conn: sqlite3.Connection) -> None:
     # every index costs each insert a few microseconds.
     conn.execute("DROP INDEX IF EXISTS events_sha")
 
+@migration
+def m007_metrics_facts(conn: sqlite3.Connection) -> None:
+    # Per-deployment facts a full metrics recompute reads instead of re-deriving them from every
+    # event (deploytrack/metric_facts.py); refreshed where deployments, commits or builds changed.
+    for statement in """
+    CREATE TABLE metric_deploy_facts (
+        id INTEGER PRIMARY KEY,
+        product TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        version TEXT,
+        finished_at INTEGER NOT NULL,
+        rolled_back_at INTEGER
+    );
+    CREATE INDEX metric_deploy_facts_time ON metric_deploy_facts (product, environment, finished_at);
+    CREATE INDEX metric_deploy_facts_version ON metric_deploy_facts (product, version);
+    CREATE INDEX metric_deploy_facts_rolled_back ON metric_deploy_facts (rolled_back_at)
+        WHERE rolled_back_at IS NOT NULL;
+    CREATE TABLE metric_lead_facts (
+        product TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        change TEXT NOT NULL,
+        deployment_id INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        version TEXT,
+        sha TEXT,
+        repository TEXT NOT NULL,
+        event_commit_at INTEGER,
+        commit_at INTEGER,
+        build_at INTEGER,
+        PRIMARY KEY (product, environment, change)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_lead_facts_time ON metric_lead_facts (product, environment, finished_at);
+    CREATE INDEX metric_lead_facts_sha ON metric_lead_facts (sha);
+    CREATE INDEX metric_lead_facts_version ON metric_lead_facts (product, version);
+    CREATE TABLE metric_facts_stale (
+        kind TEXT NOT NULL,
+        product TEXT,
+        environment TEXT,
+        version TEXT,
+        sha TEXT
+    )
+    """.split(";"):
+        conn.execute(statement)
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
