@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from deploytrack import metric_facts
 from deploytrack.errors import BadRequest, PayloadTooLarge
 from deploytrack.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
@@ -46,4 +47,5 @@ def store(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: int) -> in
         "ON CONFLICT (repository, sha) DO UPDATE SET authored_at = excluded.authored_at, "
         "committed_at = excluded.committed_at, message = excluded.message, author = excluded.author", rows)
     mark_dirty(conn, *{row[3] for row in rows}, now=now)
+    metric_facts.stale_commits(conn, [row[1] for row in rows])
     return len(rows)

@@ -6,7 +6,7 @@ import sqlite3
 
 import orjson
 
-from deploytrack import deployments
+from deploytrack import deployments, metric_facts
 from deploytrack.errors import NotFound
 
 _DAY = 86_400_000_000
@@ -26,7 +26,7 @@ def _touch_days(conn: sqlite3.Connection, where: str, params: tuple[object, ...]
 def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, actor: str | None,
                  now: int) -> dict[str, object]:
     """Delete one event; its deployment record is refolded and its day marked for recompute."""
-    row = conn.execute("SELECT seq, kind, product, environment, version FROM events WHERE id = ?",
+    row = conn.execute("SELECT seq, kind, product, environment, version, scm_sha FROM events WHERE id = ?",
                        (event_id,)).fetchone()
     if row is None:
         raise NotFound("no event with that id", "event_id")
@@ -34,6 +34,10 @@ def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, 
     conn.execute("DELETE FROM events WHERE seq = ?", (row["seq"],))
     if row["kind"] == "deployment" and row["environment"]:
         deployments.rebuild(conn, full=False, keys=[(row["product"], row["environment"], row["version"])])
+        metric_facts.stale_key(conn, row["product"], row["environment"], row["version"])
+    elif row["kind"] == "build":
+        metric_facts.stale_build(conn, row["product"], row["version"], row["scm_sha"])
+    deployments.forget_deleted(conn)
     detail = {"event_id": event_id, "kind": row["kind"], "product": row["product"]}
     _audit(conn, now, token_id, actor, "delete_event", detail)
     return {"deleted": 1, **detail}
@@ -47,6 +51,7 @@ def delete_product_events(conn: sqlite3.Connection, product: str, token_id: int 
     if not count and known is None:
         raise NotFound("no product with that name", "name")
     _touch_days(conn, "product = ?", (product,))
+    metric_facts.stale_product(conn, product)
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))
     deployments.forget_deleted(conn)

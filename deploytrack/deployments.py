@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterable
 
-from deploytrack import store
+from deploytrack import metric_facts, store
 
 TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
@@ -105,12 +105,13 @@ def rebuild(conn: sqlite3.Connection, full: bool = True,
 
 
 def forget_deleted(conn: sqlite3.Connection) -> None:
-    """After events were deleted without a refold: event seqs above the new maximum get reused, so
-    the fold watermark must not stay above it (or later events under it would never be refolded)."""
+    """After events were deleted: event seqs above the new maximum get reused, so the fold and
+    metric-facts watermarks must not stay above it (or later events under them would be skipped)."""
     top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-    mark = conn.execute("SELECT value FROM kv WHERE key = ?", (WATERMARK,)).fetchone()
-    if mark is not None and int(mark[0]) > top:
-        conn.execute("UPDATE kv SET value = ? WHERE key = ?", (str(top), WATERMARK))
+    for key in (WATERMARK, metric_facts.WATERMARK):
+        mark = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        if mark is not None and int(mark[0]) > top:
+            conn.execute("UPDATE kv SET value = ? WHERE key = ?", (str(top), key))
 
 
 def _refold(conn: sqlite3.Connection, source: str) -> int:

@@ -141,7 +141,7 @@ def refresh(conn: sqlite3.Connection, full: bool = False) -> int:
     if full or mark is None:
         conn.execute("DELETE FROM metric_deploy_facts")
         conn.execute("DELETE FROM metric_lead_facts")
-        conn.execute("INSERT INTO facts_parts SELECT DISTINCT product, environment, ? FROM deployments", (_EVER,))
+        conn.execute(f"INSERT INTO facts_parts SELECT DISTINCT product, environment, {_EVER} FROM deployments")
     else:
         _changed(conn, int(mark[0]))
     parts = conn.execute("SELECT product, environment, since FROM temp.facts_parts").fetchall()
@@ -174,7 +174,7 @@ def _changed(conn: sqlite3.Connection, mark: int) -> None:
         INSERT INTO facts_keys SELECT DISTINCT f.product, f.environment, f.version
         FROM (SELECT DISTINCT product, version FROM events WHERE seq > ? AND version IS NOT NULL) e
         JOIN metric_deploy_facts f ON f.product = e.product AND f.version = e.version""", (mark,))
-    conn.execute("""
+    conn.execute(f"""
         INSERT INTO facts_parts
         SELECT product, environment, MIN(finished_at) FROM (
             SELECT f.product, f.environment, f.finished_at FROM temp.facts_keys k
@@ -185,9 +185,9 @@ def _changed(conn: sqlite3.Connection, mark: int) -> None:
             JOIN deployments d ON d.product = k.product AND d.environment = k.environment AND d.version IS k.version
                 AND d.status = 'completed'
             UNION ALL
-            SELECT f.product, f.environment, ? FROM metric_facts_stale s
+            SELECT f.product, f.environment, {_EVER} FROM metric_facts_stale s
             JOIN metric_deploy_facts f ON f.product = s.product WHERE s.kind = 'product'
-        ) x GROUP BY product, environment""", (_EVER,))
+        ) x GROUP BY product, environment""")
     # Also redo the completed deployment before each start: its "next" may have changed.
     conn.execute("""
         UPDATE facts_parts SET since = COALESCE((
