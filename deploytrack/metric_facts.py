@@ -19,19 +19,22 @@ watermark.
 from __future__ import annotations
 
 import sqlite3
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Iterable
 
 import orjson
 
 WATERMARK = "metric_facts_seq"
 _EVER = -(1 << 62)  # "from the beginning" for a product/environment
+DAY = 86_400_000_000
 
 # Completed deployments from each product/environment's start time; a deployment was rolled back
 # when the next completed one there is marked a rollback or brings back a version completed there
 # before (any time before it: the EXISTS is not limited to the redone part).
-_DEPLOY_FACTS = """
-INSERT INTO metric_deploy_facts (id, product, environment, version, finished_at, rolled_back_at)
-SELECT n.id, n.product, n.environment, n.version, n.finished_at,
+_DEPLOY_FACTS = f"""
+INSERT INTO metric_deploy_facts (id, product, environment, version, finished_at, finished_day, rolled_back_at)
+SELECT n.id, n.product, n.environment, n.version, n.finished_at, n.finished_at - n.finished_at % {DAY},
        CASE WHEN n.next_label = 'rollback' THEN n.next_at
             WHEN n.next_version IS NOT NULL AND n.next_version <> COALESCE(n.version, '') AND EXISTS (
                 SELECT 1 FROM deployments o WHERE o.product = n.product AND o.environment = n.environment
@@ -172,7 +175,7 @@ def _changed(conn: sqlite3.Connection, mark: int) -> None:
     # A new event may have given its version a SHA: the completed deployments of that version redo.
     conn.execute("""
         INSERT INTO facts_keys SELECT DISTINCT f.product, f.environment, f.version
-        FROM (SELECT DISTINCT product, version FROM events WHERE seq > ? AND version IS NOT NULL) e
+        FROM (SELECT DISTINCT product || '' AS product, version FROM events WHERE seq > ? AND version IS NOT NULL) e
         JOIN metric_deploy_facts f ON f.product = e.product AND f.version = e.version""", (mark,))
     conn.execute(f"""
         INSERT INTO facts_parts
@@ -227,18 +230,27 @@ def _redo(conn: sqlite3.Connection, parts: list[tuple[Any, ...]], everything: bo
 
 # -- reading ----------------------------------------------------------------------------------
 
-DAY = 86_400_000_000
+
+def _tuples(conn: sqlite3.Connection, sql: str, params: Any) -> Iterable[tuple[Any, ...]]:
+    """Rows as plain tuples (sqlite3.Row objects cost a third more on these large reads)."""
+    if isinstance(conn, sqlite3.Connection):
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        return cursor.execute(sql, params)
+    return (tuple(row) for row in conn.execute(sql, params))
 
 
 def completed(conn: sqlite3.Connection, base: int, until: int) -> dict[tuple[str, str], list[tuple[Any, ...]]]:
     """Per product/environment: (finish day, day the failure became known or None, 'completed', count) for
     the completed deployments finished before `until` (day indexes from `base`). A failure is a rollback
     known by `until` or a linked incident opened before it, whichever came first."""
+    if until % DAY:
+        raise ValueError("stored facts are counted by whole days: `until` must be a day start")
     out: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     totals: dict[tuple[str, str, int], int] = {}
-    for product, environment, fday, count in conn.execute(
-            f"SELECT product, environment, finished_at - finished_at % {DAY}, COUNT(*) FROM metric_deploy_facts "
-            f"WHERE finished_at < ? GROUP BY product, environment, finished_at - finished_at % {DAY}", (until,)):
+    for product, environment, fday, count in _tuples(
+            conn, "SELECT product, environment, finished_day, COUNT(*) FROM metric_deploy_facts "
+            "WHERE finished_day < ? GROUP BY product, environment, finished_day", (until,)):
         totals[(product, environment, fday)] = count
     known: dict[int, tuple[str, str, int, int]] = {}
     for dep, product, environment, finished, at in conn.execute(
@@ -271,22 +283,13 @@ def completed(conn: sqlite3.Connection, base: int, until: int) -> dict[tuple[str
 
 def lead_points(conn: sqlite3.Connection, base: int, until: int) -> dict[tuple[str, str], list[tuple[int, int, str]]]:
     """Per product/environment: (finish day index from `base`, lead time µs, source) of each change's first
-    completed deployment before `until` that has a time to measure from."""
-    out: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-    key: tuple[str, str] | None = None
-    points: list[tuple[int, int, str]] = []
-    for product, environment, finished, event_at, commit_at, build_at in conn.execute(
-            "SELECT product, environment, finished_at, event_commit_at, commit_at, build_at FROM metric_lead_facts "
-            "WHERE finished_at < ? AND COALESCE(commit_at, event_commit_at, build_at) IS NOT NULL "
-            "ORDER BY product, environment", (until,)):
-        if key != (product, environment):
-            key = (product, environment)
-            points = out.setdefault(key, [])
-        if commit_at is not None:
-            start, source = commit_at, "commit"
-        elif event_at is not None:
-            start, source = event_at, "event"
-        else:
-            start, source = build_at, "build"
-        points.append(((finished - base) // DAY, finished - start if finished > start else 0, source))
-    return out
+    completed deployment before `until` that has a time to measure from (`base` <= every finish time)."""
+    start = "COALESCE(commit_at, event_commit_at, build_at)"
+    rows = _tuples(conn, f"""
+        SELECT product, environment, (finished_at - ?) / {DAY},
+               CASE WHEN finished_at > {start} THEN finished_at - {start} ELSE 0 END,
+               CASE WHEN commit_at IS NOT NULL THEN 'commit' WHEN event_commit_at IS NOT NULL THEN 'event'
+                    ELSE 'build' END
+        FROM metric_lead_facts WHERE finished_at < ? AND {start} IS NOT NULL
+        ORDER BY product, environment""", (base, until))
+    return {key: [row[2:] for row in group] for key, group in groupby(rows, itemgetter(0, 1))}

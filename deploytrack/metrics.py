@@ -379,28 +379,27 @@ class _RankCounts:
 
     def __init__(self, points: list[tuple[int, int]], start: int, last: int) -> None:
         ranked = sorted(points, key=itemgetter(1))
-        self.days, self.values = [d for d, _ in ranked], [v for _, v in ranked]
+        self.days, self.values = days, _ = [p[0] for p in ranked], [p[1] for p in ranked]
         self.start = start
         buckets = (len(ranked) >> _LOW) + 1
-        by_day: list[list[int]] = [[] for _ in range(last - start + 1)]
-        for r, d in enumerate(self.days):
-            if start <= d <= last:
-                by_day[d - start].append(r)
+        by_day = sorted(range(len(days)), key=days.__getitem__)  # ranks, grouped by day (ascending)
+        day_of = sorted(days)
         bucket_counts = array("i", bytes(4 * buckets))
         block_counts = [0] * ((buckets >> _HIGH) + 1)
-        total = 0
+        low, high = _LOW, _LOW + _HIGH
         # index 0 is "through day start - 1": nothing yet
         self.buckets, self.blocks, self.totals = [bucket_counts], [block_counts], [0]
-        for ranks in by_day:
-            if ranks:
+        end = first = bisect.bisect_left(day_of, start)
+        for t in range(start, last + 1):
+            begin, end = end, bisect.bisect_right(day_of, t, end)
+            if end > begin:
                 bucket_counts, block_counts = bucket_counts[:], block_counts.copy()
-                for r in ranks:
-                    bucket_counts[r >> _LOW] += 1
-                    block_counts[r >> (_LOW + _HIGH)] += 1
-                total += len(ranks)
+                for r in by_day[begin:end]:
+                    bucket_counts[r >> low] += 1
+                    block_counts[r >> high] += 1
             self.buckets.append(bucket_counts)
             self.blocks.append(block_counts)
-            self.totals.append(total)
+            self.totals.append(end - first)
 
     def median(self, lo: int, t: int) -> tuple[float | None, int]:
         """(median, count) of the values of days lo+1 .. t."""

@@ -259,9 +259,11 @@ def m007_metrics_facts(conn: sqlite3.Connection) -> None:
         environment TEXT NOT NULL,
         version TEXT,
         finished_at INTEGER NOT NULL,
+        finished_day INTEGER NOT NULL,
         rolled_back_at INTEGER
     );
     CREATE INDEX metric_deploy_facts_time ON metric_deploy_facts (product, environment, finished_at);
+    CREATE INDEX metric_deploy_facts_day ON metric_deploy_facts (product, environment, finished_day);
     CREATE INDEX metric_deploy_facts_version ON metric_deploy_facts (product, version);
     CREATE INDEX metric_deploy_facts_rolled_back ON metric_deploy_facts (rolled_back_at)
         WHERE rolled_back_at IS NOT NULL;
