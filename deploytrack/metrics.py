@@ -10,6 +10,7 @@ that night and one recomputed later agree. Definitions and bands: docs/metrics.m
 from __future__ import annotations
 
 import bisect
+import gc
 from array import array
 from itertools import accumulate
 from operator import itemgetter, sub
@@ -28,6 +29,7 @@ HOUR = 3_600_000_000
 WINDOWS = (7, 30, 90)
 BANDS_SOURCE = "DORA 2023 report, as Apache DevLake encodes it"
 SCOPE_KINDS = ("overall", "product", "environment", "product_environment")
+SOURCES = ("commit", "event", "build")  # what a lead time is measured from, in order of preference
 
 
 # -- bands ------------------------------------------------------------------------------------
@@ -99,7 +101,8 @@ class Facts:
     base: int  # day start of index 0
     # per key: list of (finish day, known day or None, status, count)
     deployments: dict[tuple[str, str], list[tuple[int, int | None, str, int]]] = field(default_factory=dict)
-    lead: dict[tuple[str, str], list[tuple[int, int, str]]] = field(default_factory=dict)  # (day, µs, source)
+    # (day, µs, source: an index into SOURCES)
+    lead: dict[tuple[str, str], list[tuple[int, int, int]]] = field(default_factory=dict)
     restore: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)  # (day, µs)
     incidents: dict[tuple[str, str], list[tuple[int, int | None]]] = field(default_factory=dict)  # opened, resolved
 
@@ -279,7 +282,7 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
                                                        params):
         facts.deployments.setdefault((prod, env), []).append((idx(fday), None, status, count))
     if stored:
-        facts.lead.update(metric_facts.lead_points(conn, base, until))
+        facts.lead.update(metric_facts.lead_points(conn, base, until, list(facts.deployments)))
     else:
         _lead_points(conn, facts, since, flt, params)
     iflt, iparams = _incident_filters(product, envs, settings.production_set)
@@ -303,11 +306,11 @@ def _lead_points(conn: sqlite3.Connection, facts: Facts, since: int, flt: str, p
     _commit_refs(conn, since)
     for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
         if commit_at is not None:
-            start, source = commit_at, "commit"
+            start, source = commit_at, 0
         elif event_ct is not None:
-            start, source = event_ct, "event"
+            start, source = event_ct, 1
         elif build_at is not None:
-            start, source = build_at, "build"
+            start, source = build_at, 2
         else:
             continue
         facts.lead.setdefault((prod, env), []).append(((finished - facts.base) // DAY, max(0, finished - start),
@@ -466,12 +469,12 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
                 elif status == "failed":
                     failed[fday] += count
         lead = [(d, us) for key in keys for d, us, _ in facts.lead.get(key, ())]
-        per_source = {name: [0] * n for name in ("commit", "event", "build")}
+        per_source = [[0] * n for _ in SOURCES]
         for key in keys:
             for d, _, source in facts.lead.get(key, ()):
                 if d < n:
                     per_source[source][d] += 1
-        psrc = {name: _prefix(days) for name, days in per_source.items()}
+        psrc = dict(zip(SOURCES, map(_prefix, per_source)))
         restore = [p for key in keys for p in facts.restore.get(key, ())]
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
@@ -553,17 +556,24 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
                   computed_at: int, stored: bool = False) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts)."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    facts = load_facts(conn, settings, since, last_day + DAY, stored=stored)
-    first, last = (first_day - since) // DAY, (last_day - since) // DAY
-    rows = []
-    texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
-    for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
-        dumped = texts.get(id(series))
-        if dumped is None:
-            dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
-        for offset, text in enumerate(dumped):
-            rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
-                         computed_at))
+    # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        facts = load_facts(conn, settings, since, last_day + DAY, stored=stored)
+        first, last = (first_day - since) // DAY, (last_day - since) // DAY
+        rows = []
+        texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
+        for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
+            dumped = texts.get(id(series))
+            if dumped is None:
+                dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
+            for offset, text in enumerate(dumped):
+                rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
+                             computed_at))
+    finally:
+        if collecting:
+            gc.enable()
     return rows
 
 
@@ -576,9 +586,9 @@ def replace_snapshots(conn: sqlite3.Connection, settings: Settings, first_day: i
     Returns the number of snapshots computed.
     """
     rows = snapshot_rows(conn, settings, first_day, last_day, computed_at, stored)
-    old = {tuple(r[:5]): r[5] for r in conn.execute(
-        "SELECT day, scope, product, environment, window_days, data FROM metric_snapshots WHERE day >= ? AND day <= ?",
-        (first_day, last_day))}
+    old = {r[:5]: r[5] for r in metric_facts.tuples(
+        conn, "SELECT day, scope, product, environment, window_days, data FROM metric_snapshots "
+        "WHERE day >= ? AND day <= ?", (first_day, last_day))}
     changed = [row for row in rows if old.pop(row[:5], None) != row[5]]
     conn.executemany("DELETE FROM metric_snapshots WHERE day = ? AND scope = ? AND product = ? AND environment = ? "
                      "AND window_days = ?", list(old))
