@@ -51,14 +51,27 @@ FROM (
 # The commit refs of the redone deployments (their own SHA, else their version's; plus metadata
 # `commits` from temp.facts_meta), the first of each change per product/environment. A change
 # whose first deployment lies before the redone part keeps its stored row (ON CONFLICT).
-_LEAD_FACTS = """
+# Lead time and its source (0 recorded commit, 1 commit time sent with the event, 2 first build), kept
+# with the times they come from so a read is one narrow index range per product/environment.
+_START = "COALESCE(commit_at, event_commit_at, build_at)"
+_LEAD_US = f"CASE WHEN finished_at > {_START} THEN finished_at - {_START} ELSE 0 END"
+_SOURCE = ("CASE WHEN commit_at IS NOT NULL THEN 0 WHEN event_commit_at IS NOT NULL THEN 1 "
+           "WHEN build_at IS NOT NULL THEN 2 END")
+_DERIVED = f"lead_us = {_LEAD_US}, source = {_SOURCE}"
+
+# The commit refs of the redone deployments (their own SHA, else their version's; plus metadata
+# `commits` from temp.facts_meta), the first of each change per product/environment. A change
+# whose first deployment lies before the redone part keeps its stored row (ON CONFLICT).
+_LEAD_FACTS = f"""
 INSERT INTO metric_lead_facts (product, environment, change, deployment_id, finished_at, version, sha, repository,
-                               event_commit_at, commit_at, build_at)
-SELECT p.product, p.environment, p.change, p.id, p.finished_at, p.version, p.sha, p.repo, p.ct,
-       (SELECT MIN(c.committed_at) FROM commits c WHERE c.sha = p.sha AND (p.repo = '' OR c.repository = p.repo)),
+                               event_commit_at, commit_at, build_at, lead_us, source)
+SELECT q.*, {_LEAD_US}, {_SOURCE} FROM (
+SELECT p.product, p.environment, p.change, p.id, p.finished_at, p.version, p.sha, p.repo, p.ct AS event_commit_at,
+       (SELECT MIN(c.committed_at) FROM commits c WHERE c.sha = p.sha AND (p.repo = '' OR c.repository = p.repo))
+           AS commit_at,
        COALESCE((SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = p.sha),
                 (SELECT MIN(b.occurred_at) FROM events b
-                 WHERE b.kind = 'build' AND b.product = p.product AND b.version = p.version))
+                 WHERE b.kind = 'build' AND b.product = p.product AND b.version = p.version)) AS build_at
 FROM (
     SELECT r.*, COALESCE(r.sha, '#' || r.version) AS change,
            ROW_NUMBER() OVER (PARTITION BY r.product, r.environment, COALESCE(r.sha, '#' || r.version)
@@ -75,6 +88,7 @@ FROM (
     ) r WHERE COALESCE(r.sha, r.version) IS NOT NULL
 ) p
 WHERE p.nth = 1
+) q WHERE 1 = 1
 ON CONFLICT (product, environment, change) DO NOTHING
 """
 
@@ -150,10 +164,14 @@ def refresh(conn: sqlite3.Connection, full: bool = False) -> int:
         _redo(conn, [tuple(p) for p in parts], full or mark is None)
     if not (full or mark is None):
         # Commit and first-build times of the SHAs and versions that got commits or build events.
+        shas = [tuple(r) for r in conn.execute("SELECT DISTINCT sha FROM temp.facts_shas")]
+        versions = [tuple(r) for r in conn.execute("SELECT DISTINCT product, version FROM temp.facts_versions")]
         conn.executemany(f"UPDATE metric_lead_facts SET commit_at = {_COMMIT_AT}, build_at = {_BUILD_AT} "
-                         "WHERE sha = ?", [tuple(r) for r in conn.execute("SELECT DISTINCT sha FROM temp.facts_shas")])
+                         "WHERE sha = ?", shas)
         conn.executemany(f"UPDATE metric_lead_facts SET build_at = {_BUILD_AT} WHERE product = ? AND version = ?",
-                         [tuple(r) for r in conn.execute("SELECT DISTINCT product, version FROM temp.facts_versions")])
+                         versions)
+        conn.executemany(f"UPDATE metric_lead_facts SET {_DERIVED} WHERE sha = ?", shas)
+        conn.executemany(f"UPDATE metric_lead_facts SET {_DERIVED} WHERE product = ? AND version = ?", versions)
     conn.execute("DELETE FROM metric_facts_stale")
     conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                  (WATERMARK, str(top)))
@@ -285,11 +303,8 @@ def lead_points(conn: sqlite3.Connection, base: int, until: int,
     index from `base`, lead time µs, source: 0 commit, 1 event, 2 build) of each change's first completed
     deployment before `until` that has a time to measure from (`base` <= every finish time).
     One query per product/environment: small ints, no strings per row."""
-    start = "COALESCE(commit_at, event_commit_at, build_at)"
-    sql = f"""
-        SELECT (finished_at - ?) / {DAY}, CASE WHEN finished_at > {start} THEN finished_at - {start} ELSE 0 END,
-               CASE WHEN commit_at IS NOT NULL THEN 0 WHEN event_commit_at IS NOT NULL THEN 1 ELSE 2 END
-        FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at < ? AND {start} IS NOT NULL"""
+    sql = f"""SELECT (finished_at - ?) / {DAY}, lead_us, source FROM metric_lead_facts
+              WHERE product = ? AND environment = ? AND finished_at < ? AND source IS NOT NULL"""
     out = {}
     for product, environment in keys:
         points = list(tuples(conn, sql, (base, product, environment, until)))

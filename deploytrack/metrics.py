@@ -586,15 +586,16 @@ def replace_snapshots(conn: sqlite3.Connection, settings: Settings, first_day: i
     Returns the number of snapshots computed.
     """
     rows = snapshot_rows(conn, settings, first_day, last_day, computed_at, stored)
-    old = {r[:5]: r[5] for r in metric_facts.tuples(
-        conn, "SELECT day, scope, product, environment, window_days, data FROM metric_snapshots "
-        "WHERE day >= ? AND day <= ?", (first_day, last_day))}
-    changed = [row for row in rows if old.pop(row[:5], None) != row[5]]
-    conn.executemany("DELETE FROM metric_snapshots WHERE day = ? AND scope = ? AND product = ? AND environment = ? "
-                     "AND window_days = ?", list(old))
+    scopes = {row[1:4] for row in rows}
+    gone = [(first_day, last_day, *scope) for scope in metric_facts.tuples(
+        conn, "SELECT DISTINCT scope, product, environment FROM metric_snapshots WHERE day >= ? AND day <= ?",
+        (first_day, last_day)) if scope not in scopes]
+    conn.executemany("DELETE FROM metric_snapshots WHERE day >= ? AND day <= ? AND scope = ? AND product = ? "
+                     "AND environment = ?", gone)
     conn.executemany("INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, scope, product, environment, window_days) "
-                     "DO UPDATE SET data = excluded.data, computed_at = excluded.computed_at", changed)
+                     "DO UPDATE SET data = excluded.data, computed_at = excluded.computed_at "
+                     "WHERE metric_snapshots.data <> excluded.data", rows)
     return len(rows)
 
 

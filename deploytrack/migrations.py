@@ -279,9 +279,11 @@ def m007_metrics_facts(conn: sqlite3.Connection) -> None:
         event_commit_at INTEGER,
         commit_at INTEGER,
         build_at INTEGER,
+        lead_us INTEGER,
+        source INTEGER,
         PRIMARY KEY (product, environment, change)
     ) WITHOUT ROWID;
-    CREATE INDEX metric_lead_facts_time ON metric_lead_facts (product, environment, finished_at);
+    CREATE INDEX metric_lead_facts_time ON metric_lead_facts (product, environment, finished_at, lead_us, source);
     CREATE INDEX metric_lead_facts_sha ON metric_lead_facts (sha);
     CREATE INDEX metric_lead_facts_version ON metric_lead_facts (product, version);
     CREATE TABLE metric_facts_stale (

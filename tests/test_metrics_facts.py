@@ -126,6 +126,8 @@ def test_admin_deletions(client, token, db_path):
     build(client, token, "9", at(7, 8), product="other", scm_sha="c3")
     recompute(db_path)
     assert latest_snapshot(client, token)["lead_time"]["data_points"] == 5  # c3 of both products again
+    assert query(db_path, "SELECT COUNT(*) FROM metric_snapshots WHERE product = 'other'")[0][0] > 0
     assert client.delete("/api/v1/products/other/events", headers=auth(admin)).status_code == 200
     incremental_equals_full(db_path)
     assert latest_snapshot(client, token)["lead_time"]["data_points"] == 3
+    assert query(db_path, "SELECT COUNT(*) FROM metric_snapshots WHERE product = 'other'") == [(0,)]
