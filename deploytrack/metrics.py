@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import gc
 from array import array
+from collections import Counter
 from itertools import accumulate
 from operator import itemgetter, sub
 import sqlite3
@@ -386,15 +387,15 @@ class _RankCounts:
         self.start = start
         buckets = (len(ranked) >> _LOW) + 1
         by_day = sorted(range(len(days)), key=days.__getitem__)  # ranks, grouped by day (ascending)
-        day_of = sorted(days)
+        per_day = Counter(days)
         bucket_counts = array("i", bytes(4 * buckets))
         block_counts = [0] * ((buckets >> _HIGH) + 1)
         low, high = _LOW, _LOW + _HIGH
         # index 0 is "through day start - 1": nothing yet
         self.buckets, self.blocks, self.totals = [bucket_counts], [block_counts], [0]
-        end = first = bisect.bisect_left(day_of, start)
+        end = first = sum(count for day, count in per_day.items() if day < start)  # never in a window
         for t in range(start, last + 1):
-            begin, end = end, bisect.bisect_right(day_of, t, end)
+            begin, end = end, end + per_day.get(t, 0)
             if end > begin:
                 bucket_counts, block_counts = bucket_counts[:], block_counts.copy()
                 for r in by_day[begin:end]:
