@@ -3,11 +3,16 @@
 Generates the events straight into a fresh database file (executemany, not the HTTP path):
 20 products, a year of history, each version built once, deployed to staging and then to
 production (started + completed/failed events), 10% of production deployments carrying a
-`commits` list in metadata, plus recorded commits and incidents. Then times
-the first fold of the deployments table, then `metrics.recompute` as `metrics recompute` runs it
-(refold of changed deployment keys, incident relinking, every daily snapshot for every scope and
-window) in one transaction, and prints the figure with a baseline measured
-in the same run: one full scan of the events table.
+`commits` list in metadata, plus recorded commits and incidents. Then times, each in one
+transaction as the server and `metrics recompute` run them:
+- the first fold of the deployments table (once per database);
+- the first `metrics.recompute`, which also builds the stored metric facts (once per database);
+- the nightly run (yesterday only) after a day's worth of new deployment events;
+- a full `metrics recompute` (every day, every scope and window) after another day of events:
+  refold of the changed deployment keys, incident relinking, facts refresh, snapshots;
+- one live `GET /api/v1/metrics` computation (overall, 30 days),
+with the time spent in each stage, and prints the figures with a baseline measured in the same
+run: one full scan of the events table.
 
     python bench/metrics_recompute.py [--events 1000000] [--keep FILE]
 """
@@ -27,7 +32,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploytrack import db as dbmod  # noqa: E402
-from deploytrack import deployments, metrics  # noqa: E402
+from deploytrack import deployments, incidents, metric_facts, metrics  # noqa: E402
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
 
@@ -98,6 +103,61 @@ def generate(conn, total: int, seed: int = 7) -> dict[str, int]:
     return {"events": len(events), "commits": len(commits), "incidents": len(incidents)}
 
 
+class Stages:
+    """Wall/CPU time spent in named functions while it is installed (wraps module attributes)."""
+
+    def __init__(self, targets: dict[str, tuple[object, str]]) -> None:
+        self.targets, self.spent = targets, {name: [0.0, 0.0] for name in targets}
+        self.saved = {name: getattr(obj, attr) for name, (obj, attr) in targets.items()}
+
+    def __enter__(self) -> "Stages":
+        for name, (obj, attr) in self.targets.items():
+            setattr(obj, attr, self._wrap(name, self.saved[name]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, (obj, attr) in self.targets.items():
+            setattr(obj, attr, self.saved[name])
+
+    def _wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[name][0] += time.perf_counter() - wall
+                self.spent[name][1] += time.process_time() - cpu
+        return timed
+
+    def report(self) -> str:
+        return ", ".join(f"{name} {wall:.2f}s/{cpu:.2f}s" for name, (wall, cpu) in self.spent.items())
+
+
+def stages() -> Stages:
+    return Stages({"refold": (deployments, "rebuild"), "relink": (incidents, "relink"),
+                   "facts refresh": (metric_facts, "refresh"), "load+windows": (metrics, "snapshot_rows"),
+                   "load+windows+write": (metrics, "replace_snapshots")})
+
+
+def add_day(conn, prefix: str, offset: int) -> None:
+    """A day's worth of late traffic: copies of 2,000 recent deployment events under new ids."""
+    late = conn.execute("SELECT * FROM events WHERE kind = 'deployment' ORDER BY seq DESC LIMIT 2000 OFFSET ?",
+                        (offset,)).fetchall()
+    conn.execute("BEGIN")
+    conn.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                     [(prefix + r["id"], *[r[c] for c in COLUMNS[1:]]) for r in late])
+    conn.execute("COMMIT")
+
+
+def timed_recompute(conn, settings: Settings, first_day, last_day: int, now: int) -> tuple[float, float, int, Stages]:
+    with stages() as spent:
+        wall, cpu = time.perf_counter(), time.process_time()
+        conn.execute("BEGIN IMMEDIATE")
+        _, _, rows = metrics.recompute(conn, settings, first_day, last_day, now)
+        conn.execute("COMMIT")
+        return time.perf_counter() - wall, time.process_time() - cpu, rows, spent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -110,50 +170,47 @@ def main() -> int:
         t0 = time.perf_counter()
         counts = generate(conn, args.events)
         t1 = time.perf_counter()
-        conn.execute("ANALYZE")
         conn.execute("PRAGMA synchronous=FULL")
         t2 = time.perf_counter()
         conn.execute("SELECT MAX(received_at), COUNT(*) FROM events").fetchone()
         scan = time.perf_counter() - t2
         now = now_us()
+        settings = Settings(db=str(path))
+        yesterday = day_start_us(now) - metrics.DAY
         # the first fold of the deployments table, once per database (a server does it at its first run)
         tf, cf = time.perf_counter(), time.process_time()
         conn.execute("BEGIN IMMEDIATE")
         deployments.rebuild(conn, full=True)
         conn.execute("COMMIT")
         fold, fold_cpu = time.perf_counter() - tf, time.process_time() - cf
-        t3, c3 = time.perf_counter(), time.process_time()
-        conn.execute("BEGIN IMMEDIATE")
-        first, last, rows = metrics.recompute(conn, Settings(db=str(path)), None, day_start_us(now) - metrics.DAY, now)
-        conn.execute("COMMIT")
-        recompute, recompute_cpu = time.perf_counter() - t3, time.process_time() - c3
         folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
-        # the nightly run: yesterday only, after a day's worth of new deployment events (incremental refold)
-        late = conn.execute("SELECT * FROM events WHERE kind = 'deployment' ORDER BY seq DESC LIMIT 2000").fetchall()
-        conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                         [("n" + r["id"], *[r[c] for c in COLUMNS[1:]]) for r in late])
-        conn.execute("COMMIT")
-        t4, c4 = time.perf_counter(), time.process_time()
-        conn.execute("BEGIN IMMEDIATE")
-        metrics.recompute(conn, Settings(db=str(path)), day_start_us(now) - metrics.DAY,
-                          day_start_us(now) - metrics.DAY, now)
-        conn.execute("COMMIT")
-        nightly, nightly_cpu = time.perf_counter() - t4, time.process_time() - c4
+        # Planner statistics of the folded data (taken before the fold, they said deployment_id is
+        # always NULL, and SQLite then walks all events instead of using its index).
+        conn.execute("ANALYZE")
+        # the first recompute also builds the stored facts (once per database, and after --refold-all)
+        first_run = timed_recompute(conn, settings, None, yesterday, now)
+        # the nightly run: yesterday only, after a day's worth of new deployment events
+        add_day(conn, "n", 0)
+        nightly = timed_recompute(conn, settings, yesterday, yesterday, now)
+        # `metrics recompute`: every day, after another day's events (their facts are refreshed in the run)
+        add_day(conn, "m", 2000)
+        full = timed_recompute(conn, settings, None, yesterday, now)
         t5, c5 = time.perf_counter(), time.process_time()
-        report = metrics.live(conn, Settings(db=str(path)), metrics.Scope("overall"), 30, now)
+        report = metrics.live(conn, settings, metrics.Scope("overall"), 30, now)
         live, live_cpu = time.perf_counter() - t5, time.process_time() - c5
         conn.close()
-        days = (last - first) // metrics.DAY + 1
         print(f"generated {counts['events']:,} events, {counts['commits']:,} commits, {counts['incidents']:,} "
               f"incidents in {t1 - t0:.1f}s")
         print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
         print(f"baseline: one full scan of events          {scan:7.2f}s wall")
         print(f"first fold of {folded:,} deployments (once per database): {fold:7.2f}s wall, {fold_cpu:6.2f}s CPU")
-        print(f"full recompute (`metrics recompute`: refold changed keys, {days} days x all scopes, {rows:,} snapshots): "
-              f"{recompute:7.2f}s wall, {recompute_cpu:6.2f}s CPU  ({recompute / scan:.0f}x the scan)")
-        print(f"nightly run (one day, incremental refold): {nightly:7.2f}s wall, {nightly_cpu:6.2f}s CPU  "
-              f"({nightly / scan:.0f}x the scan)")
+        for label, (wall, cpu, rows, spent) in (
+                ("first recompute (builds the stored facts; once per database)", first_run),
+                ("nightly run (one day, after a day of new events)", nightly),
+                (f"full recompute (`metrics recompute`, every day, {full[2]:,} snapshots, after a day of new events)",
+                 full)):
+            print(f"{label}: {wall:7.2f}s wall, {cpu:6.2f}s CPU  ({wall / scan:.0f}x the scan)")
+            print(f"    wall/CPU by stage: {spent.report()}")
         print(f"live metrics (overall, 30d, one request):  {live:7.2f}s wall, {live_cpu:6.2f}s CPU  "
               f"({live / scan:.0f}x the scan); deployment frequency {report['deployment_frequency']['per_week']}/week")
     return 0

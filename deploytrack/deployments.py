@@ -95,6 +95,9 @@ def rebuild(conn: sqlite3.Connection, full: bool = True,
         conn.execute("CREATE TEMP TABLE dep_keys AS SELECT DISTINCT product, environment, version FROM events "
                      "WHERE seq > ? AND kind || '' = 'deployment' AND environment IS NOT NULL", (int(mark[0]),))
         conn.executemany("INSERT INTO dep_keys VALUES (?, ?, ?)", keys or [])
+        # Without statistics SQLite takes a temp table for a million rows and builds a Bloom filter
+        # over all of `events` for each join with it (0.3 s per statement at 1M events).
+        conn.execute("ANALYZE temp.dep_keys")
         source = _KEYED_EVENTS
     empty = source != "events" and conn.execute("SELECT 1 FROM temp.dep_keys LIMIT 1").fetchone() is None
     count = 0 if empty else _refold(conn, source)

@@ -94,7 +94,8 @@ ON CONFLICT (product, environment, change) DO NOTHING
 
 _COMMIT_AT = """(SELECT MIN(c.committed_at) FROM commits c WHERE c.sha = metric_lead_facts.sha
     AND (metric_lead_facts.repository = '' OR c.repository = metric_lead_facts.repository))"""
-_BUILD_AT = """COALESCE((SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = metric_lead_facts.sha),
+_BUILD_AT = """COALESCE(
+    (SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = metric_lead_facts.sha),
     (SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.product = metric_lead_facts.product
        AND b.version = metric_lead_facts.version))"""
 
@@ -159,6 +160,9 @@ def refresh(conn: sqlite3.Connection, full: bool = False) -> int:
         conn.execute(f"INSERT INTO facts_parts SELECT DISTINCT product, environment, {_EVER} FROM deployments")
     else:
         _changed(conn, int(mark[0]))
+    # Statistics for the temp tables: without them SQLite takes each for a million rows and builds a
+    # Bloom filter over a whole big table for every join with one.
+    conn.execute("ANALYZE temp.facts_parts")
     parts = conn.execute("SELECT product, environment, since FROM temp.facts_parts").fetchall()
     if parts:
         _redo(conn, [tuple(p) for p in parts], full or mark is None)
@@ -193,6 +197,7 @@ def _changed(conn: sqlite3.Connection, mark: int) -> None:
         INSERT INTO facts_keys SELECT DISTINCT f.product, f.environment, f.version
         FROM (SELECT DISTINCT product || '' AS product, version FROM events WHERE seq > ? AND version IS NOT NULL) e
         JOIN metric_deploy_facts f ON f.product = e.product AND f.version = e.version""", (mark,))
+    conn.execute("ANALYZE temp.facts_keys")
     conn.execute(f"""
         INSERT INTO facts_parts
         SELECT product, environment, MIN(finished_at) FROM (
@@ -232,6 +237,7 @@ def _redo(conn: sqlite3.Connection, parts: list[tuple[Any, ...]], everything: bo
         FROM temp.facts_parts p JOIN deployments d ON d.product = p.product AND d.environment = p.environment
             AND d.status = 'completed' AND d.finished_at >= p.since""")
     conn.execute("CREATE UNIQUE INDEX temp.facts_deps_id ON facts_deps (id)")
+    conn.execute("ANALYZE temp.facts_deps")
     conn.execute("CREATE TEMP TABLE facts_meta (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
     from deploytrack.metrics import commit_refs
 
@@ -241,6 +247,7 @@ def _redo(conn: sqlite3.Connection, parts: list[tuple[Any, ...]], everything: bo
     refs = [(dep, *ref) for dep, meta in rows for ref in commit_refs(orjson.loads(meta))]
     conn.executemany("INSERT INTO facts_meta VALUES (?, ?, ?, ?)", refs)
     conn.execute("CREATE INDEX temp.facts_meta_dep ON facts_meta (dep_id)")
+    conn.execute("ANALYZE temp.facts_meta")
     conn.execute(_LEAD_FACTS)
 
 

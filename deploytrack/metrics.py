@@ -619,13 +619,13 @@ def earliest_day(conn: sqlite3.Connection) -> int | None:
 
 def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | None, last_day: int,
               computed_at: int, refold_all: bool = False) -> tuple[int, int, int]:
-    """Refold deployments, relink incidents, refresh the stored facts and replace snapshots of first_day..last_day.
+    """Refold deployments, relink incidents, refresh the stored facts, replace snapshots of first_day..last_day.
 
     Runs inside the caller's transaction. Only the deployment keys that received events since the
     last fold are refolded (the first fold, or `refold_all`, refolds everything): refolding an
     unchanged key gives the same record. Likewise the stored facts (metric_facts) are redone only
-    where something changed, and all of them on the first fold or with `refold_all`. Returns (first_day, last_day, snapshot rows); no days
-    when there is no data yet.
+    where something changed, and all of them on the first fold or with `refold_all`.
+    Returns (first_day, last_day, snapshot rows); no days when there is no data yet.
     """
     from deploytrack import deployments, incidents
 
