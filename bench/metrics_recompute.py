@@ -14,7 +14,7 @@ transaction as the server and `metrics recompute` run them:
 with the time spent in each stage, and prints the figures with a baseline measured in the same
 run: one full scan of the events table.
 
-    python bench/metrics_recompute.py [--events 1000000] [--keep FILE]
+    python bench/metrics_recompute.py [--events 1000000] [--keep FILE] [--source DIR]
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# --source DIR: time another export of deploytrack (e.g. `git archive COMMIT deploytrack | tar -x -C DIR`)
+sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys.argv[:-1]
+                else str(Path(__file__).resolve().parent.parent))
 
 from deploytrack import db as dbmod  # noqa: E402
-from deploytrack import deployments, incidents, metric_facts, metrics  # noqa: E402
+from deploytrack import deployments, incidents, metrics  # noqa: E402
+
+try:
+    from deploytrack import metric_facts  # noqa: E402
+except ImportError:  # a deploytrack from before the stored facts
+    metric_facts = None
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
 
@@ -134,9 +141,10 @@ class Stages:
 
 
 def stages() -> Stages:
-    return Stages({"refold": (deployments, "rebuild"), "relink": (incidents, "relink"),
-                   "facts refresh": (metric_facts, "refresh"), "load+windows": (metrics, "snapshot_rows"),
-                   "load+windows+write": (metrics, "replace_snapshots")})
+    targets = {"refold": (deployments, "rebuild"), "relink": (incidents, "relink"),
+               "facts refresh": (metric_facts, "refresh"), "load+windows": (metrics, "snapshot_rows"),
+               "load+windows+write": (metrics, "replace_snapshots")}
+    return Stages({name: target for name, target in targets.items() if target[0] is not None})
 
 
 def add_day(conn, prefix: str, offset: int) -> None:
@@ -162,6 +170,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", metavar="FILE", help="write the database here instead of a temp dir")
+    parser.add_argument("--source", metavar="DIR", help="time the deploytrack package in DIR instead of this one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "bench.db"
