@@ -51,10 +51,7 @@ class IngestResult:
 def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
     if batch.token_id is not None:
-        # The token may have come from auth's cache: a revocation committed since must still refuse it.
-        if conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND revoked_at IS NULL",
-                        (batch.received_at, batch.token_id)).rowcount == 0:
-            raise Unauthorized("Invalid API key")
+        _check_token(conn, batch.token_id, batch.received_at)
     if batch.idempotency_key and batch.token_id is not None:
         row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
                            (batch.token_id, batch.idempotency_key)).fetchone()
@@ -88,6 +85,20 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
             (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
              batch.received_at))
     return result
+
+
+# last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
+# to every commit for a figure `token list` shows as a date.
+_LAST_USED_STEP = 60_000_000
+
+
+def _check_token(conn: sqlite3.Connection, token_id: int, at: int) -> None:
+    """The token may have come from auth's cache: a revocation committed since must still refuse it."""
+    row = conn.execute("SELECT last_used_at FROM tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)).fetchone()
+    if row is None:
+        raise Unauthorized("Invalid API key")
+    if row[0] is None or at - row[0] >= _LAST_USED_STEP:
+        conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
 
 
 def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
@@ -175,7 +186,8 @@ def _claim_version(conn: sqlite3.Connection, product: str, version: str, sha: st
 def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str | None) -> int:
     """Fold a deployment event into its deployment record (pending -> started -> finished)."""
     invoke = ev["invoke_id"] or ""
-    sql = ("SELECT id, status, first_at, last_at, started_at, finished_at FROM deployments "
+    sql = ("SELECT id, status, first_at, last_at, started_at, finished_at, scm_sha, actor, change_id, label "
+           "FROM deployments "
            "WHERE product = ? AND environment = ? AND version IS ? AND invoke_id = ?")
     if not invoke:
         sql += " AND status IN ('pending', 'started')"
@@ -192,12 +204,15 @@ def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str 
             (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
              ev["scm_sha"], ev["actor"], ev["change_id"], label))
         return int(cursor.lastrowid or 0)
-    conn.execute(
-        "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
-        "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
-        "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
-        (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
-         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], label, dep["id"]))
+    folded = {"status": _fold_status(dep["status"], dep["finished_at"], status, at),
+              "first_at": min(at, dep["first_at"]), "last_at": max(at, dep["last_at"]),
+              "started_at": _earliest(dep["started_at"], started), "finished_at": _latest(dep["finished_at"], finished),
+              "scm_sha": _coalesce(ev["scm_sha"], dep["scm_sha"]), "actor": _coalesce(dep["actor"], ev["actor"]),
+              "change_id": _coalesce(dep["change_id"], ev["change_id"]), "label": _coalesce(dep["label"], label)}
+    # Only the columns that change are SET: SQLite rewrites an index for every column named, changed or not.
+    changed = {column: value for column, value in folded.items() if value != dep[column]}
+    sets = "".join(f"{column} = ?, " for column in changed)
+    conn.execute(f"UPDATE deployments SET {sets}event_count = event_count + 1 WHERE id = ?", (*changed.values(), dep["id"]))
     return int(dep["id"])
 
 
@@ -232,6 +247,10 @@ def deployment_label(ev: Mapping[str, Any]) -> str | None:
     if summary.startswith("hotfix"):
         return "hotfix"
     return None
+
+
+def _coalesce(a: Any, b: Any) -> Any:
+    return a if a is not None else b
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:
