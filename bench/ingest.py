@@ -2,9 +2,11 @@
 
     python -m bench.ingest [--seconds 5] [--connections 32] [--rounds 3]
 
-Each round loads the bare app, then a real `deploytrack serve` on a fresh database, with wrk posting
-Versioner deployment events (and DevGrid batches of 100 when the server has `POST /events`).
-Prints events/s, p50/p99 and the ratio deploytrack/bare; medians over the rounds.
+Each round loads the bare app, then the durable floor (the bare app storing each event as one
+index-free row through deploytrack's group-commit writer, answering after COMMIT), then a real
+`deploytrack serve` on a fresh database, with wrk posting Versioner deployment events (and DevGrid
+batches of 100 when the server has `POST /events`). Prints events/s, p50/p99 and the ratios
+deploytrack/bare and deploytrack/durable floor; medians over the rounds.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
         out["bare versioner"] = _figures(res, 1)
         res = load(bare, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
         out["bare devgrid"] = _figures(res, args.batch)
+    with servers.bare(workdir, durable=workdir / f"floor{r}.db") as floor:
+        res = load(floor, "versioner", args.seconds, args.connections, args.threads, "", f"{r}", 1)
+        out["floor versioner"] = _figures(res, 1)
+        res = load(floor, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
+        out["floor devgrid"] = _figures(res, args.batch)
     db = workdir / f"round{r}.db"
     token = servers.create_token(db, "bench", "ingest", "read")
     with servers.deploytrack(db) as server:
@@ -151,6 +158,9 @@ def main() -> int:
     ratio = statistics.median(ratios)
     print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (median of rounds {', '.join(f'{x:.2f}' for x in ratios)}; "
           f"target >= {TARGET_RATIO}) {'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    fv = med["floor versioner"]
+    print(f"versioner durable floor/bare: {fv['events_s'] / bv['events_s']:.2f}; deploytrack/durable floor: "
+          f"{dv['events_s'] / fv['events_s']:.2f}; p99 of the durable floor {fv['p99_ms']:.2f} ms")
     print(f"versioner CPU per event deploytrack/bare: {dv['cpu_us'] / bv['cpu_us']:.2f}x "
           f"(ratio if CPU-bound: {bv['cpu_us'] / dv['cpu_us']:.2f})")
     print(f"versioner deploytrack p99: {dv['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g}) "
@@ -163,7 +173,8 @@ def main() -> int:
         print(f"devgrid ({args.batch}/request, {args.devgrid_connections} connections): {dd['events_s']:.0f} "
               f"events/s (target >= {TARGET_DEVGRID_EPS}) "
               f"{'OK' if dd['events_s'] >= TARGET_DEVGRID_EPS else 'MISSED'}; ratio to bare "
-              f"{dd['events_s'] / bd['events_s']:.2f}")
+              f"{dd['events_s'] / bd['events_s']:.2f}; durable floor {med['floor devgrid']['events_s']:.0f} events/s, "
+              f"deploytrack/durable floor {dd['events_s'] / med['floor devgrid']['events_s']:.2f}")
     else:
         print("devgrid: this server has no POST /events yet; measured the bare ceiling only")
     return 0

@@ -118,8 +118,12 @@ def deploytrack(db: Path, *extra: str) -> Server:
     return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
 
 
-def bare(workdir: Path) -> Server:
-    """The ceiling: a Starlette app that only parses the JSON body with orjson and answers."""
+def bare(workdir: Path, durable: Path | None = None) -> Server:
+    """The ceiling: a Starlette app that only parses the JSON body with orjson and answers; with
+    `durable`, the durable floor (each event also stored as one index-free row, answered after COMMIT)."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
-    return Server(argv, port, workdir / f"bare.{port}.log", "/healthz", "bare")
+    if durable is not None:
+        argv += ["--durable", str(durable)]
+    name = "floor" if durable else "bare"
+    return Server(argv, port, workdir / f"{name}.{port}.log", "/healthz", name)
