@@ -240,8 +240,7 @@ class _Group:
                 conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?", (sha, product, version))
         for table, names in self.names.items():
             _insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
-        for dep in {id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}.values():
-            _write_deployment(conn, dep)
+        _write_deployments(conn, list({id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}.values()))
         for row in self.rows:
             dep = row.pop("deployment", None)
             if dep is not None:
@@ -255,18 +254,24 @@ _DEPLOYMENT_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_a
                       "label", "event_count")
 
 
-def _write_deployment(conn: sqlite3.Connection, dep: dict[str, Any]) -> None:
-    if dep["id"] is None:
-        columns = ("product", "environment", "version", "invoke_id", *_DEPLOYMENT_FIELDS)
-        cursor = conn.execute(f"INSERT INTO deployments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                              [dep[c] for c in columns])
-        dep["id"] = int(cursor.lastrowid or 0)
-        return
-    # Only the columns that change are SET: SQLite rewrites an index for every column named, changed or not.
-    changed = {c: dep[c] for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c]}
-    if changed:
-        conn.execute(f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in changed)} WHERE id = ?",
-                     (*changed.values(), dep["id"]))
+def _write_deployments(conn: sqlite3.Connection, deps: list[dict[str, Any]]) -> None:
+    """Insert the new deployment records (ids given here, so one statement serves them all) and
+    update the changed ones."""
+    new = [d for d in deps if d["id"] is None]
+    if new:
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
+        for offset, dep in enumerate(new, start=1):
+            dep["id"] = top + offset
+        columns = ("id", "product", "environment", "version", "invoke_id", *_DEPLOYMENT_FIELDS)
+        _insert_rows(conn, "deployments", columns, [[d[c] for c in columns] for d in new])
+    for dep in deps:
+        if dep["stored"] is None:
+            continue
+        # Only the columns that change are SET: SQLite rewrites an index for every column named, changed or not.
+        changed = {c: dep[c] for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c]}
+        if changed:
+            conn.execute(f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in changed)} WHERE id = ?",
+                         (*changed.values(), dep["id"]))
 
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
