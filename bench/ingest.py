@@ -71,9 +71,10 @@ def load(server: servers.Server, mode: str, seconds: float, connections: int, th
     drain(server)
     wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
     drain(server)
-    cpu = server.cpu_seconds()
+    cpu, by_thread = server.cpu_seconds(), server.thread_cpu_seconds()
     res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
     res.server_cpu = server.cpu_seconds() - cpu
+    res.thread_cpu = {name: t - by_thread.get(name, 0.0) for name, t in server.thread_cpu_seconds().items()}
     return res
 
 
@@ -114,8 +115,10 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
 def _figures(res: wrk.Run, per_request: int) -> dict[str, float]:
     if res.socket_errors:
         print(f"  warning: {res.socket_errors} socket errors")
+    events = max(res.requests * per_request, 1)
     return {"events_s": res.rps * per_request, "requests": res.requests, "non2xx": res.non2xx,
-            "cpu_us": res.server_cpu / max(res.requests * per_request, 1) * 1e6,
+            "cpu_us": res.server_cpu / events * 1e6,
+            **{f"cpu_us {name}": t / events * 1e6 for name, t in res.thread_cpu.items() if t > 0},
             "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "max_ms": res.max_ms}
 
 
@@ -143,7 +146,7 @@ def main() -> int:
                 print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
                       f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}",
                       flush=True)
-    med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
+    med = {name: {k: statistics.median(rd[name].get(k, 0.0) for rd in rounds) for k in rounds[0][name]}
            for name in rounds[0]}
     print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
           f"({time.monotonic() - started:.0f} s total)")
@@ -151,6 +154,11 @@ def main() -> int:
     for name, f in med.items():
         print(f"{name:26} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f} "
               f"{f['cpu_us']:20.1f}")
+    print("\nserver CPU per event by thread (us): python = the event loop (HTTP, validation, answers), "
+          "dt-writer = SQLite writes and commits, dt-checkpoint = WAL copy-back")
+    for name, f in med.items():
+        parts = [f"{k[7:]} {v:.0f}" for k, v in f.items() if k.startswith("cpu_us ")]
+        print(f"  {name:26} {', '.join(parts)}")
     dv, bv = med["deploytrack versioner"], med["bare versioner"]
     # Each round's ratio compares two loads run a few seconds apart; the median of those is steadier
     # than a ratio of medians when other work shares the machine.
