@@ -2,9 +2,11 @@
 
     python -m bench.ingest [--seconds 5] [--connections 32] [--rounds 3]
 
-Each round loads the bare app, then a real `deploytrack serve` on a fresh database, with wrk posting
-Versioner deployment events (and DevGrid batches of 100 when the server has `POST /events`).
-Prints events/s, p50/p99 and the ratio deploytrack/bare; medians over the rounds.
+Each round loads the bare app, then the durable floor (the bare app storing each event as one
+index-free row through deploytrack's group-commit writer, answering after COMMIT), then a real
+`deploytrack serve` on a fresh database, with wrk posting Versioner deployment events (and DevGrid
+batches of 100 when the server has `POST /events`). Prints events/s, p50/p99 and the ratios
+deploytrack/bare and deploytrack/durable floor; medians over the rounds.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ def load(server: servers.Server, mode: str, seconds: float, connections: int, th
     drain(server)
     wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
     drain(server)
-    cpu = server.cpu_seconds()
+    cpu, by_thread = server.cpu_seconds(), server.thread_cpu_seconds()
     res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
     res.server_cpu = server.cpu_seconds() - cpu
+    res.thread_cpu = {name: t - by_thread.get(name, 0.0) for name, t in server.thread_cpu_seconds().items()}
     return res
 
 
@@ -82,6 +85,11 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
         out["bare versioner"] = _figures(res, 1)
         res = load(bare, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
         out["bare devgrid"] = _figures(res, args.batch)
+    with servers.bare(workdir, durable=workdir / f"floor{r}.db") as floor:
+        res = load(floor, "versioner", args.seconds, args.connections, args.threads, "", f"{r}", 1)
+        out["floor versioner"] = _figures(res, 1)
+        res = load(floor, "devgrid", args.seconds, args.devgrid_connections, args.threads, "", f"{r}", args.batch)
+        out["floor devgrid"] = _figures(res, args.batch)
     db = workdir / f"round{r}.db"
     token = servers.create_token(db, "bench", "ingest", "read")
     with servers.deploytrack(db) as server:
@@ -107,8 +115,10 @@ def one_round(workdir: Path, r: int, args: argparse.Namespace) -> dict[str, dict
 def _figures(res: wrk.Run, per_request: int) -> dict[str, float]:
     if res.socket_errors:
         print(f"  warning: {res.socket_errors} socket errors")
+    events = max(res.requests * per_request, 1)
     return {"events_s": res.rps * per_request, "requests": res.requests, "non2xx": res.non2xx,
-            "cpu_us": res.server_cpu / max(res.requests * per_request, 1) * 1e6,
+            "cpu_us": res.server_cpu / events * 1e6,
+            **{f"cpu_us {name}": t / events * 1e6 for name, t in res.thread_cpu.items() if t > 0},
             "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "max_ms": res.max_ms}
 
 
@@ -136,7 +146,7 @@ def main() -> int:
                 print(f"round {r + 1}: {name:26} {f['events_s']:9.0f} events/s  p50 {f['p50_ms']:6.2f} ms  "
                       f"p99 {f['p99_ms']:6.2f} ms  CPU {f['cpu_us']:6.1f} us/event  non-2xx {int(f['non2xx'])}",
                       flush=True)
-    med = {name: {k: statistics.median(rd[name][k] for rd in rounds) for k in rounds[0][name]}
+    med = {name: {k: statistics.median(rd[name].get(k, 0.0) for rd in rounds) for k in rounds[0][name]}
            for name in rounds[0]}
     print(f"\nmedians of {args.rounds} rounds, {args.connections} connections, {args.seconds:g} s each "
           f"({time.monotonic() - started:.0f} s total)")
@@ -144,6 +154,11 @@ def main() -> int:
     for name, f in med.items():
         print(f"{name:26} {f['events_s']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} {f['max_ms']:8.2f} "
               f"{f['cpu_us']:20.1f}")
+    print("\nserver CPU per event by thread (us): python = the event loop (HTTP, validation, answers), "
+          "dt-writer = SQLite writes and commits, dt-checkpoint = WAL copy-back")
+    for name, f in med.items():
+        parts = [f"{k[7:]} {v:.0f}" for k, v in f.items() if k.startswith("cpu_us ")]
+        print(f"  {name:26} {', '.join(parts)}")
     dv, bv = med["deploytrack versioner"], med["bare versioner"]
     # Each round's ratio compares two loads run a few seconds apart; the median of those is steadier
     # than a ratio of medians when other work shares the machine.
@@ -151,6 +166,9 @@ def main() -> int:
     ratio = statistics.median(ratios)
     print(f"\nversioner ratio deploytrack/bare: {ratio:.2f} (median of rounds {', '.join(f'{x:.2f}' for x in ratios)}; "
           f"target >= {TARGET_RATIO}) {'OK' if ratio >= TARGET_RATIO else 'MISSED'}")
+    fv = med["floor versioner"]
+    print(f"versioner durable floor/bare: {fv['events_s'] / bv['events_s']:.2f}; deploytrack/durable floor: "
+          f"{dv['events_s'] / fv['events_s']:.2f}; p99 of the durable floor {fv['p99_ms']:.2f} ms")
     print(f"versioner CPU per event deploytrack/bare: {dv['cpu_us'] / bv['cpu_us']:.2f}x "
           f"(ratio if CPU-bound: {bv['cpu_us'] / dv['cpu_us']:.2f})")
     print(f"versioner deploytrack p99: {dv['p99_ms']:.2f} ms (target < {TARGET_P99_MS:g}) "
@@ -163,7 +181,8 @@ def main() -> int:
         print(f"devgrid ({args.batch}/request, {args.devgrid_connections} connections): {dd['events_s']:.0f} "
               f"events/s (target >= {TARGET_DEVGRID_EPS}) "
               f"{'OK' if dd['events_s'] >= TARGET_DEVGRID_EPS else 'MISSED'}; ratio to bare "
-              f"{dd['events_s'] / bd['events_s']:.2f}")
+              f"{dd['events_s'] / bd['events_s']:.2f}; durable floor {med['floor devgrid']['events_s']:.0f} events/s, "
+              f"deploytrack/durable floor {dd['events_s'] / med['floor devgrid']['events_s']:.2f}")
     else:
         print("devgrid: this server has no POST /events yet; measured the bare ceiling only")
     return 0

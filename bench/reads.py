@@ -1,4 +1,5 @@
-"""Read benchmark: the event list (JSON and HTML) on a big database, first, deep and middle pages.
+"""Read benchmark: the event list (JSON and HTML) on a big database, first, deep and middle pages,
+and the first page of the deployments list with each filter.
 
     python -m bench.gen_events /tmp/bench-1m.db          # once: 1,000,000 events
     python -m bench.reads /tmp/bench-1m.db [--repeat 15] [--depth 200]
@@ -148,6 +149,14 @@ def main() -> int:
                 results.append((f"{label} page {len(page_times) + 1} no filter", med, p95, size))
                 print(f"{label} page {len(page_times) + 1:<5} no filter            median {med:7.2f} ms  "
                       f"p95 {p95:7.2f} ms  {size:7} B", flush=True)
+        # The deployments list (newest first) through the indexes the ingestion path keeps up.
+        for name, flt in {"no filter": {}, "product": {"product": product}, "environment": {"environment": "staging"},
+                          "label": {"label": "rollback"}, "status": {"status": "failed"},
+                          "product+env": {"product": product, "environment": "production"}}.items():
+            path = "/api/v1/deployments" + ("?" + urlencode(flt) if flt else "")
+            med, p95, size = timed(api, path, args.repeat)
+            results.append((f"deployments {name}", med, p95, size))
+            print(f"JSON deployments {name:20} median {med:7.2f} ms  p95 {p95:7.2f} ms  {size:7} B", flush=True)
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as paths:
             for name, flt in filters.items():
                 for cursor in (None, mid, deep):

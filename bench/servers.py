@@ -88,6 +88,19 @@ class Server:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far per thread name (threads of one name summed): where the server's time goes."""
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+                name = (task / "comm").read_text().strip()
+            except OSError:  # the thread ended meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
     def rss_kb(self) -> int:
         return self._status("VmRSS")
 
@@ -118,8 +131,12 @@ def deploytrack(db: Path, *extra: str) -> Server:
     return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
 
 
-def bare(workdir: Path) -> Server:
-    """The ceiling: a Starlette app that only parses the JSON body with orjson and answers."""
+def bare(workdir: Path, durable: Path | None = None) -> Server:
+    """The ceiling: a Starlette app that only parses the JSON body with orjson and answers; with
+    `durable`, the durable floor (each event also stored as one index-free row, answered after COMMIT)."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
-    return Server(argv, port, workdir / f"bare.{port}.log", "/healthz", "bare")
+    if durable is not None:
+        argv += ["--durable", str(durable)]
+    name = "floor" if durable else "bare"
+    return Server(argv, port, workdir / f"{name}.{port}.log", "/healthz", name)

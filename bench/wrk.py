@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +23,7 @@ class Run:
     p99_ms: float
     max_ms: float
     server_cpu: float = 0.0
+    thread_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:

@@ -15,11 +15,13 @@ Reads go through a small pool of aiosqlite connections opened read-only.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -31,6 +33,10 @@ from deploytrack.errors import DeploytrackError, Unavailable
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
 MAX_GROUP = 512
+# The writer's page cache: index pages of a million-event database stay in memory between commits.
+WRITER_CACHE_KIB = 32 * 1024
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default threshold: 1,000 pages of 4 KiB
+BACKSTOP_CHECKPOINT_PAGES = 16_384
 _STOP = object()
 
 
@@ -46,6 +52,10 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Each write task runs in a savepoint, whose undo copies of pages go to a temp file by
+        # default: in memory they cost a third of the writer's time less.
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     return conn
@@ -56,6 +66,14 @@ def open_migrated(path: str | Path) -> sqlite3.Connection:
     conn = connect(path)
     migrations.migrate(conn)
     return conn
+
+
+def name_os_thread(name: str) -> None:
+    """Name the calling thread for `top -H` and /proc (Linux; elsewhere nothing happens)."""
+    try:
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def is_storage_failure(exc: BaseException) -> bool:
@@ -83,6 +101,7 @@ class Database:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._checkpointer: Checkpointer | None = None
         self.commits = 0
         self.written_tasks = 0
 
@@ -95,6 +114,8 @@ class Database:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(open_migrated, self.path)
+        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
+        self._checkpointer = Checkpointer(path)
         self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
         self._thread.start()
         for _ in range(self._reader_count):
@@ -116,6 +137,9 @@ class Database:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.to_thread(checkpointer.stop)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -133,7 +157,18 @@ class Database:
         self._queue.put((fn, args, future))
         return await future
 
+    async def write_grouped(self, fn: Callable[[Any, list[Any]], list[Any]], item: Any) -> Any:
+        """Like `write`, for work that is cheaper done for many requests at once: the writer hands
+        `fn(conn, items)` every item queued back to back with the same `fn`, and `fn` returns one
+        result per item (an exception instance fails that item's request alone)."""
+        if self._thread is None or self._loop is None:
+            raise Unavailable("the database is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((_Grouped(fn), (item,), future))
+        return await future
+
     def _run_writer(self, conn: sqlite3.Connection) -> None:
+        name_os_thread("dt-writer")
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -156,7 +191,7 @@ class Database:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, args, future in group:
+            for fn, args, future in _merge_grouped(group):
                 conn.execute("SAVEPOINT task")
                 try:
                     value = fn(conn, *args)
@@ -172,12 +207,17 @@ class Database:
                         raise
                     if not isinstance(exc, DeploytrackError):
                         log.exception("write task failed")
-                    results.append((future, False, exc))
+                    results.extend((f, False, exc) for f in (future if isinstance(future, list) else [future]))
                 else:
                     conn.execute("RELEASE task")
-                    results.append((future, True, value))
+                    if isinstance(future, list):  # a merged run of grouped tasks: one result each
+                        results.extend((f, not isinstance(v, Exception), v) for f, v in zip(future, value))
+                    else:
+                        results.append((future, True, value))
             conn.execute("COMMIT")
             self.commits += 1
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
             self.written_tasks += len(group)
         except Exception as exc:  # noqa: BLE001 - nothing in this group is acknowledged
             log.error("write transaction failed, %d requests answered 503: %s", len(group), exc)
@@ -213,6 +253,86 @@ class Database:
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+
+class _Grouped:
+    """Marks a queued task whose function takes a list of items (see `Database.write_grouped`)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any, list[Any]], list[Any]]) -> None:
+        self.fn = fn
+
+
+def _merge_grouped(group: list[Any]) -> list[tuple[Callable[..., Any], tuple[Any, ...], Any]]:
+    """The group's tasks with each run of back-to-back grouped tasks of one function made one task
+    (its future a list). Only adjacent ones merge, so no write moves past another."""
+    merged: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
+    run: list[Any] = []
+
+    def close_run() -> None:
+        if run:
+            merged.append((run[0][0].fn, ([args[0] for _, args, _ in run],), [f for _, _, f in run]))
+            run.clear()
+
+    for task in group:
+        if isinstance(task[0], _Grouped):
+            if run and run[0][0].fn is not task[0].fn:
+                close_run()
+            run.append(task)
+        else:
+            close_run()
+            merged.append(task)
+    close_run()
+    return merged
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own.
+
+    Left to SQLite, the COMMIT that pushes the WAL past 1,000 pages does that copy (and an fsync of
+    the database file) while every request in its group waits. Here a PASSIVE checkpoint runs
+    beside the writer instead, on the other core (SQLite releases the GIL); the writer keeps a far
+    higher automatic threshold only as a backstop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wal = Path(f"{path}-wal")
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="deploytrack-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Called after a commit: check the WAL's size soon."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        name_os_thread("dt-checkpoint")
+        conn: sqlite3.Connection | None = None
+        while not self._stopping:
+            self._wake.wait(timeout=5)
+            self._wake.clear()
+            try:
+                if self._stopping or self._wal.stat().st_size < CHECKPOINT_BYTES:
+                    continue
+                if conn is None:
+                    conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except (OSError, sqlite3.Error) as exc:  # a full or read-only disk: the writer reports it
+                log.warning("checkpoint failed: %s", exc)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                time.sleep(1)
+        if conn is not None:
+            conn.close()
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

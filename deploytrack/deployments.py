@@ -167,7 +167,8 @@ def _labels(conn: sqlite3.Connection, source: str) -> Iterable[tuple[int, str]]:
 # was completed in the same product/environment before and is not the one running. Computed per
 # listed row with indexed lookups (deployments_finished, deployments_version).
 _PREV = """(SELECT p.{col} FROM deployments p WHERE p.product = {d}.product AND p.environment = {d}.environment
-    AND p.status = 'completed' AND (p.finished_at < {d}.finished_at OR (p.finished_at = {d}.finished_at AND p.id < {d}.id))
+    AND p.status = 'completed' AND p.finished_at <= {d}.finished_at
+    AND (p.finished_at < {d}.finished_at OR p.id < {d}.id)
     ORDER BY p.finished_at DESC, p.id DESC LIMIT 1)"""
 _IS_ROLLBACK = """(CASE WHEN {d}.status <> 'completed' THEN 0 WHEN {d}.label = 'rollback' THEN 1
     WHEN COALESCE({prev}, {d}.version) <> {d}.version AND EXISTS (
@@ -189,12 +190,12 @@ def list_sql(where: list[str]) -> str:
     return f"""
     SELECT d.*, {is_rb} AS is_rollback,
            (SELECT n.id FROM deployments n WHERE n.product = d.product AND n.environment = d.environment
-              AND n.status = 'completed' AND d.status = 'completed'
-              AND (n.finished_at > d.finished_at OR (n.finished_at = d.finished_at AND n.id > d.id))
+              AND n.status = 'completed' AND d.status = 'completed' AND n.finished_at >= d.finished_at
+              AND (n.finished_at > d.finished_at OR n.id > d.id)
               AND {next_rb} = 1
               AND n.id = (SELECT q.id FROM deployments q WHERE q.product = d.product AND q.environment = d.environment
-                            AND q.status = 'completed' AND (q.finished_at > d.finished_at
-                                OR (q.finished_at = d.finished_at AND q.id > d.id))
+                            AND q.status = 'completed' AND q.finished_at >= d.finished_at
+                            AND (q.finished_at > d.finished_at OR q.id > d.id)
                           ORDER BY q.finished_at, q.id LIMIT 1)) AS rolled_back_by
     FROM deployments d
     WHERE {cond}

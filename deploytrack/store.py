@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -39,7 +39,7 @@ class Ingest:
     received_at: int
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
-    named: set[tuple[str, str]] = field(default_factory=set, repr=False)  # products/environments upserted
+    event_ids: list[str] | None = None  # ids to keep (import); new UUIDv7s otherwise
 
 
 @dataclass
@@ -50,44 +50,304 @@ class IngestResult:
 
 def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
-    if batch.token_id is not None:
-        # The token may have come from auth's cache: a revocation committed since must still refuse it.
-        if conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND revoked_at IS NULL",
-                        (batch.received_at, batch.token_id)).rowcount == 0:
-            raise Unauthorized("Invalid API key")
-    if batch.idempotency_key and batch.token_id is not None:
-        row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
-                           (batch.token_id, batch.idempotency_key)).fetchone()
-        if row is not None:
-            return IngestResult(_events_by_id(conn, orjson.loads(row[0])), replayed=True)
-    result = IngestResult()
-    fresh = 0
-    stored = _events_by_client_key(conn, [e.client_key for e in batch.events if e.client_key])
-    inserted: set[str] = set()  # client keys this batch stored (a repeat inside the batch finds its row)
-    for index, event in enumerate(batch.events):
-        if event.client_key:
-            if event.client_key in inserted:
-                existing = conn.execute("SELECT * FROM events WHERE client_key = ?", (event.client_key,)).fetchone()
-                result.rows.append(dict(existing))
-                continue
-            if event.client_key in stored:
-                result.rows.append(dict(stored[event.client_key]))
-                continue
-            inserted.add(event.client_key)
-        try:
-            result.rows.append(_insert_event(conn, event, batch))
-        except DeploytrackError as error:
-            error.index = index
-            raise
-        fresh += 1
-    if fresh == 0 and batch.events:
-        result.replayed = True
-    if batch.idempotency_key and batch.token_id is not None:
-        conn.execute(
-            "INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
-            (batch.token_id, batch.idempotency_key, orjson.dumps([r["id"] for r in result.rows]).decode(),
-             batch.received_at))
+    result = ingest_group(conn, [batch])[0]
+    if isinstance(result, DeploytrackError):
+        raise result
     return result
+
+
+def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[IngestResult | DeploytrackError]:
+    """Store many requests' events in one pass, each request all-or-nothing, as if one after another.
+
+    The writer hands every ingestion request waiting in its queue here at once. Lookups are made
+    for the whole group and rows are written in multi-row statements: each SQLite call gives up
+    and takes back the GIL, and under load every take-back waits for the event loop, so a few
+    statements per group instead of a dozen per event is what lets the writer keep up.
+    """
+    group = _Group(conn, batches)
+    results: list[IngestResult | DeploytrackError] = []
+    for batch in batches:
+        try:
+            results.append(group.add(batch))
+        except DeploytrackError as error:
+            results.append(error)
+    group.flush()
+    return results
+
+
+class _Group:
+    """The state of one ingest group: what the database held before it, plus what the group adds."""
+
+    def __init__(self, conn: sqlite3.Connection, batches: list[Ingest]) -> None:
+        self.conn = conn
+        self.live_tokens = _live_tokens(conn, {b.token_id for b in batches if b.token_id is not None})
+        self.used_tokens: dict[int, int] = {}
+        self.idempotency = _idempotency_keys(conn, {(b.token_id, b.idempotency_key) for b in batches
+                                                    if b.token_id is not None and b.idempotency_key})
+        self.new_keys: list[tuple[int, str, str, int]] = []
+        events = [e for b in batches for e in b.events]
+        self.by_client_key = {k: dict(r) for k, r in
+                              _events_by_client_key(conn, [e.client_key for e in events if e.client_key]).items()}
+        self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
+        self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+        self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
+        self.aliases = batches[0].aliases if batches else {}
+        self.deployments = _open_deployments(conn, {_deployment_key(e, self._environment(e, b.aliases))
+                                                    for b in batches for e in b.events
+                                                    if e.kind == "deployment" and e.environment_raw})
+        self.rows: list[dict[str, Any]] = []
+        self.dirty_days: set[int] = set()
+
+    @staticmethod
+    def _environment(event: Event, aliases: Mapping[str, str]) -> str | None:
+        return canonical_environment(event.environment_raw, aliases) if event.environment_raw else None
+
+    def add(self, batch: Ingest) -> IngestResult:
+        """Stage one request's rows; raise (staging nothing) if it must be refused."""
+        if batch.token_id is not None:
+            if batch.token_id not in self.live_tokens:
+                raise Unauthorized("Invalid API key")
+            self.used_tokens[batch.token_id] = batch.received_at
+        key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
+        if key is not None and key in self.idempotency:
+            return IngestResult(self._rows_by_id(self.idempotency[key]), replayed=True)
+        claims: dict[tuple[str, Any], str | None] = {}
+        plan: list[dict[str, Any] | Event] = []  # a stored row (a re-send) or an event to store
+        fresh: dict[str, Event] = {}
+        for index, event in enumerate(batch.events):
+            if event.client_key and event.client_key in fresh:
+                plan.append(fresh[event.client_key])
+                continue
+            if event.client_key and event.client_key in self.by_client_key:
+                plan.append(self.by_client_key[event.client_key])
+                continue
+            if event.version is not None:
+                self._check_version(event, claims, index)
+            if event.client_key:
+                fresh[event.client_key] = event
+            plan.append(event)
+        rows: list[dict[str, Any]] = []
+        stored: dict[int, dict[str, Any]] = {}
+        for position, item in enumerate(plan):
+            if isinstance(item, Event):
+                if id(item) not in stored:
+                    event_id = batch.event_ids[position] if batch.event_ids else None
+                    stored[id(item)] = self._stage(item, batch, event_id)
+                rows.append(stored[id(item)])
+            else:
+                rows.append(item)
+        if key is not None:
+            ids = [r["id"] for r in rows]
+            self.idempotency[key] = ids
+            self.new_keys.append((key[0], key[1], orjson.dumps(ids).decode(), batch.received_at))
+        return IngestResult(rows, replayed=not stored and bool(batch.events))
+
+    def _check_version(self, event: Event, claims: dict[tuple[str, Any], str | None], index: int) -> None:
+        """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
+        pair = (event.product, event.version)
+        known = claims[pair] if pair in claims else self.versions.get(pair)
+        if event.scm_sha and known is not None and known != event.scm_sha:
+            error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
+            error.index = index
+            raise error
+        claims[pair] = known or event.scm_sha
+
+    def _stage(self, event: Event, batch: Ingest, event_id: str | None) -> dict[str, Any]:
+        occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
+        environment = self._environment(event, batch.aliases)
+        if event.version is not None:
+            self._claim_version(event.product, event.version, event.scm_sha, occurred)
+        self.names["products"].setdefault(event.product, batch.received_at)
+        if environment:
+            self.names["environments"].setdefault(environment, batch.received_at)
+        row: dict[str, Any] = {
+            "id": event_id or new_event_id(), "dialect": event.dialect, "token_id": batch.token_id,
+            "kind": event.kind, "product": event.product, "version": event.version, "environment": environment,
+            "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
+            "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,
+            "scm_branch": event.scm_branch, "scm_repository": event.scm_repository,
+            "commit_time": event.commit_time, "build_url": event.build_url, "build_number": event.build_number,
+            "build_id": event.build_id, "source_system": event.source_system, "invoke_id": event.invoke_id,
+            "actor": event.actor, "summary": event.summary, "change_id": event.change_id,
+            "links": orjson.dumps(event.links).decode() if event.links else None,
+            "metadata": orjson.dumps(event.metadata).decode() if event.metadata else None,
+            "client_key": event.client_key, "deployment_id": None,
+        }
+        if event.kind == "deployment" and environment:
+            # The label reads the metadata object the event already holds, not the JSON text just made of it.
+            label = deployment_label({"metadata": event.metadata, "summary": event.summary})
+            row["deployment"] = self._fold(row, label)
+        if event.client_key:
+            self.by_client_key[event.client_key] = row
+        self.rows.append(row)
+        day = day_start_us(occurred)
+        if day < day_start_us(batch.received_at):  # a late event: that day's snapshot must be recomputed
+            self.dirty_days.add(day)
+        return row
+
+    def _claim_version(self, product: str, version: str, sha: str | None, at: int) -> None:
+        pair = (product, version)
+        if pair not in self.versions:
+            self.versions[pair] = sha
+            self.version_writes[pair] = ("insert", sha, at)
+        elif sha and self.versions[pair] is None:
+            self.versions[pair] = sha
+            previous = self.version_writes.get(pair)
+            self.version_writes[pair] = ("insert" if previous and previous[0] == "insert" else "update", sha, at)
+
+    def _fold(self, ev: dict[str, Any], label: str | None) -> dict[str, Any]:
+        """Fold a deployment event into its deployment record (pending -> started -> finished)."""
+        key = (ev["product"], ev["environment"], ev["version"], ev["invoke_id"] or "")
+        dep = self.deployments.get(key)
+        if dep is not None and not key[3] and dep["status"] not in ("pending", "started"):
+            dep = None  # without an invoke id, a finished deployment is not reopened: this starts the next one
+        at, status = ev["occurred_at"], ev["status"]
+        started = at if status == "started" else None
+        finished = at if status in TERMINAL else None
+        if dep is None:
+            dep = {"id": None, "product": key[0], "environment": key[1], "version": key[2], "invoke_id": key[3],
+                   "status": status, "first_at": at, "last_at": at, "started_at": started, "finished_at": finished,
+                   "scm_sha": ev["scm_sha"], "actor": ev["actor"], "change_id": ev["change_id"], "label": label,
+                   "event_count": 1, "stored": None}
+            self.deployments[key] = dep
+            return dep
+        dep.update({
+            "status": _fold_status(dep["status"], dep["finished_at"], status, at),
+            "first_at": min(at, dep["first_at"]), "last_at": max(at, dep["last_at"]),
+            "started_at": _earliest(dep["started_at"], started), "finished_at": _latest(dep["finished_at"], finished),
+            "scm_sha": _coalesce(ev["scm_sha"], dep["scm_sha"]), "actor": _coalesce(dep["actor"], ev["actor"]),
+            "change_id": _coalesce(dep["change_id"], ev["change_id"]), "label": _coalesce(dep["label"], label),
+            "event_count": dep["event_count"] + 1})
+        return dep
+
+    def _rows_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
+        staged = {r["id"]: r for r in self.rows}
+        missing = [i for i in ids if i not in staged]
+        stored = {r["id"]: r for r in _events_by_id(self.conn, missing)} if missing else {}
+        return [staged.get(i) or stored[i] for i in ids if i in staged or i in stored]
+
+    def flush(self) -> None:
+        """Write everything the accepted requests staged."""
+        conn = self.conn
+        for token_id, at in self.used_tokens.items():
+            last = self.live_tokens[token_id]
+            if last is None or at - last >= _LAST_USED_STEP:
+                conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
+        inserts = [(p, v, sha, at) for (p, v), (how, sha, at) in self.version_writes.items() if how == "insert"]
+        _insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"), inserts)
+        for (product, version), (how, sha, _) in self.version_writes.items():
+            if how == "update":
+                conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?", (sha, product, version))
+        for table, names in self.names.items():
+            _insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
+        _write_deployments(conn, list({id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}.values()))
+        for row in self.rows:
+            dep = row.pop("deployment", None)
+            if dep is not None:
+                row["deployment_id"] = dep["id"]
+        _insert_rows(conn, "events", EVENT_COLUMNS[1:], [[r[c] for c in EVENT_COLUMNS[1:]] for r in self.rows])
+        _insert_rows(conn, "dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)], " ON CONFLICT DO NOTHING")
+        _insert_rows(conn, "idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys)
+
+
+_DEPLOYMENT_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
+                      "label", "event_count")
+
+
+def _write_deployments(conn: sqlite3.Connection, deps: list[dict[str, Any]]) -> None:
+    """Insert the new deployment records (ids given here, so one statement serves them all) and
+    update the changed ones."""
+    new = [d for d in deps if d["id"] is None]
+    if new:
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
+        for offset, dep in enumerate(new, start=1):
+            dep["id"] = top + offset
+        columns = ("id", "product", "environment", "version", "invoke_id", *_DEPLOYMENT_FIELDS)
+        _insert_rows(conn, "deployments", columns, [[d[c] for c in columns] for d in new])
+    for dep in deps:
+        if dep["stored"] is None:
+            continue
+        # Only the columns that change are SET: SQLite rewrites an index for every column named, changed or not.
+        changed = {c: dep[c] for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c]}
+        if changed:
+            conn.execute(f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in changed)} WHERE id = ?",
+                         (*changed.values(), dep["id"]))
+
+
+# Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
+# bound parameters (32,766) and SQLite's on expression depth (1,000).
+_ROWS_CHUNK = 400
+_OR_CHUNK = 100
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[Any],
+                 suffix: str = "") -> None:
+    """INSERT many rows with a few multi-row statements."""
+    one = f"({', '.join('?' * len(columns))})"
+    for start in range(0, len(rows), _ROWS_CHUNK):
+        chunk = rows[start:start + _ROWS_CHUNK]
+        conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))}{suffix}",
+                     [value for row in chunk for value in row])
+
+
+def _where_any(terms: list[tuple[str, tuple[Any, ...]]]) -> Iterable[tuple[str, list[Any]]]:
+    """`(a = ? AND b = ?) OR (...)` in chunks: SQLite looks each term up in an index (multi-index OR)."""
+    for start in range(0, len(terms), _OR_CHUNK):
+        chunk = terms[start:start + _OR_CHUNK]
+        yield " OR ".join(f"({sql})" for sql, _ in chunk), [v for _, params in chunk for v in params]
+
+
+def _live_tokens(conn: sqlite3.Connection, ids: set[int]) -> dict[int, int | None]:
+    """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
+    a revocation committed since must still refuse them."""
+    if not ids:
+        return {}
+    rows = conn.execute(f"SELECT id, last_used_at FROM tokens WHERE id IN ({', '.join('?' * len(ids))}) "
+                        "AND revoked_at IS NULL", list(ids))
+    return {int(r[0]): r[1] for r in rows}
+
+
+def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
+    found: dict[Any, list[str]] = {}
+    for where, params in _where_any([("token_id = ? AND key = ?", key) for key in keys]):
+        for row in conn.execute(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params):
+            found[(row[0], row[1])] = orjson.loads(row[2])
+    return found
+
+
+def _versions(conn: sqlite3.Connection, pairs: set[tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
+    found: dict[tuple[str, str], str | None] = {}
+    for where, params in _where_any([("product = ? AND version = ?", pair) for pair in pairs]):
+        for row in conn.execute(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params):
+            found[(row[0], row[1])] = row[2]
+    return found
+
+
+def _deployment_key(event: Event, environment: str | None) -> tuple[str, str | None, str | None, str]:
+    return (event.product, environment, event.version, event.invoke_id or "")
+
+
+def _open_deployments(conn: sqlite3.Connection, keys: set[tuple[str, str | None, str | None, str]]
+                      ) -> dict[tuple[str, str | None, str | None, str], dict[str, Any]]:
+    """Per deployment key, the record an event of that key folds into: the latest one with that
+    invoke id, or without an invoke id the latest still open."""
+    terms = [("product = ? AND environment = ? AND version IS ? AND invoke_id = ?"
+              + ("" if key[3] else " AND status IN ('pending', 'started')"), key) for key in keys]
+    found: dict[tuple[str, str | None, str | None, str], dict[str, Any]] = {}
+    for where, params in _where_any(terms):
+        for row in conn.execute(f"SELECT * FROM deployments WHERE {where}", params):
+            key = (row["product"], row["environment"], row["version"], row["invoke_id"])
+            if key not in found or row["id"] > found[key]["id"]:
+                dep = {c: row[c] for c in ("id", "product", "environment", "version", "invoke_id",
+                                            *_DEPLOYMENT_FIELDS)}
+                dep["stored"] = dict(dep)
+                found[key] = dep
+    return found
+
+
+# last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
+# to every commit for a figure `token list` shows as a date.
+_LAST_USED_STEP = 60_000_000
 
 
 def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
@@ -119,86 +379,9 @@ def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received
     if event.client_key and conn.execute(
             "SELECT 1 FROM events WHERE client_key = ?", (event.client_key,)).fetchone() is not None:
         return None
-    batch = Ingest(events=[event], token_id=None, received_at=received_at, aliases=aliases)
-    return _insert_event(conn, event, batch, event_id)
-
-
-def _insert_event(conn: sqlite3.Connection, event: Event, batch: Ingest,
-                  event_id: str | None = None) -> dict[str, Any]:
-    occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
-    environment = canonical_environment(event.environment_raw, batch.aliases) if event.environment_raw else None
-    if event.version is not None:
-        _claim_version(conn, event.product, event.version, event.scm_sha, occurred)
-    if ("product", event.product) not in batch.named:  # once per batch, not once per event
-        batch.named.add(("product", event.product))
-        conn.execute("INSERT INTO products (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                     (event.product, batch.received_at))
-    if environment and ("environment", environment) not in batch.named:
-        batch.named.add(("environment", environment))
-        conn.execute("INSERT INTO environments (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                     (environment, batch.received_at))
-    row: dict[str, Any] = {
-        "id": event_id or new_event_id(), "dialect": event.dialect, "token_id": batch.token_id, "kind": event.kind,
-        "product": event.product, "version": event.version, "environment": environment,
-        "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
-        "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,
-        "scm_branch": event.scm_branch, "scm_repository": event.scm_repository, "commit_time": event.commit_time,
-        "build_url": event.build_url, "build_number": event.build_number, "build_id": event.build_id,
-        "source_system": event.source_system, "invoke_id": event.invoke_id, "actor": event.actor,
-        "summary": event.summary, "change_id": event.change_id,
-        "links": orjson.dumps(event.links).decode() if event.links else None,
-        "metadata": orjson.dumps(event.metadata).decode() if event.metadata else None,
-        "client_key": event.client_key, "deployment_id": None,
-    }
-    if event.kind == "deployment" and environment:
-        # The label reads the metadata object the event already holds, not the JSON text just made of it.
-        row["deployment_id"] = _attach_deployment(conn, row, deployment_label(
-            {"metadata": event.metadata, "summary": event.summary}))
-    cursor = conn.execute(_INSERT_EVENT, [row[c] for c in EVENT_COLUMNS[1:]])
-    row["seq"] = cursor.lastrowid
-    _mark_dirty(conn, occurred, batch.received_at)
-    return row
-
-
-def _claim_version(conn: sqlite3.Connection, product: str, version: str, sha: str | None, at: int) -> None:
-    """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
-    row = conn.execute("SELECT scm_sha FROM versions WHERE product = ? AND version = ?", (product, version)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO versions (product, version, scm_sha, created_at) VALUES (?, ?, ?, ?)",
-                     (product, version, sha, at))
-    elif sha and row[0] is None:
-        conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?", (sha, product, version))
-    elif sha and row[0] != sha:
-        raise Conflict(f"Version {version} already exists with different SHA", "scm_sha")
-
-
-def _attach_deployment(conn: sqlite3.Connection, ev: dict[str, Any], label: str | None) -> int:
-    """Fold a deployment event into its deployment record (pending -> started -> finished)."""
-    invoke = ev["invoke_id"] or ""
-    sql = ("SELECT id, status, first_at, last_at, started_at, finished_at FROM deployments "
-           "WHERE product = ? AND environment = ? AND version IS ? AND invoke_id = ?")
-    if not invoke:
-        sql += " AND status IN ('pending', 'started')"
-    dep = conn.execute(sql + " ORDER BY id DESC LIMIT 1",
-                       (ev["product"], ev["environment"], ev["version"], invoke)).fetchone()
-    at, status = ev["occurred_at"], ev["status"]
-    started = at if status == "started" else None
-    finished = at if status in TERMINAL else None
-    if dep is None:
-        cursor = conn.execute(
-            "INSERT INTO deployments (product, environment, version, invoke_id, status, first_at, last_at, "
-            "started_at, finished_at, scm_sha, actor, change_id, label, event_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-            (ev["product"], ev["environment"], ev["version"], invoke, status, at, at, started, finished,
-             ev["scm_sha"], ev["actor"], ev["change_id"], label))
-        return int(cursor.lastrowid or 0)
-    conn.execute(
-        "UPDATE deployments SET status = ?, first_at = ?, last_at = ?, started_at = ?, finished_at = ?, "
-        "scm_sha = COALESCE(?, scm_sha), actor = COALESCE(actor, ?), change_id = COALESCE(change_id, ?), "
-        "label = COALESCE(label, ?), event_count = event_count + 1 WHERE id = ?",
-        (_fold_status(dep["status"], dep["finished_at"], status, at), min(at, dep["first_at"]), max(at, dep["last_at"]),
-         _earliest(dep["started_at"], started), _latest(dep["finished_at"], finished), ev["scm_sha"], ev["actor"], ev["change_id"], label, dep["id"]))
-    return int(dep["id"])
+    result = ingest(conn, Ingest(events=[event], token_id=None, received_at=received_at, aliases=aliases,
+                                 event_ids=[event_id]))
+    return result.rows[0]
 
 
 _RANK = {"pending": 0, "started": 1, "completed": 2, "failed": 3, "aborted": 4}
@@ -234,19 +417,16 @@ def deployment_label(ev: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _coalesce(a: Any, b: Any) -> Any:
+    return a if a is not None else b
+
+
 def _earliest(a: int | None, b: int | None) -> int | None:
     return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
 
 
 def _latest(a: int | None, b: int | None) -> int | None:
     return max(x for x in (a, b) if x is not None) if a is not None or b is not None else None
-
-
-def _mark_dirty(conn: sqlite3.Connection, occurred: int, received: int) -> None:
-    """A day whose snapshot is already computed and got a late event must be recomputed."""
-    day = day_start_us(occurred)
-    if day < day_start_us(received):
-        conn.execute("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", (day,))
 
 
 # -- tokens -----------------------------------------------------------------------------

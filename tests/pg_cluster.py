@@ -7,6 +7,7 @@ as the `postgres` system user the Debian package creates.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 USER = "deploytrack"
 
@@ -52,6 +54,7 @@ class Cluster:
             os.chown(self.dir, owner.pw_uid, owner.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         self._counter = 0
+        self._options = ""
 
     def _run(self, *argv: str) -> None:
         result = subprocess.run([*self._as, *argv], capture_output=True, text=True, timeout=120)
@@ -65,8 +68,9 @@ class Cluster:
                    "-c max_connections=200"]
         if not self.durable:  # tests only: a crash loses nothing that matters
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._options = " ".join(options)
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                  "-w", "-t", "60", "-o", " ".join(options), "start")
+                  "-w", "-t", "60", "-o", self._options, "start")
         return self
 
     def url(self, database: str = "postgres", **settings: str) -> str:
@@ -92,6 +96,16 @@ class Cluster:
         """Stop the server (closing every client connection) and start it again on the same port."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
                   "-m", "fast", "restart")
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped (every client connection closed) for the duration, then started again."""
+        ctl = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60"]
+        self._run(*ctl, "-m", "fast", "stop")
+        try:
+            yield
+        finally:
+            self._run(*ctl, "-o", self._options, "start")
 
     def stop(self) -> None:
         if self.data.exists():

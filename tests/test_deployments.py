@@ -60,3 +60,28 @@ def test_lifecycle_only_moves_forward_on_ingest_and_on_refold(client, token, db_
     assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
     after = {d["version"]: (d["status"], d["event_count"]) for d in listed(client, token)["deployments"]}
     assert after == before
+
+
+def test_each_field_folds_in_whatever_event_carries_it_and_agrees_with_the_refold(client, token, db_path):
+    """Ingestion updates only the columns an event changes; the record must still hold every field
+    the events carried (first SHA-less, then with SHA; actor and change only on later events; a
+    hotfix mark on the last event; times out of order) and equal what a full refold builds."""
+    from tests.conftest import run_cli
+
+    sha = "a" * 40
+    deploy(client, token, "5", "started", at(2, 10, 5), invoke_id="r5")
+    deploy(client, token, "5", "pending", at(2, 10), invoke_id="r5", deployed_by="ann")
+    deploy(client, token, "5", "failed", at(2, 10, 9), invoke_id="r5", scm_sha=sha, change_id="CHG1")
+    deploy(client, token, "5", "success", at(2, 10, 9), invoke_id="r5", deployed_by="bob", change_id="CHG2",
+           extra_metadata={"deployment_type": "hotfix"})  # same instant as the failure: the failure stands
+    deploy(client, token, "6", "failed", at(1, 9), invoke_id="r6")
+    deploy(client, token, "6", "success", at(1, 8), invoke_id="r6")  # an earlier outcome arriving late loses
+    before = {d["version"]: d for d in listed(client, token)["deployments"]}
+    five = before["5"]
+    assert (five["status"], five["event_count"], five["scm_sha"], five["actor"], five["change_id"], five["label"]) == (
+        "failed", 4, sha, "ann", "CHG1", "hotfix")
+    assert (five["first_at"], five["started_at"], five["finished_at"]) == (at(2, 10), at(2, 10, 5), at(2, 10, 9))
+    assert (before["6"]["status"], before["6"]["finished_at"]) == ("failed", at(1, 9))
+    assert run_cli("metrics", "recompute", "--refold-all", "--db", str(db_path))[0] == 0
+    after = {d["version"]: d for d in listed(client, token)["deployments"]}
+    assert after == before

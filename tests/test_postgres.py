@@ -287,3 +287,22 @@ def test_postgres_restart_costs_no_500_and_no_acknowledged_event(pg_cluster, pg_
         server.stop()
     stored = {r[0] for r in query(pg_url, "SELECT id FROM events")}
     assert set(acked) <= stored and len(acked) >= 3
+
+
+def test_healthz_says_503_without_the_cause_while_the_database_is_down(pg_cluster, pg_url):
+    """The unauthenticated health check reports that the database did not answer; the cause (which
+    names hosts and ports) goes to the server log only."""
+    server = LiveServer(pg_url).start()
+    try:
+        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        with pg_cluster.down():
+            resp = httpx.get(server.url + "/healthz", timeout=30)
+        assert resp.status_code == 503
+        assert resp.json() == {"status": "error", "error": "the database did not answer; see the server log"}
+        deadline = time.monotonic() + 20
+        while httpx.get(server.url + "/healthz", timeout=30).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the read pool reconnects
+        assert httpx.get(server.url + "/healthz", timeout=30).status_code == 200
+    finally:
+        server.stop()
+    assert "health check: the database did not answer" in server.log.read_text()

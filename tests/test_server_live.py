@@ -46,6 +46,29 @@ def test_wal_mode_and_migrations_recorded(live_server, db_path):
     assert names and names[0] == "m001_core"
 
 
+@pytest.mark.sqlite_only
+def test_wal_is_copied_back_while_the_server_runs(live_server, token, db_path):
+    """The server checkpoints the WAL from a thread of its own once it passes 4 MiB (the writer's own
+    automatic checkpoint waits for 64 MiB): the database file grows while the server keeps running."""
+    import time
+    from pathlib import Path
+
+    start = Path(db_path).stat().st_size
+    note = "x" * 1500
+    for batch in range(30):
+        events = [{"type": "event-deploy", "entityId": f"svc-{i % 7}", "attributes": {
+            "env": "production", "status": "success", "build_id": f"{batch}-{i}", "note": note}} for i in range(100)]
+        resp = httpx.post(live_server.url + "/events", json={"events": events}, headers={"x-api-key": token}, timeout=30)
+        assert resp.status_code == 201, resp.text
+    deadline = time.monotonic() + 15
+    while Path(db_path).stat().st_size < start + 4_000_000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Path(db_path).stat().st_size >= start + 4_000_000
+    assert live_server.proc is not None and live_server.proc.poll() is None
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3000
+
+
 def test_environment_variables_configure_serve(tmp_path):
     db = tmp_path / "env.db"
     secret = create_token(db, "r", "read")

@@ -60,7 +60,7 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
                 app.limiter.check(token.id)
             ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
             events = dialect.to_events(data, token, ctx)
-            result = await app.db.write(store.ingest, store.Ingest(
+            result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
                 idempotency_key=idempotency_key(request)))
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))

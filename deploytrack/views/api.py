@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Awaitable, Callable
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from deploytrack.sessions import require
 from deploytrack.web import JSONResponse
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("deploytrack.api")
 
 
 def error_response(error: DeploytrackError) -> JSONResponse:
@@ -72,8 +74,11 @@ async def healthz(request: Request) -> Response:
     app = request.app.state.deploytrack
     try:
         await app.db.fetchone("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - health reports, never raises
-        return JSONResponse({"status": "error", "error": str(exc)[:200]}, status_code=503)
+    except Exception:  # noqa: BLE001 - health reports, never raises
+        # Unauthenticated: the cause (paths, hosts) goes to the log, not to whoever asks.
+        log.exception("health check: the database did not answer")
+        return JSONResponse({"status": "error", "error": "the database did not answer; see the server log"},
+                            status_code=503)
     return JSONResponse({"status": "ok", "version": app.version})
 
 
