@@ -91,7 +91,6 @@ class _Group:
         self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self.aliases = batches[0].aliases if batches else {}
         self.deployments = _open_deployments(conn, {_deployment_key(e, self._environment(e, b.aliases))
                                                     for b in batches for e in b.events
                                                     if e.kind == "deployment" and e.environment_raw})
