@@ -48,9 +48,6 @@ FROM (
 ) n
 """
 
-# The commit refs of the redone deployments (their own SHA, else their version's; plus metadata
-# `commits` from temp.facts_meta), the first of each change per product/environment. A change
-# whose first deployment lies before the redone part keeps its stored row (ON CONFLICT).
 # Lead time and its source (0 recorded commit, 1 commit time sent with the event, 2 first build), kept
 # with the times they come from so a read is one narrow index range per product/environment.
 _START = "COALESCE(commit_at, event_commit_at, build_at)"
@@ -59,6 +56,9 @@ _SOURCE = ("CASE WHEN commit_at IS NOT NULL THEN 0 WHEN event_commit_at IS NOT N
            "WHEN build_at IS NOT NULL THEN 2 END")
 _DERIVED = f"lead_us = {_LEAD_US}, source = {_SOURCE}"
 
+# The commit refs of the redone deployments (their own SHA, else their version's; plus metadata
+# `commits` from temp.facts_meta), the first of each change per product/environment. A change
+# whose first deployment lies before the redone part keeps its stored row (ON CONFLICT).
 # The commit refs of the redone deployments (their own SHA, else their version's; plus metadata
 # `commits` from temp.facts_meta), the first of each change per product/environment. A change
 # whose first deployment lies before the redone part keeps its stored row (ON CONFLICT).
