@@ -494,20 +494,21 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
                 if opened < end:
                     unresolved[opened] += 1
                     unresolved[end] -= 1
-            lead_m, restore_m = lead_all[window], restore_all[window]
-            rows = []
-            late = run_unresolved = 0
-            for t in range(0, last + 1):
-                late += pending[t]
-                run_unresolved += unresolved[t]
-                if t < first:
-                    continue
-                lo = max(0, t - window + 1)
-                s = lambda p: p[t + 1] - p[lo]  # noqa: E731
-                rows.append(_metrics(
-                    window, s(pc), s(pa), s(pf), s(pn) + late, s(pdays), lead_m[t - first],
-                    {name: s(p) for name, p in psrc.items()}, restore_m[t - first], run_unresolved, settings))
-            out[(scope, window)] = rows
+            days = range(first, last + 1)
+            starts = [max(0, t - window + 1) for t in days]
+
+            def sums(p: list[int]) -> list[int]:
+                """The window's total of each day: prefix sums p over days lo..t."""
+                return [p[t + 1] - p[lo] for t, lo in zip(days, starts)]
+
+            late = list(accumulate(pending[:last + 1]))[first:]  # failures known after their day, so far
+            open_now = list(accumulate(unresolved[:last + 1]))[first:]
+            sources = [dict(zip(SOURCES, counts)) for counts in zip(*(sums(psrc[name]) for name in SOURCES))]
+            out[(scope, window)] = [
+                _metrics(window, c, a, f, known + later, dd, lead_m, src, restore_m, unresolved_n, settings)
+                for c, a, f, known, later, dd, lead_m, src, restore_m, unresolved_n in zip(
+                    sums(pc), sums(pa), sums(pf), sums(pn), late, sums(pdays), lead_all[window], sources,
+                    restore_all[window], open_now)]
     return out
 
 
@@ -515,12 +516,15 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
              lead: tuple[float | None, int], sources: dict[str, int],
              restore: tuple[float | None, int], unresolved: int, settings: Settings) -> dict[str, Any]:
     weeks = window / 7
-    freq: dict[str, Any] = {"value": None, "unit": "deployments per day", "band": None, "data_points": attempts,
-                            "deployments": completed, "per_week": None, "deploy_days": deploy_days,
-                            "deploy_days_per_week": None}
+    freq: dict[str, Any]
     if attempts:
-        freq.update(value=round(completed / window, 6), per_week=round(completed / weeks, 6),
-                    deploy_days_per_week=round(deploy_days / weeks, 6), band=frequency_band(deploy_days, window))
+        freq = {"value": round(completed / window, 6), "unit": "deployments per day",
+                "band": frequency_band(deploy_days, window), "data_points": attempts, "deployments": completed,
+                "per_week": round(completed / weeks, 6), "deploy_days": deploy_days,
+                "deploy_days_per_week": round(deploy_days / weeks, 6)}
+    else:
+        freq = {"value": None, "unit": "deployments per day", "band": None, "data_points": attempts,
+                "deployments": completed, "per_week": None, "deploy_days": deploy_days, "deploy_days_per_week": None}
     lead_value, lead_n = lead
     lead_out: dict[str, Any] = {
         "value": None if lead_value is None else lead_value / 1e6, "unit": "seconds",
