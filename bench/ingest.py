@@ -43,13 +43,18 @@ def stored_events(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
 
-def group_stats(url: str) -> tuple[int, int]:
-    """(commits, tasks) from the server's Prometheus counters: tasks/commits is the mean group size."""
+def writer_counters(url: str) -> dict[str, float]:
+    """The server's deploytrack_write_* Prometheus counters (commits, tasks, busy and commit seconds)."""
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    values = {ln.split()[0]: int(float(ln.split()[1])) for ln in text.splitlines()
-              if ln.startswith("deploytrack_write_")}
-    return values.get("deploytrack_write_commits_total", 0), values.get("deploytrack_write_tasks_total", 0)
+    return {ln.split()[0][len("deploytrack_write_"):]: float(ln.split()[1]) for ln in text.splitlines()
+            if ln.startswith("deploytrack_write_")}
+
+
+def group_stats(url: str) -> tuple[int, int]:
+    """(commits, tasks) so far: tasks/commits is the mean group size."""
+    values = writer_counters(url)
+    return int(values.get("commits_total", 0)), int(values.get("tasks_total", 0))
 
 
 def drain(server: servers.Server, timeout: float = 60) -> None:
@@ -72,9 +77,17 @@ def load(server: servers.Server, mode: str, seconds: float, connections: int, th
     wrk.run(server.url, 1, connections, threads, env={**env, "BENCH_RUN": run_id + "0"})  # warm-up
     drain(server)
     cpu, by_thread = server.cpu_seconds(), server.thread_cpu_seconds()
+    writer = writer_counters(server.url) if server.kind == "deploytrack" else {}
+    started = time.monotonic()
     res = wrk.run(server.url, seconds, connections, threads, env={**env, "BENCH_RUN": run_id + "1"})
+    elapsed = time.monotonic() - started
     res.server_cpu = server.cpu_seconds() - cpu
     res.thread_cpu = {name: t - by_thread.get(name, 0.0) for name, t in server.thread_cpu_seconds().items()}
+    if writer:  # read after wrk's requests are answered: the writer's share of the run's wall time
+        drain(server)
+        after = writer_counters(server.url)
+        res.writer_busy = (after["busy_seconds_total"] - writer["busy_seconds_total"]) / elapsed
+        res.writer_commit = (after["commit_seconds_total"] - writer["commit_seconds_total"]) / elapsed
     return res
 
 
@@ -119,6 +132,7 @@ def _figures(res: wrk.Run, per_request: int) -> dict[str, float]:
     return {"events_s": res.rps * per_request, "requests": res.requests, "non2xx": res.non2xx,
             "cpu_us": res.server_cpu / events * 1e6,
             **{f"cpu_us {name}": t / events * 1e6 for name, t in res.thread_cpu.items() if t > 0},
+            "writer_busy": res.writer_busy, "writer_commit": res.writer_commit,
             "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "max_ms": res.max_ms}
 
 
@@ -159,6 +173,10 @@ def main() -> int:
     for name, f in med.items():
         parts = [f"{k[7:]} {v:.0f}" for k, v in f.items() if k.startswith("cpu_us ")]
         print(f"  {name:26} {', '.join(parts)}")
+    print("\nwriter busy (in transactions) / of which in COMMIT, share of the run's wall time:")
+    for name, f in med.items():
+        if name.startswith("deploytrack"):
+            print(f"  {name:26} {f['writer_busy']:.0%} / {f['writer_commit']:.0%}")
     dv, bv = med["deploytrack versioner"], med["bare versioner"]
     # Each round's ratio compares two loads run a few seconds apart; the median of those is steadier
     # than a ratio of medians when other work shares the machine.

@@ -24,6 +24,8 @@ class Run:
     max_ms: float
     server_cpu: float = 0.0
     thread_cpu: dict[str, float] = field(default_factory=dict)
+    writer_busy: float = 0.0  # share of the run's wall time the server's writer spent in transactions
+    writer_commit: float = 0.0
 
     @property
     def rps(self) -> float:

@@ -120,6 +120,13 @@ class App:
             "# HELP deploytrack_write_tasks_total Write requests committed.",
             "# TYPE deploytrack_write_tasks_total counter",
             f"deploytrack_write_tasks_total {self.db.written_tasks}",
+            "# HELP deploytrack_write_busy_seconds_total Time the writer spent in transactions (near the"
+            " uptime means writes are the bottleneck).",
+            "# TYPE deploytrack_write_busy_seconds_total counter",
+            f"deploytrack_write_busy_seconds_total {self.db.busy_seconds:.3f}",
+            "# HELP deploytrack_write_commit_seconds_total Of that, time in COMMIT (WAL writes and fsync).",
+            "# TYPE deploytrack_write_commit_seconds_total counter",
+            f"deploytrack_write_commit_seconds_total {self.db.commit_seconds:.3f}",
             "# HELP deploytrack_uptime_seconds Seconds since the server started.",
             "# TYPE deploytrack_uptime_seconds gauge",
             f"deploytrack_uptime_seconds {time.time() - self.started_at:.0f}",

@@ -104,6 +104,8 @@ class Database:
         self._checkpointer: Checkpointer | None = None
         self.commits = 0
         self.written_tasks = 0
+        self.busy_seconds = 0.0  # in transactions, BEGIN to COMMIT's return (or ROLLBACK)
+        self.commit_seconds = 0.0
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -189,6 +191,7 @@ class Database:
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        began = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, args, future in _merge_grouped(group):
@@ -214,7 +217,9 @@ class Database:
                         results.extend((f, not isinstance(v, Exception), v) for f, v in zip(future, value))
                     else:
                         results.append((future, True, value))
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            self.commit_seconds += time.perf_counter() - committing
             self.commits += 1
             if self._checkpointer is not None:
                 self._checkpointer.poke()
@@ -228,6 +233,7 @@ class Database:
             error = Unavailable(f"the database cannot take writes now ({exc}); retry later",
                                 headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
             results = [(future, False, error) for _, _, future in group]
+        self.busy_seconds += time.perf_counter() - began
         assert self._loop is not None
         # One wake-up of the event loop per group, not one per request.
         self._loop.call_soon_threadsafe(_settle_all, results)

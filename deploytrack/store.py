@@ -263,14 +263,30 @@ def _write_deployments(conn: sqlite3.Connection, deps: list[dict[str, Any]]) -> 
             dep["id"] = top + offset
         columns = ("id", "product", "environment", "version", "invoke_id", *_DEPLOYMENT_FIELDS)
         _insert_rows(conn, "deployments", columns, [[d[c] for c in columns] for d in new])
+    # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
+    # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for dep in deps:
-        if dep["stored"] is None:
-            continue
-        # Only the columns that change are SET: SQLite rewrites an index for every column named, changed or not.
-        changed = {c: dep[c] for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c]}
-        if changed:
-            conn.execute(f"UPDATE deployments SET {', '.join(f'{c} = ?' for c in changed)} WHERE id = ?",
-                         (*changed.values(), dep["id"]))
+        if dep["stored"] is not None:
+            changed = tuple(c for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c])
+            by_columns.setdefault(changed, []).append(dep)
+    for columns, changed_deps in by_columns.items():
+        _update_rows(conn, columns, changed_deps)
+
+
+_INTEGER_FIELDS = frozenset({"first_at", "last_at", "started_at", "finished_at", "event_count"})
+
+
+def _update_rows(conn: sqlite3.Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
+    """Set `columns` of these deployment records in one statement per chunk. VALUES columns are
+    column1, column2... in SQLite and PostgreSQL alike; the casts give PostgreSQL their types."""
+    one = "(" + ", ".join(["CAST(? AS BIGINT)"] + [
+        "CAST(? AS BIGINT)" if c in _INTEGER_FIELDS else "?" for c in columns]) + ")"
+    sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, start=2))
+    for start in range(0, len(deps), _ROWS_CHUNK):
+        chunk = deps[start:start + _ROWS_CHUNK]
+        conn.execute(f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * len(chunk))}) AS v "
+                     "WHERE deployments.id = v.column1", [x for d in chunk for x in (d["id"], *(d[c] for c in columns))])
 
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
