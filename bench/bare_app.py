@@ -72,7 +72,7 @@ def main() -> None:
     global DB
     DB = Database(args.durable) if args.durable else None
     # The same keyword arguments as deploytrack.cli.cmd_serve (log level as the benchmark starts it).
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="asyncio",
                 timeout_graceful_shutdown=10, server_header=False)
 
 

@@ -55,7 +55,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, _exit_cleanly)
     print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    # httptools parses HTTP when installed (a dependency); the event loop stays asyncio's: uvloop
+    # holds the GIL through its socket calls, and the database writer thread then waits longer for
+    # it after each SQLite call (writer busy 630 -> 400 us per request with asyncio, bench/RESULTS.md).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, loop="asyncio",
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
     return 0
 
