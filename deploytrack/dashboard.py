@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.db import Database
-from deploytrack.queries import decode_cursor
+from deploytrack.queries import newest_first
 from deploytrack.errors import BadRequest
 from deploytrack.model import whole_number
 from deploytrack.timeutil import parse_timestamp
@@ -127,16 +127,8 @@ async def list_incidents(db: Database, state: str | None, product: str | None, l
     if product is not None:
         where.append("product = ?")
         params.append(product)
-    after = decode_cursor(cursor)
-    if after is not None:
-        where.append("opened_at <= ? AND (opened_at < ? OR id < ?)")
-        params.extend([after[0], after[0], after[1]])
-    sql = "SELECT * FROM incidents"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = [dict(r) for r in await db.fetchall(sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", [*params, limit + 1])]
+    rows, next_cursor = await newest_first(db, "incidents", ("opened_at", "id"), where, params, limit, cursor)
     for row in rows:
         end = row["resolved_at"]
         row["duration"] = end - row["opened_at"] if end is not None else None
-    next_cursor = f"{rows[limit - 1]['opened_at']}.{rows[limit - 1]['id']}" if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return rows, next_cursor

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploytrack.db import Database
-from deploytrack.queries import decode_cursor
+from deploytrack.queries import newest_first
 
 LABELS = ("rollback", "hotfix")
 
@@ -45,17 +45,8 @@ async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    after = decode_cursor(cursor)
-    if after is not None:
-        where.append("first_at <= ? AND (first_at < ? OR id < ?)")  # a range the index can seek to
-        params.extend([after[0], after[0], after[1]])
-    sql = "SELECT * FROM deployments"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY first_at DESC, id DESC LIMIT ?"
-    rows = [with_duration(r) for r in await db.fetchall(sql, [*params, limit + 1])]
-    next_cursor = f"{rows[limit - 1]['first_at']}.{rows[limit - 1]['id']}" if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    rows, next_cursor = await newest_first(db, "deployments", ("first_at", "id"), where, params, limit, cursor)
+    return [with_duration(r) for r in rows], next_cursor
 
 
 async def get_deployment(db: Database, deployment_id: int) -> dict[str, Any] | None:

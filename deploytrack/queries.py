@@ -59,10 +59,6 @@ class EventFilter:
         return out
 
 
-def encode_cursor(row: Mapping[str, Any]) -> str:
-    return f"{row['occurred_at']}.{row['seq']}"
-
-
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     """(time, id) of a `time.id` cursor any list here issued; a 400 naming `cursor` for anything else."""
     if not cursor:
@@ -98,18 +94,25 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50,
     if flt.q:
         where.append("summary LIKE ? ESCAPE '\\'")
         params.append("%" + flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    return await newest_first(db, "events", ("occurred_at", "seq"), where, params, limit, cursor)
+
+
+async def newest_first(db: Database, table: str, order: tuple[str, str], where: list[str], params: list[Any],
+                       limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One keyset page of `table` matching `where`, newest first by `order` (a time column, then an id
+    column), and the cursor of the next page (`time.id` of the last row) or None."""
+    time_col, id_col = order
+    where, params = list(where), list(params)
     after = decode_cursor(cursor)
     if after is not None:
-        # The leading `occurred_at <= ?` lets the index seek straight to the cursor; an OR alone made
+        # The leading `time <= ?` lets the index seek straight to the cursor; an OR alone made
         # SQLite scan from the newest row (a middle page of 1M events took ~100 ms instead of ~3).
-        where.append("occurred_at <= ? AND (occurred_at < ? OR seq < ?)")
+        where.append(f"{time_col} <= ? AND ({time_col} < ? OR {id_col} < ?)")
         params.extend([after[0], after[0], after[1]])
-    sql = "SELECT * FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY occurred_at DESC, seq DESC LIMIT ?"
+    sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += f" ORDER BY {time_col} DESC, {id_col} DESC LIMIT ?"
     rows = [dict(r) for r in await db.fetchall(sql, [*params, limit + 1])]
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = f"{rows[limit - 1][time_col]}.{rows[limit - 1][id_col]}" if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 

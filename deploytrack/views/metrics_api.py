@@ -13,6 +13,7 @@ from starlette.routing import Route
 from deploytrack import commits, corrections, db as dbmod, deployments, incidents, metrics
 from deploytrack.errors import BadRequest
 from deploytrack.model import STATUSES, whole_number
+from deploytrack.queries import decode_cursor
 from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
@@ -165,14 +166,10 @@ async def list_deployments(request: Request) -> Response:
         if value is not None:
             where.append(f"d.first_at {op} :{name}_t")
             params[f"{name}_t"] = parse_timestamp(value, name)
-    cursor = _text(request, "cursor")
-    if cursor is not None:
-        first_text, _, ident_text = cursor.partition(".")
-        first, ident = whole_number(first_text), whole_number(ident_text)
-        if first is None or ident is None:
-            raise BadRequest("query parameter 'cursor' is not a cursor this server issued", "cursor")
-        where.append("(d.first_at < :c_at OR (d.first_at = :c_at AND d.id < :c_id))")
-        params.update(c_at=first, c_id=ident)
+    after = decode_cursor(_text(request, "cursor"))
+    if after is not None:  # the leading range lets the index seek to the cursor (see queries.newest_first)
+        where.append("d.first_at <= :c_at AND (d.first_at < :c_at OR d.id < :c_id)")
+        params.update(c_at=after[0], c_id=after[1])
     rows = await asyncio.to_thread(_read, app.db.path, _fetch, deployments.list_sql(where), params)
     limit = params["limit"] - 1
     more = len(rows) > limit
