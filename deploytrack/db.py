@@ -194,11 +194,11 @@ class Database:
         began = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, args, future in _merge_grouped(group):
+            for run, futures in _steps(group):
                 conn.execute("SAVEPOINT task")
                 try:
-                    value = fn(conn, *args)
-                except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
+                    outcomes = run(conn)
+                except Exception as exc:  # noqa: BLE001 - handed to the awaiting request(s)
                     try:
                         conn.execute("ROLLBACK TO task")
                         conn.execute("RELEASE task")
@@ -210,13 +210,10 @@ class Database:
                         raise
                     if not isinstance(exc, DeploytrackError):
                         log.exception("write task failed")
-                    results.extend((f, False, exc) for f in (future if isinstance(future, list) else [future]))
+                    results.extend((f, False, exc) for f in futures)
                 else:
                     conn.execute("RELEASE task")
-                    if isinstance(future, list):  # a merged run of grouped tasks: one result each
-                        results.extend((f, not isinstance(v, Exception), v) for f, v in zip(future, value))
-                    else:
-                        results.append((future, True, value))
+                    results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes))
             committing = time.perf_counter()
             conn.execute("COMMIT")
             self.commit_seconds += time.perf_counter() - committing
@@ -270,27 +267,34 @@ class _Grouped:
         self.fn = fn
 
 
-def _merge_grouped(group: list[Any]) -> list[tuple[Callable[..., Any], tuple[Any, ...], Any]]:
-    """The group's tasks with each run of back-to-back grouped tasks of one function made one task
-    (its future a list). Only adjacent ones merge, so no write moves past another."""
-    merged: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
+Step = Callable[[sqlite3.Connection], list[tuple[bool, Any]]]
+
+
+def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
+    """The group as steps, each run in one savepoint and giving one (ok, value) per future: a plain
+    task is one step; each run of back-to-back grouped tasks of one function is one step for all
+    of them. Only adjacent ones merge, so no write moves past another."""
+    steps: list[tuple[Step, list[asyncio.Future[Any]]]] = []
     run: list[Any] = []
 
     def close_run() -> None:
         if run:
-            merged.append((run[0][0].fn, ([args[0] for _, args, _ in run],), [f for _, _, f in run]))
+            fn, items = run[0][0].fn, [args[0] for _, args, _ in run]
+            steps.append((lambda conn: [(not isinstance(v, Exception), v) for v in fn(conn, items)],
+                          [future for _, _, future in run]))
             run.clear()
 
     for task in group:
-        if isinstance(task[0], _Grouped):
-            if run and run[0][0].fn is not task[0].fn:
+        fn, args, future = task
+        if isinstance(fn, _Grouped):
+            if run and run[0][0].fn is not fn.fn:
                 close_run()
             run.append(task)
         else:
             close_run()
-            merged.append(task)
+            steps.append((lambda conn, fn=fn, args=args: [(True, fn(conn, *args))], [future]))
     close_run()
-    return merged
+    return steps
 
 
 class Checkpointer:

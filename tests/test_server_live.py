@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import time
+from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -50,9 +52,6 @@ def test_wal_mode_and_migrations_recorded(live_server, db_path):
 def test_wal_is_copied_back_while_the_server_runs(live_server, token, db_path):
     """The server checkpoints the WAL from a thread of its own once it passes 4 MiB (the writer's own
     automatic checkpoint waits for 64 MiB): the database file grows while the server keeps running."""
-    import time
-    from pathlib import Path
-
     start = Path(db_path).stat().st_size
     note = "x" * 1500
     for batch in range(30):
