@@ -21,8 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack.db import Database
-
+from deploytrack.storage.database import Database
 
 DB: Database | None = None
 

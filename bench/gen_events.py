@@ -22,10 +22,10 @@ from typing import Any, Iterator
 
 import orjson
 
-from deploytrack import db as dbmod
-from deploytrack.auth import hash_secret, new_secret
-from deploytrack.store import EVENT_COLUMNS, _INSERT_EVENT, deployment_label
+from deploytrack.storage import database as dbmod
+from deploytrack.storage.ingest import _INSERT_EVENT, EVENT_COLUMNS, deployment_label
 from deploytrack.timeutil import now_us
+from deploytrack.web.auth import hash_secret, new_secret
 
 ENVIRONMENTS = [("production", 0.40), ("staging", 0.30), ("development", 0.20), ("qa", 0.10)]
 RAW_ENV = {"production": ("production", "prod", "Production"), "staging": ("staging", "stg"),

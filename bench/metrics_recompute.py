@@ -33,11 +33,13 @@ import orjson
 sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys.argv[:-1]
                 else str(Path(__file__).resolve().parent.parent))
 
-from deploytrack import db as dbmod  # noqa: E402
-from deploytrack import deployments, incidents, metrics  # noqa: E402
+from deploytrack.metrics import compute as metrics  # noqa: E402
+from deploytrack.metrics import fold as deployments  # noqa: E402
+from deploytrack.metrics import incidents  # noqa: E402
+from deploytrack.storage import database as dbmod  # noqa: E402
 
 try:
-    from deploytrack import metric_facts  # noqa: E402
+    from deploytrack.metrics import facts as metric_facts  # noqa: E402
 except ImportError:  # a deploytrack from before the stored facts
     metric_facts = None
 from deploytrack.settings import Settings  # noqa: E402

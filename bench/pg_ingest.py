@@ -30,7 +30,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deploytrack import db as dbmod  # noqa: E402
+from deploytrack.storage import database as dbmod  # noqa: E402
 from tests.pg_cluster import Cluster, _free_port  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from deploytrack.cli import main
+from deploytrack.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

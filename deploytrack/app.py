@@ -19,15 +19,16 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from deploytrack import __version__, dialects, pg
-from deploytrack.db import Database
+from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
-from deploytrack.links import commit_url, safe_href
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
+from deploytrack.storage import postgres as pg
+from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, metrics_api, pages
-from deploytrack.web import RateLimiter, redact_access_log
+from deploytrack.web.http import RateLimiter, redact_access_log
+from deploytrack.web.links import commit_url, safe_href
 
 log = logging.getLogger("deploytrack")
 PACKAGE_DIR = Path(__file__).parent
@@ -166,7 +167,7 @@ def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
     if settings.scheduler:
-        from deploytrack.scheduler import MetricsScheduler
+        from deploytrack.metrics.scheduler import MetricsScheduler
 
         state.background.append(MetricsScheduler(state.db, settings))
 

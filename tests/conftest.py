@@ -23,10 +23,10 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
-from deploytrack import db as dbmod
 from deploytrack.app import create_app
-from deploytrack.cli import main as cli_main
+from deploytrack.cli.main import main as cli_main
 from deploytrack.settings import load_settings
+from deploytrack.storage import database as dbmod
 from tests.pg_cluster import Cluster, bindir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from deploytrack import db as dbmod
-from deploytrack import pg
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import postgres as pg
 
 
 def open_ro(path: Path | str) -> sqlite3.Connection:

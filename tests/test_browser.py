@@ -232,7 +232,7 @@ def test_the_pages_show_the_right_things(browser, server):
     assert page.locator(".card").first.get_by_text("data points").is_visible()
     page.goto(live.url + "/dora?window=90d&product=search")
     assert page.locator(".card", has_text="Change failure rate").locator(".badge").count() == 1
-    assert page.locator(".card", has_text="Time to restore").get_by_text("45 min").is_visible()
+    assert page.locator(".card", has_text="Time to restore").locator(".value", has_text="45 min").is_visible()
     w.shot("dora-search")
     page.goto(live.url + "/dora?product=no-such-product")
     assert page.get_by_role("heading", name="No metrics yet").is_visible()

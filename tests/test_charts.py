@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from deploytrack.charts import timeline, trend
+from deploytrack.views.charts import timeline, trend
 
 DAY = 86_400_000_000
 SVG = "{http://www.w3.org/2000/svg}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploytrack.ci_env import CIInfo, detect
+from deploytrack.client.ci_env import CIInfo, detect
 
 
 def test_outside_ci_nothing_is_guessed() -> None:

@@ -23,7 +23,6 @@ from typing import Any, Iterator
 
 import httpx2 as httpx
 import pytest
-
 from conftest import REPO, LiveServer, auth, create_token, free_port
 
 FAST = ["--retries", "2", "--backoff", "0.01", "--timeout", "5"]

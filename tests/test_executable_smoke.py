@@ -23,7 +23,7 @@ import httpx2 as httpx
 import pytest
 
 from deploytrack import __version__
-from deploytrack.cli import build_parser
+from deploytrack.cli.main import build_parser
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploytrack.links import commit_url, safe_href
+from deploytrack.web.links import commit_url, safe_href
 
 SHA = "0123456789abcdef0123"
 

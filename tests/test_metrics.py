@@ -240,7 +240,7 @@ def test_sliding_medians_match_a_plain_median():
     import random
     import statistics
 
-    from deploytrack.metrics import _sliding_medians
+    from deploytrack.metrics.compute import _sliding_medians
 
     rng = random.Random(4)
     points = [(rng.randint(0, 40), rng.randint(0, 3000)) for _ in range(6000)]  # duplicates, block splits

@@ -20,8 +20,8 @@ from schemathesis import checks as st_checks
 from starlette.routing import Mount, Route
 
 from deploytrack.app import create_app
-from deploytrack.openapi import document
 from deploytrack.settings import load_settings
+from deploytrack.web.openapi import document
 from tests.conftest import LiveServer, create_token
 from tests.dbcheck import consistency_problems
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from deploytrack.store import EVENT_COLUMNS
+from deploytrack.storage.ingest import EVENT_COLUMNS
 from tests.conftest import auth, create_token, query, run_cli
 
 

@@ -13,14 +13,14 @@ from typing import Any, Iterator
 
 import httpx2 as httpx
 import pytest
+from starlette.testclient import TestClient
 
-from deploytrack import db as dbmod
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
+from deploytrack.storage import database as dbmod
 from deploytrack.timeutil import day_start_us, now_us, to_iso
-from tests.pg_cluster import Cluster
-from starlette.testclient import TestClient
 from tests.conftest import LiveServer, auth, create_token, query, run_cli
+from tests.pg_cluster import Cluster
 
 DAY_US = 86_400_000_000
 DEPLOY = {"product_name": "svc", "environment_name": "production", "status": "success"}

@@ -9,9 +9,9 @@ import time
 import orjson
 import pytest
 
-from deploytrack.db import Database
-from deploytrack.scheduler import MetricsScheduler
+from deploytrack.metrics.scheduler import MetricsScheduler
 from deploytrack.settings import load_settings
+from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us
 from tests.conftest import LiveServer, query
 from tests.dora import DAY_US, at, deploy, today

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from deploytrack import db as dbmod
+from deploytrack.storage import database as dbmod
 from tests.conftest import LiveServer, auth, create_token
 
 

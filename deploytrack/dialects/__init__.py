@@ -21,12 +21,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack import store
-from deploytrack.auth import Token, authenticate
 from deploytrack.errors import DeploytrackError
 from deploytrack.model import UNASSIGNED, Limits
+from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
-from deploytrack.web import JSONResponse, idempotency_key, read_body
+from deploytrack.web.auth import Token, authenticate
+from deploytrack.web.http import JSONResponse, idempotency_key, read_body
+
 
 @dataclass(frozen=True)
 class Context:

@@ -10,14 +10,14 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from deploytrack.auth import Token
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge
 from deploytrack.model import Event, Fields, check_metadata, normalize_status
 from deploytrack.settings import canonical_environment
-from deploytrack.store import IngestResult
+from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
-from deploytrack.web import parse_json
+from deploytrack.web.auth import Token
+from deploytrack.web.http import parse_json
 
 NAME = "devgrid"
 SECRET_IN_BODY = False

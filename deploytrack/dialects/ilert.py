@@ -10,13 +10,13 @@ from typing import Any
 
 from starlette.requests import Request
 
-from deploytrack.auth import Token
 from deploytrack.dialects import Context
 from deploytrack.errors import DeploytrackError
 from deploytrack.model import Event, Fields, check_links, check_metadata
-from deploytrack.store import IngestResult
+from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp
-from deploytrack.web import parse_json
+from deploytrack.web.auth import Token
+from deploytrack.web.http import parse_json
 
 NAME = "ilert"
 SECRET_IN_BODY = True

@@ -9,13 +9,13 @@ from typing import Any
 
 from starlette.requests import Request
 
-from deploytrack.auth import Token
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.model import Event, Fields, check_metadata, normalize_status
-from deploytrack.store import IngestResult
+from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
-from deploytrack.web import bearer, parse_json
+from deploytrack.web.auth import Token
+from deploytrack.web.http import bearer, parse_json
 
 NAME = "versioner"
 SECRET_IN_BODY = False

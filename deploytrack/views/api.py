@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from deploytrack import queries
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
-from deploytrack.openapi import openapi_json
-from deploytrack.sessions import require
-from deploytrack.web import JSONResponse
+from deploytrack.storage import event_queries as queries
+from deploytrack.web.http import JSONResponse
+from deploytrack.web.openapi import openapi_json
+from deploytrack.web.sessions import require
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("deploytrack.api")

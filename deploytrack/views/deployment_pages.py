@@ -5,13 +5,20 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack import deployment_queries as dq
-from deploytrack import queries
 from deploytrack.errors import NotFound
 from deploytrack.model import STATUSES, whole_number
-from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
-from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
+from deploytrack.storage import deployment_queries as dq
+from deploytrack.storage import event_queries as queries
+from deploytrack.views.html import (
+    PAGE_SIZE,
+    page,
+    page_url,
+    query_choice,
+    query_text,
+    render,
+)
+from deploytrack.web.sessions import require
 
 
 @page

@@ -9,13 +9,23 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack import charts, dashboard, incidents as incident_rules, metrics, queries
-from deploytrack import db as dbmod
+from deploytrack.metrics import compute as metrics
+from deploytrack.metrics import incidents as incident_rules
 from deploytrack.settings import canonical_environment
-from deploytrack.sessions import require
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
+from deploytrack.views import charts, dashboard
+from deploytrack.views.html import (
+    PAGE_SIZE,
+    page,
+    page_url,
+    query_choice,
+    query_text,
+    render,
+)
 from deploytrack.views.metrics_api import metrics_report
-from deploytrack.views.html import PAGE_SIZE, page, page_url, query_choice, query_text, render
+from deploytrack.web.sessions import require
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
     "lead_time": ((86400, "1 day"), (7 * 86400, "1 week"), (30 * 86400, "30 days")),

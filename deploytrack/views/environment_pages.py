@@ -7,13 +7,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack import charts
-from deploytrack import deployment_queries as dq
 from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import whole_number
-from deploytrack.sessions import require
+from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import now_us, to_iso
+from deploytrack.views import charts
 from deploytrack.views.html import page, query_text, render
+from deploytrack.web.sessions import require
 
 DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)

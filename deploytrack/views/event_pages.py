@@ -6,11 +6,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack import queries
 from deploytrack.errors import NotFound
 from deploytrack.model import KINDS, STATUSES
-from deploytrack.sessions import require
+from deploytrack.storage import event_queries as queries
 from deploytrack.views.html import PAGE_SIZE, page, page_url, render
+from deploytrack.web.sessions import require
 
 
 @page

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
-from deploytrack.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
+from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE_SIZE = 50

@@ -10,15 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack import commits, corrections, db as dbmod, deployments, incidents, metrics
 from deploytrack.errors import BadRequest
+from deploytrack.metrics import compute as metrics
+from deploytrack.metrics import fold as deployments
+from deploytrack.metrics import incidents
 from deploytrack.model import STATUSES, whole_number
-from deploytrack.queries import decode_cursor
-from deploytrack.sessions import require
 from deploytrack.settings import canonical_environment
+from deploytrack.storage import commits, corrections
+from deploytrack.storage import database as dbmod
+from deploytrack.storage.event_queries import decode_cursor
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 from deploytrack.views.api import api, page_limit
-from deploytrack.web import JSONResponse, idempotency_key, parse_json, read_body
+from deploytrack.web.http import JSONResponse, idempotency_key, parse_json, read_body
+from deploytrack.web.sessions import require
 
 MAX_PAGE = 500
 MAX_SERIES_DAYS = 400

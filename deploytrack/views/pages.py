@@ -6,11 +6,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from deploytrack.auth import authenticate
 from deploytrack.errors import DeploytrackError
-from deploytrack.sessions import check_csrf, clear_session, form_text, set_session
-from deploytrack.views import deployment_pages, dora_pages, environment_pages, event_pages
+from deploytrack.views import (
+    deployment_pages,
+    dora_pages,
+    environment_pages,
+    event_pages,
+)
 from deploytrack.views.html import page, render
+from deploytrack.web.auth import authenticate
+from deploytrack.web.sessions import check_csrf, clear_session, form_text, set_session
 
 __all__ = ["page", "render", "routes"]
 

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from deploytrack import __version__
 from deploytrack.model import KINDS, STATUS_SYNONYMS, STATUSES
-from deploytrack.web import JSONResponse
+from deploytrack.web.http import JSONResponse
 
 JSON = "application/json"
 Schema = dict[str, Any]

@@ -7,10 +7,10 @@ from typing import Any, Mapping
 
 import orjson
 
-from deploytrack.db import Database
 from deploytrack.errors import BadRequest
 from deploytrack.model import KINDS, STATUSES, whole_number
 from deploytrack.settings import canonical_environment
+from deploytrack.storage.database import Database
 from deploytrack.timeutil import parse_timestamp, to_iso
 
 MAX_PAGE = 500

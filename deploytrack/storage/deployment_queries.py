@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deploytrack.db import Database
-from deploytrack.queries import newest_first
+from deploytrack.storage.database import Database
+from deploytrack.storage.event_queries import newest_first
 
 LABELS = ("rollback", "hotfix")
 

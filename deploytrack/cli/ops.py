@@ -11,12 +11,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploytrack import db as dbmod
-from deploytrack import pg
-from deploytrack.backup import BackupError, backup
-from deploytrack.cli import add_settings_flags, settings_from
+from deploytrack.cli.main import add_settings_flags, settings_from
 from deploytrack.model import Limits
-from deploytrack.transfer import TransferError, event_rows, import_file, write_csv, write_jsonl
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import postgres as pg
+from deploytrack.storage.backup import BackupError, backup
+from deploytrack.storage.transfer import (
+    TransferError,
+    event_rows,
+    import_file,
+    write_csv,
+    write_jsonl,
+)
 
 
 def register(subparsers: Any) -> None:

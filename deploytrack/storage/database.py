@@ -27,8 +27,9 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import aiosqlite
 
-from deploytrack import migrations, pg
 from deploytrack.errors import DeploytrackError, Unavailable
+from deploytrack.storage import migrations
+from deploytrack.storage import postgres as pg
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")

@@ -239,7 +239,7 @@ def _redo(conn: sqlite3.Connection, parts: list[tuple[Any, ...]], everything: bo
     conn.execute("CREATE UNIQUE INDEX temp.facts_deps_id ON facts_deps (id)")
     conn.execute("ANALYZE temp.facts_deps")
     conn.execute("CREATE TEMP TABLE facts_meta (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
-    from deploytrack.metrics import commit_refs
+    from deploytrack.metrics.compute import commit_refs
 
     source = "events e" if everything else "temp.facts_deps d JOIN events e ON e.deployment_id = d.id"
     rows = conn.execute(f"SELECT e.deployment_id, e.metadata FROM {source} WHERE e.kind = 'deployment' "

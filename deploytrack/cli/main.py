@@ -11,8 +11,9 @@ import signal
 import sys
 from typing import Any, Callable, Sequence
 
-from deploytrack import __version__, pg
+from deploytrack import __version__
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
+from deploytrack.storage import postgres as pg
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -71,7 +72,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from deploytrack import tokens_cli
+    from deploytrack.cli import tokens as tokens_cli
 
     return tokens_cli.run(args, settings_from(args))
 
@@ -109,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
-    from deploytrack import client_cli, metrics_cli, migrate_db, ops_cli
+    from deploytrack.cli import client as client_cli
+    from deploytrack.cli import metrics as metrics_cli
+    from deploytrack.cli import migrate_db
+    from deploytrack.cli import ops as ops_cli
 
     return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from deploytrack import metric_facts
 from deploytrack.errors import BadRequest, PayloadTooLarge
-from deploytrack.incidents import mark_dirty
+from deploytrack.metrics import facts as metric_facts
+from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
 from deploytrack.timeutil import parse_timestamp
 

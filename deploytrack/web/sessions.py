@@ -10,10 +10,10 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack.auth import Token, authenticate
 from deploytrack.errors import BadRequest, Forbidden, Unauthorized
 from deploytrack.model import whole_number
-from deploytrack.web import bearer
+from deploytrack.web.auth import Token, authenticate
+from deploytrack.web.http import bearer
 
 SESSION_COOKIE = "dt_session"
 CSRF_COOKIE = "dt_csrf"

@@ -9,15 +9,15 @@ from typing import Any
 
 import orjson
 
-from deploytrack import db as dbmod
-from deploytrack import metrics
 from deploytrack.errors import BadRequest
+from deploytrack.metrics import compute as metrics
+from deploytrack.storage import database as dbmod
 from deploytrack.timeutil import day_start_us, now_us, parse_timestamp, to_iso
 
 
 def register(sub: Any) -> None:
     """Add the `metrics` command to the top-level parser."""
-    from deploytrack.cli import add_settings_flags
+    from deploytrack.cli.main import add_settings_flags
 
     parser = sub.add_parser("metrics", help="recompute and show DORA metrics")
     msub = parser.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploytrack.cli import settings_from
+    from deploytrack.cli.main import settings_from
 
     settings = settings_from(args)
     conn = dbmod.open_migrated(settings.db)

@@ -20,9 +20,18 @@ from typing import Any, Iterator, Mapping, TextIO
 
 import orjson
 
-from deploytrack import store
 from deploytrack.errors import BadRequest, DeploytrackError
-from deploytrack.model import KINDS, Event, Fields, Limits, check_links, check_metadata, new_event_id, normalize_status
+from deploytrack.model import (
+    KINDS,
+    Event,
+    Fields,
+    Limits,
+    check_links,
+    check_metadata,
+    new_event_id,
+    normalize_status,
+)
+from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 
 COLUMNS = store.EVENT_COLUMNS

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterable
 
-from deploytrack import metric_facts, store
+from deploytrack.metrics import facts as metric_facts
+from deploytrack.storage import ingest as store
 
 TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 

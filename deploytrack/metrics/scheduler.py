@@ -19,9 +19,9 @@ import socket
 import sqlite3
 from typing import Callable
 
-from deploytrack import metrics
-from deploytrack.db import Database
+from deploytrack.metrics import compute as metrics
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Database
 from deploytrack.timeutil import day_start_us, now_us
 
 log = logging.getLogger("deploytrack.scheduler")

@@ -6,12 +6,12 @@ import argparse
 import sqlite3
 import sys
 
-from deploytrack import db as dbmod
-from deploytrack import store
-from deploytrack.auth import hash_secret, new_secret
 from deploytrack.errors import Conflict
 from deploytrack.settings import Settings
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us, to_iso
+from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

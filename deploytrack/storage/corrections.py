@@ -6,8 +6,9 @@ import sqlite3
 
 import orjson
 
-from deploytrack import deployments, metric_facts
 from deploytrack.errors import NotFound
+from deploytrack.metrics import facts as metric_facts
+from deploytrack.metrics import fold as deployments
 
 _DAY = 86_400_000_000
 

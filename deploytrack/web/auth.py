@@ -19,8 +19,8 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from deploytrack.db import Database
 from deploytrack.errors import Forbidden, Unauthorized
+from deploytrack.storage.database import Database
 
 SCOPES = ("ingest", "read", "admin")
 TOKEN_PREFIX = "dt_"

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from deploytrack import ci_env, client
+from deploytrack.client import ci_env
+from deploytrack.client import http as client
 from deploytrack.model import STATUS_SYNONYMS
 from deploytrack.timeutil import now_us, to_iso
 

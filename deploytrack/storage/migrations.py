@@ -251,7 +251,7 @@ def m006_drop_events_sha(conn: sqlite3.Connection) -> None:
 @migration
 def m007_metrics_facts(conn: sqlite3.Connection) -> None:
     # Per-deployment facts a full metrics recompute reads instead of re-deriving them from every
-    # event (deploytrack/metric_facts.py); refreshed where deployments, commits or builds changed.
+    # event (deploytrack/metrics/facts.py); refreshed where deployments, commits or builds changed.
     for statement in """
     CREATE TABLE metric_deploy_facts (
         id INTEGER PRIMARY KEY,

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import bisect
 import gc
+import sqlite3
 from array import array
 from collections import Counter
+from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import itemgetter, sub
-import sqlite3
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
 
-from deploytrack import metric_facts
+from deploytrack.metrics import facts as metric_facts
 from deploytrack.settings import Settings
 from deploytrack.timeutil import day_start_us, to_iso
 
@@ -631,7 +631,8 @@ def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | Non
     where something changed, and all of them on the first fold or with `refold_all`.
     Returns (first_day, last_day, snapshot rows); no days when there is no data yet.
     """
-    from deploytrack import deployments, incidents
+    from deploytrack.metrics import fold as deployments
+    from deploytrack.metrics import incidents
 
     first_fold = conn.execute("SELECT 1 FROM kv WHERE key = ?", (deployments.WATERMARK,)).fetchone() is None
     deployments.rebuild(conn, full=refold_all)

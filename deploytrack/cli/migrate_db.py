@@ -14,8 +14,9 @@ import sqlite3
 import sys
 from typing import Any
 
-from deploytrack import db as dbmod
-from deploytrack import migrations, pg
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import migrations
+from deploytrack.storage import postgres as pg
 
 CHUNK = 5000
 # Rows a server writes by itself on first start (the session key, job bookkeeping): the source's win.

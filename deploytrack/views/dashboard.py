@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploytrack.db import Database
-from deploytrack.queries import newest_first
 from deploytrack.errors import BadRequest
 from deploytrack.model import whole_number
+from deploytrack.storage.database import Database
+from deploytrack.storage.event_queries import newest_first
 from deploytrack.timeutil import parse_timestamp
 
 WINDOWS = (7, 30, 90)

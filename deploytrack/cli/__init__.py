@@ -1,0 +1,1 @@
+"""The `deploytrack` command and its sub-commands."""

@@ -1,0 +1,1 @@
+"""The CI client: sending events from a pipeline, reading what the CI tells a job."""

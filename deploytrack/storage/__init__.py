@@ -1,0 +1,1 @@
+"""Storage: the database wrapper, migrations, ingestion and the read queries."""

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every endpoint: bodies and JSON, auth, sessions, OpenAPI, links."""
