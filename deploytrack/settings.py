@@ -34,6 +34,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_field_chars", 4096, "longest text field accepted, in characters"),
     Setting("max_metadata_keys", 200, "most keys in an event's metadata object"),
     Setting("rate_limit", 0, "requests per second allowed per token (0 = no limit)"),
+    Setting("max_header_bytes", 65_536, "largest request line plus headers, in bytes (431 above)"),
+    Setting("max_headers", 100, "most header fields in one request (431 above)"),
+    Setting("header_timeout", 10, "seconds a connection has to send a request's complete headers"),
+    Setting("min_body_rate", 1024, "slowest request body accepted after body_grace, in bytes per second (0 = off)"),
+    Setting("body_grace", 10, "seconds a request body may arrive at any speed before min_body_rate applies"),
+    Setting("keep_alive_timeout", 5, "seconds an idle keep-alive connection stays open"),
     Setting("production_environments", "production", "comma-separated environments counted as production"),
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
     Setting("scheduler", True, "run the daily metrics job inside the server"),
@@ -55,6 +61,12 @@ class Settings:
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
     rate_limit: float = 0
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
+    header_timeout: int = 10
+    min_body_rate: int = 1024
+    body_grace: int = 10
+    keep_alive_timeout: int = 5
     production_environments: str = "production"
     count_failed_deployments: bool = False
     scheduler: bool = True
@@ -135,6 +147,13 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'max_body_bytes': must be at least 1024")
     if s.rate_limit < 0:
         raise ValueError("setting 'rate_limit': must not be negative")
+    if s.max_header_bytes < 1024:
+        raise ValueError("setting 'max_header_bytes': must be at least 1024")
+    for name in ("max_headers", "header_timeout", "keep_alive_timeout"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"setting {name!r}: must be at least 1")
+    if s.min_body_rate < 0 or s.body_grace < 0:
+        raise ValueError("settings 'min_body_rate' and 'body_grace' must not be negative")
     if s.metrics_interval < 1:
         raise ValueError("setting 'metrics_interval': must be at least 1 second")
     if not s.production_set:

@@ -46,7 +46,7 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def create_token(db: Path | str, name: str, *scopes: str, product: str | None = None,
                  environment: str | None = None) -> str:
-    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    argv = ["token", "create", name, "--db", str(db), "--secret-only", "--create"]
     for scope in scopes or ("ingest", "read"):
         argv += ["--scope", scope]
     if product:

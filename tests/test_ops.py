@@ -86,7 +86,7 @@ def test_backup_is_consistent_while_the_server_writes(live_server, token, tmp_pa
 
 @pytest.mark.sqlite_only
 def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, token, capsys):
-    assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 1
+    assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 2
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "nope.db").exists() and not (tmp_path / "b.db").exists()
     assert run_cli("backup", str(db_path), "--db", str(db_path))[0] == 1
@@ -133,7 +133,7 @@ def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, t
     assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
 
     other = tmp_path / "other.db"
-    code, out = run_cli("import", str(export), "--db", str(other))
+    code, out = run_cli("import", str(export), "--db", str(other), "--create")
     assert code == 0 and "Imported 4 events" in out
     code, out = run_cli("import", str(export), "--db", str(other))
     assert code == 0 and "Imported 0 events" in out and "4 were already stored" in out

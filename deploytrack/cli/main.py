@@ -1,19 +1,18 @@
 """The `deploytrack` command: translates flags into settings and calls the right piece.
 
-This is the only caller of `uvicorn.run`.
+`serve` (cli/serve.py) is the only place that runs uvicorn.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from typing import Any, Callable, Sequence
 
 from deploytrack import __version__
+from deploytrack.cli.dbfile import Refusal, add_create_flag
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
-from deploytrack.storage import postgres as pg
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -43,29 +42,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from deploytrack.cli import serve  # uvicorn and the app: not loaded for `send` and `wrap` in pipelines
 
-    from deploytrack.app import create_app
-
-    settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
-    app = create_app(settings)
-    # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
-    # signal; ending there with status 0 tells systemd and scripts the stop was clean.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_cleanly)
-    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
-          file=sys.stderr, flush=True)
-    # httptools parses HTTP when installed (a dependency); the event loop stays asyncio's: uvloop
-    # holds the GIL through its socket calls, and the database writer thread then waits longer for
-    # it after each SQLite call (writer busy 630 -> 400 us per request with asyncio, bench/RESULTS.md).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, loop="asyncio",
-                access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
-    return 0
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+    return serve.run(settings_from(args))
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -96,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--product", help="default product for events that carry none (Quanta, ilert)")
     create.add_argument("--environment", help="default environment for events that carry none")
     create.add_argument("--secret-only", action="store_true", help="print only the secret (for scripts)")
+    add_create_flag(create)
     tsub.add_parser("list", help="list tokens (never their secrets)")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
@@ -124,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Refusal as refusal:
+        print(f"deploytrack: {refusal}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

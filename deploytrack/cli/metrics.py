@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
+from deploytrack.cli.dbfile import open_database
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
-from deploytrack.storage import database as dbmod
 from deploytrack.timeutil import day_start_us, now_us, parse_timestamp, to_iso
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from deploytrack.cli.main import settings_from
 
     settings = settings_from(args)
-    conn = dbmod.open_migrated(settings.db)
+    conn = open_database(settings.db)
     try:
         if args.metrics_command == "recompute":
             return _recompute(conn, settings, args.since, args.refold_all)

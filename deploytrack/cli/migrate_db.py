@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from typing import Any
 
+from deploytrack.cli.dbfile import require_existing
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import migrations
 from deploytrack.storage import postgres as pg
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print("deploytrack: migrate-db copies a SQLite file (--from FILE) into PostgreSQL (--to postgresql://...)",
               file=sys.stderr)
         return 2
+    require_existing(args.source)
     try:
         counts = copy(args.source, args.target)
     except (MigrateError, sqlite3.Error, OSError) as exc:

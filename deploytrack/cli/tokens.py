@@ -6,16 +6,16 @@ import argparse
 import sqlite3
 import sys
 
+from deploytrack.cli.dbfile import open_database
 from deploytrack.errors import Conflict
 from deploytrack.settings import Settings
-from deploytrack.storage import database as dbmod
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = dbmod.open_migrated(settings.db)
+    conn = open_database(settings.db, getattr(args, "create", None))
     try:
         if args.token_command == "create":
             return _create(conn, args)

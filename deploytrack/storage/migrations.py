@@ -14,7 +14,15 @@ Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
-class SchemaTooNew(RuntimeError):
+class DatabaseRefused(RuntimeError):
+    """A database deploytrack must not use: start-up stops with this one-line reason."""
+
+
+class SchemaTooNew(DatabaseRefused):
+    pass
+
+
+class ForeignDatabase(DatabaseRefused):
     pass
 
 
@@ -336,6 +344,15 @@ def applied(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
 
 
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    """The names of the database's own tables (SQLite's internal ones left out)."""
+    if isinstance(conn, sqlite3.Connection):
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
+    else:  # PostgreSQL
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    return {r[0] for r in rows}
+
+
 def pending(conn: sqlite3.Connection) -> list[str]:
     done = set(applied(conn))
     return [name for name, _ in MIGRATIONS if name not in done]
@@ -348,6 +365,10 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     lock), so several processes starting at once on one database apply each migration once.
     """
     known = {name for name, _ in MIGRATIONS}
+    tables = _tables(conn)
+    if tables and "schema_migrations" not in tables:
+        raise ForeignDatabase(f"it holds tables ({', '.join(sorted(tables)[:3])}...) but no deploytrack schema "
+                              "history: another application's database; deploytrack leaves it untouched")
     ran = []
     for name, fn in MIGRATIONS:
         conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,64 @@
+"""Opening the database from the command line: every refusal is one line and exit code 2.
+
+A mistyped `--db` must not silently become a new empty database: only `serve` (and commands
+given `--create`) create one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import postgres as pg
+from deploytrack.storage.migrations import DatabaseRefused
+
+
+class Refusal(Exception):
+    """A command cannot go on; `main` prints the message as one line and exits 2."""
+
+
+def add_create_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--create", action="store_true",
+                        help="create the database when the --db file does not exist (else that is an error)")
+
+
+def require_existing(db: str, create: bool | None = None) -> None:
+    """Refuse a SQLite path that does not exist unless `create` (PostgreSQL URLs name a server).
+
+    `create` is None for commands that have no `--create` flag (the message then offers only `serve`).
+    """
+    if create or pg.is_url(db) or Path(db).exists():
+        return
+    how = f"`deploytrack serve --db {db}`" + (" or by adding --create" if create is not None else "")
+    raise Refusal(f"no database at {db}; check --db, or create it with {how}")
+
+
+def open_database(db: str, create: bool | None = None) -> sqlite3.Connection:
+    """A connection to `db` with its migrations applied, or a one-line Refusal saying why not."""
+    require_existing(db, create)
+    try:
+        if not pg.is_url(db):
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        return dbmod.open_migrated(db)
+    except DatabaseRefused as exc:
+        raise Refusal(f"refusing the database {pg.redact(db)}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise Refusal(f"cannot use the database {pg.redact(db)}: {_reason(exc)}") from None
+    except OSError as exc:
+        raise Refusal(f"cannot use the database {pg.redact(db)}: {exc.strerror or exc}") from None
+
+
+def check_database(db: str, create: bool | None = None) -> None:
+    """Open, migrate and close `db`: the start-up check before serving."""
+    open_database(db, create).close()
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "file is not a database" in text:
+        return "the file is not a SQLite database"
+    if "unable to open" in text:
+        return "the file cannot be opened (a missing directory, a directory, or no permission)"
+    return text
