@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -27,7 +28,8 @@ from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, metrics_api, pages
-from deploytrack.web.http import RateLimiter, redact_access_log
+from deploytrack.web.guards import RequestGuards
+from deploytrack.web.http import RateLimiter, error_response, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
 
 log = logging.getLogger("deploytrack")
@@ -153,14 +155,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error.status = exc.status_code
     if "text/html" in request.headers.get("accept", "") and request.method == "GET":
         return pages.render(request, "error.html", {"error": error}, status=exc.status_code)
-    return api.error_response(error)
+    return error_response(error)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = DeploytrackError("internal error; see the server log")
     error.status, error.code = 500, "internal"
-    return api.error_response(error)
+    return error_response(error)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -186,7 +188,7 @@ def create_app(settings: Settings) -> Starlette:
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestGuards)],
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.router.redirect_slashes = False
     app.state.deploytrack = state

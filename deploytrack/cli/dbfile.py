@@ -7,8 +7,10 @@ given `--create`) create one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
@@ -38,10 +40,17 @@ def require_existing(db: str, create: bool | None = None) -> None:
 def open_database(db: str, create: bool | None = None) -> sqlite3.Connection:
     """A connection to `db` with its migrations applied, or a one-line Refusal saying why not."""
     require_existing(db, create)
-    try:
+    with refusing(db):
         if not pg.is_url(db):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
         return dbmod.open_migrated(db)
+
+
+@contextlib.contextmanager
+def refusing(db: str) -> Iterator[None]:
+    """Turn the ways a database cannot be used into a one-line Refusal naming it."""
+    try:
+        yield
     except DatabaseRefused as exc:
         raise Refusal(f"refusing the database {pg.redact(db)}: {exc}") from None
     except sqlite3.DatabaseError as exc:

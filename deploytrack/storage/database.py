@@ -84,7 +84,9 @@ def is_storage_failure(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
         return False
     text = str(exc).lower()
-    return any(s in text for s in ("full", "readonly", "read-only", "disk i/o", "locked", "busy", "unable to open"))
+    # "malformed" / "not a database": a damaged file; never acknowledge a write SQLite calls corrupt.
+    return any(s in text for s in ("full", "readonly", "read-only", "disk i/o", "locked", "busy", "unable to open",
+                                   "malformed", "not a database", "corrupt"))
 
 
 class Database:
@@ -249,7 +251,7 @@ class Database:
                 raise Unavailable(f"the database cannot be read now ({exc})") from exc
         try:
             return list(await self._reader().execute_fetchall(sql, tuple(params)))
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if is_storage_failure(exc):
                 raise Unavailable(f"the database cannot be read now ({exc})") from exc
             raise

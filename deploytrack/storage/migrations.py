@@ -7,6 +7,7 @@ migration this binary does not know (a newer deploytrack wrote it).
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -339,9 +340,53 @@ def m009_leaner_deployment_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m014_sessions(conn: sqlite3.Connection) -> None:
+    # UI sessions as records, so signing out (or revoking the token) ends a session on the server:
+    # a copied cookie stops working. Only a hash of the session id is stored.
+    conn.execute("""
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        token_id INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    )""")
+    conn.execute("CREATE INDEX sessions_expiry ON sessions (expires_at)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    applied: int
+    pending: int
+    latest: str
+
+    def describe(self) -> str:
+        behind = f", {self.pending} pending (the server applies them at start)" if self.pending else ""
+        return f"schema {self.latest} ({self.applied} of {len(MIGRATIONS)} migrations{behind})"
+
+
+def version(conn: sqlite3.Connection) -> SchemaVersion:
+    """Where the schema stands, read-only; refuses a foreign or newer database like `migrate`."""
+    tables = _tables(conn)
+    _refuse_foreign(tables)
+    done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")} if tables else set()
+    known = [name for name, _ in MIGRATIONS]
+    unknown = sorted(done - set(known))
+    if unknown:
+        raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); upgrade deploytrack")
+    applied = [name for name in known if name in done]
+    return SchemaVersion(len(applied), len(known) - len(applied), applied[-1] if applied else "empty")
+
+
+def _refuse_foreign(tables: set[str]) -> None:
+    if tables and "schema_migrations" not in tables:
+        raise ForeignDatabase(f"it holds tables ({', '.join(sorted(tables)[:3])}) but no deploytrack schema "
+                              "history: another application's database; deploytrack leaves it untouched")
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -365,10 +410,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     lock), so several processes starting at once on one database apply each migration once.
     """
     known = {name for name, _ in MIGRATIONS}
-    tables = _tables(conn)
-    if tables and "schema_migrations" not in tables:
-        raise ForeignDatabase(f"it holds tables ({', '.join(sorted(tables)[:3])}...) but no deploytrack schema "
-                              "history: another application's database; deploytrack leaves it untouched")
+    _refuse_foreign(_tables(conn))
     ran = []
     for name, fn in MIGRATIONS:
         conn.execute("BEGIN IMMEDIATE")

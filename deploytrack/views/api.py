@@ -12,17 +12,12 @@ from starlette.routing import Route
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
 from deploytrack.storage import event_queries as queries
-from deploytrack.web.http import JSONResponse
+from deploytrack.web.http import JSONResponse, error_response
 from deploytrack.web.openapi import openapi_json
 from deploytrack.web.sessions import require
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("deploytrack.api")
-
-
-def error_response(error: DeploytrackError) -> JSONResponse:
-    """The native API's error shape: {"error": {"code", "message", "field"?}}."""
-    return JSONResponse({"error": error.as_dict()}, status_code=error.status, headers=error.headers)
 
 
 def api(handler: Handler) -> Handler:

@@ -15,7 +15,17 @@ from deploytrack.views import (
 )
 from deploytrack.views.html import page, render
 from deploytrack.web.auth import authenticate
-from deploytrack.web.sessions import check_csrf, clear_session, form_text, set_session
+from deploytrack.timeutil import now_us
+from deploytrack.web.sessions import (
+    SESSION_COOKIE,
+    check_csrf,
+    clear_session,
+    end_session,
+    form_text,
+    session_id,
+    set_session,
+    start_session,
+)
 
 __all__ = ["page", "render", "routes"]
 
@@ -40,17 +50,22 @@ async def signin(request: Request) -> Response:
         token = await authenticate(app.db, form_text(form, "token"), "read", "That token is not valid.")
     except DeploytrackError as error:
         return render(request, "signin.html", {"next": target, "error": error.message}, status=error.status)
+    sid = await app.db.write(start_session, token.id, now_us())
     response = RedirectResponse(target, status_code=303)
-    set_session(response, request, app.session_key, token.id)
+    set_session(response, request, app.session_key, sid)
     return response
 
 
 async def signout(request: Request) -> Response:
+    app = request.app.state.deploytrack
     form = await request.form(max_files=0, max_fields=10)
     try:
         check_csrf(request, form.get("csrf"))
     except DeploytrackError as error:
         return render(request, "error.html", {"error": error}, status=error.status)
+    sid = session_id(app.session_key, request.cookies.get(SESSION_COOKIE))
+    if sid is not None:
+        await app.db.write(end_session, sid)
     response = RedirectResponse("/signin", status_code=303)
     clear_session(response)
     return response

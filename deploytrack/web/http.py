@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from deploytrack.errors import BadRequest, PayloadTooLarge, RateLimited
+from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge, RateLimited
 from deploytrack.model import whole_number
 
 
@@ -20,6 +20,11 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def error_response(error: DeploytrackError) -> JSONResponse:
+    """The native API's error shape: {"error": {"code", "message", "field"?}}."""
+    return JSONResponse({"error": error.as_dict()}, status_code=error.status, headers=error.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -190,7 +190,8 @@ def _write(summary: str, scope: str, status: int, schema: Schema, body: Schema |
         "tags": ["Native"], "summary": f"{summary} (scope: {scope})", "security": [{"bearer": []}],
         "parameters": params or [],
         "responses": {str(status): _json(schema, "Committed to disk"),
-                      **_errors((400, 401, 403, 413, 503, *errors), "NativeError")}}
+                      **_errors((400, 401, 403, 413, 503, *errors, *((415,) if body is not None else ())),
+                                "NativeError")}}
     if body is not None:
         op["requestBody"] = _body(body)
     return op
