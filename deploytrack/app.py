@@ -130,11 +130,25 @@ class App:
             "# HELP deploytrack_write_commit_seconds_total Of that, time in COMMIT (WAL writes and fsync).",
             "# TYPE deploytrack_write_commit_seconds_total counter",
             f"deploytrack_write_commit_seconds_total {self.db.commit_seconds:.3f}",
+            *self._integrity_lines(),
             "# HELP deploytrack_uptime_seconds Seconds since the server started.",
             "# TYPE deploytrack_uptime_seconds gauge",
             f"deploytrack_uptime_seconds {time.time() - self.started_at:.0f}",
         ]
         return "\n".join(lines) + "\n"
+
+    def _integrity_lines(self) -> list[str]:
+        """The nightly quick check's last result (nothing before the first check)."""
+        if self.db.integrity is None:
+            return []
+        return [
+            "# HELP deploytrack_integrity_ok 1 when the last quick integrity check of the database passed, else 0.",
+            "# TYPE deploytrack_integrity_ok gauge",
+            f"deploytrack_integrity_ok {int(self.db.integrity.ok)}",
+            "# HELP deploytrack_integrity_checked_timestamp_seconds When that check ran (Unix time).",
+            "# TYPE deploytrack_integrity_checked_timestamp_seconds gauge",
+            f"deploytrack_integrity_checked_timestamp_seconds {self.db.integrity_checked_at:.0f}",
+        ]
 
 
 def _session_key(conn: Any) -> bytes:

@@ -62,7 +62,7 @@ def _foreign(path: Path) -> None:
     (_newer, "newer deploytrack"),
     (_foreign, "another application's database"),
     (lambda p: p.write_bytes(b"these are not the pages you are looking for" * 100), "not a SQLite database"),
-    (lambda p: p.mkdir(), "cannot be opened"),
+    (lambda p: p.mkdir(), "is a directory"),
 ], ids=["newer", "foreign", "not-sqlite", "a-directory"])
 def test_every_start_up_refusal_is_one_line_and_exit_2(tmp_path, make, expected):
     db = tmp_path / "d.db"

@@ -31,6 +31,8 @@ def require_existing(db: str, create: bool | None = None) -> None:
 
     `create` is None for commands that have no `--create` flag (the message then offers only `serve`).
     """
+    if not pg.is_url(db) and Path(db).is_dir():
+        raise Refusal(f"{db} is a directory, not a database file; check --db")
     if create or pg.is_url(db) or Path(db).exists():
         return
     how = f"`deploytrack serve --db {db}`" + (" or by adding --create" if create is not None else "")

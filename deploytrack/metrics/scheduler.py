@@ -92,6 +92,7 @@ class MetricsScheduler:
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
         done = await self.db.write(run_due, self.settings, self.owner, self.clock(), self.lease_us)
+        await self.db.check_integrity_daily(self.clock())
         if done is not None:
             self.runs.append(done)
             log.info("metrics snapshots for %s .. %s", metrics.to_iso(done[0]), metrics.to_iso(done[1]))

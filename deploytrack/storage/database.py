@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import aiosqlite
 
 from deploytrack.errors import DeploytrackError, Unavailable
-from deploytrack.storage import migrations
+from deploytrack.storage import integrity, migrations
 from deploytrack.storage import postgres as pg
 
 log = logging.getLogger("deploytrack.db")
@@ -63,7 +63,17 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
 
 
 def open_migrated(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) the database file and apply pending migrations."""
+    """Open (creating if needed) the database file and apply pending migrations.
+
+    A file another application (or a newer deploytrack) wrote is refused before anything is
+    changed in it, not even its journal mode.
+    """
+    if not pg.is_url(path) and Path(path).is_file() and Path(path).stat().st_size > 0:
+        probe = connect(path, readonly=True)
+        try:
+            migrations.version(probe)
+        finally:
+            probe.close()
     conn = connect(path)
     migrations.migrate(conn)
     return conn
@@ -105,6 +115,8 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: Checkpointer | None = None
+        self.integrity: integrity.Report | None = None  # the last quick check's result
+        self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
         self.written_tasks = 0
         self.busy_seconds = 0.0  # in transactions, BEGIN to COMMIT's return (or ROLLBACK)
@@ -238,6 +250,24 @@ class Database:
         # One wake-up of the event loop per group, not one per request.
         self._loop.call_soon_threadsafe(_settle_all, results)
 
+    # -- integrity ---------------------------------------------------------------------
+
+    async def check_integrity_daily(self, now_us: int) -> None:
+        """Run a quick integrity check unless one ran this UTC day (the nightly job calls this);
+        its result is kept for /healthz and /metrics, and a failure is logged as an error."""
+        day = now_us // 86_400_000_000
+        if self.integrity_checked_at is not None and int(self.integrity_checked_at // 86400) == day:
+            return
+        try:
+            report = await asyncio.to_thread(_quick_check, self.path)
+        except (sqlite3.Error, migrations.DatabaseRefused) as exc:
+            report = integrity.Report(ok=False, summary=f"FAILED: the check could not run: {exc}")
+        self.integrity, self.integrity_checked_at = report, now_us / 1_000_000
+        if report.ok:
+            log.info("integrity %s", report.summary)
+        else:
+            log.error("integrity %s; run `deploytrack check` and restore from a backup", report.summary)
+
     # -- reads -------------------------------------------------------------------------
 
     def _reader(self) -> aiosqlite.Connection:
@@ -259,6 +289,14 @@ class Database:
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+
+def _quick_check(path: Path | str) -> integrity.Report:
+    conn = connect(path, readonly=True)
+    try:
+        return integrity.check(conn, quick=True)
+    finally:
+        conn.close()
 
 
 class _Grouped:

@@ -31,7 +31,10 @@ def check(conn: sqlite3.Connection, quick: bool = False) -> Report:
     parts: list[str] = []
     if isinstance(conn, sqlite3.Connection):
         pragma = "quick_check" if quick else "integrity_check"
-        found = [r[0] for r in conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")]
+        rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")]
+        # One row may hold several problems, one per line, under a "*** in database main ***" heading.
+        found = [line.strip() for row in rows for line in str(row).splitlines()
+                 if line.strip() and not line.startswith("*** in database")]
         if found != ["ok"]:
             problems += found
             more = "at least " if len(found) >= MAX_PROBLEMS else ""

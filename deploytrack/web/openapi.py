@@ -37,6 +37,8 @@ ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401
               409: "Conflict (a version's SHA is immutable)", 413: "Body or batch too large",
               415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
               503: "The database cannot take writes now (disk full, read-only); retry later"}
+HEALTH: Schema = {"status": STR, "version": STR,
+                  "integrity": {"type": "string", "enum": ["ok", "failed", "not checked yet"]}, "integrity_checked_at": ISO}
 INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
 READ_ERRORS = (400, 401, 403)
 
@@ -326,10 +328,10 @@ def _document() -> dict[str, Any]:
                  _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
             "/api/v1/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document", "security": [],
                                              "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
-            "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness and a database round trip",
-                                 "security": [],
-                                 "responses": {"200": _json(_obj({"status": STR, "version": STR}), "Healthy"),
-                                               "503": _json(_obj({"status": STR, "error": STR}), "Unhealthy")}}},
+            "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness, a database round trip and the nightly "
+                                 "quick integrity check's result", "security": [],
+                                 "responses": {"200": _json(_obj(HEALTH), "Healthy"),
+                                               "503": _json(_obj({**HEALTH, "error": STR}), "Unhealthy")}}},
             "/metrics": {"get": {"tags": ["Operations"], "summary": "Prometheus counters", "security": [],
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": STR}}}}}},
