@@ -26,7 +26,8 @@ from deploytrack import __version__
 from deploytrack.cli.main import build_parser
 from tests.conftest import REPO, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test waits for the build
+LOCK = REPO / "packaging" / "requirements.lock"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("PyInstaller is not installed: python3 -m pip install -e '.[build]'")
     out = tmp_path_factory.mktemp("build")
     done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(out / "dist"), str(out / "work")],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+                          capture_output=True, text=True, timeout=900,
+                          # this Python's packages, which the build checks are the lock's versions: no download
+                          env={**os.environ, "PYTHON": sys.executable, "DEPLOYTRACK_BUILD_ENV": "current"})
     assert done.returncode == 0, done.stdout + done.stderr
     return out / "dist" / "deploytrack"
 
@@ -97,6 +100,15 @@ def sign_in(http: httpx.Client, token: str) -> dict[str, str]:
                      headers={"Cookie": csrf_cookie})
     assert resp.status_code == 303, resp.text
     return {"Cookie": f"{csrf_cookie}; dt_session={resp.cookies['dt_session']}"}
+
+
+def test_version_names_what_the_executable_carries_at_the_locked_versions(executable, bare_env):
+    carried = dict(line.split(None, 1) for line in run(executable, bare_env, "version").splitlines())
+    pinned = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", LOCK.read_text(), re.M))
+    assert carried["deploytrack"] == __version__
+    assert carried["sqlite"].count(".") == 2 and carried["python"].startswith("3.")
+    for name in ("starlette", "uvicorn", "httptools", "aiosqlite", "orjson", "jinja2", "python-multipart", "asyncpg"):
+        assert carried[name] == pinned[name], name
 
 
 def test_every_sub_command_runs_in_the_executable(executable, bare_env):

@@ -95,8 +95,10 @@ def _extra_commands() -> list[Callable[[Any], None]]:
     from deploytrack.cli import metrics as metrics_cli
     from deploytrack.cli import migrate_db
     from deploytrack.cli import ops as ops_cli
+    from deploytrack.cli import version as version_cli
 
-    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register, check_cli.register]
+    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register, check_cli.register,
+            version_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
