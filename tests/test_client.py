@@ -472,17 +472,17 @@ def test_wrap_cancelled_forwards_the_signal_and_records_aborted(server: tuple[Li
     name = product()
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **connect(live, token)}
     child = "import sys, time; print('ready', flush=True); time.sleep(60)"
-    proc = subprocess.Popen([sys.executable, "-m", "deploytrack", "wrap", "--product", name, "--environment",
-                             "prod", "--version", "1", *FAST, "--", *py(child)],
-                            env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)  # what a CI runner does when the job is cancelled
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "deploytrack", "wrap", "--product", name, "--environment",
+                           "prod", "--version", "1", *FAST, "--", *py(child)],
+                          env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO)) as proc:
+        try:  # the with-block closes the pipes (an open one is a ResourceWarning, an error here)
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            proc.send_signal(signal.SIGTERM)  # what a CI runner does when the job is cancelled
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert code == 128 + signal.SIGTERM
     _, final = stored(live, token, name)
     assert final["status"] == "aborted" and final["metadata"]["signal"] == "SIGTERM"

@@ -176,7 +176,7 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     (tmp_path / "events.jsonl").write_text(exported)
     restored = tmp_path / "restored.db"
     assert "Imported 6 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
-                                      "--db", str(restored))
+                                      "--db", str(restored), "--create")
     assert "Imported 0 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
                                       "--db", str(restored))
 

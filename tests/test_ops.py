@@ -154,7 +154,7 @@ def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_pat
         '"status": "deployed", "occurred_at": "2023-03-01T12:00:00Z", "scm_sha": "old1"}\n'
         "\n"
         '{"kind": "build", "product": "shop", "version": "0.9", "occurred_at": 1677672000}\n')
-    assert run_cli("import", str(backfill), "--db", str(db_path)) == (0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
+    assert run_cli("import", str(backfill), "--db", str(db_path), "--create") == (0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
     assert run_cli("import", str(backfill), "--db", str(db_path))[1].startswith("Imported 0 events")
     assert rows(db_path, "SELECT kind, environment, environment_raw, status, status_raw, occurred_at, dialect "
                          "FROM events ORDER BY seq") == [
@@ -170,7 +170,7 @@ def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_pat
 def test_a_bad_line_imports_nothing_and_names_the_line_and_field(db_path, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "deployment", "product": "shop"}\n{"kind": "deploy", "product": "shop"}\n')
-    assert run_cli("import", str(bad), "--db", str(db_path))[0] == 1
+    assert run_cli("import", str(bad), "--db", str(db_path), "--create")[0] == 1
     err = capsys.readouterr().err
     assert "line 2" in err and "'kind'" in err
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
@@ -191,7 +191,7 @@ def test_a_version_sha_conflict_stops_the_import_at_that_line(db_path, tmp_path,
     lines = tmp_path / "conflict.jsonl"
     lines.write_text('{"kind": "build", "product": "p", "version": "1", "scm_sha": "aaa"}\n'
                      '{"kind": "build", "product": "p", "version": "1", "scm_sha": "bbb"}\n')
-    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+    assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 1
     err = capsys.readouterr().err
     assert "line 2" in err and "different SHA" in err
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]

@@ -259,8 +259,11 @@ class Database:
         if self.integrity_checked_at is not None and int(self.integrity_checked_at // 86400) == day:
             return
         try:
-            report = await asyncio.to_thread(_quick_check, self.path)
-        except (sqlite3.Error, migrations.DatabaseRefused) as exc:
+            if self.url:  # PostgreSQL checks its own pages: only the schema version, two queries
+                report = await self.write(integrity.check, True)
+            else:  # on a connection of its own, beside the writer: seconds on a large file
+                report = await asyncio.to_thread(_quick_check, self.path)
+        except (sqlite3.Error, migrations.DatabaseRefused, DeploytrackError) as exc:
             report = integrity.Report(ok=False, summary=f"FAILED: the check could not run: {exc}")
         self.integrity, self.integrity_checked_at = report, now_us / 1_000_000
         if report.ok:

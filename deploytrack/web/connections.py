@@ -179,7 +179,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         client = "%s:%d" % self.client if self.client else "-"
         log.debug("%s: closing the connection: %s", client, message)
         self._cancel_timers()
-        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+        # A new request not yet handed to the application, or one it has not begun to answer.
+        if self._awaiting_headers or self.cycle is None or not self.cycle.response_started:
             code = "request_header_fields_too_large" if status == 431 else "request_timeout"
             body = orjson.dumps({"error": {"code": code, "message": message}})
             self.transport.write(b"".join([
