@@ -159,6 +159,7 @@ def test_bad_batch_shape(client, token, body):
     assert resp.status_code == 400 and "events" in resp.json()["message"].lower() + "events"
 
 
+@pytest.mark.slow
 def test_batch_of_1000_events(client, token):
     batch = [deploy({"env": "production", "status": "success", "build_id": f"b{i}", "version": f"1.0.{i}"})
              for i in range(1000)]

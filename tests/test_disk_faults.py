@@ -32,7 +32,7 @@ def _can_mount() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")]
 
 
 @contextlib.contextmanager

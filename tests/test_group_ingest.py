@@ -6,12 +6,14 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
+import pytest
 
 from tests.conftest import auth, create_token, run_cli
 
 ROUNDS = 40  # requests in flight at once, so that groups hold many of them
 
 
+@pytest.mark.slow
 def test_concurrent_requests_in_one_group_keep_every_rule(live_server, token, db_path):
     url = live_server.url
     other = create_token(db_path, "other", "ingest")

@@ -90,6 +90,7 @@ def test_devgrid_batch_mixing_stored_new_and_repeated_events(client, token):
     assert count(client) == 3
 
 
+@pytest.mark.slow
 def test_concurrent_identical_resends_store_one(live_server, token):
     body = {**DEPLOY, "version": "9.9"}
     headers = {**auth(token), "Idempotency-Key": "same-request"}

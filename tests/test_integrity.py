@@ -87,6 +87,7 @@ def test_check_finds_a_damaged_page_and_exits_1(filled):
     assert check(db, "--quick")[0] == 1
 
 
+@pytest.mark.slow
 def test_writes_on_a_damaged_database_are_503_and_reads_never_500(filled):
     db, token = filled
     damage(db, "events")
@@ -109,6 +110,7 @@ def test_writes_on_a_damaged_database_are_503_and_reads_never_500(filled):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_the_nightly_quick_check_reports_in_healthz_and_prometheus(filled, tmp_path):
     db, _ = filled
     server = LiveServer(db, "--scheduler").start()

@@ -197,6 +197,7 @@ def test_a_version_sha_conflict_stops_the_import_at_that_line(db_path, tmp_path,
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
+@pytest.mark.slow
 def test_import_while_the_server_takes_writes(live_server, token, tmp_path):
     backfill = tmp_path / "backfill.jsonl"
     backfill.write_text("".join(

@@ -118,11 +118,13 @@ def _stop_within(server: LiveServer, sig: int, seconds: float) -> None:
     assert code == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_idle_server_stops_within_5_seconds(tmp_path, sig):
     _stop_within(_serve(tmp_path), sig, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_server_with_slow_clients_and_the_scheduler_stops_within_5_seconds(tmp_path, sig):
     server = _serve(tmp_path, "--scheduler", "--header-timeout", "60", "--body-grace", "60")
@@ -149,6 +151,7 @@ def test_server_with_slow_clients_and_the_scheduler_stops_within_5_seconds(tmp_p
         server.stop()
 
 
+@pytest.mark.slow
 def test_server_stops_within_5_seconds_under_load(tmp_path):
     server = _serve(tmp_path)
     token = create_token(server.db, "load")
