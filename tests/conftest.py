@@ -62,11 +62,14 @@ BACKENDS = ("sqlite", "postgres")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked sqlite_only run on SQLite alone (their PostgreSQL variant is deselected)."""
+    """Tests marked sqlite_only run on SQLite alone (their PostgreSQL variant is deselected); the
+    PostgreSQL variants of the others are marked `postgres`."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         on_postgres = params.get("db_path") == "postgres"
+        if on_postgres:
+            item.add_marker(pytest.mark.postgres)  # `-m "not postgres"` runs the SQLite half alone
         (drop if on_postgres and item.get_closest_marker("sqlite_only") else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
