@@ -172,7 +172,9 @@ class LiveServer:
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15) -> "LiveServer":
+    def start(self, timeout: float = 15, expect: tuple[int, ...] = (200,)) -> "LiveServer":
+        """Start the server and wait until /healthz answers one of `expect`; a server that does not
+        is stopped before the error is raised (a process left running is a ResourceWarning)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -183,10 +185,11 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in expect:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"server did not start: {self.log.read_text()}")
 
     def stop(self, sig: int | None = None) -> int:
