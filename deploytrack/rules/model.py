@@ -19,6 +19,9 @@ MODES = ("enabled", "report-only", "disabled")
 ANSWERS = {"schedule": (423, "NO_DEPLOY_WINDOW"), "flow": (428, "FLOW_PREREQUISITE"),
            "concurrency": (409, "CONCURRENT_DEPLOYMENT")}
 DEFAULT_STALE_MINUTES = 360
+DEFAULT_OVERRIDE_MINUTES = 24 * 60
+# What became of a deployment a rule objected to (rule_violations.outcome).
+OUTCOMES = ("blocked", "reported", "recorded", "overridden")
 MAX_NAME = 100
 MAX_REASON = 1000
 MAX_SCOPE = 100

@@ -4,13 +4,13 @@ each schedule rule's window next opens."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from deploytrack.rules import schedule
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import Rule
 from deploytrack.storage.database import Database
-from deploytrack.timeutil import now_us
+from deploytrack.timeutil import now_us, to_iso
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,16 @@ def window_state(rule: Rule, now: int) -> tuple[tuple[int, int] | None, tuple[in
     if rule.window is None:
         return None, None
     return schedule.active(rule.window, now), schedule.next_start(rule.window, now)
+
+
+def rule_json(rule: Rule, now: int | None = None) -> dict[str, Any]:
+    """A rule as the API and CLI show it: its definition, what it checks, and (schedules) its windows."""
+    out: dict[str, Any] = {"id": rule.id, **rule.definition(), "description": rule.describe(),
+                           "created_at": to_iso(rule.created_at), "updated_at": to_iso(rule.updated_at),
+                           "created_by": rule.created_by}
+    if rule.window is not None:
+        current, upcoming = window_state(rule, now or now_us())
+        out["window"] = {"active": current is not None, "active_until": to_iso(current[1]) if current else None,
+                         "next_start": to_iso(upcoming[0]) if upcoming else None,
+                         "next_end": to_iso(upcoming[1]) if upcoming else None}
+    return out
