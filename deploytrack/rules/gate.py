@@ -83,9 +83,10 @@ class RuleGate:
         self._open: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def judge(self, events: list[tuple[int, Event, str]], policy: str, token_id: int | None, received_at: int,
-              staged: Iterable[dict[str, Any]]) -> Judgement | None:
+              staged: Iterable[dict[str, Any]], batch: bool = False) -> Judgement | None:
         """Judge the events that open deployments; raise DeploymentBlocked (after recording the
-        attempt) when an enabled rule refuses one and no override covers it."""
+        attempt) when an enabled rule refuses one and no override covers it. `batch`: the request
+        holds several events (the answer names the refused one's index)."""
         if not self.rules:
             return None
         staged = list(staged)
@@ -102,7 +103,7 @@ class RuleGate:
         for c in candidates:
             blocking = c.blocking(policy)
             if blocking and not self._cover(c, blocking, received_at, taken):
-                self._refuse(c, blocking, policy, token_id, received_at, len(events) > 1)
+                self._refuse(c, blocking, policy, token_id, received_at, batch)
         return Judgement(self, candidates, policy, token_id, received_at)
 
     def _check(self, rule: Rule, attempt: engine.Attempt, staged: list[dict[str, Any]]) -> engine.Violation | None:

@@ -165,7 +165,8 @@ class _Group:
         if self.gate is None:
             self.gate = RuleGate(self.conn)
         assert batch.rules is not None
-        return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.deployments.values())
+        return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.deployments.values(),
+                               batch=len(plan) > 1)
 
     def _opens_deployment(self, key: tuple[str, str | None, str | None, str]) -> bool:
         """Whether an event of this key starts a new deployment record (see `_fold`)."""
