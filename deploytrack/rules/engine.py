@@ -49,9 +49,9 @@ class Violation:
                 "retry_after": to_iso(self.retry_after), "details": self.details}
 
 
-def check_schedule(rule: Rule, attempt: Attempt) -> Violation | None:
+def check_schedule(rule: Rule, attempt: Attempt, span: tuple[int, int] | None) -> Violation | None:
+    """`span`: the rule's window occurrence active at the attempt's time, if any."""
     assert rule.window is not None
-    span = schedule.active(rule.window, attempt.at)
     if span is None:
         return None
     zone = rule.window.timezone

@@ -10,15 +10,16 @@ rules objected to once the events have ids.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import orjson
 
 from deploytrack.errors import DeploymentBlocked
 from deploytrack.model import Event
-from deploytrack.rules import engine
+from deploytrack.rules import engine, schedule
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import Rule
 from deploytrack.timeutil import to_iso
@@ -77,24 +78,36 @@ class Judgement:
 class RuleGate:
     """Rules and facts for one writer group (one transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        """`pairs`: the (product, environment) pairs the group deploys to, looked up at once when a
+        concurrency rule needs their open deployments."""
         self.conn = conn
         self.rules: list[Rule] = rule_store.active_rules(conn)
         self._open: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        if any(r.type == "concurrency" for r in self.rules):
+            self._open = rule_store.open_deployments_of(conn, set(pairs))
+        # per schedule rule: (computed at, valid until, active span); a group's requests arrive
+        # within milliseconds of each other, so each window is worked out once per group
+        self._windows: dict[int, tuple[int, int | None, tuple[int, int] | None]] = {}
+        # the deployment records the group staged, by (product, environment); they only ever get added
+        self._staged: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._staged_seen = 0
 
     def judge(self, events: list[tuple[int, Event, str]], policy: str, token_id: int | None, received_at: int,
-              staged: Iterable[dict[str, Any]], batch: bool = False) -> Judgement | None:
+              staged: Collection[dict[str, Any]], batch: bool = False) -> Judgement | None:
         """Judge the events that open deployments; raise DeploymentBlocked (after recording the
         attempt) when an enabled rule refuses one and no override covers it. `batch`: the request
         holds several events (the answer names the refused one's index)."""
         if not self.rules:
             return None
-        staged = list(staged)
+        for dep in itertools.islice(staged, self._staged_seen, None):
+            self._staged.setdefault((dep["product"], dep["environment"]), []).append(dep)
+        self._staged_seen = len(staged)
         candidates = []
         for index, event, environment in events:
             attempt = engine.Attempt(event.product, environment, event.version, event.status, received_at)
             violations = [v for rule in self.rules if rule.applies_to(event.product, environment)
-                          for v in [self._check(rule, attempt, staged)] if v is not None]
+                          for v in [self._check(rule, attempt)] if v is not None]
             if violations:
                 candidates.append(Candidate(index, event, attempt, violations))
         if not candidates:
@@ -106,23 +119,30 @@ class RuleGate:
                 self._refuse(c, blocking, policy, token_id, received_at, batch)
         return Judgement(self, candidates, policy, token_id, received_at)
 
-    def _check(self, rule: Rule, attempt: engine.Attempt, staged: list[dict[str, Any]]) -> engine.Violation | None:
+    def _check(self, rule: Rule, attempt: engine.Attempt) -> engine.Violation | None:
         if rule.type == "schedule":
-            return engine.check_schedule(rule, attempt)
+            return engine.check_schedule(rule, attempt, self._window(rule, attempt.at))
         if rule.type == "flow":
-            completions = self._completions(attempt, rule.prerequisites, staged) if attempt.version else {}
+            completions = self._completions(attempt, rule.prerequisites) if attempt.version else {}
             return engine.check_flow(rule, attempt, completions)
-        return engine.check_concurrency(rule, attempt, self._open_now(attempt.product, attempt.environment, staged))
+        return engine.check_concurrency(rule, attempt, self._open_now(attempt.product, attempt.environment))
 
-    def _open_now(self, product: str, environment: str, staged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _window(self, rule: Rule, now: int) -> tuple[int, int] | None:
+        assert rule.window is not None
+        known = self._windows.get(id(rule))
+        if known is None or not (known[0] <= now and (known[1] is None or now < known[1])):
+            span, until = schedule.state(rule.window, now)
+            known = (now, until, span)
+            self._windows[id(rule)] = known
+        return known[2]
+
+    def _open_now(self, product: str, environment: str) -> list[dict[str, Any]]:
         """Open deployments of the pair: the database's, as changed by what this group staged."""
         pair = (product, environment)
         if pair not in self._open:
             self._open[pair] = rule_store.open_deployments(self.conn, product, environment)
         merged: dict[Any, dict[str, Any]] = {d["id"]: d for d in self._open[pair]}
-        for dep in staged:
-            if (dep["product"], dep["environment"]) != pair:
-                continue
+        for dep in self._staged.get(pair, ()):
             key = dep["id"] if dep["id"] is not None else id(dep)
             if dep["status"] in rule_store.OPEN_STATUSES:
                 merged[key] = dep
@@ -130,14 +150,13 @@ class RuleGate:
                 merged.pop(key, None)
         return list(merged.values())
 
-    def _completions(self, attempt: engine.Attempt, environments: tuple[str, ...],
-                     staged: list[dict[str, Any]]) -> dict[str, int]:
+    def _completions(self, attempt: engine.Attempt, environments: tuple[str, ...]) -> dict[str, int]:
         assert attempt.version is not None
         found = rule_store.first_completions(self.conn, attempt.product, attempt.version, environments)
-        for dep in staged:
-            if (dep["product"] == attempt.product and dep["version"] == attempt.version
-                    and dep["environment"] in environments and dep["status"] == "completed" and dep["finished_at"]):
-                found[dep["environment"]] = min(found.get(dep["environment"], dep["finished_at"]), dep["finished_at"])
+        for env in environments:
+            for dep in self._staged.get((attempt.product, env), ()):
+                if dep["version"] == attempt.version and dep["status"] == "completed" and dep["finished_at"]:
+                    found[env] = min(found.get(env, dep["finished_at"]), dep["finished_at"])
         return found
 
     def _cover(self, c: Candidate, blocking: list[engine.Violation], now: int, taken: set[int]) -> bool:

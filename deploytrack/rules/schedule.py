@@ -184,6 +184,18 @@ def active(window: Window, now_us: int) -> tuple[int, int] | None:
     return max(current, key=lambda span: span[1]) if current else None
 
 
+def state(window: Window, now_us: int) -> tuple[tuple[int, int] | None, int | None]:
+    """(the occurrence active at `now_us` or None, the instant this answer may change: the active
+    occurrence's end, else the next start; None when it never changes again)."""
+    spans = occurrences(window, now_us)
+    current = [(s, e) for s, e in spans if s <= now_us < e]
+    if current:
+        span = max(current, key=lambda c: c[1])
+        return span, span[1]
+    later = [s for s, _ in spans if s > now_us]
+    return None, min(later) if later else None
+
+
 def next_start(window: Window, now_us: int) -> tuple[int, int] | None:
     """The next occurrence that starts after `now_us`, if any (a past one-time window has none)."""
     later = [(s, e) for s, e in occurrences(window, now_us) if s > now_us]

@@ -182,6 +182,22 @@ def open_deployments(conn: sqlite3.Connection, product: str, environment: str) -
         (product, environment))]
 
 
+def open_deployments_of(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                                    list[dict[str, Any]]]:
+    """`open_deployments` for many pairs, a few statements in all (every pair gets an entry)."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
+    ordered = sorted(pairs)
+    for start in range(0, len(ordered), 100):
+        chunk = ordered[start:start + 100]
+        where = " OR ".join(["(product = ? AND environment = ?)"] * len(chunk))
+        for row in conn.execute(
+                "SELECT id, product, environment, version, invoke_id, status, first_at, started_at, last_at "
+                f"FROM deployments WHERE status IN ('pending', 'started') AND ({where})",
+                [v for pair in chunk for v in pair]):
+            found[(row["product"], row["environment"])].append(dict(row))
+    return found
+
+
 def first_completions(conn: sqlite3.Connection, product: str, version: str,
                       environments: Iterable[str]) -> dict[str, int]:
     """Per environment, when this version's first completed deployment there finished."""

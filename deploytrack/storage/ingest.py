@@ -93,9 +93,10 @@ class _Group:
         self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self.deployments = _open_deployments(conn, {_deployment_key(e, self._environment(e, b.aliases))
-                                                    for b in batches for e in b.events
-                                                    if e.kind == "deployment" and e.environment_raw})
+        keys = {_deployment_key(e, self._environment(e, b.aliases))
+                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
+        self.deployments = _open_deployments(conn, keys)
+        self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
         self.rows: list[dict[str, Any]] = []
         self.dirty_days: set[int] = set()
         self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
@@ -163,7 +164,7 @@ class _Group:
         if not opening:
             return None
         if self.gate is None:
-            self.gate = RuleGate(self.conn)
+            self.gate = RuleGate(self.conn, self.deployment_pairs)
         assert batch.rules is not None
         return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.deployments.values(),
                                batch=len(plan) > 1)

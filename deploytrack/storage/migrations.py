@@ -369,6 +369,9 @@ def m019_rule_violations(conn: sqlite3.Connection) -> None:
     # Every deployment a rule objected to: blocked attempts (never in `events`, so never a
     # deployment or a metric), and violations let through (report-only, an API that cannot act on
     # a refusal, an override). `attempt` is the event as sent, for the audit.
+    # deployments_in_progress: a concurrency rule asks for the open deployments of a product and
+    # environment; without statistics SQLite otherwise walks every deployment of the pair through
+    # deployments_pair_first, a cost that grows with history. Partial: only open deployments.
     for statement in """
     CREATE TABLE rule_violations (
         id INTEGER PRIMARY KEY,
@@ -394,7 +397,9 @@ def m019_rule_violations(conn: sqlite3.Connection) -> None:
         attempt TEXT NOT NULL
     );
     CREATE INDEX rule_violations_at ON rule_violations (at, id);
-    CREATE INDEX rule_violations_product ON rule_violations (product, environment, at)
+    CREATE INDEX rule_violations_product ON rule_violations (product, environment, at);
+    CREATE INDEX deployments_in_progress ON deployments (product, environment, status)
+        WHERE status IN ('pending', 'started')
     """.split(";"):
         conn.execute(statement)
 
