@@ -70,4 +70,5 @@ async def product(request: Request) -> Response:
                             f"Builds and deployments over the last {days} days")
     return render(request, "product.html", {
         "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
+        "frozen": await freezes(db, [name], grid.environments),
         "deployments": deployments, "builds": builds, "environments": environments})
