@@ -144,8 +144,11 @@ class RuleGate:
         merged: dict[Any, dict[str, Any]] = {d["id"]: d for d in self._open[pair]}
         for dep in self._staged.get(pair, ()):
             key = dep["id"] if dep["id"] is not None else id(dep)
-            if dep["status"] in rule_store.OPEN_STATUSES:
-                merged[key] = dep
+            record = dep["record"]  # the record as the group's events folded it so far
+            if record.status in rule_store.OPEN_STATUSES:
+                merged[key] = {"id": dep["id"], "version": dep["version"], "status": record.status,
+                               "first_at": record.first_at, "started_at": record.started_at,
+                               "last_at": record.last_at}
             else:
                 merged.pop(key, None)
         return list(merged.values())
@@ -155,8 +158,9 @@ class RuleGate:
         found = rule_store.first_completions(self.conn, attempt.product, attempt.version, environments)
         for env in environments:
             for dep in self._staged.get((attempt.product, env), ()):
-                if dep["version"] == attempt.version and dep["status"] == "completed" and dep["finished_at"]:
-                    found[env] = min(found.get(env, dep["finished_at"]), dep["finished_at"])
+                record = dep["record"]
+                if dep["version"] == attempt.version and record.status == "completed" and record.finished_at:
+                    found[env] = min(found.get(env, record.finished_at), record.finished_at)
         return found
 
     def _cover(self, c: Candidate, blocking: list[engine.Violation], now: int, taken: set[int]) -> bool:
