@@ -102,10 +102,11 @@ def test_backfill_and_later_events_of_a_deployment_are_never_judged(client, toke
     assert deploy(client, token, version="0.8", status="completed", timestamp=an_hour_ago).status_code == 200
     assert deploy(client, token, version="0.9", status="completed", invoke_id="run-1").status_code == 200
     assert deploy(client, token, version="1.0").status_code == 423
-    assert violations(client, token, outcome="blocked")[0]["version"] == "1.0"
-    assert len(violations(client, token)) == 1
+    assert deploy(client, token, version="1.1", status="completed").status_code == 423  # first event, now
+    assert deploy(client, token, version="1.2", status="failed").status_code == 200  # not a deployment starting
+    assert [v["version"] for v in violations(client, token)] == ["1.1", "1.0"]
     statuses = query(db_path, "SELECT version, status FROM deployments ORDER BY version")
-    assert [tuple(s) for s in statuses] == [("0.8", "completed"), ("0.9", "completed")]
+    assert [tuple(s) for s in statuses] == [("0.8", "completed"), ("0.9", "completed"), ("1.2", "failed")]
 
 
 def test_flow_needs_prerequisites_in_order_and_soak_time(client, token, admin) -> None:

@@ -98,3 +98,17 @@ def test_wrap_and_send_exit_5_when_blocked_without_running_the_command(live_serv
     code, out = cli(db_path, "violations")
     assert code == 0 and [line.split()[1] for line in out.splitlines()[1:]] == \
         ["blocked", "overridden", "blocked", "blocked", "blocked"]
+
+
+def test_import_is_never_judged_even_at_the_current_time(db_path, tmp_path: Path) -> None:
+    assert cli(db_path, "add", "all-day", "--type", "schedule", "--recurrence", "once", "--start", "2020-01-01T00:00",
+               "--end", "2099-01-01T00:00")[0] == 0
+    assert cli(db_path, "add", "one", "--type", "concurrency")[0] == 0
+    lines = tmp_path / "import.jsonl"
+    lines.write_text("".join(
+        json.dumps({"kind": "deployment", "product": "shop", "version": v, "environment": "production",
+                    "status": "started"}) + "\n" for v in ("1", "2")))
+    code, out = run_cli("import", str(lines), "--db", str(db_path))
+    assert code == 0 and out.startswith("Imported 2 events")
+    assert query(db_path, "SELECT COUNT(*) FROM deployments WHERE status = 'started'")[0][0] == 2
+    assert query(db_path, "SELECT COUNT(*) FROM rule_violations")[0][0] == 0
