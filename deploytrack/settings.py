@@ -72,9 +72,9 @@ class Settings:
         return frozenset(canonical_environment(e, self.environment_aliases)
                          for e in self.production_environments.split(",") if e.strip())
 
-
     @property
     def rules_block_set(self) -> frozenset[str]:
+        """The APIs on which an enabled deployment rule refuses a deployment."""
         return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())
 
 

@@ -255,7 +255,8 @@ def _report_block(body: dict[str, Any]) -> None:
         lines.append(f"  reason: {details['reason']}")
     if body.get("retry_after"):
         lines.append(f"  retry after: {body['retry_after']}")
-    lines.append("  an admin can let one deployment through: deploytrack rule override --product ... --reason ...")
+    if details.get("override"):
+        lines.append(f"  {details['override']}")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

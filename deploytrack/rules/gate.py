@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import shlex
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable
@@ -27,7 +28,7 @@ from deploytrack.timeutil import to_iso
 # An event older than this on arrival is a backfill: rules never judge the past.
 BACKFILL_US = 5 * 60_000_000
 GATED_STATUSES = frozenset({"pending", "started", "completed"})
-BLOCK, RECORD = "block", "record"
+BLOCK = "block"  # the other policy, "record", lets every deployment through
 
 
 def happening_now(event: Event, received_at: int) -> bool:
@@ -72,7 +73,7 @@ class Judgement:
             event_id = event_ids[c.index]
             for override in {o["id"]: o for o in c.overrides.values()}.values():
                 rule_store.use_override(self.gate.conn, override["id"], self.received_at, event_id)
-            self.gate.store(c, c.outcome(self.policy), self.policy, self.token_id, self.received_at, event_id)
+            self.gate.store(c, c.outcome(self.policy), self.token_id, self.received_at, event_id)
 
 
 class RuleGate:
@@ -116,7 +117,7 @@ class RuleGate:
         for c in candidates:
             blocking = c.blocking(policy)
             if blocking and not self._cover(c, blocking, received_at, taken):
-                self._refuse(c, blocking, policy, token_id, received_at, batch)
+                self._refuse(c, blocking, token_id, received_at, batch)
         return Judgement(self, candidates, policy, token_id, received_at)
 
     def _check(self, rule: Rule, attempt: engine.Attempt) -> engine.Violation | None:
@@ -179,16 +180,17 @@ class RuleGate:
         taken.update(o["id"] for o in chosen.values())
         return True
 
-    def _refuse(self, c: Candidate, blocking: list[engine.Violation], policy: str, token_id: int | None,
+    def _refuse(self, c: Candidate, blocking: list[engine.Violation], token_id: int | None,
                 received_at: int, batch: bool) -> None:
         c.overrides = {}
         primary = min(blocking, key=lambda v: engine.PRECEDENCE[v.rule.type])
-        violation_id = self.store(c, "blocked", policy, token_id, received_at, None)
+        violation_id = self.store(c, "blocked", token_id, received_at, None)
         details: dict[str, Any] = {"rule_id": primary.rule.id, "rule_name": primary.rule.name,
                                    "rule_type": primary.rule.type, **primary.details,
                                    "blocked_by": [v.rule.name for v in blocking], "violation_id": violation_id,
-                                   "override": "an admin can let one deployment through: "
-                                               "deploytrack rule override --product ... --reason ..."}
+                                   "override": "an admin can let one deployment through: deploytrack rule override "
+                                               f"--product {shlex.quote(c.event.product)} --environment "
+                                               f"{shlex.quote(c.attempt.environment)} --reason WHY"}
         if batch:
             details["index"] = c.index
         seconds = (primary.retry_after - received_at + 999_999) // 1_000_000 if primary.retry_after else None
@@ -196,7 +198,7 @@ class RuleGate:
                                 f"Deployment blocked by rule '{primary.rule.name}': {primary.message}",
                                 to_iso(primary.retry_after), details, seconds)
 
-    def store(self, c: Candidate, outcome: str, policy: str, token_id: int | None, received_at: int,
+    def store(self, c: Candidate, outcome: str, token_id: int | None, received_at: int,
               event_id: str | None) -> int:
         """One row per attempt a rule objected to; the primary rule's answer is in its columns."""
         ranked = sorted(c.violations, key=lambda v: (v.rule.mode != "enabled", engine.PRECEDENCE[v.rule.type]))
