@@ -11,7 +11,7 @@ import getpass
 import json
 import sqlite3
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from deploytrack.cli.main import add_settings_flags, settings_from
 from deploytrack.errors import BadRequest, DeploytrackError
@@ -224,7 +224,7 @@ def _violations(conn: sqlite3.Connection, args: argparse.Namespace, settings: Se
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -6,7 +6,7 @@ Each check returns a `Violation` (what Versioner's pre-flight answer needs) or N
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from deploytrack.rules import schedule
 from deploytrack.rules.model import ANSWERS, Rule
@@ -93,7 +93,7 @@ def check_flow(rule: Rule, attempt: Attempt, completions: Mapping[str, int]) -> 
     return None
 
 
-def check_concurrency(rule: Rule, attempt: Attempt, open_deployments: list[Mapping[str, Any]]) -> Violation | None:
+def check_concurrency(rule: Rule, attempt: Attempt, open_deployments: Sequence[Mapping[str, Any]]) -> Violation | None:
     """`open_deployments`: records of the same product and environment still pending or started."""
     fresh = [d for d in open_deployments if d["last_at"] >= attempt.at - rule.stale_after_minutes * MINUTE_US]
     if not fresh:

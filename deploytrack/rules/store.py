@@ -25,7 +25,7 @@ VIOLATION_COLUMNS = ("at", "outcome", "rule_id", "rule_name", "rule_type", "code
 OPEN_STATUSES = ("pending", "started")
 
 
-def rule_from_row(row: Mapping[str, Any]) -> Rule:
+def rule_from_row(row: Any) -> Rule:
     """A stored rule: its definition is re-read by the one validator (aliases were folded when stored)."""
     rule = parse_rule(orjson.loads(row["definition"]), {})
     return Rule(**{**rule.__dict__, "id": row["id"], "created_at": row["created_at"],
@@ -139,7 +139,7 @@ def use_override(conn: sqlite3.Connection, override_id: int, at: int, event_id: 
 
 async def list_overrides(db: Database, limit: int = 100) -> list[dict[str, Any]]:
     rows = await db.fetchall(
-        f"SELECT o.id, o.rule_id, r.name AS rule_name, o.product, o.environment, o.version, o.reason, "
+        "SELECT o.id, o.rule_id, r.name AS rule_name, o.product, o.environment, o.version, o.reason, "
         "o.granted_by, o.granted_at, o.expires_at, o.used_at, o.used_by_event "
         "FROM rule_overrides o LEFT JOIN rules r ON r.id = o.rule_id ORDER BY o.id DESC LIMIT ?", (limit,))
     return [dict(r) for r in rows]
@@ -158,7 +158,8 @@ def insert_violation(conn: sqlite3.Connection, record: Mapping[str, Any]) -> int
 async def list_violations(db: Database, limit: int, before: int | None = None, product: str | None = None,
                           outcome: str | None = None) -> list[dict[str, Any]]:
     """Violations newest first; `before` is the id the previous page ended at."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     for column, value in (("product", product), ("outcome", outcome)):
         if value is not None:
             where.append(f"{column} = ?")

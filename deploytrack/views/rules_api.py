@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -109,7 +109,7 @@ async def delete_rule(request: Request) -> Response:
     return JSONResponse({"deleted": rule_json(rule)})
 
 
-def parse_override(body: object, aliases: dict[str, str] | Any) -> dict[str, Any]:
+def parse_override(body: object, aliases: Mapping[str, str]) -> dict[str, Any]:
     """Validate an override request; a 400 names the field."""
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object with product and reason")
