@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack.errors import DeploytrackError
+from deploytrack.errors import DeploymentBlocked, DeploytrackError
 from deploytrack.model import UNASSIGNED, Limits
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
@@ -63,13 +63,15 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
             events = dialect.to_events(data, token, ctx)
             result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
-                idempotency_key=idempotency_key(request)))
+                idempotency_key=idempotency_key(request),
+                rules="block" if dialect.NAME in app.settings.rules_block_set else "record"))
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)
         except DeploytrackError as error:
             app.count_rejected(dialect.NAME, error.status)
-            return JSONResponse(dialect.error_body(error), status_code=error.status, headers=error.headers)
+            body = error.preflight_body() if isinstance(error, DeploymentBlocked) else dialect.error_body(error)
+            return JSONResponse(body, status_code=error.status, headers=error.headers)
 
     ingest.__name__ = f"{dialect.NAME}_{kind}"
     return ingest
