@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge
-from deploytrack.model import Event, Fields, check_metadata, normalize_status
+from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
@@ -49,14 +49,14 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     events = []
     for index, item in enumerate(items):
         try:
-            events.append(_event(item, index, ctx))
+            events.append(_event(item, index, token, ctx))
         except DeploytrackError as error:
             error.index = index
             raise
     return events
 
 
-def _event(item: Any, index: int, ctx: Context) -> Event:
+def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
     prefix = f"events[{index}]."
     f = Fields(item, ctx.limits, prefix=prefix)
     kind = f.str("type", required=True)
@@ -82,7 +82,8 @@ def _event(item: Any, index: int, ctx: Context) -> Event:
         if commit_time is not None else None, **values)
     event.metadata = check_metadata({**f.rest(), **attrs.rest()}, ctx.limits, prefix + "attributes")
     if event.build_id:
-        event.client_key = f"{NAME}:{entity}:{event.build_id}:{status}:{canonical_environment(env or '', ctx.aliases)}"
+        event.client_key = client_key(token.id, NAME, entity, canonical_environment(env or "", ctx.aliases),
+                                      event.build_id, status)
     return event
 
 
