@@ -26,6 +26,9 @@ EVENT_TYPE = "event-deploy"
 ATTRIBUTES = {"build_commit_sha": "scm_sha", "change_id": "change_id", "build_id": "build_id",
               "build_url": "build_url", "description": "summary", "initiator": "actor", "version": "version",
               "build_number": "build_number", "branch": "scm_branch", "repository": "scm_repository"}
+# The document's bash template sends BUILD_ID="${BUILD_ID:-unknown}": a placeholder names no run, so
+# it cannot tell a re-send from the next deployment and is no de-duplication key.
+PLACEHOLDER_BUILD_IDS = frozenset({"unknown"})
 
 
 def secret(request: Request, data: Any) -> str | None:
@@ -81,7 +84,7 @@ def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
         commit_time=parse_timestamp(commit_time, prefix + "attributes.commit_timestamp")
         if commit_time is not None else None, **values)
     event.metadata = check_metadata({**f.rest(), **attrs.rest()}, ctx.limits, prefix + "attributes")
-    if event.build_id:
+    if event.build_id and event.build_id.lower() not in PLACEHOLDER_BUILD_IDS:
         event.client_key = client_key(token.id, NAME, entity, canonical_environment(env or "", ctx.aliases),
                                       event.build_id, status)
     return event
