@@ -10,7 +10,7 @@ a deploytrack token with a default product and environment.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2 as httpx
@@ -28,7 +28,7 @@ def pipeline(db_path, token):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def custom_event(key: str, summary: str) -> dict[str, Any]:

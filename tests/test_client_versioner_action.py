@@ -14,7 +14,7 @@ email and name outside push events). The action sets its outputs from the reply:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2 as httpx
@@ -29,7 +29,7 @@ VI_GH = {"vi_gh_workflow": "Deploy to Production", "vi_gh_job": "deploy", "vi_gh
 
 def now_iso() -> str:
     """`new Date().toISOString()`: milliseconds and a Z."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def github_metadata(push: bool = True) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def test_readme_quick_start_workflow(live_server, token):
 
 def test_in_progress_deployment_with_completed_at(live_server, token):
     """The action stamps `completed_at` even on an in_progress event: tolerated, the event is dated on arrival."""
-    before = datetime.now(timezone.utc) - timedelta(seconds=5)
+    before = datetime.now(UTC) - timedelta(seconds=5)
     payload = deployment_payload("1.0.0", "staging", "in_progress", push=False)
     payload["completed_at"] = "2025-01-01T00:00:00.000Z"
     resp = action_post(live_server, token, "/deployment-events/", payload, api_url=live_server.url + "/")

@@ -5,29 +5,54 @@ storing nothing. Bodies are sent as bytes so the numbers are exactly the literal
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import pytest
 
 from tests.conftest import auth
 
 BIG = "1180591620717411303424"  # 2**70: beyond 64 bits, where a float would keep only 17 digits
+JSON = {"Content-Type": "application/json"}
+
+
+class Literal(str):
+    """A number to write into the body exactly as spelled."""
+
+
+def body(value: Any) -> bytes:
+    """JSON bytes of `value`, each Literal written as the bare number it spells."""
+    literals: list[str] = []
+
+    def mark(obj: Any) -> Any:
+        if isinstance(obj, Literal):
+            literals.append(str(obj))
+            return f"@@{len(literals) - 1}@@"
+        if isinstance(obj, dict):
+            return {k: mark(v) for k, v in obj.items()}
+        return [mark(v) for v in obj] if isinstance(obj, list) else obj
+
+    raw = orjson.dumps(mark(value)).decode()
+    for i, literal in enumerate(literals):
+        raw = raw.replace(f'"@@{i}@@"', literal)
+    return raw.encode()
 
 
 def events(client, token):
     return client.get("/api/v1/events", headers=auth(token)).json()["events"]
 
 
-def versioner(client, token, version_literal: str, extra: str = ""):
-    body = ('{"product_name": "svc", "version": %s, "environment_name": "production", "status": "success"%s}'
-            % (version_literal, extra))
-    return client.post("/deployment-events/", content=body.encode(),
-                       headers={**auth(token), "Content-Type": "application/json"})
+def versioner(client, token, version_literal: str, **extra: Any):
+    fields = {"product_name": "svc", "version": Literal(version_literal), "environment_name": "production",
+              "status": "success", **extra}
+    return client.post("/deployment-events/", content=body(fields), headers={**auth(token), **JSON})
 
 
 @pytest.mark.parametrize("literal,expected", [
     (BIG, BIG), ("-" + BIG, "-" + BIG), ("42", "42"), ("0", "0"), ("18446744073709551615", "18446744073709551615"),
     ("1" + "0" * 30, "1" + "0" * 30)])
 def test_integers_keep_their_digits(client, token, literal, expected):
-    resp = versioner(client, token, literal, ', "extra_metadata": {"ratio": 0.25, "count": 3}')
+    resp = versioner(client, token, literal, extra_metadata={"ratio": 0.25, "count": 3})
     assert resp.status_code == 200, resp.text
     assert resp.json()["version"] == expected
     [event] = events(client, token)
@@ -45,18 +70,16 @@ def test_fractions_and_exponents_are_refused(client, token, literal):
 
 
 def test_each_api(client, token):
-    quanta = client.post("/api/events/push", content=('{"type": "code_deploy", "content": "v", "version": %s}'
-                                                      % BIG).encode(),
-                         headers={"Content-Type": "application/json", "Authorization": f"Token {token}"})
+    quanta = client.post("/api/events/push", content=body({"type": "code_deploy", "content": "v",
+                                                            "version": Literal(BIG)}),
+                         headers={**JSON, "Authorization": f"Token {token}"})
     assert quanta.status_code == 200, quanta.text
-    ilert = client.post("/api/deployment-events", content=(
-        '{"integrationKey": "%s", "summary": "s", "customDetails": {"version": %s}}' % (token, BIG)).encode(),
-        headers={"Content-Type": "application/json"})
+    ilert = client.post("/api/deployment-events", headers=JSON, content=body(
+        {"integrationKey": token, "summary": "s", "customDetails": {"version": Literal(BIG)}}))
     assert ilert.status_code == 202, ilert.text
-    devgrid = client.post("/events", content=(
-        '{"events": [{"type": "event-deploy", "entityId": %s, "attributes": {"env": "production", "status": "success",'
-        ' "version": %s, "build_id": %s}}]}' % (BIG, BIG, BIG)).encode(),
-        headers={"Content-Type": "application/json", "x-api-key": token})
+    attributes = {"env": "production", "status": "success", "version": Literal(BIG), "build_id": Literal(BIG)}
+    devgrid = client.post("/events", headers={**JSON, "x-api-key": token}, content=body(
+        {"events": [{"type": "event-deploy", "entityId": Literal(BIG), "attributes": attributes}]}))
     assert devgrid.status_code == 201, devgrid.text
     [stored] = devgrid.json()["events"]
     assert (stored["entityId"], stored["attributes"]["version"], stored["attributes"]["build_id"]) == (BIG, BIG, BIG)
@@ -64,18 +87,16 @@ def test_each_api(client, token):
 
 
 def test_each_api_refuses_fractions_in_its_shape(client, token):
-    quanta = client.post("/api/events/push", content=b'{"type": "code_deploy", "content": "v", "version": 1.10}',
-                         headers={"Content-Type": "application/json", "Authorization": f"Token {token}"})
+    quanta = client.post("/api/events/push", headers={**JSON, "Authorization": f"Token {token}"},
+                         content=body({"type": "code_deploy", "content": "v", "version": Literal("1.10")}))
     assert quanta.status_code == 400 and "send it as a string" in quanta.json()["error"]
-    ilert = client.post("/api/deployment-events", content=(
-        '{"integrationKey": "%s", "summary": "s", "customDetails": {"version": 4.2}}' % token).encode(),
-        headers={"Content-Type": "application/json"})
+    ilert = client.post("/api/deployment-events", headers=JSON, content=body(
+        {"integrationKey": token, "summary": "s", "customDetails": {"version": Literal("4.2")}}))
     assert ilert.status_code == 400 and "customDetails.version" in ilert.json()["message"]
-    ok = '{"type": "event-deploy", "entityId": "a", "attributes": {"env": "production", "status": "success"}}'
-    bad = '{"type": "event-deploy", "entityId": "a", "attributes": {"env": "production", "status": "success", ' \
-          '"version": 2.0}}'
-    devgrid = client.post("/events", content=('{"events": [%s, %s]}' % (ok, bad)).encode(),
-                          headers={"Content-Type": "application/json", "x-api-key": token})
+    ok = {"type": "event-deploy", "entityId": "a", "attributes": {"env": "production", "status": "success"}}
+    bad = {"type": "event-deploy", "entityId": "a",
+           "attributes": {"env": "production", "status": "success", "version": Literal("2.0")}}
+    devgrid = client.post("/events", headers={**JSON, "x-api-key": token}, content=body({"events": [ok, bad]}))
     assert devgrid.status_code == 400
     assert (devgrid.json()["index"], devgrid.json()["field"]) == (1, "events[1].attributes.version")
     assert events(client, token) == []  # the batch is all-or-nothing
