@@ -121,8 +121,10 @@ def exact_json(raw: bytes) -> Any:
     """
     try:
         return json.loads(raw, parse_int=_integer)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise BadRequest("Request body is not valid JSON") from None
+    except RecursionError:  # orjson allows 1,024 levels, this parser about 1,000
+        raise BadRequest("Request body nests JSON too deeply") from None
 
 
 def _integer(text: str) -> int | WholeNumber:

@@ -100,3 +100,13 @@ def test_each_api_refuses_fractions_in_its_shape(client, token):
     assert devgrid.status_code == 400
     assert (devgrid.json()["index"], devgrid.json()["field"]) == (1, "events[1].attributes.version")
     assert events(client, token) == []  # the batch is all-or-nothing
+
+
+def test_a_fraction_beside_very_deep_nesting_is_a_400(client, token):
+    """Re-reading the body for its exact numbers never turns deep nesting that orjson accepts into a 500."""
+    deep = b"[" * 1000 + b"]" * 1000
+    raw = body({"product_name": "svc", "version": Literal("1.5"), "environment_name": "production",
+                "status": "success", "extra_metadata": {"deep": Literal(deep.decode())}})
+    resp = client.post("/deployment-events/", content=raw, headers={**auth(token), **JSON})
+    assert resp.status_code == 400 and "detail" in resp.json()
+    assert events(client, token) == []
