@@ -15,7 +15,6 @@ from deploytrack.errors import BadRequest
 
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
-TERMINAL = frozenset({"completed", "failed", "aborted"})
 UNASSIGNED = "unassigned"
 
 # The Versioner document's table, plus the aliases Versioner's own CLI and GitHub Action send
