@@ -15,7 +15,8 @@ from starlette.requests import Request
 
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError
-from deploytrack.model import TERMINAL, Event, Fields, check_metadata, client_key, normalize_status, stable_id
+from deploytrack.metrics.rules import TERMINAL
+from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status, stable_id
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
