@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -71,6 +72,7 @@ def client_key(token_id: int, dialect: str, *parts: str | None) -> str:
 ID_NAMESPACE = uuid.UUID("68e03ab7-8af7-49c9-9900-119b17f33b8a")
 
 
+@functools.lru_cache(maxsize=1024)  # thrice per Versioner reply, mostly for the same few names
 def stable_id(kind: str, *names: str) -> str:
     """The id of a product (`stable_id("product", name)`), environment (canonical name) or version
     (`stable_id("version", product, version)`)."""
