@@ -48,8 +48,7 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f.used.update(KEY_FIELDS)  # the credential: never stored
     summary = f.str("summary", required=True, max_chars=ctx.limits.max_summary_chars)
     timestamp = f.raw("timestamp")
-    raw_details = f.obj("customDetails")
-    details = Fields(raw_details or {}, ctx.limits, prefix="customDetails.")
+    details = Fields(f.obj("customDetails") or {}, ctx.limits, prefix="customDetails.")
     found = {field: _first(keys, f, details, allow_number=field == "version") for field, keys in DETAILS.items()}
     event = Event(
         dialect=NAME, kind="deployment", product=ctx.product_or_default(found["product"], token),
