@@ -174,22 +174,31 @@ SCHEMAS: dict[str, Schema] = {
                     "author": STR}, ("sha", "committed_at"), extra=False),
 }
 
+WHOLE_OR_TEXT: Schema = {"oneOf": [STR, {"type": "integer"}],
+                         "description": "a string, or an integer (kept as its digits); no fractions"}
 VERSIONER_COMMON: dict[str, Schema] = {
-    "product_name": STR, "version": {"oneOf": [STR, {"type": "number"}]}, "status": STATUS_IN,
+    "product_name": STR, "version": WHOLE_OR_TEXT, "status": STATUS_IN,
     "scm_sha": STR, "scm_branch": STR, "scm_repository": STR, "build_url": STR, "build_number": STR,
+    "deploy_url": {"type": "string", "description": "the CI link when build_url is absent"},
     "source_system": STR, "invoke_id": STR, "description": STR, "change_id": STR, "timestamp": TIME,
+    "started_at": {**TIME, "description": "the time of a started event when timestamp is absent"},
+    "completed_at": {**TIME, "description": "the time of a finished event when timestamp is absent"},
     "commit_timestamp": TIME, "extra_metadata": OBJ,
 }
+UUID_ID: Schema = {"type": "string", "format": "uuid", "description": "stable: UUIDv5 of the names"}
 
 
 def _versioner(kind: str) -> dict[str, Any]:
     deployment = kind == "deployment"
-    props = {**VERSIONER_COMMON, "environment_name": STR, ("deployed_by" if deployment else "built_by"): STR}
+    actor = "deployed_by" if deployment else "built_by"
+    props = {**VERSIONER_COMMON, "environment_name": STR, actor: STR, f"{actor}_email": STR, f"{actor}_name": STR}
     required = ("product_name", "version", "environment_name", "status") if deployment else \
         ("product_name", "version", "status")
-    reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR,
-                  **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR} if deployment
-                     else {"created_at": ISO})}, ("id", "product_name", "version", "status"))
+    reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR, "product_id": UUID_ID,
+                  "version_id": UUID_ID,
+                  **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR, "environment_id": UUID_ID,
+                      "event_id": STR, "deployment_id": NSTR} if deployment else {"created_at": ISO})},
+                 ("id", "product_name", "version", "status", "product_id", "version_id"))
     return {
         "tags": ["Versioner"], "summary": f"Record a {kind} event (Versioner API)",
         "security": [{"bearer": []}], "requestBody": _body(_obj(props, required)),
@@ -213,9 +222,12 @@ DEVGRID_EVENT = _obj({
 
 ILERT_INPUT = _obj({
     "integrationKey": {"type": "string", "description": "the deploytrack token (ingest scope)"},
-    "summary": STR, "timestamp": TIME, "userEmail": STR, "customDetails": OBJ,
+    "apiKey": {"type": "string", "description": "the same, as ilert's GitHub Action names it"},
+    "summary": STR, "timestamp": TIME, "userEmail": STR, "userName": STR, "repository": STR,
+    "customDetails": {"type": "object", "description": "service, version, sha or commit, environment or env "
+                      "become the event's fields; other keys are kept as metadata"},
     "links": {"type": "array", "items": _obj({"href": STR, "text": STR}, ("href",))},
-}, ("integrationKey", "summary"))
+}, ("summary",))
 
 PAGE = {"content": {"text/html": {"schema": STR}}}
 # errors raised before a page handler runs (routing, form parsing) follow the Accept header
@@ -332,7 +344,8 @@ def _document() -> dict[str, Any]:
                                            "Stored"), **_errors(INGEST_ERRORS, "DevGridError"),
                               **_blocked("DevGridError")}}},
             "/api/deployment-events": {"post": {
-                "tags": ["ilert"], "summary": "Record a deployment event; the token is the body's integrationKey",
+                "tags": ["ilert"],
+                "summary": "Record a deployment event; the token is the body's integrationKey (or apiKey)",
                 "security": [], "requestBody": _body(ILERT_INPUT),
                 "responses": {"202": _json(_obj({"id": STR}, ("id",)), "Accepted (stored)"),
                               **_errors(INGEST_ERRORS, "IlertError"), **_blocked("IlertError")}}},
