@@ -126,7 +126,7 @@ def test_rule_time_zones_work_without_the_systems_zone_files(executable, bare_en
     env = {**bare_env, "PYTHONTZPATH": str(tmp_path / "no-zones")}
     db = str(tmp_path / "deploytrack.db")
     out = run(executable, env, "rule", "add", "tokyo-nights", "--type", "schedule", "--recurrence", "daily",
-              "--start", "22:00", "--end", "06:00", "--timezone", "Asia/Tokyo", "--db", db)
+              "--start", "22:00", "--end", "06:00", "--timezone", "Asia/Tokyo", "--db", db, "--create")
     assert "Asia/Tokyo" in out
     shown = json.loads(run(executable, env, "rule", "show", "tokyo-nights", "--db", db))
     next_start = shown["window"]["next_start"] or shown["window"]["active_until"]
