@@ -96,11 +96,28 @@ class PartitionFacts:
 
     partition: Partition
     start: int
-    outcomes: list[tuple[Any, ...]] = field(default_factory=list)
+    outcomes: list[tuple[Any, ...]] = field(default_factory=list)  # in finish order
     lead: list[tuple[Any, ...]] = field(default_factory=list)
+    end: int | None = None  # rows finished before this (None: all after start)
 
     def size(self) -> int:
         return 1 + len(self.outcomes) + len(self.lead)
+
+    def pieces(self, rows: int) -> list[PartitionFacts]:
+        """The same rows as consecutive finish-time ranges of about `rows` outcomes each, so that each
+        write transaction stays short and every range is whole when written."""
+        cuts = [self.outcomes[i][4] for i in range(rows, len(self.outcomes), rows)]
+        cuts = sorted(set(cuts))
+        if not cuts:
+            return [self]
+        bounds = [self.start, *cuts, None]
+        out = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
+                return at >= lo and (hi is None or at < hi)
+            out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
+                                      [r for r in self.lead if inside(r[4])], hi))
+        return out
 
 
 def _commit_time(value: Any) -> int | None:
@@ -225,10 +242,12 @@ def apply(conn: sqlite3.Connection, planned: Iterable[PartitionFacts]) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction)."""
     count = 0
     for p in planned:
-        conn.execute("DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
-                     (*p.partition, p.start))
-        conn.execute("DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
-                     (*p.partition, p.start))
+        end = "" if p.end is None else " AND finished_at < ?"
+        bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
+        conn.execute(f"DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
+                     bounds)
+        conn.execute(f"DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
+                     bounds)
         conn.executemany(f"INSERT INTO deployment_facts ({', '.join(_OUTCOME_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(_OUTCOME_COLUMNS))})", p.outcomes)
         conn.executemany(f"INSERT INTO metric_lead_facts ({', '.join(_LEAD_COLUMNS)}) "

@@ -27,7 +27,7 @@ Read = Callable[..., Any]
 Write = Callable[..., Any]
 WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
 _KEYS_PER_READ = 2_000
-_ROWS_PER_WRITE = 5_000
+_ROWS_PER_WRITE = 1_000
 _PARTITIONS_PER_READ = 64
 _DAYS_PER_WRITE = 14
 
@@ -167,7 +167,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
             for (product, environment, _), since in written:
                 changes.touch((product, environment), fold.EVER if changes.full else since)
     for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
-        planned = read(facts.plan, dict(part))
+        planned = [piece for p in read(facts.plan, dict(part)) for piece in p.pieces(_ROWS_PER_WRITE)]
         for group in _by_rows(planned, facts.PartitionFacts.size):
             summary.partitions += write(facts.apply, group)
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))

@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
@@ -98,6 +99,19 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     return done
 
 
+_MAX_REST = 0.25  # seconds
+
+
+def _paced(step: Callable[..., object]) -> Callable[..., object]:
+    def paced(*args: object) -> object:
+        began = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            time.sleep(min(_MAX_REST, time.perf_counter() - began))
+    return paced
+
+
 class Deriver:
     """Keeps derived data current for the server: one refresh at a time, beside the writer."""
 
@@ -109,6 +123,11 @@ class Deriver:
     def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run a refresh-style function (read, write, settings, ...) in this thread."""
         return fn(self.db.read_snapshot, self.db.write_from_thread, self.settings, *args)
+
+    def run_paced(self, fn: Callable[..., object], *args: object) -> object:
+        """`run`, resting after each read or write as long as it took: the background job leaves requests at
+        least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
+        return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
 
     async def ensure_current(self) -> None:
         """Refresh if anything changed since the last refresh (a cheap check when nothing did)."""
@@ -155,7 +174,7 @@ class MetricsScheduler:
 
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
-        done = await asyncio.to_thread(self.deriver.run, run_due, self.owner, self.clock(), self.lease_us)
+        done = await asyncio.to_thread(self.deriver.run_paced, run_due, self.owner, self.clock(), self.lease_us)
         await self.db.check_integrity_daily(self.clock())
         if done is not None:
             assert isinstance(done, tuple)
