@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.hooks import endpoint as hooks
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
@@ -181,6 +182,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         *dialects.routes(),
+        *hooks.routes(),
         *api.routes(),
         *metrics_api.routes(),
         *pages.routes(),

@@ -111,11 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
     from deploytrack.cli import client as client_cli
+    from deploytrack.cli import hooks as hooks_cli
     from deploytrack.cli import metrics as metrics_cli
     from deploytrack.cli import migrate_db
     from deploytrack.cli import ops as ops_cli
 
-    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register]
+    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register, hooks_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
