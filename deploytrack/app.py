@@ -23,6 +23,7 @@ from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.hooks import endpoint as hooks
 from deploytrack.model import Limits
+from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database
@@ -171,6 +172,8 @@ def create_app(settings: Settings) -> Starlette:
         from deploytrack.metrics.scheduler import MetricsScheduler
 
         state.background.append(MetricsScheduler(state.db, settings))
+    if settings.notify_url_list:
+        state.background.append(Notifier(state.db, settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

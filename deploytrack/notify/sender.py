@@ -1,0 +1,119 @@
+"""The notifier: an App.background job that queues new notifications and posts due ones.
+
+Posting is plain asyncio (no threads): a hanging receiver holds only its own coroutine, up to
+`notify_timeout`, and never the writer or the request path. Each round: collect (one short write),
+claim due messages (one short write), post them concurrently, settle outcomes (one short write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from urllib.parse import urlsplit
+
+from deploytrack import __version__
+from deploytrack.notify import outbox, watch
+from deploytrack.settings import Settings
+from deploytrack.storage.database import Database
+from deploytrack.timeutil import now_us
+
+log = logging.getLogger("deploytrack.notify")
+BATCH = 20
+
+
+class Notifier:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="deploytrack-notify")
+
+    async def stop(self) -> None:
+        """Stop at once; messages being posted stay claimed and are sent again after their lease."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def tick(self) -> int:
+        """One round; returns how many messages were posted (delivered or not)."""
+        s = self.settings
+        await self.db.write(watch.collect, s, now_us())
+        lease = int((s.notify_timeout + 5) * 1_000_000)
+        due = await self.db.write(outbox.claim, now_us(), lease, BATCH)
+        if not due:
+            return 0
+        errors = await asyncio.gather(*(post(m.url, m.body, s.notify_timeout) for m in due))
+        for message, error in zip(due, errors):
+            if error is not None:
+                log.warning("notification %d to %s failed (attempt %d): %s", message.id, _host(message.url),
+                            message.attempts + 1, error)
+        await self.db.write(outbox.settle, list(zip(due, errors)), s, now_us())
+        return len(due)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                posted = await self.tick()
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
+                log.exception("notification round failed")
+                posted = 0
+            if posted == BATCH:
+                continue  # more may be due
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.notify_interval)
+            except asyncio.TimeoutError:
+                pass
+
+
+async def post(url: str, body: bytes, timeout: float) -> str | None:
+    """POST `body` as JSON; None on a 2xx answer, else what went wrong."""
+    try:
+        return await asyncio.wait_for(_post(url, body), timeout)
+    except asyncio.TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def _post(url: str, body: bytes) -> str | None:
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    reader, writer = await asyncio.open_connection(host, parts.port or (443 if https else 80),
+                                                   ssl=ssl.create_default_context() if https else None)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        writer.write((f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\nUser-Agent: deploytrack/{__version__}\r\n"
+                      "Connection: close\r\n\r\n").encode() + body)
+        await writer.drain()
+        status_line = (await reader.readline()).decode("latin-1").split()
+        if len(status_line) < 2 or not status_line[1].isdigit():
+            return "the receiver did not answer HTTP"
+        status = int(status_line[1])
+        return None if 200 <= status < 300 else f"HTTP {status}"
+    finally:
+        writer.close()
+
+
+def _host(url: str) -> str:
+    """A URL as logged: scheme and host only (Slack's webhook path is its secret)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}"
