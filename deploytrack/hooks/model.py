@@ -12,6 +12,7 @@ from deploytrack.errors import BadRequest
 from deploytrack.metrics import incidents
 from deploytrack.model import UNASSIGNED, Event, Limits
 from deploytrack.settings import Settings
+from deploytrack.timeutil import to_iso
 from deploytrack.web.http import parse_json
 
 MAX_TITLE = 1000  # incident titles and commit messages are clipped, not refused: the source would retry forever
@@ -119,8 +120,10 @@ def delivery_id(value: str | None) -> str | None:
 
 
 def incident_data(ctx: Context, **fields: Any) -> dict[str, Any]:
-    """Incident fields validated by the incidents API's own rules (title clipped first)."""
+    """Incident fields validated by the incidents API's own rules (title clipped first; `opened_at` in epoch µs)."""
     body = {k: v for k, v in fields.items() if v is not None}
     if isinstance(body.get("title"), str):
         body["title"] = body["title"][:MAX_TITLE]
+    if isinstance(body.get("opened_at"), int):  # epoch µs here; the API takes ISO 8601
+        body["opened_at"] = to_iso(body["opened_at"])
     return incidents.parse(body, ctx.limits, ctx.settings.environment_aliases, partial=False)

@@ -99,7 +99,8 @@ def _bands(conn: sqlite3.Connection, settings: Settings, now: int) -> list[tuple
     """Production metrics (overall and per product, 30-day window) whose band differs from the day before."""
     top = conn.execute("SELECT MAX(day) FROM metric_snapshots").fetchone()[0]
     stored = _stored(conn, _BANDS)
-    if top is None:
+    if top is None:  # no snapshots yet: the first ones to come are news
+        _move(conn, _BANDS, stored, 0)
         return []
     found = []
     if stored is not None and top > stored and top >= day_start_us(now) - 2 * DAY:

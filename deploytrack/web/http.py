@@ -100,7 +100,7 @@ class RateLimiter:
         self._buckets[token_id] = (level - 1, now)
 
 
-_SECRET_PARAM = re.compile(r"(?i)\b(auth_token|api_key|integrationKey|token)=[^&\s\"]*")
+_SECRET_PARAM = re.compile(r"(?i)\b(auth_token|api_key|integrationKey|token|secret)=[^&\s\"]*")
 
 
 class RedactSecrets(logging.Filter):
