@@ -1,8 +1,9 @@
 """The notifier: an App.background job that queues new notifications and posts due ones.
 
-Posting is plain asyncio (no threads): a hanging receiver holds only its own coroutine, up to
-`notify_timeout`, and never the writer or the request path. Each round: collect (one short write),
-claim due messages (one short write), post them concurrently, settle outcomes (one short write).
+Posting is plain asyncio (no threads): a hanging receiver holds only its own task, up to
+`notify_timeout`, and never the writer, the request path or the next round. Each round: collect
+(one short write), claim due messages (one short write) and start a task per message, which
+posts it and records the outcome (one short write).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us
 
 log = logging.getLogger("deploytrack.notify")
-BATCH = 20
+IN_FLIGHT = 20  # messages being posted at once
 
 
 class Notifier:
@@ -27,6 +28,7 @@ class Notifier:
         self.db = db
         self.settings = settings
         self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -38,42 +40,49 @@ class Notifier:
     async def stop(self) -> None:
         """Stop at once; messages being posted stay claimed and are sent again after their lease."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        tasks = [t for t in (self._task, *self._sending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task, self._sending = None, set()
 
     def kick(self) -> None:
         self._wake.set()
 
     async def tick(self) -> int:
-        """One round; returns how many messages were posted (delivered or not)."""
+        """One round: queue new notifications, start posting due ones; returns how many were started.
+
+        Each message is posted by a task of its own, so a receiver that hangs delays only its own
+        messages (up to `notify_timeout`), never the next round."""
         s = self.settings
         await self.db.write(watch.collect, s, now_us())
-        lease = int((s.notify_timeout + 5) * 1_000_000)
-        due = await self.db.write(outbox.claim, now_us(), lease, BATCH)
-        if not due:
+        room = IN_FLIGHT - len(self._sending)
+        if room <= 0:
             return 0
-        errors = await asyncio.gather(*(post(m.url, m.body, s.notify_timeout) for m in due))
-        for message, error in zip(due, errors):
-            if error is not None:
-                log.warning("notification %d to %s failed (attempt %d): %s", message.id, _host(message.url),
-                            message.attempts + 1, error)
-        await self.db.write(outbox.settle, list(zip(due, errors)), s, now_us())
+        lease = int((s.notify_timeout + 5) * 1_000_000)
+        due = await self.db.write(outbox.claim, now_us(), lease, room)
+        for message in due:
+            task = asyncio.create_task(self._deliver(message))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         return len(due)
+
+    async def _deliver(self, message: outbox.Message) -> None:
+        error = await post(message.url, message.body, self.settings.notify_timeout)
+        if error is not None:
+            log.warning("notification %d to %s failed (attempt %d): %s", message.id, _host(message.url),
+                        message.attempts + 1, error)
+        try:
+            await self.db.write(outbox.settle, [(message, error)], self.settings, now_us())
+        except Exception:  # noqa: BLE001 - the lease expires and the message is sent again
+            log.exception("could not record notification %d", message.id)
 
     async def _loop(self) -> None:
         while not self._stopping:
             try:
-                posted = await self.tick()
+                await self.tick()
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
                 log.exception("notification round failed")
-                posted = 0
-            if posted == BATCH:
-                continue  # more may be due
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.notify_interval)
