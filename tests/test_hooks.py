@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 import pytest
 
+from deploytrack.hooks.endpoint import SOURCES
 from tests import hookdata as hd
-from tests.conftest import LiveServer, query, run_cli
+from tests.conftest import REPO, LiveServer, query, run_cli
 from tests.dora import DAY_US, at, now_us
 
 
@@ -297,3 +298,13 @@ def test_the_bare_source_path_finds_the_hook_by_its_secret(live_server, db_path)
     raw = hd.dumps(hd.alertmanager_group("firing", at(0, 0, 5)))
     assert post(live_server, "/hooks/alertmanager", raw, {"Authorization": f"Bearer {secret}"}).status_code == 200
     assert query(db_path, "SELECT product FROM incidents") == [("two",)]
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_every_source_has_its_page(source):
+    module = SOURCES[source]
+    page = REPO / "docs" / "hooks" / f"{module.NAME}.md"
+    text = page.read_text()
+    assert "## Where to click" in text and "## What is mapped" in text
+    assert f"deploytrack hook create {source}" in text
+    assert f"[{module.NAME}.md]({module.NAME}.md)" in (REPO / "docs" / "hooks" / "README.md").read_text()
