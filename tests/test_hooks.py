@@ -12,7 +12,7 @@ import pytest
 from deploytrack.hooks.endpoint import SOURCES
 from tests import hookdata as hd
 from tests.conftest import REPO, LiveServer, query, run_cli
-from tests.dora import DAY_US, at, now_us
+from tests.dora import at, now_us
 
 
 def post(server, path: str, raw: bytes, headers: dict[str, str]) -> httpx.Response:

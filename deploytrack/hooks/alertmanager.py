@@ -15,7 +15,16 @@ from typing import Any
 from starlette.requests import Request
 
 from deploytrack.errors import BadRequest
-from deploytrack.hooks.model import Context, Delivery, IncidentChange, ignored, incident_data, json_body, obj, text
+from deploytrack.hooks.model import (
+    Context,
+    Delivery,
+    IncidentChange,
+    ignored,
+    incident_data,
+    json_body,
+    obj,
+    text,
+)
 from deploytrack.hooks.signatures import same_secret
 from deploytrack.timeutil import parse_timestamp
 from deploytrack.web.http import bearer

@@ -14,7 +14,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from deploytrack.errors import DeploytrackError, NotFound, Unauthorized
-from deploytrack.hooks import alertmanager, gitea, github, gitlab, opsgenie, pagerduty, registry
+from deploytrack.hooks import (
+    alertmanager,
+    gitea,
+    github,
+    gitlab,
+    opsgenie,
+    pagerduty,
+    registry,
+)
 from deploytrack.hooks.model import Context, Hook
 from deploytrack.hooks.record import record
 from deploytrack.model import whole_number

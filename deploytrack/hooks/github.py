@@ -11,7 +11,15 @@ from typing import Any
 from starlette.requests import Request
 
 from deploytrack.hooks import forge
-from deploytrack.hooks.model import Context, Delivery, delivery_id, ignored, json_body, obj, text
+from deploytrack.hooks.model import (
+    Context,
+    Delivery,
+    delivery_id,
+    ignored,
+    json_body,
+    obj,
+    text,
+)
 from deploytrack.hooks.signatures import hex_matches, prefixed
 from deploytrack.model import Event
 from deploytrack.timeutil import parse_timestamp

@@ -13,7 +13,15 @@ from typing import Any
 from starlette.requests import Request
 
 from deploytrack.hooks import forge
-from deploytrack.hooks.model import Context, Delivery, delivery_id, ignored, json_body, obj, text
+from deploytrack.hooks.model import (
+    Context,
+    Delivery,
+    delivery_id,
+    ignored,
+    json_body,
+    obj,
+    text,
+)
 from deploytrack.hooks.signatures import same_secret
 from deploytrack.model import Event
 from deploytrack.timeutil import parse_timestamp

@@ -11,7 +11,17 @@ from typing import Any
 
 from starlette.requests import Request
 
-from deploytrack.hooks.model import Context, Delivery, IncidentChange, delivery_id, ignored, incident_data, json_body, obj, text
+from deploytrack.hooks.model import (
+    Context,
+    Delivery,
+    IncidentChange,
+    delivery_id,
+    ignored,
+    incident_data,
+    json_body,
+    obj,
+    text,
+)
 from deploytrack.hooks.signatures import hex_matches, prefixed
 from deploytrack.timeutil import parse_timestamp
 

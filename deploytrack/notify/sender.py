@@ -74,19 +74,19 @@ class Notifier:
                         message.attempts + 1, error)
         try:
             await self.db.write(outbox.settle, [(message, error)], self.settings, now_us())
-        except Exception:  # noqa: BLE001 - the lease expires and the message is sent again
+        except Exception:  # the lease expires and the message is sent again
             log.exception("could not record notification %d", message.id)
 
     async def _loop(self) -> None:
         while not self._stopping:
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
+            except Exception:  # a failed round is logged and retried next time
                 log.exception("notification round failed")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.notify_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -94,7 +94,7 @@ async def post(url: str, body: bytes, timeout: float) -> str | None:
     """POST `body` as JSON; None on a 2xx answer, else what went wrong."""
     try:
         return await asyncio.wait_for(_post(url, body), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"no answer within {timeout:g} s"
     except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -112,7 +112,9 @@ def _bands(conn: sqlite3.Connection, settings: Settings, now: int) -> list[tuple
             days.setdefault((r["scope"], r["product"]), {})[r["day"]] = orjson.loads(r["data"])
         for (scope, product), by_day in sorted(days.items()):
             before, after = by_day.get(top - DAY), by_day.get(top)
-            for metric in METRICS if before and after else ():
+            if before is None or after is None:
+                continue
+            for metric in METRICS:
                 old, new = (before.get(metric) or {}).get("band"), (after.get(metric) or {}).get("band")
                 if old and new and old != new:
                     found.append(("band_changed", f"band:{top}:{scope}:{product}:{metric}", {
