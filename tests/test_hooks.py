@@ -129,9 +129,8 @@ def test_bad_input_with_a_good_signature_is_a_400_naming_the_field(live_server, 
 def test_gitlab_deployment_and_push_events(live_server, db_path):
     path, secret, _ = hd.create_hook(db_path, "gitlab", "--product", "diaspora")
     headers = {"X-Gitlab-Event": "Deployment Hook", "X-Gitlab-Token": secret, "Content-Type": "application/json"}
-    started = time.gmtime((now_us() - 3_600_000_000) // 1_000_000)
-    when = [time.strftime("%Y-%m-%d %H:%M:%S +0000", started),
-            time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime(time.mktime(started) - time.timezone + 90))]
+    started = now_us() // 1_000_000 - 3600
+    when = [time.strftime("%Y-%m-%d %H:%M:%S +0000", time.gmtime(t)) for t in (started, started + 90)]
     for n, status in enumerate(("running", "success")):
         raw = hd.dumps(hd.gitlab_deployment(status, when[n]))
         resp = post(live_server, path, raw, {**headers, "X-Gitlab-Event-UUID": f"uuid-{n}"})

@@ -14,6 +14,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from tests import hookdata as hd
 from tests.conftest import LiveServer, auth, free_port, query, run_cli
 from tests.dora import at
 
@@ -108,6 +109,23 @@ def test_failures_rollbacks_and_incidents_are_announced_in_slack_shape(db_path, 
     assert texts[3].startswith("Incident resolved after 30m: &lt;!channel&gt; db &amp; cache down (shop). <")
     assert all(set(b) == {"text"} for b in receiver.bodies) and len(receiver.bodies) == 4
     assert query(db_path, "SELECT COUNT(*) FROM notify_outbox WHERE sent_at IS NOT NULL") == [(4,)]
+
+
+def test_a_failed_deployment_arriving_by_webhook_is_announced(db_path, token, receiver):
+    server = notifying(db_path, receiver.url, "--notify-format", "json")
+    try:
+        path, secret, _ = hd.create_hook(db_path, "github", "--product", "shop")
+        raw = hd.dumps(hd.github_deployment_status("failure", 1, at(0, 0, 5)))
+        resp = httpx.post(server.url + path, content=raw, timeout=10,
+                          headers=hd.github_headers("deployment_status", "d-1", secret, raw))
+        assert resp.status_code == 200, resp.text
+        body = receiver.wait_for(1)[0]
+    finally:
+        server.stop()
+    assert body["event"] == "deployment_failed"
+    assert {k: body["data"][k] for k in ("product", "environment", "version", "status", "actor")} == {
+        "product": "shop", "environment": "production", "version": hd.SHA[:12], "status": "failed",
+        "actor": "octocat"}
 
 
 def test_generic_json_and_the_choice_of_events(db_path, token, receiver):
