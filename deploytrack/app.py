@@ -22,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.hooks import endpoint as hooks
+from deploytrack.metrics.scheduler import Deriver, MetricsScheduler
 from deploytrack.model import Limits
 from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
@@ -77,6 +78,7 @@ class App:
         self.settings = settings
         self.version = __version__
         self.db = Database(settings.db)
+        self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
         self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
         self.limiter = RateLimiter(settings.rate_limit)
@@ -169,9 +171,7 @@ def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
     if settings.scheduler:
-        from deploytrack.metrics.scheduler import MetricsScheduler
-
-        state.background.append(MetricsScheduler(state.db, settings))
+        state.background.append(MetricsScheduler(state.db, settings, deriver=state.deriver))
     if settings.notify_url_list:
         state.background.append(Notifier(state.db, settings))
 
