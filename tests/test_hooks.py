@@ -109,13 +109,27 @@ def test_product_from_the_repository_through_the_mapping_setting(db_path, token,
     assert query(db_path, "SELECT product FROM events ORDER BY seq") == [("storefront",), ("other",)]
 
 
+def deep(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def _with_payload(body: dict, payload: dict) -> dict:
+    body["deployment"]["payload"] = payload
+    return body
+
+
 def test_bad_input_with_a_good_signature_is_a_400_naming_the_field(live_server, db_path):
     path, secret, _ = hd.create_hook(db_path, "github", "--product", "shop")
     for raw, field in ((b"{not json", None),
                        (hd.dumps(hd.github_deployment_status("success", 1, "yesterday-ish")),
                         "deployment_status.created_at"),
                        (hd.dumps({**hd.github_deployment_status("success", 1, at(0)), "deployment": "x"}),
-                        "deployment")):
+                        "deployment"),
+                       (hd.dumps(_with_payload(hd.github_deployment_status("success", 1, at(0)), deep(40))),
+                        "deployment.payload")):
         resp = post(live_server, path, raw, hd.github_headers("deployment_status", "d", secret, raw))
         assert resp.status_code == 400, resp.text
         if field:

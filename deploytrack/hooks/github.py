@@ -21,7 +21,7 @@ from deploytrack.hooks.model import (
     text,
 )
 from deploytrack.hooks.signatures import hex_matches, prefixed
-from deploytrack.model import Event
+from deploytrack.model import Event, check_metadata
 from deploytrack.timeutil import parse_timestamp
 
 NAME = "github"
@@ -65,9 +65,9 @@ def _deployment_status(data: dict[str, Any], ctx: Context, delivery: str | None)
         summary=text(status, "description") or text(deployment, "description"),
         occurred_at=parse_timestamp(created, "deployment_status.created_at") if created is not None else None,
         links=links or None,
-        metadata={k: v for k, v in {"deployment_task": text(deployment, "task", 256),
-                                    "github_deployment_status_id": text(status, "id", 64),
-                                    "deployment_payload": deployment.get("payload") or None}.items() if v},
+        metadata=check_metadata({k: v for k, v in {
+            "deployment_task": text(deployment, "task", 256), "github_deployment_status_id": text(status, "id", 64),
+            "deployment_payload": deployment.get("payload") or None}.items() if v}, ctx.limits, "deployment.payload"),
     )
     if not environment:
         return ignored("the deployment names no environment", delivery)

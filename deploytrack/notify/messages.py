@@ -30,11 +30,12 @@ def _line(kind: str, d: dict[str, Any], esc: Any, link: Any) -> str:
         return f"Rollback deployed: {where} to {env}. {link(d['url'], 'deployment ' + str(d['deployment_id']))}"
     if kind == "incident_opened":
         severity = f"[{esc(d['severity'])}] " if d.get("severity") else ""
-        return (f"Incident opened: {severity}{esc(d['title'])} ({esc(d['product'])}{', ' + env if env else ''}). "
+        return (f"Incident opened: {severity}{esc(d['title'])} ({esc(d['product'] or 'no product')}"
+                f"{', ' + env if env else ''}). "
                 f"{link(d['url'], 'incident ' + str(d['incident_id']))}")
     if kind == "incident_resolved":
         return (f"Incident resolved after {_duration(d.get('time_to_restore_seconds'))}: {esc(d['title'])} "
-                f"({esc(d['product'])}). {link(d['url'], 'incident ' + str(d['incident_id']))}")
+                f"({esc(d['product'] or 'no product')}). {link(d['url'], 'incident ' + str(d['incident_id']))}")
     scope = esc(d.get("product") or "all products")
     return (f"{LABELS.get(d['metric'], d['metric'])} for {scope} ({d['window_days']} days) moved from "
             f"{d['from']} to {d['to']}. {link(d['url'], 'DORA dashboard')}")
