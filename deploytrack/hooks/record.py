@@ -43,8 +43,9 @@ def record(conn: sqlite3.Connection, token_id: int, delivery: Delivery, settings
             return Recorded(kept["events"], kept["commits"], kept["incidents"], duplicate=True)
     done = Recorded([], 0, [])
     if delivery.events:
+        # Deployment rules record violations but never refuse: the forge has already deployed.
         result = store.ingest(conn, store.Ingest(events=delivery.events, token_id=token_id, received_at=now,
-                                                 aliases=settings.environment_aliases))
+                                                 aliases=settings.environment_aliases, rules="record"))
         done.events = [r["id"] for r in result.rows]
     if delivery.commits:
         done.commits = commits.store(conn, delivery.commits, now)
