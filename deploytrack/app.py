@@ -22,8 +22,10 @@ from starlette.templating import Jinja2Templates
 
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.hooks import endpoint as hooks
 from deploytrack.metrics.scheduler import Deriver, MetricsScheduler
 from deploytrack.model import Limits
+from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database
@@ -186,6 +188,8 @@ def create_app(settings: Settings) -> Starlette:
     state = App(settings)
     if settings.scheduler:
         state.background.append(MetricsScheduler(state.db, settings, deriver=state.deriver))
+    if settings.notify_url_list:
+        state.background.append(Notifier(state.db, settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -197,6 +201,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         *dialects.routes(),
+        *hooks.routes(),
         *api.routes(),
         *metrics_api.routes(),
         *rules_api.routes(),

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 ENV_PREFIX = "DEPLOYTRACK_"
 RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
+NOTIFY_EVENTS = ("deployment_failed", "rollback", "incident_opened", "incident_resolved", "band_changed")
+NOTIFY_FORMATS = ("slack", "json")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,22 @@ SETTINGS: tuple[Setting, ...] = (
                                              "deployment (versioner, quanta, devgrid, ilert); on the others it is "
                                              "recorded only"),
     Setting("environment_aliases", DEFAULT_ALIASES, "config file only: table of alias = canonical environment"),
+    Setting("public_url", "", "base URL users reach the server at, for hook URLs and links in notifications "
+                              "(default http://HOST:PORT)"),
+    Setting("hook_max_body_bytes", 26_214_400, "largest webhook delivery accepted at /hooks/..., in bytes (413 above)"),
+    Setting("hook_products", {}, "config file only: table of repository or service name = product, for hooks "
+                                 "created without --product"),
+    Setting("alert_product_label", "service", "Alertmanager/Grafana alert label naming the product"),
+    Setting("alert_environment_label", "environment", "Alertmanager/Grafana alert label naming the environment"),
+    Setting("notify_urls", "", "comma-separated webhook URLs that receive notifications (none = off)"),
+    Setting("notify_events", ",".join(NOTIFY_EVENTS), "comma-separated notifications to send: "
+                                                       + ", ".join(NOTIFY_EVENTS)),
+    Setting("notify_format", "slack", "notification body: slack (Slack, Mattermost, Rocket.Chat) or json"),
+    Setting("notify_interval", 2.0, "seconds between checks for new notifications and due retries"),
+    Setting("notify_retry_seconds", 10.0, "first retry delay of a failed notification; doubles each time, "
+                                          "at most an hour"),
+    Setting("notify_max_attempts", 12, "attempts before a notification is given up (kept in the outbox)"),
+    Setting("notify_timeout", 10.0, "seconds to wait for a notification receiver to answer"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -78,6 +96,31 @@ class Settings:
     log_level: str = "info"
     rules_block_apis: str = "versioner"
     environment_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    public_url: str = ""
+    hook_max_body_bytes: int = 26_214_400
+    hook_products: Mapping[str, str] = field(default_factory=dict)
+    alert_product_label: str = "service"
+    alert_environment_label: str = "environment"
+    notify_urls: str = ""
+    notify_events: str = ",".join(NOTIFY_EVENTS)
+    notify_format: str = "slack"
+    notify_interval: float = 2.0
+    notify_retry_seconds: float = 10.0
+    notify_max_attempts: int = 12
+    notify_timeout: float = 10.0
+
+    @property
+    def base_url(self) -> str:
+        """Where users reach the server (links in hook URLs and notifications)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def notify_url_list(self) -> list[str]:
+        return [u.strip() for u in self.notify_urls.split(",") if u.strip()]
+
+    @property
+    def notify_event_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.notify_events.split(",") if e.strip())
 
     @property
     def production_set(self) -> frozenset[str]:
@@ -107,6 +150,11 @@ def _coerce(name: str, value: Any) -> Any:
         if text in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"setting {name!r}: expected true or false, got {value!r}")
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
     if isinstance(default, int):
         try:
             return float(value) if name == "rate_limit" else int(value)
@@ -115,6 +163,8 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(default, dict):
         if not isinstance(value, Mapping):
             raise ValueError(f"setting {name!r}: expected a table")
+        if name != "environment_aliases":  # names as written (products are case-sensitive)
+            return {str(k).strip(): str(v).strip() for k, v in value.items()}
         merged = dict(DEFAULT_ALIASES)
         merged.update({str(k).strip().lower(): str(v).strip().lower() for k, v in value.items()})
         return merged
@@ -172,6 +222,20 @@ def _check(s: Settings) -> None:
                          f"{', '.join(sorted(RULE_APIS))}")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
+    if s.hook_max_body_bytes < 1024:
+        raise ValueError("setting 'hook_max_body_bytes': must be at least 1024")
+    for url in s.notify_url_list:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"setting 'notify_urls': {url!r} is not an http(s) URL")
+    unknown = sorted(s.notify_event_set - set(NOTIFY_EVENTS))
+    if unknown:
+        raise ValueError(f"setting 'notify_events': unknown {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")
+    if s.notify_format not in NOTIFY_FORMATS:
+        raise ValueError(f"setting 'notify_format': must be one of {', '.join(NOTIFY_FORMATS)}")
+    if s.notify_interval <= 0 or s.notify_retry_seconds <= 0 or s.notify_timeout <= 0:
+        raise ValueError("settings 'notify_interval', 'notify_retry_seconds' and 'notify_timeout' must be positive")
+    if s.notify_max_attempts < 1:
+        raise ValueError("setting 'notify_max_attempts': must be at least 1")
 
 
 def settings_help() -> str:

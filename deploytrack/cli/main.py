@@ -92,6 +92,7 @@ def _extra_commands() -> list[Callable[[Any], None]]:
     """Sub-commands that live in their own modules, each with `register(subparsers)`."""
     from deploytrack.cli import check as check_cli
     from deploytrack.cli import client as client_cli
+    from deploytrack.cli import hooks as hooks_cli
     from deploytrack.cli import metrics as metrics_cli
     from deploytrack.cli import migrate_db
     from deploytrack.cli import ops as ops_cli
@@ -99,7 +100,8 @@ def _extra_commands() -> list[Callable[[Any], None]]:
     from deploytrack.cli import version as version_cli
 
     return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register, rules_cli.register,
-            check_cli.register, version_cli.register]
+            check_cli.register, version_cli.register,
+            hooks_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -399,6 +399,44 @@ def m014_sessions(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m016_hooks(conn: sqlite3.Connection) -> None:
+    # An inbound webhook is a token (scope 'hook': it cannot call the APIs) plus its source and its
+    # secret in plain text: HMAC signatures (GitHub, Gitea, PagerDuty) are checked with the secret itself.
+    conn.execute("""
+    CREATE TABLE hooks (
+        token_id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    )""")
+    conn.execute("CREATE INDEX hooks_source ON hooks (source)")
+
+
+@migration
+def m017_notify_outbox(conn: sqlite3.Connection) -> None:
+    # Notifications waiting to be sent (and those sent or given up, for the record). One row per
+    # notification and receiver URL; dedupe_key makes noticing the same thing twice harmless.
+    for statement in """
+    CREATE TABLE notify_outbox (
+        id INTEGER PRIMARY KEY,
+        dedupe_key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        sent_at INTEGER,
+        gave_up_at INTEGER,
+        last_error TEXT
+    );
+    CREATE UNIQUE INDEX notify_outbox_key ON notify_outbox (dedupe_key, url);
+    CREATE INDEX notify_outbox_due ON notify_outbox (next_at) WHERE sent_at IS NULL AND gave_up_at IS NULL
+    """.split(";"):
+        conn.execute(statement)
+
+
+@migration
 def m018_deployment_rules(conn: sqlite3.Connection) -> None:
     # Deployment rules (deploytrack/rules/) and one-time overrides an admin grants. `definition`
     # is the rule's JSON (rules/model.py reads it); products/environments NULL means all.

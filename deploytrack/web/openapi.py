@@ -263,6 +263,25 @@ def _write(summary: str, scope: str, status: int, schema: Schema, body: Schema |
     return op
 
 
+HOOK_REPLY = _obj({"status": {"type": "string", "enum": ["accepted", "duplicate", "ignored"]},
+                   "events": {"type": "array", "items": STR}, "commits": INT,
+                   "incidents": {"type": "array", "items": INT}, "reason": STR}, ("status",))
+
+
+def _hook(with_id: bool) -> dict[str, Any]:
+    params = [_path("source", {"type": "string", "enum": ["github", "gitlab", "gitea", "forgejo", "pagerduty",
+                                                           "alertmanager", "opsgenie"]})]
+    if with_id:
+        params.append(_path("hook_id", INT))
+    return {"tags": ["Hooks"], "security": [], "parameters": params, "requestBody": _body(OBJ),
+            "summary": "A webhook delivery from a forge or paging tool" + (
+                "" if with_id else " (the hook is found by its secret among the source's hooks)"),
+            "description": "Authenticated by the source's own scheme (HMAC signature header, token header, bearer "
+                           "secret, or ?secret=); see docs/hooks/. Nothing is stored before it is verified.",
+            "responses": {"200": _json(HOOK_REPLY, "Recorded (or a duplicate, or an event that is not used)"),
+                          **_errors((400, 401, 404, 413, 429, 503), "NativeError")}}
+
+
 EVENT_FILTERS = [
     _query("product", "exact product name"), _query("environment", "environment (aliases folded)"),
     _query("kind", "event kind", {"type": "string", "enum": list(KINDS)}),
@@ -310,7 +329,8 @@ def _document() -> dict[str, Any]:
                                 "is committed to disk. Ingestion paths also answer with the other trailing-slash "
                                 "form, without a redirect."},
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("Versioner", "Quanta", "DevGrid", "ilert", "Native", "UI", "Operations")],
+        "tags": [{"name": n} for n in ("Versioner", "Quanta", "DevGrid", "ilert", "Hooks", "Native", "UI",
+                                        "Operations")],
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
@@ -352,6 +372,8 @@ def _document() -> dict[str, Any]:
                 "security": [], "requestBody": _body(ILERT_INPUT),
                 "responses": {"202": _json(_obj({"id": STR}, ("id",)), "Accepted (stored)"),
                               **_errors(INGEST_ERRORS, "IlertError"), **_blocked("IlertError")}}},
+            "/hooks/{source}": {"post": _hook(False)},
+            "/hooks/{source}/{hook_id}": {"post": _hook(True)},
             "/api/v1/events": {"get": _read(
                 "Events newest first", _obj({"events": {"type": "array", "items": _ref("Event")}, "next_cursor": NSTR},
                                             ("events", "next_cursor")), EVENT_FILTERS + PAGING)},
