@@ -120,14 +120,19 @@ class Deriver:
         self.settings = settings
         self._lock = asyncio.Lock()
 
+    def _read(self) -> Callable[..., object]:
+        # PostgreSQL connections opened in worker threads (each with an event loop of its own) could hang
+        # shut-down; there the reads go through the writer's connection instead, a read like any other.
+        return self.db.read_snapshot if self.db.backend == "sqlite" else self.db.write_from_thread
+
     def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run a refresh-style function (read, write, settings, ...) in this thread."""
-        return fn(self.db.read_snapshot, self.db.write_from_thread, self.settings, *args)
+        return fn(self._read(), self.db.write_from_thread, self.settings, *args)
 
     def run_paced(self, fn: Callable[..., object], *args: object) -> object:
         """`run`, resting after each read or write as long as it took: the background job leaves requests at
         least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
-        return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
+        return fn(_paced(self._read()), _paced(self.db.write_from_thread), self.settings, *args)
 
     async def ensure_current(self) -> None:
         """Refresh if anything changed since the last refresh (a cheap check when nothing did)."""
