@@ -76,7 +76,7 @@ class App:
         self.version = __version__
         self.db = Database(settings.db)
         self.templates = make_templates()
-        self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+        self.limits = Limits.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit)
         self.session_key = b""
         self.started_at = time.time()

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import orjson
 
 from deploytrack.errors import BadRequest
+from deploytrack.settings import Settings
+from deploytrack.timeutil import TimeBounds, parse_timestamp
 
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
@@ -118,6 +120,14 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
         return value or None
 
+    def time(self, key: str) -> int | None:
+        """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times)."""
+        self.used.add(key)
+        value = self.body.get(key)
+        if value is None:
+            return None
+        return self.limits.times.check(parse_timestamp(value, self._name(key)), self._name(key))
+
     def obj(self, key: str) -> dict[str, Any] | None:
         self.used.add(key)
         value = self.body.get(key)
@@ -141,9 +151,17 @@ MAX_METADATA_DEPTH = 32  # stored metadata is re-serialized by orjson, which ref
 
 @dataclass(frozen=True)
 class Limits:
+    """The bounds on what one client-sent record may hold, from the settings."""
+
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
     max_summary_chars: int = 16384
+    times: TimeBounds = TimeBounds()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys,
+                   times=settings.time_bounds)
 
 
 def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str = "metadata") -> dict[str, Any]:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from deploytrack.errors import BadRequest
+from deploytrack.timeutil import EARLIEST_DEFAULT, TimeBounds, parse_timestamp
+
 ENV_PREFIX = "DEPLOYTRACK_"
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
 
@@ -33,6 +36,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
     Setting("max_field_chars", 4096, "longest text field accepted, in characters"),
     Setting("max_metadata_keys", 200, "most keys in an event's metadata object"),
+    Setting("earliest_timestamp", EARLIEST_DEFAULT, "event, incident and commit times before this "
+                                                    "(ISO 8601) are refused with a 400"),
+    Setting("max_future_seconds", 86_400, "event, incident and commit times more than this many seconds "
+                                          "past the server's clock are refused with a 400"),
     Setting("rate_limit", 0, "requests per second allowed per token (0 = no limit)"),
     Setting("production_environments", "production", "comma-separated environments counted as production"),
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
@@ -54,6 +61,8 @@ class Settings:
     max_batch_events: int = 5000
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
+    earliest_timestamp: str = EARLIEST_DEFAULT
+    max_future_seconds: int = 86_400
     rate_limit: float = 0
     production_environments: str = "production"
     count_failed_deployments: bool = False
@@ -66,6 +75,12 @@ class Settings:
     def production_set(self) -> frozenset[str]:
         return frozenset(canonical_environment(e, self.environment_aliases)
                          for e in self.production_environments.split(",") if e.strip())
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        """The span of time recorded events, incidents and commits may claim."""
+        return TimeBounds(parse_timestamp(self.earliest_timestamp, "earliest_timestamp"),
+                          self.max_future_seconds * 1_000_000)
 
 
 def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
@@ -139,6 +154,13 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'metrics_interval': must be at least 1 second")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
+    try:
+        parse_timestamp(s.earliest_timestamp, "earliest_timestamp")
+    except BadRequest:
+        raise ValueError(f"setting 'earliest_timestamp': {s.earliest_timestamp!r} is not an ISO 8601 time "
+                         "between 1970 and 9999") from None
+    if s.max_future_seconds < 0:
+        raise ValueError("setting 'max_future_seconds': must not be negative")
 
 
 def settings_help() -> str:

@@ -107,7 +107,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no file at {path}")
-    limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+    limits = Limits.from_settings(settings)
     conn = dbmod.open_migrated(settings.db)
     try:
         result = import_file(conn, path, settings.environment_aliases, limits)

@@ -14,7 +14,6 @@ from deploytrack.dialects import Context
 from deploytrack.errors import DeploytrackError
 from deploytrack.model import Event, Fields, check_links, check_metadata
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp
 from deploytrack.web.auth import Token
 from deploytrack.web.http import parse_json
 
@@ -35,13 +34,12 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
     f.used.add("integrationKey")  # the credential: never stored
     summary = f.str("summary", required=True, max_chars=ctx.limits.max_summary_chars)
-    timestamp = f.raw("timestamp")
     details = f.obj("customDetails") or {}
     event = Event(
         dialect=NAME, kind="deployment", product=ctx.product_or_default(None, token),
         environment_raw=token.environment, summary=summary, actor=f.str("userEmail"),
         links=check_links(f.raw("links"), ctx.limits),
-        occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
+        occurred_at=f.time("timestamp"),
     )
     event.metadata = check_metadata({**f.rest(), **details}, ctx.limits, "customDetails")
     return [event]

@@ -13,7 +13,7 @@ from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.model import Event, Fields, check_metadata, normalize_status
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp, to_iso
+from deploytrack.timeutil import to_iso
 from deploytrack.web.auth import Token
 from deploytrack.web.http import bearer, parse_json
 
@@ -39,8 +39,6 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         raise BadRequest("Field 'status' is required", "status")
     status, status_raw = normalize_status(status_value)
     actor = f.str("deployed_by" if ctx.kind == "deployment" else "built_by")
-    timestamp = f.raw("timestamp")
-    commit_time = f.raw("commit_timestamp")
     event = Event(
         dialect=NAME, kind=ctx.kind, product=product or "", version=version, environment_raw=environment,
         status=status, status_raw=status_raw, actor=actor,
@@ -48,8 +46,8 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         build_url=f.str("build_url"), build_number=f.str("build_number", allow_number=True),
         source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
         summary=f.str("description") or f.str("summary"), change_id=f.str("change_id"),
-        occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
-        commit_time=parse_timestamp(commit_time, "commit_timestamp") if commit_time is not None else None,
+        occurred_at=f.time("timestamp"),
+        commit_time=f.time("commit_timestamp"),
     )
     extra = f.obj("extra_metadata") or {}
     event.metadata = check_metadata({**f.rest(), **extra}, ctx.limits, "extra_metadata")

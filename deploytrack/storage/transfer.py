@@ -32,7 +32,7 @@ from deploytrack.model import (
     normalize_status,
 )
 from deploytrack.storage import ingest as store
-from deploytrack.timeutil import now_us, parse_timestamp, to_iso
+from deploytrack.timeutil import now_us, to_iso
 
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
@@ -121,7 +121,7 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     status, raw = normalize_status("completed" if status_value is None else status_value)
     # An exported line carries status_raw (maybe null); a hand-written one keeps the status it gives.
     status_raw = f.str("status_raw") if "status_raw" in f.body else raw if status_value is not None else None
-    times = {c: parse_timestamp(f.raw(c), c) if f.raw(c) is not None else None for c in TIME_COLUMNS}
+    times = {c: f.time(c) for c in TIME_COLUMNS}
     received = times["received_at"] if times["received_at"] is not None else now
     links = f.raw("links")
     metadata = f.raw("metadata")
