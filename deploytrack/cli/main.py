@@ -9,10 +9,13 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from deploytrack import __version__
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import migrations
 from deploytrack.storage import postgres as pg
 
 Command = Callable[[argparse.Namespace], int]
@@ -48,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deploytrack.app import create_app
 
     settings = settings_from(args)
+    _refuse_newer_database(settings.db)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     app = create_app(settings)
     # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
@@ -62,6 +66,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, loop="asyncio",
                 access_log=settings.log_level == "debug", timeout_graceful_shutdown=10, server_header=False)
     return 0
+
+
+def _refuse_newer_database(db: str) -> None:
+    """Check before uvicorn starts: refused inside the app's start-up, it would end in a lifespan traceback."""
+    if not pg.is_url(db) and not Path(db).exists():
+        return
+    conn = dbmod.connect(db)
+    try:
+        migrations.refuse_newer(conn)
+    finally:
+        conn.close()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -124,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except migrations.SchemaTooNew as exc:
+        print(f"deploytrack: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Callable
 
+from deploytrack import __version__
+
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -331,6 +333,19 @@ def m009_leaner_deployment_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def refuse_newer(conn: sqlite3.Connection) -> None:
+    """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
+    _refuse_newer(set(applied(conn)))
+
+
+def _refuse_newer(done: set[str]) -> None:
+    unknown = sorted(done - {name for name, _ in MIGRATIONS})
+    if unknown:
+        raise SchemaTooNew(f"the database was upgraded by a newer deploytrack (it has migration{'s' * (len(unknown) > 1)} {', '.join(unknown)}, "
+                           f"which deploytrack {__version__} does not know); run that newer version, "
+                           "or restore a backup taken before the upgrade")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
@@ -347,16 +362,12 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     Each step re-reads what ran under the write lock (`BEGIN IMMEDIATE`; on PostgreSQL an advisory
     lock), so several processes starting at once on one database apply each migration once.
     """
-    known = {name for name, _ in MIGRATIONS}
     ran = []
     for name, fn in MIGRATIONS:
         conn.execute("BEGIN IMMEDIATE")
         try:
             done = set(applied(conn))
-            unknown = sorted(done - known)
-            if unknown:
-                raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); "
-                                   "upgrade deploytrack")
+            _refuse_newer(done)
             if name not in done:
                 fn(conn)
                 conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
