@@ -119,7 +119,7 @@ class Stages:
         self.targets, self.spent = targets, {name: [0.0, 0.0] for name in targets}
         self.saved = {name: getattr(obj, attr) for name, (obj, attr) in targets.items()}
 
-    def __enter__(self) -> "Stages":
+    def __enter__(self) -> Stages:
         for name, (obj, attr) in self.targets.items():
             setattr(obj, attr, self._wrap(name, self.saved[name]))
         return self
@@ -215,7 +215,7 @@ def main() -> int:
         print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
         print(f"baseline: one full scan of events          {scan:7.2f}s wall")
         print(f"first fold of {folded:,} deployments (once per database): {fold:7.2f}s wall, {fold_cpu:6.2f}s CPU")
-        for label, (wall, cpu, rows, spent) in (
+        for label, (wall, cpu, _rows, spent) in (
                 ("first recompute (builds the stored facts; once per database)", first_run),
                 ("nightly run (one day, after a day of new events)", nightly),
                 (f"full recompute (`metrics recompute`, every day, {full[2]:,} snapshots, after a day of new events)",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -88,8 +89,8 @@ class Fields:
     def __init__(self, body: object, limits: Limits, prefix: str = "") -> None:
         if not isinstance(body, dict):
             where = prefix.rstrip(".")
-            raise BadRequest(f"Field '{where}' must be a JSON object" if where else "Request body must be a JSON object",
-                             where or None)
+            raise BadRequest(f"Field '{where}' must be a JSON object" if where
+                             else "Request body must be a JSON object", where or None)
         self.body: dict[str, Any] = body
         self.limits = limits
         self.prefix = prefix

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from deploytrack.errors import BadRequest
 from deploytrack.timeutil import EARLIEST_DEFAULT, TimeBounds, parse_timestamp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from deploytrack.errors import BadRequest
 
@@ -54,7 +54,7 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
         except ValueError:
             raise BadRequest(f"Field '{field}' is not a valid ISO 8601 timestamp: {value[:64]!r}", field) from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         try:  # exact to the microsecond: datetime arithmetic, not float seconds
             us = (dt.replace(tzinfo=None) - dt.utcoffset() - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
         except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00

@@ -102,7 +102,8 @@ def same_history_through_the_api(client: Any, token: str) -> None:
     deploy(client, token, "2", "failed", at(2, 15), deployed_by="ana")
     deploy(client, token, "3", "success", at(1, 9), scm_sha="c3", change_id="CHG1", deployed_by="ana")
     resp = client.post("/api/v1/commits", headers=auth(token), json=[
-        {"sha": sha, "repository": "git/shop", "committed_at": when} for sha, when in (("a1", at(3, 6)), ("c3", at(1, 8)))])
+        {"sha": sha, "repository": "git/shop", "committed_at": when}
+        for sha, when in (("a1", at(3, 6)), ("c3", at(1, 8)))])
     assert resp.status_code == 201, resp.text
     incident(client, token, title="checkout down", severity="sev1", environment="production",
              opened_at=at(1, 10), resolved_at=at(1, 10, 45), change_id="CHG1")
@@ -120,7 +121,8 @@ def test_a_first_release_database_is_migrated_and_served(db_path, make_client, r
     create_m001(db_path)
     fill_like_the_first_release(db_path)
     client = make_client()
-    assert sorted(r[0] for r in query(db_path, "SELECT name FROM schema_migrations")) == sorted(n for n, _ in MIGRATIONS)
+    recorded = query(db_path, "SELECT name FROM schema_migrations")
+    assert sorted(r[0] for r in recorded) == sorted(name for name, _ in MIGRATIONS)
     old = auth(SECRET)  # the token the first release stored (as a hash) still signs in
 
     events = client.get("/api/v1/events", headers=old).json()["events"]
@@ -128,7 +130,8 @@ def test_a_first_release_database_is_migrated_and_served(db_path, make_client, r
     e3 = client.get("/api/v1/events/e3", headers=old).json()
     assert (e3["occurred_at"], e3["summary"], e3["environment_raw"]) == (at(3, 10, 10), "first <b>release</b>",
                                                                          "Production")
-    assert e3["metadata"] == {"ticket": {"id": 7}} and e3["links"] == [{"href": "https://ci.example/1", "text": "build"}]
+    assert e3["metadata"] == {"ticket": {"id": 7}}
+    assert e3["links"] == [{"href": "https://ci.example/1", "text": "build"}]
 
     deployments = {d["version"]: d for d in client.get("/api/v1/deployments", headers=old).json()["deployments"]}
     assert {v: d["status"] for v, d in deployments.items()} == {"1": "completed", "2": "failed", "3": "completed"}
@@ -141,7 +144,8 @@ def test_a_first_release_database_is_migrated_and_served(db_path, make_client, r
     latest = metrics(client, SECRET, window=7)["latest"]
     assert latest["deployment_frequency"]["deployments"] == 2 and latest["deployment_frequency"]["data_points"] == 3
     assert (latest["change_failure_rate"]["failures"], latest["change_failure_rate"]["value"]) == (1, 0.5)
-    assert latest["lead_time"]["sources"] == {"commit": 2, "event": 0, "build": 0} and latest["lead_time"]["data_points"] == 2
+    assert latest["lead_time"]["sources"] == {"commit": 2, "event": 0, "build": 0}
+    assert latest["lead_time"]["data_points"] == 2
     assert latest["time_to_restore"]["value"] == 2700.0
     # ... and the same numbers as the same history sent to a new database today
     fresh = make_client(db=str(reference_db))
@@ -180,7 +184,8 @@ def test_a_database_from_a_newer_version_is_refused_in_one_line(db_path, token, 
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("deploytrack: ") and "newer deploytrack" in lines[0] and "m999_from_the_future" in lines[0]
+    assert lines[0].startswith("deploytrack: the database was upgraded by a newer deploytrack")
+    assert "m999_from_the_future" in lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert query(db_path, "SELECT name FROM schema_migrations ORDER BY name") == before
     assert query(db_path, "SELECT COUNT(*) FROM tokens") == [(1,)]

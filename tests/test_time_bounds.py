@@ -3,14 +3,13 @@ field, in the shape of the API it came through, and nothing is stored; the bound
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -192,7 +191,8 @@ def test_updating_an_incident_is_bounded_too(client, token, db_path):
     for field, value, problem in (("resolved_at", hours_ahead(48), TOO_LATE), ("opened_at", 0, TOO_EARLY)):
         resp = client.patch(url, headers=auth(token), json={field: value})
         assert resp.status_code == 400, resp.text
-        assert resp.json()["error"] == {"code": "bad_request", "field": field, "message": f"Field '{field}' is {problem}"}
+        expected = {"code": "bad_request", "field": field, "message": f"Field '{field}' is {problem}"}
+        assert resp.json()["error"] == expected
     got = client.get(url, headers=auth(token)).json()
     assert got["opened_at"] == created["opened_at"] and got["resolved_at"] is None
 
@@ -223,7 +223,8 @@ def test_bad_bound_settings_are_refused_with_a_message(tmp_path):
 
 def test_import_applies_the_same_bounds(db_path, tmp_path, capsys):
     lines = tmp_path / "backfill.jsonl"
-    good = '{"kind": "deployment", "product": "shop", "environment": "production", "occurred_at": "2001-05-01T10:00:00Z"}'
+    good = ('{"kind": "deployment", "product": "shop", "environment": "production", '
+            '"occurred_at": "2001-05-01T10:00:00Z"}')
     for bad, expected in (('{"kind": "build", "product": "p", "occurred_at": 0}', f"'occurred_at' is {TOO_EARLY}"),
                           (f'{{"kind": "build", "product": "p", "commit_time": "{hours_ahead(48)}"}}',
                            f"'commit_time' is {TOO_LATE}"),

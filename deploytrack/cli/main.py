@@ -9,8 +9,9 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from deploytrack import __version__
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
@@ -58,8 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
-          file=sys.stderr, flush=True)
+    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ "
+          f"(database {pg.redact(settings.db)})", file=sys.stderr, flush=True)
     # httptools parses HTTP when installed (a dependency); the event loop stays asyncio's: uvloop
     # holds the GIL through its socket calls, and the database writer thread then waits longer for
     # it after each SQLite call (writer busy 630 -> 400 us per request with asyncio, bench/RESULTS.md).

@@ -32,7 +32,8 @@ def parse_batch(body: Any, limits: Limits, max_items: int) -> list[tuple[Any, ..
         committed = f.time("committed_at")
         if committed is None:
             raise BadRequest(f"Field 'commits[{i}].committed_at' is required", f"commits[{i}].committed_at", index=i)
-        rows.append((repository, sha, f.time("authored_at"), committed, f.str("message"), f.str("author", max_chars=512)))
+        rows.append((repository, sha, f.time("authored_at"), committed, f.str("message"),
+                     f.str("author", max_chars=512)))
     return rows
 
 

@@ -7,8 +7,8 @@ migration this binary does not know (a newer deploytrack wrote it).
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from deploytrack import __version__
 
@@ -341,9 +341,10 @@ def refuse_newer(conn: sqlite3.Connection) -> None:
 def _refuse_newer(done: set[str]) -> None:
     unknown = sorted(done - {name for name, _ in MIGRATIONS})
     if unknown:
-        raise SchemaTooNew(f"the database was upgraded by a newer deploytrack (it has migration{'s' * (len(unknown) > 1)} {', '.join(unknown)}, "
-                           f"which deploytrack {__version__} does not know); run that newer version, "
-                           "or restore a backup taken before the upgrade")
+        names = ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
+        raise SchemaTooNew(f"the database was upgraded by a newer deploytrack (it has {names}, which deploytrack "
+                           f"{__version__} does not know); run that newer version, or restore a backup taken "
+                           "before the upgrade")
 
 
 def applied(conn: sqlite3.Connection) -> list[str]:
@@ -371,7 +372,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             if name not in done:
                 fn(conn)
                 conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                             (name, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")))
+                             (name, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")))
                 ran.append(name)
             conn.execute("COMMIT")
         except BaseException:
