@@ -16,7 +16,6 @@ from deploytrack.timeutil import TimeBounds, parse_timestamp
 
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
-TERMINAL = frozenset({"completed", "failed", "aborted"})
 UNASSIGNED = "unassigned"
 
 STATUS_SYNONYMS = {

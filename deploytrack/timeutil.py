@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from deploytrack.errors import BadRequest
 
-DAY_US = 86_400_000_000
+HOUR = 3_600_000_000  # µs
+DAY = 86_400_000_000  # µs: the one definition
 _MIN_US = 0  # 1970-01-01
 _MAX_US = 253402300799_000000  # 9999-12-31T23:59:59
 _EPOCH = datetime(1970, 1, 1)
@@ -76,7 +77,7 @@ class TimeBounds:
     and would send the metrics job recomputing decades of empty days."""
 
     earliest_us: int = parse_timestamp(EARLIEST_DEFAULT)
-    max_future_us: int = DAY_US  # clock skew between a CI runner and this server
+    max_future_us: int = DAY  # clock skew between a CI runner and this server
 
     def check(self, us: int, field: str) -> int:
         """`us` if it lies within the bounds; else a BadRequest naming `field`."""
@@ -98,4 +99,4 @@ def _span(us: int) -> str:
 
 def day_start_us(us: int) -> int:
     """Start of the UTC day that contains `us`."""
-    return us - us % DAY_US
+    return us - us % DAY

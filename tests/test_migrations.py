@@ -88,10 +88,16 @@ def fill_like_the_first_release(db: Path | str) -> None:
     for sha, when in (("a1", at(3, 6)), ("c3", at(1, 8))):
         execute(db, "INSERT INTO commits (repository, sha, authored_at, committed_at, message, author) "
                     "VALUES ('git/shop', ?, ?, ?, 'change', 'ana')", (sha, us(when) - 60_000_000, us(when)))
-    execute(db, "INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, "
-                "change_id, deployment_id, link_rule, metadata, created_at, updated_at) "
-                "VALUES ('shop', 'production', 'checkout down', 'sev1', 'resolved', ?, ?, 'CHG1', 3, 'change_id', "
-                "NULL, ?, ?)", (us(at(1, 10)), us(at(1, 10, 45)), us(at(1, 10)), us(at(1, 10, 45))))
+    # linked by change id, by the deployment id the client named, and by the first release's time rule
+    for title, opened, resolved, change_id, dep, rule in (
+            ("checkout down", at(1, 10), at(1, 10, 45), "CHG1", 3, "change_id"),
+            ("slow search", at(2, 9), at(2, 9, 30), None, 1, "deployment_id"),
+            ("still broken", at(1, 12), None, None, 3, "last_production_deployment")):
+        execute(db, "INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, "
+                    "change_id, deployment_id, link_rule, metadata, created_at, updated_at) "
+                    "VALUES ('shop', 'production', ?, 'sev1', ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (title, "resolved" if resolved else "open", us(opened), us(resolved) if resolved else None, change_id,
+                 dep, rule, us(opened), us(resolved or opened)))
 
 
 def same_history_through_the_api(client: Any, token: str) -> None:
@@ -107,6 +113,10 @@ def same_history_through_the_api(client: Any, token: str) -> None:
     assert resp.status_code == 201, resp.text
     incident(client, token, title="checkout down", severity="sev1", environment="production",
              opened_at=at(1, 10), resolved_at=at(1, 10, 45), change_id="CHG1")
+    first = client.get("/api/v1/deployments", headers=auth(token), params={"product": "shop"}).json()["deployments"]
+    incident(client, token, title="slow search", severity="sev1", environment="production",
+             opened_at=at(2, 9), resolved_at=at(2, 9, 30), deployment_id=min(d["id"] for d in first))
+    incident(client, token, title="still broken", severity="sev1", environment="production", opened_at=at(1, 12))
 
 
 @pytest.fixture
@@ -137,16 +147,19 @@ def test_a_first_release_database_is_migrated_and_served(db_path, make_client, r
     assert {v: d["status"] for v, d in deployments.items()} == {"1": "completed", "2": "failed", "3": "completed"}
     assert deployments["1"]["duration_seconds"] == 600 and deployments["1"]["scm_sha"] == "a1"
 
-    [inc] = client.get("/api/v1/incidents", headers=old).json()["incidents"]
-    assert (inc["title"], inc["deployment_id"], inc["link"]["rule"], inc["time_to_restore_seconds"]) == (
-        "checkout down", deployments["3"]["id"], "change_id", 2700.0)
+    incidents = {i["title"]: i for i in client.get("/api/v1/incidents", headers=old).json()["incidents"]}
+    assert {t: (i["deployment_id"], i["link"]["rule"], i["time_to_restore_seconds"]) for t, i in incidents.items()} == {
+        "checkout down": (deployments["3"]["id"], "change_id", 2700.0),
+        "slow search": (deployments["1"]["id"], "deployment_id", 1800.0),
+        "still broken": (deployments["3"]["id"], "last_deployment", None)}  # m010 renamed the time rule
 
     latest = metrics(client, SECRET, window=7)["latest"]
     assert latest["deployment_frequency"]["deployments"] == 2 and latest["deployment_frequency"]["data_points"] == 3
-    assert (latest["change_failure_rate"]["failures"], latest["change_failure_rate"]["value"]) == (1, 0.5)
+    assert (latest["change_failure_rate"]["failures"], latest["change_failure_rate"]["value"]) == (2, 1.0)
     assert latest["lead_time"]["sources"] == {"commit": 2, "event": 0, "build": 0}
     assert latest["lead_time"]["data_points"] == 2
-    assert latest["time_to_restore"]["value"] == 2700.0
+    ttr = latest["time_to_restore"]
+    assert (ttr["value"], ttr["data_points"], ttr["unresolved_incidents"]) == (2250.0, 2, 1)
     # ... and the same numbers as the same history sent to a new database today
     fresh = make_client(db=str(reference_db))
     reference_token = create_token(reference_db, "ci", "ingest", "read")

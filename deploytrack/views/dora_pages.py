@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Callable
 
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import incidents as incident_rules
+from deploytrack.metrics import rules
 from deploytrack.settings import canonical_environment
-from deploytrack.storage import database as dbmod
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
 from deploytrack.views import charts, dashboard
@@ -24,7 +23,7 @@ from deploytrack.views.html import (
     query_text,
     render,
 )
-from deploytrack.views.metrics_api import metrics_report
+from deploytrack.metrics.report import report as metrics_report
 from deploytrack.web.sessions import require
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
@@ -53,15 +52,6 @@ def formatter(unit: str) -> Callable[[float], str]:
     return lambda v: f"{v:.1f} / week"
 
 
-def _report(path: Any, settings: Any, scope: metrics.Scope, window: int) -> dict[str, Any]:
-    """The same report GET /api/v1/metrics returns, on a read-only connection of its own (temp tables)."""
-    conn = dbmod.connect(path, readonly=True)
-    try:
-        return metrics_report(conn, settings, scope, window, dashboard.TREND_DAYS, now_us())
-    finally:
-        conn.close()
-
-
 @page
 async def dora(request: Request) -> Response:
     """GET /dora: the four metrics for a product/environment scope and window, with 90-day trends."""
@@ -72,7 +62,9 @@ async def dora(request: Request) -> Response:
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     window = dashboard.parse_window(request.query_params.get("window"))
     scope = metrics.Scope.of(product, environment)
-    report = await asyncio.to_thread(_report, app.db.path, app.settings, scope, window)
+    await app.deriver.ensure_current()
+    report = await asyncio.to_thread(app.db.read_snapshot, metrics_report, app.settings, scope, window,
+                                     dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
     cards = []
     for metric in dashboard.METRICS:
@@ -104,7 +96,7 @@ async def incidents(request: Request) -> Response:
     rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
     params = {"state": state, "product": product}
     return render(request, "incidents.html", {
-        "token": token, "incidents": rows, "explain": incident_rules.EXPLAIN, "state": state, "product": product, "paged": bool(cursor),
+        "token": token, "incidents": rows, "explain": rules.LINK_EXPLANATIONS, "state": state, "product": product, "paged": bool(cursor),
         "filtered": bool(state or product),
         "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
         "first_url": page_url("/incidents", params),
