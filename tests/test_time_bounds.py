@@ -128,7 +128,7 @@ def _commit_time(client: Any, token: str, resp: Any, field: str, sent: str) -> s
 
 
 APIS = [
-    Api("versioner-deployment", _versioner("/deployment-events/"), ("timestamp", "commit_timestamp"),
+    Api("versioner-deployment", _versioner("/deployment-events/"), ("timestamp", "completed_at", "commit_timestamp"),
         lambda b: (None, b["detail"]), 200, _events_time),
     Api("versioner-build", _versioner("/build-events/"), ("timestamp",), lambda b: (None, b["detail"]), 200,
         _events_time),
