@@ -158,7 +158,7 @@ def main() -> int:
             results.append((f"deployments {name}", med, p95, size))
             print(f"JSON deployments {name:20} median {med:7.2f} ms  p95 {p95:7.2f} ms  {size:7} B", flush=True)
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as paths:
-            for name, flt in filters.items():
+            for flt in filters.values():
                 for cursor in (None, mid, deep):
                     query = urlencode({**flt, **({"cursor": cursor} if cursor else {})})
                     paths.write("/api/v1/events" + ("?" + query if query else "") + "\n")

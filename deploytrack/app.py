@@ -7,8 +7,9 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -82,7 +83,7 @@ class App:
         self.db = Database(settings.db)
         self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
-        self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+        self.limits = Limits.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit)
         self.session_key = b""
         self.started_at = time.time()

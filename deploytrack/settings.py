@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from deploytrack.errors import BadRequest
+from deploytrack.timeutil import EARLIEST_DEFAULT, TimeBounds, parse_timestamp
 
 ENV_PREFIX = "DEPLOYTRACK_"
 RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
@@ -36,6 +40,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
     Setting("max_field_chars", 4096, "longest text field accepted, in characters"),
     Setting("max_metadata_keys", 200, "most keys in an event's metadata object"),
+    Setting("earliest_timestamp", EARLIEST_DEFAULT, "event, incident and commit times before this "
+                                                    "(ISO 8601) are refused with a 400"),
+    Setting("max_future_seconds", 86_400, "event, incident and commit times more than this many seconds "
+                                          "past the server's clock are refused with a 400"),
     Setting("rate_limit", 0, "requests per second allowed per token (0 = no limit)"),
     Setting("max_header_bytes", 65_536, "largest request line plus headers, in bytes (431 above)"),
     Setting("max_headers", 100, "most header fields in one request (431 above)"),
@@ -82,6 +90,8 @@ class Settings:
     max_batch_events: int = 5000
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
+    earliest_timestamp: str = EARLIEST_DEFAULT
+    max_future_seconds: int = 86_400
     rate_limit: float = 0
     max_header_bytes: int = 65_536
     max_headers: int = 100
@@ -131,6 +141,12 @@ class Settings:
     def rules_block_set(self) -> frozenset[str]:
         """The APIs on which an enabled deployment rule refuses a deployment."""
         return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        """The span of time recorded events, incidents and commits may claim."""
+        return TimeBounds(parse_timestamp(self.earliest_timestamp, "earliest_timestamp"),
+                          self.max_future_seconds * 1_000_000)
 
 
 def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
@@ -236,6 +252,13 @@ def _check(s: Settings) -> None:
         raise ValueError("settings 'notify_interval', 'notify_retry_seconds' and 'notify_timeout' must be positive")
     if s.notify_max_attempts < 1:
         raise ValueError("setting 'notify_max_attempts': must be at least 1")
+    try:
+        parse_timestamp(s.earliest_timestamp, "earliest_timestamp")
+    except BadRequest:
+        raise ValueError(f"setting 'earliest_timestamp': {s.earliest_timestamp!r} is not an ISO 8601 time "
+                         "between 1970 and 9999") from None
+    if s.max_future_seconds < 0:
+        raise ValueError("setting 'max_future_seconds': must not be negative")
 
 
 def settings_help() -> str:

@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 USER = "deploytrack"
 
@@ -61,7 +61,7 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed: {result.stdout}{result.stderr}")
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
                   "-E", "UTF8", "--no-locale", "--no-sync")
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.dir}",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -26,7 +27,8 @@ if not IN_CI:
     if CHROMIUM is None:
         pytest.skip("no chromium at /usr/bin/chromium (install Debian's chromium, as .ci/run does); "
                     "set CI=1 to make this a failure", allow_module_level=True)
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api",
+                        reason="the playwright package is not installed (pip install -e '.[test]')")
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright  # noqa: E402
 

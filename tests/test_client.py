@@ -18,8 +18,9 @@ import sys
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -362,7 +363,7 @@ class FlakyProxy:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read()
 
-    def __enter__(self) -> "FlakyProxy":
+    def __enter__(self) -> FlakyProxy:
         self.thread.start()
         return self
 
@@ -392,8 +393,8 @@ def test_two_logical_sends_use_two_keys(server: tuple[LiveServer, str]) -> None:
     name = product()
     with FlakyProxy(live.url, []) as proxy:
         for _ in range(2):
-            result = run_client("send", "deployment", "--product", name, "--environment", "prod",
-                                "--version", "3.2", *FAST, env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": token})
+            result = run_client("send", "deployment", "--product", name, "--environment", "prod", "--version", "3.2",
+                                *FAST, env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": token})
             assert result.returncode == 0, result.stderr
     assert len(proxy.keys) == 2 and proxy.keys[0] != proxy.keys[1]
     assert len(stored(live, token, name)) == 2
@@ -402,7 +403,8 @@ def test_two_logical_sends_use_two_keys(server: tuple[LiveServer, str]) -> None:
 def test_retries_give_up_after_the_limit() -> None:
     with FlakyProxy("http://127.0.0.1:9", ["500"] * 10) as proxy:
         result = run_client("send", "build", "--product", "web", "--version", "1", "--retries", "2",
-                            "--backoff", "0.01", env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": "dt_short_lived"})
+                            "--backoff", "0.01",
+                            env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": "dt_short_lived"})
     assert result.returncode == 0
     assert len(proxy.keys) == 3 and "after 3 attempts: HTTP 500: try again" in result.stderr
 

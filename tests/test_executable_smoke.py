@@ -16,8 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -197,7 +197,8 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     # The CI client and the metrics job, from the same file.
     wrapped = subprocess.run([str(executable), "wrap", "--server", url, "--token", admin, "--strict",
                               "--product", "smoke-wrap", "--environment", "staging", "--version", "2.0",
-                              "--", "/bin/sh", "-c", "exit 3"], capture_output=True, text=True, env=bare_env, timeout=60)
+                              "--", "/bin/sh", "-c", "exit 3"],
+                             capture_output=True, text=True, env=bare_env, timeout=60)
     assert wrapped.returncode == 3, wrapped.stdout + wrapped.stderr
     run(executable, bare_env, "metrics", "recompute", "--db", str(db))
     assert "smoke-wrap" in run(executable, bare_env, "export", "--db", str(db), "--format", "csv")

@@ -19,8 +19,8 @@ def count(client) -> int:
 
 @pytest.mark.parametrize("path,body,headers_of", [
     ("/deployment-events/", DEPLOY, lambda t: auth(t)),
-    ("/events", {"events": [{"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "success"}}]},
-     lambda t: {"x-api-key": t}),
+    ("/events", {"events": [{"type": "event-deploy", "entityId": "a",
+                             "attributes": {"env": "p", "status": "success"}}]}, lambda t: {"x-api-key": t}),
     ("/api/events/push", {"type": "code_deploy", "content": "v1"}, lambda t: {"Authorization": f"Token {t}"}),
 ])
 def test_idempotency_key_replays_original(client, token, path, body, headers_of):

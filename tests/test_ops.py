@@ -115,7 +115,7 @@ def test_export_writes_every_column_of_every_event_in_arrival_order(client, toke
     table = list(csv.reader(io.StringIO(target.read_text())))
     assert table[0] == list(EVENT_COLUMNS)
     assert [r[1] for r in table[1:]] == ids
-    by_name = [dict(zip(table[0], r)) for r in table[1:]]
+    by_name = [dict(zip(table[0], r, strict=True)) for r in table[1:]]
     assert json.loads(by_name[0]["metadata"]) == {"k": "v"}
     assert by_name[2]["summary"] == 'comma, "quote"\nnewline'
     assert by_name[1]["scm_sha"] == ""
@@ -143,7 +143,8 @@ def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, t
     assert rows(other, select) == rows(db_path, select)
     assert rows(other, "SELECT token_id FROM events") == [(None,)] * 4
     for table in ("deployments", "versions", "products", "environments"):
-        assert rows(other, f"SELECT * FROM {table} ORDER BY 1, 2") == rows(db_path, f"SELECT * FROM {table} ORDER BY 1, 2")
+        everything = f"SELECT * FROM {table} ORDER BY 1, 2"
+        assert rows(other, everything) == rows(db_path, everything)
     assert rows(other, "SELECT status, event_count FROM deployments WHERE invoke_id = 'run-1'") == [("completed", 2)]
 
 
@@ -154,7 +155,8 @@ def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_pat
         '"status": "deployed", "occurred_at": "2023-03-01T12:00:00Z", "scm_sha": "old1"}\n'
         "\n"
         '{"kind": "build", "product": "shop", "version": "0.9", "occurred_at": 1677672000}\n')
-    assert run_cli("import", str(backfill), "--db", str(db_path), "--create") == (0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
+    assert run_cli("import", str(backfill), "--db", str(db_path), "--create") == (
+        0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
     assert run_cli("import", str(backfill), "--db", str(db_path))[1].startswith("Imported 0 events")
     assert rows(db_path, "SELECT kind, environment, environment_raw, status, status_raw, occurred_at, dialect "
                          "FROM events ORDER BY seq") == [

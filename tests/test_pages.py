@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from starlette.testclient import TestClient
@@ -281,7 +281,7 @@ def test_client_strings_are_escaped_on_every_page_and_bad_links_stay_text(ui, to
     sign_in(ui, token)
     html = ui.get("/").text
     product_path = "/products/" + re.search(r'href="/products/(q[^"]+)"', html).group(1)
-    assert f'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
+    assert 'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
     for path in ("/", f"/events/{event['id']}", "/deployments", "/deployments/1", "/environments", product_path,
                  "/incidents", "/dora"):
         resp = ui.get(path)

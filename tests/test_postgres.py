@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -106,7 +107,8 @@ def test_one_deployment_record_from_events_sent_to_both(shared):
 
     with ThreadPoolExecutor(12) as pool:
         assert set(pool.map(send, work)) == {200}
-    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' ORDER BY invoke_id")
+    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' "
+                      "ORDER BY invoke_id")
     assert rows == [(f"run-{i}", "completed", 3) for i in range(5)]
 
 

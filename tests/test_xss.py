@@ -67,7 +67,8 @@ def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
                                  "source_system", "build_number")}
     for n, href in enumerate(BAD_HREFS):
         resp = client.post("/deployment-events/", headers=h, json={
-            **text, "invoke_id": f"{PAYLOAD[:100]}{n}", "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}", "environment_name": PAYLOAD[:50],
+            **text, "invoke_id": f"{PAYLOAD[:100]}{n}", "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}",
+            "environment_name": PAYLOAD[:50],
             "status": "success", "scm_sha": PAYLOAD[:40] + str(n), "build_url": href,
             "extra_metadata": {PAYLOAD[:100]: PAYLOAD, "nested": {"html": PAYLOAD, "list": [PAYLOAD, href]}}})
         assert resp.status_code == 200, resp.text
@@ -89,7 +90,7 @@ def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     ids["event_id"] += [e["id"] for e in resp.json()["events"]]
     resp = client.post("/api/deployment-events", json={
         "integrationKey": token, "summary": PAYLOAD, "userEmail": PAYLOAD,
-        "links": [{"href": href, "text": PAYLOAD} for href in BAD_HREFS] + [{"href": "https://ok.example/", "text": PAYLOAD}],
+        "links": [{"href": href, "text": PAYLOAD} for href in [*BAD_HREFS, "https://ok.example/"]],
         "customDetails": {PAYLOAD[:50]: PAYLOAD}})
     assert resp.status_code == 202, resp.text
     ids["event_id"].append(resp.json()["id"])

@@ -109,7 +109,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no file at {path}")
-    limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+    limits = Limits.from_settings(settings)
     conn = open_database(settings.db, args.create)
     try:
         result = import_file(conn, path, settings.environment_aliases, limits)

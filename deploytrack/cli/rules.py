@@ -11,7 +11,8 @@ import getpass
 import json
 import sqlite3
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from deploytrack.cli.dbfile import add_create_flag, open_database
 from deploytrack.cli.main import add_settings_flags, settings_from
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
     add.add_argument("--reason", help="shown to whoever is blocked")
     schedule = add.add_argument_group("schedule rules")
     schedule.add_argument("--recurrence", choices=(*RECURRENCES, "one-time"))
-    schedule.add_argument("--start", help="once: 2026-12-24T00:00; daily: 17:00; weekly: 'fri 17:00'; monthly: '1 00:00'")
+    schedule.add_argument("--start",
+                          help="once: 2026-12-24T00:00; daily: 17:00; weekly: 'fri 17:00'; monthly: '1 00:00'")
     schedule.add_argument("--end", help="same form as --start")
     schedule.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (default UTC)")
     flow = add.add_argument_group("flow rules")
@@ -201,7 +203,8 @@ def _overrides(conn: sqlite3.Connection, args: argparse.Namespace, settings: Set
             "SELECT o.*, r.name AS rule_name FROM rule_overrides o LEFT JOIN rules r ON r.id = o.rule_id "
             "ORDER BY o.id DESC LIMIT 200"):
         state = (f"used {to_iso(o['used_at'])} by event {o['used_by_event']}" if o["used_at"]
-                 else "expired" if o["expires_at"] and o["expires_at"] <= now_us() else f"until {to_iso(o['expires_at'])}")
+                 else "expired" if o["expires_at"] and o["expires_at"] <= now_us()
+                 else f"until {to_iso(o['expires_at'])}")
         rows.append((str(o["id"]), o["product"], o["environment"] or "any", o["version"] or "any",
                      o["rule_name"] or "any", o["granted_by"] or "-", o["reason"], state))
     _table(rows)
@@ -228,7 +231,7 @@ def _violations(conn: sqlite3.Connection, args: argparse.Namespace, settings: Se
 def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 _ACTIONS: dict[str, Callable[[sqlite3.Connection, argparse.Namespace, Settings], int]] = {

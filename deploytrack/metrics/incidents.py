@@ -23,7 +23,7 @@ from deploytrack.errors import BadRequest, NotFound
 from deploytrack.metrics.rules import LINK_EXPLANATIONS
 from deploytrack.model import Fields, Limits, check_metadata
 from deploytrack.settings import Settings, canonical_environment
-from deploytrack.timeutil import day_start_us, parse_timestamp, to_iso
+from deploytrack.timeutil import day_start_us, to_iso
 
 _FIELDS = {"product", "environment", "title", "severity", "opened_at", "resolved_at", "status", "change_id",
            "deployment_id", "metadata"}
@@ -120,8 +120,7 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
         out["environment"] = canonical_environment(env, aliases) if env else None
     for key in ("opened_at", "resolved_at"):
         if key in f.body:
-            value = f.raw(key)
-            out[key] = None if value is None else parse_timestamp(value, key)
+            out[key] = f.time(key)
     if "opened_at" in out and out["opened_at"] is None:
         raise BadRequest("Field 'opened_at' must be a timestamp", "opened_at")
     if "status" in f.body:

@@ -13,8 +13,9 @@ import dataclasses
 import itertools
 import shlex
 import sqlite3
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable
+from typing import Any
 
 import orjson
 
@@ -61,7 +62,7 @@ class Candidate:
 class Judgement:
     """What the gate decided for one request that it let through."""
 
-    gate: "RuleGate"
+    gate: RuleGate
     candidates: list[Candidate]
     policy: str
     token_id: int | None

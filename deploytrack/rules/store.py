@@ -8,7 +8,8 @@ through the `Database` wrapper.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -119,7 +120,7 @@ def grant_override(conn: sqlite3.Connection, rule_id: int | None, product: str, 
         (rule_id, product, environment, version, reason, actor, at, expires_at))
     override_id = int(cursor.lastrowid or 0)
     row = conn.execute(f"SELECT {OVERRIDE_COLUMNS} FROM rule_overrides WHERE id = ?", (override_id,)).fetchone()
-    _audit(conn, at, token_id, actor, "rule_override", {k: row[k] for k in row.keys()})
+    _audit(conn, at, token_id, actor, "rule_override", dict(row))
     return dict(row)
 
 

@@ -53,7 +53,8 @@ def delete_product_events(conn: sqlite3.Connection, product: str, token_id: int 
     _touch_days(conn, "product = ?", (product,))
     facts.mark_product(conn, product)
     facts.mark_shas(conn, [r[0] for r in conn.execute(
-        "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL", (product,))])
+        "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL",
+        (product,))])
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
     fold.remember_ids(conn)
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))

@@ -15,6 +15,7 @@ Reads go through a small pool of aiosqlite connections opened read-only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import logging
@@ -22,8 +23,9 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -81,10 +83,8 @@ def open_migrated(path: str | Path) -> sqlite3.Connection:
 
 def name_os_thread(name: str) -> None:
     """Name the calling thread for `top -H` and /proc (Linux; elsewhere nothing happens)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
 
 
 def is_storage_failure(exc: BaseException) -> bool:
@@ -228,7 +228,7 @@ class Database:
                     results.extend((f, False, exc) for f in futures)
                 else:
                     conn.execute("RELEASE task")
-                    results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes))
+                    results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
             conn.execute("COMMIT")
             self.commit_seconds += time.perf_counter() - committing
@@ -238,10 +238,8 @@ class Database:
             self.written_tasks += len(group)
         except Exception as exc:  # noqa: BLE001 - nothing in this group is acknowledged
             log.error("write transaction failed, %d requests answered 503: %s", len(group), exc)
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             error = Unavailable(f"the database cannot take writes now ({exc}); retry later",
                                 headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
             results = [(future, False, error) for _, _, future in group]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,7 @@ class EventFilter:
     q: str | None = None
 
     @classmethod
-    def from_query(cls, params: Mapping[str, str], aliases: Mapping[str, str]) -> "EventFilter":
+    def from_query(cls, params: Mapping[str, str], aliases: Mapping[str, str]) -> EventFilter:
         """Filters from query parameters; an unknown kind/status or a bad time is a 400 naming it."""
         def text(name: str) -> str | None:
             value = (params.get(name) or "").strip()

@@ -7,9 +7,11 @@ migration this binary does not know (a newer deploytrack wrote it).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+
+from deploytrack import __version__
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
@@ -509,6 +511,20 @@ def m019_rule_violations(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def refuse_newer(conn: sqlite3.Connection) -> None:
+    """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
+    _refuse_newer(set(applied(conn)))
+
+
+def _refuse_newer(done: set[str]) -> None:
+    unknown = sorted(done - {name for name, _ in MIGRATIONS})
+    if unknown:
+        names = ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
+        raise SchemaTooNew(f"the database was upgraded by a newer deploytrack (it has {names}, which deploytrack "
+                           f"{__version__} does not know); run that newer version, or restore a backup taken "
+                           "before the upgrade")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
@@ -530,10 +546,8 @@ def version(conn: sqlite3.Connection) -> SchemaVersion:
     tables = _tables(conn)
     _refuse_foreign(tables)
     done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")} if tables else set()
+    _refuse_newer(done)
     known = [name for name, _ in MIGRATIONS]
-    unknown = sorted(done - set(known))
-    if unknown:
-        raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); upgrade deploytrack")
     applied = [name for name in known if name in done]
     return SchemaVersion(len(applied), len(known) - len(applied), applied[-1] if applied else "empty")
 
@@ -564,21 +578,17 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     Each step re-reads what ran under the write lock (`BEGIN IMMEDIATE`; on PostgreSQL an advisory
     lock), so several processes starting at once on one database apply each migration once.
     """
-    known = {name for name, _ in MIGRATIONS}
     _refuse_foreign(_tables(conn))
     ran = []
     for name, fn in MIGRATIONS:
         conn.execute("BEGIN IMMEDIATE")
         try:
             done = set(applied(conn))
-            unknown = sorted(done - known)
-            if unknown:
-                raise SchemaTooNew(f"database was written by a newer deploytrack (migrations {unknown}); "
-                                   "upgrade deploytrack")
+            _refuse_newer(done)
             if name not in done:
                 fn(conn)
                 conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                             (name, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")))
+                             (name, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")))
                 ran.append(name)
             conn.execute("COMMIT")
         except BaseException:

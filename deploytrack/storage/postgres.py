@@ -27,7 +27,8 @@ import asyncio
 import functools
 import re
 import sqlite3
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 URL_PREFIXES = ("postgresql://", "postgres://")
