@@ -172,7 +172,7 @@ class LiveServer:
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15, expect: tuple[int, ...] = (200,)) -> "LiveServer":
+    def start(self, timeout: float = 15, expect: tuple[int, ...] = (200,)) -> LiveServer:
         """Start the server and wait until /healthz answers one of `expect`; a server that does not
         is stopped before the error is raised (a process left running is a ResourceWarning)."""
         with self.log.open("ab") as log:

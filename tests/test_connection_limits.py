@@ -7,8 +7,8 @@ import contextlib
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import orjson

@@ -4,8 +4,8 @@ bytes in a CSRF value or cookie are a 403 or a fresh form, never a 500."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import pytest

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg

@@ -16,6 +16,7 @@ from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.web.connections import ConnectionLimits, protocol_class
 
+
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; refuse (one line, exit 2) a port or database that cannot be used."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
