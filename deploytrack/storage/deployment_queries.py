@@ -61,14 +61,41 @@ async def deployment_events(db: Database, deployment_id: int, limit: int = 200) 
     return [dict(r) for r in rows]
 
 
-_CURRENT = """
-SELECT p.name AS product, e.name AS environment,
-  (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name AND d.status = 'completed'
-   ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) AS current_id,
-  (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name
-   ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id
-FROM products p CROSS JOIN environments e
+# One row per product × environment pair of the page: the newest completed deployment (through
+# deployments_finished), the newest deployment of any status (deployments_pair_first), and the newest
+# completed one that carries a version (for "last known version" when the running one has none).
+# Each subquery is an index seek, so the cost grows with the pairs shown, never with history.
+_PAIR = """
+SELECT
+  (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ?
+     AND d.status = 'completed' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) AS current_id,
+  (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ?
+   ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id,
+  (SELECT d.version FROM deployments d WHERE d.product = ? AND d.environment = ?
+     AND d.status = 'completed' AND d.version IS NOT NULL ORDER BY d.finished_at DESC, d.id DESC LIMIT 1)
+     AS known_version
 """
+
+# The environments a product was deployed to, in name order, one index seek each (a skip scan):
+# a product with a million deployments in three environments costs three seeks, not a million rows.
+_PRODUCT_ENVIRONMENTS = """
+WITH RECURSIVE envs (name) AS (
+  SELECT MIN(environment) FROM deployments WHERE product = ?
+  UNION ALL
+  SELECT (SELECT MIN(d.environment) FROM deployments d WHERE d.product = ? AND d.environment > envs.name)
+  FROM envs WHERE envs.name IS NOT NULL
+)
+SELECT name FROM envs WHERE name IS NOT NULL LIMIT ?
+"""
+
+# Products that have deployments, in name order after a cursor: a seek per product name.
+_DEPLOYED_PRODUCTS = """
+SELECT p.name FROM products p
+WHERE p.name > ? AND EXISTS (SELECT 1 FROM deployments d WHERE d.product = p.name)
+ORDER BY p.name LIMIT ?
+"""
+
+ENVIRONMENTS_PER_PRODUCT = 50
 
 
 @dataclass
@@ -77,6 +104,7 @@ class Cell:
 
     current: dict[str, Any] | None
     latest: dict[str, Any] | None
+    known_version: str | None = None  # the newest version a completed deployment here carried
 
     @property
     def pending_or_failed(self) -> dict[str, Any] | None:
@@ -85,44 +113,86 @@ class Cell:
             return None
         return self.latest
 
+    @property
+    def version(self) -> str | None:
+        """The version running: the current deployment's, else the last one known here."""
+        if self.current is not None and self.current["version"]:
+            return str(self.current["version"])
+        return self.known_version
+
 
 @dataclass
 class Matrix:
     products: list[str]
     environments: list[str]
     cells: dict[tuple[str, str], Cell]
+    next_after: str | None = None  # the cursor of the next page of products
+    more_environments: dict[str, bool] | None = None  # products with more environments than shown
 
     def cell(self, product: str, environment: str) -> Cell | None:
         return self.cells.get((product, environment))
 
+    def environments_of(self, product: str) -> list[str]:
+        """The environments `product` has deployments in, production first, then pipeline order reversed."""
+        own = [e for e in self.environments if (product, e) in self.cells]
+        return sorted(own, key=lambda e: (-_environment_order(e)[0], e))
 
-async def matrix(db: Database, product: str | None = None) -> Matrix:
-    """What version runs where: per product and environment, the newest completed deployment.
 
-    One statement with correlated subqueries: each is an index seek, so the cost grows with the
-    number of product × environment pairs, not with the number of deployments.
-    """
-    sql, params = _CURRENT, []
-    if product is not None:
-        sql += " WHERE p.name = ?"
-        params.append(product)
-    pairs = await db.fetchall(sql + " ORDER BY p.name, e.name", params)
-    ids = {i for r in pairs for i in (r["current_id"], r["latest_id"]) if i is not None}
+async def deployed_products(db: Database, after: str | None, limit: int) -> tuple[list[str], str | None]:
+    """A page of the products that have deployments, by name, and the cursor of the next page."""
+    rows = await db.fetchall(_DEPLOYED_PRODUCTS, (after or "", limit + 1))
+    names = [r[0] for r in rows]
+    return names[:limit], names[limit - 1] if len(names) > limit else None
+
+
+async def product_environments(db: Database, product: str, limit: int = ENVIRONMENTS_PER_PRODUCT) -> list[str]:
+    """Up to `limit` environments `product` was deployed to, by name."""
+    return [r[0] for r in await db.fetchall(_PRODUCT_ENVIRONMENTS, (product, product, limit))]
+
+
+async def cells(db: Database, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Cell]:
+    """The cell of each product × environment pair (pairs without deployments are left out)."""
+    found = [(pair, await db.fetchone(_PAIR, pair * 3)) for pair in pairs]
+    ids = sorted({i for _, r in found if r is not None for i in (r["current_id"], r["latest_id"]) if i is not None})
     deployments: dict[int, dict[str, Any]] = {}
-    id_list = sorted(ids)
-    for start in range(0, len(id_list), 500):
-        chunk = id_list[start:start + 500]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
         for row in await db.fetchall(f"SELECT * FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})",
                                      chunk):
             deployments[row["id"]] = with_duration(row)
-    cells = {}
-    for r in pairs:
-        if r["latest_id"] is not None:
-            cells[(r["product"], r["environment"])] = Cell(deployments.get(r["current_id"]),
-                                                            deployments.get(r["latest_id"]))
-    products = sorted({p for p, _ in cells})
-    environments = sorted({e for _, e in cells}, key=_environment_order)
-    return Matrix(products, environments, cells)
+    out = {}
+    for pair, r in found:
+        if r is not None and r["latest_id"] is not None:
+            out[pair] = Cell(deployments.get(r["current_id"]), deployments.get(r["latest_id"]), r["known_version"])
+    return out
+
+
+async def matrix(db: Database, product: str | None = None, after: str | None = None, limit: int = 25,
+                 environments: list[str] | None = None, products: list[str] | None = None) -> Matrix:
+    """What version runs where, for one page of products (or the `products` or `product` given): only
+    pairs that have deployments.
+
+    `environments` narrows every product to those (the home page's production environments); else
+    each product shows up to ENVIRONMENTS_PER_PRODUCT of its own.
+    """
+    next_after = None
+    if product is not None:
+        products = [product]
+    elif products is None:
+        products, next_after = await deployed_products(db, after, limit)
+    pairs: list[tuple[str, str]] = []
+    more: dict[str, bool] = {}
+    for name in products:
+        if environments is not None:
+            pairs += [(name, e) for e in environments]
+            continue
+        envs = await product_environments(db, name, ENVIRONMENTS_PER_PRODUCT + 1)
+        more[name] = len(envs) > ENVIRONMENTS_PER_PRODUCT
+        pairs += [(name, e) for e in envs[:ENVIRONMENTS_PER_PRODUCT]]
+    grid = await cells(db, pairs)
+    shown = sorted({e for _, e in grid}, key=_environment_order)
+    return Matrix([p for p in products if any((p, e) in grid for e in shown)] if environments is None else products,
+                  shown, grid, next_after, more)
 
 
 def _environment_order(name: str) -> tuple[int, str]:
@@ -151,3 +221,46 @@ async def product_builds(db: Database, product: str, since: int, limit: int = 20
         "FROM events WHERE product = ? AND kind = 'build' AND occurred_at >= ? "
         "ORDER BY occurred_at DESC, seq DESC LIMIT ?", (product, since, limit))
     return [dict(r) for r in rows]
+
+
+async def previous_completed(db: Database, deployment: dict[str, Any]) -> dict[str, Any] | None:
+    """The completed deployment of the same product and environment that this one replaced."""
+    if deployment["finished_at"] is None:
+        return None
+    row = await db.fetchone(
+        "SELECT * FROM deployments WHERE product = ? AND environment = ? AND status = 'completed' "
+        "AND finished_at <= ? AND (finished_at < ? OR id < ?) ORDER BY finished_at DESC, id DESC LIMIT 1",
+        (deployment["product"], deployment["environment"], deployment["finished_at"], deployment["finished_at"],
+         deployment["id"]))
+    return with_duration(row) if row else None
+
+
+async def deployments_before(db: Database, product: str, environments: list[str], until: int, since: int,
+                             limit: int = 50) -> list[dict[str, Any]]:
+    """Deployments of `product` in `environments` that started in [since, until], newest first."""
+    if not environments:
+        return []
+    marks = ", ".join("?" * len(environments))
+    rows = await db.fetchall(
+        f"SELECT * FROM deployments WHERE product = ? AND environment IN ({marks}) AND first_at >= ? AND first_at <= ? "
+        "ORDER BY first_at DESC, id DESC LIMIT ?", (product, *environments, since, until, limit))
+    return [with_duration(r) for r in rows]
+
+
+async def linked_incidents(db: Database, deployment_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Incidents linked to a deployment, newest first."""
+    rows = await db.fetchall("SELECT * FROM incidents WHERE deployment_id = ? ORDER BY opened_at DESC, id DESC "
+                             "LIMIT ?", (deployment_id, limit))
+    return [dict(r) for r in rows]
+
+
+async def commit_time(db: Database, sha: str, repository: str | None) -> tuple[int | None, str | None]:
+    """When a commit was made, and where that is known from: a recorded commit, else its first build."""
+    row = await db.fetchone("SELECT MIN(committed_at) FROM commits WHERE sha = ? AND (repository = ? OR ? = '')",
+                            (sha, repository or "", repository or ""))
+    if row is not None and row[0] is not None:
+        return int(row[0]), "commit"
+    row = await db.fetchone("SELECT MIN(occurred_at) FROM events WHERE kind = 'build' AND scm_sha = ?", (sha,))
+    if row is not None and row[0] is not None:
+        return int(row[0]), "build"
+    return None, None

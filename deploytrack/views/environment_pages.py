@@ -12,19 +12,24 @@ from deploytrack.model import whole_number
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import charts
-from deploytrack.views.html import page, query_text, render
+from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
 DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)
+PRODUCTS_PER_PAGE = 25
+MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
 
 
 @page
 async def environments(request: Request) -> Response:
-    """GET /environments: for each product and environment, the version running now."""
+    """GET /environments: for each product (paged) and each environment it was deployed to, the version running."""
     token = await require(request, "read")
-    grid = await dq.matrix(request.app.state.deploytrack.db)
-    return render(request, "environments.html", {"token": token, "m": grid})
+    after = query_text(request, "after")
+    grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=PRODUCTS_PER_PAGE)
+    return render(request, "environments.html", {
+        "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None, "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
+        "next_url": page_url("/environments", {"after": grid.next_after}) if grid.next_after else None})
 
 
 def _days(request: Request) -> int:

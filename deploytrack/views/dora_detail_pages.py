@@ -1,0 +1,120 @@
+"""What a DORA number counts: the deployments or incidents behind one metric, for a scope and window.
+
+GET /dora/{metric}?product=&environment=&window=30d lists, newest first and paged:
+- deployment frequency and lead time: the completed deployments finished in the window (with the
+  lead time of each commit they shipped);
+- change failure rate: the same deployments, each marked when it led to a failure (an incident
+  linked to it, or a rollback of it), and failed deployments too when the operator counts them;
+- time to restore: the incidents resolved in the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack.errors import NotFound
+from deploytrack.metrics import compute as metrics
+from deploytrack.metrics import fold
+from deploytrack.settings import canonical_environment
+from deploytrack.storage import deployment_queries as dq
+from deploytrack.storage.event_queries import decode_cursor, newest_first
+from deploytrack.timeutil import day_start_us, now_us
+from deploytrack.views import dashboard
+from deploytrack.views import deployment_facts as facts
+from deploytrack.views.html import PAGE_SIZE, page, page_url, query_text, render
+from deploytrack.views.metrics_api import run_read
+from deploytrack.web.sessions import require
+
+COUNTS = {
+    "deployment_frequency": "Completed deployments that finished in the window; the band counts the days with at "
+                            "least one.",
+    "lead_time": "Completed deployments that finished in the window, and the lead time of each commit they shipped: "
+                 "from the commit to the deployment. The metric is the median over each change's first deployment.",
+    "change_failure_rate": "Completed deployments that finished in the window; those marked led to a failure "
+                           "(an incident linked to them, or a rollback of them).",
+    "time_to_restore": "Incidents resolved in the window, and how long each was open. The metric is the median.",
+}
+
+
+def _deployments(conn: Any, where: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(fold.list_sql(where), params).fetchall()
+    return [dict(r) for r in rows]
+
+
+async def _deployment_rows(request: Request, scope: metrics.Scope, environments: list[str], since: int,
+                           cursor: str | None, with_failed: bool) -> tuple[list[dict[str, Any]], str | None]:
+    app = request.app.state.deploytrack
+    keys = {f"e{i}": name for i, name in enumerate(environments)}
+    where = [f"d.environment IN ({', '.join(':' + k for k in keys)})",
+             "d.status IN ('completed', 'failed')" if with_failed else "d.status = 'completed'",
+             "d.finished_at >= :since"]
+    params: dict[str, Any] = {**keys, "since": since, "limit": PAGE_SIZE + 1}
+    if scope.product:
+        where.append("d.product = :product")
+        params["product"] = scope.product
+    after = decode_cursor(cursor)
+    if after is not None:
+        where.append("d.first_at <= :c_at AND (d.first_at < :c_at OR d.id < :c_id)")
+        params.update(c_at=after[0], c_id=after[1])
+    rows = await asyncio.to_thread(run_read, app.db.path, _deployments, where, params)
+    more = len(rows) > PAGE_SIZE
+    rows = [dq.with_duration(r) for r in rows[:PAGE_SIZE]]
+    for row in rows:
+        row["incidents"] = await dq.linked_incidents(app.db, row["id"], 5)
+        row["failure"] = bool(row["incidents"] or row["rolled_back_by"] or row["status"] == "failed")
+        events = await dq.deployment_events(app.db, row["id"], 50)
+        row["commits"] = await facts.shipped_commits(app.db, row, events)
+    next_cursor = f"{rows[-1]['first_at']}.{rows[-1]['id']}" if more else None
+    return rows, next_cursor
+
+
+async def _incident_rows(request: Request, scope: metrics.Scope, environments: list[str], production: bool,
+                         since: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    app = request.app.state.deploytrack
+    marks = ", ".join("?" * len(environments))
+    where = ["resolved_at >= ?", f"(environment IN ({marks})" + (" OR environment IS NULL)" if production else ")")]
+    params: list[Any] = [since, *environments]
+    if scope.product:
+        where.append("product = ?")
+        params.append(scope.product)
+    rows, next_cursor = await newest_first(app.db, "incidents", ("resolved_at", "id"), where, params, PAGE_SIZE,
+                                           cursor)
+    for row in rows:
+        row["duration"] = row["resolved_at"] - row["opened_at"]
+    return rows, next_cursor
+
+
+@page
+async def counted(request: Request) -> Response:
+    """GET /dora/{metric}: the records one DORA number rests on, for a product/environment and window."""
+    token = await require(request, "read")
+    app = request.app.state.deploytrack
+    info = {m.key: m for m in dashboard.METRICS}.get(request.path_params["metric"])
+    if info is None:
+        raise NotFound("There is no such metric; they are " + ", ".join(m.key for m in dashboard.METRICS) + ".")
+    product = query_text(request, "product")
+    env = query_text(request, "environment")
+    environment = canonical_environment(env, app.settings.environment_aliases) if env else None
+    window = dashboard.parse_window(request.query_params.get("window"))
+    scope = metrics.Scope.of(product, environment)
+    environments = [environment] if environment else sorted(app.settings.production_set)
+    production = bool(set(environments) & app.settings.production_set)
+    since = day_start_us(now_us()) - (window - 1) * metrics.DAY
+    cursor = query_text(request, "cursor")
+    if info.key == "time_to_restore":
+        rows, next_cursor = await _incident_rows(request, scope, environments, production, since, cursor)
+    else:
+        with_failed = info.key == "change_failure_rate" and app.settings.count_failed_deployments
+        rows, next_cursor = await _deployment_rows(request, scope, environments, since, cursor, with_failed)
+    params = {"product": product, "environment": environment, "window": f"{window}d"}
+    return render(request, "dora_counted.html", {
+        "token": token, "metric": info, "rows": rows, "counts": COUNTS[info.key], "product": product,
+        "environment": environment, "environments": environments, "window": window, "since": since,
+        "paged": bool(cursor), "first_url": page_url(f"/dora/{info.key}", params),
+        "next_url": page_url(f"/dora/{info.key}", params, next_cursor) if next_cursor else None,
+        "dashboard_url": page_url("/dora", params),
+    })

@@ -1,0 +1,96 @@
+"""The home page: production at a glance, products needing attention first.
+
+For each product (paged by name): the version running in each production environment, its four
+DORA numbers for 30 days with their bands, its open incidents; above them, what needs attention:
+open incidents and today's failed or in-progress production deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deploytrack.metrics import compute as metrics
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import deployment_queries as dq
+from deploytrack.timeutil import day_start_us, now_us
+from deploytrack.views import dashboard
+from deploytrack.views.dora_pages import formatter
+from deploytrack.views.html import page, page_url, query_text, render
+from deploytrack.web.sessions import require
+
+PRODUCTS_PER_PAGE = 20
+ATTENTION_LIMIT = 20
+WINDOW = 30
+
+
+def _scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, dashboard.Reading]]:
+    """The live 30-day metrics of each product in production, read as the dashboard reads them."""
+    out = {}
+    for name in products:
+        report = metrics.live(conn, settings, metrics.Scope.of(name, None), WINDOW, now)
+        out[name] = {m.key: dashboard.reading(m.key, report.get(m.key)) for m in dashboard.METRICS}
+    return out
+
+
+def _read_scores(path: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, dashboard.Reading]]:
+    conn = dbmod.connect(path, readonly=True)  # the metrics queries use temp tables: a connection of its own
+    try:
+        return _scores(conn, settings, products, now)
+    finally:
+        conn.close()
+
+
+async def _attention(db: Any, production: list[str], today: int) -> dict[str, list[dict[str, Any]]]:
+    """Open incidents (newest first) and today's failed or in-progress production deployments."""
+    incidents = [dict(r) for r in await db.fetchall(
+        "SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at DESC, id DESC LIMIT ?",
+        (ATTENTION_LIMIT,))]
+    marks = ", ".join("?" * len(production))
+    failed = await db.fetchall(
+        f"SELECT * FROM deployments WHERE environment IN ({marks}) AND status IN ('failed', 'aborted') "
+        "AND finished_at >= ? ORDER BY finished_at DESC, id DESC LIMIT ?", (*production, today, ATTENTION_LIMIT))
+    running = await db.fetchall(
+        f"SELECT * FROM deployments WHERE environment IN ({marks}) AND status IN ('pending', 'started') "
+        "AND finished_at IS NULL AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
+        (*production, today, ATTENTION_LIMIT))
+    return {"incidents": incidents, "deployments": [dq.with_duration(r) for r in [*failed, *running]]}
+
+
+async def _open_incidents(db: Any, products: list[str]) -> dict[str, int]:
+    counts = {}
+    for name in products:
+        row = await db.fetchone("SELECT COUNT(*) FROM incidents WHERE resolved_at IS NULL AND product = ?", (name,))
+        counts[name] = int(row[0]) if row else 0
+    return counts
+
+
+@page
+async def home(request: Request) -> Response:
+    """GET /: every product in production, those needing attention first."""
+    token = await require(request, "read")
+    app = request.app.state.deploytrack
+    after = query_text(request, "after")
+    production = sorted(app.settings.production_set)
+    now = now_us()
+    attention = await _attention(app.db, production, day_start_us(now))
+    flagged: list[str] = []
+    if after is None:  # the first page starts with the products that need attention
+        for row in [*attention["incidents"], *attention["deployments"]]:
+            if row["product"] not in flagged and len(flagged) < PRODUCTS_PER_PAGE:
+                flagged.append(row["product"])
+    names, next_after = await dq.deployed_products(app.db, after, PRODUCTS_PER_PAGE)
+    products = flagged + [n for n in names if n not in flagged]
+    grid = await dq.matrix(app.db, environments=production, products=products)
+    scores = await asyncio.to_thread(_read_scores, app.db.path, app.settings, products, now)
+    return render(request, "home.html", {
+        "token": token, "products": products, "flagged": set(flagged), "m": grid, "production": production,
+        "scores": scores, "open": await _open_incidents(app.db, products), "attention": attention,
+        "metrics": dashboard.METRICS, "window": WINDOW,
+        "formats": {m.key: formatter(m.unit) for m in dashboard.METRICS},
+        "next_url": page_url("/", {"after": next_after}) if next_after else None,
+        "paged": after is not None,
+    })
