@@ -62,7 +62,9 @@ def inspect_page(html: str, where: str) -> None:
 def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     """Store hostile events through every dialect and the native API; return ids for path parameters."""
     h = auth(token)
-    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]]}
+    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]],
+                                 "metric": ["deployment_frequency", "lead_time", "change_failure_rate",
+                                            "time_to_restore", PAYLOAD[:60]]}
     text = {k: PAYLOAD for k in ("deployed_by", "scm_branch", "scm_repository", "description", "change_id",
                                  "source_system", "build_number")}
     for n, href in enumerate(BAD_HREFS):

@@ -206,14 +206,6 @@ async def product_exists(db: Database, name: str) -> bool:
     return await db.fetchone("SELECT 1 FROM products WHERE name = ?", (name,)) is not None
 
 
-async def product_deployments(db: Database, product: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
-    """A product's deployments since `since`, newest first."""
-    rows = await db.fetchall(
-        "SELECT * FROM deployments WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
-        (product, since, limit))
-    return [with_duration(r) for r in rows]
-
-
 async def product_builds(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:
     """A product's build events since `since`, newest first."""
     rows = await db.fetchall(
@@ -264,3 +256,10 @@ async def commit_time(db: Database, sha: str, repository: str | None) -> tuple[i
     if row is not None and row[0] is not None:
         return int(row[0]), "build"
     return None, None
+
+
+async def product_incidents(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:
+    """A product's incidents opened since `since`, newest first."""
+    rows = await db.fetchall("SELECT * FROM incidents WHERE product = ? AND opened_at >= ? "
+                             "ORDER BY opened_at DESC, id DESC LIMIT ?", (product, since, limit))
+    return [dict(r) for r in rows]

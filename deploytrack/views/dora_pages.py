@@ -75,8 +75,9 @@ async def dora(request: Request) -> Response:
         fmt = formatter(metric.unit)
         now = board.latest.get(metric.key, dashboard.Reading(None, None, None))
         series = board.series.get(metric.key, [])
+        live = (board.day, now.value) if board.day is not None and now.value is not None else None
         chart: Markup = charts.trend(series, title=f"{metric.title}, daily, {window}-day window", fmt=fmt,
-                                     thresholds=THRESHOLDS.get(metric.key, ()))
+                                     thresholds=THRESHOLDS.get(metric.key, ()), live=live)
         cards.append({"metric": metric, "now": now, "text": fmt(now.value) if now.value is not None else None,
                       "chart": chart, "days": sum(1 for _, v in series if v is not None),
                       "url": page_url(f"/dora/{metric.key}", {"product": product, "environment": environment,

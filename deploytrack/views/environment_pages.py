@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, NotFound
+from deploytrack.metrics import fold
 from deploytrack.model import whole_number
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import charts
+from deploytrack.timeutil import now_us
+from deploytrack.views import charts, timeline
 from deploytrack.views.html import page, page_url, query_text, render
+from deploytrack.views.metrics_api import run_read
 from deploytrack.web.sessions import require
 
 DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)
 PRODUCTS_PER_PAGE = 25
+TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
 MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
 
 
@@ -39,17 +43,11 @@ def _days(request: Request) -> int:
     return days
 
 
-def _lanes(builds: list[dict[str, Any]], deployments: list[dict[str, Any]],
-           environments: list[str]) -> list[tuple[str, list[charts.TimelineItem]]]:
-    lanes: list[tuple[str, list[charts.TimelineItem]]] = [("builds", [
-        (b["occurred_at"], b["status"], f"build {b['version'] or ''} {b['status']} {to_iso(b['occurred_at'])}",
-         f"/events/{b['id']}") for b in builds])]
-    for env in environments:
-        lanes.append((env, [
-            (d["finished_at"] or d["first_at"], d["status"],
-             f"{env}: {d['version'] or ''} {d['status']} {to_iso(d['finished_at'] or d['first_at'])}",
-             f"/deployments/{d['id']}") for d in deployments if d["environment"] == env]))
-    return lanes
+def _product_deployments(conn: Any, product: str, since: int) -> list[dict[str, Any]]:
+    """The product's deployments since `since` with the computed rollback label, newest first."""
+    rows = conn.execute(fold.list_sql(["d.product = :product", "d.first_at >= :since"]),
+                        {"product": product, "since": since, "limit": TIMELINE_LIMIT}).fetchall()
+    return [dq.with_duration(r) for r in rows]
 
 
 @page
@@ -64,12 +62,17 @@ async def product(request: Request) -> Response:
     end = now_us()
     start = end - days * DAY_US
     grid = await dq.matrix(db, name)
-    deployments = await dq.product_deployments(db, name, start)
-    builds = await dq.product_builds(db, name, start)
-    environments = list(grid.environments)
+    deployments = await asyncio.to_thread(run_read, db.path, _product_deployments, name, start)
+    builds = timeline.final_builds(await dq.product_builds(db, name, start))
+    incidents = await dq.product_incidents(db, name, start)
+    environments = grid.environments_of(name)
     environments += sorted({d["environment"] for d in deployments} - set(environments))
-    chart = charts.timeline(_lanes(builds, deployments, environments), start, end,
-                            f"Builds and deployments over the last {days} days")
+    lanes = timeline.lanes(name, builds, deployments, incidents, environments)
+    if days >= timeline.AGGREGATE_FROM_DAYS:
+        lanes = timeline.per_day(name, lanes)
+    title = (f"Builds, deployments and incidents of {name} over the last {days} days"
+             + (", one mark per day" if days >= timeline.AGGREGATE_FROM_DAYS else ""))
     return render(request, "product.html", {
-        "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
-        "deployments": deployments, "builds": builds, "environments": environments})
+        "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS,
+        "chart": charts.timeline(lanes, start, end, title), "phone_chart": charts.timeline(lanes, start, end, title, 360),
+        "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents})
