@@ -64,12 +64,14 @@ def day_ticks(start: int, end: int, count: int = 4) -> list[int]:
 
 def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
           thresholds: Sequence[tuple[float, str]] = (), live: Point | None = None,
-          width: int = 320, height: int = 170) -> Markup:
+          axis_fmt: Callable[[float], str] | None = None, width: int = 320, height: int = 170) -> Markup:
     """A line chart of a daily series; days without data break the line instead of dropping to zero.
 
     `thresholds` are the band edges (elite/high, high/medium, medium/low, lower is better): the bands
-    are shaded regions. `live` is today's live value, drawn last and marked as such.
+    are shaded regions. `live` is today's live value, drawn last and marked as such. `axis_fmt`
+    writes the y tick labels (default `fmt`) when the value's text is too wide for the axis.
     """
+    axis_fmt = axis_fmt or fmt
     series = list(points) + ([live] if live is not None and (not points or live[0] > points[-1][0]) else [])
     values = [v for _, v in series if v is not None]
     left, right, top, bottom = 58, 8, 10, 26
@@ -114,7 +116,7 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
                          f'text-anchor="end">{band}</text>')
     for tick in ticks:
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
-                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">{_e(fmt(tick))}</text>')
+                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">{_e(axis_fmt(tick))}</text>')
     for tick_day in day_ticks(first, last, 3):
         parts.append(f'<line class="xtick" x1="{x(tick_day):.1f}" x2="{x(tick_day):.1f}" y1="{top + plot_h}" '
                      f'y2="{top + plot_h + 4}"/><text class="axis" x="{x(tick_day):.1f}" y="{height - 6}" '
@@ -181,7 +183,7 @@ def timeline(lanes: Sequence[tuple[str, Sequence[TimelineItem]]], start: int, en
                         f"<title>{_e(text)}</title></circle>")
             parts.append(_linked(mark, text, href))
     base_y = height - axis_h
-    for tick in day_ticks(start, end, 4 if width < 500 else 6):
+    for tick in day_ticks(start, end, 3 if width < 500 else 6):
         tx = label_w + (tick - start) / span * plot_w
         parts.append(f'<line class="xtick" x1="{tx:.1f}" x2="{tx:.1f}" y1="0" y2="{base_y + 4}"/>'
                      f'<text class="axis" x="{tx:.1f}" y="{base_y + 20}" text-anchor="{_anchor(tx, label_w, width)}">'

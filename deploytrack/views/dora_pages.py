@@ -77,7 +77,8 @@ async def dora(request: Request) -> Response:
         series = board.series.get(metric.key, [])
         live = (board.day, now.value) if board.day is not None and now.value is not None else None
         chart: Markup = charts.trend(series, title=f"{metric.title}, daily, {window}-day window", fmt=fmt,
-                                     thresholds=THRESHOLDS.get(metric.key, ()), live=live)
+                                     thresholds=THRESHOLDS.get(metric.key, ()), live=live,
+                                     axis_fmt=(lambda v: f"{v:g}/wk") if metric.unit == "per_week" else None)
         cards.append({"metric": metric, "now": now, "text": fmt(now.value) if now.value is not None else None,
                       "chart": chart, "days": sum(1 for _, v in series if v is not None),
                       "url": page_url(f"/dora/{metric.key}", {"product": product, "environment": environment,
