@@ -22,6 +22,7 @@ DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)
 PRODUCTS_PER_PAGE = 25
 TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
+TIMELINE_LANES = 8  # environments with a lane of their own (production first)
 MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
 
 
@@ -67,6 +68,8 @@ async def product(request: Request) -> Response:
     incidents = await dq.product_incidents(db, name, start)
     environments = grid.environments_of(name)
     environments += sorted({d["environment"] for d in deployments} - set(environments))
+    hidden = len(environments) - TIMELINE_LANES
+    environments = environments[:TIMELINE_LANES]  # production first: a lane each for the first few
     lanes = timeline.lanes(name, builds, deployments, incidents, environments)
     if days >= timeline.AGGREGATE_FROM_DAYS:
         lanes = timeline.per_day(name, lanes)
@@ -75,4 +78,5 @@ async def product(request: Request) -> Response:
     return render(request, "product.html", {
         "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS,
         "chart": charts.timeline(lanes, start, end, title), "phone_chart": charts.timeline(lanes, start, end, title, 360),
-        "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents})
+        "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents,
+        "hidden_environments": max(hidden, 0)})

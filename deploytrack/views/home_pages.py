@@ -8,7 +8,10 @@ open incidents and today's failed or in-progress production deployments.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,21 +25,42 @@ from deploytrack.views.dora_pages import formatter
 from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
-PRODUCTS_PER_PAGE = 20
+# Each product's numbers may be counted live, which reads the recent deployment events once per
+# product: a page holds few products.
+PRODUCTS_PER_PAGE = 10
 ATTENTION_LIMIT = 20
+FLAGGED_LIMIT = 5  # products needing attention put before the first page
 WINDOW = 30
 
 
-def _scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, dashboard.Reading]]:
-    """The live 30-day metrics of each product in production, read as the dashboard reads them."""
+def _scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str, Score]:
+    """Each product's 30-day metrics in production: the newest daily snapshot when it is from today or
+    yesterday (one indexed read), else counted live (`metrics.compute.live`, as /dora does).
+
+    Live counting reads every recent deployment event once per call, so a page of products reads
+    the stored snapshots the nightly job keeps fresh, and counts live only where there is none yet.
+    """
+    fresh_from = day_start_us(now) - metrics.DAY
     out = {}
     for name in products:
-        report = metrics.live(conn, settings, metrics.Scope.of(name, None), WINDOW, now)
-        out[name] = {m.key: dashboard.reading(m.key, report.get(m.key)) for m in dashboard.METRICS}
+        row = conn.execute(
+            "SELECT day, data FROM metric_snapshots WHERE scope = 'product' AND product = ? AND environment = '' "
+            "AND window_days = ? ORDER BY day DESC LIMIT 1", (name, WINDOW)).fetchone()
+        if row is not None and row[0] >= fresh_from:
+            report, day = orjson.loads(row[1]), row[0]
+        else:
+            report, day = metrics.live(conn, settings, metrics.Scope.of(name, None), WINDOW, now), None
+        out[name] = Score({m.key: dashboard.reading(m.key, report.get(m.key)) for m in dashboard.METRICS}, day)
     return out
 
 
-def _read_scores(path: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, dashboard.Reading]]:
+@dataclass
+class Score:
+    readings: dict[str, dashboard.Reading]
+    snapshot_day: int | None  # the day of the stored snapshot the numbers come from; None = counted live
+
+
+def _read_scores(path: Any, settings: Any, products: list[str], now: int) -> dict[str, Score]:
     conn = dbmod.connect(path, readonly=True)  # the metrics queries use temp tables: a connection of its own
     try:
         return _scores(conn, settings, products, now)
@@ -80,9 +104,11 @@ async def home(request: Request) -> Response:
     flagged: list[str] = []
     if after is None:  # the first page starts with the products that need attention
         for row in [*attention["incidents"], *attention["deployments"]]:
-            if row["product"] not in flagged and len(flagged) < PRODUCTS_PER_PAGE:
+            if row["product"] not in flagged and len(flagged) < FLAGGED_LIMIT:
                 flagged.append(row["product"])
-    names, next_after = await dq.deployed_products(app.db, after, PRODUCTS_PER_PAGE)
+    # The first page holds the flagged products and fills up with the first by name (a flagged one
+    # may show again on its own page by name: marked, never missing).
+    names, next_after = await dq.deployed_products(app.db, after, PRODUCTS_PER_PAGE - len(flagged))
     products = flagged + [n for n in names if n not in flagged]
     grid = await dq.matrix(app.db, environments=production, products=products)
     scores = await asyncio.to_thread(_read_scores, app.db.path, app.settings, products, now)
