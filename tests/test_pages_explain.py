@@ -55,13 +55,13 @@ def test_home_shows_the_version_in_production_last_known_version_and_attention_f
 def test_home_pages_products_by_name_and_new_installs_get_a_first_step(ui, token):
     sign_in(ui, token)
     assert "Nothing deployed yet" in ui.get("/").text
-    for n in range(13):
+    for n in range(23):
         deploy(ui, token, product_name=f"p{n:02d}")
     first = ui.get("/").text
     next_url = re.search(r'href="([^"]+)" rel="next"', first).group(1).replace("&amp;", "&")
     second = ui.get(next_url).text
     seen = re.findall(r'<a href="/products/(p\d\d)">', first) + re.findall(r'<a href="/products/(p\d\d)">', second)
-    assert seen == [f"p{n:02d}" for n in range(13)]
+    assert seen == [f"p{n:02d}" for n in range(23)]  # 20 a page
     assert 'rel="next"' not in second
 
 
@@ -77,7 +77,7 @@ def test_incident_page_names_the_linked_deployment_its_rule_and_the_deployments_
     sign_in(ui, token)
     page = ui.get(f"/incidents/{inc['id']}").text
     words = text(page)
-    assert "api 1.1 to production" in words and "Linked by last production deployment" in words
+    assert "api 1.1 to production" in words and "Linked by last deployment" in words
     assert "Open for 1h 00m" in words or "Open for 1h 01m" in words
     before = page.split("in the 24 hours before it opened")[1].split("</ol>")[0]
     assert before.count("<li") == 2 and 'class="row-failed"' in before and "0.9" not in before
@@ -111,12 +111,12 @@ def test_admins_resolve_and_relink_with_the_csrf_token_and_nothing_else(ui, toke
     for bad in ("abc", "99999"):
         resp = ui.post(path, data={"csrf": csrf, "action": "link", "deployment_id": bad}, follow_redirects=False)
         assert resp.status_code == 400 and "deployment_id" in resp.text
-    assert query(db_path, "SELECT link_rule FROM incidents") == [("last_production_deployment",)]
+    assert query(db_path, "SELECT link_rule FROM incidents") == [("last_deployment",)]
     ui.post(path, data={"csrf": csrf, "action": "link", "deployment_id": str(first)})
     assert query(db_path, "SELECT deployment_id, link_rule FROM incidents") == [(first, "deployment_id")]
     assert "Linked by deployment id" in text(ui.get(path).text)
     ui.post(path, data={"csrf": csrf, "action": "link", "deployment_id": ""})  # back to the link rules
-    assert query(db_path, "SELECT link_rule FROM incidents") == [("last_production_deployment",)]
+    assert query(db_path, "SELECT link_rule FROM incidents") == [("last_deployment",)]
     ui.post(path, data={"csrf": csrf, "action": "reopen"})
     assert query(db_path, "SELECT status, resolved_at FROM incidents") == [("open", None)]
 

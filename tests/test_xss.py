@@ -113,7 +113,7 @@ def page_urls(app: Any, ids: dict[str, list[str]]) -> list[str]:
     for route in app.routes:
         if not isinstance(route, Route) or "GET" not in (route.methods or set()):
             continue
-        if route.path.startswith(("/api/", "/healthz", "/metrics")):
+        if route.path.startswith(("/api/", "/healthz", "/metrics", "/openapi.json")):
             continue
         params = re.findall(r"\{([^}:]+)(?::[^}]*)?\}", route.path)
         if not params:

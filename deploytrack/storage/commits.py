@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from deploytrack.errors import BadRequest, PayloadTooLarge
-from deploytrack.metrics import facts as metric_facts
+from deploytrack.metrics import facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
 from deploytrack.timeutil import parse_timestamp
@@ -47,5 +47,5 @@ def store(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: int) -> in
         "ON CONFLICT (repository, sha) DO UPDATE SET authored_at = excluded.authored_at, "
         "committed_at = excluded.committed_at, message = excluded.message, author = excluded.author", rows)
     mark_dirty(conn, *{row[3] for row in rows}, now=now)
-    metric_facts.stale_commits(conn, [row[1] for row in rows])
+    facts.mark_shas(conn, [row[1] for row in rows])
     return len(rows)

@@ -236,7 +236,28 @@ class Database:
         # One wake-up of the event loop per group, not one per request.
         self._loop.call_soon_threadsafe(_settle_all, results)
 
+    def write_from_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`write` for code running in a worker thread: blocks that thread until the commit."""
+        if self._loop is None:
+            raise Unavailable("the database is closed")
+        return asyncio.run_coroutine_threadsafe(self.write(fn, *args), self._loop).result()
+
     # -- reads -------------------------------------------------------------------------
+
+    def read_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on a read connection of its own, in one read transaction (one consistent
+        view of the database however long it takes); for worker threads, never the event loop."""
+        conn = connect(self.path, readonly=not self.url)
+        try:
+            if self.url:
+                return fn(conn, *args)
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     def _reader(self) -> aiosqlite.Connection:
         return self._readers[next(self._next_reader)]  # type: ignore[call-overload]

@@ -331,6 +331,51 @@ def m009_leaner_deployment_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+
+@migration
+def m010_one_computation(conn: sqlite3.Connection) -> None:
+    # The metrics core derives its facts with the rules in Python (deploytrack/metrics/facts.py):
+    # every finished deployment with its rollback and recovery, a stale-mark table with ids (a
+    # refresh deletes exactly the marks it handled), incidents that keep the deployment id a client
+    # named apart from the link, and may take their product from the link.
+    for statement in """
+    DROP TABLE IF EXISTS metric_deploy_facts;
+    DROP TABLE IF EXISTS metric_facts_stale;
+    DELETE FROM metric_lead_facts;
+    DELETE FROM kv WHERE key IN ('deployments_folded_seq', 'metric_facts_seq');
+    CREATE TABLE deployment_facts (
+        id INTEGER PRIMARY KEY,
+        product TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        status TEXT NOT NULL,
+        finished_at INTEGER NOT NULL,
+        is_rollback INTEGER NOT NULL,
+        label TEXT,
+        rollback_of INTEGER,
+        rolled_back_by INTEGER,
+        rolled_back_at INTEGER,
+        recovered_at INTEGER
+    );
+    CREATE INDEX deployment_facts_time ON deployment_facts (product, environment, finished_at);
+    CREATE INDEX deployment_facts_finished ON deployment_facts (finished_at);
+    CREATE INDEX deployment_facts_recovered ON deployment_facts (recovered_at) WHERE recovered_at IS NOT NULL;
+    CREATE INDEX metric_lead_facts_finished ON metric_lead_facts (finished_at);
+    CREATE TABLE derived_stale (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        product TEXT,
+        environment TEXT,
+        version TEXT,
+        sha TEXT
+    );
+    ALTER TABLE incidents ADD COLUMN requested_deployment_id INTEGER;
+    ALTER TABLE incidents ADD COLUMN product_given INTEGER NOT NULL DEFAULT 1;
+    UPDATE incidents SET requested_deployment_id = deployment_id WHERE link_rule = 'deployment_id';
+    UPDATE incidents SET link_rule = 'last_deployment' WHERE link_rule = 'last_production_deployment'
+    """.split(";"):
+        conn.execute(statement)
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]

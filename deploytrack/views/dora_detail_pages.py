@@ -10,7 +10,6 @@ GET /dora/{metric}?product=&environment=&window=30d lists, newest first and page
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -18,15 +17,13 @@ from starlette.responses import Response
 
 from deploytrack.errors import NotFound
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import fold
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.storage.event_queries import decode_cursor, newest_first
+from deploytrack.storage.event_queries import newest_first
 from deploytrack.timeutil import day_start_us, now_us
 from deploytrack.views import dashboard
 from deploytrack.views import deployment_facts as facts
 from deploytrack.views.html import PAGE_SIZE, page, page_url, query_text, render
-from deploytrack.views.metrics_api import run_read
 from deploytrack.web.sessions import require
 
 COUNTS = {
@@ -40,35 +37,19 @@ COUNTS = {
 }
 
 
-def _deployments(conn: Any, where: list[str], params: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = conn.execute(fold.list_sql(where), params).fetchall()
-    return [dict(r) for r in rows]
-
-
 async def _deployment_rows(request: Request, scope: metrics.Scope, environments: list[str], since: int,
-                           cursor: str | None, with_failed: bool) -> tuple[list[dict[str, Any]], str | None]:
+                           cursor: str | None, metric: str) -> tuple[list[dict[str, Any]], str | None]:
     app = request.app.state.deploytrack
-    keys = {f"e{i}": name for i, name in enumerate(environments)}
-    where = [f"d.environment IN ({', '.join(':' + k for k in keys)})",
-             "d.status IN ('completed', 'failed')" if with_failed else "d.status = 'completed'",
-             "d.finished_at >= :since"]
-    params: dict[str, Any] = {**keys, "since": since, "limit": PAGE_SIZE + 1}
-    if scope.product:
-        where.append("d.product = :product")
-        params["product"] = scope.product
-    after = decode_cursor(cursor)
-    if after is not None:
-        where.append("d.first_at <= :c_at AND (d.first_at < :c_at OR d.id < :c_id)")
-        params.update(c_at=after[0], c_id=after[1])
-    rows = await asyncio.to_thread(run_read, app.db.path, _deployments, where, params)
-    more = len(rows) > PAGE_SIZE
-    rows = [dq.with_duration(r) for r in rows[:PAGE_SIZE]]
+    statuses = ("completed", "failed") if metric == "change_failure_rate" and app.settings.count_failed_deployments \
+        else ("completed",)
+    rows, next_cursor = await dq.counted_deployments(app.db, scope.product or None, environments, statuses, since,
+                                                     PAGE_SIZE, cursor)
     for row in rows:
         row["incidents"] = await dq.linked_incidents(app.db, row["id"], 5)
-        row["failure"] = bool(row["incidents"] or row["rolled_back_by"] or row["status"] == "failed")
-        events = await dq.deployment_events(app.db, row["id"], 50)
-        row["commits"] = await facts.shipped_commits(app.db, row, events)
-    next_cursor = f"{rows[-1]['first_at']}.{rows[-1]['id']}" if more else None
+        row["failure"] = bool(row["incidents"] or row.get("rolled_back_by") or row["status"] == "failed")
+        if metric == "lead_time":
+            events = await dq.deployment_events(app.db, row["id"], 50)
+            row["commits"] = await facts.shipped_commits(app.db, row, events)
     return rows, next_cursor
 
 
@@ -105,11 +86,11 @@ async def counted(request: Request) -> Response:
     production = bool(set(environments) & app.settings.production_set)
     since = day_start_us(now_us()) - (window - 1) * metrics.DAY
     cursor = query_text(request, "cursor")
+    await app.deriver.ensure_current()
     if info.key == "time_to_restore":
         rows, next_cursor = await _incident_rows(request, scope, environments, production, since, cursor)
     else:
-        with_failed = info.key == "change_failure_rate" and app.settings.count_failed_deployments
-        rows, next_cursor = await _deployment_rows(request, scope, environments, since, cursor, with_failed)
+        rows, next_cursor = await _deployment_rows(request, scope, environments, since, cursor, info.key)
     params = {"product": product, "environment": environment, "window": f"{window}d"}
     return render(request, "dora_counted.html", {
         "token": token, "metric": info, "rows": rows, "counts": COUNTS[info.key], "product": product,

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Callable
 
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
+from deploytrack.metrics.report import report as metrics_report
 from deploytrack.settings import canonical_environment
-from deploytrack.storage import database as dbmod
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
 from deploytrack.views import charts, dashboard
 from deploytrack.views.html import MENU_LIMIT, page, page_url, query_text, render
-from deploytrack.views.metrics_api import metrics_report
 from deploytrack.web.sessions import require
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
@@ -45,15 +44,6 @@ def formatter(unit: str) -> Callable[[float], str]:
     return lambda v: f"{v:.1f} / week"
 
 
-def _report(path: Any, settings: Any, scope: metrics.Scope, window: int) -> dict[str, Any]:
-    """The same report GET /api/v1/metrics returns, on a read-only connection of its own (temp tables)."""
-    conn = dbmod.connect(path, readonly=True)
-    try:
-        return metrics_report(conn, settings, scope, window, dashboard.TREND_DAYS, now_us())
-    finally:
-        conn.close()
-
-
 @page
 async def dora(request: Request) -> Response:
     """GET /dora: the four metrics for a product/environment scope and window, with 90-day trends."""
@@ -64,7 +54,9 @@ async def dora(request: Request) -> Response:
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     window = dashboard.parse_window(request.query_params.get("window"))
     scope = metrics.Scope.of(product, environment)
-    report = await asyncio.to_thread(_report, app.db.path, app.settings, scope, window)
+    await app.deriver.ensure_current()
+    report = await asyncio.to_thread(app.db.read_snapshot, metrics_report, app.settings, scope, window,
+                                     dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
     production = sorted(app.settings.production_set)
     # the default choice stands for the production environments: a lone one is not listed twice

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, NotFound
-from deploytrack.metrics import fold
 from deploytrack.model import whole_number
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import now_us
 from deploytrack.views import charts, timeline
 from deploytrack.views.html import page, page_url, query_text, render
-from deploytrack.views.metrics_api import run_read
 from deploytrack.web.sessions import require
 
 DAY_US = 86_400_000_000
@@ -31,6 +27,7 @@ async def environments(request: Request) -> Response:
     """GET /environments: for each product (paged) and each environment it was deployed to, the version running."""
     token = await require(request, "read")
     after = query_text(request, "after")
+    await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=PRODUCTS_PER_PAGE)
     return render(request, "environments.html", {
         "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None, "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
@@ -44,13 +41,6 @@ def _days(request: Request) -> int:
     return days
 
 
-def _product_deployments(conn: Any, product: str, since: int) -> list[dict[str, Any]]:
-    """The product's deployments since `since` with the computed rollback label, newest first."""
-    rows = conn.execute(fold.list_sql(["d.product = :product", "d.first_at >= :since"]),
-                        {"product": product, "since": since, "limit": TIMELINE_LIMIT}).fetchall()
-    return [dq.with_duration(r) for r in rows]
-
-
 @page
 async def product(request: Request) -> Response:
     """GET /products/{name}: where each version runs, and a timeline of builds and deployments."""
@@ -62,8 +52,9 @@ async def product(request: Request) -> Response:
         raise NotFound("There is no product with that name.")
     end = now_us()
     start = end - days * DAY_US
+    await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(db, name)
-    deployments = await asyncio.to_thread(run_read, db.path, _product_deployments, name, start)
+    deployments = await dq.product_deployments(db, name, start, TIMELINE_LIMIT)
     builds = timeline.final_builds(await dq.product_builds(db, name, start))
     incidents = await dq.product_incidents(db, name, start)
     environments = grid.environments_of(name)

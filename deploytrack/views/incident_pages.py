@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, NotFound
 from deploytrack.metrics import incidents as incident_rules
+from deploytrack.metrics import rules
 from deploytrack.model import whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
@@ -44,10 +45,11 @@ async def incidents(request: Request) -> Response:
     env = query_text(request, "environment")
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     cursor = request.query_params.get("cursor")
+    await app.deriver.ensure_current()
     rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor, environment)
     params = {"state": state, "product": product, "environment": environment}
     return render(request, "incidents.html", {
-        "token": token, "incidents": rows, "explain": incident_rules.EXPLAIN, "state": state, "product": product,
+        "token": token, "incidents": rows, "explain": rules.LINK_EXPLANATIONS, "state": state, "product": product,
         "environment": environment, "paged": bool(cursor), "filtered": bool(state or product or environment),
         "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
         "first_url": page_url("/incidents", params), "menu_limit": MENU_LIMIT,
@@ -75,6 +77,7 @@ async def incident_detail(request: Request) -> Response:
     """GET /incidents/{id}: the incident, its linked deployment and the rule, and the deployments before it."""
     token = await require(request, "read")
     app = request.app.state.deploytrack
+    await app.deriver.ensure_current()
     incident = await _incident(app.db, _incident_id(request))
     opened, resolved = incident["opened_at"], incident["resolved_at"]
     linked = await dq.get_deployment(app.db, incident["deployment_id"]) if incident["deployment_id"] else None
@@ -84,7 +87,7 @@ async def incident_detail(request: Request) -> Response:
     return render(request, "incident.html", {
         "token": token, "i": incident, "linked": linked, "before": before, "environments": environments,
         "hours": HOURS_BEFORE, "duration": (resolved or now_us()) - opened,
-        "rule": incident["link_rule"], "explain": incident_rules.EXPLAIN.get(incident["link_rule"] or ""),
+        "rule": incident["link_rule"], "explain": rules.LINK_EXPLANATIONS.get(incident["link_rule"] or ""),
         "admin": token is not None and token.allows("admin"),
     })
 

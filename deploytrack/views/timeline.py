@@ -48,7 +48,7 @@ def lanes(product: str, builds: list[dict[str, Any]], deployments: list[dict[str
             if d["environment"] != env:
                 continue
             at = d["finished_at"] or d["first_at"]
-            rollback = d.get("label") == "rollback" or bool(d.get("is_rollback"))
+            rollback = d.get("label") == "rollback"
             items.append((at, d["status"] + (" rollback" if rollback else ""),
                           f"{env}: {d['version'] or '(no version)'} {d['status']}{' (rollback)' if rollback else ''}, "
                           f"{_when(at)}", f"/deployments/{d['id']}"))
