@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 from starlette.testclient import TestClient
 
-from deploytrack.app import create_app
-from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
 from tests.conftest import auth, create_token, execute, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture
-def ui(db_path: Path, token: str) -> Iterator[TestClient]:
-    """A started app reached over https (its session cookies are Secure, so the client sends them back)."""
-    settings = load_settings({"db": str(db_path), "scheduler": False}, environ={})
-    with TestClient(create_app(settings), base_url="https://localhost") as client:
-        yield client
 
 
 def csrf_of(html: str) -> str:
@@ -284,7 +272,7 @@ def test_client_strings_are_escaped_on_every_page_and_bad_links_stay_text(ui, to
     sign_in(ui, token)
     html = ui.get("/events").text
     product_path = "/products/" + re.search(r'href="/products/(q[^"]+)"', html).group(1)
-    assert f'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
+    assert 'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
     for path in ("/", "/events", f"/events/{event['id']}", "/deployments", "/deployments/1", "/environments",
                  product_path, "/incidents", "/incidents/1", "/dora", "/dora/lead_time", "/dora/change_failure_rate",
                  "/dora/time_to_restore"):

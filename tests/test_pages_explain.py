@@ -7,7 +7,7 @@ import re
 
 from deploytrack.timeutil import now_us
 from tests.conftest import auth, create_token, query
-from tests.test_pages import csrf_of, deploy, sign_in, ui  # noqa: F401 - `ui` is a fixture
+from tests.test_pages import csrf_of, deploy, sign_in
 
 HOUR = 3600
 
