@@ -384,9 +384,17 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 # -- snapshots --------------------------------------------------------------------------------
 
 
-def all_scopes(facts: Facts, settings: Settings) -> list[Scope]:
-    """overall, every product, every environment, every product/environment pair that has data."""
-    keys = sorted(k for k in facts.keys())
+def history_keys(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """Every (product, environment) that has had finished deployments or incidents, ever."""
+    rows = conn.execute("SELECT DISTINCT product, environment FROM deployment_facts UNION "
+                        "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
+    return {(r[0], r[1]) for r in rows}
+
+
+def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
+    """overall, and every product, environment and product/environment pair among `keys`: a scope that
+    ever had data has a snapshot every day, whatever range a run computes."""
+    keys = sorted(keys)
     products = sorted({p for p, _ in keys})
     envs = sorted({e for _, e in keys if e})
     pairs = sorted({(p, e) for p, e in keys if e})
@@ -407,7 +415,8 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
         texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
-        for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
+        scopes = all_scopes(history_keys(conn) | facts.keys())
+        for (scope, window), series in compute(facts, settings, scopes, first, last).items():
             dumped = texts.get(id(series))
             if dumped is None:
                 dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]

@@ -157,7 +157,8 @@ def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int |
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
     refresh(read, write, settings, full)
-    start = read(compute.earliest_day) if first_day is None else first_day
+    earliest = read(compute.earliest_day)  # days before any data have no snapshots
+    start = earliest if first_day is None or earliest is None else max(first_day, earliest)
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
     rows = 0
