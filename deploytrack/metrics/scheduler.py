@@ -21,6 +21,7 @@ import socket
 import sqlite3
 from collections.abc import Callable
 
+from deploytrack.errors import Unavailable
 from deploytrack.metrics import refresh
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database
@@ -112,8 +113,14 @@ class Deriver:
         if await self._current():
             return
         async with self._lock:
-            if not await self._current():
+            if await self._current():
+                return
+            try:
                 await asyncio.to_thread(self.run, refresh.refresh)
+            except (Unavailable, sqlite3.Error) as exc:
+                # Reads go on from what was derived last (the disk may be full or read-only); the next
+                # reader or the metrics job tries again.
+                log.warning("could not bring derived data up to date: %s", exc)
 
     async def _current(self) -> bool:
         row = await self.db.fetchone(
