@@ -312,3 +312,17 @@ async def lead_facts(db: Database, deployment: dict[str, Any]) -> dict[str, dict
         "AND finished_at = ? AND deployment_id = ?",
         (deployment["product"], deployment["environment"], deployment["finished_at"], deployment["id"]))
     return {r["change"]: dict(r) for r in rows}
+
+
+async def troubled_since(db: Database, environments: list[str], since: int, limit: int) -> list[dict[str, Any]]:
+    """Deployments in `environments` that failed or were aborted since `since`, then those started
+    since then and still in progress; newest first in each."""
+    marks = ", ".join("?" * len(environments))
+    failed = await db.fetchall(
+        f"SELECT * FROM {DEPLOYMENTS} WHERE environment IN ({marks}) AND status IN ('failed', 'aborted') "
+        "AND finished_at >= ? ORDER BY finished_at DESC, id DESC LIMIT ?", (*environments, since, limit))
+    running = await db.fetchall(
+        f"SELECT * FROM {DEPLOYMENTS} WHERE environment IN ({marks}) AND status IN ('pending', 'started') "
+        "AND finished_at IS NULL AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
+        (*environments, since, limit))
+    return [shaped(r) for r in [*failed, *running]]

@@ -19,7 +19,7 @@ from deploytrack.errors import NotFound
 from deploytrack.metrics import compute as metrics
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.storage.event_queries import newest_first
+from deploytrack.storage import incident_queries as iq
 from deploytrack.timeutil import day_start_us, now_us
 from deploytrack.views import dashboard
 from deploytrack.views import deployment_facts as facts
@@ -53,22 +53,6 @@ async def _deployment_rows(request: Request, scope: metrics.Scope, environments:
     return rows, next_cursor
 
 
-async def _incident_rows(request: Request, scope: metrics.Scope, environments: list[str], production: bool,
-                         since: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    app = request.app.state.deploytrack
-    marks = ", ".join("?" * len(environments))
-    where = ["resolved_at >= ?", f"(environment IN ({marks})" + (" OR environment IS NULL)" if production else ")")]
-    params: list[Any] = [since, *environments]
-    if scope.product:
-        where.append("product = ?")
-        params.append(scope.product)
-    rows, next_cursor = await newest_first(app.db, "incidents", ("resolved_at", "id"), where, params, PAGE_SIZE,
-                                           cursor)
-    for row in rows:
-        row["duration"] = row["resolved_at"] - row["opened_at"]
-    return rows, next_cursor
-
-
 @page
 async def counted(request: Request) -> Response:
     """GET /dora/{metric}: the records one DORA number rests on, for a product/environment and window."""
@@ -88,7 +72,8 @@ async def counted(request: Request) -> Response:
     cursor = query_text(request, "cursor")
     await app.deriver.ensure_current()
     if info.key == "time_to_restore":
-        rows, next_cursor = await _incident_rows(request, scope, environments, production, since, cursor)
+        rows, next_cursor = await iq.resolved_since(app.db, scope.product or None, environments, production, since,
+                                                    PAGE_SIZE, cursor)
     else:
         rows, next_cursor = await _deployment_rows(request, scope, environments, since, cursor, info.key)
     params = {"product": product, "environment": environment, "window": f"{window}d"}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
 from deploytrack.storage import deployment_queries as dq
+from deploytrack.storage import incident_queries as iq
 from deploytrack.timeutil import day_start_us, now_us
 from deploytrack.views import dashboard
 from deploytrack.views.dora_pages import formatter
@@ -37,30 +37,6 @@ def _scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str
     return out
 
 
-async def _attention(db: Any, production: list[str], today: int) -> dict[str, list[dict[str, Any]]]:
-    """Open incidents (newest first) and today's failed or in-progress production deployments."""
-    incidents = [dict(r) for r in await db.fetchall(
-        "SELECT * FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at DESC, id DESC LIMIT ?",
-        (ATTENTION_LIMIT,))]
-    marks = ", ".join("?" * len(production))
-    failed = await db.fetchall(
-        f"SELECT * FROM deployments WHERE environment IN ({marks}) AND status IN ('failed', 'aborted') "
-        "AND finished_at >= ? ORDER BY finished_at DESC, id DESC LIMIT ?", (*production, today, ATTENTION_LIMIT))
-    running = await db.fetchall(
-        f"SELECT * FROM deployments WHERE environment IN ({marks}) AND status IN ('pending', 'started') "
-        "AND finished_at IS NULL AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
-        (*production, today, ATTENTION_LIMIT))
-    return {"incidents": incidents, "deployments": [dq.shaped(r) for r in [*failed, *running]]}
-
-
-async def _open_incidents(db: Any, products: list[str]) -> dict[str, int]:
-    counts = {}
-    for name in products:
-        row = await db.fetchone("SELECT COUNT(*) FROM incidents WHERE resolved_at IS NULL AND product = ?", (name,))
-        counts[name] = int(row[0]) if row else 0
-    return counts
-
-
 @page
 async def home(request: Request) -> Response:
     """GET /: every product in production, those needing attention first."""
@@ -70,7 +46,8 @@ async def home(request: Request) -> Response:
     production = sorted(app.settings.production_set)
     now = now_us()
     await app.deriver.ensure_current()
-    attention = await _attention(app.db, production, day_start_us(now))
+    attention = {"incidents": await iq.open_incidents(app.db, ATTENTION_LIMIT),
+                 "deployments": await dq.troubled_since(app.db, production, day_start_us(now), ATTENTION_LIMIT)}
     flagged: list[str] = []
     if after is None:  # the first page starts with the products that need attention
         for row in [*attention["incidents"], *attention["deployments"]]:
@@ -84,7 +61,7 @@ async def home(request: Request) -> Response:
     scores = await asyncio.to_thread(app.db.read_snapshot, _scores, app.settings, products, now)
     return render(request, "home.html", {
         "token": token, "products": products, "flagged": set(flagged), "m": grid, "production": production,
-        "scores": scores, "open": await _open_incidents(app.db, products), "attention": attention,
+        "scores": scores, "open": await iq.open_counts(app.db, products), "attention": attention,
         "metrics": dashboard.METRICS, "window": WINDOW,
         "formats": {m.key: formatter(m.unit) for m in dashboard.METRICS},
         "next_url": page_url("/", {"after": next_after}) if next_after else None,

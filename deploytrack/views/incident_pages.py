@@ -18,6 +18,7 @@ from deploytrack.model import whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import event_queries as queries
+from deploytrack.storage import incident_queries as iq
 from deploytrack.timeutil import now_us
 from deploytrack.views import dashboard
 from deploytrack.views.html import (
@@ -67,10 +68,10 @@ def _incident_id(request: Request) -> int:
 
 
 async def _incident(db: Any, incident_id: int) -> dict[str, Any]:
-    row = await db.fetchone("SELECT * FROM incidents WHERE id = ?", (incident_id,))
-    if row is None:
+    incident = await iq.get_incident(db, incident_id)
+    if incident is None:
         raise NotFound("There is no incident with that id.")
-    return dict(row)
+    return incident
 
 
 @page
