@@ -166,14 +166,24 @@ def remember_ids(conn: sqlite3.Connection) -> None:
                  (_FLOOR, str(top)))
 
 
+def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    out = {}
+    for start in range(0, len(ids), 400):
+        chunk = ids[start:start + 400]
+        for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments "
+                                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
+            out[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:]))}
+    return out
+
+
 def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[Key]:
-    """Write refolds (inside the writer's transaction); a key that got events after the snapshot is left
-    for the next round. Returns the keys written."""
+    """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
+    records changed since (another refresh), is left for the next round. Returns the keys written."""
     written = []
     for p in plans:
         newest = conn.execute(f"SELECT MAX(seq) FROM events WHERE kind = 'deployment' AND {_KEY}", p.key).fetchone()[0]
-        if newest is not None and newest > snapshot_top:
-            continue
+        if (newest is not None and newest > snapshot_top) or _stored(conn, list(p.replaced)) != p.replaced:
+            continue  # new events, or another refresh got here first: the next round sees it
         remember_ids(conn)
         top = next_id(conn)
         replaced = list(p.replaced)
