@@ -89,19 +89,20 @@ async def deployment_events(db: Database, deployment_id: int, limit: int = 200) 
     return [dict(r) for r in rows]
 
 
-# One row per product × environment pair of the page: the newest completed deployment (through
-# deployments_finished), the newest deployment of any status (deployments_pair_first), and the newest
-# completed one that carries a version (for "last known version" when the running one has none).
-# Each subquery is an index seek, so the cost grows with the pairs shown, never with history.
+# One row per product × environment pair of the page. The version running is that of the newest
+# completed deployment that names one: a deployment known only by a message (a Quanta code_deploy
+# "version 42.0") does not hide the last known version; it shows as the newer attempt. Only when none
+# names a version is the newest completed one shown. Each subquery is an index seek, so the cost
+# grows with the pairs shown, never with history.
 _PAIR = """
 SELECT
+  COALESCE(
+    (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ? AND d.status = 'completed'
+     AND d.version IS NOT NULL ORDER BY d.finished_at DESC, d.id DESC LIMIT 1),
+    (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ? AND d.status = 'completed'
+     ORDER BY d.finished_at DESC, d.id DESC LIMIT 1)) AS current_id,
   (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ?
-     AND d.status = 'completed' ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) AS current_id,
-  (SELECT d.id FROM deployments d WHERE d.product = ? AND d.environment = ?
-   ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id,
-  (SELECT d.version FROM deployments d WHERE d.product = ? AND d.environment = ?
-     AND d.status = 'completed' AND d.version IS NOT NULL ORDER BY d.finished_at DESC, d.id DESC LIMIT 1)
-     AS known_version
+   ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id
 """
 
 # The environments a product was deployed to, in name order, one index seek each (a skip scan):
@@ -132,7 +133,6 @@ class Cell:
 
     current: dict[str, Any] | None
     latest: dict[str, Any] | None
-    known_version: str | None = None  # the newest version a completed deployment here carried
 
     @property
     def pending_or_failed(self) -> dict[str, Any] | None:
@@ -142,11 +142,11 @@ class Cell:
         return self.latest
 
     @property
-    def version(self) -> str | None:
-        """The version running: the current deployment's, else the last one known here."""
-        if self.current is not None and self.current["version"]:
-            return str(self.current["version"])
-        return self.known_version
+    def last_known(self) -> bool:
+        """The newest completed deployment here names no version: the one shown is the last known."""
+        latest = self.latest
+        return bool(latest is not None and self.current is not None and latest["id"] != self.current["id"]
+                    and latest["status"] == "completed" and not latest["version"])
 
 
 @dataclass
@@ -191,7 +191,7 @@ async def cells(db: Database, pairs: list[tuple[str, str]]) -> dict[tuple[str, s
     out = {}
     for pair, r in found:
         if r is not None and r["latest_id"] is not None:
-            out[pair] = Cell(deployments.get(r["current_id"]), deployments.get(r["latest_id"]), r["known_version"])
+            out[pair] = Cell(deployments.get(r["current_id"]), deployments.get(r["latest_id"]))
     return out
 
 

@@ -331,7 +331,6 @@ def m009_leaner_deployment_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-
 @migration
 def m010_one_computation(conn: sqlite3.Connection) -> None:
     # The metrics core derives its facts with the rules in Python (deploytrack/metrics/facts.py):
@@ -372,6 +371,79 @@ def m010_one_computation(conn: sqlite3.Connection) -> None:
     ALTER TABLE incidents ADD COLUMN product_given INTEGER NOT NULL DEFAULT 1;
     UPDATE incidents SET requested_deployment_id = deployment_id WHERE link_rule = 'deployment_id';
     UPDATE incidents SET link_rule = 'last_deployment' WHERE link_rule = 'last_production_deployment'
+    """.split(";"):
+        conn.execute(statement)
+
+
+@migration
+def m018_deployment_rules(conn: sqlite3.Connection) -> None:
+    # Deployment rules (deploytrack/rules/) and one-time overrides an admin grants. `definition`
+    # is the rule's JSON (rules/model.py reads it); products/environments NULL means all.
+    for statement in """
+    CREATE TABLE rules (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        created_by TEXT
+    );
+    CREATE TABLE rule_overrides (
+        id INTEGER PRIMARY KEY,
+        rule_id INTEGER,
+        product TEXT NOT NULL,
+        environment TEXT,
+        version TEXT,
+        reason TEXT NOT NULL,
+        granted_by TEXT,
+        granted_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        used_at INTEGER,
+        used_by_event TEXT
+    );
+    CREATE INDEX rule_overrides_open ON rule_overrides (product, used_at)
+    """.split(";"):
+        conn.execute(statement)
+
+
+@migration
+def m019_rule_violations(conn: sqlite3.Connection) -> None:
+    # Every deployment a rule objected to: blocked attempts (never in `events`, so never a
+    # deployment or a metric), and violations let through (report-only, an API that cannot act on
+    # a refusal, an override). `attempt` is the event as sent, for the audit.
+    # deployments_in_progress: a concurrency rule asks for the open deployments of a product and
+    # environment; without statistics SQLite otherwise walks every deployment of the pair through
+    # deployments_pair_first, a cost that grows with history. Partial: only open deployments.
+    for statement in """
+    CREATE TABLE rule_violations (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        rule_id INTEGER,
+        rule_name TEXT NOT NULL,
+        rule_type TEXT NOT NULL,
+        code TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        retry_after INTEGER,
+        dialect TEXT NOT NULL,
+        token_id INTEGER,
+        product TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        version TEXT,
+        status TEXT NOT NULL,
+        actor TEXT,
+        event_id TEXT,
+        override_id INTEGER,
+        violations TEXT NOT NULL,
+        attempt TEXT NOT NULL
+    );
+    CREATE INDEX rule_violations_at ON rule_violations (at, id);
+    CREATE INDEX rule_violations_product ON rule_violations (product, environment, at);
+    CREATE INDEX deployments_in_progress ON deployments (product, environment, status)
+        WHERE status IN ('pending', 'started')
     """.split(";"):
         conn.execute(statement)
 

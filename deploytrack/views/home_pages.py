@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
+from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import incident_queries as iq
 from deploytrack.timeutil import day_start_us, now_us
@@ -62,7 +63,7 @@ async def home(request: Request) -> Response:
     return render(request, "home.html", {
         "token": token, "products": products, "flagged": set(flagged), "m": grid, "production": production,
         "scores": scores, "open": await iq.open_counts(app.db, products), "attention": attention,
-        "metrics": dashboard.METRICS, "window": WINDOW,
+        "metrics": dashboard.METRICS, "window": WINDOW, "frozen": await freezes(app.db, products, production),
         "formats": {m.key: formatter(m.unit) for m in dashboard.METRICS},
         "next_url": page_url("/", {"after": next_after}) if next_after else None,
         "paged": after is not None,

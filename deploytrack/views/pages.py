@@ -15,6 +15,7 @@ from deploytrack.views import (
     event_pages,
     home_pages,
     incident_pages,
+    rules_pages,
 )
 from deploytrack.views.html import page, render
 from deploytrack.web.auth import authenticate
@@ -73,6 +74,8 @@ def routes() -> list[Route]:
         Route("/incidents", incident_pages.incidents, methods=["GET"]),
         Route("/incidents/{incident_id}", incident_pages.incident_detail, methods=["GET"]),
         Route("/incidents/{incident_id}", incident_pages.change_incident, methods=["POST"]),
+        Route("/rules", rules_pages.rules, methods=["GET"]),
+        Route("/rules/violations", rules_pages.violations, methods=["GET"]),
         Route("/signin", signin_form, methods=["GET"]),
         Route("/signin", signin, methods=["POST"]),
         Route("/signout", signout, methods=["POST"]),
