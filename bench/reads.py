@@ -134,7 +134,7 @@ def main() -> int:
         api.headers = {"Authorization": f"Bearer {secret}"}
         ui.sign_in(secret)
         deep, page_times = follow(api, args.depth)
-        for label, client, base in (("JSON", api, "/api/v1/events"), ("HTML", ui, "/")):
+        for label, client, base in (("JSON", api, "/api/v1/events"), ("HTML", ui, "/events")):
             for name, flt in filters.items():
                 for where, cursor in (("first page", None), ("middle", mid)):
                     query = urlencode({**flt, **({"cursor": cursor} if cursor else {})})

@@ -31,7 +31,7 @@ from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, metrics_api, pages, rules_api
+from deploytrack.views import api, html, metrics_api, pages, rules_api
 from deploytrack.web.guards import RequestGuards
 from deploytrack.web.http import RateLimiter, error_response, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
@@ -70,7 +70,7 @@ def make_templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(str(PACKAGE_DIR / "templates")),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters.update(iso=to_iso, safe_href=safe_href, commit_url=commit_url, ago=relative_time,
-                       duration=duration_text)
+                       duration=duration_text, utc=html.utc_text, day_or_time=html.day_or_time)
     return Jinja2Templates(env=env)
 
 

@@ -124,6 +124,14 @@ def make_client(db_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
+def ui(db_path: Path, token: str) -> Iterator[TestClient]:
+    """A started app reached over https (its session cookies are Secure, so the client sends them back)."""
+    settings = load_settings({"db": str(db_path), "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="https://localhost") as client:
+        yield client
+
+
+@pytest.fixture
 def client(make_client: object, token: str) -> TestClient:
     """A started app on a fresh database; `token` exists before it starts."""
     return make_client()  # type: ignore[operator]

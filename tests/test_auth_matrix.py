@@ -32,6 +32,7 @@ PUBLIC = {
     ("POST", "/signin"): "the sign-in form's target (CSRF-protected; the token is the credential)",
     ("POST", "/signout"): "clears the session cookie (CSRF-protected)",
     ("GET", "/api/v1/openapi.json"): "the API description; no data",
+    ("GET", "/openapi.json"): "the same API description, where tools look first",
 }
 PUBLIC_MOUNTS = {"/static": "CSS shipped in the package"}
 

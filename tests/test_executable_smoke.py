@@ -163,9 +163,12 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
 
         css = http.get("/static/app.css")  # assets come from inside the executable
         assert css.status_code == 200 and css.content == (REPO / "deploytrack" / "static" / "app.css").read_bytes()
-        assert http.get("/").status_code == 303  # the list needs a signed-in reader
-        page = http.get("/", headers=sign_in(http, admin))
+        assert http.get("/events").status_code == 303  # the list needs a signed-in reader
+        cookie = sign_in(http, admin)
+        page = http.get("/events", headers=cookie)
         assert page.status_code == 200
+        home = http.get("/", headers=cookie)  # the production overview, its DORA numbers counted live
+        assert home.status_code == 200 and "smoke-versioner" in home.text
         for text in ("versioner deploy", "versioner build", "quanta deploy 42", "devgrid deploy", "ilert deploy",
                      "smoke-versioner", "smoke-devgrid", "smoke-pipeline"):
             assert text in page.text, text

@@ -62,7 +62,9 @@ def inspect_page(html: str, where: str) -> None:
 def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     """Store hostile events through every dialect and the native API; return ids for path parameters."""
     h = auth(token)
-    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]]}
+    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]],
+                                 "metric": ["deployment_frequency", "lead_time", "change_failure_rate",
+                                            "time_to_restore", PAYLOAD[:60]]}
     text = {k: PAYLOAD for k in ("deployed_by", "scm_branch", "scm_repository", "description", "change_id",
                                  "source_system", "build_number")}
     for n, href in enumerate(BAD_HREFS):
@@ -112,7 +114,7 @@ def page_urls(app: Any, ids: dict[str, list[str]]) -> list[str]:
     for route in app.routes:
         if not isinstance(route, Route) or "GET" not in (route.methods or set()):
             continue
-        if route.path.startswith(("/api/", "/healthz", "/metrics")):
+        if route.path.startswith(("/api/", "/healthz", "/metrics", "/openapi.json")):
             continue
         params = re.findall(r"\{([^}:]+)(?::[^}]*)?\}", route.path)
         if not params:

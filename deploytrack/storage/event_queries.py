@@ -123,10 +123,11 @@ async def get_event(db: Database, event_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def names(db: Database, table: str) -> list[str]:
-    """All product or environment names, for filter menus."""
+async def names(db: Database, table: str, limit: int = 100) -> list[str]:
+    """Product or environment names for a filter menu: the first `limit` + 1 by name (one more tells
+    the page there are more than it lists)."""
     assert table in ("products", "environments")
-    return [r[0] for r in await db.fetchall(f"SELECT name FROM {table} ORDER BY name")]
+    return [r[0] for r in await db.fetchall(f"SELECT name FROM {table} ORDER BY name LIMIT ?", (limit + 1,))]
 
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -99,4 +99,5 @@ def routes() -> list[Route]:
         Route("/api/v1/events", list_events, methods=["GET"]),
         Route("/api/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]

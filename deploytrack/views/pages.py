@@ -9,9 +9,12 @@ from starlette.routing import Route
 from deploytrack.errors import DeploytrackError
 from deploytrack.views import (
     deployment_pages,
+    dora_detail_pages,
     dora_pages,
     environment_pages,
     event_pages,
+    home_pages,
+    incident_pages,
     rules_pages,
 )
 from deploytrack.views.html import page, render
@@ -74,14 +77,18 @@ async def signout(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/", event_pages.events, methods=["GET"]),
+        Route("/", home_pages.home, methods=["GET"]),
+        Route("/events", event_pages.events, methods=["GET"]),
         Route("/events/{event_id}", event_pages.event_detail, methods=["GET"]),
         Route("/deployments", deployment_pages.deployments, methods=["GET"]),
         Route("/deployments/{deployment_id}", deployment_pages.deployment_detail, methods=["GET"]),
         Route("/environments", environment_pages.environments, methods=["GET"]),
         Route("/products/{name}", environment_pages.product, methods=["GET"]),
         Route("/dora", dora_pages.dora, methods=["GET"]),
-        Route("/incidents", dora_pages.incidents, methods=["GET"]),
+        Route("/dora/{metric}", dora_detail_pages.counted, methods=["GET"]),
+        Route("/incidents", incident_pages.incidents, methods=["GET"]),
+        Route("/incidents/{incident_id}", incident_pages.incident_detail, methods=["GET"]),
+        Route("/incidents/{incident_id}", incident_pages.change_incident, methods=["POST"]),
         Route("/rules", rules_pages.rules, methods=["GET"]),
         Route("/rules/violations", rules_pages.violations, methods=["GET"]),
         Route("/signin", signin_form, methods=["GET"]),

@@ -317,6 +317,8 @@ def document(routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
     """The whole document (a fresh dict each call); HTML pages of `routes` not listed here are added."""
     doc = _document()
     doc["paths"].update(_pages(routes, doc["paths"]))
+    # GET /events is the event list page; POST /events is DevGrid's ingestion (one path, two operations)
+    doc["paths"]["/events"]["get"] = _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])
     return doc
 
 
@@ -446,6 +448,8 @@ def _document() -> dict[str, Any]:
                  _query("before", "next_before from the previous page", INT), PAGING[0]])},
             "/api/v1/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document", "security": [],
                                              "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
+            "/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document (the usual place tools look)",
+                                      "security": [], "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
             "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness, a database round trip and the nightly "
                                  "quick integrity check's result", "security": [],
                                  "responses": {"200": _json(_obj(HEALTH), "Healthy"),
@@ -453,7 +457,30 @@ def _document() -> dict[str, Any]:
             "/metrics": {"get": {"tags": ["Operations"], "summary": "Prometheus counters", "security": [],
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": STR}}}}}},
-            "/": {"get": _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])},
+            "/": {"get": _page("Production at a glance: each product's version in production, 30-day DORA numbers, "
+                               "open incidents and today's failures, those needing attention first (HTML)",
+                               [_query("after", "the product name the previous page ended with")])},
+            "/dora/{metric}": {"get": _page("The deployments or incidents one DORA number counts (HTML)", [
+                _path("metric", {"type": "string", "enum": ["deployment_frequency", "lead_time",
+                                                            "change_failure_rate", "time_to_restore"]}),
+                _query("product", "exact product name"), _query("environment", "environment (default: production)"),
+                _query("window", "7d, 30d or 90d"), PAGING[1]])},
+            "/incidents/{incident_id}": {
+                "get": _page("One incident: its linked deployment and the rule, the deployments before it (HTML)",
+                             [_path("incident_id", INT)]),
+                "post": {"tags": ["UI"], "summary": "Resolve, reopen or re-link an incident (admin scope, "
+                                                    "CSRF-protected form)",
+                         "security": [{"session": []}, {"bearer": []}], "parameters": [_path("incident_id", INT)],
+                         "requestBody": _body(_obj({"csrf": STR, "action": {"type": "string", "enum": [
+                             "resolve", "reopen", "link"]}, "deployment_id": {
+                                 "type": "string", "description": "a deployment id, or empty for the link rules"}},
+                             ("csrf", "action")), media="application/x-www-form-urlencoded"),
+                         "responses": {"303": {"description": "Changed (or not signed in): to the incident page "
+                                                              "(or the sign-in form)",
+                                               "headers": {"Location": {"schema": STR}}},
+                                       **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR}
+                                          for c in (400, 403, 404)}}},
+            },
             "/events/{event_id}": {"get": _page("One event (HTML)", [_path("event_id")])},
             "/deployments": {"get": _page("Deployments with lifecycle and duration (HTML)", [
                 _query("product", "exact product name"), _query("environment", "environment (aliases folded)"),
