@@ -102,7 +102,7 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
 
     edges = [0.0, *(v for v, _ in thresholds), math.inf]
     names = [t for _, t in thresholds]
-    for index, (low_edge, high_edge) in enumerate(zip(edges, edges[1:])):
+    for index, (low_edge, high_edge) in enumerate(zip(edges, edges[1:], strict=False)):
         if not thresholds or low_edge >= high:
             continue
         band = BANDS[index] if index < len(thresholds) else "low"
