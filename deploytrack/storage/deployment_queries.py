@@ -259,7 +259,8 @@ async def deployments_before(db: Database, product: str, environments: list[str]
     marks = ", ".join("?" * len(environments))
     rows = await db.fetchall(
         f"SELECT * FROM {DEPLOYMENTS} WHERE product = ? AND environment IN ({marks}) "
-        "AND first_at >= ? AND first_at <= ? ORDER BY first_at DESC, id DESC LIMIT ?", (product, *environments, since, until, limit))
+        "AND first_at >= ? AND first_at <= ? ORDER BY first_at DESC, id DESC LIMIT ?",
+        (product, *environments, since, until, limit))
     return [shaped(r) for r in rows]
 
 
