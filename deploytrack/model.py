@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import os
@@ -184,7 +185,7 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
         return value or None
 
-    def time(self, key: str) -> int | None:
+    def time(self, key: builtins.str) -> int | None:
         """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times)."""
         self.used.add(key)
         value = self.body.get(key)
@@ -192,7 +193,7 @@ class Fields:
             return None
         return self.limits.times.check(parse_timestamp(value, self._name(key)), self._name(key))
 
-    def obj(self, key: str) -> dict[str, Any] | None:
+    def obj(self, key: builtins.str) -> dict[builtins.str, Any] | None:
         self.used.add(key)
         value = self.body.get(key)
         if value is None:
@@ -201,11 +202,11 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' must be a JSON object", self._name(key))
         return value
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         self.used.add(key)
         return self.body.get(key)
 
-    def rest(self) -> dict[str, Any]:
+    def rest(self) -> dict[builtins.str, Any]:
         """The fields not read by the dialect."""
         return {k: v for k, v in self.body.items() if k not in self.used}
 

@@ -43,7 +43,7 @@ class KeyPlan:
 
     def earliest(self) -> int:
         """The earliest time this refold touches (first events of the records replaced and made)."""
-        return min([r["first_at"] for r in self.replaced.values()] + [r.first_at for r in self.records])
+        return min([int(r["first_at"]) for r in self.replaced.values()] + [r.first_at for r in self.records])
 
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):

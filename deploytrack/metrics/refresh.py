@@ -157,7 +157,8 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
     if changes.nothing:
         return summary
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
-    reads = [(_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
+    reads: list[tuple[Callable[..., list[fold.KeyPlan]], Any]] = [
+        (_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
         reads = [(fold.plan_product, product) for product in read(fold.all_products)]
     for fn, arg in reads:

@@ -15,6 +15,7 @@ Reads go through a small pool of aiosqlite connections opened read-only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import ctypes
 import itertools
@@ -333,6 +334,10 @@ class _Grouped:
 Step = Callable[[sqlite3.Connection], list[tuple[bool, Any]]]
 
 
+def _one_task(fn: Callable[..., Any], args: tuple[Any, ...], conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
+    return [(True, fn(conn, *args))]
+
+
 def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
     """The group as steps, each run in one savepoint and giving one (ok, value) per future: a plain
     task is one step; each run of back-to-back grouped tasks of one function is one step for all
@@ -355,7 +360,7 @@ def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
             run.append(task)
         else:
             close_run()
-            steps.append((lambda conn, fn=fn, args=args: [(True, fn(conn, *args))], [future]))
+            steps.append((functools.partial(_one_task, fn, args), [future]))
     close_run()
     return steps
 

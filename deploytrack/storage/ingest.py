@@ -178,7 +178,7 @@ class _Group:
 
     def _check_version(self, event: Event, claims: dict[tuple[str, Any], str | None], index: int) -> None:
         """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
-        pair = (event.product, event.version)
+        pair = (event.product, event.version or "")
         known = claims[pair] if pair in claims else self.versions.get(pair)
         if event.scm_sha and known is not None and known != event.scm_sha:
             error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
