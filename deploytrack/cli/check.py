@@ -7,14 +7,13 @@ import sys
 from typing import Any
 
 from deploytrack.cli.dbfile import refusing, require_existing
+from deploytrack.cli.flags import add_settings_flags, settings_from
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import integrity
 
 
 def register(subparsers: Any) -> None:
     """Add `check` to the `deploytrack` command."""
-    from deploytrack.cli.main import add_settings_flags
-
     p = subparsers.add_parser("check", help="check the database: integrity, foreign keys, schema version",
                               description="Runs SQLite's integrity check (or the faster quick check) and "
                                           "foreign-key check, and reads the schema version; prints one summary "
@@ -25,8 +24,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploytrack.cli.main import settings_from
-
     db = settings_from(args).db
     require_existing(db)
     with refusing(db):

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from deploytrack.cli.flags import add_settings_flags, settings_from
 from deploytrack.errors import Conflict
 from deploytrack.hooks import registry
 from deploytrack.hooks.endpoint import SOURCES, path
@@ -18,8 +19,6 @@ MAX_SECRET = 256
 
 def register(sub: Any) -> None:
     """Add the `hook` command to the top-level parser."""
-    from deploytrack.cli.main import add_settings_flags
-
     parser = sub.add_parser("hook", help="create, list and revoke inbound webhooks (GitHub, GitLab, PagerDuty...)")
     hsub = parser.add_subparsers(dest="hook_command", metavar="ACTION", required=True)
     create = hsub.add_parser("create", help="create a webhook and print its URL and secret")
@@ -37,8 +36,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploytrack.cli.main import settings_from
-
     settings = settings_from(args)
     conn = dbmod.open_migrated(settings.db)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deploytrack.cli.dbfile import add_create_flag, open_database, require_existing
-from deploytrack.cli.main import add_settings_flags, settings_from
+from deploytrack.cli.flags import add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg

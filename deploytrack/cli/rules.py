@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from deploytrack.cli.dbfile import add_create_flag, open_database
-from deploytrack.cli.main import add_settings_flags, settings_from
+from deploytrack.cli.flags import add_settings_flags, settings_from
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import DEFAULT_OVERRIDE_MINUTES, MODES, OUTCOMES, TYPES, parse_rule

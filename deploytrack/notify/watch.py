@@ -18,9 +18,8 @@ import orjson
 from deploytrack.metrics import incidents as incident_rules
 from deploytrack.notify import messages, outbox
 from deploytrack.settings import Settings
-from deploytrack.timeutil import day_start_us, to_iso
+from deploytrack.timeutil import DAY, day_start_us, to_iso
 
-DAY = 86_400_000_000
 LOOKBACK_US = 60_000_000  # incident writes may commit out of `updated_at` order by a little
 BAND_WINDOW = 30
 METRICS = tuple(messages.LABELS)

@@ -8,8 +8,7 @@ import orjson
 
 from deploytrack.errors import NotFound
 from deploytrack.metrics import facts, fold, refresh
-
-_DAY = 86_400_000_000
+from deploytrack.timeutil import DAY
 
 
 def _audit(conn: sqlite3.Connection, at: int, token_id: int | None, actor: str | None, action: str,
@@ -19,7 +18,7 @@ def _audit(conn: sqlite3.Connection, at: int, token_id: int | None, actor: str |
 
 
 def _touch_days(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> None:
-    conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {_DAY} FROM events "
+    conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {DAY} FROM events "
                  f"WHERE {where} ON CONFLICT DO NOTHING", params)
 
 

@@ -15,9 +15,9 @@ Reads go through a small pool of aiosqlite connections opened read-only.
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import queue
@@ -33,6 +33,7 @@ import aiosqlite
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.storage import integrity, migrations
 from deploytrack.storage import postgres as pg
+from deploytrack.timeutil import DAY
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
@@ -260,7 +261,7 @@ class Database:
     async def check_integrity_daily(self, now_us: int) -> None:
         """Run a quick integrity check unless one ran this UTC day (the nightly job calls this);
         its result is kept for /healthz and /metrics, and a failure is logged as an error."""
-        day = now_us // 86_400_000_000
+        day = now_us // DAY
         if self.integrity_checked_at is not None and int(self.integrity_checked_at // 86400) == day:
             return
         try:

@@ -17,10 +17,9 @@ from typing import Callable, Sequence
 
 from markupsafe import Markup
 
-from deploytrack.timeutil import to_iso
+from deploytrack.timeutil import to_iso, DAY
 
 Point = tuple[int, "float | None"]
-DAY_US = 86_400_000_000
 BANDS = ("elite", "high", "medium", "low")
 _EPOCH = datetime(1970, 1, 1)
 
@@ -56,10 +55,10 @@ def nice_ticks(high: float, count: int = 4) -> list[float]:
 
 def day_ticks(start: int, end: int, count: int = 4) -> list[int]:
     """About `count` midnight-UTC days between start and end, evenly spread."""
-    first = start - start % DAY_US + (DAY_US if start % DAY_US else 0)
-    days = max(1, (end - first) // DAY_US)
+    first = start - start % DAY + (DAY if start % DAY else 0)
+    days = max(1, (end - first) // DAY)
     step = max(1, math.ceil(days / count))
-    return [first + i * step * DAY_US for i in range(days // step + 1) if first + i * step * DAY_US <= end]
+    return [first + i * step * DAY for i in range(days // step + 1) if first + i * step * DAY <= end]
 
 
 def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],

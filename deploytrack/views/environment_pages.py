@@ -9,12 +9,11 @@ from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import whole_number
 from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.timeutil import now_us
+from deploytrack.timeutil import now_us, DAY
 from deploytrack.views import charts, timeline
 from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
-DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)
 PRODUCTS_PER_PAGE = 25
 TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
@@ -52,7 +51,7 @@ async def product(request: Request) -> Response:
     if len(name) > 512 or not await dq.product_exists(db, name):
         raise NotFound("There is no product with that name.")
     end = now_us()
-    start = end - days * DAY_US
+    start = end - days * DAY
     await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(db, name)
     deployments = await dq.product_deployments(db, name, start, TIMELINE_LIMIT)

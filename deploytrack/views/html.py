@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
-from deploytrack.timeutil import parse_timestamp, to_iso
+from deploytrack.timeutil import parse_timestamp, to_iso, DAY
 from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -91,4 +91,4 @@ def day_or_time(us: int | None) -> str:
     if us is None:
         return ""
     text = to_iso(us) or ""
-    return text[:10] if us % 86_400_000_000 == 0 else text
+    return text[:10] if us % DAY == 0 else text

@@ -19,7 +19,7 @@ from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import event_queries as queries
 from deploytrack.storage import incident_queries as iq
-from deploytrack.timeutil import now_us
+from deploytrack.timeutil import now_us, HOUR
 from deploytrack.views import dashboard
 from deploytrack.views.html import (
     MENU_LIMIT,
@@ -85,7 +85,7 @@ async def incident_detail(request: Request) -> Response:
     linked = await dq.get_deployment(app.db, incident["deployment_id"]) if incident["deployment_id"] else None
     environments = [incident["environment"]] if incident["environment"] else sorted(app.settings.production_set)
     before = await dq.deployments_before(app.db, incident["product"], environments, opened,
-                                         opened - HOURS_BEFORE * 3_600_000_000)
+                                         opened - HOURS_BEFORE * HOUR)
     return render(request, "incident.html", {
         "token": token, "i": incident, "linked": linked, "before": before, "environments": environments,
         "hours": HOURS_BEFORE, "duration": (resolved or now_us()) - opened,
