@@ -7,8 +7,8 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import urlencode
 
-from deploytrack.timeutil import to_iso
-from deploytrack.views.charts import DAY_US, TimelineItem
+from deploytrack.timeutil import DAY, to_iso
+from deploytrack.views.charts import TimelineItem
 
 AGGREGATE_FROM_DAYS = 90
 # which status a day's mark shows when it holds several: the one that needs a look
@@ -65,7 +65,7 @@ def per_day(product: str, lanes_in: list[Lane]) -> list[Lane]:
     for name, items in lanes_in:
         days: dict[int, list[TimelineItem]] = defaultdict(list)
         for item in items:
-            days[item[0] - item[0] % DAY_US].append(item)
+            days[item[0] - item[0] % DAY].append(item)
         marks: list[TimelineItem] = []
         for day, group in sorted(days.items()):
             if len(group) == 1:
@@ -81,10 +81,10 @@ def per_day(product: str, lanes_in: list[Lane]) -> list[Lane]:
                 href = "/incidents?" + urlencode({"product": product})
             else:
                 query = {"product": product, "kind": "build" if name == "builds" else "deployment",
-                         "since": (to_iso(day) or "")[:10], "until": (to_iso(day + DAY_US) or "")[:10]}
+                         "since": (to_iso(day) or "")[:10], "until": (to_iso(day + DAY) or "")[:10]}
                 if name != "builds":
                     query["environment"] = name
                 href = "/events?" + urlencode(query)
-            marks.append((day + DAY_US // 2, worst + (" rollback" if ringed else ""), text, href))
+            marks.append((day + DAY // 2, worst + (" rollback" if ringed else ""), text, href))
         out.append((name, marks))
     return out
