@@ -30,7 +30,6 @@ from deploytrack.storage import database as dbmod
 from tests.pg_cluster import Cluster, bindir
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = REPO.parent / "shared" / "seeds"
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
