@@ -230,10 +230,10 @@ def test_import_applies_the_same_bounds(db_path, tmp_path, capsys):
                           ('{"kind": "build", "product": "p", "received_at": "1999-01-01"}',
                            f"'received_at' is {TOO_EARLY}")):
         lines.write_text(good + "\n" + bad + "\n")
-        assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+        assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 1
         err = capsys.readouterr().err
         assert f"line 2: Field {expected}" in err, err
         assert query(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
     lines.write_text(good + "\n")
-    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 0
+    assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 0
     assert query(db_path, "SELECT COUNT(*) FROM events") == [(1,)]
