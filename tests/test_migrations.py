@@ -194,10 +194,11 @@ def test_a_database_from_a_newer_version_is_refused_in_one_line(db_path, token, 
     before = query(db_path, "SELECT name FROM schema_migrations ORDER BY name")
     port = ["--port", str(free_port())] if command == ["serve"] else []
     done = run(*command, *port, "--db", str(db_path))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # every start-up refusal: one line, exit 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("deploytrack: the database was upgraded by a newer deploytrack")
+    assert lines[0].startswith("deploytrack: refusing the database ")
+    assert "the database was upgraded by a newer deploytrack" in lines[0]
     assert "m999_from_the_future" in lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert query(db_path, "SELECT name FROM schema_migrations ORDER BY name") == before
