@@ -30,6 +30,7 @@ from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database
+from deploytrack.storage.event_search import SearchIndexer
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, html, metrics_api, pages, rules_api
 from deploytrack.web.guards import RequestGuards
@@ -187,6 +188,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
+    state.background.append(SearchIndexer(state.db))
     if settings.scheduler:
         state.background.append(MetricsScheduler(state.db, settings, deriver=state.deriver))
     if settings.notify_url_list:

@@ -76,6 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
                                           "at most an hour"),
     Setting("notify_max_attempts", 12, "attempts before a notification is given up (kept in the outbox)"),
     Setting("notify_timeout", 10.0, "seconds to wait for a notification receiver to answer"),
+    Setting("search_window", 50_000, "most events one event search examines when its index cannot answer it "
+                                     "(a term under 3 characters, or in very many summaries); a page it "
+                                     "leaves short carries a cursor to search older events"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -118,6 +121,7 @@ class Settings:
     notify_retry_seconds: float = 10.0
     notify_max_attempts: int = 12
     notify_timeout: float = 10.0
+    search_window: int = 50_000
 
     @property
     def base_url(self) -> str:
@@ -250,6 +254,8 @@ def _check(s: Settings) -> None:
         raise ValueError(f"setting 'notify_format': must be one of {', '.join(NOTIFY_FORMATS)}")
     if s.notify_interval <= 0 or s.notify_retry_seconds <= 0 or s.notify_timeout <= 0:
         raise ValueError("settings 'notify_interval', 'notify_retry_seconds' and 'notify_timeout' must be positive")
+    if s.search_window < 1:
+        raise ValueError("setting 'search_window': must be at least 1")
     if s.notify_max_attempts < 1:
         raise ValueError("setting 'notify_max_attempts': must be at least 1")
     try:

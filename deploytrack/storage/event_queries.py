@@ -11,10 +11,12 @@ import orjson
 from deploytrack.errors import BadRequest
 from deploytrack.model import KINDS, STATUSES, whole_number
 from deploytrack.settings import canonical_environment
+from deploytrack.storage import event_search
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import parse_timestamp, to_iso
 
 MAX_PAGE = 500
+_ORDER = ("occurred_at", "seq")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class EventFilter:
             value = (params.get(name) or "").strip()
             if len(value) > 512:
                 raise BadRequest(f"query parameter '{name}' is too long", name)
+            if "\x00" in value:
+                raise BadRequest(f"query parameter '{name}' contains a NUL character", name)
             return value or None
 
         kind, status = text("kind"), text("status")
@@ -71,9 +75,12 @@ def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     return occurred, seq
 
 
-async def list_events(db: Database, flt: EventFilter, limit: int = 50,
-                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Events newest first (by their own time, then arrival); returns the page and the next cursor."""
+async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: str | None = None,
+                      window: int = event_search.WINDOW) -> tuple[list[dict[str, Any]], str | None]:
+    """Events newest first (by their own time, then arrival); returns the page and the next cursor.
+
+    A windowed search (event_search.plan) examines at most `window` events and may return a short
+    page with a cursor: older events remain to be searched from there."""
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
     where, params = [], []
@@ -92,10 +99,41 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50,
     if flt.until is not None:
         where.append("occurred_at < ?")
         params.append(flt.until)
-    if flt.q:
-        where.append("summary LIKE ? ESCAPE '\\'")
-        params.append("%" + flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-    return await newest_first(db, "events", ("occurred_at", "seq"), where, params, limit, cursor)
+    if not flt.q:
+        return await newest_first(db, "events", _ORDER, where, params, limit, cursor)
+    search = await event_search.plan(db, flt.q, window)
+    end = await _window_end(db, where, params, cursor, window) if search.windowed else None
+    if end is not None:  # examine only the window: the next `window` events these filters select
+        where = [*where, "occurred_at >= ? AND (occurred_at > ? OR seq >= ?)"]
+        params = [*params, end[0], end[0], end[1]]
+    rows, next_cursor = await newest_first(db, search.table, _ORDER, [*where, search.match],
+                                           [*search.table_params, *params, *search.match_params], limit, cursor)
+    if next_cursor is None and end is not None:
+        next_cursor = f"{end[0]}.{end[1]}"  # a short page, yet older events remain to be searched
+    return rows, next_cursor
+
+
+async def _window_end(db: Database, where: list[str], params: list[Any], cursor: str | None,
+                      window: int) -> tuple[int, int] | None:
+    """(time, seq) of the last of the next `window` events `where` selects after `cursor`, when older
+    ones follow it; None when the window reaches the oldest."""
+    after, after_params = _after(_ORDER, cursor)
+    conditions = [*where, *after]
+    sql = ("SELECT occurred_at, seq FROM events" + (" WHERE " + " AND ".join(conditions) if conditions else "")
+           + " ORDER BY occurred_at DESC, seq DESC LIMIT 2 OFFSET ?")
+    rows = await db.fetchall(sql, [*params, *after_params, window - 1])
+    return (int(rows[0][0]), int(rows[0][1])) if len(rows) == 2 else None
+
+
+def _after(order: tuple[str, str], cursor: str | None) -> tuple[list[str], list[Any]]:
+    """The condition (and its parameters) for rows after `cursor` in newest-first `order`."""
+    after = decode_cursor(cursor)
+    if after is None:
+        return [], []
+    time_col, id_col = order
+    # The leading `time <= ?` lets the index seek straight to the cursor; an OR alone made
+    # SQLite scan from the newest row (a middle page of 1M events took ~100 ms instead of ~3).
+    return [f"{time_col} <= ? AND ({time_col} < ? OR {id_col} < ?)"], [after[0], after[0], after[1]]
 
 
 async def newest_first(db: Database, table: str, order: tuple[str, str], where: list[str], params: list[Any],
@@ -104,13 +142,8 @@ async def newest_first(db: Database, table: str, order: tuple[str, str], where: 
     newest first by `order` (a time column, then an id column), and the cursor of the next page
     (`time.id` of the last row) or None."""
     time_col, id_col = order
-    where, params = list(where), list(params)
-    after = decode_cursor(cursor)
-    if after is not None:
-        # The leading `time <= ?` lets the index seek straight to the cursor; an OR alone made
-        # SQLite scan from the newest row (a middle page of 1M events took ~100 ms instead of ~3).
-        where.append(f"{time_col} <= ? AND ({time_col} < ? OR {id_col} < ?)")
-        params.extend([after[0], after[0], after[1]])
+    after, after_params = _after(order, cursor)
+    where, params = [*where, *after], [*params, *after_params]
     sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
     sql += f" ORDER BY {time_col} DESC, {id_col} DESC LIMIT ?"
     rows = [dict(r) for r in await db.fetchall(sql, [*params, limit + 1])]

@@ -51,7 +51,8 @@ async def list_events(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
     flt = queries.EventFilter.from_query(request.query_params, app.settings.environment_aliases)
-    rows, cursor = await queries.list_events(app.db, flt, page_limit(request), request.query_params.get("cursor"))
+    rows, cursor = await queries.list_events(app.db, flt, page_limit(request), request.query_params.get("cursor"),
+                                             app.settings.search_window)
     return JSONResponse({"events": [queries.event_json(r) for r in rows], "next_cursor": cursor})
 
 

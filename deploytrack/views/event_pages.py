@@ -20,10 +20,13 @@ async def events(request: Request) -> Response:
     app = request.app.state.deploytrack
     flt = queries.EventFilter.from_query(request.query_params, app.settings.environment_aliases)
     cursor = request.query_params.get("cursor")
-    rows, next_cursor = await queries.list_events(app.db, flt, PAGE_SIZE, cursor)
+    rows, next_cursor = await queries.list_events(app.db, flt, PAGE_SIZE, cursor, app.settings.search_window)
     query = dict(flt.as_query())
+    # A windowed search stops short of a full page where its window ends: say how far back it looked.
+    searched_to = queries.decode_cursor(next_cursor)[0] if next_cursor and len(rows) < PAGE_SIZE else None
     return render(request, "events.html", {
         "token": token, "events": rows, "filter": flt, "paged": bool(cursor), "kinds": KINDS, "statuses": STATUSES,
+        "searched_to": searched_to,
         "next_url": page_url("/events", query, next_cursor) if next_cursor else None,
         "first_url": page_url("/events", query),
         "products": await queries.names(app.db, "products", MENU_LIMIT),
