@@ -172,6 +172,8 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
         for text in ("versioner deploy", "versioner build", "quanta deploy 42", "devgrid deploy", "ilert deploy",
                      "smoke-versioner", "smoke-devgrid", "smoke-pipeline"):
             assert text in page.text, text
+        found = http.get("/api/v1/events", params={"q": "DEVGRID dep"}, headers=bearer).json()
+        assert [e["summary"] for e in found["events"]] == ["devgrid deploy"] and found["next_cursor"] is None
 
         # Backup while the server runs and keeps taking writes.
         backup = tmp_path / "backup.db"
@@ -183,6 +185,8 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     conn = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # The executable's own SQLite has FTS5's trigram tokenizer: its migration built the search index.
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_search'").fetchone() == (1,)
         assert sorted(r[0] for r in conn.execute("SELECT dialect FROM events")) == \
             ["devgrid", "ilert", "quanta", "versioner", "versioner"]
     finally:
