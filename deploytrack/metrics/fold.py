@@ -180,30 +180,39 @@ def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any
     return out
 
 
+def _late_keys(conn: sqlite3.Connection, snapshot_top: int) -> set[Key]:
+    """Keys with deployment events that arrived after the snapshot (usually none, or a few)."""
+    # (the kind is tested here, not in SQL: a `kind` term tempts the planner into walking every deployment)
+    rows = conn.execute("SELECT kind, product, environment, version FROM events WHERE seq > ?", (snapshot_top,))
+    return {(r[1], r[2], r[3]) for r in rows if r[0] == "deployment"}
+
+
 def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
     records changed since (another refresh), is left for the next round. Returns the keys written, each
-    with the earliest time it touched."""
-    written: list[tuple[Key, int]] = []
-    for p in plans:
-        newest = conn.execute(f"SELECT MAX(seq) FROM events WHERE kind = 'deployment' AND {_KEY}", p.key).fetchone()[0]
-        if (newest is not None and newest > snapshot_top) or _stored(conn, list(p.replaced)) != p.replaced:
-            continue  # new events, or another refresh got here first: the next round sees it
-        remember_ids(conn)
-        top = next_id(conn)
-        replaced = list(p.replaced)
-        for start in range(0, len(replaced), 400):
-            chunk = replaced[start:start + 400]
-            conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        rows: list[tuple[Any, ...]] = []
-        moves: list[tuple[int, int]] = []
+    with the earliest time it touched. A few statements for the whole chunk, not per key."""
+    plans = list(plans)
+    late = _late_keys(conn, snapshot_top)
+    stored = _stored(conn, [i for p in plans for i in p.replaced])
+    # new events, or another refresh got here first: the next round sees it
+    fresh = [p for p in plans if p.key not in late and all(stored.get(i) == r for i, r in p.replaced.items())]
+    if not fresh:
+        return []
+    remember_ids(conn)
+    top = next_id(conn)
+    replaced = [i for p in fresh for i in p.replaced]
+    for start in range(0, len(replaced), 400):
+        chunk = replaced[start:start + 400]
+        conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+    rows: list[tuple[Any, ...]] = []
+    moves: list[tuple[int, int]] = []
+    for p in fresh:
         for record, kept in zip(p.records, p.ids):
             if kept is None:
                 kept, top = top, top + 1
             rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
             moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids) if old != kept)
-        conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
-                         f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
-        conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
-        written.append((p.key, p.earliest()))
-    return written
+    conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
+                     f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
+    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
+    return [(p.key, p.earliest()) for p in fresh]

@@ -109,9 +109,10 @@ HEAVY_DAYS = 31  # days to snapshot
 
 
 def refresh_is_heavy(conn: sqlite3.Connection) -> bool:
-    """Whether bringing derived data up to date is a large job: a first build or a big backlog."""
+    """Whether bringing derived data up to date is a large job: many events since the last refresh (or
+    since the start, for a database never refreshed: an import, an upgrade)."""
     top, mark, _ = refresh.state(conn)
-    return mark is None or top - mark > HEAVY_EVENTS
+    return top - (mark or 0) > HEAVY_EVENTS
 
 
 def round_is_heavy(conn: sqlite3.Connection, now: int) -> bool:
