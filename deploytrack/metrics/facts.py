@@ -160,13 +160,14 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
             "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
             f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
-    versions = sorted({(p, d[1]) for (p, _), rows in deps.items() for d in rows if d[1] is not None})
+    versions: dict[str, set[str]] = defaultdict(set)  # product -> versions deployed
+    for (product, _), rows in deps.items():
+        versions[product].update(d[1] for d in rows if d[1] is not None)
     version_sha: dict[tuple[str, str], str] = {}
-    for product in sorted({p for p, _ in versions}):
-        names = [v for p, v in versions if p == product]
+    for product, names in sorted(versions.items()):
         version_sha.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, scm_sha FROM versions WHERE product = ? AND scm_sha IS NOT NULL "
-            "AND version IN ({marks})", names, product))
+            "AND version IN ({marks})", sorted(names), product))
     # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
     # walking every deployment event instead of looking these ids up)
     event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
@@ -191,10 +192,10 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
                                          "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
     build_version: dict[tuple[str, str], int] = {}
-    for product in sorted({p for p, _ in versions}):
+    for product, names in sorted(versions.items()):
         build_version.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, MIN(occurred_at) FROM events WHERE kind = 'build' AND product = ? "
-            "AND version IN ({marks}) GROUP BY version", [v for p, v in versions if p == product], product))
+            "AND version IN ({marks}) GROUP BY version", sorted(names), product))
 
     out = []
     for (product, environment), rows in deps.items():
