@@ -313,7 +313,7 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             for d, _, source in facts.lead.get(key, ()):
                 if d < n:
                     per_source[source][d] += 1
-        psrc = dict(zip(SOURCES, map(_prefix, per_source)))
+        psrc = dict(zip(SOURCES, map(_prefix, per_source), strict=True))
         restore = [p for key in keys for p in facts.restore.get(key, ())]
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
@@ -335,18 +335,19 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             days = range(first, last + 1)
             starts = [max(0, t - window + 1) for t in days]
 
-            def sums(p: list[int]) -> list[int]:
+            def sums(p: list[int], days: range = days, starts: list[int] = starts) -> list[int]:
                 """The window's total of each day: prefix sums p over days lo..t."""
-                return [p[t + 1] - p[lo] for t, lo in zip(days, starts)]
+                return [p[t + 1] - p[lo] for t, lo in zip(days, starts, strict=True)]
 
             late = list(accumulate(pending[:last + 1]))[first:]  # failures known after their day, so far
             open_now = list(accumulate(unresolved[:last + 1]))[first:]
-            sources = [dict(zip(SOURCES, counts)) for counts in zip(*(sums(psrc[name]) for name in SOURCES))]
+            source_sums = zip(*(sums(psrc[name]) for name in SOURCES), strict=True)
+            sources = [dict(zip(SOURCES, counts, strict=True)) for counts in source_sums]
             out[(scope, window)] = [
                 _metrics(window, c, a, f, known + later, dd, lead_m, src, restore_m, unresolved_n, settings)
                 for c, a, f, known, later, dd, lead_m, src, restore_m, unresolved_n in zip(
                     sums(pc), sums(pa), sums(pf), sums(pn), late, sums(pdays), lead_all[window], sources,
-                    restore_all[window], open_now)]
+                    restore_all[window], open_now, strict=True)]
     return out
 
 

@@ -112,7 +112,7 @@ class PartitionFacts:
             return [self]
         bounds = [self.start, *cuts, None]
         out = []
-        for lo, hi in zip(bounds, bounds[1:]):
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
             def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
                 return at >= lo and (hi is None or at < hi)
             out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],

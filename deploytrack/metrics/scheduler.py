@@ -18,6 +18,7 @@ small rounds run in a thread of the server, resting between steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -289,7 +290,5 @@ class MetricsScheduler:
                 log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(self.interval, to_midnight)))
-            except asyncio.TimeoutError:
-                pass

@@ -99,7 +99,7 @@ class Worker:
 async def _reap(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
     try:
         await asyncio.wait_for(proc.wait(), grace)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
 
