@@ -131,24 +131,19 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
         return (us - base) // DAY
 
     flt, params = _scope_sql("f", product, envs, production)
-    known: dict[int, int] = {}
-    for dep, opened in conn.execute(
-            "SELECT f.id, MIN(i.opened_at) FROM deployment_facts f JOIN incidents i ON i.deployment_id = f.id "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND i.opened_at < ? AND f.status = 'completed'{flt} "
-            "GROUP BY f.id", (since, until, until, *params)):
-        known[dep] = opened
-    counts: Counter[tuple[str, str, int, int | None, str]] = Counter()
-    for dep, prod, env, status, finished, rolled_back in conn.execute(
-            "SELECT f.id, f.product, f.environment, f.status, f.finished_at, f.rolled_back_at FROM deployment_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt}", (since, until, *params)):
-        at = None
-        if status == "completed":
-            at = rules.failure_known_at(rolled_back if rolled_back is not None and rolled_back < until else None,
-                                        [known[dep]] if dep in known else [])
-        fday = idx(finished)
-        counts[(prod, env, fday, None if at is None else max(fday, idx(at)), status)] += 1
-    for (prod, env, fday, kday, status), count in counts.items():
-        facts.deployments.setdefault((prod, env), []).append((fday, kday, status, count))
+    # Deployments with the same inputs to the rules (day, status, rollback and first linked incident known
+    # by `until`) are counted together in SQL: at millions of rows, most are "completed, nothing known".
+    for prod, env, fday, status, rolled_back, opened, count in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
+            "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
+            "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
+            "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
+            "ON k.deployment_id = f.id AND f.status = 'completed' "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
+            (base, DAY, until, until, since, until, *params)):
+        at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
+        facts.deployments.setdefault((prod, env), []).append(
+            (fday, None if at is None else max(fday, idx(at)), status, count))
     for prod, env, finished, lead_us, source in conn.execute(
             "SELECT f.product, f.environment, f.finished_at, f.lead_us, f.source FROM metric_lead_facts f "
             f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}", (since, until, *params)):
