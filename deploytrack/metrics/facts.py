@@ -129,25 +129,31 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int
-                ) -> tuple[int, rules.Outcome | None, set[str]]:
+def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int) -> tuple[int, rules.Outcome | None]:
     """Where a product/environment's facts must be redone from for changes at or after `since`: the last
-    completed deployment before it (whose "next" may change), with the completed deployment before that
-    and the versions completed before it, which the rules need as context."""
+    completed deployment before it (whose "next" may change), with the completed deployment before that,
+    which the rules need as context."""
     if since <= EVER:
-        return EVER, None, set()
+        return EVER, None
     row = conn.execute("SELECT MAX(finished_at) FROM deployments WHERE product = ? AND environment = ? "
                        "AND status = 'completed' AND finished_at < ?", (*partition, since)).fetchone()
     if row[0] is None:
-        return EVER, None, set()
+        return EVER, None
     start = int(row[0])
     before = conn.execute("SELECT id, version, status, finished_at, label FROM deployments WHERE product = ? "
                           "AND environment = ? AND status = 'completed' AND finished_at < ? "
                           "ORDER BY finished_at DESC, id DESC LIMIT 1", (*partition, start)).fetchone()
-    seen = {r[0] for r in conn.execute(
-        "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? AND status = 'completed' "
-        "AND finished_at < ? AND version IS NOT NULL", (*partition, start))}
-    return start, None if before is None else rules.Outcome(*before), seen
+    return start, None if before is None else rules.Outcome(*before)
+
+
+def _seen_before(conn: sqlite3.Connection, partition: Partition, start: int, versions: Iterable[str]) -> set[str]:
+    """Which of `versions` completed in the product/environment before `start` (the rules ask only
+    about the versions they meet, so the rest of the history is not read)."""
+    if start <= EVER:
+        return set()
+    return {r[0] for r in _in(conn, "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? "
+                                    "AND status = 'completed' AND finished_at < ? AND version IN ({marks})",
+                              sorted(set(versions)), *partition, start)}
 
 
 def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
@@ -155,10 +161,12 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
-        context[partition] = start, _, _ = _tail_start(conn, partition, since)
+        start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
             "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
             f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
+        seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
+        context[partition] = start, previous, seen
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
     versions: dict[str, set[str]] = defaultdict(set)  # product -> versions deployed
     for (product, _), rows in deps.items():
