@@ -144,10 +144,11 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
         at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
         facts.deployments.setdefault((prod, env), []).append(
             (fday, None if at is None else max(fday, idx(at)), status, count))
-    for prod, env, finished, lead_us, source in conn.execute(
-            "SELECT f.product, f.environment, f.finished_at, f.lead_us, f.source FROM metric_lead_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}", (since, until, *params)):
-        facts.lead.setdefault((prod, env), []).append((idx(finished), lead_us, source))
+    for prod, env, day, lead_us, source in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
+            (base, DAY, since, until, *params)):
+        facts.lead.setdefault((prod, env), []).append((day, lead_us, source))
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     for prod, env, opened, resolved in conn.execute(
             "SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
@@ -191,12 +192,14 @@ def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
                       windows: Iterable[int]) -> dict[int, list[tuple[float | None, int]]]:
     """Per window W, (median, count) of the values whose day index lies in (t - W, t], for t in first..last."""
     windows = list(windows)
-    if last - first < 3:  # a few days (the nightly run, a live request): sorting each window is cheaper
+    if last - first < 3:  # a few days (the nightly run, a live request): one sort, then a filter per window
         few: dict[int, list[tuple[float | None, int]]] = {}
+        ranked = sorted(points, key=itemgetter(1))
         for window in windows:
             result = few[window] = []
             for t in range(first, last + 1):
-                values = sorted(v for d, v in points if t - window < d <= t)
+                lo = t - window
+                values = [v for d, v in ranked if lo < d <= t]
                 n = len(values)
                 mid = n // 2
                 result.append((None if not n else float(values[mid]) if n % 2
