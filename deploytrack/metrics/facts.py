@@ -14,10 +14,12 @@ leaving a new event behind (deletions, recorded commits) is marked in `derived_s
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from deploytrack.errors import BadRequest
@@ -53,10 +55,12 @@ def mark_shas(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
 
 
 def _in(conn: sqlite3.Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
-    """Rows of `sql` whose `{in}` is filled with each chunk of `values` (after the `before` parameters)."""
+    """Rows of `sql` filled with each chunk of `values` (after the `before` parameters): `{marks}` becomes
+    `?, ?, ...` (for IN), `{rows}` becomes `(?), (?), ...` (for a VALUES table)."""
     for start in range(0, len(values), _CHUNK):
         chunk = list(values[start:start + _CHUNK])
-        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*before, *chunk))
+        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk)), rows=", ".join(["(?)"] * len(chunk))),
+                                (*before, *chunk))
 
 
 def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Partition]:
@@ -106,17 +110,21 @@ class PartitionFacts:
     def pieces(self, rows: int) -> list[PartitionFacts]:
         """The same rows as consecutive finish-time ranges of about `rows` outcomes each, so that each
         write transaction stays short and every range is whole when written."""
-        cuts = [self.outcomes[i][4] for i in range(rows, len(self.outcomes), rows)]
-        cuts = sorted(set(cuts))
+        outcomes = sorted(self.outcomes, key=itemgetter(4))
+        lead = sorted(self.lead, key=itemgetter(4))
+        cuts = sorted({outcomes[i][4] for i in range(rows, len(outcomes), rows)})
         if not cuts:
             return [self]
+        out_times, lead_times = [r[4] for r in outcomes], [r[4] for r in lead]
         bounds = [self.start, *cuts, None]
         out = []
         for lo, hi in zip(bounds, bounds[1:], strict=False):
-            def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
-                return at >= lo and (hi is None or at < hi)
-            out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
-                                      [r for r in self.lead if inside(r[4])], hi))
+            def part(sorted_rows: list[tuple[Any, ...]], times: list[int], lo: int = lo,
+                     hi: int | None = hi) -> list[tuple[Any, ...]]:
+                """The rows finished in [lo, hi), by bisection: each piece costs its own rows only."""
+                begin = bisect.bisect_left(times, lo)
+                return sorted_rows[begin:len(times) if hi is None else bisect.bisect_left(times, hi)]
+            out.append(PartitionFacts(self.partition, lo, part(outcomes, out_times), part(lead, lead_times), hi))
         return out
 
 
@@ -197,8 +205,10 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     for sha, repository, at in _in(conn, "SELECT sha, repository, committed_at FROM commits WHERE sha IN ({marks})",
                                    shas):
         commits[sha].append((repository, at))
-    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
-                                         "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
+    # one lookup per SHA: with `scm_sha IN (...)` a planner without statistics walks every build instead
+    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT v.column1, (SELECT MIN(e.occurred_at) FROM events e "
+                                         "WHERE e.kind = 'build' AND e.scm_sha = v.column1) FROM (VALUES {rows}) AS v",
+                                         shas) if r[1] is not None}
     build_version: dict[tuple[str, str], int] = {}
     for product, names in sorted(versions.items()):
         build_version.update(((product, r[0]), r[1]) for r in _in(
