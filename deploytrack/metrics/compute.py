@@ -11,7 +11,6 @@ Definitions and bands: docs/metrics.md.
 from __future__ import annotations
 
 import bisect
-import gc
 import sqlite3
 from array import array
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.metrics.rules import (
     BANDS_SOURCE,
     SOURCES,
@@ -406,10 +405,7 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
                   computed_at: int) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts); read-only."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         facts = load_facts(conn, settings, since, last_day + DAY)
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
@@ -422,9 +418,6 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
             for offset, text in enumerate(dumped):
                 rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
                              computed_at))
-    finally:
-        if collecting:
-            gc.enable()
     return rows
 
 

@@ -23,7 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 from deploytrack.errors import BadRequest
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.timeutil import parse_timestamp
 
 Partition = tuple[str, str]  # product, environment
@@ -166,6 +166,11 @@ def _seen_before(conn: sqlite3.Connection, partition: Partition, start: int, ver
 
 def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
+    with gcpause.paused():
+        return _plan(conn, partitions)
+
+
+def _plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():

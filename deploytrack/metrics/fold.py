@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 
 Key = tuple[str, str, str | None]  # product, environment, version
 EVER = rules.EVER
@@ -125,6 +125,11 @@ def plan_key(conn: sqlite3.Connection, key: Key, earliest: int) -> KeyPlan:
 def plan_product(conn: sqlite3.Connection, product: str) -> list[KeyPlan]:
     """The refolds of every key of one product that change something: two streaming reads, not a
     few queries per key."""
+    with gcpause.paused():
+        return _plan_product(conn, product)
+
+
+def _plan_product(conn: sqlite3.Connection, product: str) -> list[KeyPlan]:
     stored: dict[Key, dict[int, dict[str, Any]]] = {}
     for row in conn.execute(f"SELECT id, environment, version, invoke_id, {', '.join(_RECORD_FIELDS)} "
                             "FROM deployments WHERE product = ?", (product,)):
