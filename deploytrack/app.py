@@ -24,7 +24,7 @@ from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.database import Database
+from deploytrack.storage.database import Database, password_for
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, metrics_api, pages
 from deploytrack.web.http import RateLimiter, redact_access_log
@@ -74,7 +74,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.version = __version__
-        self.db = Database(settings.db)
+        self.db = Database(settings.db, settings.db_readers, password_for(settings))
         self.templates = make_templates()
         self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
         self.limiter = RateLimiter(settings.rate_limit)

@@ -16,13 +16,15 @@ from deploytrack.settings import SETTINGS, Settings, load_settings, settings_hel
 from deploytrack.storage import postgres as pg
 
 Command = Callable[[argparse.Namespace], int]
+# The settings every command that opens the database takes.
+DB_SETTINGS = ("db", "db_password_file")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
     """One flag per setting (all of them for `serve`, a few for other commands)."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file (or DEPLOYTRACK_CONFIG)")
     for s in SETTINGS:
-        if (names is not None and s.name not in names) or isinstance(s.default, dict):
+        if (names is not None and s.name not in names) or isinstance(s.default, dict) or not s.flag:
             continue
         flag = "--" + s.name.replace("_", "-")
         if isinstance(s.default, bool):
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
     for p in (create, tsub.choices["list"], revoke):
-        add_settings_flags(p, ["db"])
+        add_settings_flags(p, DB_SETTINGS)
     token.set_defaults(func=cmd_token)
 
     for register in _extra_commands():

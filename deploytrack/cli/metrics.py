@@ -17,7 +17,7 @@ from deploytrack.timeutil import day_start_us, now_us, parse_timestamp, to_iso
 
 def register(sub: Any) -> None:
     """Add the `metrics` command to the top-level parser."""
-    from deploytrack.cli.main import add_settings_flags
+    from deploytrack.cli.main import DB_SETTINGS, add_settings_flags
 
     parser = sub.add_parser("metrics", help="recompute and show DORA metrics")
     msub = parser.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     show.add_argument("--window", default="30d", help="7d, 30d or 90d (default 30d)")
     show.add_argument("--json", action="store_true", help="print the same JSON as GET /api/v1/metrics")
     for p in (recompute, show):
-        add_settings_flags(p, ["db", "production_environments", "count_failed_deployments"])
+        add_settings_flags(p, [*DB_SETTINGS, "production_environments", "count_failed_deployments"])
     parser.set_defaults(func=run)
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from deploytrack.cli.main import settings_from
 
     settings = settings_from(args)
-    conn = dbmod.open_migrated(settings.db)
+    conn = dbmod.open_settings(settings)
     try:
         if args.metrics_command == "recompute":
             return _recompute(conn, settings, args.since, args.refold_all)
@@ -57,14 +57,9 @@ def _recompute(conn: Any, settings: Any, since: str | None, refold_all: bool = F
     now = now_us()
     yesterday = day_start_us(now) - metrics.DAY
     started = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with dbmod.transaction(conn):
         start, end, rows = metrics.recompute(conn, settings, first, yesterday, now, refold_all)
         conn.execute("DELETE FROM dirty_days WHERE day >= ? AND day <= ?", (start, end))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     elapsed = time.perf_counter() - started
     if rows == 0:
         print(f"Deployments rebuilt; no days to snapshot ({elapsed:.2f}s).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from deploytrack.errors import BadRequest, PayloadTooLarge
@@ -10,6 +9,7 @@ from deploytrack.metrics import facts as metric_facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
 from deploytrack.timeutil import parse_timestamp
+from deploytrack.storage.database import Connection
 
 _FIELDS = {"sha", "repository", "authored_at", "committed_at", "message", "author"}
 
@@ -40,7 +40,7 @@ def parse_batch(body: Any, limits: Limits, max_items: int) -> list[tuple[Any, ..
     return rows
 
 
-def store(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: int) -> int:
+def store(conn: Connection, rows: list[tuple[Any, ...]], now: int) -> int:
     """Insert or update commits by (repository, sha); days with later deployments get recomputed."""
     conn.executemany(
         "INSERT INTO commits (repository, sha, authored_at, committed_at, message, author) VALUES (?, ?, ?, ?, ?, ?) "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, TextIO
@@ -33,6 +32,7 @@ from deploytrack.model import (
 )
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
+from deploytrack.storage.database import Connection, transaction
 
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
@@ -48,7 +48,7 @@ class TransferError(RuntimeError):
 # -- export --------------------------------------------------------------------------------
 
 
-def event_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
     """Every event, every column, oldest arrival first; times ISO 8601, links/metadata decoded."""
     cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
     for row in cursor:
@@ -168,7 +168,7 @@ def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:
             yield parse_line(data, number, limits, now)
 
 
-def import_file(conn: sqlite3.Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
+def import_file(conn: Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
     """Check the whole file first (nothing is written if a line is bad), then store it in batches.
 
     A conflict found while storing (a version already recorded with another SHA) stops the
@@ -190,11 +190,10 @@ def import_file(conn: sqlite3.Connection, path: Path, aliases: Mapping[str, str]
     return result
 
 
-def _store(conn: sqlite3.Connection, batch: list[ImportLine], aliases: Mapping[str, str],
+def _store(conn: Connection, batch: list[ImportLine], aliases: Mapping[str, str],
            result: ImportResult) -> None:
     stored = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         for line in batch:
             try:
                 row = store.import_event(conn, line.event, line.event_id, line.received_at, aliases)
@@ -203,9 +202,5 @@ def _store(conn: sqlite3.Connection, batch: list[ImportLine], aliases: Mapping[s
                     f"line {line.number}: {exc.message}; {result.stored} events before this batch are stored, "
                     "re-running the import after fixing the line skips them") from None
             stored += row is not None
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     result.stored += stored
     result.skipped += len(batch) - stored

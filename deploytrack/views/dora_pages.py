@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Callable
+from typing import Callable
 
 from markupsafe import Markup
 from starlette.requests import Request
@@ -12,7 +11,6 @@ from starlette.responses import Response
 from deploytrack.metrics import compute as metrics
 from deploytrack.metrics import incidents as incident_rules
 from deploytrack.settings import canonical_environment
-from deploytrack.storage import database as dbmod
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
 from deploytrack.views import charts, dashboard
@@ -53,15 +51,6 @@ def formatter(unit: str) -> Callable[[float], str]:
     return lambda v: f"{v:.1f} / week"
 
 
-def _report(path: Any, settings: Any, scope: metrics.Scope, window: int) -> dict[str, Any]:
-    """The same report GET /api/v1/metrics returns, on a read-only connection of its own (temp tables)."""
-    conn = dbmod.connect(path, readonly=True)
-    try:
-        return metrics_report(conn, settings, scope, window, dashboard.TREND_DAYS, now_us())
-    finally:
-        conn.close()
-
-
 @page
 async def dora(request: Request) -> Response:
     """GET /dora: the four metrics for a product/environment scope and window, with 90-day trends."""
@@ -72,7 +61,7 @@ async def dora(request: Request) -> Response:
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     window = dashboard.parse_window(request.query_params.get("window"))
     scope = metrics.Scope.of(product, environment)
-    report = await asyncio.to_thread(_report, app.db.path, app.settings, scope, window)
+    report = await app.db.read(metrics_report, app.settings, scope, window, dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
     cards = []
     for metric in dashboard.METRICS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -17,7 +16,6 @@ from deploytrack.metrics import incidents
 from deploytrack.model import STATUSES, whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import commits, corrections
-from deploytrack.storage import database as dbmod
 from deploytrack.storage.event_queries import decode_cursor
 from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 from deploytrack.views.api import api, page_limit
@@ -112,7 +110,7 @@ def _incident_id(request: Request) -> int:
 async def get_incident(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
-    row = await asyncio.to_thread(_read, app.db.path, incidents.get, _incident_id(request))
+    row = await app.db.read(incidents.get, _incident_id(request))
     return JSONResponse(incidents.incident_json(row))
 
 
@@ -174,7 +172,7 @@ async def list_deployments(request: Request) -> Response:
     if after is not None:  # the leading range lets the index seek to the cursor (see queries.newest_first)
         where.append("d.first_at <= :c_at AND (d.first_at < :c_at OR d.id < :c_id)")
         params.update(c_at=after[0], c_id=after[1])
-    rows = await asyncio.to_thread(_read, app.db.path, _fetch, deployments.list_sql(where), params)
+    rows = await app.db.fetchall(deployments.list_sql(where), params)
     limit = params["limit"] - 1
     more = len(rows) > limit
     return JSONResponse({
@@ -183,19 +181,6 @@ async def list_deployments(request: Request) -> Response:
 
 
 # -- metrics ----------------------------------------------------------------------------------
-
-
-def _read(path: Any, fn: Any, *args: Any) -> Any:
-    """Run a sync read on its own read-only connection (the metrics queries use temp tables)."""
-    conn = dbmod.connect(path, readonly=True)
-    try:
-        return fn(conn, *args)
-    finally:
-        conn.close()
-
-
-def _fetch(conn: Any, sql: str, params: dict[str, Any]) -> list[Any]:
-    return conn.execute(sql, params).fetchall()
 
 
 def window_param(raw: str | None) -> int:
@@ -240,8 +225,7 @@ async def get_metrics(request: Request) -> Response:
     days = whole_number(request.query_params.get("days", "90"))
     if days is None or not 1 <= days <= MAX_SERIES_DAYS:
         raise BadRequest(f"query parameter 'days' must be 1 to {MAX_SERIES_DAYS}", "days")
-    report = await asyncio.to_thread(_read, app.db.path, metrics_report, app.settings, scope, window,
-                                     days, now_us())
+    report = await app.db.read(metrics_report, app.settings, scope, window, days, now_us())
     return JSONResponse(report)
 
 
