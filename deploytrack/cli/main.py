@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from deploytrack import __version__
 from deploytrack.settings import SETTINGS, Settings, load_settings, settings_help
+from deploytrack.storage import failures
 from deploytrack.storage import postgres as pg
 
 Command = Callable[[argparse.Namespace], int]
@@ -126,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except failures.DATABASE_ERRORS as exc:
+        print(f"deploytrack: database error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -247,7 +247,7 @@ class Database:
                 return list(await self._pg_pool.fetch(text, *args))
             return await self._sqlite().fetchall(sql, bound)
         except Exception as exc:
-            raise failures.as_catalogue_error(exc, "be read") or exc from exc
+            raise _read_error(exc) from exc
 
     async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)
@@ -264,12 +264,20 @@ class Database:
                     return await asyncio.to_thread(_in_snapshot, conn, fn, args)
             return await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args))
         except Exception as exc:
-            raise failures.as_catalogue_error(exc, "be read") or exc from exc
+            raise _read_error(exc) from exc
 
     def _sqlite(self) -> sqlite.ReadPool:
         if self._sqlite_pool is None:
             raise Unavailable("the database is closed")
         return self._sqlite_pool
+
+
+def _read_error(exc: Exception) -> Exception:
+    """What a failed read raises: the catalogue's 503/500 for a storage failure, else the error itself."""
+    converted = failures.as_catalogue_error(exc, "be read")
+    if converted is None:
+        return exc
+    return converted
 
 
 def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -38,6 +38,8 @@ _SQLSTATE = {
     "XX001": "corrupt", "XX002": "corrupt",
 }
 RETRY_AFTER = {"Retry-After": "5"}
+# What either driver raises: a CLI command reports these as one line, not a traceback.
+DATABASE_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)
 
 
 def kind(exc: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
 from deploytrack.storage import event_queries as queries
-from deploytrack.web.http import JSONResponse
+from deploytrack.web.http import JSONResponse, refuse_nul
 from deploytrack.web.openapi import openapi_json
 from deploytrack.web.sessions import require
 
@@ -30,6 +30,7 @@ def api(handler: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
+            refuse_nul(request)
             return await handler(request)
         except DeploytrackError as error:
             return error_response(error)
