@@ -1,0 +1,111 @@
+"""Reads on PostgreSQL beside SQLite, on the same data: each JSON list and the metrics API.
+
+    python -m bench.pg_reads [--events 100000] [--repeat 15]
+
+Generates the events into a SQLite file (bench.gen_events), copies that file into a throwaway
+PostgreSQL cluster on 127.0.0.1 with `deploytrack migrate-db` (durable settings, as in production;
+tests/pg_cluster.py), starts one `deploytrack serve` on each, and times every request from one
+keep-alive client (median and p95 of --repeat runs after a warm-up), SQLite first, then PostgreSQL.
+Prints both and the ratio; the target is PostgreSQL within 2x of SQLite on each. Only 127.0.0.1
+is contacted; the cluster and files are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import servers
+from bench.gen_events import generate
+from bench.reads import Client, middle_cursor, timed
+from tests.pg_cluster import Cluster
+
+TARGET_RATIO = 2.0
+
+
+def paths(cursor: str, product: str) -> list[tuple[str, str]]:
+    return [
+        ("events, first page", "/api/v1/events"),
+        ("events, middle page (cursor)", f"/api/v1/events?cursor={cursor}"),
+        ("events by product", f"/api/v1/events?product={product}"),
+        ("events by status failed", "/api/v1/events?status=failed"),
+        ("events by environment and kind", "/api/v1/events?environment=production&kind=deployment"),
+        ("events, text search", "/api/v1/events?q=rollback"),
+        ("one event", "/api/v1/events/{event_id}"),
+        ("deployments, first page", "/api/v1/deployments"),
+        ("deployments by product", f"/api/v1/deployments?product={product}"),
+        ("deployments, rollbacks", "/api/v1/deployments?label=rollback"),
+        ("incidents", "/api/v1/incidents"),
+        ("metrics, overall, 30 days", "/api/v1/metrics?window=30"),
+        ("metrics, one product, 90 days", f"/api/v1/metrics?window=90&product={product}"),
+    ]
+
+
+def serve(db: str, workdir: Path) -> servers.Server:
+    port = servers.free_port()
+    argv = [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--db", db, "--no-scheduler", "--log-level", "warning"]
+    return servers.Server(argv, port, workdir / f"server.{port}.log", "/healthz", "deploytrack")
+
+
+def measure(db: str, workdir: Path, todo: list[tuple[str, str]], repeat: int) -> dict[str, tuple[float, float] | str]:
+    token = servers.cli("token", "create", f"bench-{os.getpid()}", "--scope", "read", "--db", db,
+                        "--secret-only").strip()
+    out: dict[str, tuple[float, float] | str] = {}
+    with serve(db, workdir) as server:
+        client = Client(server.port)
+        client.headers = {"Authorization": f"Bearer {token}"}
+        for name, path in todo:
+            try:
+                median, p95, _ = timed(client, path, repeat)
+                out[name] = (median, p95)
+            except RuntimeError as exc:
+                out[name] = str(exc)[:160]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    cluster = Cluster(durable=True).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="deploytrack-pgreads-") as tmp:
+            workdir = Path(tmp)
+            db = workdir / "bench.db"
+            made = generate(db, args.events, 365, 60, 1)
+            url = cluster.new_database()
+            servers.cli("migrate-db", "--from", str(db), "--to", url)
+            cursor, total, product = middle_cursor(db)
+            with sqlite3.connect(db) as conn:
+                event_id = conn.execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+            todo = [(n, p.replace("{event_id}", event_id)) for n, p in paths(cursor, product)]
+            print(f"{total:,} events, {made['deployments']:,} deployments; one keep-alive client, median and p95 "
+                  f"of {args.repeat} runs; {os.cpu_count()} cores shared by client, server and database", flush=True)
+            lite = measure(str(db), workdir, todo, args.repeat)
+            post = measure(url, workdir, todo, args.repeat)
+    finally:
+        cluster.stop()
+    print(f"{'request':34} {'SQLite ms':>16} {'PostgreSQL ms':>16} {'ratio':>7}")
+    worst = 0.0
+    for name, _ in todo:
+        a, b = lite[name], post[name]
+        if isinstance(a, str) or isinstance(b, str):
+            print(f"{name:34} {a if isinstance(a, str) else f'{a[0]:.1f}':>16} "
+                  f"{b if isinstance(b, str) else f'{b[0]:.1f}':>16}   error")
+            continue
+        ratio = b[0] / a[0]
+        worst = max(worst, ratio)
+        print(f"{name:34} {a[0]:7.1f} (p95 {a[1]:5.1f}) {b[0]:7.1f} (p95 {b[1]:5.1f}) {ratio:6.2f}x"
+              f"{'' if ratio <= TARGET_RATIO else '  over target'}")
+    print(f"worst ratio {worst:.2f}x (target <= {TARGET_RATIO}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
