@@ -110,6 +110,8 @@ def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:
     except BaseException:
         dst.rollback()
         raise
+    for table in tables:  # planner statistics now, not when autovacuum gets to the new rows
+        dst.execute(f'ANALYZE "{table}"')
     return want
 
 
