@@ -7,13 +7,12 @@ must give alike (the parity tests use `db_path`, so they run on SQLite and on Po
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from urllib.parse import quote
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
@@ -22,10 +21,10 @@ from starlette.testclient import TestClient
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
-from deploytrack.timeutil import day_start_us, now_us, to_iso
 from deploytrack.storage import failures
 from deploytrack.storage import postgres as pg
-from tests.conftest import LiveServer, auth, create_token, execute, query, run_cli
+from deploytrack.timeutil import day_start_us, now_us, to_iso
+from tests.conftest import LiveServer, auth, create_token, query, run_cli
 from tests.pg_cluster import Cluster
 
 DAY_US = 86_400_000_000
@@ -355,6 +354,34 @@ def test_reads_wait_for_the_bounded_pool(make_client, db_path, token):
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda url: client.get(url, headers=auth(token)).status_code, urls))
     assert answers == [200, 200, 200, 404] * 6
+
+
+def test_one_server_never_holds_more_than_its_writer_and_db_readers_connections(pg_cluster, pg_url):
+    """Every read, the multi-statement ones included, goes through the bounded pool: under 48 concurrent
+    reads a server with --db-readers 2 holds at most 3 connections (the writer and 2 readers)."""
+    pg_cluster.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pool_test') THEN "
+                    "CREATE ROLE pool_test LOGIN SUPERUSER; END IF; END $$")
+    url = pg_url.replace("deploytrack@", "pool_test@")
+    token = create_token(url, "ci", "ingest", "read")
+    server = LiveServer(url, "--db-readers", "2").start()
+    seen: list[int] = []
+    try:
+        with httpx.Client(timeout=20) as http:
+            sent = http.post(server.url + "/deployment-events/", json={**DEPLOY, "version": "1"}, headers=auth(token))
+            urls = ["/api/v1/events", f"/api/v1/events/{sent.json()['id']}", "/api/v1/deployments",
+                    "/api/v1/incidents/1", "/api/v1/events?product=svc"] * 10
+
+            def get(url: str) -> int:
+                status = http.get(server.url + url, headers=auth(token)).status_code
+                seen.append(int(pg_cluster.psql("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = 'pool_test'")))
+                return status
+
+            with ThreadPoolExecutor(16) as pool:
+                statuses = list(pool.map(get, urls))
+    finally:
+        server.stop()
+    assert statuses == [200, 200, 200, 404, 200] * 10
+    assert 1 <= max(seen) <= 3, seen
 
 
 # -- errors by code -----------------------------------------------------------------------------

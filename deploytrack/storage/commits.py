@@ -8,8 +8,8 @@ from deploytrack.errors import BadRequest, PayloadTooLarge
 from deploytrack.metrics import facts as metric_facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
-from deploytrack.timeutil import parse_timestamp
 from deploytrack.storage.database import Connection
+from deploytrack.timeutil import parse_timestamp
 
 _FIELDS = {"sha", "repository", "authored_at", "committed_at", "message", "author"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import orjson
 
 from deploytrack.errors import NotFound

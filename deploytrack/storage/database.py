@@ -28,9 +28,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, Union
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
-from deploytrack.storage import failures, migrations
+from deploytrack.storage import failures, migrations, sqlite
 from deploytrack.storage import postgres as pg
-from deploytrack.storage import sqlite
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")

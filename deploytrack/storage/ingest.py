@@ -13,8 +13,8 @@ import orjson
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.model import TERMINAL, Event, new_event_id
 from deploytrack.settings import canonical_environment
-from deploytrack.timeutil import day_start_us
 from deploytrack.storage.database import Connection
+from deploytrack.timeutil import day_start_us
 
 EVENT_COLUMNS = (
     "seq", "id", "dialect", "token_id", "kind", "product", "version", "environment", "environment_raw",

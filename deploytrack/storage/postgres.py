@@ -21,7 +21,7 @@ import functools
 import re
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, Mapping, Sequence, TypeVar
 
 import asyncpg
 
@@ -152,7 +152,7 @@ class Connection:
 
     backend = "postgresql"
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connect: Callable[[], Awaitable[Any]] | None,
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect: Callable[[], Coroutine[Any, Any, Any]] | None,
                  conn: Any = None, *, owned: bool, on_close: Callable[[], None] | None = None) -> None:
         self._loop = loop
         self._connect = connect
@@ -162,6 +162,10 @@ class Connection:
         self._pending: list[str] = []
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if _running_loop() is self._loop:
+            coro.close()
+            raise RuntimeError("a blocking database call on its own event loop would wait for itself; "
+                               "use Database.write or Database.read")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _live(self) -> Any:
@@ -264,6 +268,13 @@ class Connection:
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             on_close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class LoopThread:

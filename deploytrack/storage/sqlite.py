@@ -77,8 +77,9 @@ class ReadPool:
         self._threads = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="dt-reader")
 
     async def open(self) -> None:
+        loop = asyncio.get_running_loop()
         for _ in range(self._size):
-            conn = await asyncio.get_running_loop().run_in_executor(self._threads, lambda: connect(self._path, readonly=True))
+            conn = await loop.run_in_executor(self._threads, lambda: connect(self._path, readonly=True))
             self._all.append(conn)
             self._idle.put_nowait(conn)
 

@@ -31,8 +31,8 @@ from deploytrack.model import (
     normalize_status,
 )
 from deploytrack.storage import ingest as store
-from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 from deploytrack.storage.database import Connection, transaction
+from deploytrack.timeutil import now_us, parse_timestamp, to_iso
 
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
