@@ -16,9 +16,8 @@ from typing import Any
 
 from deploytrack.cli.main import settings_from
 from deploytrack.storage import database as dbmod
-from deploytrack.storage import migrations
+from deploytrack.storage import migrations, sqlite
 from deploytrack.storage import postgres as pg
-from deploytrack.storage import sqlite
 
 CHUNK = 5000
 # Rows a server writes by itself on first start (the session key, job bookkeeping): the source's win.
