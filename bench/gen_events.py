@@ -23,7 +23,8 @@ from typing import Any, Iterator
 import orjson
 
 from deploytrack.storage import database as dbmod
-from deploytrack.storage.ingest import _INSERT_EVENT, EVENT_COLUMNS, deployment_label
+from deploytrack.metrics.rules import event_label
+from deploytrack.storage.ingest import _INSERT_EVENT, EVENT_COLUMNS
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import hash_secret, new_secret
 
@@ -135,7 +136,7 @@ class Generator:
         last = self._row(**self._common(product, version, sha, done_at), status=status, status_raw=status_raw,
                          client_key=f"versioner:deployment:{product}:{raw_env}:{invoke}:{status}", **shared)
         self.deployments.append((dep_id, product, env, version, invoke, status, at, done_at, at, done_at, sha,
-                                 first["actor"], change, deployment_label(first), 2))
+                                 first["actor"], change, event_label(first["metadata"], first["summary"]), 2))
         yield first
         yield last
 

@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.metrics.scheduler import Deriver, MetricsScheduler
 from deploytrack.model import Limits
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
@@ -75,6 +76,7 @@ class App:
         self.settings = settings
         self.version = __version__
         self.db = Database(settings.db, settings.db_readers, password_for(settings))
+        self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
         self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
         self.limiter = RateLimiter(settings.rate_limit)
@@ -167,9 +169,7 @@ def create_app(settings: Settings) -> Starlette:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
     if settings.scheduler:
-        from deploytrack.metrics.scheduler import MetricsScheduler
-
-        state.background.append(MetricsScheduler(state.db, settings))
+        state.background.append(MetricsScheduler(state.db, settings, deriver=state.deriver))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -13,7 +13,6 @@ from deploytrack.errors import BadRequest
 
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
-TERMINAL = frozenset({"completed", "failed", "aborted"})
 UNASSIGNED = "unassigned"
 
 STATUS_SYNONYMS = {

@@ -7,9 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 from deploytrack.errors import BadRequest
 
+HOUR = 3_600_000_000  # µs
+DAY = 86_400_000_000  # µs: the one definition
 _MIN_US = 0  # 1970-01-01
 _MAX_US = 253402300799_000000  # 9999-12-31T23:59:59
-FUTURE_SLACK_US = 86_400_000_000  # a day of clock skew
+FUTURE_SLACK_US = DAY  # a day of clock skew
 _EPOCH = datetime(1970, 1, 1)
 
 

@@ -24,9 +24,9 @@ def test_link_rules(client, token):
     assert by_change["link"]["rule"] == "change_id" and by_change["deployment_id"] == ids[("1", "production")]
     # fallback: the last completed *production* deployment of the product before it opened (not staging v3)
     fallback = incident(client, token, opened_at=at(1, 9), change_id="CHG-unknown")
-    assert fallback["link"]["rule"] == "last_production_deployment"
+    assert fallback["link"]["rule"] == "last_deployment"
     assert fallback["deployment_id"] == ids[("2", "production")]
-    assert "last completed production deployment" in fallback["link"]["explanation"]
+    assert "last completed deployment of the product in the incident's environment" in fallback["link"]["explanation"]
     before_any = incident(client, token, opened_at=at(5, 9))
     assert before_any["deployment_id"] is None and before_any["link"]["rule"] is None
     other = incident(client, token, product="other", opened_at=at(1, 9))
@@ -124,7 +124,7 @@ def test_incident_link_follows_later_deployments_after_recompute(client, token, 
     ids = deployment_ids(client, token)
     after = client.get(f"/api/v1/incidents/{opened['id']}", headers=auth(token)).json()
     assert after["deployment_id"] == ids[("2", "production")]
-    assert after["link"]["rule"] == "last_production_deployment"
+    assert after["link"]["rule"] == "last_deployment"
 
 
 def test_idempotency_key_opens_one_incident(client, token):

@@ -65,7 +65,7 @@ def post_scenario(client, token):
 
 def test_hand_computed_window_7(client, token):
     opened = post_scenario(client, token)
-    assert opened["link"]["rule"] == "last_production_deployment"
+    assert opened["link"]["rule"] == "last_deployment"
     latest = metrics(client, token, window=7)["latest"]
     freq = latest["deployment_frequency"]
     # completed production: v1, v2, v3, v2 again = 4; attempts add the failed v3 = 5; 3 deploy days

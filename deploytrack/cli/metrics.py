@@ -11,8 +11,12 @@ import orjson
 
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
+from deploytrack.metrics import refresh
+from deploytrack.metrics.report import report as metrics_report
+from deploytrack.metrics.report import window_param
+from deploytrack.settings import Settings, canonical_environment
 from deploytrack.storage import database as dbmod
-from deploytrack.timeutil import day_start_us, now_us, parse_timestamp, to_iso
+from deploytrack.timeutil import DAY, day_start_us, now_us, parse_timestamp, to_iso
 
 
 def register(sub: Any) -> None:
@@ -48,26 +52,30 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
 
 
-def _recompute(conn: Any, settings: Any, since: str | None, refold_all: bool = False) -> int:
+def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: bool = False) -> int:
     try:
         first = day_start_us(parse_timestamp(since, "--since")) if since else None
     except BadRequest as exc:
         print(f"deploytrack: {exc.message}", file=sys.stderr)
         return 2
     now = now_us()
-    yesterday = day_start_us(now) - metrics.DAY
+    yesterday = day_start_us(now) - DAY
     started = time.perf_counter()
-    with dbmod.transaction(conn):
-        start, end, rows = metrics.recompute(conn, settings, first, yesterday, now, refold_all)
-        conn.execute("DELETE FROM dirty_days WHERE day >= ? AND day <= ?", (start, end))
+    read, write = dbmod.on_connection(conn)
+    start, end, rows = refresh.snapshot_days(read, write, settings, first, yesterday, now, full=refold_all)
+    write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
     if rows == 0:
         print(f"Deployments rebuilt; no days to snapshot ({elapsed:.2f}s).")
     else:
-        days = (end - start) // metrics.DAY + 1
-        print(f"Recomputed {days} days ({to_iso(start)[:10]} .. {to_iso(end)[:10]}), "
+        days = (end - start) // DAY + 1
+        print(f"Recomputed {days} days ({str(to_iso(start))[:10]} .. {str(to_iso(end))[:10]}), "
               f"{rows} snapshots, in {elapsed:.2f}s.")
     return 0
+
+
+def _forget_dirty(conn: Any, start: int, end: int) -> None:
+    conn.execute("DELETE FROM dirty_days WHERE day >= ? AND day <= ?", (start, end))
 
 
 def _fmt(metric: dict[str, Any], kind: str) -> str:
@@ -85,9 +93,6 @@ def _fmt(metric: dict[str, Any], kind: str) -> str:
 
 
 def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
-    from deploytrack.settings import canonical_environment
-    from deploytrack.views.metrics_api import metrics_report, window_param
-
     try:
         window = window_param(args.window)
     except BadRequest as exc:
@@ -95,7 +100,9 @@ def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
         return 2
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)
-    report = metrics_report(conn, settings, scope, window, 0, now_us())
+    read, write = dbmod.on_connection(conn)
+    refresh.refresh(read, write, settings)
+    report = read(metrics_report, settings, scope, window, 0, now_us())
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0

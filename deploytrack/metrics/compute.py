@@ -1,10 +1,11 @@
-"""The four DORA metrics, computed from deployments, commits, builds and incidents.
+"""The four DORA metrics over trailing windows, from the stored facts (metrics/facts.py).
 
-Set-based SQL turns the stored records into a few small per-(product, environment) facts
-(daily deployment counts, change failures with the day they became known, lead-time and
-restore-time data points); Python then slides 7/30/90-day windows over those facts. The metric
-for day D uses only what had happened by the end of D (00:00 UTC of D+1), so a snapshot taken
-that night and one recomputed later agree. Definitions and bands: docs/metrics.md.
+Every path - the live ("latest") numbers, the nightly snapshot, `metrics recompute`, `--since DAY`
+and a full refold - reads the same facts through `load_facts` and slides the same windows over
+them in `compute`, so they give identical numbers for the same data and day. The metric for day D
+uses only what had happened by the end of D (00:00 UTC of D+1): a failure counts once it is known
+(the rollback or the incident), so a snapshot taken that night and one recomputed later agree.
+Definitions and bands: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -14,49 +15,30 @@ import gc
 import sqlite3
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import itemgetter, sub
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
-from deploytrack.metrics import facts as metric_facts
+from deploytrack.metrics import rules
+from deploytrack.metrics.rules import (
+    BANDS_SOURCE,
+    SOURCES,
+    failure_rate_band,
+    frequency_band,
+    lead_time_band,
+    restore_band,
+)
 from deploytrack.settings import Settings
-from deploytrack.timeutil import day_start_us, to_iso
+from deploytrack.timeutil import DAY, day_start_us, to_iso
 
-DAY = 86_400_000_000
-HOUR = 3_600_000_000
 WINDOWS = (7, 30, 90)
-BANDS_SOURCE = "DORA 2023 report, as Apache DevLake encodes it"
 SCOPE_KINDS = ("overall", "product", "environment", "product_environment")
-SOURCES = ("commit", "event", "build")  # what a lead time is measured from, in order of preference
-
-
-# -- bands ------------------------------------------------------------------------------------
-
-
-def frequency_band(deploy_days: int, window_days: int) -> str:
-    """Deploy days >= 5 a week elite, >= 1 a week high, >= 1 a month medium, else low."""
-    if deploy_days * 7 >= 5 * window_days:
-        return "elite"
-    if deploy_days * 7 >= window_days:
-        return "high"
-    if deploy_days * 30 >= window_days:
-        return "medium"
-    return "low"
-
-
-def lead_time_band(us: float) -> str:
-    return "elite" if us < DAY else "high" if us < 7 * DAY else "medium" if us < 30 * DAY else "low"
-
-
-def failure_rate_band(rate: float) -> str:
-    return "elite" if rate <= 0.05 else "high" if rate <= 0.10 else "medium" if rate <= 0.15 else "low"
-
-
-def restore_band(us: float) -> str:
-    return "elite" if us < HOUR else "high" if us < DAY else "medium" if us < 7 * DAY else "low"
+__all__ = ["BANDS_SOURCE", "DAY", "WINDOWS", "Facts", "Scope", "compute", "live", "load_facts", "snapshot_rows",
+           "write_snapshots", "earliest_day", "to_iso"]
 
 
 # -- scopes -----------------------------------------------------------------------------------
@@ -71,7 +53,7 @@ class Scope:
     environment: str = ""
 
     @classmethod
-    def of(cls, product: str | None, environment: str | None) -> "Scope":
+    def of(cls, product: str | None, environment: str | None) -> Scope:
         if product and environment:
             return cls("product_environment", product, environment)
         if product:
@@ -87,6 +69,10 @@ class Scope:
         if self.environment:
             return environment == self.environment or (environment == "" and self.environment in production)
         return environment == "" or environment in production
+
+    def environments(self, production: frozenset[str]) -> list[str]:
+        """The environments whose data this scope reads."""
+        return [self.environment] if self.environment else sorted(production)
 
     def as_dict(self) -> dict[str, str | None]:
         return {"kind": self.kind, "product": self.product or None, "environment": self.environment or None}
@@ -111,227 +97,79 @@ class Facts:
         return set(self.deployments) | set(self.lead) | set(self.restore) | set(self.incidents)
 
 
-def _filters(alias: str, product: str | None, envs: Iterable[str] | None) -> tuple[str, dict[str, Any]]:
-    sql, params = "", {}
+def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, production: frozenset[str],
+               incidents: bool = False) -> tuple[str, list[Any]]:
+    """` AND ...` narrowing rows of `alias` to a product and environments (an incident with no
+    environment counts as production)."""
+    sql, params = "", []
     if product:
-        sql += f" AND {alias}.product = :product"
-        params["product"] = product
+        sql += f" AND {alias}.product = ?"
+        params.append(product)
     if envs is not None:
         names = sorted(envs)
-        keys = [f"env{i}" for i in range(len(names))]
-        sql += f" AND {alias}.environment IN ({', '.join(':' + k for k in keys)})" if names else " AND 1 = 0"
-        params.update(zip(keys, names))
+        cond = f"{alias}.environment IN ({', '.join('?' * len(names))})" if names else "1 = 0"
+        if incidents and set(names) & production:
+            cond = f"({cond} OR {alias}.environment IS NULL)"
+        sql += f" AND {cond}"
+        params.extend(names)
     return sql, params
 
 
-def _day(col: str) -> str:
-    return f"({col} - {col} % {DAY})"
-
-
-# One window pass over completed deployments in the order of the deployments_finished index. A
-# deployment was rolled back when the next completed one in its product/environment is a rollback:
-# marked so, or bringing back a version completed there before (an indexed EXISTS).
-_COMPLETED_FACTS = """
-SELECT product, environment, {fday} AS fday,
-       CASE WHEN known_at IS NULL THEN NULL WHEN known_at < finished_at THEN {fday} ELSE {kday} END AS kday,
-       COUNT(*) AS n
-FROM (
-    SELECT product, environment, finished_at,
-           CASE WHEN rolled_back = 1 AND (incident_at IS NULL OR next_at < incident_at) THEN next_at
-                ELSE incident_at END AS known_at
-    FROM (
-        SELECT n.product, n.environment, n.finished_at, n.next_at,
-               CASE WHEN n.next_label = 'rollback' THEN 1
-                    WHEN n.next_version IS NOT NULL AND n.next_version <> COALESCE(n.version, '') AND EXISTS (
-                        SELECT 1 FROM deployments o WHERE o.product = n.product AND o.environment = n.environment
-                          AND o.version = n.next_version AND o.status = 'completed' AND o.finished_at < n.next_at)
-                    THEN 1 ELSE 0 END AS rolled_back,
-               (SELECT MIN(i.opened_at) FROM incidents i
-                WHERE i.deployment_id = n.id AND i.opened_at < :until) AS incident_at
-        FROM (
-            SELECT id, product, environment, version, finished_at,
-                   LEAD(version) OVER w AS next_version, LEAD(label) OVER w AS next_label,
-                   LEAD(finished_at) OVER w AS next_at
-            FROM deployments d WHERE status = 'completed' AND finished_at >= :since AND finished_at < :until {flt}
-            WINDOW w AS (PARTITION BY product, environment ORDER BY finished_at, id)
-        ) n
-    ) y
-) k
-GROUP BY product, environment, fday, kday
-"""
-
-_UNSUCCESSFUL_FACTS = """
-SELECT product, environment, status, {fday} AS fday, COUNT(*) AS n FROM deployments d
-WHERE status IN ('failed', 'aborted') AND finished_at >= :since AND finished_at < :until {flt}
-GROUP BY product, environment, status, fday
-"""
-
-_FAILED_RECOVERY = """
-SELECT product, environment, recovered_at, recovered_at - finished_at AS us FROM (
-    SELECT product, environment, status, finished_at,
-           MIN(CASE WHEN status = 'completed' THEN finished_at END) OVER (
-               PARTITION BY product, environment ORDER BY finished_at, id
-               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS recovered_at
-    FROM deployments d
-    WHERE finished_at >= :since AND finished_at < :until AND status IN ('completed', 'failed') {flt}) x
-WHERE status = 'failed' AND recovered_at IS NOT NULL AND recovered_at < :until AND recovered_at >= :since
-"""
-
-# Each commit counts once per product/environment: at its first completed deployment there (not
-# deployed there before the range: indexed lookups by version and by SHA). A deployment's own commit
-# is its SHA (else its version's SHA, else the version stands for the change); commits listed in
-# event metadata (`commits`) are extra refs from temp.meta_refs.
-_LEAD_POINTS = """
-WITH dc AS (
-    SELECT id, product, environment, version, finished_at, scm_sha FROM deployments d
-    WHERE status = 'completed' AND finished_at >= :since AND finished_at < :until {flt}
-), refs AS (
-    SELECT d.id, d.product, d.environment, d.version, d.finished_at, COALESCE(d.scm_sha, v.scm_sha) AS sha,
-           '' AS repo, t.ct
-    FROM dc d LEFT JOIN versions v ON v.product = d.product AND v.version = d.version
-              LEFT JOIN temp.event_ct t ON t.dep_id = d.id
-    UNION ALL
-    SELECT d.id, d.product, d.environment, d.version, d.finished_at, m.sha, m.repo, m.ct
-    FROM temp.meta_refs m JOIN dc d ON d.id = m.dep_id
-), pts AS (
-    SELECT r.*, ROW_NUMBER() OVER (PARTITION BY product, environment, COALESCE(sha, '#' || version)
-                                   ORDER BY finished_at, id, CASE WHEN ct IS NULL THEN 1 ELSE 0 END, repo) AS nth
-    FROM refs r WHERE COALESCE(sha, version) IS NOT NULL
-)
-SELECT p.product, p.environment, p.finished_at, p.ct,
-       (SELECT MIN(c.committed_at) FROM commits c
-        WHERE c.sha = p.sha AND (p.repo = '' OR c.repository = p.repo)) AS commit_at,
-       COALESCE((SELECT MIN(b.occurred_at) FROM events b WHERE b.kind = 'build' AND b.scm_sha = p.sha),
-                (SELECT MIN(b.occurred_at) FROM events b
-                 WHERE b.kind = 'build' AND b.product = p.product AND b.version = p.version)) AS build_at
-FROM pts p
-WHERE p.nth = 1
-  AND NOT EXISTS (SELECT 1 FROM deployments o WHERE o.product = p.product AND o.environment = p.environment
-                    AND o.version = p.version AND o.status = 'completed' AND o.finished_at < :since)
-  AND NOT EXISTS (SELECT 1 FROM deployments o WHERE o.product = p.product AND o.environment = p.environment
-                    AND o.scm_sha = p.sha AND o.status = 'completed' AND o.finished_at < :since)
-"""
-
-
-def _commit_refs(conn: sqlite3.Connection, since: int) -> None:
-    """temp.event_ct (commit times sent on deployment events) and temp.meta_refs (metadata `commits`).
-
-    Metadata is parsed only for deployment events since `since` whose metadata mentions commits.
-    """
-    for table in ("meta_refs", "event_ct"):
-        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
-    conn.execute("CREATE TEMP TABLE meta_refs (dep_id INTEGER, sha TEXT, repo TEXT, ct INTEGER)")
-    rows = conn.execute("SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' AND occurred_at >= ? "
-                        "AND deployment_id IS NOT NULL AND metadata LIKE '%\"commits\"%'", (since,))
-    refs = []
-    for dep_id, meta in rows:
-        refs.extend((dep_id, *ref) for ref in commit_refs(orjson.loads(meta)))
-    conn.executemany("INSERT INTO meta_refs VALUES (?, ?, ?, ?)", refs)
-    conn.execute("CREATE INDEX temp.meta_refs_dep ON meta_refs (dep_id)")
-    conn.execute("""
-        CREATE TEMP TABLE event_ct AS
-        SELECT deployment_id AS dep_id, MIN(commit_time) AS ct FROM events
-        WHERE commit_time IS NOT NULL AND kind = 'deployment' AND deployment_id IS NOT NULL GROUP BY deployment_id""")
-    conn.execute("CREATE UNIQUE INDEX temp.event_ct_dep ON event_ct (dep_id)")
-
-
-def commit_refs(metadata: Any) -> list[tuple[str, str, int | None]]:
-    """(sha, repository, commit time or None) for each well-formed item of metadata['commits']."""
-    from deploytrack.errors import BadRequest
-    from deploytrack.timeutil import parse_timestamp
-
-    items = metadata.get("commits") if isinstance(metadata, dict) else None
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict) or not isinstance(item.get("sha"), str) or not item["sha"].strip():
-            continue
-        repo = item.get("repository") if isinstance(item.get("repository"), str) else ""
-        when = item.get("committed_at", item.get("timestamp"))
-        try:
-            at = parse_timestamp(when, "committed_at") if when is not None else None
-        except BadRequest:
-            at = None
-        out.append((item["sha"].strip()[:128], repo.strip()[:512], at))
-    return out
-
-
 def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: int,
-               product: str | None = None, envs: Iterable[str] | None = None, stored: bool = False) -> Facts:
-    """Everything the windows need for days in [since, until); optionally narrowed to a product/environments.
+               product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
+    """Everything the windows need for [since, until), optionally narrowed to a product/environments.
 
-    `stored`: the stored facts (metric_facts) are up to date; they are read instead of derived from the
-    deployments and events when the range starts before all deployments and nothing is narrowed.
+    Reads the stored facts, which were derived over all history: a deployment's rollback, the first
+    deployment of a change and a failed deployment's recovery do not depend on the range asked for.
     """
     base = day_start_us(since)
     facts = Facts(base=base)
-    flt, params = _filters("d", product, envs)
-    params.update(since=since, until=until)
-    idx = lambda us: (us - base) // DAY  # noqa: E731 - a day index
-    if stored and product is None and envs is None:
-        first = conn.execute("SELECT MIN(first_at) FROM deployments").fetchone()[0]
-        stored = first is None or since <= first
-    else:
-        stored = False
-    if stored:
-        facts.deployments.update(metric_facts.completed(conn, base, until))
-    else:
-        for prod, env, fday, kday, count in conn.execute(
-                _COMPLETED_FACTS.format(flt=flt, fday=_day("finished_at"), kday=_day("known_at")), params):
-            facts.deployments.setdefault((prod, env), []).append(
-                (idx(fday), None if kday is None else idx(kday), "completed", count))
-    for prod, env, status, fday, count in conn.execute(_UNSUCCESSFUL_FACTS.format(flt=flt, fday=_day("finished_at")),
-                                                       params):
-        facts.deployments.setdefault((prod, env), []).append((idx(fday), None, status, count))
-    if stored:
-        facts.lead.update(metric_facts.lead_points(conn, base, until, list(facts.deployments)))
-    else:
-        _lead_points(conn, facts, since, flt, params)
-    iflt, iparams = _incident_filters(product, envs, settings.production_set)
-    iparams.update(since=since, until=until)
+    production = settings.production_set
+    envs = list(envs) if envs is not None else None
+
+    def idx(us: int) -> int:
+        return (us - base) // DAY
+
+    flt, params = _scope_sql("f", product, envs, production)
+    known: dict[int, int] = {}
+    for dep, opened in conn.execute(
+            "SELECT f.id, MIN(i.opened_at) FROM deployment_facts f JOIN incidents i ON i.deployment_id = f.id "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND i.opened_at < ? AND f.status = 'completed'{flt} "
+            "GROUP BY f.id", (since, until, until, *params)):
+        known[dep] = opened
+    counts: Counter[tuple[str, str, int, int | None, str]] = Counter()
+    for dep, prod, env, status, finished, rolled_back in conn.execute(
+            "SELECT f.id, f.product, f.environment, f.status, f.finished_at, f.rolled_back_at FROM deployment_facts f "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt}", (since, until, *params)):
+        at = None
+        if status == "completed":
+            at = rules.failure_known_at(rolled_back if rolled_back is not None and rolled_back < until else None,
+                                        [known[dep]] if dep in known else [])
+        fday = idx(finished)
+        counts[(prod, env, fday, None if at is None else max(fday, idx(at)), status)] += 1
+    for (prod, env, fday, kday, status), count in counts.items():
+        facts.deployments.setdefault((prod, env), []).append((fday, kday, status, count))
+    for prod, env, finished, lead_us, source in conn.execute(
+            "SELECT f.product, f.environment, f.finished_at, f.lead_us, f.source FROM metric_lead_facts f "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}", (since, until, *params)):
+        facts.lead.setdefault((prod, env), []).append((idx(finished), lead_us, source))
+    iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     for prod, env, opened, resolved in conn.execute(
-            "SELECT product, COALESCE(environment, '') AS env, opened_at, resolved_at FROM incidents i "
-            f"WHERE opened_at < :until AND (resolved_at IS NULL OR resolved_at >= :since) {iflt}", iparams):
+            "SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
+            f"WHERE i.opened_at < ? AND (i.resolved_at IS NULL OR i.resolved_at >= ?){iflt}",
+            (until, since, *iparams)):
         done = resolved if resolved is not None and resolved < until else None
         if opened >= base:
             facts.incidents.setdefault((prod, env), []).append((idx(opened), None if done is None else idx(done)))
         if done is not None:
             facts.restore.setdefault((prod, env), []).append((idx(done), max(0, done - opened)))
     if settings.count_failed_deployments:
-        for prod, env, recovered, us in conn.execute(_FAILED_RECOVERY.format(flt=flt), params):
-            facts.restore.setdefault((prod, env), []).append((idx(recovered), us))
+        for prod, env, finished, recovered in conn.execute(
+                "SELECT f.product, f.environment, f.finished_at, f.recovered_at FROM deployment_facts f "
+                f"WHERE f.status = 'failed' AND f.recovered_at >= ? AND f.recovered_at < ?{flt}",
+                (since, until, *params)):
+            facts.restore.setdefault((prod, env), []).append((idx(recovered), recovered - finished))
     return facts
-
-
-def _lead_points(conn: sqlite3.Connection, facts: Facts, since: int, flt: str, params: dict[str, Any]) -> None:
-    """facts.lead derived from the deployments, events and commits of the range."""
-    _commit_refs(conn, since)
-    for prod, env, finished, event_ct, commit_at, build_at in conn.execute(_LEAD_POINTS.format(flt=flt), params):
-        if commit_at is not None:
-            start, source = commit_at, 0
-        elif event_ct is not None:
-            start, source = event_ct, 1
-        elif build_at is not None:
-            start, source = build_at, 2
-        else:
-            continue
-        facts.lead.setdefault((prod, env), []).append(((finished - facts.base) // DAY, max(0, finished - start),
-                                                       source))
-    conn.execute("DROP TABLE temp.meta_refs")
-    conn.execute("DROP TABLE temp.event_ct")
-
-
-def _incident_filters(product: str | None, envs: Iterable[str] | None,
-                      production: frozenset[str]) -> tuple[str, dict[str, Any]]:
-    flt, params = _filters("i", product, None)
-    if envs is not None:
-        names = sorted(envs)
-        keys = [f"env{i}" for i in range(len(names))]
-        cond = f"i.environment IN ({', '.join(':' + k for k in keys)})" if names else "1 = 0"
-        if set(names) & production:
-            cond = f"({cond} OR i.environment IS NULL)"
-        flt += f" AND {cond}"
-        params.update(zip(keys, names))
-    return flt, params
 
 
 # -- windows ----------------------------------------------------------------------------------
@@ -546,9 +384,17 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 # -- snapshots --------------------------------------------------------------------------------
 
 
-def all_scopes(facts: Facts, settings: Settings) -> list[Scope]:
-    """overall, every product, every environment, every product/environment pair that has data."""
-    keys = sorted(k for k in facts.keys())
+def history_keys(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """Every (product, environment) that has had finished deployments or incidents, ever."""
+    rows = conn.execute("SELECT DISTINCT product, environment FROM deployment_facts UNION "
+                        "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
+    return {(r[0], r[1]) for r in rows}
+
+
+def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
+    """overall, and every product, environment and product/environment pair among `keys`: a scope that
+    ever had data has a snapshot every day, whatever range a run computes."""
+    keys = sorted(keys)
     products = sorted({p for p, _ in keys})
     envs = sorted({e for _, e in keys if e})
     pairs = sorted({(p, e) for p, e in keys if e})
@@ -558,18 +404,19 @@ def all_scopes(facts: Facts, settings: Settings) -> list[Scope]:
 
 
 def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
-                  computed_at: int, stored: bool = False) -> list[tuple[Any, ...]]:
-    """metric_snapshots rows for every scope, window and day first_day..last_day (day starts)."""
+                  computed_at: int) -> list[tuple[Any, ...]]:
+    """metric_snapshots rows for every scope, window and day first_day..last_day (day starts); read-only."""
     since = first_day - (max(WINDOWS) - 1) * DAY
     # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        facts = load_facts(conn, settings, since, last_day + DAY, stored=stored)
+        facts = load_facts(conn, settings, since, last_day + DAY)
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
         texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
-        for (scope, window), series in compute(facts, settings, all_scopes(facts, settings), first, last).items():
+        scopes = all_scopes(history_keys(conn) | facts.keys())
+        for (scope, window), series in compute(facts, settings, scopes, first, last).items():
             dumped = texts.get(id(series))
             if dumped is None:
                 dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
@@ -582,19 +429,16 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
     return rows
 
 
-def replace_snapshots(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
-                      computed_at: int, stored: bool = False) -> int:
-    """Compute first, then replace the days' snapshots (the caller's transaction makes it atomic).
+def write_snapshots(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], first_day: int, last_day: int) -> int:
+    """Replace the snapshots of days first_day..last_day with `rows` (inside the writer's transaction).
 
     A stored row whose numbers come out the same is left as it is (with the computed_at of the run
-    that first computed them); the others are written, and rows no longer computed are deleted.
-    Returns the number of snapshots computed.
+    that first computed them); the others are written, and scopes no longer computed are deleted.
     """
-    rows = snapshot_rows(conn, settings, first_day, last_day, computed_at, stored)
     scopes = {row[1:4] for row in rows}
-    gone = [(first_day, last_day, *scope) for scope in metric_facts.tuples(
-        conn, "SELECT DISTINCT scope, product, environment FROM metric_snapshots WHERE day >= ? AND day <= ?",
-        (first_day, last_day)) if scope not in scopes]
+    gone = [(first_day, last_day, *r) for r in conn.execute(
+        "SELECT DISTINCT scope, product, environment FROM metric_snapshots WHERE day >= ? AND day <= ?",
+        (first_day, last_day)).fetchall() if tuple(r) not in scopes]
     conn.executemany("DELETE FROM metric_snapshots WHERE day >= ? AND day <= ? AND scope = ? AND product = ? "
                      "AND environment = ?", gone)
     conn.executemany("INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
@@ -608,8 +452,8 @@ def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int
     """The metrics of `scope` for the `window` UTC days ending today, counting everything stored until `now`."""
     today = day_start_us(now)
     since = today - (window - 1) * DAY
-    envs = [scope.environment] if scope.environment else sorted(settings.production_set)
-    facts = load_facts(conn, settings, since, now + 1, scope.product or None, envs)
+    facts = load_facts(conn, settings, since, now + 1, scope.product or None,
+                       scope.environments(settings.production_set))
     series = compute(facts, settings, [scope], (today - since) // DAY, (today - since) // DAY, [window])
     return {"day": to_iso(today), **series[(scope, window)][0]}
 
@@ -619,26 +463,3 @@ def earliest_day(conn: sqlite3.Connection) -> int | None:
     row = conn.execute("SELECT MIN(t) FROM (SELECT MIN(first_at) AS t FROM deployments "
                        "UNION ALL SELECT MIN(opened_at) FROM incidents) x").fetchone()
     return None if row[0] is None else day_start_us(row[0])
-
-
-def recompute(conn: sqlite3.Connection, settings: Settings, first_day: int | None, last_day: int,
-              computed_at: int, refold_all: bool = False) -> tuple[int, int, int]:
-    """Refold deployments, relink incidents, refresh the stored facts, replace snapshots of first_day..last_day.
-
-    Runs inside the caller's transaction. Only the deployment keys that received events since the
-    last fold are refolded (the first fold, or `refold_all`, refolds everything): refolding an
-    unchanged key gives the same record. Likewise the stored facts (metric_facts) are redone only
-    where something changed, and all of them on the first fold or with `refold_all`.
-    Returns (first_day, last_day, snapshot rows); no days when there is no data yet.
-    """
-    from deploytrack.metrics import fold as deployments
-    from deploytrack.metrics import incidents
-
-    first_fold = conn.execute("SELECT 1 FROM kv WHERE key = ?", (deployments.WATERMARK,)).fetchone() is None
-    deployments.rebuild(conn, full=refold_all)
-    incidents.relink(conn, settings)
-    metric_facts.refresh(conn, full=refold_all or first_fold)
-    start = earliest_day(conn) if first_day is None else first_day
-    if start is None or start > last_day:
-        return last_day + DAY, last_day, 0
-    return start, last_day, replace_snapshots(conn, settings, start, last_day, computed_at, stored=True)

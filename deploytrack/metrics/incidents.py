@@ -1,72 +1,93 @@
 """Incidents: open, update, resolve, and link each to the deployment that caused it.
 
 Link rules, in order (the rule that made a link is stored with it, so a user can see why a
-deployment counts as failed):
-- `deployment_id`: the client named the deployment;
-- `change_id`: the latest completed deployment carrying that change id (one that finished before
-  the incident opened if there is one);
-- `last_production_deployment`: the last completed production deployment of the same product
-  that finished at or before the incident opened (the rule Apache DevLake uses).
+deployment counts as failed; rules.LINK_EXPLANATIONS says each in words):
+- `deployment_id`: the client named the deployment (ignored once that deployment no longer exists);
+- `change_id`: a completed deployment carrying that change id, within the incident's product (when
+  it has one) and environment (when it has one, else the production environments): the latest
+  finished at or before the incident opened, else the earliest after it;
+- `last_deployment`: the last completed deployment of the incident's product in its environment
+  (production when it names none) finished at or before the incident opened (DevLake's rule).
+An incident may name only a change id or a deployment id: its product then comes from the link.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from deploytrack.errors import BadRequest, NotFound
+from deploytrack.metrics.rules import LINK_EXPLANATIONS
 from deploytrack.model import Fields, Limits, check_metadata
 from deploytrack.settings import Settings, canonical_environment
 from deploytrack.timeutil import day_start_us, parse_timestamp, to_iso
 
-RULES = ("deployment_id", "change_id", "last_production_deployment")
-EXPLAIN = {
-    "deployment_id": "linked to the deployment named when the incident was recorded",
-    "change_id": "linked to the latest completed deployment with the same change id",
-    "last_production_deployment": "no explicit link: linked to the last completed production deployment "
-                                  "of the product before the incident opened",
-}
 _FIELDS = {"product", "environment", "title", "severity", "opened_at", "resolved_at", "status", "change_id",
            "deployment_id", "metadata"}
-
-_BY_CHANGE = """
-SELECT id FROM deployments d WHERE d.change_id = :change_id AND d.status = 'completed'
-ORDER BY CASE WHEN d.finished_at <= :opened THEN 0 ELSE 1 END, d.finished_at DESC, d.id DESC LIMIT 1
-"""
+Link = tuple[int | None, str | None, str]  # deployment id, rule, product
 
 
-def _fallback_sql(production: frozenset[str]) -> tuple[str, dict[str, str]]:
-    keys = {f"prod{i}": name for i, name in enumerate(sorted(production))}
-    sql = (f"SELECT id FROM deployments d WHERE d.product = :product AND d.status = 'completed' "
-           f"AND d.finished_at <= :opened AND d.environment IN ({', '.join(':' + k for k in keys)}) "
-           "ORDER BY d.finished_at DESC, d.id DESC LIMIT 1")
-    return sql, keys
+def _envs(environment: str | None, settings: Settings) -> list[str]:
+    return [environment] if environment else sorted(settings.production_set)
 
 
-def resolve_link(conn: sqlite3.Connection, settings: Settings, product: str, opened: int,
-                 change_id: str | None) -> tuple[int | None, str | None]:
-    """(deployment id, rule) by change id, else by the DevLake fallback; (None, None) if nothing fits."""
-    if change_id:
-        row = conn.execute(_BY_CHANGE, {"change_id": change_id, "opened": opened}).fetchone()
+def _marks(values: list[str]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def resolve_link(conn: sqlite3.Connection, settings: Settings, incident: Mapping[str, Any]) -> Link:
+    """(deployment id, rule, product) by the link rules; (None, None, product) if nothing fits."""
+    product = incident["product"] if incident["product_given"] else ""
+    requested = incident["requested_deployment_id"]
+    if requested is not None:
+        row = conn.execute("SELECT id, product FROM deployments WHERE id = ?", (requested,)).fetchone()
         if row is not None:
-            return int(row[0]), "change_id"
-    sql, keys = _fallback_sql(settings.production_set)
-    row = conn.execute(sql, {"product": product, "opened": opened, **keys}).fetchone()
-    return (int(row[0]), "last_production_deployment") if row is not None else (None, None)
+            return int(row[0]), "deployment_id", product or row[1]
+    envs = _envs(incident["environment"], settings)
+    if incident["change_id"]:
+        scope = f"change_id = ? AND status = 'completed' AND environment IN ({_marks(envs)})"
+        params: list[Any] = [incident["change_id"], *envs]
+        if product:
+            scope += " AND product = ?"
+            params.append(product)
+        row = conn.execute(f"SELECT id, product FROM deployments WHERE {scope} AND finished_at <= ? "
+                           "ORDER BY finished_at DESC, id DESC LIMIT 1", (*params, incident["opened_at"])).fetchone()
+        if row is None:
+            row = conn.execute(f"SELECT id, product FROM deployments WHERE {scope} AND finished_at > ? "
+                               "ORDER BY finished_at, id LIMIT 1", (*params, incident["opened_at"])).fetchone()
+        if row is not None:
+            return int(row[0]), "change_id", product or row[1]
+    if product:
+        row = conn.execute(f"SELECT id FROM deployments WHERE product = ? AND environment IN ({_marks(envs)}) "
+                           "AND status = 'completed' AND finished_at <= ? ORDER BY finished_at DESC, id DESC LIMIT 1",
+                           (product, *envs, incident["opened_at"])).fetchone()
+        if row is not None:
+            return int(row[0]), "last_deployment", product
+    return None, None, product
 
 
-def relink(conn: sqlite3.Connection, settings: Settings) -> None:
-    """Re-resolve every link not named explicitly (deployments may have arrived since)."""
-    rows = conn.execute("SELECT id, product, opened_at, change_id, deployment_id, link_rule FROM incidents "
-                        "WHERE link_rule IS NULL OR link_rule <> 'deployment_id'").fetchall()
+_LINK_COLUMNS = "id, product, product_given, environment, opened_at, change_id, requested_deployment_id, " \
+                "deployment_id, link_rule"
+
+
+def plan_links(conn: sqlite3.Connection, settings: Settings) -> list[tuple[Any, ...]]:
+    """(deployment id, rule, product, incident id) for every incident whose link the rules now put
+    elsewhere (deployments may have arrived or gone since it was linked). Read-only."""
     updates = []
-    for row in rows:
-        dep, rule = resolve_link(conn, settings, row["product"], row["opened_at"], row["change_id"])
-        if (dep, rule) != (row["deployment_id"], row["link_rule"]):
-            updates.append((dep, rule, row["id"]))
-    conn.executemany("UPDATE incidents SET deployment_id = ?, link_rule = ? WHERE id = ?", updates)
+    for row in conn.execute(f"SELECT {_LINK_COLUMNS} FROM incidents").fetchall():
+        dep, rule, product = resolve_link(conn, settings, row)
+        if (dep, rule, product) != (row["deployment_id"], row["link_rule"], row["product"]):
+            updates.append((dep, rule, product, row["id"]))
+    return updates
+
+
+def apply_links(conn: sqlite3.Connection, updates: list[tuple[Any, ...]]) -> int:
+    """Write planned links (inside the writer's transaction)."""
+    conn.executemany("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ? WHERE id = ?", updates)
+    return len(updates)
 
 
 def mark_dirty(conn: sqlite3.Connection, *times: int | None, now: int) -> None:
@@ -85,9 +106,12 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
         raise BadRequest(f"Field '{unknown[0]}' is not an incident field; known: {', '.join(sorted(_FIELDS))}",
                          unknown[0])
     out: dict[str, Any] = {}
-    for key in ("product", "title"):
-        if not partial or key in f.body:
-            out[key] = f.str(key, required=True)
+    if not partial or "title" in f.body:
+        out["title"] = f.str("title", required=True)
+    if "product" in f.body or not partial:
+        product = f.str("product", required=partial or not (f.body.get("change_id") or f.body.get("deployment_id")))
+        if product is not None:
+            out["product"] = product
     for key in ("severity", "change_id"):
         if key in f.body:
             out[key] = f.str(key, max_chars=256)
@@ -123,13 +147,14 @@ def create(conn: sqlite3.Connection, data: dict[str, Any], settings: Settings, n
     if data.get("status") == "resolved" and resolved is None:
         resolved = now
     cursor = conn.execute(
-        "INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, change_id, "
-        "deployment_id, link_rule, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?)",
-        (data["product"], data.get("environment"), data["title"], data.get("severity"), opened, resolved,
-         data.get("change_id"), data.get("deployment_id"), None,
+        "INSERT INTO incidents (product, product_given, environment, title, severity, status, opened_at, resolved_at, "
+        "change_id, requested_deployment_id, metadata, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+        (data.get("product") or "", 1 if data.get("product") else 0, data.get("environment"), data["title"],
+         data.get("severity"), opened, resolved, data.get("change_id"), data.get("deployment_id"),
          orjson.dumps(data["metadata"]).decode() if data.get("metadata") else None, now, now))
     incident_id = int(cursor.lastrowid or 0)
-    _finish(conn, incident_id, settings, explicit="deployment_id" in data and data["deployment_id"] is not None)
+    _finish(conn, incident_id, settings)
     mark_dirty(conn, opened, resolved, now=now)
     return get(conn, incident_id)
 
@@ -159,32 +184,33 @@ def update(conn: sqlite3.Connection, incident_id: int, data: dict[str, Any], set
     elif data.get("status") == "open":
         data["resolved_at"] = None
     columns = {k: data[k] for k in ("product", "environment", "title", "severity", "opened_at", "resolved_at",
-                                    "change_id", "deployment_id") if k in data}
+                                    "change_id") if k in data}
+    if "product" in data:
+        columns["product_given"] = 1
+    if "deployment_id" in data:
+        columns["requested_deployment_id"] = data["deployment_id"]
     if "metadata" in data:
         columns["metadata"] = orjson.dumps(data["metadata"]).decode() if data["metadata"] else None
     columns["updated_at"] = now
     conn.execute(f"UPDATE incidents SET {', '.join(k + ' = ?' for k in columns)} WHERE id = ?",
                  [*columns.values(), incident_id])
-    explicit = data["deployment_id"] is not None if "deployment_id" in data else old["link_rule"] == "deployment_id"
-    _finish(conn, incident_id, settings, explicit=explicit)
+    _finish(conn, incident_id, settings)
     new = get(conn, incident_id)
     mark_dirty(conn, old["opened_at"], old["resolved_at"], new["opened_at"], new["resolved_at"], now=now)
     return new
 
 
-def _finish(conn: sqlite3.Connection, incident_id: int, settings: Settings, explicit: bool) -> None:
+def _finish(conn: sqlite3.Connection, incident_id: int, settings: Settings) -> None:
     row = get(conn, incident_id)
     if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
         raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
-    if explicit:
-        if conn.execute("SELECT 1 FROM deployments WHERE id = ?", (row["deployment_id"],)).fetchone() is None:
-            raise BadRequest(f"Field 'deployment_id': no deployment {row['deployment_id']}", "deployment_id")
-        dep, rule = row["deployment_id"], "deployment_id"
-    else:
-        dep, rule = resolve_link(conn, settings, row["product"], row["opened_at"], row["change_id"])
+    requested = row["requested_deployment_id"]
+    if requested is not None and conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchone() is None:
+        raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
+    dep, rule, product = resolve_link(conn, settings, row)
     status = "resolved" if row["resolved_at"] is not None else "open"
-    conn.execute("UPDATE incidents SET deployment_id = ?, link_rule = ?, status = ? WHERE id = ?",
-                 (dep, rule, status, incident_id))
+    conn.execute("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ?, status = ? WHERE id = ?",
+                 (dep, rule, product, status, incident_id))
 
 
 def get(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any]:
@@ -198,12 +224,12 @@ def incident_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """The native API's shape of one incident, with its link and the rule that made it."""
     restore = (row["resolved_at"] - row["opened_at"]) / 1e6 if row["resolved_at"] is not None else None
     return {
-        "id": row["id"], "product": row["product"], "environment": row["environment"], "title": row["title"],
+        "id": row["id"], "product": row["product"] or None, "environment": row["environment"], "title": row["title"],
         "severity": row["severity"], "status": row["status"], "opened_at": to_iso(row["opened_at"]),
         "resolved_at": to_iso(row["resolved_at"]), "time_to_restore_seconds": restore,
         "change_id": row["change_id"], "deployment_id": row["deployment_id"],
         "link": {"deployment_id": row["deployment_id"], "rule": row["link_rule"],
-                 "explanation": EXPLAIN.get(row["link_rule"] or "", "no deployment found to link to")},
+                 "explanation": LINK_EXPLANATIONS.get(row["link_rule"] or "", "no deployment found to link to")},
         "metadata": orjson.loads(row["metadata"]) if row["metadata"] else {},
         "created_at": to_iso(row["created_at"]), "updated_at": to_iso(row["updated_at"]),
     }

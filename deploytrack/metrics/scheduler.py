@@ -1,12 +1,14 @@
-"""The daily metrics job: runs inside the server, snapshots each finished UTC day at 00:00 UTC.
+"""The metrics jobs in the server: derived data kept current, and a snapshot of each finished UTC day.
 
-At start-up it catches up on days missed while the server was down; every `interval` seconds
-it also recomputes days that received late (backfilled) events or corrections.
+`Deriver.ensure_current()` runs a refresh (metrics/refresh.py) when events or marks arrived since the
+last one; live metrics and the deployment list call it before they read, so an accepted event shows
+at once. The daily job snapshots each finished day at 00:00 UTC, catches up on days missed while the
+server was down, and every `interval` seconds recomputes days that received late (backfilled)
+events or corrections.
 
-Only one process does the work when several share the database file: the job first takes a
-lease row in `jobs` inside a write transaction; another owner's unexpired lease means "not me".
-All of a run - lease check, rebuild, compute, replace, bookkeeping - is one write transaction,
-so a crash mid-computation leaves the previous snapshots as they were.
+Only one process snapshots when several share the database: the job takes a lease row in `jobs`
+first; another owner's unexpired lease means "not me". The lease, the choice of days and the
+bookkeeping are short write transactions; the computation runs beside the writer (refresh.py).
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import os
 import secrets
 import socket
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
-from deploytrack.metrics import compute as metrics
+from deploytrack.metrics import refresh
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database
-from deploytrack.timeutil import day_start_us, now_us
+from deploytrack.timeutil import DAY, day_start_us, now_us, to_iso
 
 log = logging.getLogger("deploytrack.scheduler")
 JOB = "metrics_daily"
-DAY = metrics.DAY
 
 
 def take_lease(conn: sqlite3.Connection, owner: str, now: int, lease_us: int) -> bool:
@@ -45,28 +46,80 @@ def release_lease(conn: sqlite3.Connection, owner: str) -> None:
     conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?", (JOB, owner))
 
 
-def run_due(conn: sqlite3.Connection, settings: Settings, owner: str, now: int,
-            lease_us: int) -> tuple[int, int] | None:
-    """Snapshot every finished day not yet done, and every dirty day; (first, last) day done, or None."""
+def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
+        ) -> tuple[int | None, int, list[int]] | None:
+    """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
+    the dirty days taken); None when nothing is due. Taken dirty days leave the table: marks made
+    while the run computes stay for the next round."""
     if not take_lease(conn, owner, now, lease_us):
         return None
     last_done = conn.execute("SELECT last_day FROM jobs WHERE name = ?", (JOB,)).fetchone()[0]
     yesterday = day_start_us(now) - DAY
+    dirty = [int(r[0]) for r in conn.execute("SELECT day FROM dirty_days WHERE day <= ?", (yesterday,))]
     if last_done is None:
-        first = None  # from the first day with data
+        first = None
     else:
-        dirty = conn.execute("SELECT MIN(day) FROM dirty_days WHERE day <= ?", (last_done,)).fetchone()[0]
-        first = last_done + DAY if dirty is None else min(dirty, last_done + DAY)
+        first = min([*dirty, last_done + DAY])
         if first > yesterday:
             return None
-    start, end, _ = metrics.recompute(conn, settings, first, yesterday, now)
     conn.execute("DELETE FROM dirty_days WHERE day <= ?", (yesterday,))
+    return first, yesterday, dirty
+
+
+def finish(conn: sqlite3.Connection, owner: str, yesterday: int, done: tuple[int, int] | None, started: int) -> None:
     conn.execute("UPDATE jobs SET last_day = ? WHERE name = ?", (yesterday, JOB))
-    if start > end:
+    if done is not None:
+        conn.execute("INSERT INTO job_runs (job, owner, first_day, last_day, started_at, finished_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (JOB, owner, done[0], done[1], started, now_us()))
+
+
+def give_back(conn: sqlite3.Connection, days: list[int]) -> None:
+    """A failed run: its dirty days are dirty again."""
+    conn.executemany("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", [(d,) for d in days])
+
+
+def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner: str, now: int,
+            lease_us: int) -> tuple[int, int] | None:
+    """One round of the daily job (the server's and `metrics recompute`'s): the days snapshotted, if any."""
+    taken = write(due, owner, now, lease_us)
+    if taken is None:
         return None
-    conn.execute("INSERT INTO job_runs (job, owner, first_day, last_day, started_at, finished_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (JOB, owner, start, end, now, now_us()))
-    return start, end
+    first, yesterday, dirty = taken
+    try:
+        start, end, _ = refresh.snapshot_days(read, write, settings, first, yesterday, now)
+    except BaseException:
+        write(give_back, [*dirty, *([first] if first is not None else [])])
+        raise
+    done = (start, end) if start <= end else None
+    write(finish, owner, yesterday, done, now)
+    return done
+
+
+class Deriver:
+    """Keeps derived data current for the server: one refresh at a time, beside the writer."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._lock = asyncio.Lock()
+
+    def run(self, fn: Callable[..., object], *args: object) -> object:
+        """Run a refresh-style function (read, write, settings, ...) in this thread."""
+        return fn(self.db.read_snapshot, self.db.write_from_thread, self.settings, *args)
+
+    async def ensure_current(self) -> None:
+        """Refresh if anything changed since the last refresh (a cheap check when nothing did)."""
+        if await self._current():
+            return
+        async with self._lock:
+            if not await self._current():
+                await asyncio.to_thread(self.run, refresh.refresh)
+
+    async def _current(self) -> bool:
+        row = await self.db.fetchone(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events), (SELECT value FROM kv WHERE key = ?), "
+            "(SELECT COUNT(*) FROM derived_stale)", (refresh.WATERMARK,))
+        return row is not None and row[1] is not None and int(row[1]) >= int(row[0]) and not row[2]
 
 
 class MetricsScheduler:
@@ -77,8 +130,10 @@ class MetricsScheduler:
     """
 
     def __init__(self, db: Database, settings: Settings, *, clock: Callable[[], int] = now_us,
-                 interval: float | None = None, lease_seconds: float = 900, owner: str | None = None) -> None:
+                 interval: float | None = None, lease_seconds: float = 900, owner: str | None = None,
+                 deriver: Deriver | None = None) -> None:
         self.db = db
+        self.deriver = deriver or Deriver(db, settings)
         self.settings = settings
         self.clock = clock
         self.interval = settings.metrics_interval if interval is None else interval
@@ -91,10 +146,12 @@ class MetricsScheduler:
 
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
-        done = await self.db.write(run_due, self.settings, self.owner, self.clock(), self.lease_us)
+        async with self.deriver._lock:
+            done = await asyncio.to_thread(self.deriver.run, run_due, self.owner, self.clock(), self.lease_us)
         if done is not None:
+            assert isinstance(done, tuple)
             self.runs.append(done)
-            log.info("metrics snapshots for %s .. %s", metrics.to_iso(done[0]), metrics.to_iso(done[1]))
+            log.info("metrics snapshots for %s .. %s", to_iso(done[0]), to_iso(done[1]))
         return done
 
     def kick(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploytrack.errors import BadRequest, PayloadTooLarge
-from deploytrack.metrics import facts as metric_facts
+from deploytrack.metrics import facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
 from deploytrack.storage.database import Connection
@@ -47,5 +47,5 @@ def store(conn: Connection, rows: list[tuple[Any, ...]], now: int) -> int:
         "ON CONFLICT (repository, sha) DO UPDATE SET authored_at = excluded.authored_at, "
         "committed_at = excluded.committed_at, message = excluded.message, author = excluded.author", rows)
     mark_dirty(conn, *{row[3] for row in rows}, now=now)
-    metric_facts.stale_commits(conn, [row[1] for row in rows])
+    facts.mark_shas(conn, [row[1] for row in rows])
     return len(rows)

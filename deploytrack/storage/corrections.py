@@ -5,8 +5,7 @@ from __future__ import annotations
 import orjson
 
 from deploytrack.errors import NotFound
-from deploytrack.metrics import facts as metric_facts
-from deploytrack.metrics import fold as deployments
+from deploytrack.metrics import facts, fold, refresh
 from deploytrack.storage.database import Connection
 
 _DAY = 86_400_000_000
@@ -25,7 +24,7 @@ def _touch_days(conn: Connection, where: str, params: tuple[object, ...]) -> Non
 
 def delete_event(conn: Connection, event_id: str, token_id: int | None, actor: str | None,
                  now: int) -> dict[str, object]:
-    """Delete one event; its deployment record is refolded and its day marked for recompute."""
+    """Delete one event; its deployment key is refolded (at the next refresh) and its day marked for recompute."""
     row = conn.execute("SELECT seq, kind, product, environment, version, scm_sha FROM events WHERE id = ?",
                        (event_id,)).fetchone()
     if row is None:
@@ -33,11 +32,11 @@ def delete_event(conn: Connection, event_id: str, token_id: int | None, actor: s
     _touch_days(conn, "seq = ?", (row["seq"],))
     conn.execute("DELETE FROM events WHERE seq = ?", (row["seq"],))
     if row["kind"] == "deployment" and row["environment"]:
-        deployments.rebuild(conn, full=False, keys=[(row["product"], row["environment"], row["version"])])
-        metric_facts.stale_key(conn, row["product"], row["environment"], row["version"])
+        facts.mark_key(conn, row["product"], row["environment"], row["version"])
     elif row["kind"] == "build":
-        metric_facts.stale_build(conn, row["product"], row["version"], row["scm_sha"])
-    deployments.forget_deleted(conn)
+        facts.mark_product(conn, row["product"])
+        facts.mark_shas(conn, [row["scm_sha"]] if row["scm_sha"] else [])
+    refresh.forget_deleted(conn)
     detail = {"event_id": event_id, "kind": row["kind"], "product": row["product"]}
     _audit(conn, now, token_id, actor, "delete_event", detail)
     return {"deleted": 1, **detail}
@@ -51,10 +50,13 @@ def delete_product_events(conn: Connection, product: str, token_id: int | None, 
     if not count and known is None:
         raise NotFound("no product with that name", "name")
     _touch_days(conn, "product = ?", (product,))
-    metric_facts.stale_product(conn, product)
+    facts.mark_product(conn, product)
+    facts.mark_shas(conn, [r[0] for r in conn.execute(
+        "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL", (product,))])
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
+    fold.remember_ids(conn)
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))
-    deployments.forget_deleted(conn)
+    refresh.forget_deleted(conn)
     conn.execute("DELETE FROM versions WHERE product = ?", (product,))
     conn.execute("DELETE FROM products WHERE name = ?", (product,))
     _audit(conn, now, token_id, actor, "delete_product_events", {"product": product, "events": count})

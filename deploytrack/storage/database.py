@@ -18,6 +18,7 @@ the same connection interface (`execute`, `executemany`, rows indexable by name 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -69,6 +70,20 @@ def open_settings(settings: Settings, *, migrate: bool = True, readonly: bool = 
     return connect(settings.db, readonly=readonly, password=password_for(settings))
 
 
+def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """`read(fn, *args)` on one snapshot and `write(fn, *args)` in one write transaction, both on
+    one connection of its own (a CLI command; the server uses `Database.read` and `Database.write`)."""
+
+    def read(fn: Callable[..., T], *args: Any) -> T:
+        return _in_snapshot(conn, fn, args)
+
+    def write(fn: Callable[..., T], *args: Any) -> T:
+        with transaction(conn):
+            return fn(conn, *args)
+
+    return read, write
+
+
 @contextlib.contextmanager
 def transaction(conn: Connection) -> Iterator[Connection]:
     """A write transaction outside the server (CLI, tests): committed at the end, undone on error."""
@@ -91,6 +106,9 @@ class Database:
         self._readers = readers
         self._sqlite_pool: sqlite.ReadPool | None = None
         self._pg_pool: Any = None
+        # Threads that run read functions on PostgreSQL (one per pooled connection at most): not the
+        # default executor, which a caller of read_snapshot may itself be occupying.
+        self._read_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,6 +148,7 @@ class Database:
             raise
         self._start_writer(conn)
         self._pg_pool = await pg.open_pool(url, secret, self._readers)
+        self._read_threads = concurrent.futures.ThreadPoolExecutor(self._readers, thread_name_prefix="dt-reader")
 
     def _start_writer(self, conn: Connection) -> None:
         self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
@@ -150,6 +169,9 @@ class Database:
         if self._pg_pool is not None:
             pool, self._pg_pool = self._pg_pool, None
             await pool.close()
+        if self._read_threads is not None:
+            threads, self._read_threads = self._read_threads, None
+            threads.shutdown(wait=True)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -235,6 +257,19 @@ class Database:
         # One wake-up of the event loop per group, not one per request.
         self._loop.call_soon_threadsafe(_settle_all, results)
 
+    def write_from_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`write` for code running in a worker thread: blocks that thread until the commit."""
+        if self._loop is None:
+            raise Unavailable("the database is closed")
+        return asyncio.run_coroutine_threadsafe(self.write(fn, *args), self._loop).result()
+
+    def read_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
+        """`read` for code running in a worker thread (never the event loop): blocks that thread
+        until `fn(conn, *args)` has run on a pooled connection, on one snapshot."""
+        if self._loop is None:
+            raise Unavailable("the database is closed")
+        return asyncio.run_coroutine_threadsafe(self.read(fn, *args), self._loop).result()
+
     # -- reads -------------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
@@ -260,7 +295,7 @@ class Database:
                 assert self._loop is not None
                 async with self._pg_pool.acquire() as raw:
                     conn = pg.Connection(self._loop, None, raw, owned=False)
-                    return await asyncio.to_thread(_in_snapshot, conn, fn, args)
+                    return await self._loop.run_in_executor(self._read_threads, _in_snapshot, conn, fn, args)
             return await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args))
         except Exception as exc:
             raise _read_error(exc) from exc

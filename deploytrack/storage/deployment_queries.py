@@ -5,53 +5,81 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deploytrack.metrics import rules
 from deploytrack.storage.database import Database
 from deploytrack.storage.event_queries import newest_first
+from deploytrack.timeutil import to_iso
 
-LABELS = ("rollback", "hotfix")
+LABELS = rules.LABELS
+# Deployment records with what their product/environment's history says of them (metrics/facts.py).
+DEPLOYMENTS = ("(SELECT d.*, f.is_rollback, f.rollback_of, f.rolled_back_by, f.rolled_back_at, "
+               "COALESCE(f.label, d.label) AS effective_label "
+               "FROM deployments d LEFT JOIN deployment_facts f ON f.id = d.id) x")
 
 
 @dataclass(frozen=True)
 class DeploymentFilter:
     product: str | None = None
     environment: str | None = None
+    version: str | None = None
     status: str | None = None
     label: str | None = None
+    since: int | None = None  # first event at or after (µs)
+    until: int | None = None  # first event before (µs)
 
     def as_query(self) -> dict[str, str | None]:
         return {"product": self.product, "environment": self.environment, "status": self.status, "label": self.label}
 
 
-def with_duration(row: Any) -> dict[str, Any]:
-    """A deployment row as a dict plus `duration` (µs from start, or first event, to finish).
-
-    A deployment known only from its final event has no duration (None), not a duration of zero.
-    """
+def shaped(row: Any) -> dict[str, Any]:
+    """A deployment row as a dict with its effective `label`, `duration` (µs) and rollback links."""
     out = dict(row)
-    start = out["started_at"] if out["started_at"] is not None else out["first_at"]
-    finished = out["finished_at"]
-    known = finished is not None and (out["started_at"] is not None or start < finished)
-    out["duration"] = finished - start if known else None
+    out["duration"] = rules.duration_us(out["first_at"], out["started_at"], out["finished_at"])
+    if "effective_label" in out:
+        out["label"] = out.pop("effective_label")
     return out
+
+
+def deployment_json(row: dict[str, Any]) -> dict[str, Any]:
+    """The native API's shape of one deployment record (a `shaped` row)."""
+    duration = row["duration"]
+    return {
+        "id": row["id"], "product": row["product"], "environment": row["environment"], "version": row["version"],
+        "invoke_id": row["invoke_id"] or None, "status": row["status"], "label": row["label"],
+        "first_at": to_iso(row["first_at"]), "started_at": to_iso(row["started_at"]),
+        "finished_at": to_iso(row["finished_at"]), "duration_seconds": None if duration is None else duration / 1e6,
+        "scm_sha": row["scm_sha"], "actor": row["actor"], "change_id": row["change_id"],
+        "event_count": row["event_count"], "rolled_back_by": row.get("rolled_back_by"),
+        "rollback_of": row.get("rollback_of"),
+    }
 
 
 async def list_deployments(db: Database, flt: DeploymentFilter, limit: int = 50,
                            cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Deployments newest first (by their first event), keyset-paged; returns rows and the next cursor."""
+    """Deployments newest first (by their first event), keyset-paged; returns rows and the next cursor.
+    The deployments page and /api/v1/deployments both read through here."""
     where: list[str] = []
     params: list[Any] = []
-    for column in ("product", "environment", "status", "label"):
+    for column in ("product", "environment", "version", "status"):
         value = getattr(flt, column)
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    rows, next_cursor = await newest_first(db, "deployments", ("first_at", "id"), where, params, limit, cursor)
-    return [with_duration(r) for r in rows], next_cursor
+    if flt.label is not None:
+        where.append("effective_label = ?")
+        params.append(flt.label)
+    for column, op in (("since", ">="), ("until", "<")):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"first_at {op} ?")
+            params.append(value)
+    rows, next_cursor = await newest_first(db, DEPLOYMENTS, ("first_at", "id"), where, params, limit, cursor)
+    return [shaped(r) for r in rows], next_cursor
 
 
 async def get_deployment(db: Database, deployment_id: int) -> dict[str, Any] | None:
-    row = await db.fetchone("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
-    return with_duration(row) if row else None
+    row = await db.fetchone(f"SELECT * FROM {DEPLOYMENTS} WHERE id = ?", (deployment_id,))
+    return shaped(row) if row else None
 
 
 async def deployment_events(db: Database, deployment_id: int, limit: int = 200) -> list[dict[str, Any]]:
@@ -112,9 +140,9 @@ async def matrix(db: Database, product: str | None = None) -> Matrix:
     id_list = sorted(ids)
     for start in range(0, len(id_list), 500):
         chunk = id_list[start:start + 500]
-        for row in await db.fetchall(f"SELECT * FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})",
+        for row in await db.fetchall(f"SELECT * FROM {DEPLOYMENTS} WHERE id IN ({', '.join('?' * len(chunk))})",
                                      chunk):
-            deployments[row["id"]] = with_duration(row)
+            deployments[row["id"]] = shaped(row)
     cells = {}
     for r in pairs:
         if r["latest_id"] is not None:
@@ -139,9 +167,9 @@ async def product_exists(db: Database, name: str) -> bool:
 async def product_deployments(db: Database, product: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
     """A product's deployments since `since`, newest first."""
     rows = await db.fetchall(
-        "SELECT * FROM deployments WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
+        f"SELECT * FROM {DEPLOYMENTS} WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
         (product, since, limit))
-    return [with_duration(r) for r in rows]
+    return [shaped(r) for r in rows]
 
 
 async def product_builds(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:

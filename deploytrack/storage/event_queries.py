@@ -100,8 +100,9 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50,
 
 async def newest_first(db: Database, table: str, order: tuple[str, str], where: list[str], params: list[Any],
                        limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One keyset page of `table` matching `where`, newest first by `order` (a time column, then an id
-    column), and the cursor of the next page (`time.id` of the last row) or None."""
+    """One keyset page of `table` (a table, or a parenthesised SELECT with an alias) matching `where`,
+    newest first by `order` (a time column, then an id column), and the cursor of the next page
+    (`time.id` of the last row) or None."""
     time_col, id_col = order
     where, params = list(where), list(params)
     after = decode_cursor(cursor)

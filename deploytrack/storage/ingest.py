@@ -11,7 +11,8 @@ from typing import Any, Iterable, Mapping
 import orjson
 
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
-from deploytrack.model import TERMINAL, Event, new_event_id
+from deploytrack.metrics import rules
+from deploytrack.model import Event, new_event_id
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us
@@ -174,8 +175,7 @@ class _Group:
         }
         if event.kind == "deployment" and environment:
             # The label reads the metadata object the event already holds, not the JSON text just made of it.
-            label = deployment_label({"metadata": event.metadata, "summary": event.summary})
-            row["deployment"] = self._fold(row, label)
+            row["deployment"] = self._fold(row, rules.event_label(event.metadata, event.summary))
         if event.client_key:
             self.by_client_key[event.client_key] = row
         self.rows.append(row)
@@ -195,28 +195,20 @@ class _Group:
             self.version_writes[pair] = ("insert" if previous and previous[0] == "insert" else "update", sha, at)
 
     def _fold(self, ev: dict[str, Any], label: str | None) -> dict[str, Any]:
-        """Fold a deployment event into its deployment record (pending -> started -> finished)."""
+        """Fold a deployment event into its deployment record (the rules' fold step, in arrival order;
+        the metrics refresh refolds keys whose events arrived out of order)."""
         key = (ev["product"], ev["environment"], ev["version"], ev["invoke_id"] or "")
+        event = rules.FoldEvent(seq=0, occurred_at=ev["occurred_at"], status=ev["status"], invoke_id=key[3],
+                                scm_sha=ev["scm_sha"], actor=ev["actor"], change_id=ev["change_id"], label=label)
         dep = self.deployments.get(key)
-        if dep is not None and not key[3] and dep["status"] not in ("pending", "started"):
-            dep = None  # without an invoke id, a finished deployment is not reopened: this starts the next one
-        at, status = ev["occurred_at"], ev["status"]
-        started = at if status == "started" else None
-        finished = at if status in TERMINAL else None
+        if dep is not None and not key[3] and rules.starts_new_run(dep["record"].status, event.status):
+            dep = None
         if dep is None:
             dep = {"id": None, "product": key[0], "environment": key[1], "version": key[2], "invoke_id": key[3],
-                   "status": status, "first_at": at, "last_at": at, "started_at": started, "finished_at": finished,
-                   "scm_sha": ev["scm_sha"], "actor": ev["actor"], "change_id": ev["change_id"], "label": label,
-                   "event_count": 1, "stored": None}
+                   "record": rules.new_record(event), "stored": None}
             self.deployments[key] = dep
-            return dep
-        dep.update({
-            "status": _fold_status(dep["status"], dep["finished_at"], status, at),
-            "first_at": min(at, dep["first_at"]), "last_at": max(at, dep["last_at"]),
-            "started_at": _earliest(dep["started_at"], started), "finished_at": _latest(dep["finished_at"], finished),
-            "scm_sha": _coalesce(ev["scm_sha"], dep["scm_sha"]), "actor": _coalesce(dep["actor"], ev["actor"]),
-            "change_id": _coalesce(dep["change_id"], ev["change_id"]), "label": _coalesce(dep["label"], label),
-            "event_count": dep["event_count"] + 1})
+        else:
+            rules.fold_into(dep["record"], event)
         return dep
 
     def _rows_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -261,17 +253,24 @@ def _write_deployments(conn: Connection, deps: list[dict[str, Any]]) -> None:
         top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
         for offset, dep in enumerate(new, start=1):
             dep["id"] = top + offset
-        columns = ("id", "product", "environment", "version", "invoke_id", *_DEPLOYMENT_FIELDS)
-        _insert_rows(conn, "deployments", columns, [[d[c] for c in columns] for d in new])
+        keys = ("id", "product", "environment", "version", "invoke_id")
+        _insert_rows(conn, "deployments", (*keys, *_DEPLOYMENT_FIELDS),
+                     [[*(d[c] for c in keys), *_record_values(d["record"])] for d in new])
     # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
     # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for dep in deps:
         if dep["stored"] is not None:
-            changed = tuple(c for c in _DEPLOYMENT_FIELDS if dep[c] != dep["stored"][c])
-            by_columns.setdefault(changed, []).append(dep)
+            values = dict(zip(_DEPLOYMENT_FIELDS, _record_values(dep["record"])))
+            changed = tuple(c for c in _DEPLOYMENT_FIELDS if values[c] != dep["stored"][c])
+            if changed:
+                by_columns.setdefault(changed, []).append({"id": dep["id"], **values})
     for columns, changed_deps in by_columns.items():
         _update_rows(conn, columns, changed_deps)
+
+
+def _record_values(record: rules.Folded) -> list[Any]:
+    return [getattr(record, c) for c in _DEPLOYMENT_FIELDS]
 
 
 _INTEGER_FIELDS = frozenset({"first_at", "last_at", "started_at", "finished_at", "event_count"})
@@ -353,10 +352,11 @@ def _open_deployments(conn: Connection, keys: set[tuple[str, str | None, str | N
         for row in conn.execute(f"SELECT * FROM deployments WHERE {where}", params):
             key = (row["product"], row["environment"], row["version"], row["invoke_id"])
             if key not in found or row["id"] > found[key]["id"]:
-                dep = {c: row[c] for c in ("id", "product", "environment", "version", "invoke_id",
-                                            *_DEPLOYMENT_FIELDS)}
-                dep["stored"] = dict(dep)
-                found[key] = dep
+                stored = {c: row[c] for c in _DEPLOYMENT_FIELDS}
+                record = rules.Folded(invoke_id=row["invoke_id"], **stored)
+                found[key] = {"id": row["id"], "product": row["product"], "environment": row["environment"],
+                              "version": row["version"], "invoke_id": row["invoke_id"], "record": record,
+                              "stored": stored}
     return found
 
 
@@ -397,51 +397,6 @@ def import_event(conn: Connection, event: Event, event_id: str, received_at: int
     result = ingest(conn, Ingest(events=[event], token_id=None, received_at=received_at, aliases=aliases,
                                  event_ids=[event_id]))
     return result.rows[0]
-
-
-_RANK = {"pending": 0, "started": 1, "completed": 2, "failed": 3, "aborted": 4}
-
-
-def _fold_status(current: str, finished_at: int | None, new: str, at: int) -> str:
-    """The lifecycle only moves forward (pending -> started -> finished), whatever order events
-    arrive in; between two outcomes the later one wins, at the same instant the higher rank
-    (aborted > failed > completed). deployments.py's refold applies the same rule in SQL."""
-    rank_current, rank_new = _RANK[current], _RANK[new]
-    if min(rank_new, 2) != min(rank_current, 2):
-        return new if rank_new > rank_current else current
-    if rank_new < 2:
-        return max(current, new, key=_RANK.__getitem__)
-    last = finished_at or 0
-    return new if at > last or (at == last and rank_new >= rank_current) else current
-
-
-def deployment_label(ev: Mapping[str, Any]) -> str | None:
-    """'rollback' or 'hotfix' when the event says so (a deployment_type attribute or metadata)."""
-    meta = orjson.loads(ev["metadata"]) if isinstance(ev.get("metadata"), str) else (ev.get("metadata") or {})
-    for key in ("deployment_type", "type", "label"):
-        value = meta.get(key)
-        if isinstance(value, str) and value.strip().lower() in ("rollback", "hotfix"):
-            return value.strip().lower()
-    if meta.get("rollback") is True:
-        return "rollback"
-    summary = (ev.get("summary") or "").lower()
-    if summary.startswith(("rollback", "roll back", "rolled back", "revert")):
-        return "rollback"
-    if summary.startswith("hotfix"):
-        return "hotfix"
-    return None
-
-
-def _coalesce(a: Any, b: Any) -> Any:
-    return a if a is not None else b
-
-
-def _earliest(a: int | None, b: int | None) -> int | None:
-    return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
-
-
-def _latest(a: int | None, b: int | None) -> int | None:
-    return max(x for x in (a, b) if x is not None) if a is not None or b is not None else None
 
 
 # -- tokens -----------------------------------------------------------------------------

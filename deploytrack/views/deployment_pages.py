@@ -32,6 +32,7 @@ async def deployments(request: Request) -> Response:
         environment=canonical_environment(env, app.settings.environment_aliases) if env else None,
         status=query_choice(request, "status", STATUSES), label=query_choice(request, "label", dq.LABELS))
     cursor = request.query_params.get("cursor")
+    await app.deriver.ensure_current()
     rows, next_cursor = await dq.list_deployments(app.db, flt, PAGE_SIZE, cursor)
     return render(request, "deployments.html", {
         "token": token, "deployments": rows, "filter": flt, "paged": bool(cursor), "statuses": STATUSES,
@@ -48,6 +49,7 @@ async def deployment_detail(request: Request) -> Response:
     """GET /deployments/{id}: one deployment's lifecycle, its events and the incidents linked to it."""
     token = await require(request, "read")
     db = request.app.state.deploytrack.db
+    await request.app.state.deploytrack.deriver.ensure_current()
     deployment_id = whole_number(request.path_params["deployment_id"])
     deployment = await dq.get_deployment(db, deployment_id) if deployment_id is not None else None
     if deployment is None:

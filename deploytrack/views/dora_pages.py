@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import incidents as incident_rules
+from deploytrack.metrics import rules
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
@@ -22,7 +22,7 @@ from deploytrack.views.html import (
     query_text,
     render,
 )
-from deploytrack.views.metrics_api import metrics_report
+from deploytrack.metrics.report import report as metrics_report
 from deploytrack.web.sessions import require
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
@@ -61,6 +61,7 @@ async def dora(request: Request) -> Response:
     environment = canonical_environment(env, app.settings.environment_aliases) if env else None
     window = dashboard.parse_window(request.query_params.get("window"))
     scope = metrics.Scope.of(product, environment)
+    await app.deriver.ensure_current()
     report = await app.db.read(metrics_report, app.settings, scope, window, dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
     cards = []
@@ -93,7 +94,7 @@ async def incidents(request: Request) -> Response:
     rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
     params = {"state": state, "product": product}
     return render(request, "incidents.html", {
-        "token": token, "incidents": rows, "explain": incident_rules.EXPLAIN, "state": state, "product": product, "paged": bool(cursor),
+        "token": token, "incidents": rows, "explain": rules.LINK_EXPLANATIONS, "state": state, "product": product, "paged": bool(cursor),
         "filtered": bool(state or product),
         "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
         "first_url": page_url("/incidents", params),

@@ -58,6 +58,7 @@ async def product(request: Request) -> Response:
         raise NotFound("There is no product with that name.")
     end = now_us()
     start = end - days * DAY_US
+    await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(db, name)
     deployments = await dq.product_deployments(db, name, start)
     builds = await dq.product_builds(db, name, start)

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import fold as deployments
-from deploytrack.metrics import incidents
+from deploytrack.metrics import incidents, report
 from deploytrack.model import STATUSES, whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import commits, corrections
+from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage.event_queries import decode_cursor
-from deploytrack.timeutil import now_us, parse_timestamp, to_iso
+from deploytrack.timeutil import now_us, parse_timestamp
 from deploytrack.views.api import api, page_limit
 from deploytrack.web.http import JSONResponse, idempotency_key, parse_json, read_body
 from deploytrack.web.sessions import require
@@ -92,6 +91,7 @@ async def list_incidents(request: Request) -> Response:
         where.append("id < ?")
         params.append(before_id)
     limit = _limit(request)
+    await app.deriver.ensure_current()
     sql = "SELECT * FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
     rows = await app.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1])
     more = len(rows) > limit
@@ -110,6 +110,7 @@ def _incident_id(request: Request) -> int:
 async def get_incident(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
+    await app.deriver.ensure_current()
     row = await app.db.read(incidents.get, _incident_id(request))
     return JSONResponse(incidents.incident_json(row))
 
@@ -143,74 +144,28 @@ async def post_commits(request: Request) -> Response:
 
 @api
 async def list_deployments(request: Request) -> Response:
-    """Deployment records newest first, with duration and rollback/hotfix label."""
+    """Deployment records newest first, with duration, label and rollback links."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    where: list[str] = []
-    params: dict[str, Any] = {"limit": _limit(request) + 1}
-    for name in ("product", "environment", "version", "status", "label"):
+    query: dict[str, Any] = {name: _text(request, name) for name in ("product", "environment", "version", "status",
+                                                                       "label")}
+    if query["status"] is not None and query["status"] not in STATUSES:
+        raise BadRequest(f"query parameter 'status' must be one of {', '.join(STATUSES)}", "status")
+    if query["label"] is not None and query["label"] not in dq.LABELS:
+        raise BadRequest("query parameter 'label' must be 'rollback' or 'hotfix'", "label")
+    if query["environment"] is not None:
+        query["environment"] = canonical_environment(query["environment"], app.settings.environment_aliases)
+    for name in ("since", "until"):
         value = _text(request, name)
-        if value is None:
-            continue
-        if name == "status" and value not in STATUSES:
-            raise BadRequest(f"query parameter 'status' must be one of {', '.join(STATUSES)}", "status")
-        if name == "label":
-            if value not in ("rollback", "hotfix"):
-                raise BadRequest("query parameter 'label' must be 'rollback' or 'hotfix'", "label")
-            where.append("(d.label = :label OR (:label = 'rollback' AND " + deployments.rollback_condition() + "))")
-        else:
-            where.append(f"d.{name} = :{name}")
-        if name == "environment":
-            value = canonical_environment(value, app.settings.environment_aliases)
-        params[name] = value
-    for name, op in (("since", ">="), ("until", "<")):
-        value = _text(request, name)
-        if value is not None:
-            where.append(f"d.first_at {op} :{name}_t")
-            params[f"{name}_t"] = parse_timestamp(value, name)
-    after = decode_cursor(_text(request, "cursor"))
-    if after is not None:  # the leading range lets the index seek to the cursor (see queries.newest_first)
-        where.append("d.first_at <= :c_at AND (d.first_at < :c_at OR d.id < :c_id)")
-        params.update(c_at=after[0], c_id=after[1])
-    rows = await app.db.fetchall(deployments.list_sql(where), params)
-    limit = params["limit"] - 1
-    more = len(rows) > limit
-    return JSONResponse({
-        "deployments": [deployments.deployment_json(r) for r in rows[:limit]],
-        "next_cursor": f"{rows[limit - 1]['first_at']}.{rows[limit - 1]['id']}" if more else None})
+        query[name] = parse_timestamp(value, name) if value is not None else None
+    decode_cursor(_text(request, "cursor"))  # a 400 naming `cursor` for one this server did not issue
+    await app.deriver.ensure_current()
+    rows, next_cursor = await dq.list_deployments(app.db, dq.DeploymentFilter(**query), _limit(request),
+                                                  _text(request, "cursor"))
+    return JSONResponse({"deployments": [dq.deployment_json(r) for r in rows], "next_cursor": next_cursor})
 
 
 # -- metrics ----------------------------------------------------------------------------------
-
-
-def window_param(raw: str | None) -> int:
-    """7, 30 or 90 ('30' and '30d' both accepted); default 30."""
-    if raw is None or not raw.strip():
-        return 30
-    text = raw.strip().lower().removesuffix("d")
-    window = whole_number(text)
-    if window not in metrics.WINDOWS:
-        raise BadRequest("query parameter 'window' must be 7, 30 or 90 (days)", "window")
-    return window
-
-
-def _series(conn: Any, scope: metrics.Scope, window: int, days: int, today: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT day, data FROM metric_snapshots WHERE scope = ? AND product = ? AND environment = ? "
-        "AND window_days = ? AND day >= ? ORDER BY day",
-        (scope.kind, scope.product, scope.environment, window, today - days * metrics.DAY)).fetchall()
-    return [{"day": to_iso(r["day"]), **orjson.loads(r["data"])} for r in rows]
-
-
-def metrics_report(conn: Any, settings: Any, scope: metrics.Scope, window: int, days: int, now: int) -> dict[str, Any]:
-    """What GET /api/v1/metrics and `metrics show --json` return."""
-    today = metrics.day_start_us(now)
-    return {
-        "scope": scope.as_dict(), "window_days": window, "bands": metrics.BANDS_SOURCE,
-        "production_environments": sorted(settings.production_set), "as_of": to_iso(now),
-        "latest": metrics.live(conn, settings, scope, window, now),
-        "series": _series(conn, scope, window, days, today),
-    }
 
 
 @api
@@ -218,15 +173,16 @@ async def get_metrics(request: Request) -> Response:
     """Live numbers for the window ending today, and the daily snapshot series for charts."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    window = window_param(request.query_params.get("window"))
+    window = report.window_param(request.query_params.get("window"))
     env = _text(request, "environment")
     scope = metrics.Scope.of(_text(request, "product"),
                              canonical_environment(env, app.settings.environment_aliases) if env else None)
     days = whole_number(request.query_params.get("days", "90"))
     if days is None or not 1 <= days <= MAX_SERIES_DAYS:
         raise BadRequest(f"query parameter 'days' must be 1 to {MAX_SERIES_DAYS}", "days")
-    report = await app.db.read(metrics_report, app.settings, scope, window, days, now_us())
-    return JSONResponse(report)
+    await app.deriver.ensure_current()
+    body = await app.db.read(report.report, app.settings, scope, window, days, now_us())
+    return JSONResponse(body)
 
 
 # -- corrections ------------------------------------------------------------------------------

@@ -1,0 +1,197 @@
+"""Bringing derived data up to date beside the writer, never inside it.
+
+Derived data - deployment records refolded in event-time order, the stored facts, incident links,
+daily snapshots - is a function of the event log, commits and incidents. A refresh reads what
+changed on a snapshot (a read transaction: one consistent view), computes in Python with the rules,
+and hands the results to the single writer in short transactions, one chunk at a time, so ingestion
+keeps its latency while metrics are computed. A chunk that raced with newer events is skipped and
+redone in the next round; the watermark only moves past what was read.
+
+`read(fn, *args)` runs `fn(conn, *args)` on a snapshot; `write(fn, *args)` runs it in one write
+transaction. The server passes its read connections and its writer; the CLI one connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from deploytrack.metrics import compute, facts, fold, incidents
+from deploytrack.settings import Settings
+from deploytrack.timeutil import DAY
+
+T = TypeVar("T")
+Read = Callable[..., Any]
+Write = Callable[..., Any]
+WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
+_KEYS_PER_READ = 2_000
+_ROWS_PER_WRITE = 5_000
+_PARTITIONS_PER_READ = 64
+_DAYS_PER_WRITE = 14
+
+
+@dataclass
+class Changes:
+    """What a refresh must redo, as read on one snapshot."""
+
+    top_seq: int
+    stale_id: int
+    full: bool
+    keys: dict[fold.Key, int] = field(default_factory=dict)
+    partitions: set[facts.Partition] = field(default_factory=set)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.full and not self.keys and not self.partitions and not self.stale_id
+
+
+def state(conn: sqlite3.Connection) -> tuple[int, int | None, int]:
+    """(newest event seq, watermark or None, newest stale mark id)."""
+    row = conn.execute("SELECT (SELECT COALESCE(MAX(seq), 0) FROM events), (SELECT value FROM kv WHERE key = ?), "
+                       "(SELECT COALESCE(MAX(id), 0) FROM derived_stale)", (WATERMARK,)).fetchone()
+    return int(row[0]), None if row[1] is None else int(row[1]), int(row[2])
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """Nothing to redo: no event since the watermark and no stale mark."""
+    top, mark, stale = state(conn)
+    return mark is not None and mark >= top and not stale
+
+
+def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
+    """The keys to refold and product/environments to redo since the watermark (read-only)."""
+    top, mark, stale_id = state(conn)
+    changes = Changes(top, stale_id, full or mark is None)
+    if changes.full:
+        changes.keys = fold.all_keys(conn)
+        changes.partitions = facts.all_partitions(conn)
+        return changes
+    assert mark is not None
+    after = min(mark, top)  # deletions can leave the watermark above the newest seq
+    changes.keys = fold.dirty_keys(conn, after, top)
+    products: set[str] = set()
+    shas: set[str] = set()
+    for kind, product, environment, version, sha in conn.execute(
+            "SELECT kind, product, environment, version, sha FROM derived_stale WHERE id <= ?", (stale_id,)):
+        if kind == "key":
+            changes.keys[(product, environment, version)] = fold.EVER
+        elif kind == "product":
+            products.add(product)
+        elif kind == "sha":
+            shas.add(sha)
+    for product, sha in conn.execute("SELECT DISTINCT product, scm_sha FROM events WHERE seq > ? AND seq <= ? "
+                                     "AND kind = 'build'", (after, top)):
+        products.add(product)  # a first build time (or a version's SHA) may have changed
+        if sha:
+            shas.add(sha)
+    changes.partitions = {(p, e) for p, e, _ in changes.keys} | facts.partitions_of(conn, products, shas)
+    return changes
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _by_rows(plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
+    """Plans grouped so that each write transaction stays short."""
+    group: list[Any] = []
+    rows = 0
+    for p in plans:
+        group.append(p)
+        rows += size(p)
+        if rows >= _ROWS_PER_WRITE:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _done(conn: sqlite3.Connection, top_seq: int, stale_id: int) -> None:
+    conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 (WATERMARK, str(top_seq)))
+    conn.execute("DELETE FROM derived_stale WHERE id <= ?", (stale_id,))
+
+
+def forget_deleted(conn: sqlite3.Connection) -> None:
+    """After events were deleted: seqs above the new newest one are given out again, so the watermark
+    must not stay above it (later events under it would be missed)."""
+    conn.execute("UPDATE kv SET value = (SELECT CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM events) "
+                 "WHERE key = ? AND CAST(value AS INTEGER) > (SELECT COALESCE(MAX(seq), 0) FROM events)",
+                 (WATERMARK,))
+
+
+@dataclass
+class Summary:
+    keys_refolded: int = 0
+    partitions: int = 0
+    links: int = 0
+
+
+def refresh(read: Read, write: Write, settings: Settings, full: bool = False) -> Summary:
+    """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`)."""
+    summary = Summary()
+    changes: Changes = read(what_changed, full)
+    if changes.nothing:
+        return summary
+    keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
+    for chunk in _chunks(keys, _KEYS_PER_READ):
+        plans = read(lambda conn, part: list(fold.plan(conn, dict(part))), chunk)
+        for group in _by_rows(plans, lambda p: 1 + len(p.records) + len(p.replaced)):
+            summary.keys_refolded += len(write(fold.apply, group, changes.top_seq))
+    for part in _chunks(sorted(changes.partitions), _PARTITIONS_PER_READ):
+        planned = read(facts.plan, list(part))
+        for group in _by_rows(planned, facts.PartitionFacts.size):
+            summary.partitions += write(facts.apply, group)
+    summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))
+    write(_done, changes.top_seq, changes.stale_id)
+    return summary
+
+
+def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
+                  computed_at: int, full: bool = False) -> tuple[int, int, int]:
+    """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day.
+
+    Returns (first day, last day, snapshot rows); no days when there is no data yet.
+    """
+    refresh(read, write, settings, full)
+    earliest = read(compute.earliest_day)  # days before any data have no snapshots
+    start = earliest if first_day is None or earliest is None else max(first_day, earliest)
+    if start is None or start > last_day:
+        return last_day + DAY, last_day, 0
+    rows = 0
+    day = start
+    while day <= last_day:
+        end = min(last_day, day + (_DAYS_PER_WRITE - 1) * DAY)
+        computed = read(compute.snapshot_rows, settings, day, end, computed_at)
+        rows += write(compute.write_snapshots, computed, day, end)
+        day = end + DAY
+    return start, last_day, rows
+
+
+# -- one connection (the CLI) ----------------------------------------------------------------------
+
+
+def on_connection(conn: sqlite3.Connection) -> tuple[Read, Write]:
+    """read/write for a refresh on one connection of its own (no server running beside it)."""
+
+    def read(fn: Callable[..., T], *args: Any) -> T:
+        conn.execute("BEGIN")
+        try:
+            return fn(conn, *args)
+        finally:
+            conn.execute("COMMIT")
+
+    def write(fn: Callable[..., T], *args: Any) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    return read, write
