@@ -406,7 +406,7 @@ def test_a_read_only_database_is_a_503_and_writes_resume_after(pg_cluster, pg_ur
         answers = [send(f"r{i}") for i in range(3)]
         assert {a.status_code for a in answers} == {503}, [a.text for a in answers]
         assert all(a.headers["retry-after"].isdigit() for a in answers)
-        assert "read-only" in answers[-1].json()["detail"]
+        assert "readonly" in answers[-1].json()["detail"]
         pg_cluster.psql("ALTER ROLE ro_test RESET default_transaction_read_only")
         pg_cluster.psql(kick)
         deadline = time.monotonic() + 20
@@ -426,7 +426,7 @@ def test_error_kinds_come_from_codes_not_messages(tmp_path, pg_url):
     ro = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
     with pytest.raises(sqlite3.OperationalError) as caught:
         ro.execute("INSERT INTO t VALUES (1)")
-    assert failures.kind(caught.value) == "read-only"
+    assert failures.kind(caught.value) == "readonly"
     (tmp_path / "junk.db").write_bytes(b"not a database" * 512)
     with pytest.raises(sqlite3.DatabaseError) as caught:
         sqlite3.connect(tmp_path / "junk.db").execute("SELECT * FROM sqlite_master")
@@ -438,7 +438,7 @@ def test_error_kinds_come_from_codes_not_messages(tmp_path, pg_url):
         conn.execute("SET TRANSACTION READ ONLY")
         with pytest.raises(pg.asyncpg.PostgresError) as caught:
             conn.execute("CREATE TABLE t (a BIGINT)")
-        assert failures.kind(caught.value) == "read-only"
+        assert failures.kind(caught.value) == "readonly"
         conn.rollback()
         with pytest.raises(pg.asyncpg.PostgresError) as caught:
             conn.execute("SELECT * FROM no_such_table")

@@ -6,7 +6,7 @@ SQLite's result codes (sqlite3 exceptions carry `sqlite_errorcode`) and PostgreS
 | kind        | SQLite               | PostgreSQL                               | answer |
 |-------------|----------------------|------------------------------------------|--------|
 | full        | SQLITE_FULL          | 53100 disk_full, 53200 out_of_memory     | 503    |
-| read-only   | SQLITE_READONLY      | 25006 read_only_sql_transaction          | 503    |
+| readonly    | SQLITE_READONLY      | 25006 read_only_sql_transaction          | 503    |
 | busy        | SQLITE_BUSY, _LOCKED | 55P03, 40001, 40P01, 53300, 57014        | 503    |
 | unreachable | SQLITE_CANTOPEN, _IOERR, _NOMEM | class 08, 57P01-57P03, 58030, a lost link | 503 |
 | corrupt     | SQLITE_CORRUPT, _NOTADB | XX001 data_corrupted, XX002 index_corrupted | 500 |
@@ -25,14 +25,14 @@ from deploytrack.errors import DeploytrackError, StorageCorrupt, Unavailable
 
 _SQLITE = {
     13: "full", 7: "full",  # SQLITE_FULL, SQLITE_NOMEM
-    8: "read-only",  # SQLITE_READONLY
+    8: "readonly",  # SQLITE_READONLY
     5: "busy", 6: "busy",  # SQLITE_BUSY, SQLITE_LOCKED
     14: "unreachable", 10: "unreachable",  # SQLITE_CANTOPEN, SQLITE_IOERR
     11: "corrupt", 26: "corrupt",  # SQLITE_CORRUPT, SQLITE_NOTADB
 }
 _SQLSTATE = {
     "53100": "full", "53200": "full",
-    "25006": "read-only",
+    "25006": "readonly",
     "55P03": "busy", "40001": "busy", "40P01": "busy", "53300": "busy", "57014": "busy",
     "57P01": "unreachable", "57P02": "unreachable", "57P03": "unreachable", "58030": "unreachable",
     "XX001": "corrupt", "XX002": "corrupt",
@@ -43,7 +43,7 @@ DATABASE_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
 
 
 def kind(exc: BaseException) -> str | None:
-    """'full', 'read-only', 'busy', 'unreachable' or 'corrupt'; None for any other error."""
+    """'full', 'readonly', 'busy', 'unreachable' or 'corrupt'; None for any other error."""
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return _SQLITE.get(code & 0xFF) if isinstance(code, int) else None
