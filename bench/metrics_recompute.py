@@ -4,9 +4,9 @@ Generates the events straight into a fresh database file (executemany, not the H
 20 products, a year of history, each version built once, deployed to staging and then to
 production (started + completed/failed events), 10% of production deployments carrying a
 `commits` list in metadata, plus recorded commits and incidents. Then times, each in one
-transaction as the server and `metrics recompute` run them:
-- the first fold of the deployments table (once per database);
-- the first `metrics.recompute`, which also builds the stored metric facts (once per database);
+run as the server and `metrics recompute` run them (reads on snapshots, short write transactions):
+- the first refresh: refold of every deployment and every stored fact (once per database);
+- the first snapshot run over every day;
 - the nightly run (yesterday only) after a day's worth of new deployment events;
 - a full `metrics recompute` (every day, every scope and window) after another day of events:
   refold of the changed deployment keys, incident relinking, facts refresh, snapshots;
@@ -34,14 +34,8 @@ sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys
                 else str(Path(__file__).resolve().parent.parent))
 
 from deploytrack.metrics import compute as metrics  # noqa: E402
-from deploytrack.metrics import fold as deployments  # noqa: E402
-from deploytrack.metrics import incidents  # noqa: E402
+from deploytrack.metrics import facts, fold, incidents, refresh  # noqa: E402
 from deploytrack.storage import database as dbmod  # noqa: E402
-
-try:
-    from deploytrack.metrics import facts as metric_facts  # noqa: E402
-except ImportError:  # a deploytrack from before the stored facts
-    metric_facts = None
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
 
@@ -143,10 +137,9 @@ class Stages:
 
 
 def stages() -> Stages:
-    targets = {"refold": (deployments, "rebuild"), "relink": (incidents, "relink"),
-               "facts refresh": (metric_facts, "refresh"), "load+windows": (metrics, "snapshot_rows"),
-               "load+windows+write": (metrics, "replace_snapshots")}
-    return Stages({name: target for name, target in targets.items() if target[0] is not None})
+    return Stages({"fold plan": (fold, "plan_key"), "fold write": (fold, "apply"), "facts plan": (facts, "plan"),
+                   "facts write": (facts, "apply"), "links": (incidents, "plan_links"),
+                   "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")})
 
 
 def add_day(conn, prefix: str, offset: int) -> None:
@@ -159,13 +152,13 @@ def add_day(conn, prefix: str, offset: int) -> None:
     conn.execute("COMMIT")
 
 
-def timed_recompute(conn, settings: Settings, first_day, last_day: int, now: int) -> tuple[float, float, int, Stages]:
+def timed(conn, fn, *args) -> tuple[float, float, object, Stages]:
+    """Run a refresh-style function on one connection (reads on snapshots, short write transactions)."""
+    read, write = refresh.on_connection(conn)
     with stages() as spent:
         wall, cpu = time.perf_counter(), time.process_time()
-        conn.execute("BEGIN IMMEDIATE")
-        _, _, rows = metrics.recompute(conn, settings, first_day, last_day, now)
-        conn.execute("COMMIT")
-        return time.perf_counter() - wall, time.process_time() - cpu, rows, spent
+        result = fn(read, write, *args)
+        return time.perf_counter() - wall, time.process_time() - cpu, result, spent
 
 
 def main() -> int:
@@ -188,24 +181,17 @@ def main() -> int:
         now = now_us()
         settings = Settings(db=str(path))
         yesterday = day_start_us(now) - metrics.DAY
-        # the first fold of the deployments table, once per database (a server does it at its first run)
-        tf, cf = time.perf_counter(), time.process_time()
-        conn.execute("BEGIN IMMEDIATE")
-        deployments.rebuild(conn, full=True)
-        conn.execute("COMMIT")
-        fold, fold_cpu = time.perf_counter() - tf, time.process_time() - cf
+        # the first refresh: every deployment refolded in event-time order, every fact derived
+        first_refresh = timed(conn, refresh.refresh, settings)
         folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
-        # Planner statistics of the folded data (taken before the fold, they said deployment_id is
-        # always NULL, and SQLite then walks all events instead of using its index).
         conn.execute("ANALYZE")
-        # the first recompute also builds the stored facts (once per database, and after --refold-all)
-        first_run = timed_recompute(conn, settings, None, yesterday, now)
+        first_run = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
         # the nightly run: yesterday only, after a day's worth of new deployment events
         add_day(conn, "n", 0)
-        nightly = timed_recompute(conn, settings, yesterday, yesterday, now)
+        nightly = timed(conn, refresh.snapshot_days, settings, yesterday, yesterday, now)
         # `metrics recompute`: every day, after another day's events (their facts are refreshed in the run)
         add_day(conn, "m", 2000)
-        full = timed_recompute(conn, settings, None, yesterday, now)
+        full = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
         t5, c5 = time.perf_counter(), time.process_time()
         report = metrics.live(conn, settings, metrics.Scope("overall"), 30, now)
         live, live_cpu = time.perf_counter() - t5, time.process_time() - c5
@@ -214,12 +200,12 @@ def main() -> int:
               f"incidents in {t1 - t0:.1f}s")
         print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
         print(f"baseline: one full scan of events          {scan:7.2f}s wall")
-        print(f"first fold of {folded:,} deployments (once per database): {fold:7.2f}s wall, {fold_cpu:6.2f}s CPU")
-        for label, (wall, cpu, rows, spent) in (
-                ("first recompute (builds the stored facts; once per database)", first_run),
+        for label, (wall, cpu, result, spent) in (
+                (f"first refresh (refolds {folded:,} deployments, derives every fact; once per database)",
+                 first_refresh),
+                ("first snapshot run (every day)", first_run),
                 ("nightly run (one day, after a day of new events)", nightly),
-                (f"full recompute (`metrics recompute`, every day, {full[2]:,} snapshots, after a day of new events)",
-                 full)):
+                ("full recompute (`metrics recompute`, every day, after a day of new events)", full)):
             print(f"{label}: {wall:7.2f}s wall, {cpu:6.2f}s CPU  ({wall / scan:.0f}x the scan)")
             print(f"    wall/CPU by stage: {spent.report()}")
         print(f"live metrics (overall, 30d, one request):  {live:7.2f}s wall, {live_cpu:6.2f}s CPU  "

@@ -123,11 +123,12 @@ class Server:
         self.stop()
 
 
-def deploytrack(db: Path, *extra: str) -> Server:
-    """`python -m deploytrack serve` on `db` (durable commits: the server's own synchronous=FULL)."""
+def deploytrack(db: Path, *extra: str, scheduler: bool = False) -> Server:
+    """`python -m deploytrack serve` on `db` (durable commits: the server's own synchronous=FULL); its
+    metrics job off unless `scheduler`."""
     port = free_port()
     argv = [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(db), "--no-scheduler", "--log-level", "warning", *extra]
+            "--db", str(db), *([] if scheduler else ["--no-scheduler"]), "--log-level", "warning", *extra]
     return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
 
 

@@ -114,12 +114,14 @@ def plan(conn: sqlite3.Connection, partitions: Sequence[Partition]) -> list[Part
     version_sha: dict[tuple[str, str], str] = {
         (r[0], r[1]): r[2] for r in _in(conn, "SELECT product, version, scm_sha FROM versions "
                                         "WHERE scm_sha IS NOT NULL AND product IN ({marks})", products)}
+    # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
+    # walking every deployment event instead of looking these ids up)
     event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
-                                        "WHERE kind = 'deployment' AND commit_time IS NOT NULL "
-                                        "AND deployment_id IN ({marks}) GROUP BY deployment_id", completed)}
+                                        "WHERE deployment_id IN ({marks}) AND commit_time IS NOT NULL "
+                                        "GROUP BY deployment_id", completed)}
     listed: dict[int, list[tuple[str, str, int | None]]] = defaultdict(list)
-    for dep_id, metadata in _in(conn, "SELECT deployment_id, metadata FROM events WHERE kind = 'deployment' "
-                                "AND deployment_id IN ({marks}) AND metadata LIKE '%\"commits\"%'", completed):
+    for dep_id, metadata in _in(conn, "SELECT deployment_id, metadata FROM events WHERE deployment_id IN ({marks}) "
+                                "AND metadata LIKE '%\"commits\"%'", completed):
         listed[dep_id].extend(rules.listed_commits(metadata, _commit_time))
 
     refs: dict[int, list[rules.ChangeRef]] = {}

@@ -44,7 +44,7 @@ class KeyPlan:
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
             return True
-        return any(self.replaced.get(i) != _fields(r) or any(old != i for old in r.previous_ids)
+        return any(i is None or self.replaced.get(i) != _fields(r) or any(old != i for old in r.previous_ids)
                    for i, r in zip(self.ids, self.records))
 
 
@@ -70,11 +70,11 @@ def dirty_keys(conn: sqlite3.Connection, after_seq: int, top_seq: int) -> dict[K
     return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
-def all_keys(conn: sqlite3.Connection) -> dict[Key, int]:
-    """Every key that has events or records (a full refold)."""
-    rows = conn.execute("SELECT product, environment, version FROM events WHERE kind = 'deployment' "
-                        "AND environment IS NOT NULL UNION SELECT product, environment, version FROM deployments")
-    return {(r[0], r[1], r[2]): EVER for r in rows}
+def all_products(conn: sqlite3.Connection) -> list[str]:
+    """Every product that has deployment events or records (a full refold goes product by product)."""
+    rows = conn.execute("SELECT DISTINCT product FROM events WHERE kind = 'deployment' AND environment IS NOT NULL "
+                        "UNION SELECT DISTINCT product FROM deployments")
+    return sorted(r[0] for r in rows)
 
 
 def _since(conn: sqlite3.Connection, key: Key, earliest: int) -> int:
@@ -118,6 +118,29 @@ def plan_key(conn: sqlite3.Connection, key: Key, earliest: int) -> KeyPlan:
     return KeyPlan(key, top, replaced, records, rules.keep_ids(records, set()))
 
 
+def plan_product(conn: sqlite3.Connection, product: str) -> list[KeyPlan]:
+    """The refolds of every key of one product that change something: two streaming reads, not a
+    few queries per key."""
+    stored: dict[Key, dict[int, dict[str, Any]]] = {}
+    for row in conn.execute(f"SELECT id, environment, version, invoke_id, {', '.join(_RECORD_FIELDS)} "
+                            "FROM deployments WHERE product = ?", (product,)):
+        stored.setdefault((product, row[1], row[2]), {})[row[0]] = {
+            "invoke_id": row[3], **dict(zip(_RECORD_FIELDS, row[4:]))}
+    events: dict[Key, list[rules.FoldEvent]] = {}
+    for row in conn.execute(f"SELECT environment, version, {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' "
+                            "AND product = ? AND environment IS NOT NULL", (product,)):
+        events.setdefault((product, row[0], row[1]), []).append(event_of(row[2:]))
+    plans = []
+    for key in sorted(set(stored) | set(events), key=lambda k: (k[1], k[2] or "")):
+        key_events = events.get(key, [])
+        records = rules.fold(key_events)
+        key_plan = KeyPlan(key, max((e.seq for e in key_events), default=0), stored.get(key, {}), records,
+                           rules.keep_ids(records, set()))
+        if key_plan.changed():
+            plans.append(key_plan)
+    return plans
+
+
 def plan(conn: sqlite3.Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
     """The refolds that change something, one key at a time."""
     for key, earliest in sorted(keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
@@ -143,21 +166,32 @@ def remember_ids(conn: sqlite3.Connection) -> None:
                  (_FLOOR, str(top)))
 
 
+def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    out = {}
+    for start in range(0, len(ids), 400):
+        chunk = ids[start:start + 400]
+        for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments "
+                                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
+            out[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:]))}
+    return out
+
+
 def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[Key]:
-    """Write refolds (inside the writer's transaction); a key that got events after the snapshot is left
-    for the next round. Returns the keys written."""
+    """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
+    records changed since (another refresh), is left for the next round. Returns the keys written."""
     written = []
     for p in plans:
         newest = conn.execute(f"SELECT MAX(seq) FROM events WHERE kind = 'deployment' AND {_KEY}", p.key).fetchone()[0]
-        if newest is not None and newest > snapshot_top:
-            continue
+        if (newest is not None and newest > snapshot_top) or _stored(conn, list(p.replaced)) != p.replaced:
+            continue  # new events, or another refresh got here first: the next round sees it
         remember_ids(conn)
         top = next_id(conn)
         replaced = list(p.replaced)
         for start in range(0, len(replaced), 400):
             chunk = replaced[start:start + 400]
             conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        rows, moves = [], []
+        rows: list[tuple[Any, ...]] = []
+        moves: list[tuple[int, int]] = []
         for record, kept in zip(p.records, p.ids):
             if kept is None:
                 kept, top = top, top + 1

@@ -183,7 +183,7 @@ def update(conn: sqlite3.Connection, incident_id: int, data: dict[str, Any], set
         data["resolved_at"] = old["resolved_at"] or now
     elif data.get("status") == "open":
         data["resolved_at"] = None
-    columns = {k: data[k] for k in ("product", "environment", "title", "severity", "opened_at", "resolved_at",
+    columns: dict[str, Any] = {k: data[k] for k in ("product", "environment", "title", "severity", "opened_at", "resolved_at",
                                     "change_id") if k in data}
     if "product" in data:
         columns["product_given"] = 1

@@ -64,8 +64,7 @@ def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
     """The keys to refold and product/environments to redo since the watermark (read-only)."""
     top, mark, stale_id = state(conn)
     changes = Changes(top, stale_id, full or mark is None)
-    if changes.full:
-        changes.keys = fold.all_keys(conn)
+    if changes.full:  # every key is refolded product by product (refresh)
         changes.partitions = facts.all_partitions(conn)
         return changes
     assert mark is not None
@@ -88,6 +87,10 @@ def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
             shas.add(sha)
     changes.partitions = {(p, e) for p, e, _ in changes.keys} | facts.partitions_of(conn, products, shas)
     return changes
+
+
+def _plan_keys(conn: sqlite3.Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
+    return list(fold.plan(conn, keys))
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -137,10 +140,17 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
     if changes.nothing:
         return summary
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
-    for chunk in _chunks(keys, _KEYS_PER_READ):
-        plans = read(lambda conn, part: list(fold.plan(conn, dict(part))), chunk)
-        for group in _by_rows(plans, lambda p: 1 + len(p.records) + len(p.replaced)):
-            summary.keys_refolded += len(write(fold.apply, group, changes.top_seq))
+    reads = [(_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
+    if changes.full:
+        reads = [(fold.plan_product, product) for product in read(fold.all_products)]
+    refolded: set[facts.Partition] = set()
+    for fn, arg in reads:
+        for group in _by_rows(read(fn, arg), lambda p: 1 + len(p.records) + len(p.replaced)):
+            written = write(fold.apply, group, changes.top_seq)
+            summary.keys_refolded += len(written)
+            refolded.update((p, e) for p, e, _ in written)
+    if changes.full:  # partitions that only now have deployments
+        changes.partitions |= refolded
     for part in _chunks(sorted(changes.partitions), _PARTITIONS_PER_READ):
         planned = read(facts.plan, list(part))
         for group in _by_rows(planned, facts.PartitionFacts.size):

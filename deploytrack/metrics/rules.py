@@ -297,8 +297,8 @@ def listed_commits(metadata: Any, parse_time: Any) -> list[tuple[str, str, int |
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or not isinstance(item.get("sha"), str) or not item["sha"].strip():
             continue
-        repository = item.get("repository") if isinstance(item.get("repository"), str) else ""
-        out.append((item["sha"].strip()[:128], repository.strip()[:512],
+        repository = item.get("repository")
+        out.append((item["sha"].strip()[:128], repository.strip()[:512] if isinstance(repository, str) else "",
                     parse_time(item.get("committed_at", item.get("timestamp")))))
     return out
 

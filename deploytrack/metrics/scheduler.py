@@ -21,6 +21,7 @@ import socket
 import sqlite3
 from collections.abc import Callable
 
+from deploytrack.errors import Unavailable
 from deploytrack.metrics import refresh
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database
@@ -47,10 +48,11 @@ def release_lease(conn: sqlite3.Connection, owner: str) -> None:
 
 
 def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
-        ) -> tuple[int | None, int, list[int]] | None:
+        ) -> tuple[int | None, int, list[int], int | None] | None:
     """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
-    the dirty days taken); None when nothing is due. Taken dirty days leave the table: marks made
-    while the run computes stay for the next round."""
+    the dirty days taken, the last day done before); None when nothing is due. The days are claimed
+    at once (a round that runs meanwhile finds nothing due); taken dirty days leave the table, so marks
+    made while the run computes stay for the next round."""
     if not take_lease(conn, owner, now, lease_us):
         return None
     last_done = conn.execute("SELECT last_day FROM jobs WHERE name = ?", (JOB,)).fetchone()[0]
@@ -63,19 +65,20 @@ def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
         if first > yesterday:
             return None
     conn.execute("DELETE FROM dirty_days WHERE day <= ?", (yesterday,))
-    return first, yesterday, dirty
-
-
-def finish(conn: sqlite3.Connection, owner: str, yesterday: int, done: tuple[int, int] | None, started: int) -> None:
     conn.execute("UPDATE jobs SET last_day = ? WHERE name = ?", (yesterday, JOB))
+    return first, yesterday, dirty, last_done
+
+
+def finish(conn: sqlite3.Connection, owner: str, done: tuple[int, int] | None, started: int) -> None:
     if done is not None:
         conn.execute("INSERT INTO job_runs (job, owner, first_day, last_day, started_at, finished_at) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (JOB, owner, done[0], done[1], started, now_us()))
 
 
-def give_back(conn: sqlite3.Connection, days: list[int]) -> None:
-    """A failed run: its dirty days are dirty again."""
+def give_back(conn: sqlite3.Connection, days: list[int], last_done: int | None) -> None:
+    """A failed run: its days are due again."""
     conn.executemany("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", [(d,) for d in days])
+    conn.execute("UPDATE jobs SET last_day = ? WHERE name = ?", (last_done, JOB))
 
 
 def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner: str, now: int,
@@ -84,14 +87,14 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     taken = write(due, owner, now, lease_us)
     if taken is None:
         return None
-    first, yesterday, dirty = taken
+    first, yesterday, dirty, last_done = taken
     try:
         start, end, _ = refresh.snapshot_days(read, write, settings, first, yesterday, now)
     except BaseException:
-        write(give_back, [*dirty, *([first] if first is not None else [])])
+        write(give_back, dirty, last_done)
         raise
     done = (start, end) if start <= end else None
-    write(finish, owner, yesterday, done, now)
+    write(finish, owner, done, now)
     return done
 
 
@@ -112,8 +115,14 @@ class Deriver:
         if await self._current():
             return
         async with self._lock:
-            if not await self._current():
+            if await self._current():
+                return
+            try:
                 await asyncio.to_thread(self.run, refresh.refresh)
+            except (Unavailable, sqlite3.Error) as exc:
+                # Reads go on from what was derived last (the disk may be full or read-only); the next
+                # reader or the metrics job tries again.
+                log.warning("could not bring derived data up to date: %s", exc)
 
     async def _current(self) -> bool:
         row = await self.db.fetchone(
@@ -146,8 +155,7 @@ class MetricsScheduler:
 
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
-        async with self.deriver._lock:
-            done = await asyncio.to_thread(self.deriver.run, run_due, self.owner, self.clock(), self.lease_us)
+        done = await asyncio.to_thread(self.deriver.run, run_due, self.owner, self.clock(), self.lease_us)
         if done is not None:
             assert isinstance(done, tuple)
             self.runs.append(done)
