@@ -281,7 +281,10 @@ class Database:
                 return list(await self._pg_pool.fetch(text, *args))
             return await self._sqlite().fetchall(sql, bound)
         except Exception as exc:
-            raise _read_error(exc) from exc
+            converted = failures.as_catalogue_error(exc, "be read")
+            if converted is None:
+                raise
+            raise converted from exc
 
     async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)
@@ -298,20 +301,15 @@ class Database:
                     return await self._loop.run_in_executor(self._read_threads, _in_snapshot, conn, fn, args)
             return await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args))
         except Exception as exc:
-            raise _read_error(exc) from exc
+            converted = failures.as_catalogue_error(exc, "be read")
+            if converted is None:
+                raise
+            raise converted from exc
 
     def _sqlite(self) -> sqlite.ReadPool:
         if self._sqlite_pool is None:
             raise Unavailable("the database is closed")
         return self._sqlite_pool
-
-
-def _read_error(exc: Exception) -> Exception:
-    """What a failed read raises: the catalogue's 503/500 for a storage failure, else the error itself."""
-    converted = failures.as_catalogue_error(exc, "be read")
-    if converted is None:
-        return exc
-    return converted
 
 
 def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
