@@ -27,7 +27,7 @@ from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database, password_for
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, metrics_api, pages
+from deploytrack.views import api, metrics_api, pages, rules_api
 from deploytrack.web.http import RateLimiter, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
 
@@ -183,6 +183,7 @@ def create_app(settings: Settings) -> Starlette:
         *dialects.routes(),
         *api.routes(),
         *metrics_api.routes(),
+        *rules_api.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]

@@ -73,3 +73,30 @@ class StorageCorrupt(DeploytrackError):
     """The database reports damage (a corrupt page or index): no retry helps; an operator must look."""
 
     status, code = 500, "storage_corrupt"
+
+
+class DeploymentBlocked(DeploytrackError):
+    """A deployment rule refused a deployment: 423 (no-deploy window), 428 (flow), 409 (concurrency).
+
+    Every API answers it in Versioner's documented pre-flight shape (see `preflight_body`).
+    """
+
+    code = "deployment_blocked"
+
+    def __init__(self, status: int, rule_code: str, message: str, retry_after: str | None,
+                 details: dict[str, object], retry_seconds: int | None = None) -> None:
+        headers = {"Retry-After": str(max(1, retry_seconds))} if retry_seconds is not None else None
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.rule_code = rule_code
+        self.retry_after = retry_after
+        self.details = details
+
+    def preflight_body(self) -> dict[str, object]:
+        """The documented top-level fields, repeated under `detail`, which is where Versioner's own
+        CLI and GitHub Action read them (FastAPI wraps errors that way)."""
+        body: dict[str, object] = {"error": self.code, "message": self.message, "code": self.rule_code}
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        body["details"] = self.details
+        return {**body, "detail": dict(body)}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -15,12 +18,14 @@ KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
 UNASSIGNED = "unassigned"
 
+# The Versioner document's table, plus the aliases Versioner's own CLI and GitHub Action send
+# (versioner-cli docs/api-contract.md: init -> started, complete/finished, fail, abort/cancel).
 STATUS_SYNONYMS = {
     **dict.fromkeys(("pending", "queued", "scheduled"), "pending"),
-    **dict.fromkeys(("started", "in_progress", "deploying", "building"), "started"),
-    **dict.fromkeys(("success", "completed", "deployed", "built"), "completed"),
-    **dict.fromkeys(("failed", "failure", "error"), "failed"),
-    **dict.fromkeys(("aborted", "cancelled", "skipped"), "aborted"),
+    **dict.fromkeys(("started", "in_progress", "deploying", "building", "init"), "started"),
+    **dict.fromkeys(("success", "completed", "deployed", "built", "complete", "finished"), "completed"),
+    **dict.fromkeys(("failed", "failure", "error", "fail"), "failed"),
+    **dict.fromkeys(("aborted", "cancelled", "skipped", "abort", "cancel"), "aborted"),
 }
 
 
@@ -53,6 +58,27 @@ class Event:
     client_key: str | None = None
 
 
+def client_key(token_id: int, dialect: str, *parts: str | None) -> str:
+    """The de-duplication key of a client-supplied id (Versioner invoke_id, DevGrid build_id).
+
+    Scoped to the sending token: another token re-sending the same id is another client's event.
+    A JSON array, so no separator inside a product or environment name can make two keys equal.
+    """
+    return orjson.dumps([token_id, dialect, *parts]).decode()
+
+
+# Stable ids of products, environments and versions: UUIDv5 of the names in this namespace, so the
+# same name gives the same id on every server, after a restart, a backup or an export and import.
+ID_NAMESPACE = uuid.UUID("68e03ab7-8af7-49c9-9900-119b17f33b8a")
+
+
+@functools.lru_cache(maxsize=1024)  # thrice per Versioner reply, mostly for the same few names
+def stable_id(kind: str, *names: str) -> str:
+    """The id of a product (`stable_id("product", name)`), environment (canonical name) or version
+    (`stable_id("version", product, version)`)."""
+    return str(uuid.uuid5(ID_NAMESPACE, orjson.dumps([kind, *names]).decode()))
+
+
 def new_event_id() -> str:
     """A UUIDv7: unique, and sorts by creation time."""
     ms = time.time_ns() // 1_000_000
@@ -74,6 +100,41 @@ def normalize_status(value: object, field_name: str = "status") -> tuple[str, st
             f"Field '{field_name}' has unknown value {raw[:64]!r}; expected one of {', '.join(STATUS_SYNONYMS)}",
             field_name)
     return status, raw
+
+
+class InexactNumber(BadRequest):
+    """A JSON number with a fraction or exponent where text (a version, an id) is expected.
+
+    orjson also parses an integer beyond 64 bits as a float: the request path then parses the body
+    again with `exact_json` and maps it again, so only real fractions stay refused.
+    """
+
+
+class WholeNumber(str):
+    """An integer literal beyond 64 bits, kept as its digits (made by `exact_json`)."""
+
+
+def exact_json(raw: bytes) -> Any:
+    """Parse JSON keeping integers beyond 64 bits as their digits (`WholeNumber`) instead of floats.
+
+    The standard library's parser, slower than orjson: only for the rare body where a text field
+    held such a number. In metadata those integers are then stored as strings of their digits.
+    """
+    try:
+        return json.loads(raw, parse_int=_integer)
+    except ValueError:
+        raise BadRequest("Request body is not valid JSON") from None
+    except RecursionError:  # orjson allows 1,024 levels, this parser about 1,000
+        raise BadRequest("Request body nests JSON too deeply") from None
+
+
+def _integer(text: str) -> int | WholeNumber:
+    digits = text.lstrip("-")
+    if len(digits) <= 20:  # never more: int() refuses over 4,300 digits
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return WholeNumber(text)
 
 
 class Fields:
@@ -103,8 +164,11 @@ class Fields:
             if required:
                 raise BadRequest(f"Field '{self._name(key)}' is required", self._name(key))
             return None
-        if allow_number and isinstance(value, int | float) and not isinstance(value, bool):
+        if allow_number and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
+        elif allow_number and isinstance(value, float):
+            raise InexactNumber(f"Field '{self._name(key)}' is a number with a fraction or an exponent, which "
+                                f"does not keep its digits; send it as a string (\"1.10\", not 1.10)", self._name(key))
         if not isinstance(value, str):
             raise BadRequest(f"Field '{self._name(key)}' must be a string", self._name(key))
         value = value.strip()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 ENV_PREFIX = "DEPLOYTRACK_"
+RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
 
 
@@ -44,6 +45,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scheduler", True, "run the daily metrics job inside the server"),
     Setting("metrics_interval", 300, "seconds between the metrics job's checks for backfilled days"),
     Setting("log_level", "info", "uvicorn log level"),
+    Setting("rules_block_apis", "versioner", "comma-separated APIs on which an enabled deployment rule refuses a "
+                                             "deployment (versioner, quanta, devgrid, ilert); on the others it is "
+                                             "recorded only"),
     Setting("environment_aliases", DEFAULT_ALIASES, "config file only: table of alias = canonical environment"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -68,12 +72,18 @@ class Settings:
     scheduler: bool = True
     metrics_interval: int = 300
     log_level: str = "info"
+    rules_block_apis: str = "versioner"
     environment_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
 
     @property
     def production_set(self) -> frozenset[str]:
         return frozenset(canonical_environment(e, self.environment_aliases)
                          for e in self.production_environments.split(",") if e.strip())
+
+    @property
+    def rules_block_set(self) -> frozenset[str]:
+        """The APIs on which an enabled deployment rule refuses a deployment."""
+        return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())
 
 
 def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
@@ -147,6 +157,10 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'db_readers': must be 1 to 100")
     if s.metrics_interval < 1:
         raise ValueError("setting 'metrics_interval': must be at least 1 second")
+    unknown = sorted(s.rules_block_set - RULE_APIS)
+    if unknown:
+        raise ValueError(f"setting 'rules_block_apis': unknown API {unknown[0]!r}; expected some of "
+                         f"{', '.join(sorted(RULE_APIS))}")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
 

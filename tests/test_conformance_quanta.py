@@ -96,3 +96,28 @@ def test_the_documents_curl_commands_verbatim(live_server, db_path):
                          capture_output=True, text=True, timeout=15)
     body, code = get.stdout.rsplit("\n", 1)
     assert code == "200" and '"success":true' in body
+
+
+def test_free_form_deploy_message_keeps_the_last_known_version(make_client, site_token):
+    """The document's `"content": "version 42.0"` names no version field: "what runs where" keeps showing
+    the last version a deployment named, and the message stays the event's summary."""
+    client = make_client()
+    headers = {"Authorization": f"Token {site_token}"}
+    first = client.post("/api/events/push", json={"type": "code_deploy", "content": "released", "version": "41.0"},
+                        headers=headers)
+    assert first.status_code == 200
+    assert client.post("/api/events/push", json={"type": "code_deploy", "content": "version 42.0"},
+                       headers=headers).status_code == 200
+    assert events(client, site_token)[0]["summary"] == "version 42.0"
+    page = client.get("/environments", headers=auth(site_token))
+    assert page.status_code == 200
+    assert "<code>41.0</code>" in page.text and "(no version)" not in page.text
+
+
+def test_only_free_form_deploys_show_no_version(make_client, site_token):
+    """With no deployment naming a version, the newest completed one is still shown, as "(no version)"."""
+    client = make_client()
+    assert client.post("/api/events/push", json={"type": "code_deploy", "content": "version 42.0"},
+                       headers={"Authorization": f"Token {site_token}"}).status_code == 200
+    page = client.get("/environments", headers=auth(site_token))
+    assert page.status_code == 200 and "(no version)" in page.text and "nothing completed" not in page.text

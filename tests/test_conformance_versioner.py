@@ -27,7 +27,11 @@ def check_deployment(resp, body):
     assert data["version"] == body["version"]
     assert data["environment_name"] == body["environment_name"]
     assert ISO_Z.match(data["deployed_at"])
-    assert set(data) == {"id", "product_name", "version", "environment_name", "status", "deployed_at", "deployed_by"}
+    assert set(data) == {"id", "product_name", "version", "environment_name", "status", "deployed_at", "deployed_by",
+                         "product_id", "version_id", "environment_id", "deployment_id", "event_id"}
+    for key in ("product_id", "version_id", "environment_id"):
+        uuid.UUID(data[key])
+    assert data["event_id"] == data["id"] and data["deployment_id"].isdigit()
     return data
 
 
@@ -37,7 +41,8 @@ def check_build(resp, body):
     uuid.UUID(data["id"])
     assert (data["product_name"], data["version"]) == (body["product_name"], body["version"])
     assert ISO_Z.match(data["created_at"])
-    assert set(data) == {"id", "product_name", "version", "status", "created_at"}
+    assert set(data) == {"id", "product_name", "version", "status", "created_at", "product_id", "version_id"}
+    uuid.UUID(data["product_id"]), uuid.UUID(data["version_id"])
     return data
 
 
@@ -151,7 +156,7 @@ def test_build_status_table(client, token, raw, expected):
 
 def test_unknown_status_is_400(client, token):
     resp = post(client, "/deployment-events/", token,
-                {"product_name": "p", "version": "1", "environment_name": "production", "status": "finished"})
+                {"product_name": "p", "version": "1", "environment_name": "production", "status": "done-ish"})
     assert resp.status_code == 400
     assert "status" in resp.json()["detail"]
 

@@ -107,6 +107,20 @@ def test_every_sub_command_runs_in_the_executable(executable, bare_env):
         assert f"usage: deploytrack {name}" in run(executable, bare_env, name, "--help")
 
 
+def test_rule_time_zones_work_without_the_systems_zone_files(executable, bare_env, tmp_path):
+    # PYTHONTZPATH names where zoneinfo looks for zone files: an empty folder stands for a machine
+    # without /usr/share/zoneinfo, so the zones must come from the tzdata the executable carries.
+    (tmp_path / "no-zones").mkdir()
+    env = {**bare_env, "PYTHONTZPATH": str(tmp_path / "no-zones")}
+    db = str(tmp_path / "deploytrack.db")
+    out = run(executable, env, "rule", "add", "tokyo-nights", "--type", "schedule", "--recurrence", "daily",
+              "--start", "22:00", "--end", "06:00", "--timezone", "Asia/Tokyo", "--db", db)
+    assert "Asia/Tokyo" in out
+    shown = json.loads(run(executable, env, "rule", "show", "tokyo-nights", "--db", db))
+    next_start = shown["window"]["next_start"] or shown["window"]["active_until"]
+    assert next_start.endswith(":00:00Z") and next_start[11:13] in ("13", "21")  # 22:00 or 06:00 at +09:00
+
+
 def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     proc, url = server
     db = tmp_path / "deploytrack.db"

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -128,8 +128,10 @@ def ingest(db: str, history: list[dict[str, Any]]) -> dict[str, Any]:
     token = create_token(db, "ci", "ingest", "read")
     app_settings = load_settings({"db": db, "scheduler": False}, environ={})
     with TestClient(create_app(app_settings), base_url="http://localhost") as client:
-        for op in history:
+        for n, op in enumerate(history):
             post(client, token, op)
+            if n % 3 == 2:  # a read brings derived data up to date: later events are folded in incrementally
+                assert client.get("/api/v1/deployments", headers=auth(token), params={"limit": 1}).status_code == 200
         listed = client.get("/api/v1/deployments", headers=auth(token), params={"limit": 500}).json()["deployments"]
         live = {(p, w): client.get("/api/v1/metrics", headers=auth(token),
                                    params={"window": w, **({"product": p} if p else {})}).json()["latest"]
@@ -149,13 +151,19 @@ def recompute(db: str, *flags: str) -> list[tuple[Any, ...]]:
     return snapshots(db)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(history=histories, order=st.randoms(use_true_random=False), since=st.integers(1, 100))
 def test_one_computation(new_db, history, order, since):
+    # Two events with one invoke id and status are a retry: the first to arrive is kept, which depends on
+    # the order. Keep one of each, so any order stores the same events.
+    seen = set()
+    history = [op for op in history if op["op"] != "deploy" or not op["invoke"] or not (
+        (key := (op["product"], op["env"], op["version"], op["status"])) in seen or seen.add(key))]
     first_db, second_db = new_db(), new_db()
     shuffled = list(history)
     order.shuffle(shuffled)
+    note(f"history: {history!r}\nshuffled: {shuffled!r}")
     first, second = ingest(first_db, history), ingest(second_db, shuffled)
     assert first["deployments"] == second["deployments"]
     assert first["live"] == second["live"]

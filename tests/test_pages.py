@@ -53,10 +53,11 @@ def add_incident(db_path: Path, title: str, *, product: str = "api", deployment_
                  resolved: bool = False, change_id: str | None = None, link_rule: str | None = None) -> None:
     opened = now_us() - 7_200_000_000
     db_execute(db_path, "INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, "
-               "change_id, deployment_id, link_rule, metadata, created_at, updated_at) "
-               "VALUES (?, 'production', ?, 'sev2', ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+               "change_id, requested_deployment_id, deployment_id, link_rule, metadata, created_at, updated_at) "
+               "VALUES (?, 'production', ?, 'sev2', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                (product, title, "resolved" if resolved else "open", opened,
-                opened + 1_800_000_000 if resolved else None, change_id, deployment_id, link_rule, opened, opened))
+                opened + 1_800_000_000 if resolved else None, change_id, deployment_id, deployment_id, link_rule,
+                opened, opened))
 
 
 # -- signing in and out ----------------------------------------------------------------------
@@ -256,11 +257,11 @@ def test_dora_dashboard_shows_the_metrics_module_numbers_and_trends(ui, token, d
 
 def test_incidents_page_shows_state_and_the_deployment_it_is_linked_to(ui, token, db_path):
     deploy(ui, token)
-    add_incident(db_path, "checkout down", deployment_id=1, link_rule="last production deployment before it")
+    add_incident(db_path, "checkout down", deployment_id=1, link_rule="deployment_id")
     add_incident(db_path, "slow search", resolved=True, change_id="CHG7")
     sign_in(ui, token)
     html = ui.get("/incidents").text
-    assert '<a href="/deployments/1">deployment 1</a>' in html and "linked by: last production deployment" in html
+    assert '<a href="/deployments/1">deployment 1</a>' in html and "linked by: deployment id" in html
     assert "30m 00s" in html and "still open" in html
     open_only = ui.get("/incidents?state=open").text
     assert "checkout down" in open_only and "slow search" not in open_only

@@ -4,7 +4,9 @@ Deployments and builds go to the Versioner endpoints (they carry every field); i
 the native `POST /api/v1/incidents`. Fields the flags leave out are filled from the CI's own
 variables (see ci_env.py). By default a send that cannot be delivered — server down, token
 rejected, no URL or token configured — prints a warning and does not fail the pipeline;
-`--strict` makes it fail (exit 1).
+`--strict` makes it fail (exit 1). A deployment a rule blocks is not an undelivered send: the
+server answered "not now", so `send` and `wrap` print the rule and reason and exit 5 (as
+Versioner's CLI does), and `wrap` does not run the command.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from deploytrack.timeutil import now_us, to_iso
 
 EXIT_USAGE = 2
 EXIT_UNDELIVERED = 1  # only with --strict
+EXIT_BLOCKED = 5  # a deployment rule refused it (Versioner's CLI uses the same code)
 PATHS = {"deployment": "/deployment-events/", "build": "/build-events/", "incident": "/api/v1/incidents"}
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -226,12 +229,35 @@ def deliver(s: Sender, what: str, path: str, body: dict[str, Any]) -> client.Out
     outcome = client.send(s.target, request)
     if outcome.ok:
         return outcome
+    if blocked(outcome):
+        _report_block(outcome.body)
+        return outcome
     reason = outcome.error or "unknown error"
     if outcome.status in (401, 403):
         reason = f"the server rejected the token ({reason})"
     tries = f"after {outcome.attempts} attempts" if outcome.attempts > 1 else "in 1 attempt"
     _warn(s, f"could not send the {what} to {client.redact_url(request.url)} {tries}: {reason}")
     return None
+
+
+def blocked(outcome: client.Outcome) -> bool:
+    """Whether the server refused the deployment under a rule (Versioner's pre-flight answer)."""
+    body = outcome.body
+    return (not outcome.ok and outcome.status in (409, 423, 428) and isinstance(body, dict)
+            and body.get("error") == "deployment_blocked")
+
+
+def _report_block(body: dict[str, Any]) -> None:
+    details = body.get("details") if isinstance(body.get("details"), dict) else {}
+    lines = [f"deploytrack: deployment blocked ({body.get('code', 'rule')})",
+             f"  rule: {details.get('rule_name', '?')}", f"  {body.get('message', '')}"]
+    if details.get("reason"):
+        lines.append(f"  reason: {details['reason']}")
+    if body.get("retry_after"):
+        lines.append(f"  retry after: {body['retry_after']}")
+    if details.get("override"):
+        lines.append(f"  {details['override']}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _warn(s: Sender, message: str) -> None:
@@ -259,6 +285,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     outcome = deliver(s, f"{kind} event", PATHS[kind], body)
     if outcome is None:
         return EXIT_UNDELIVERED if s.strict else 0
+    if not outcome.ok:
+        return EXIT_BLOCKED
     if not s.dry_run:
         print(json.dumps(outcome.body, ensure_ascii=False))
     return 0
@@ -280,9 +308,13 @@ def cmd_wrap(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"deploytrack: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if deliver(s, "started event", PATHS["deployment"], started) is None and s.strict:
+    outcome = deliver(s, "started event", PATHS["deployment"], started)
+    if outcome is None and s.strict:
         print("deploytrack: not running the command because --strict is set", file=sys.stderr)
         return EXIT_UNDELIVERED
+    if outcome is not None and not outcome.ok:
+        print("deploytrack: not running the command: the deployment is blocked", file=sys.stderr)
+        return EXIT_BLOCKED
     t0 = time.monotonic()
     code, signame, cancelled = run_passthrough(command)
     duration = time.monotonic() - t0

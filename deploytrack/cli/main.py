@@ -117,8 +117,9 @@ def _extra_commands() -> list[Callable[[Any], None]]:
     from deploytrack.cli import metrics as metrics_cli
     from deploytrack.cli import migrate_db
     from deploytrack.cli import ops as ops_cli
+    from deploytrack.cli import rules as rules_cli
 
-    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register]
+    return [metrics_cli.register, client_cli.register, ops_cli.register, migrate_db.register, rules_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,16 +13,17 @@ Adding a fifth API is one new module and one line in `routes()`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack.errors import DeploytrackError
-from deploytrack.model import UNASSIGNED, Limits
+from deploytrack.errors import DeploymentBlocked, DeploytrackError
+from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import Token, authenticate
@@ -61,16 +62,21 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
                 token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
                 app.limiter.check(token.id)
             ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
-            events = dialect.to_events(data, token, ctx)
+            try:
+                events = dialect.to_events(data, token, ctx)
+            except InexactNumber:  # maybe an integer beyond 64 bits, which orjson parsed as a float
+                events = dialect.to_events(exact_json(raw), token, ctx)
             result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
-                idempotency_key=idempotency_key(request)))
+                idempotency_key=idempotency_key(request),
+                rules="block" if dialect.NAME in app.settings.rules_block_set else "record"))
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)
         except DeploytrackError as error:
             app.count_rejected(dialect.NAME, error.status)
-            return JSONResponse(dialect.error_body(error), status_code=error.status, headers=error.headers)
+            body = error.preflight_body() if isinstance(error, DeploymentBlocked) else dialect.error_body(error)
+            return JSONResponse(body, status_code=error.status, headers=error.headers)
 
     ingest.__name__ = f"{dialect.NAME}_{kind}"
     return ingest

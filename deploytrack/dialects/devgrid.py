@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge
-from deploytrack.model import Event, Fields, check_metadata, normalize_status
+from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
@@ -26,6 +26,9 @@ EVENT_TYPE = "event-deploy"
 ATTRIBUTES = {"build_commit_sha": "scm_sha", "change_id": "change_id", "build_id": "build_id",
               "build_url": "build_url", "description": "summary", "initiator": "actor", "version": "version",
               "build_number": "build_number", "branch": "scm_branch", "repository": "scm_repository"}
+# The document's bash template sends BUILD_ID="${BUILD_ID:-unknown}": a placeholder names no run, so
+# it cannot tell a re-send from the next deployment and is no de-duplication key.
+PLACEHOLDER_BUILD_IDS = frozenset({"unknown"})
 
 
 def secret(request: Request, data: Any) -> str | None:
@@ -49,14 +52,14 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     events = []
     for index, item in enumerate(items):
         try:
-            events.append(_event(item, index, ctx))
+            events.append(_event(item, index, token, ctx))
         except DeploytrackError as error:
             error.index = index
             raise
     return events
 
 
-def _event(item: Any, index: int, ctx: Context) -> Event:
+def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
     prefix = f"events[{index}]."
     f = Fields(item, ctx.limits, prefix=prefix)
     kind = f.str("type", required=True)
@@ -81,8 +84,9 @@ def _event(item: Any, index: int, ctx: Context) -> Event:
         commit_time=parse_timestamp(commit_time, prefix + "attributes.commit_timestamp")
         if commit_time is not None else None, **values)
     event.metadata = check_metadata({**f.rest(), **attrs.rest()}, ctx.limits, prefix + "attributes")
-    if event.build_id:
-        event.client_key = f"{NAME}:{entity}:{event.build_id}:{status}:{canonical_environment(env or '', ctx.aliases)}"
+    if event.build_id and event.build_id.lower() not in PLACEHOLDER_BUILD_IDS:
+        event.client_key = client_key(token.id, NAME, entity, canonical_environment(env or "", ctx.aliases),
+                                      event.build_id, status)
     return event
 
 

@@ -1,7 +1,12 @@
-"""ilert deployment events: `POST /api/deployment-events`, the token is the body's `integrationKey`.
+"""ilert deployment events: `POST /api/deployment-events`; the token is the body's `integrationKey`
+(or `apiKey`, the name ilert's GitHub Action and events API use).
 
 `summary` is required; `timestamp` (epoch seconds, epoch milliseconds or ISO 8601), `userEmail`,
 `customDetails` and `links` are optional. Success is 202 Accepted, as ilert's OpenAPI document says.
+
+ilert has no fields for what was deployed where, so pipelines put it in `customDetails`; the common
+keys become event fields (`DETAILS`), also when sent at the top level as ilert's GitHub Action does
+with `repository` and `userName`. The rest of `customDetails` is kept as metadata.
 """
 
 from __future__ import annotations
@@ -20,11 +25,18 @@ from deploytrack.web.http import parse_json
 
 NAME = "ilert"
 SECRET_IN_BODY = True
+KEY_FIELDS = ("integrationKey", "apiKey")
+# event field -> the keys read for it, first present wins (top level, then customDetails)
+DETAILS = {"product": ("service",), "version": ("version",), "scm_sha": ("sha", "commit"),
+           "environment": ("environment", "env"), "scm_repository": ("repository",)}
 
 
 def secret(request: Request, data: Any) -> str | None:
-    key = data.get("integrationKey") if isinstance(data, dict) else None
-    return key if isinstance(key, str) else None
+    for name in KEY_FIELDS:
+        key = data.get(name) if isinstance(data, dict) else None
+        if isinstance(key, str):
+            return key
+    return None
 
 
 def payload(request: Request, raw: bytes) -> Any:
@@ -33,18 +45,29 @@ def payload(request: Request, raw: bytes) -> Any:
 
 def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
-    f.used.add("integrationKey")  # the credential: never stored
+    f.used.update(KEY_FIELDS)  # the credential: never stored
     summary = f.str("summary", required=True, max_chars=ctx.limits.max_summary_chars)
     timestamp = f.raw("timestamp")
-    details = f.obj("customDetails") or {}
+    details = Fields(f.obj("customDetails") or {}, ctx.limits, prefix="customDetails.")
+    found = {field: _first(keys, f, details, allow_number=field == "version") for field, keys in DETAILS.items()}
     event = Event(
-        dialect=NAME, kind="deployment", product=ctx.product_or_default(None, token),
-        environment_raw=token.environment, summary=summary, actor=f.str("userEmail"),
-        links=check_links(f.raw("links"), ctx.limits),
+        dialect=NAME, kind="deployment", product=ctx.product_or_default(found["product"], token),
+        environment_raw=found["environment"] or token.environment, version=found["version"],
+        scm_sha=found["scm_sha"], scm_repository=found["scm_repository"], summary=summary,
+        actor=f.str("userEmail") or f.str("userName"), links=check_links(f.raw("links"), ctx.limits),
         occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
     )
-    event.metadata = check_metadata({**f.rest(), **details}, ctx.limits, "customDetails")
+    event.metadata = check_metadata({**f.rest(), **details.rest()}, ctx.limits, "customDetails")
     return [event]
+
+
+def _first(keys: tuple[str, ...], *places: Fields, allow_number: bool) -> str | None:
+    """The first of `keys` present, looking at the top level before customDetails."""
+    for place in places:
+        for key in keys:
+            if (value := place.str(key, allow_number=allow_number)) is not None:
+                return value
+    return None
 
 
 def reply(result: IngestResult, ctx: Context) -> tuple[int, dict[str, Any]]:

@@ -1,6 +1,10 @@
 """Versioner: `POST /deployment-events/` and `POST /build-events/`, `Authorization: Bearer`.
 
-Errors are `{"detail": "..."}`; success is 200 with the documented fields.
+Errors are `{"detail": "..."}`; success is 200 with the documented fields, plus the ids Versioner's
+CLI and GitHub Action read (`product_id`, `version_id`, `environment_id`, `deployment_id`, `event_id`).
+Besides the document's fields, what those clients send is understood: `deploy_url` (the CI link when
+`build_url` is absent), `started_at` / `completed_at` (the event's time when `timestamp` is absent),
+`deployed_by_email` / `deployed_by_name` (the actor when `deployed_by` is absent; `built_by_*` alike).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from starlette.requests import Request
 
 from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError
-from deploytrack.model import Event, Fields, check_metadata, normalize_status
+from deploytrack.metrics.rules import TERMINAL
+from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status, stable_id
+from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
 from deploytrack.timeutil import parse_timestamp, to_iso
 from deploytrack.web.auth import Token
@@ -19,6 +25,8 @@ from deploytrack.web.http import bearer, parse_json
 
 NAME = "versioner"
 SECRET_IN_BODY = False
+# Which of the clients' run times is the event's own time, by status (pending events have none).
+_TIME_FIELDS = {"started": "started_at", **dict.fromkeys(TERMINAL, "completed_at")}
 
 
 def secret(request: Request, data: Any) -> str | None:
@@ -31,39 +39,55 @@ def payload(request: Request, raw: bytes) -> Any:
 
 def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
-    product = f.str("product_name", required=True)
+    product = f.str("product_name", required=True) or ""
     version = f.str("version", required=True, allow_number=True)
-    environment = f.str("environment_name", required=True) if ctx.kind == "deployment" else f.str("environment_name")
+    environment = f.str("environment_name", required=ctx.kind == "deployment")
     status_value = f.raw("status")
     if status_value is None:
         raise BadRequest("Field 'status' is required", "status")
     status, status_raw = normalize_status(status_value)
-    actor = f.str("deployed_by" if ctx.kind == "deployment" else "built_by")
-    timestamp = f.raw("timestamp")
+    who = "deployed_by" if ctx.kind == "deployment" else "built_by"
     commit_time = f.raw("commit_timestamp")
     event = Event(
-        dialect=NAME, kind=ctx.kind, product=product or "", version=version, environment_raw=environment,
-        status=status, status_raw=status_raw, actor=actor,
+        dialect=NAME, kind=ctx.kind, product=product, version=version, environment_raw=environment,
+        status=status, status_raw=status_raw, actor=f.str(who) or f.str(who + "_email") or f.str(who + "_name"),
         scm_branch=f.str("scm_branch"), scm_sha=f.str("scm_sha"), scm_repository=f.str("scm_repository"),
-        build_url=f.str("build_url"), build_number=f.str("build_number", allow_number=True),
+        build_url=f.str("build_url") or f.str("deploy_url"), build_number=f.str("build_number", allow_number=True),
         source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
         summary=f.str("description") or f.str("summary"), change_id=f.str("change_id"),
-        occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
+        occurred_at=_event_time(f, status),
         commit_time=parse_timestamp(commit_time, "commit_timestamp") if commit_time is not None else None,
     )
     extra = f.obj("extra_metadata") or {}
     event.metadata = check_metadata({**f.rest(), **extra}, ctx.limits, "extra_metadata")
     if event.invoke_id:
-        event.client_key = f"{NAME}:{ctx.kind}:{event.product}:{environment or ''}:{event.invoke_id}:{status}"
+        event.client_key = client_key(token.id, NAME, ctx.kind, product,
+                                      canonical_environment(environment, ctx.aliases) if environment else None,
+                                      event.invoke_id, status)
     return [event]
+
+
+def _event_time(f: Fields, status: str) -> int | None:
+    """`timestamp`; else the run time Versioner's clients send that fits the status (`completed_at`
+    for a finished event, `started_at` for a started one; the other stays in metadata); else None
+    (the arrival time)."""
+    for name in ("timestamp", _TIME_FIELDS.get(status)):
+        if name is not None and (value := f.raw(name)) is not None:
+            return parse_timestamp(value, name)
+    return None
 
 
 def reply(result: IngestResult, ctx: Context) -> tuple[int, dict[str, Any]]:
     row = result.rows[0]
-    body: dict[str, Any] = {"id": row["id"], "product_name": row["product"], "version": row["version"]}
+    body: dict[str, Any] = {"id": row["id"], "product_name": row["product"], "version": row["version"],
+                            "product_id": stable_id("product", row["product"]),
+                            "version_id": stable_id("version", row["product"], row["version"])}
     if row["kind"] == "deployment":
+        deployment = row["deployment_id"]
         body.update(environment_name=row["environment"], status=row["status"],
-                    deployed_at=to_iso(row["occurred_at"]), deployed_by=row["actor"])
+                    deployed_at=to_iso(row["occurred_at"]), deployed_by=row["actor"],
+                    environment_id=stable_id("environment", row["environment"]), event_id=row["id"],
+                    deployment_id=str(deployment) if deployment is not None else None)
     else:
         body.update(status=row["status"], created_at=to_iso(row["occurred_at"]))
     return 200, body

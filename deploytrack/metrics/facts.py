@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from deploytrack.metrics import rules
 from deploytrack.timeutil import parse_timestamp
 
 Partition = tuple[str, str]  # product, environment
+EVER = rules.EVER
 _CHUNK = 400
 _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
@@ -58,21 +59,29 @@ def _in(conn: sqlite3.Connection, sql: str, values: Sequence[Any], *before: Any)
         yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*before, *chunk))
 
 
-def partitions_of(conn: sqlite3.Connection, products: Iterable[str], shas: Iterable[str]) -> set[Partition]:
-    """The product/environments with deployments of these products, or shipping these SHAs."""
+def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Partition]:
+    """The product/environments of these products (with deployments, or facts of deleted ones)."""
     out: set[Partition] = set()
-    products, shas = sorted(set(products)), sorted(set(shas))
-    for table in ("deployments", "deployment_facts"):  # facts of a product whose deployments were deleted go too
+    names = sorted(set(products))
+    for table in ("deployments", "deployment_facts"):
         out.update((r[0], r[1]) for r in _in(
-            conn, f"SELECT DISTINCT product, environment FROM {table} WHERE product IN ({{marks}})", products))
-    out.update((r[0], r[1]) for r in _in(
-        conn, "SELECT DISTINCT product, environment FROM metric_lead_facts WHERE sha IN ({marks})", shas))
-    out.update((r[0], r[1]) for r in _in(
-        conn, "SELECT DISTINCT product, environment FROM deployments WHERE scm_sha IN ({marks})", shas))
-    by_version = sorted({r[0] for r in _in(conn, "SELECT product FROM versions WHERE scm_sha IN ({marks})", shas)})
-    out.update((r[0], r[1]) for r in _in(
-        conn, "SELECT DISTINCT product, environment FROM deployments WHERE product IN ({marks})", by_version))
+            conn, f"SELECT DISTINCT product, environment FROM {table} WHERE product IN ({{marks}})", names))
     return out
+
+
+def lead_times_of(conn: sqlite3.Connection, shas: Iterable[str], versions: Iterable[tuple[str, str]]
+                  ) -> Iterator[tuple[Partition, int]]:
+    """(product/environment, earliest first deployment) of the changes whose commit or build times these
+    SHAs and product versions can change (the times of recorded commits and builds)."""
+    for product, environment, since in _in(
+            conn, "SELECT product, environment, MIN(finished_at) FROM metric_lead_facts WHERE sha IN ({marks}) "
+            "GROUP BY product, environment", sorted(set(shas))):
+        yield (product, environment), since
+    for product, version in sorted(set(versions)):
+        for environment, since in conn.execute(
+                "SELECT environment, MIN(finished_at) FROM metric_lead_facts WHERE product = ? AND version = ? "
+                "GROUP BY environment", (product, version)):
+            yield (product, environment), since
 
 
 def all_partitions(conn: sqlite3.Connection) -> set[Partition]:
@@ -83,9 +92,10 @@ def all_partitions(conn: sqlite3.Connection) -> set[Partition]:
 
 @dataclass
 class PartitionFacts:
-    """The facts rows of one product/environment (empty: it has none any more)."""
+    """The facts rows of one product/environment from `start` on (empty: it has none any more)."""
 
     partition: Partition
+    start: int
     outcomes: list[tuple[Any, ...]] = field(default_factory=list)
     lead: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -102,18 +112,44 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def plan(conn: sqlite3.Connection, partitions: Sequence[Partition]) -> list[PartitionFacts]:
-    """Derive the facts of these product/environments (read-only)."""
+def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int
+                ) -> tuple[int, rules.Outcome | None, set[str]]:
+    """Where a product/environment's facts must be redone from for changes at or after `since`: the last
+    completed deployment before it (whose "next" may change), with the completed deployment before that
+    and the versions completed before it, which the rules need as context."""
+    if since <= EVER:
+        return EVER, None, set()
+    row = conn.execute("SELECT MAX(finished_at) FROM deployments WHERE product = ? AND environment = ? "
+                       "AND status = 'completed' AND finished_at < ?", (*partition, since)).fetchone()
+    if row[0] is None:
+        return EVER, None, set()
+    start = int(row[0])
+    before = conn.execute("SELECT id, version, status, finished_at, label FROM deployments WHERE product = ? "
+                          "AND environment = ? AND status = 'completed' AND finished_at < ? "
+                          "ORDER BY finished_at DESC, id DESC LIMIT 1", (*partition, start)).fetchone()
+    seen = {r[0] for r in conn.execute(
+        "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? AND status = 'completed' "
+        "AND finished_at < ? AND version IS NOT NULL", (*partition, start))}
+    return start, None if before is None else rules.Outcome(*before), seen
+
+
+def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
+    """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
     deps: dict[Partition, list[Sequence[Any]]] = {}
-    for product, environment in partitions:
-        deps[(product, environment)] = list(conn.execute(
-            "SELECT id, version, status, finished_at, label, scm_sha FROM deployments "
-            f"WHERE product = ? AND environment = ? AND status IN {_TERMINAL_SQL}", (product, environment)))
+    context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
+    for partition, since in partitions.items():
+        context[partition] = start, _, _ = _tail_start(conn, partition, since)
+        deps[partition] = list(conn.execute(
+            "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
+            f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
-    products = sorted({p for p, _ in partitions})
-    version_sha: dict[tuple[str, str], str] = {
-        (r[0], r[1]): r[2] for r in _in(conn, "SELECT product, version, scm_sha FROM versions "
-                                        "WHERE scm_sha IS NOT NULL AND product IN ({marks})", products)}
+    versions = sorted({(p, d[1]) for (p, _), rows in deps.items() for d in rows if d[1] is not None})
+    version_sha: dict[tuple[str, str], str] = {}
+    for product in sorted({p for p, _ in versions}):
+        names = [v for p, v in versions if p == product]
+        version_sha.update(((product, r[0]), r[1]) for r in _in(
+            conn, "SELECT version, scm_sha FROM versions WHERE product = ? AND scm_sha IS NOT NULL "
+            "AND version IN ({marks})", names, product))
     # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
     # walking every deployment event instead of looking these ids up)
     event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
@@ -138,35 +174,41 @@ def plan(conn: sqlite3.Connection, partitions: Sequence[Partition]) -> list[Part
     build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
                                          "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
     build_version: dict[tuple[str, str], int] = {}
-    for product in products:
-        versions = sorted({d[1] for (p, _), rows in deps.items() if p == product for d in rows if d[1] is not None})
+    for product in sorted({p for p, _ in versions}):
         build_version.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, MIN(occurred_at) FROM events WHERE kind = 'build' AND product = ? "
-            "AND version IN ({marks}) GROUP BY version", versions, product))
+            "AND version IN ({marks}) GROUP BY version", [v for p, v in versions if p == product], product))
 
     out = []
     for (product, environment), rows in deps.items():
-        result = PartitionFacts((product, environment))
+        start, previous, seen = context[(product, environment)]
+        result = PartitionFacts((product, environment), start)
         outcomes = [rules.Outcome(d[0], d[1], d[2], d[3], d[4]) for d in rows]
-        facts = rules.outcome_facts(outcomes)
+        facts = rules.outcome_facts(outcomes, previous, seen)
+        changes = sorted({ref.change for o in outcomes for ref in refs.get(o.id, ())})
+        deployed_before = {r[0] for r in _in(
+            conn, "SELECT change FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at < ? "
+            "AND change IN ({marks})", changes, product, environment, start)} if start > EVER else set()
         firsts: dict[str, tuple[rules.Outcome, rules.ChangeRef]] = {}
         for o in sorted(outcomes, key=rules.outcome_order):
             f = facts[o.id]
             result.outcomes.append((o.id, product, environment, o.status, o.finished_at, int(f.is_rollback),
-                                    rules.effective_label(o.label, f.is_rollback), f.rollback_of, f.rolled_back_by, f.rolled_back_at, f.recovered_at))
+                                    rules.effective_label(o.label, f.is_rollback), f.rollback_of,
+                                    f.rolled_back_by, f.rolled_back_at, f.recovered_at))
             for ref in refs.get(o.id, ()):
-                firsts.setdefault(ref.change, (o, ref))
+                if ref.change not in deployed_before:
+                    firsts.setdefault(ref.change, (o, ref))
         for change, (o, ref) in sorted(firsts.items()):
             commit_at = min((at for repo, at in commits.get(ref.sha or "", ())
                              if not ref.repository or repo == ref.repository), default=None)
             build_at = build_sha.get(ref.sha or "")
             if build_at is None and o.version is not None:
                 build_at = build_version.get((product, o.version))
-            start = rules.lead_start(commit_at, ref.commit_time, build_at)
+            begin = rules.lead_start(commit_at, ref.commit_time, build_at)
             result.lead.append((product, environment, change, o.id, o.finished_at, o.version, ref.sha,
                                 ref.repository, ref.commit_time, commit_at, build_at,
-                                None if start is None else max(0, o.finished_at - start[0]),
-                                None if start is None else start[1]))
+                                None if begin is None else max(0, o.finished_at - begin[0]),
+                                None if begin is None else begin[1]))
         out.append(result)
     return out
 
@@ -183,8 +225,10 @@ def apply(conn: sqlite3.Connection, planned: Iterable[PartitionFacts]) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction)."""
     count = 0
     for p in planned:
-        conn.execute("DELETE FROM deployment_facts WHERE product = ? AND environment = ?", p.partition)
-        conn.execute("DELETE FROM metric_lead_facts WHERE product = ? AND environment = ?", p.partition)
+        conn.execute("DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
+                     (*p.partition, p.start))
+        conn.execute("DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
+                     (*p.partition, p.start))
         conn.executemany(f"INSERT INTO deployment_facts ({', '.join(_OUTCOME_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(_OUTCOME_COLUMNS))})", p.outcomes)
         conn.executemany(f"INSERT INTO metric_lead_facts ({', '.join(_LEAD_COLUMNS)}) "

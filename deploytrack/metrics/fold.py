@@ -22,7 +22,7 @@ from typing import Any
 from deploytrack.metrics import rules
 
 Key = tuple[str, str, str | None]  # product, environment, version
-EVER = -(1 << 62)
+EVER = rules.EVER
 _FLOOR = "deployment_id_floor"
 
 _KEY = "product = ? AND environment = ? AND version IS NOT DISTINCT FROM ?"
@@ -40,6 +40,10 @@ class KeyPlan:
     replaced: dict[int, dict[str, Any]]  # id -> stored record fields
     records: list[rules.Folded] = field(default_factory=list)
     ids: list[int | None] = field(default_factory=list)
+
+    def earliest(self) -> int:
+        """The earliest time this refold touches (first events of the records replaced and made)."""
+        return min([r["first_at"] for r in self.replaced.values()] + [r.first_at for r in self.records])
 
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
@@ -176,10 +180,11 @@ def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any
     return out
 
 
-def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[Key]:
+def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
-    records changed since (another refresh), is left for the next round. Returns the keys written."""
-    written = []
+    records changed since (another refresh), is left for the next round. Returns the keys written, each
+    with the earliest time it touched."""
+    written: list[tuple[Key, int]] = []
     for p in plans:
         newest = conn.execute(f"SELECT MAX(seq) FROM events WHERE kind = 'deployment' AND {_KEY}", p.key).fetchone()[0]
         if (newest is not None and newest > snapshot_top) or _stored(conn, list(p.replaced)) != p.replaced:
@@ -200,5 +205,5 @@ def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int)
         conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
                          f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
         conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
-        written.append(p.key)
+        written.append((p.key, p.earliest()))
     return written

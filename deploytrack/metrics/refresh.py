@@ -40,7 +40,11 @@ class Changes:
     stale_id: int
     full: bool
     keys: dict[fold.Key, int] = field(default_factory=dict)
-    partitions: set[facts.Partition] = field(default_factory=set)
+    partitions: dict[facts.Partition, int] = field(default_factory=dict)  # redo from this time on
+
+    def touch(self, partition: facts.Partition, since: int | None) -> None:
+        if since is not None:
+            self.partitions[partition] = min(since, self.partitions.get(partition, since))
 
     @property
     def nothing(self) -> bool:
@@ -61,31 +65,44 @@ def is_current(conn: sqlite3.Connection) -> bool:
 
 
 def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
-    """The keys to refold and product/environments to redo since the watermark (read-only)."""
+    """The keys to refold, and the product/environments to redo with the time to redo each from, since
+    the watermark (read-only)."""
     top, mark, stale_id = state(conn)
     changes = Changes(top, stale_id, full or mark is None)
     if changes.full:  # every key is refolded product by product (refresh)
-        changes.partitions = facts.all_partitions(conn)
+        changes.partitions = dict.fromkeys(facts.all_partitions(conn), fold.EVER)
         return changes
     assert mark is not None
     after = min(mark, top)  # deletions can leave the watermark above the newest seq
     changes.keys = fold.dirty_keys(conn, after, top)
+    for (product, environment, _), since in changes.keys.items():
+        changes.touch((product, environment), since)
+    # a record that took a new event may have finished at another time before
+    for product, environment, since in conn.execute(
+            "SELECT d.product, d.environment, MIN(d.first_at) FROM events e JOIN deployments d "
+            "ON d.id = e.deployment_id WHERE e.seq > ? AND e.seq <= ? GROUP BY d.product, d.environment",
+            (after, top)):
+        changes.touch((product, environment), since)
     products: set[str] = set()
     shas: set[str] = set()
     for kind, product, environment, version, sha in conn.execute(
             "SELECT kind, product, environment, version, sha FROM derived_stale WHERE id <= ?", (stale_id,)):
         if kind == "key":
             changes.keys[(product, environment, version)] = fold.EVER
+            changes.touch((product, environment), fold.EVER)
         elif kind == "product":
             products.add(product)
         elif kind == "sha":
             shas.add(sha)
-    for product, sha in conn.execute("SELECT DISTINCT product, scm_sha FROM events WHERE seq > ? AND seq <= ? "
-                                     "AND kind = 'build'", (after, top)):
-        products.add(product)  # a first build time (or a version's SHA) may have changed
-        if sha:
-            shas.add(sha)
-    changes.partitions = {(p, e) for p, e, _ in changes.keys} | facts.partitions_of(conn, products, shas)
+    for partition in facts.partitions_of(conn, products):
+        changes.touch(partition, fold.EVER)
+    # builds: first build times, and a version's SHA (what change its deployments shipped)
+    builds = conn.execute("SELECT DISTINCT product, version, scm_sha FROM events WHERE seq > ? AND seq <= ? "
+                          "AND kind = 'build'", (after, top)).fetchall()
+    shas.update(sha for _, _, sha in builds if sha)
+    versions = {(p, v) for p, v, _ in builds if v is not None} | {(p, v) for p, _, v in changes.keys if v is not None}
+    for partition, since in facts.lead_times_of(conn, shas, versions):
+        changes.touch(partition, since)
     return changes
 
 
@@ -143,16 +160,14 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
     reads = [(_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
         reads = [(fold.plan_product, product) for product in read(fold.all_products)]
-    refolded: set[facts.Partition] = set()
     for fn, arg in reads:
         for group in _by_rows(read(fn, arg), lambda p: 1 + len(p.records) + len(p.replaced)):
             written = write(fold.apply, group, changes.top_seq)
             summary.keys_refolded += len(written)
-            refolded.update((p, e) for p, e, _ in written)
-    if changes.full:  # partitions that only now have deployments
-        changes.partitions |= refolded
-    for part in _chunks(sorted(changes.partitions), _PARTITIONS_PER_READ):
-        planned = read(facts.plan, list(part))
+            for (product, environment, _), since in written:
+                changes.touch((product, environment), fold.EVER if changes.full else since)
+    for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
+        planned = read(facts.plan, dict(part))
         for group in _by_rows(planned, facts.PartitionFacts.size):
             summary.partitions += write(facts.apply, group)
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))
@@ -171,12 +186,11 @@ def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int |
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
-    rows = 0
-    day = start
-    while day <= last_day:
+    computed = read(compute.snapshot_rows, settings, start, last_day, computed_at)  # one pass over the facts
+    rows, day = 0, start
+    while day <= last_day:  # written two weeks at a time: short transactions
         end = min(last_day, day + (_DAYS_PER_WRITE - 1) * DAY)
-        computed = read(compute.snapshot_rows, settings, day, end, computed_at)
-        rows += write(compute.write_snapshots, computed, day, end)
+        rows += write(compute.write_snapshots, [r for r in computed if day <= r[0] <= end], day, end)
         day = end + DAY
     return start, last_day, rows
 

@@ -18,6 +18,7 @@ from deploytrack.timeutil import DAY, HOUR
 
 # -- the deployment lifecycle ----------------------------------------------------------------
 
+EVER = -(1 << 62)  # a time before any data: "from the beginning"
 STATUS_RANK: Mapping[str, int] = {"pending": 0, "started": 1, "completed": 2, "failed": 3, "aborted": 4}
 TERMINAL = frozenset({"completed", "failed", "aborted"})
 OPEN = frozenset({"pending", "started"})
@@ -217,16 +218,18 @@ def outcome_order(o: Outcome) -> tuple[int, int]:
     return o.finished_at, o.id
 
 
-def outcome_facts(outcomes: Iterable[Outcome]) -> dict[int, OutcomeFacts]:
-    """Rollbacks and recovery over the whole history of one product/environment.
+def outcome_facts(outcomes: Iterable[Outcome], previous: Outcome | None = None,
+                  seen_versions: Iterable[str] = ()) -> dict[int, OutcomeFacts]:
+    """Rollbacks and recovery over the history of one product/environment: all of it, or the part
+    from some time on given the completed deployment just before (`previous`) and the versions
+    completed before it (`seen_versions`).
 
     A completed deployment is a rollback when any of its events marks it so, or when it brings back a
     version completed there before that is not the one running; it rolls back the completed
     deployment just before it. A failed deployment is recovered by the next completed one.
     """
     out: dict[int, OutcomeFacts] = {}
-    seen_versions: set[str] = set()
-    previous: Outcome | None = None
+    seen_versions = set(seen_versions)
     waiting: list[int] = []  # failed deployments not yet recovered
     for o in sorted(outcomes, key=outcome_order):
         facts = out[o.id] = OutcomeFacts()
@@ -243,8 +246,9 @@ def outcome_facts(outcomes: Iterable[Outcome]) -> dict[int, OutcomeFacts]:
             facts.is_rollback = True
             if previous is not None:
                 facts.rollback_of = previous.id
-                out[previous.id].rolled_back_by = o.id
-                out[previous.id].rolled_back_at = o.finished_at
+                if previous.id in out:
+                    out[previous.id].rolled_back_by = o.id
+                    out[previous.id].rolled_back_at = o.finished_at
         if o.version is not None:
             seen_versions.add(o.version)
         previous = o

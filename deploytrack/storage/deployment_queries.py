@@ -89,10 +89,16 @@ async def deployment_events(db: Database, deployment_id: int, limit: int = 200) 
     return [dict(r) for r in rows]
 
 
+# The version running is that of the newest completed deployment that names one: a deployment known
+# only by a message (a Quanta code_deploy "version 42.0") does not hide the last known version; it
+# shows as the newer attempt. Only when none names a version is the newest completed one shown.
 _CURRENT = """
 SELECT p.name AS product, e.name AS environment,
-  (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name AND d.status = 'completed'
-   ORDER BY d.finished_at DESC, d.id DESC LIMIT 1) AS current_id,
+  COALESCE(
+    (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name AND d.status = 'completed'
+     AND d.version IS NOT NULL ORDER BY d.finished_at DESC, d.id DESC LIMIT 1),
+    (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name AND d.status = 'completed'
+     ORDER BY d.finished_at DESC, d.id DESC LIMIT 1)) AS current_id,
   (SELECT d.id FROM deployments d WHERE d.product = p.name AND d.environment = e.name
    ORDER BY d.first_at DESC, d.id DESC LIMIT 1) AS latest_id
 FROM products p CROSS JOIN environments e
@@ -125,7 +131,7 @@ class Matrix:
 
 
 async def matrix(db: Database, product: str | None = None) -> Matrix:
-    """What version runs where: per product and environment, the newest completed deployment.
+    """What version runs where: per product and environment, the newest completed deployment (that names a version).
 
     One statement with correlated subqueries: each is an index seek, so the cost grows with the
     number of product × environment pairs, not with the number of deployments.

@@ -13,6 +13,7 @@ import orjson
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_id
+from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us
@@ -41,6 +42,7 @@ class Ingest:
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
     event_ids: list[str] | None = None  # ids to keep (import); new UUIDv7s otherwise
+    rules: str | None = None  # "block" or "record": judge deployment rules (live ingestion; never imports)
 
 
 @dataclass
@@ -92,11 +94,13 @@ class _Group:
         self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self.deployments = _open_deployments(conn, {_deployment_key(e, self._environment(e, b.aliases))
-                                                    for b in batches for e in b.events
-                                                    if e.kind == "deployment" and e.environment_raw})
+        keys = {_deployment_key(e, self._environment(e, b.aliases))
+                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
+        self.deployments = _open_deployments(conn, keys)
+        self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
         self.rows: list[dict[str, Any]] = []
         self.dirty_days: set[int] = set()
+        self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
 
     @staticmethod
     def _environment(event: Event, aliases: Mapping[str, str]) -> str | None:
@@ -126,6 +130,7 @@ class _Group:
             if event.client_key:
                 fresh[event.client_key] = event
             plan.append(event)
+        judgement = self._judge(batch, plan) if batch.rules else None
         rows: list[dict[str, Any]] = []
         stored: dict[int, dict[str, Any]] = {}
         for position, item in enumerate(plan):
@@ -136,11 +141,39 @@ class _Group:
                 rows.append(stored[id(item)])
             else:
                 rows.append(item)
+        if judgement is not None:
+            judgement.record({i: rows[i]["id"] for i in range(len(rows))})
         if key is not None:
             ids = [r["id"] for r in rows]
             self.idempotency[key] = ids
             self.new_keys.append((key[0], key[1], orjson.dumps(ids).decode(), batch.received_at))
         return IngestResult(rows, replayed=not stored and bool(batch.events))
+
+    def _judge(self, batch: Ingest, plan: list[dict[str, Any] | Event]) -> Judgement | None:
+        """Deployment rules, for the events that open a deployment happening now (raises if refused)."""
+        opening: list[tuple[int, Event, str]] = []
+        keys: set[tuple[str, str | None, str | None, str]] = set()
+        for index, item in enumerate(plan):
+            if not (isinstance(item, Event) and item.kind == "deployment" and item.status in GATED_STATUSES
+                    and item.environment_raw and happening_now(item, batch.received_at)):
+                continue
+            environment = self._environment(item, batch.aliases) or ""
+            key = _deployment_key(item, environment)
+            if key not in keys and self._opens_deployment(key, item.status):
+                opening.append((index, item, environment))
+            keys.add(key)
+        if not opening:
+            return None
+        if self.gate is None:
+            self.gate = RuleGate(self.conn, self.deployment_pairs)
+        assert batch.rules is not None
+        return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.deployments.values(),
+                               batch=len(plan) > 1)
+
+    def _opens_deployment(self, key: tuple[str, str | None, str | None, str], status: str) -> bool:
+        """Whether an event of this key and status starts a new deployment record (see `_fold`)."""
+        dep = self.deployments.get(key)
+        return dep is None or (not key[3] and rules.starts_new_run(dep["record"].status, status))
 
     def _check_version(self, event: Event, claims: dict[tuple[str, Any], str | None], index: int) -> None:
         """A version is immutable once it has a SHA: a different SHA for it is a conflict."""

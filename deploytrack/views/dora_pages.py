@@ -91,6 +91,7 @@ async def incidents(request: Request) -> Response:
     state = query_choice(request, "state", ("open", "resolved"))
     product = query_text(request, "product")
     cursor = request.query_params.get("cursor")
+    await app.deriver.ensure_current()
     rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
     params = {"state": state, "product": product}
     return render(request, "incidents.html", {

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import whole_number
+from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import charts
@@ -23,8 +24,10 @@ TIMELINE_DAYS = (7, 30, 90)
 async def environments(request: Request) -> Response:
     """GET /environments: for each product and environment, the version running now."""
     token = await require(request, "read")
-    grid = await dq.matrix(request.app.state.deploytrack.db)
-    return render(request, "environments.html", {"token": token, "m": grid})
+    db = request.app.state.deploytrack.db
+    grid = await dq.matrix(db)
+    return render(request, "environments.html", {"token": token, "m": grid,
+                                                 "frozen": await freezes(db, grid.products, grid.environments)})
 
 
 def _days(request: Request) -> int:
@@ -68,4 +71,5 @@ async def product(request: Request) -> Response:
                             f"Builds and deployments over the last {days} days")
     return render(request, "product.html", {
         "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
+        "frozen": await freezes(db, [name], grid.environments),
         "deployments": deployments, "builds": builds, "environments": environments})

@@ -12,6 +12,7 @@ from deploytrack.views import (
     dora_pages,
     environment_pages,
     event_pages,
+    rules_pages,
 )
 from deploytrack.views.html import page, render
 from deploytrack.web.auth import authenticate
@@ -66,6 +67,8 @@ def routes() -> list[Route]:
         Route("/products/{name}", environment_pages.product, methods=["GET"]),
         Route("/dora", dora_pages.dora, methods=["GET"]),
         Route("/incidents", dora_pages.incidents, methods=["GET"]),
+        Route("/rules", rules_pages.rules, methods=["GET"]),
+        Route("/rules/violations", rules_pages.violations, methods=["GET"]),
         Route("/signin", signin_form, methods=["GET"]),
         Route("/signin", signin, methods=["POST"]),
         Route("/signout", signout, methods=["POST"]),

@@ -34,7 +34,7 @@ STATUS_IN: Schema = {"type": "string", "description": "case-insensitive; one of 
 
 ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401: "Missing or wrong token",
               403: "The token lacks the scope", 404: "Not found", 405: "Method not allowed",
-              409: "Conflict (a version's SHA is immutable)", 413: "Body or batch too large",
+              409: "Conflict (a version's SHA is immutable; a rule's name is taken)", 413: "Body or batch too large",
               415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
               503: "The database cannot take writes now (disk full, read-only); retry later"}
 INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
@@ -58,6 +58,16 @@ def _errors(codes: tuple[int, ...], shape: str) -> dict[str, Any]:
         headers = {"Retry-After": {"schema": {"type": "string"}}} if code in (429, 503) else None
         out[str(code)] = _json(_ref(shape), ERROR_TEXT[code], headers)
     return out
+
+
+def _blocked(shape: str) -> dict[str, Any]:
+    """409/423/428 from deployment rules, in Versioner's pre-flight shape (409 is also the API's own conflict)."""
+    blocked = _ref("DeploymentBlocked")
+    retry = {"Retry-After": {"schema": {"type": "string"}}}
+    return {"409": _json({"anyOf": [_ref(shape), blocked]}, "Conflict: a version's SHA is immutable, or another "
+                                                             "deployment is in progress (concurrency rule)"),
+            "423": _json(blocked, "Blocked: a no-deploy window is active (schedule rule)", retry),
+            "428": _json(blocked, "Blocked: prerequisite environments or soak time missing (flow rule)", retry)}
 
 
 def _query(name: str, description: str, schema: Schema | None = None) -> dict[str, Any]:
@@ -119,30 +129,81 @@ SCHEMAS: dict[str, Schema] = {
         "status": {"type": "string", "enum": ["open", "resolved"]}, "change_id": NSTR,
         "deployment_id": {"type": ["integer", "null"], "minimum": 1}, "metadata": {"type": ["object", "null"]},
     }, extra=False),
+    "DeploymentBlocked": _obj({
+        "error": {"type": "string", "const": "deployment_blocked"}, "message": STR,
+        "code": {"type": "string", "enum": ["NO_DEPLOY_WINDOW", "FLOW_PREREQUISITE", "CONCURRENT_DEPLOYMENT"]},
+        "retry_after": {"type": "string", "description": "ISO 8601 UTC: when to retry"},
+        "details": _obj({"rule_id": INT, "rule_name": STR, "rule_type": STR, "violation_id": INT}),
+        "detail": {"type": "object", "description": "the same fields again (where Versioner's clients read them)"},
+    }, ("error", "message", "code", "details", "detail")),
+    "Rule": _obj({
+        "id": INT, "name": STR, "type": {"type": "string", "enum": ["schedule", "flow", "concurrency"]},
+        "mode": {"type": "string", "enum": ["enabled", "report-only", "disabled"]},
+        "products": {"type": ["array", "null"], "items": STR}, "environments": {"type": ["array", "null"], "items": STR},
+        "reason": NSTR, "description": STR, "schedule": OBJ, "flow": OBJ, "concurrency": OBJ,
+        "window": _obj({"active": {"type": "boolean"}, "active_until": ISO, "next_start": ISO, "next_end": ISO}),
+        "created_at": ISO, "updated_at": ISO, "created_by": NSTR,
+    }, ("id", "name", "type", "mode", "products", "environments", "description")),
+    "RuleInput": _obj({
+        "name": STR, "type": {"type": "string", "enum": ["schedule", "flow", "concurrency"]},
+        "mode": {"type": "string", "enum": ["enabled", "report-only", "disabled"]},
+        "products": {"type": ["array", "null"], "items": STR},
+        "environments": {"type": ["array", "null"], "items": STR}, "reason": NSTR,
+        "schedule": _obj({"recurrence": {"type": "string", "enum": ["once", "one-time", "daily", "weekly", "monthly"]},
+                          "timezone": STR, "start": STR, "end": STR}, ("recurrence", "start", "end"), extra=False),
+        "flow": _obj({"prerequisites": {"type": "array", "items": STR}, "strict": {"type": "boolean"},
+                      "soak_minutes": INT}, ("prerequisites",), extra=False),
+        "concurrency": _obj({"stale_after_minutes": INT}, extra=False),
+    }, extra=False),
+    "Override": _obj({
+        "id": INT, "rule_id": NINT, "rule_name": NSTR, "product": STR, "environment": NSTR, "version": NSTR,
+        "reason": STR, "granted_by": NSTR, "granted_at": ISO, "expires_at": ISO, "used_at": ISO, "used_by_event": NSTR,
+    }, ("id", "product", "reason", "granted_at", "used_at")),
+    "OverrideInput": _obj({"product": STR, "reason": STR, "environment": NSTR, "version": NSTR,
+                           "rule_id": {"type": ["integer", "null"], "minimum": 1},
+                           "expires_in_minutes": {"type": "integer", "minimum": 1, "maximum": 525600}},
+                          ("product", "reason"), extra=False),
+    "Violation": _obj({
+        "id": INT, "at": ISO, "outcome": {"type": "string", "enum": ["blocked", "reported", "recorded", "overridden"]},
+        "rule_id": NINT, "rule_name": STR, "rule_type": STR, "code": STR, "http_status": INT, "message": STR,
+        "retry_after": ISO, "dialect": STR, "product": STR, "environment": STR, "version": NSTR, "status": STR,
+        "actor": NSTR, "event_id": NSTR, "override_id": NINT, "violations": {"type": "array", "items": OBJ},
+        "attempt": OBJ,
+    }, ("id", "at", "outcome", "rule_name", "code", "product", "environment", "violations", "attempt")),
     "Commit": _obj({"sha": STR, "repository": STR, "committed_at": TIME, "authored_at": TIME, "message": STR,
                     "author": STR}, ("sha", "committed_at"), extra=False),
 }
 
+WHOLE_OR_TEXT: Schema = {"oneOf": [STR, {"type": "integer"}],
+                         "description": "a string, or an integer (kept as its digits); no fractions"}
 VERSIONER_COMMON: dict[str, Schema] = {
-    "product_name": STR, "version": {"oneOf": [STR, {"type": "number"}]}, "status": STATUS_IN,
+    "product_name": STR, "version": WHOLE_OR_TEXT, "status": STATUS_IN,
     "scm_sha": STR, "scm_branch": STR, "scm_repository": STR, "build_url": STR, "build_number": STR,
+    "deploy_url": {"type": "string", "description": "the CI link when build_url is absent"},
     "source_system": STR, "invoke_id": STR, "description": STR, "change_id": STR, "timestamp": TIME,
+    "started_at": {**TIME, "description": "the time of a started event when timestamp is absent"},
+    "completed_at": {**TIME, "description": "the time of a finished event when timestamp is absent"},
     "commit_timestamp": TIME, "extra_metadata": OBJ,
 }
+UUID_ID: Schema = {"type": "string", "format": "uuid", "description": "stable: UUIDv5 of the names"}
 
 
 def _versioner(kind: str) -> dict[str, Any]:
     deployment = kind == "deployment"
-    props = {**VERSIONER_COMMON, "environment_name": STR, ("deployed_by" if deployment else "built_by"): STR}
+    actor = "deployed_by" if deployment else "built_by"
+    props = {**VERSIONER_COMMON, "environment_name": STR, actor: STR, f"{actor}_email": STR, f"{actor}_name": STR}
     required = ("product_name", "version", "environment_name", "status") if deployment else \
         ("product_name", "version", "status")
-    reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR,
-                  **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR} if deployment
-                     else {"created_at": ISO})}, ("id", "product_name", "version", "status"))
+    reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR, "product_id": UUID_ID,
+                  "version_id": UUID_ID,
+                  **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR, "environment_id": UUID_ID,
+                      "event_id": STR, "deployment_id": NSTR} if deployment else {"created_at": ISO})},
+                 ("id", "product_name", "version", "status", "product_id", "version_id"))
     return {
         "tags": ["Versioner"], "summary": f"Record a {kind} event (Versioner API)",
         "security": [{"bearer": []}], "requestBody": _body(_obj(props, required)),
-        "responses": {"200": _json(reply, "Stored and committed to disk"), **_errors(INGEST_ERRORS, "VersionerError")},
+        "responses": {"200": _json(reply, "Stored and committed to disk"), **_errors(INGEST_ERRORS, "VersionerError"),
+                      **_blocked("VersionerError")},
     }
 
 
@@ -161,9 +222,12 @@ DEVGRID_EVENT = _obj({
 
 ILERT_INPUT = _obj({
     "integrationKey": {"type": "string", "description": "the deploytrack token (ingest scope)"},
-    "summary": STR, "timestamp": TIME, "userEmail": STR, "customDetails": OBJ,
+    "apiKey": {"type": "string", "description": "the same, as ilert's GitHub Action names it"},
+    "summary": STR, "timestamp": TIME, "userEmail": STR, "userName": STR, "repository": STR,
+    "customDetails": {"type": "object", "description": "service, version, sha or commit, environment or env "
+                      "become the event's fields; other keys are kept as metadata"},
     "links": {"type": "array", "items": _obj({"href": STR, "text": STR}, ("href",))},
-}, ("integrationKey", "summary"))
+}, ("summary",))
 
 PAGE = {"content": {"text/html": {"schema": STR}}}
 # errors raised before a page handler runs (routing, form parsing) follow the Accept header
@@ -263,11 +327,13 @@ def _document() -> dict[str, Any]:
             "/api/events/push": {
                 "post": {"tags": ["Quanta"], "summary": "Push an event (Quanta DEM)", "security": QUANTA_SECURITY,
                          "requestBody": _body(_obj(QUANTA_FIELDS, ("type",))),
-                         "responses": {"200": QUANTA_REPLY, **_errors((*INGEST_ERRORS, 415), "QuantaError")}},
+                         "responses": {"200": QUANTA_REPLY, **_errors((*INGEST_ERRORS, 415), "QuantaError"),
+                                       **_blocked("QuantaError")}},
                 "get": {"tags": ["Quanta"], "summary": "Push an event with query parameters (Quanta DEM)",
                         "security": QUANTA_SECURITY,
                         "parameters": [{**_query(k, k, v), "required": k == "type"} for k, v in QUANTA_FIELDS.items()],
-                        "responses": {"200": QUANTA_REPLY, **_errors(INGEST_ERRORS, "QuantaError")}},
+                        "responses": {"200": QUANTA_REPLY, **_errors(INGEST_ERRORS, "QuantaError"),
+                                      **_blocked("QuantaError")}},
             },
             "/events": {"post": {
                 "tags": ["DevGrid"], "summary": "Record a batch of deployment events (all or nothing)",
@@ -275,12 +341,14 @@ def _document() -> dict[str, Any]:
                 "requestBody": _body(_obj({"events": {"type": "array", "items": DEVGRID_EVENT, "minItems": 1}},
                                           ("events",))),
                 "responses": {"201": _json(_obj({"events": {"type": "array", "items": OBJ}}, ("events",)),
-                                           "Stored"), **_errors(INGEST_ERRORS, "DevGridError")}}},
+                                           "Stored"), **_errors(INGEST_ERRORS, "DevGridError"),
+                              **_blocked("DevGridError")}}},
             "/api/deployment-events": {"post": {
-                "tags": ["ilert"], "summary": "Record a deployment event; the token is the body's integrationKey",
+                "tags": ["ilert"],
+                "summary": "Record a deployment event; the token is the body's integrationKey (or apiKey)",
                 "security": [], "requestBody": _body(ILERT_INPUT),
                 "responses": {"202": _json(_obj({"id": STR}, ("id",)), "Accepted (stored)"),
-                              **_errors(INGEST_ERRORS, "IlertError")}}},
+                              **_errors(INGEST_ERRORS, "IlertError"), **_blocked("IlertError")}}},
             "/api/v1/events": {"get": _read(
                 "Events newest first", _obj({"events": {"type": "array", "items": _ref("Event")}, "next_cursor": NSTR},
                                             ("events", "next_cursor")), EVENT_FILTERS + PAGING)},
@@ -323,6 +391,34 @@ def _document() -> dict[str, Any]:
                 [_query("product", "product"), _query("environment", "environment"),
                  _query("window", "7, 30 or 90 days", {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
                  _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
+            "/api/v1/rules": {
+                "get": _read("Deployment rules by name", _obj({"rules": {"type": "array", "items": _ref("Rule")}},
+                                                              ("rules",))),
+                "post": _write("Create a deployment rule (audit-logged)", "admin", 201, _ref("Rule"),
+                               _ref("RuleInput"), errors=(409,)),
+            },
+            "/api/v1/rules/{rule_id}": {
+                "get": _read("One deployment rule", _ref("Rule"), [_path("rule_id")], (*READ_ERRORS, 404)),
+                "patch": _write("Change a rule's fields, e.g. its mode (audit-logged)", "admin", 200, _ref("Rule"),
+                                _ref("RuleInput"), [_path("rule_id")], (404, 409)),
+                "delete": _write("Delete a rule and its unused overrides (audit-logged)", "admin", 200,
+                                 _obj({"deleted": _ref("Rule")}, ("deleted",)), None, [_path("rule_id")], (404,)),
+            },
+            "/api/v1/rule-overrides": {
+                "get": _read("One-time overrides, newest first",
+                             _obj({"overrides": {"type": "array", "items": _ref("Override")}}, ("overrides",)),
+                             [PAGING[0]]),
+                "post": _write("Grant a one-time override for the next matching blocked deployment (audit-logged)",
+                               "admin", 201, _ref("Override"), _ref("OverrideInput"), errors=(404,)),
+            },
+            "/api/v1/rule-violations": {"get": _read(
+                "Deployments a rule blocked or objected to, newest first",
+                _obj({"violations": {"type": "array", "items": _ref("Violation")}, "next_before": NINT},
+                     ("violations", "next_before")),
+                [_query("product", "product"),
+                 _query("outcome", "outcome", {"type": "string", "enum": ["blocked", "reported", "recorded",
+                                                                          "overridden"]}),
+                 _query("before", "next_before from the previous page", INT), PAGING[0]])},
             "/api/v1/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document", "security": [],
                                              "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
             "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness and a database round trip",
@@ -350,6 +446,11 @@ def _document() -> dict[str, Any]:
             "/incidents": {"get": _page("Incidents, open or resolved, with their linked deployments (HTML)", [
                 _query("state", "open or resolved", {"type": "string", "enum": ["open", "resolved"]}),
                 _query("product", "exact product name"), PAGING[1]])},
+            "/rules": {"get": _page("Deployment rules: scope, mode, next no-deploy window; overrides (HTML)")},
+            "/rules/violations": {"get": _page("Deployments a rule blocked or objected to (HTML)", [
+                _query("outcome", "outcome", {"type": "string", "enum": ["blocked", "reported", "recorded",
+                                                                          "overridden"]}),
+                _query("product", "exact product name"), _query("before", "paging", INT)])},
             "/signin": {
                 "get": {"tags": ["UI"], "summary": "Sign-in form", "security": [],
                         "parameters": [_query("next", "same-site path to return to")],
