@@ -1,1 +1,2 @@
-"""Benchmarks: ingestion against a bare-Starlette ceiling, and reads at a million events (see README)."""
+"""Benchmarks: ingestion against a bare-Starlette ceiling, reads at a million events, pages under a
+flood of products (see docs/operators.md)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import orjson
 import uvicorn

@@ -17,13 +17,14 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
-from deploytrack.storage import database as dbmod
 from deploytrack.metrics.rules import event_label
+from deploytrack.storage import database as dbmod
 from deploytrack.storage.ingest import _INSERT_EVENT, EVENT_COLUMNS
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import hash_secret, new_secret

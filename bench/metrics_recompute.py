@@ -35,8 +35,8 @@ sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys
 
 from deploytrack.metrics import compute as metrics  # noqa: E402
 from deploytrack.metrics import facts, fold, incidents, refresh  # noqa: E402
-from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.settings import Settings  # noqa: E402
+from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
 
 MIN = 60_000_000
@@ -113,7 +113,7 @@ class Stages:
         self.targets, self.spent = targets, {name: [0.0, 0.0] for name in targets}
         self.saved = {name: getattr(obj, attr) for name, (obj, attr) in targets.items()}
 
-    def __enter__(self) -> "Stages":
+    def __enter__(self) -> Stages:
         for name, (obj, attr) in self.targets.items():
             setattr(obj, attr, self._wrap(name, self.saved[name]))
         return self
@@ -154,7 +154,7 @@ def add_day(conn, prefix: str, offset: int) -> None:
 
 def timed(conn, fn, *args) -> tuple[float, float, object, Stages]:
     """Run a refresh-style function on one connection (reads on snapshots, short write transactions)."""
-    read, write = refresh.on_connection(conn)
+    read, write = dbmod.on_connection(conn)
     with stages() as spent:
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn(read, write, *args)
@@ -200,7 +200,7 @@ def main() -> int:
               f"incidents in {t1 - t0:.1f}s")
         print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
         print(f"baseline: one full scan of events          {scan:7.2f}s wall")
-        for label, (wall, cpu, result, spent) in (
+        for label, (wall, cpu, _result, spent) in (
                 (f"first refresh (refolds {folded:,} deployments, derives every fact; once per database)",
                  first_refresh),
                 ("first snapshot run (every day)", first_run),

@@ -24,9 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from bench import servers
+from bench.gen_events import generate
+from bench.reads import Client, middle_cursor, timed
 from deploytrack.metrics.compute import Scope
 from deploytrack.metrics.report import report
 from deploytrack.settings import load_settings
@@ -34,10 +38,6 @@ from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import event_queries as eq
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import now_us
-
-from bench import servers
-from bench.gen_events import generate
-from bench.reads import Client, middle_cursor, timed
 from tests.pg_cluster import Cluster
 
 TARGET_RATIO = 2.0

@@ -134,7 +134,7 @@ def main() -> int:
         api.headers = {"Authorization": f"Bearer {secret}"}
         ui.sign_in(secret)
         deep, page_times = follow(api, args.depth)
-        for label, client, base in (("JSON", api, "/api/v1/events"), ("HTML", ui, "/")):
+        for label, client, base in (("JSON", api, "/api/v1/events"), ("HTML", ui, "/events")):
             for name, flt in filters.items():
                 for where, cursor in (("first page", None), ("middle", mid)):
                     query = urlencode({**flt, **({"cursor": cursor} if cursor else {})})
@@ -158,7 +158,7 @@ def main() -> int:
             results.append((f"deployments {name}", med, p95, size))
             print(f"JSON deployments {name:20} median {med:7.2f} ms  p95 {p95:7.2f} ms  {size:7} B", flush=True)
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as paths:
-            for name, flt in filters.items():
+            for flt in filters.values():
                 for cursor in (None, mid, deep):
                     query = urlencode({**flt, **({"cursor": cursor} if cursor else {})})
                     paths.write("/api/v1/events" + ("?" + query if query else "") + "\n")

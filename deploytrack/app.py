@@ -7,12 +7,14 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -21,14 +23,17 @@ from starlette.templating import Jinja2Templates
 
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
+from deploytrack.hooks import endpoint as hooks
 from deploytrack.metrics.scheduler import Deriver, MetricsScheduler
 from deploytrack.model import Limits
+from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database, password_for
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, metrics_api, pages, rules_api
-from deploytrack.web.http import RateLimiter, redact_access_log
+from deploytrack.views import api, html, metrics_api, pages, rules_api
+from deploytrack.web.guards import RequestGuards
+from deploytrack.web.http import RateLimiter, error_response, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
 
 log = logging.getLogger("deploytrack")
@@ -65,7 +70,7 @@ def make_templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(str(PACKAGE_DIR / "templates")),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters.update(iso=to_iso, safe_href=safe_href, commit_url=commit_url, ago=relative_time,
-                       duration=duration_text)
+                       duration=duration_text, utc=html.utc_text, day_or_time=html.day_or_time)
     return Jinja2Templates(env=env)
 
 
@@ -78,7 +83,7 @@ class App:
         self.db = Database(settings.db, settings.db_readers, password_for(settings))
         self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
-        self.limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
+        self.limits = Limits.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit)
         self.session_key = b""
         self.started_at = time.time()
@@ -130,11 +135,25 @@ class App:
             "# HELP deploytrack_write_commit_seconds_total Of that, time in COMMIT (WAL writes and fsync).",
             "# TYPE deploytrack_write_commit_seconds_total counter",
             f"deploytrack_write_commit_seconds_total {self.db.commit_seconds:.3f}",
+            *self._integrity_lines(),
             "# HELP deploytrack_uptime_seconds Seconds since the server started.",
             "# TYPE deploytrack_uptime_seconds gauge",
             f"deploytrack_uptime_seconds {time.time() - self.started_at:.0f}",
         ]
         return "\n".join(lines) + "\n"
+
+    def _integrity_lines(self) -> list[str]:
+        """The nightly quick check's last result (nothing before the first check)."""
+        if self.db.integrity is None:
+            return []
+        return [
+            "# HELP deploytrack_integrity_ok 1 when the last quick integrity check of the database passed, else 0.",
+            "# TYPE deploytrack_integrity_ok gauge",
+            f"deploytrack_integrity_ok {int(self.db.integrity.ok)}",
+            "# HELP deploytrack_integrity_checked_timestamp_seconds When that check ran (Unix time).",
+            "# TYPE deploytrack_integrity_checked_timestamp_seconds gauge",
+            f"deploytrack_integrity_checked_timestamp_seconds {self.db.integrity_checked_at:.0f}",
+        ]
 
 
 def _session_key(conn: Any) -> bytes:
@@ -155,14 +174,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error.status = exc.status_code
     if "text/html" in request.headers.get("accept", "") and request.method == "GET":
         return pages.render(request, "error.html", {"error": error}, status=exc.status_code)
-    return api.error_response(error)
+    return error_response(error)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     error = DeploytrackError("internal error; see the server log")
     error.status, error.code = 500, "internal"
-    return api.error_response(error)
+    return error_response(error)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -170,6 +189,8 @@ def create_app(settings: Settings) -> Starlette:
     state = App(settings)
     if settings.scheduler:
         state.background.append(MetricsScheduler(state.db, settings, deriver=state.deriver))
+    if settings.notify_url_list:
+        state.background.append(Notifier(state.db, settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -181,13 +202,14 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         *dialects.routes(),
+        *hooks.routes(),
         *api.routes(),
         *metrics_api.routes(),
         *rules_api.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestGuards)],
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.router.redirect_slashes = False
     app.state.deploytrack = state

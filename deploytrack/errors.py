@@ -64,15 +64,9 @@ class RateLimited(DeploytrackError):
 
 
 class Unavailable(DeploytrackError):
-    """The database cannot take writes right now (disk full, read-only file); retry later."""
+    """The database cannot serve this now (full, read-only, busy, unreachable or damaged); retry later."""
 
     status, code = 503, "unavailable"
-
-
-class StorageCorrupt(DeploytrackError):
-    """The database reports damage (a corrupt page or index): no retry helps; an operator must look."""
-
-    status, code = 500, "storage_corrupt"
 
 
 class DeploymentBlocked(DeploytrackError):

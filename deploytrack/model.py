@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
 from deploytrack.errors import BadRequest
+from deploytrack.settings import Settings
+from deploytrack.timeutil import TimeBounds, parse_timestamp
 
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
@@ -146,8 +150,8 @@ class Fields:
     def __init__(self, body: object, limits: Limits, prefix: str = "") -> None:
         if not isinstance(body, dict):
             where = prefix.rstrip(".")
-            raise BadRequest(f"Field '{where}' must be a JSON object" if where else "Request body must be a JSON object",
-                             where or None)
+            raise BadRequest(f"Field '{where}' must be a JSON object" if where
+                             else "Request body must be a JSON object", where or None)
         self.body: dict[str, Any] = body
         self.limits = limits
         self.prefix = prefix
@@ -181,7 +185,15 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
         return value or None
 
-    def obj(self, key: str) -> dict[str, Any] | None:
+    def time(self, key: builtins.str) -> int | None:
+        """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times)."""
+        self.used.add(key)
+        value = self.body.get(key)
+        if value is None:
+            return None
+        return self.limits.times.check(parse_timestamp(value, self._name(key)), self._name(key))
+
+    def obj(self, key: builtins.str) -> dict[builtins.str, Any] | None:
         self.used.add(key)
         value = self.body.get(key)
         if value is None:
@@ -190,11 +202,11 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' must be a JSON object", self._name(key))
         return value
 
-    def raw(self, key: str) -> Any:
+    def raw(self, key: builtins.str) -> Any:
         self.used.add(key)
         return self.body.get(key)
 
-    def rest(self) -> dict[str, Any]:
+    def rest(self) -> dict[builtins.str, Any]:
         """The fields not read by the dialect."""
         return {k: v for k, v in self.body.items() if k not in self.used}
 
@@ -204,9 +216,17 @@ MAX_METADATA_DEPTH = 32  # stored metadata is re-serialized by orjson, which ref
 
 @dataclass(frozen=True)
 class Limits:
+    """The bounds on what one client-sent record may hold, from the settings."""
+
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
     max_summary_chars: int = 16384
+    times: TimeBounds = TimeBounds()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys,
+                   times=settings.time_bounds)
 
 
 def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str = "metadata") -> dict[str, Any]:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from deploytrack.errors import BadRequest
+from deploytrack.timeutil import EARLIEST_DEFAULT, TimeBounds, parse_timestamp
 
 ENV_PREFIX = "DEPLOYTRACK_"
 RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
+NOTIFY_EVENTS = ("deployment_failed", "rollback", "incident_opened", "incident_resolved", "band_changed")
+NOTIFY_FORMATS = ("slack", "json")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
     Setting("max_field_chars", 4096, "longest text field accepted, in characters"),
     Setting("max_metadata_keys", 200, "most keys in an event's metadata object"),
+    Setting("earliest_timestamp", EARLIEST_DEFAULT, "event, incident and commit times before this "
+                                                    "(ISO 8601) are refused with a 400"),
+    Setting("max_future_seconds", 86_400, "event, incident and commit times more than this many seconds "
+                                          "past the server's clock are refused with a 400"),
     Setting("rate_limit", 0, "requests per second allowed per token (0 = no limit)"),
+    Setting("max_header_bytes", 65_536, "largest request line plus headers, in bytes (431 above)"),
+    Setting("max_headers", 100, "most header fields in one request (431 above)"),
+    Setting("header_timeout", 10, "seconds a connection has to send a request's complete headers"),
+    Setting("min_body_rate", 1024, "slowest request body accepted after body_grace, in bytes per second (0 = off)"),
+    Setting("body_grace", 10, "seconds a request body may arrive at any speed before min_body_rate applies"),
+    Setting("keep_alive_timeout", 5, "seconds an idle keep-alive connection stays open"),
     Setting("production_environments", "production", "comma-separated environments counted as production"),
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
     Setting("scheduler", True, "run the daily metrics job inside the server"),
@@ -49,6 +65,22 @@ SETTINGS: tuple[Setting, ...] = (
                                              "deployment (versioner, quanta, devgrid, ilert); on the others it is "
                                              "recorded only"),
     Setting("environment_aliases", DEFAULT_ALIASES, "config file only: table of alias = canonical environment"),
+    Setting("public_url", "", "base URL users reach the server at, for hook URLs and links in notifications "
+                              "(default http://HOST:PORT)"),
+    Setting("hook_max_body_bytes", 26_214_400, "largest webhook delivery accepted at /hooks/..., in bytes (413 above)"),
+    Setting("hook_products", {}, "config file only: table of repository or service name = product, for hooks "
+                                 "created without --product"),
+    Setting("alert_product_label", "service", "Alertmanager/Grafana alert label naming the product"),
+    Setting("alert_environment_label", "environment", "Alertmanager/Grafana alert label naming the environment"),
+    Setting("notify_urls", "", "comma-separated webhook URLs that receive notifications (none = off)"),
+    Setting("notify_events", ",".join(NOTIFY_EVENTS), "comma-separated notifications to send: "
+                                                       + ", ".join(NOTIFY_EVENTS)),
+    Setting("notify_format", "slack", "notification body: slack (Slack, Mattermost, Rocket.Chat) or json"),
+    Setting("notify_interval", 2.0, "seconds between checks for new notifications and due retries"),
+    Setting("notify_retry_seconds", 10.0, "first retry delay of a failed notification; doubles each time, "
+                                          "at most an hour"),
+    Setting("notify_max_attempts", 12, "attempts before a notification is given up (kept in the outbox)"),
+    Setting("notify_timeout", 10.0, "seconds to wait for a notification receiver to answer"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -66,7 +98,15 @@ class Settings:
     max_batch_events: int = 5000
     max_field_chars: int = 4096
     max_metadata_keys: int = 200
+    earliest_timestamp: str = EARLIEST_DEFAULT
+    max_future_seconds: int = 86_400
     rate_limit: float = 0
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
+    header_timeout: int = 10
+    min_body_rate: int = 1024
+    body_grace: int = 10
+    keep_alive_timeout: int = 5
     production_environments: str = "production"
     count_failed_deployments: bool = False
     scheduler: bool = True
@@ -74,6 +114,31 @@ class Settings:
     log_level: str = "info"
     rules_block_apis: str = "versioner"
     environment_aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    public_url: str = ""
+    hook_max_body_bytes: int = 26_214_400
+    hook_products: Mapping[str, str] = field(default_factory=dict)
+    alert_product_label: str = "service"
+    alert_environment_label: str = "environment"
+    notify_urls: str = ""
+    notify_events: str = ",".join(NOTIFY_EVENTS)
+    notify_format: str = "slack"
+    notify_interval: float = 2.0
+    notify_retry_seconds: float = 10.0
+    notify_max_attempts: int = 12
+    notify_timeout: float = 10.0
+
+    @property
+    def base_url(self) -> str:
+        """Where users reach the server (links in hook URLs and notifications)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def notify_url_list(self) -> list[str]:
+        return [u.strip() for u in self.notify_urls.split(",") if u.strip()]
+
+    @property
+    def notify_event_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.notify_events.split(",") if e.strip())
 
     @property
     def production_set(self) -> frozenset[str]:
@@ -84,6 +149,12 @@ class Settings:
     def rules_block_set(self) -> frozenset[str]:
         """The APIs on which an enabled deployment rule refuses a deployment."""
         return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        """The span of time recorded events, incidents and commits may claim."""
+        return TimeBounds(parse_timestamp(self.earliest_timestamp, "earliest_timestamp"),
+                          self.max_future_seconds * 1_000_000)
 
 
 def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
@@ -103,6 +174,11 @@ def _coerce(name: str, value: Any) -> Any:
         if text in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"setting {name!r}: expected true or false, got {value!r}")
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
     if isinstance(default, int):
         try:
             return float(value) if name == "rate_limit" else int(value)
@@ -111,6 +187,8 @@ def _coerce(name: str, value: Any) -> Any:
     if isinstance(default, dict):
         if not isinstance(value, Mapping):
             raise ValueError(f"setting {name!r}: expected a table")
+        if name != "environment_aliases":  # names as written (products are case-sensitive)
+            return {str(k).strip(): str(v).strip() for k, v in value.items()}
         merged = dict(DEFAULT_ALIASES)
         merged.update({str(k).strip().lower(): str(v).strip().lower() for k, v in value.items()})
         return merged
@@ -155,6 +233,13 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'rate_limit': must not be negative")
     if not 1 <= s.db_readers <= 100:
         raise ValueError("setting 'db_readers': must be 1 to 100")
+    if s.max_header_bytes < 1024:
+        raise ValueError("setting 'max_header_bytes': must be at least 1024")
+    for name in ("max_headers", "header_timeout", "keep_alive_timeout"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"setting {name!r}: must be at least 1")
+    if s.min_body_rate < 0 or s.body_grace < 0:
+        raise ValueError("settings 'min_body_rate' and 'body_grace' must not be negative")
     if s.metrics_interval < 1:
         raise ValueError("setting 'metrics_interval': must be at least 1 second")
     unknown = sorted(s.rules_block_set - RULE_APIS)
@@ -163,6 +248,27 @@ def _check(s: Settings) -> None:
                          f"{', '.join(sorted(RULE_APIS))}")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
+    if s.hook_max_body_bytes < 1024:
+        raise ValueError("setting 'hook_max_body_bytes': must be at least 1024")
+    for url in s.notify_url_list:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"setting 'notify_urls': {url!r} is not an http(s) URL")
+    unknown = sorted(s.notify_event_set - set(NOTIFY_EVENTS))
+    if unknown:
+        raise ValueError(f"setting 'notify_events': unknown {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")
+    if s.notify_format not in NOTIFY_FORMATS:
+        raise ValueError(f"setting 'notify_format': must be one of {', '.join(NOTIFY_FORMATS)}")
+    if s.notify_interval <= 0 or s.notify_retry_seconds <= 0 or s.notify_timeout <= 0:
+        raise ValueError("settings 'notify_interval', 'notify_retry_seconds' and 'notify_timeout' must be positive")
+    if s.notify_max_attempts < 1:
+        raise ValueError("setting 'notify_max_attempts': must be at least 1")
+    try:
+        parse_timestamp(s.earliest_timestamp, "earliest_timestamp")
+    except BadRequest:
+        raise ValueError(f"setting 'earliest_timestamp': {s.earliest_timestamp!r} is not an ISO 8601 time "
+                         "between 1970 and 9999") from None
+    if s.max_future_seconds < 0:
+        raise ValueError("setting 'max_future_seconds': must not be negative")
 
 
 def settings_help() -> str:

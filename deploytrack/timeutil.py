@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from deploytrack.errors import BadRequest
 
@@ -11,7 +12,6 @@ HOUR = 3_600_000_000  # µs
 DAY = 86_400_000_000  # µs: the one definition
 _MIN_US = 0  # 1970-01-01
 _MAX_US = 253402300799_000000  # 9999-12-31T23:59:59
-FUTURE_SLACK_US = DAY  # a day of clock skew
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -31,6 +31,8 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
     """Accept ISO 8601 (no offset = UTC), epoch seconds or epoch milliseconds; return epoch µs.
 
     Numbers below 10^11 are seconds (that is year 5138), larger ones milliseconds, as ilert reads them.
+    Only the format and the representable range are checked here: the span of time an event,
+    incident or commit may claim is `TimeBounds.check`.
     """
     if isinstance(value, bool) or value is None:
         raise BadRequest(f"Field '{field}' must be an ISO 8601 string or epoch seconds/milliseconds", field)
@@ -53,7 +55,7 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
         except ValueError:
             raise BadRequest(f"Field '{field}' is not a valid ISO 8601 timestamp: {value[:64]!r}", field) from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         try:  # exact to the microsecond: datetime arithmetic, not float seconds
             us = (dt.replace(tzinfo=None) - dt.utcoffset() - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
         except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00
@@ -62,11 +64,39 @@ def parse_timestamp(value: object, field: str = "timestamp") -> int:
         raise BadRequest(f"Field '{field}' must be an ISO 8601 string or epoch seconds/milliseconds", field)
     if not _MIN_US <= us <= _MAX_US:
         raise BadRequest(f"Field '{field}' is out of range (before 1970 or after 9999)", field)
-    if us > now_us() + FUTURE_SLACK_US:
-        raise BadRequest(f"Field '{field}' is more than a day in the future", field)
     return us
+
+
+EARLIEST_DEFAULT = "2000-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """The span of time a recorded event, incident or commit may claim (settings
+    `earliest_timestamp` and `max_future_seconds`): a 1970 timestamp is a client bug, not a backfill,
+    and would send the metrics job recomputing decades of empty days."""
+
+    earliest_us: int = parse_timestamp(EARLIEST_DEFAULT)
+    max_future_us: int = DAY  # clock skew between a CI runner and this server
+
+    def check(self, us: int, field: str) -> int:
+        """`us` if it lies within the bounds; else a BadRequest naming `field`."""
+        if us < self.earliest_us:
+            raise BadRequest(f"Field '{field}' is before {to_iso(self.earliest_us)}, the earliest time accepted", field)
+        if us > now_us() + self.max_future_us:
+            raise BadRequest(f"Field '{field}' is more than {_span(self.max_future_us)} in the future", field)
+        return us
+
+
+def _span(us: int) -> str:
+    """A duration in the largest unit that divides it: '1 day', '36 hours', '90 seconds'."""
+    seconds = us // 1_000_000
+    unit, size = next((u, n) for u, n in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1))
+                      if seconds % n == 0)
+    count = seconds // size
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def day_start_us(us: int) -> int:
     """Start of the UTC day that contains `us`."""
-    return us - us % 86_400_000_000
+    return us - us % DAY

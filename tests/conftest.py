@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -30,7 +30,6 @@ from deploytrack.storage import database as dbmod
 from tests.pg_cluster import Cluster, bindir
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = REPO.parent / "shared" / "seeds"
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
@@ -46,7 +45,7 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def create_token(db: Path | str, name: str, *scopes: str, product: str | None = None,
                  environment: str | None = None) -> str:
-    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    argv = ["token", "create", name, "--db", str(db), "--secret-only", "--create"]
     for scope in scopes or ("ingest", "read"):
         argv += ["--scope", scope]
     if product:
@@ -62,11 +61,14 @@ BACKENDS = ("sqlite", "postgres")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked sqlite_only run on SQLite alone (their PostgreSQL variant is deselected)."""
+    """Tests marked sqlite_only run on SQLite alone (their PostgreSQL variant is deselected); the
+    PostgreSQL variants of the others are marked `postgres`."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         on_postgres = params.get("db_path") == "postgres"
+        if on_postgres:
+            item.add_marker(pytest.mark.postgres)  # `-m "not postgres"` runs the SQLite half alone
         (drop if on_postgres and item.get_closest_marker("sqlite_only") else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -121,6 +123,14 @@ def make_client(db_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
+def ui(db_path: Path, token: str) -> Iterator[TestClient]:
+    """A started app reached over https (its session cookies are Secure, so the client sends them back)."""
+    settings = load_settings({"db": str(db_path), "scheduler": False}, environ={})
+    with TestClient(create_app(settings), base_url="https://localhost") as client:
+        yield client
+
+
+@pytest.fixture
 def client(make_client: object, token: str) -> TestClient:
     """A started app on a fresh database; `token` exists before it starts."""
     return make_client()  # type: ignore[operator]
@@ -168,7 +178,9 @@ class LiveServer:
         self.env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15) -> "LiveServer":
+    def start(self, timeout: float = 15, expect: tuple[int, ...] = (200,)) -> LiveServer:
+        """Start the server and wait until /healthz answers one of `expect`; a server that does not
+        is stopped before the error is raised (a process left running is a ResourceWarning)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -179,10 +191,11 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in expect:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"server did not start: {self.log.read_text()}")
 
     def stop(self, sig: int | None = None) -> int:

@@ -59,7 +59,8 @@ def consistency_problems(path: Path | str) -> list[str]:
              "FROM deployments d WHERE d.event_count != (SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)")
         rows("versions whose SHA disagrees with an event's",
              "SELECT e.id, e.scm_sha, v.scm_sha FROM events e JOIN versions v ON v.product = e.product "
-             "AND v.version = e.version WHERE e.scm_sha IS NOT NULL AND v.scm_sha IS NOT NULL AND e.scm_sha != v.scm_sha")
+             "AND v.version = e.version "
+             "WHERE e.scm_sha IS NOT NULL AND v.scm_sha IS NOT NULL AND e.scm_sha != v.scm_sha")
         ids = {r[0] for r in conn.execute("SELECT id FROM events")}
         for key, event_ids in conn.execute("SELECT key, event_ids FROM idempotency_keys"):
             missing = [i for i in orjson.loads(event_ids) if i not in ids]

@@ -10,8 +10,8 @@ import http.client
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 import orjson
@@ -40,7 +40,7 @@ class Load:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for t in range(self.threads):
             worker = threading.Thread(target=self._run, args=(t,), daemon=True)
             worker.start()

@@ -15,8 +15,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 USER = "deploytrack"
 PASSWORD_ROLE = "locked"
@@ -62,7 +62,7 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed: {result.stdout}{result.stderr}")
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
                   "-E", "UTF8", "--no-locale", "--no-sync")
         # Every role connects without a password but PASSWORD_ROLE, which needs one (the tests of

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -31,6 +32,7 @@ PUBLIC = {
     ("POST", "/signin"): "the sign-in form's target (CSRF-protected; the token is the credential)",
     ("POST", "/signout"): "clears the session cookie (CSRF-protected)",
     ("GET", "/api/v1/openapi.json"): "the API description; no data",
+    ("GET", "/openapi.json"): "the same API description, where tools look first",
 }
 PUBLIC_MOUNTS = {"/static": "CSS shipped in the package"}
 
@@ -60,8 +62,8 @@ def endpoints(event_id: str) -> list[Endpoint]:
         assert isinstance(route, Route), f"unknown route type {route!r}"
         name = route.endpoint.__name__
         api = name.split("_")[0] if name.split("_")[0] in GOOD_BODY else \
-            "native" if route.path.startswith("/api/v1/") else "page"
-        path = re.sub(r"\{event_id\}", event_id, route.path)
+            "native" if route.path.startswith("/api/v1/") else "hook" if route.path.startswith("/hooks/") else "page"
+        path = re.sub(r"\{event_id\}", event_id, route.path).replace("{source}", "github")
         path = re.sub(r"\{[^}]+\}", "1", path)
         for method in sorted((route.methods or set()) - {"HEAD"}):
             if (method, route.path) not in PUBLIC:
@@ -154,6 +156,12 @@ def test_every_endpoint_refuses_missing_wrong_revoked_and_wrong_scope_tokens(wor
     assert {ep.api for ep in checked} >= {"versioner", "quanta", "devgrid", "ilert", "native", "page"}
     answers = []
     for ep in checked:
+        if ep.api == "hook":  # hooks take no API token, only their source's signature (tests/test_hooks.py)
+            for secret in (None, wrong, secrets["revoked"], secrets["admin"]):
+                resp = send(server, ep, secret)
+                assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized", (ep, resp.text)
+                answers.append(resp)
+            continue
         for secret in (None, wrong, secrets["revoked"]):
             resp = send(server, ep, secret)
             check_refusal(resp, ep, 401)

@@ -8,9 +8,11 @@ they must run. Screenshots go to tests/screenshots/ (not committed).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -26,15 +28,16 @@ if not IN_CI:
     if CHROMIUM is None:
         pytest.skip("no chromium at /usr/bin/chromium (install Debian's chromium, as .ci/run does); "
                     "set CI=1 to make this a failure", allow_module_level=True)
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api",
+                        reason="the playwright package is not installed (pip install -e '.[test]')")
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1400, "height": 900}
 WIDTHS = {"phone": PHONE, "desktop": DESKTOP}
 DAY_S = 86400
 XSS = '<script>alert("xss")</script><img src=x onerror=alert(1)><b id=injected>bold</b>'
@@ -169,6 +172,9 @@ def test_sign_in_filter_the_events_and_open_one(browser, server, width):
     live, _ = server
     w = _signed_in(browser, server, width)
     page = w.page
+    assert page.get_by_role("heading", name="Production", exact=True).is_visible()
+    page.get_by_role("link", name="Events", exact=True).click()
+    page.wait_for_url("**/events")
     assert page.get_by_role("heading", name="Events").is_visible()
     w.shot("events")
     w.no_sideways_scroll()
@@ -194,21 +200,88 @@ def test_sign_in_filter_the_events_and_open_one(browser, server, width):
     assert w.errors == []
 
 
+def _detail_paths(live: LiveServer, token: str) -> list[str]:
+    """One event, deployment and incident page of the seeded data (ids read through the API)."""
+    with httpx.Client(base_url=live.url, timeout=10, headers=auth(token)) as client:
+        event = client.get("/api/v1/events?limit=1").json()["events"][0]["id"]
+        failed = client.get("/api/v1/deployments?product=search&status=failed").json()["deployments"][0]["id"]
+        incident = client.get("/api/v1/incidents?product=search").json()["incidents"][0]["id"]
+    return [f"/events/{event}", f"/deployments/{failed}", f"/incidents/{incident}"]
+
+
+PAGES = (("/", "Production"), ("/events", "Events"), ("/deployments", "Deployments"),
+         ("/environments", "What runs where"), ("/products/checkout", "checkout"),
+         ("/products/checkout?days=90", "checkout"), ("/products/search?days=7", "search"), ("/dora", "DORA metrics"),
+         ("/dora?product=search&window=90d", "DORA metrics"),
+         ("/dora/deployment_frequency", "Deployment frequency: what it counts"),
+         ("/dora/lead_time", "Lead time for changes: what it counts"),
+         ("/dora/change_failure_rate?window=90d", "Change failure rate: what it counts"),
+         ("/dora/time_to_restore?window=90d", "Time to restore service: what it counts"),
+         ("/incidents", "Incidents"), ("/incidents?environment=production", "Incidents"))
+
+
 @pytest.mark.parametrize("width", WIDTHS)
-def test_every_page_loads_cleanly(browser, server, width):
-    live, _ = server
+def test_every_page_loads_cleanly_and_never_scrolls_sideways(browser, server, width):
+    live, token = server
     w = _signed_in(browser, server, width)
     page = w.page
-    for path, heading, name in (("/deployments", "Deployments", "deployments"),
-                                ("/environments", "What runs where", "environments"),
-                                ("/products/checkout", "checkout", "product"),
-                                ("/dora", "DORA metrics", "dora"),
-                                ("/incidents", "Incidents", "incidents")):
+    pages = [*PAGES, *((path, None) for path in _detail_paths(live, token))]
+    for path, heading in pages:
         response = page.goto(live.url + path)
         assert response is not None and response.status == 200, path
-        assert page.get_by_role("heading", name=heading, exact=True).is_visible(), path
+        if heading:
+            assert page.get_by_role("heading", name=heading, exact=True).is_visible(), path
         w.no_sideways_scroll()
-        w.shot(name)
+        w.shot(path.strip("/").replace("/", "-").replace("?", "-").replace("&", "-").replace("=", "") or "home")
+    assert w.errors == []
+
+
+def test_charts_text_is_at_least_12px_wherever_it_is_drawn(browser, server):
+    live, _ = server
+    for width in WIDTHS:
+        w = _signed_in(browser, server, width)
+        page = w.page
+        for path in ("/dora?product=search&window=90d", "/products/checkout?days=90"):
+            page.goto(live.url + path)
+            sizes = page.evaluate("""() => [...document.querySelectorAll('svg text')]
+                .filter(t => t.getClientRects().length)
+                .map(t => t.getScreenCTM().a * parseFloat(getComputedStyle(t).fontSize))""")
+            assert sizes and min(sizes) >= 12, (width, path, min(sizes))
+
+
+def test_on_a_phone_the_matrix_is_cards_with_production_first(browser, server):
+    live, _ = server
+    w = _signed_in(browser, server, "phone")
+    page = w.page
+    page.goto(live.url + "/environments")
+    assert not page.locator("table.matrix").is_visible()
+    card = page.locator(".product-card", has=page.get_by_role("link", name="search", exact=True))
+    assert card.is_visible()
+    assert card.locator("dt").all_inner_texts() == ["production", "staging"]
+    assert "2.4.0" in card.locator("dd").first.inner_text()
+    page.goto(live.url + "/products/checkout?days=90")
+    visible = [s for s in page.locator("svg.timeline").all() if s.is_visible()]  # the phone-width copy only
+    assert len(visible) == 1
+    box = visible[0].bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+
+
+def test_home_page_puts_what_needs_attention_first(browser, server):
+    live, _ = server
+    w = _signed_in(browser, server, "desktop")
+    page = w.page
+    attention = page.locator("section.attention")
+    assert attention.get_by_role("heading", name="Open incidents").is_visible()
+    assert attention.get_by_text(XSS).is_visible()  # the open incident of the hostile product, as text
+    rows = page.locator("table.home tbody tr")
+    assert "needs attention" in rows.first.inner_text()
+    search = page.locator("table.home tbody tr", has=page.get_by_role("link", name="search", exact=True))
+    assert "2.4.0" in search.inner_text() and "newer 2.5.0" in search.inner_text()  # 2.5.0 failed in production
+    checkout = page.locator("table.home tbody tr", has=page.get_by_role("link", name="checkout", exact=True))
+    checkout.get_by_role("link", name=re.compile("^Change failure rate of checkout")).click()
+    page.wait_for_url("**/dora/change_failure_rate**")
+    failed = page.locator("table.deployments tbody tr.row-failed")
+    assert failed.count() >= 1 and "rolled back" in failed.first.inner_text()  # 1.5.0, rolled back to 1.4.0
     assert w.errors == []
 
 
@@ -255,7 +328,7 @@ def test_hostile_strings_render_inert(browser, server):
     live, _ = server
     w = _signed_in(browser, server, "desktop")
     page = w.page
-    page.goto(live.url + "/?q=xss")
+    page.goto(live.url + "/events?q=xss")
     page.locator("table.events tbody td.when a").first.click()
     page.wait_for_url("**/events/**")
     event_url = page.url
@@ -263,11 +336,11 @@ def test_hostile_strings_render_inert(browser, server):
     product_href = page.locator('a[href^="/products/evil"]').first.get_attribute("href")
     page.goto(live.url + product_href)
     deployment_href = page.locator('.lane-list a[href^="/deployments/"]').first.get_attribute("href")
-    for path in (event_url.removeprefix(live.url), "/", "/deployments", "/environments", product_href,
+    for path in (event_url.removeprefix(live.url), "/", "/events", "/deployments", "/environments", product_href,
                  "/incidents", deployment_href, "/dora"):
         page.goto(live.url + path)
         page.mouse.move(200, 300)
-        for link in page.locator("main a").all()[:40]:
+        for link in [a for a in page.locator("main a").all()[:60] if a.is_visible()][:40]:
             link.hover()  # onmouseover-style payloads would fire here
         injected = page.evaluate("""() => ({
             scripts: document.scripts.length,

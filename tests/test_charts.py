@@ -23,14 +23,33 @@ def test_trend_breaks_the_line_at_days_without_data():
     svg = parse(trend(points, title="Lead time", fmt=fmt))
     assert len(svg.findall(f"{SVG}polyline")) == 2
     assert len(svg.findall(f"{SVG}circle")) == 6
-    assert svg.get("aria-label") == "Lead time: latest 6.0, 6 of 7 days with data"
+    assert svg.get("aria-label") == "Lead time: latest 6.0, 6 of 7 days with data, from 1970-01-01 to 1970-01-07"
 
 
-def test_trend_draws_only_thresholds_inside_the_scale():
+def test_trend_shades_only_the_bands_inside_the_scale():
     points = [(0, 0.02), (DAY, 0.08)]
     svg = parse(trend(points, title="CFR", fmt=fmt, thresholds=[(0.05, "5%"), (0.10, "10%"), (0.5, "50%")]))
-    labels = [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "tlabel"]
-    assert labels == ["5%"]
+    zones = [r.get("class") for r in svg.findall(f"{SVG}rect") if "zone" in (r.get("class") or "")]
+    assert zones == ["zone zone-elite", "zone zone-high"]  # the scale ends at 0.08 rounded up: 0.1
+    titles = [r.find(f"{SVG}title").text for r in svg.findall(f"{SVG}rect") if r.find(f"{SVG}title") is not None]
+    assert titles == ["elite: below 5%", "high: 5% to 10%"]
+
+
+def test_trend_y_axis_starts_at_zero_with_round_ticks_and_dated_x_ticks():
+    points = [(i * DAY, float(v)) for i, v in enumerate((3, 7, 11, 4))]
+    svg = parse(trend(points, title="Deploys", fmt=fmt))
+    axis = [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "axis"]
+    assert axis[:4] == ["0.0", "5.0", "10.0", "15.0"]  # y ticks from zero past the peak
+    assert axis[4:] == ["1 Jan", "2 Jan", "3 Jan", "4 Jan"]  # x ticks: dated days (epoch day 0 is 1 Jan 1970)
+
+
+def test_trend_ends_with_todays_live_value_and_titles_every_point():
+    points = [(0, 1.0), (DAY, 2.0)]
+    svg = parse(trend(points, title="Lead time", fmt=fmt, live=(2 * DAY, 5.0)))
+    titles = [c.find(f"{SVG}title").text for c in svg.findall(f"{SVG}circle")]
+    assert titles == ["1970-01-01: 1.0", "1970-01-02: 2.0", "1970-01-03 (today, live): 5.0"]
+    assert svg.findall(f"{SVG}circle")[-1].get("class") == "pt live"
+    assert svg.get("role") == "img" and svg.get("aria-label").startswith("Lead time: latest 5.0, 3 of 3 days")
 
 
 def test_trend_without_data_says_so():

@@ -18,8 +18,9 @@ import sys
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -362,7 +363,7 @@ class FlakyProxy:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read()
 
-    def __enter__(self) -> "FlakyProxy":
+    def __enter__(self) -> FlakyProxy:
         self.thread.start()
         return self
 
@@ -392,8 +393,8 @@ def test_two_logical_sends_use_two_keys(server: tuple[LiveServer, str]) -> None:
     name = product()
     with FlakyProxy(live.url, []) as proxy:
         for _ in range(2):
-            result = run_client("send", "deployment", "--product", name, "--environment", "prod",
-                                "--version", "3.2", *FAST, env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": token})
+            result = run_client("send", "deployment", "--product", name, "--environment", "prod", "--version", "3.2",
+                                *FAST, env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": token})
             assert result.returncode == 0, result.stderr
     assert len(proxy.keys) == 2 and proxy.keys[0] != proxy.keys[1]
     assert len(stored(live, token, name)) == 2
@@ -402,7 +403,8 @@ def test_two_logical_sends_use_two_keys(server: tuple[LiveServer, str]) -> None:
 def test_retries_give_up_after_the_limit() -> None:
     with FlakyProxy("http://127.0.0.1:9", ["500"] * 10) as proxy:
         result = run_client("send", "build", "--product", "web", "--version", "1", "--retries", "2",
-                            "--backoff", "0.01", env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": "dt_short_lived"})
+                            "--backoff", "0.01",
+                            env={"DEPLOYTRACK_URL": proxy.url, "DEPLOYTRACK_TOKEN": "dt_short_lived"})
     assert result.returncode == 0
     assert len(proxy.keys) == 3 and "after 3 attempts: HTTP 500: try again" in result.stderr
 
@@ -472,17 +474,17 @@ def test_wrap_cancelled_forwards_the_signal_and_records_aborted(server: tuple[Li
     name = product()
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **connect(live, token)}
     child = "import sys, time; print('ready', flush=True); time.sleep(60)"
-    proc = subprocess.Popen([sys.executable, "-m", "deploytrack", "wrap", "--product", name, "--environment",
-                             "prod", "--version", "1", *FAST, "--", *py(child)],
-                            env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)  # what a CI runner does when the job is cancelled
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "deploytrack", "wrap", "--product", name, "--environment",
+                           "prod", "--version", "1", *FAST, "--", *py(child)],
+                          env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO)) as proc:
+        try:  # the with-block closes the pipes (an open one is a ResourceWarning, an error here)
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            proc.send_signal(signal.SIGTERM)  # what a CI runner does when the job is cancelled
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert code == 128 + signal.SIGTERM
     _, final = stored(live, token, name)
     assert final["status"] == "aborted" and final["metadata"]["signal"] == "SIGTERM"

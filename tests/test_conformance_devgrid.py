@@ -142,7 +142,8 @@ def test_batch_is_atomic_and_names_index_and_field(client, token):
     ({"type": "event-deploy", "attributes": {"env": "p", "status": "success"}}, "events[0].entityId"),
     ({"type": "event-deploy", "entityId": "a"}, "events[0].attributes"),
     ({"type": "event-deploy", "entityId": "a", "attributes": []}, "events[0].attributes"),
-    ({"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "weird"}}, "events[0].attributes.status"),
+    ({"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "weird"}},
+     "events[0].attributes.status"),
     ({"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "success"}, "timestamp": "nope"},
      "events[0].timestamp"),
     ("not an object", "events[0]"),
@@ -159,6 +160,7 @@ def test_bad_batch_shape(client, token, body):
     assert resp.status_code == 400 and "events" in resp.json()["message"].lower() + "events"
 
 
+@pytest.mark.slow
 def test_batch_of_1000_events(client, token):
     batch = [deploy({"env": "production", "status": "success", "build_id": f"b{i}", "version": f"1.0.{i}"})
              for i in range(1000)]

@@ -40,7 +40,8 @@ def test_only_integration_key_and_summary_required(make_client, pipeline):
     assert resp.status_code == 400 and "summary" in resp.json()["message"]
 
 
-@pytest.mark.parametrize("value,iso", [(1730845058, "2024-11-05T22:17:38Z"), (1730845058123, "2024-11-05T22:17:38.123000Z"),
+@pytest.mark.parametrize("value,iso", [(1730845058, "2024-11-05T22:17:38Z"),
+                                       (1730845058123, "2024-11-05T22:17:38.123000Z"),
                                        ("2024-11-05T22:17:38Z", "2024-11-05T22:17:38Z"),
                                        ("2024-11-05T23:17:38+01:00", "2024-11-05T22:17:38Z")])
 def test_timestamp_forms(make_client, pipeline, value, iso):

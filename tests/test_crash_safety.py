@@ -14,10 +14,13 @@ from pathlib import Path
 
 import httpx2 as httpx
 import orjson
+import pytest
 
 from tests.conftest import LiveServer, auth
 from tests.dbcheck import consistency_problems, stored_ids
 from tests.loadgen import Load
+
+pytestmark = pytest.mark.slow  # SIGKILL and SIGTERM under load, three times
 
 
 def versioner_requests(token: str, tag: str):

@@ -12,8 +12,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import orjson
@@ -32,7 +32,7 @@ def _can_mount() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_can_mount() is not None, reason=_can_mount() or "")]
 
 
 @contextlib.contextmanager

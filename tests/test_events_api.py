@@ -15,7 +15,8 @@ def seed(client, token):
             "timestamp": ts, "description": f"release number {i}"})
         assert resp.status_code == 200
     resp = client.post("/build-events/", headers=auth(token),
-                       json={"product_name": "a", "version": "2.0", "status": "building", "timestamp": "2025-01-06T00:00:00Z"})
+                       json={"product_name": "a", "version": "2.0", "status": "building",
+                             "timestamp": "2025-01-06T00:00:00Z"})
     assert resp.status_code == 200
 
 

@@ -16,8 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx2 as httpx
 import pytest
@@ -26,7 +26,8 @@ from deploytrack import __version__
 from deploytrack.cli.main import build_parser
 from tests.conftest import REPO, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test waits for the build
+LOCK = REPO / "packaging" / "requirements.lock"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def executable(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("PyInstaller is not installed: python3 -m pip install -e '.[build]'")
     out = tmp_path_factory.mktemp("build")
     done = subprocess.run(["bash", str(REPO / "packaging" / "build.sh"), str(out / "dist"), str(out / "work")],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+                          capture_output=True, text=True, timeout=900,
+                          # this Python's packages, which the build checks are the lock's versions: no download
+                          env={**os.environ, "PYTHON": sys.executable, "DEPLOYTRACK_BUILD_ENV": "current"})
     assert done.returncode == 0, done.stdout + done.stderr
     return out / "dist" / "deploytrack"
 
@@ -99,6 +102,15 @@ def sign_in(http: httpx.Client, token: str) -> dict[str, str]:
     return {"Cookie": f"{csrf_cookie}; dt_session={resp.cookies['dt_session']}"}
 
 
+def test_version_names_what_the_executable_carries_at_the_locked_versions(executable, bare_env):
+    carried = dict(line.split(None, 1) for line in run(executable, bare_env, "version").splitlines())
+    pinned = dict(re.findall(r"^([a-z0-9-]+)==(\S+)", LOCK.read_text(), re.M))
+    assert carried["deploytrack"] == __version__
+    assert carried["sqlite"].count(".") == 2 and carried["python"].startswith("3.")
+    for name in ("starlette", "uvicorn", "httptools", "aiosqlite", "orjson", "jinja2", "python-multipart", "asyncpg"):
+        assert carried[name] == pinned[name], name
+
+
 def test_every_sub_command_runs_in_the_executable(executable, bare_env):
     assert run(executable, bare_env, "--version").strip() == f"deploytrack {__version__}"
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
@@ -114,7 +126,7 @@ def test_rule_time_zones_work_without_the_systems_zone_files(executable, bare_en
     env = {**bare_env, "PYTHONTZPATH": str(tmp_path / "no-zones")}
     db = str(tmp_path / "deploytrack.db")
     out = run(executable, env, "rule", "add", "tokyo-nights", "--type", "schedule", "--recurrence", "daily",
-              "--start", "22:00", "--end", "06:00", "--timezone", "Asia/Tokyo", "--db", db)
+              "--start", "22:00", "--end", "06:00", "--timezone", "Asia/Tokyo", "--db", db, "--create")
     assert "Asia/Tokyo" in out
     shown = json.loads(run(executable, env, "rule", "show", "tokyo-nights", "--db", db))
     next_start = shown["window"]["next_start"] or shown["window"]["active_until"]
@@ -151,9 +163,12 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
 
         css = http.get("/static/app.css")  # assets come from inside the executable
         assert css.status_code == 200 and css.content == (REPO / "deploytrack" / "static" / "app.css").read_bytes()
-        assert http.get("/").status_code == 303  # the list needs a signed-in reader
-        page = http.get("/", headers=sign_in(http, admin))
+        assert http.get("/events").status_code == 303  # the list needs a signed-in reader
+        cookie = sign_in(http, admin)
+        page = http.get("/events", headers=cookie)
         assert page.status_code == 200
+        home = http.get("/", headers=cookie)  # the production overview, its DORA numbers counted live
+        assert home.status_code == 200 and "smoke-versioner" in home.text
         for text in ("versioner deploy", "versioner build", "quanta deploy 42", "devgrid deploy", "ilert deploy",
                      "smoke-versioner", "smoke-devgrid", "smoke-pipeline"):
             assert text in page.text, text
@@ -178,14 +193,15 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     (tmp_path / "events.jsonl").write_text(exported)
     restored = tmp_path / "restored.db"
     assert "Imported 6 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
-                                      "--db", str(restored))
+                                      "--db", str(restored), "--create")
     assert "Imported 0 events" in run(executable, bare_env, "import", str(tmp_path / "events.jsonl"),
                                       "--db", str(restored))
 
     # The CI client and the metrics job, from the same file.
     wrapped = subprocess.run([str(executable), "wrap", "--server", url, "--token", admin, "--strict",
                               "--product", "smoke-wrap", "--environment", "staging", "--version", "2.0",
-                              "--", "/bin/sh", "-c", "exit 3"], capture_output=True, text=True, env=bare_env, timeout=60)
+                              "--", "/bin/sh", "-c", "exit 3"],
+                             capture_output=True, text=True, env=bare_env, timeout=60)
     assert wrapped.returncode == 3, wrapped.stdout + wrapped.stderr
     run(executable, bare_env, "metrics", "recompute", "--db", str(db))
     assert "smoke-wrap" in run(executable, bare_env, "export", "--db", str(db), "--format", "csv")

@@ -9,8 +9,9 @@ stays consistent. Example counts are bounded so the module takes seconds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx2 as httpx
@@ -30,8 +31,8 @@ HOSTILE = [
     "2024-01-15T10:30:00Z", "2024-01-15T10:30:00+05:30", "1705314600", "1705314600000", "9999-12-31T23:59:59Z",
     "0001-01-01T00:00:00", "1969-12-31T23:59:59Z",
 ]
-NUMBERS = [1e308, -1.7e308, 1e305, 0, -1, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30, -(10**30), 1e11, 1e300, -1e300, 1e-300,
-           0.5, 1705314600, 1705314600000, 1705314600000000, 253402300799, 253402300800]
+NUMBERS = [1e308, -1.7e308, 1e305, 0, -1, 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30, -(10**30), 1e11, 1e300,
+           -1e300, 1e-300, 0.5, 1705314600, 1705314600000, 1705314600000000, 253402300799, 253402300800]
 
 texts = st.sampled_from(HOSTILE) | st.text(max_size=40)
 short_texts = st.sampled_from([h for h in HOSTILE if len(h) < 100]) | st.text(max_size=40)
@@ -258,8 +259,8 @@ def test_deeply_nested_metadata_is_a_clear_400(client, token, db_path, depth: in
     """Deep JSON parses (orjson allows 1024 levels) but could not be stored again: refuse it up front."""
     inner = depth - 1  # the metadata object itself is the first level
     value = "[" * inner + '"bottom"' + "]" * inner if as_list else '{"k":' * inner + '"bottom"' + "}" * inner
-    raw = ('{"product_name": "deep", "version": "%d", "environment_name": "prod", "status": "success", '
-           '"extra_metadata": {"x": %s}}' % (depth, value)).encode()
+    raw = ('{"product_name": "deep", "version": "' + str(depth) + '", "environment_name": "prod", '
+           '"status": "success", "extra_metadata": {"x": ' + value + "}}").encode()
     resp = client.post("/deployment-events/", content=raw,
                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     if depth <= 32:

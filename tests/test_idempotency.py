@@ -19,8 +19,8 @@ def count(client) -> int:
 
 @pytest.mark.parametrize("path,body,headers_of", [
     ("/deployment-events/", DEPLOY, lambda t: auth(t)),
-    ("/events", {"events": [{"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "success"}}]},
-     lambda t: {"x-api-key": t}),
+    ("/events", {"events": [{"type": "event-deploy", "entityId": "a",
+                             "attributes": {"env": "p", "status": "success"}}]}, lambda t: {"x-api-key": t}),
     ("/api/events/push", {"type": "code_deploy", "content": "v1"}, lambda t: {"Authorization": f"Token {t}"}),
 ])
 def test_idempotency_key_replays_original(client, token, path, body, headers_of):
@@ -90,6 +90,7 @@ def test_devgrid_batch_mixing_stored_new_and_repeated_events(client, token):
     assert count(client) == 3
 
 
+@pytest.mark.slow
 def test_concurrent_identical_resends_store_one(live_server, token):
     body = {**DEPLOY, "version": "9.9"}
     headers = {**auth(token), "Idempotency-Key": "same-request"}

@@ -91,7 +91,8 @@ def test_bad_update_leaves_the_incident_unchanged(client, token):
     assert client.get(url, headers=auth(token)).json()["title"] == "outage"
     assert client.patch("/api/v1/incidents/999", headers=auth(token), json={"title": "x"}).status_code == 404
     assert client.get("/api/v1/incidents/abc", headers=auth(token)).status_code == 400
-    assert client.post("/api/v1/incidents", headers=auth(token), content=b"{not json").status_code == 400
+    assert client.post("/api/v1/incidents", headers={**auth(token), "Content-Type": "application/json"},
+                       content=b"{not json").status_code == 400
 
 
 def test_scopes(client, token, db_path):

@@ -3,7 +3,8 @@ metadata keys (400), each configurable with a clear message; and the per-token r
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -86,7 +86,7 @@ def test_backup_is_consistent_while_the_server_writes(live_server, token, tmp_pa
 
 @pytest.mark.sqlite_only
 def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, token, capsys):
-    assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 1
+    assert run_cli("backup", str(tmp_path / "b.db"), "--db", str(tmp_path / "nope.db"))[0] == 2
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "nope.db").exists() and not (tmp_path / "b.db").exists()
     assert run_cli("backup", str(db_path), "--db", str(db_path))[0] == 1
@@ -115,7 +115,7 @@ def test_export_writes_every_column_of_every_event_in_arrival_order(client, toke
     table = list(csv.reader(io.StringIO(target.read_text())))
     assert table[0] == list(EVENT_COLUMNS)
     assert [r[1] for r in table[1:]] == ids
-    by_name = [dict(zip(table[0], r)) for r in table[1:]]
+    by_name = [dict(zip(table[0], r, strict=True)) for r in table[1:]]
     assert json.loads(by_name[0]["metadata"]) == {"k": "v"}
     assert by_name[2]["summary"] == 'comma, "quote"\nnewline'
     assert by_name[1]["scm_sha"] == ""
@@ -133,7 +133,7 @@ def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, t
     assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
 
     other = tmp_path / "other.db"
-    code, out = run_cli("import", str(export), "--db", str(other))
+    code, out = run_cli("import", str(export), "--db", str(other), "--create")
     assert code == 0 and "Imported 4 events" in out
     code, out = run_cli("import", str(export), "--db", str(other))
     assert code == 0 and "Imported 0 events" in out and "4 were already stored" in out
@@ -143,7 +143,8 @@ def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, t
     assert rows(other, select) == rows(db_path, select)
     assert rows(other, "SELECT token_id FROM events") == [(None,)] * 4
     for table in ("deployments", "versions", "products", "environments"):
-        assert rows(other, f"SELECT * FROM {table} ORDER BY 1, 2") == rows(db_path, f"SELECT * FROM {table} ORDER BY 1, 2")
+        everything = f"SELECT * FROM {table} ORDER BY 1, 2"
+        assert rows(other, everything) == rows(db_path, everything)
     assert rows(other, "SELECT status, event_count FROM deployments WHERE invoke_id = 'run-1'") == [("completed", 2)]
 
 
@@ -154,7 +155,8 @@ def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_pat
         '"status": "deployed", "occurred_at": "2023-03-01T12:00:00Z", "scm_sha": "old1"}\n'
         "\n"
         '{"kind": "build", "product": "shop", "version": "0.9", "occurred_at": 1677672000}\n')
-    assert run_cli("import", str(backfill), "--db", str(db_path)) == (0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
+    assert run_cli("import", str(backfill), "--db", str(db_path), "--create") == (
+        0, f"Imported 2 events from {backfill}; 0 were already stored.\n")
     assert run_cli("import", str(backfill), "--db", str(db_path))[1].startswith("Imported 0 events")
     assert rows(db_path, "SELECT kind, environment, environment_raw, status, status_raw, occurred_at, dialect "
                          "FROM events ORDER BY seq") == [
@@ -170,7 +172,7 @@ def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_pat
 def test_a_bad_line_imports_nothing_and_names_the_line_and_field(db_path, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "deployment", "product": "shop"}\n{"kind": "deploy", "product": "shop"}\n')
-    assert run_cli("import", str(bad), "--db", str(db_path))[0] == 1
+    assert run_cli("import", str(bad), "--db", str(db_path), "--create")[0] == 1
     err = capsys.readouterr().err
     assert "line 2" in err and "'kind'" in err
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
@@ -191,12 +193,13 @@ def test_a_version_sha_conflict_stops_the_import_at_that_line(db_path, tmp_path,
     lines = tmp_path / "conflict.jsonl"
     lines.write_text('{"kind": "build", "product": "p", "version": "1", "scm_sha": "aaa"}\n'
                      '{"kind": "build", "product": "p", "version": "1", "scm_sha": "bbb"}\n')
-    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+    assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 1
     err = capsys.readouterr().err
     assert "line 2" in err and "different SHA" in err
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
+@pytest.mark.slow
 def test_import_while_the_server_takes_writes(live_server, token, tmp_path):
     backfill = tmp_path / "backfill.jsonl"
     backfill.write_text("".join(

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 from starlette.testclient import TestClient
 
-from deploytrack.app import create_app
-from deploytrack.settings import load_settings
 from deploytrack.timeutil import day_start_us, now_us
 from tests.conftest import auth, create_token, execute, run_cli
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture
-def ui(db_path: Path, token: str) -> Iterator[TestClient]:
-    """A started app reached over https (its session cookies are Secure, so the client sends them back)."""
-    settings = load_settings({"db": str(db_path), "scheduler": False}, environ={})
-    with TestClient(create_app(settings), base_url="https://localhost") as client:
-        yield client
 
 
 def csrf_of(html: str) -> str:
@@ -53,7 +41,7 @@ def add_incident(db_path: Path, title: str, *, product: str = "api", deployment_
                  resolved: bool = False, change_id: str | None = None, link_rule: str | None = None) -> None:
     opened = now_us() - 7_200_000_000
     db_execute(db_path, "INSERT INTO incidents (product, environment, title, severity, status, opened_at, resolved_at, "
-               "change_id, requested_deployment_id, deployment_id, link_rule, metadata, created_at, updated_at) "
+               "change_id, deployment_id, requested_deployment_id, link_rule, metadata, created_at, updated_at) "
                "VALUES (?, 'production', ?, 'sev2', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                (product, title, "resolved" if resolved else "open", opened,
                 opened + 1_800_000_000 if resolved else None, change_id, deployment_id, deployment_id, link_rule,
@@ -64,7 +52,8 @@ def add_incident(db_path: Path, title: str, *, product: str = "api", deployment_
 
 
 def test_pages_redirect_to_sign_in_without_a_session(ui):
-    for path in ("/", "/deployments", "/environments", "/dora", "/incidents", "/products/api"):
+    for path in ("/", "/events", "/deployments", "/environments", "/dora", "/dora/lead_time", "/incidents",
+                 "/incidents/1", "/products/api"):
         resp = ui.get(path, follow_redirects=False)
         assert resp.status_code == 303, path
         assert resp.headers["location"].startswith("/signin?next=")
@@ -118,7 +107,8 @@ def test_public_read_flag_opens_the_pages_without_a_session(make_client, token):
     assert closed.get("/deployments", follow_redirects=False).status_code == 303
     public = make_client(public_read=True)
     deploy(public, token)
-    for path in ("/", "/deployments", "/environments", "/dora", "/incidents", "/products/api"):
+    for path in ("/", "/events", "/deployments", "/environments", "/dora", "/dora/change_failure_rate", "/incidents",
+                 "/products/api"):
         resp = public.get(path, follow_redirects=False)
         assert resp.status_code == 200, path
         assert 'href="/signin">Sign in</a>' in resp.text and "Sign out" not in resp.text
@@ -126,7 +116,7 @@ def test_public_read_flag_opens_the_pages_without_a_session(make_client, token):
 
 def test_pages_carry_a_strict_content_security_policy(ui, token):
     sign_in(ui, token)
-    for path in ("/", "/deployments", "/environments", "/dora", "/incidents", "/signin"):
+    for path in ("/", "/events", "/deployments", "/environments", "/dora", "/incidents", "/signin"):
         csp = ui.get(path).headers["content-security-policy"]
         assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
 
@@ -138,7 +128,7 @@ def test_event_list_links_builds_and_commits_and_shows_both_times(ui, token):
     deploy(ui, token, scm_sha="0123456789abcdef", scm_repository="github.com/acme/api",
            build_url="https://ci.example.com/b/7", build_number="7", timestamp="2026-01-02T03:04:05Z")
     sign_in(ui, token)
-    html = ui.get("/").text
+    html = ui.get("/events").text
     assert 'href="https://github.com/acme/api/commit/0123456789abcdef"' in html
     assert 'href="https://ci.example.com/b/7"' in html and "CI build #7" in html
     assert "2026-01-02 03:04:05 UTC" in html and 'datetime="2026-01-02T03:04:05Z"' in html
@@ -150,11 +140,11 @@ def test_event_list_filters_and_rejects_bad_filters(ui, token):
     deploy(ui, token, product_name="web", description="first rollout of web")
     deploy(ui, token, product_name="api", description="hotfix for api")
     sign_in(ui, token)
-    html = ui.get("/?q=rollout").text
+    html = ui.get("/events?q=rollout").text
     assert "first rollout of web" in html and "hotfix for api" not in html
-    html = ui.get("/?product=api").text
+    html = ui.get("/events?product=api").text
     assert "hotfix for api" in html and "first rollout of web" not in html
-    resp = ui.get("/?status=bogus")
+    resp = ui.get("/events?status=bogus")
     assert resp.status_code == 400 and "status" in resp.text
 
 
@@ -215,7 +205,8 @@ def test_product_page_has_a_timeline_and_validates_its_span(ui, token):
     assert resp.status_code == 200
     sign_in(ui, token)
     html = ui.get("/products/api").text
-    assert '<svg class="timeline"' in html and html.count('class="dot status-completed"') == 2
+    # drawn twice: at desktop width and, for phones, at 360 units wide
+    assert html.count('<svg class="timeline"') == 2 and html.count('class="dot status-completed"') == 4
     assert '<a href="/deployments/1"' in html
     assert ui.get("/products/api?days=5").status_code == 400
     assert ui.get("/products/unknown").status_code == 404
@@ -279,11 +270,12 @@ def test_client_strings_are_escaped_on_every_page_and_bad_links_stay_text(ui, to
     deploy(ui, token, product_name='q"><img src=x onerror=alert(1)>')  # a name without a slash has its own page
     add_incident(db_path, XSS, product=f"p{XSS}", deployment_id=1, change_id=XSS, link_rule=XSS)
     sign_in(ui, token)
-    html = ui.get("/").text
+    html = ui.get("/events").text
     product_path = "/products/" + re.search(r'href="/products/(q[^"]+)"', html).group(1)
-    assert f'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
-    for path in ("/", f"/events/{event['id']}", "/deployments", "/deployments/1", "/environments", product_path,
-                 "/incidents", "/dora"):
+    assert 'href="/deployments?product=p%3Cscript%3E' in html  # a name with a slash links to its deployments
+    for path in ("/", "/events", f"/events/{event['id']}", "/deployments", "/deployments/1", "/environments",
+                 product_path, "/incidents", "/incidents/1", "/dora", "/dora/lead_time", "/dora/change_failure_rate",
+                 "/dora/time_to_restore"):
         resp = ui.get(path)
         assert resp.status_code == 200, path
         assert "<script>" not in resp.text and "<img src=x" not in resp.text, path

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx2 as httpx
@@ -49,6 +50,7 @@ def shared(pg_cluster: Cluster) -> Iterator[tuple[LiveServer, LiveServer, str, s
             server.stop()
 
 
+@pytest.mark.slow
 def test_two_processes_store_each_idempotent_event_exactly_once(shared):
     a, b, token, url, http = shared
     body = {**DEPLOY, "product_name": "once"}
@@ -110,7 +112,8 @@ def test_one_deployment_record_from_events_sent_to_both(shared):
 
     with ThreadPoolExecutor(12) as pool:
         assert set(pool.map(send, work)) == {200}
-    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' ORDER BY invoke_id")
+    rows = query(url, "SELECT invoke_id, status, event_count FROM deployments WHERE product = 'folded' "
+                      "ORDER BY invoke_id")
     assert rows == [(f"run-{i}", "completed", 3) for i in range(5)]
 
 
@@ -213,6 +216,7 @@ def _sqlite_count(db: Path, table: str) -> int:
 # -- the daily metrics job across processes -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_job_runs_once_per_day_across_processes(pg_url):
     """Two servers with the scheduler on, checking every second: each day is snapshotted by one of them."""
     token = create_token(pg_url, "ci", "ingest", "read")
@@ -259,6 +263,7 @@ def test_backup_on_postgres_points_to_pg_dump(pg_url, tmp_path, capsys):
     assert "pg_dump" in capsys.readouterr().err and not (tmp_path / "b.db").exists()
 
 
+@pytest.mark.slow
 def test_postgres_restart_costs_no_500_and_no_acknowledged_event(pg_cluster, pg_url):
     """A database restart drops every connection: a request meeting a dead connection gets 503 with
     Retry-After (never a 500, never a lost acknowledged event); the writer and the read pool reconnect."""

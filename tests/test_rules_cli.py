@@ -17,7 +17,8 @@ FAST = ["--retries", "1", "--backoff", "0.01", "--timeout", "5"]
 
 
 def cli(db: Any, *argv: str) -> tuple[int, str]:
-    return run_cli("rule", *argv, "--db", str(db), "--by", "alice")
+    create = ["--create"] if argv[0] == "add" else []  # a rule may be the database's first content
+    return run_cli("rule", *argv, "--db", str(db), "--by", "alice", *create)
 
 
 def client_run(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

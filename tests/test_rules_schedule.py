@@ -6,7 +6,7 @@ checked on the window functions the server uses; test_rules.py covers the same w
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -81,7 +81,7 @@ def test_one_time_window_with_and_without_an_offset() -> None:
     assert next_start(local, us("2026-12-27T00:00:00+00:00")) is None
     offset = window("once", "2026-12-24T00:00-05:00", "2026-12-25T00:00-05:00", "Europe/Berlin")
     assert active(offset, us("2026-12-24T05:00:00+00:00"))[0] == us("2026-12-24T05:00:00+00:00")
-    assert datetime.fromtimestamp(active(offset, us("2026-12-24T06:00:00+00:00"))[1] / 1e6, timezone.utc).hour == 5
+    assert datetime.fromtimestamp(active(offset, us("2026-12-24T06:00:00+00:00"))[1] / 1e6, UTC).hour == 5
 
 
 @pytest.mark.parametrize("spec, field", [

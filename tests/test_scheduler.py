@@ -107,6 +107,7 @@ def test_two_schedulers_on_one_file_run_the_day_once(client, token, db_path):
     assert len({r[0] for r in runs(db_path)}) == 2  # each owner ran one of them
 
 
+@pytest.mark.slow
 def test_two_server_processes_run_the_catch_up_once(client, token, db_path):
     deploy(client, token, "1", "success", at(2, 10))
     servers = [LiveServer(db_path, "--scheduler") for _ in range(2)]

@@ -37,7 +37,8 @@ def test_post_over_http_is_on_disk_when_answered(live_server, token, db_path):
     finally:
         conn.close()
     assert tuple(row) == ("api", "3.1", "ci-bot")
-    assert httpx.get(live_server.url + "/api/v1/events", headers=auth(token)).json()["events"][0]["id"] == resp.json()["id"]
+    newest = httpx.get(live_server.url + "/api/v1/events", headers=auth(token)).json()["events"][0]
+    assert newest["id"] == resp.json()["id"]
 
 
 @pytest.mark.sqlite_only
@@ -57,7 +58,8 @@ def test_wal_is_copied_back_while_the_server_runs(live_server, token, db_path):
     for batch in range(30):
         events = [{"type": "event-deploy", "entityId": f"svc-{i % 7}", "attributes": {
             "env": "production", "status": "success", "build_id": f"{batch}-{i}", "note": note}} for i in range(100)]
-        resp = httpx.post(live_server.url + "/events", json={"events": events}, headers={"x-api-key": token}, timeout=30)
+        resp = httpx.post(live_server.url + "/events", json={"events": events}, headers={"x-api-key": token},
+                          timeout=30)
         assert resp.status_code == 201, resp.text
     deadline = time.monotonic() + 15
     while Path(db_path).stat().st_size < start + 4_000_000 and time.monotonic() < deadline:

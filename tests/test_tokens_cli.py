@@ -12,7 +12,8 @@ from tests.conftest import auth, create_token, run_cli
 
 @pytest.mark.sqlite_only
 def test_create_prints_secret_once_and_stores_only_hash(db_path):
-    code, out = run_cli("token", "create", "ci", "--scope", "ingest", "--scope", "read", "--db", str(db_path))
+    code, out = run_cli("token", "create", "ci", "--scope", "ingest", "--scope", "read", "--db", str(db_path),
+                        "--create")
     assert code == 0
     secret = out.strip().splitlines()[-1]
     assert secret.startswith("dt_") and len(secret) > 40
@@ -62,5 +63,5 @@ def test_last_used_is_recorded(make_client, db_path):
 def test_env_var_sets_db(tmp_path, monkeypatch):
     target = tmp_path / "from-env.db"
     monkeypatch.setenv("DEPLOYTRACK_DB", str(target))
-    code, _ = run_cli("token", "create", "x", "--secret-only")
+    code, _ = run_cli("token", "create", "x", "--secret-only", "--create")
     assert code == 0 and target.exists()

@@ -62,12 +62,15 @@ def inspect_page(html: str, where: str) -> None:
 def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     """Store hostile events through every dialect and the native API; return ids for path parameters."""
     h = auth(token)
-    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]]}
+    ids: dict[str, list[str]] = {"event_id": [], "incident_id": [], "name": [PAYLOAD[:60]],
+                                 "metric": ["deployment_frequency", "lead_time", "change_failure_rate",
+                                            "time_to_restore", PAYLOAD[:60]]}
     text = {k: PAYLOAD for k in ("deployed_by", "scm_branch", "scm_repository", "description", "change_id",
                                  "source_system", "build_number")}
     for n, href in enumerate(BAD_HREFS):
         resp = client.post("/deployment-events/", headers=h, json={
-            **text, "invoke_id": f"{PAYLOAD[:100]}{n}", "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}", "environment_name": PAYLOAD[:50],
+            **text, "invoke_id": f"{PAYLOAD[:100]}{n}", "product_name": PAYLOAD[:60], "version": f"{PAYLOAD[:40]}{n}",
+            "environment_name": PAYLOAD[:50],
             "status": "success", "scm_sha": PAYLOAD[:40] + str(n), "build_url": href,
             "extra_metadata": {PAYLOAD[:100]: PAYLOAD, "nested": {"html": PAYLOAD, "list": [PAYLOAD, href]}}})
         assert resp.status_code == 200, resp.text
@@ -89,7 +92,7 @@ def hostile_world(client: Any, token: str) -> dict[str, list[str]]:
     ids["event_id"] += [e["id"] for e in resp.json()["events"]]
     resp = client.post("/api/deployment-events", json={
         "integrationKey": token, "summary": PAYLOAD, "userEmail": PAYLOAD,
-        "links": [{"href": href, "text": PAYLOAD} for href in BAD_HREFS] + [{"href": "https://ok.example/", "text": PAYLOAD}],
+        "links": [{"href": href, "text": PAYLOAD} for href in [*BAD_HREFS, "https://ok.example/"]],
         "customDetails": {PAYLOAD[:50]: PAYLOAD}})
     assert resp.status_code == 202, resp.text
     ids["event_id"].append(resp.json()["id"])
@@ -111,7 +114,7 @@ def page_urls(app: Any, ids: dict[str, list[str]]) -> list[str]:
     for route in app.routes:
         if not isinstance(route, Route) or "GET" not in (route.methods or set()):
             continue
-        if route.path.startswith(("/api/", "/healthz", "/metrics")):
+        if route.path.startswith(("/api/", "/healthz", "/metrics", "/openapi.json")):
             continue
         params = re.findall(r"\{([^}:]+)(?::[^}]*)?\}", route.path)
         if not params:

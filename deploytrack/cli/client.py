@@ -19,8 +19,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from deploytrack.client import ci_env
 from deploytrack.client import http as client

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from deploytrack.cli.dbfile import open_database
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
 from deploytrack.metrics import refresh
@@ -21,8 +23,6 @@ from deploytrack.timeutil import DAY, day_start_us, now_us, parse_timestamp, to_
 
 def register(sub: Any) -> None:
     """Add the `metrics` command to the top-level parser."""
-    from deploytrack.cli.main import DB_SETTINGS, add_settings_flags
-
     parser = sub.add_parser("metrics", help="recompute and show DORA metrics")
     msub = parser.add_subparsers(dest="metrics_command", metavar="ACTION", required=True)
     recompute = msub.add_parser("recompute", help="rebuild deployments and the daily snapshots now")
@@ -40,10 +40,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploytrack.cli.main import settings_from
-
     settings = settings_from(args)
-    conn = dbmod.open_settings(settings)
+    conn = open_database(settings)
     try:
         if args.metrics_command == "recompute":
             return _recompute(conn, settings, args.since, args.refold_all)

@@ -10,13 +10,12 @@ that already holds this copy is left alone, and one holding other data is refuse
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from typing import Any
 
-from deploytrack.cli.main import settings_from
-from deploytrack.storage import database as dbmod
-from deploytrack.storage import migrations, sqlite
+from deploytrack.cli.dbfile import password_for, require_existing
+from deploytrack.cli.flags import settings_from
+from deploytrack.storage import failures, migrations, sqlite
 from deploytrack.storage import postgres as pg
 
 CHUNK = 5000
@@ -44,10 +43,12 @@ def run(args: argparse.Namespace) -> int:
         print("deploytrack: migrate-db copies a SQLite file (--from FILE) into PostgreSQL (--to postgresql://...)",
               file=sys.stderr)
         return 2
+    require_existing(args.source)
     settings = settings_from(argparse.Namespace(db=args.target, db_password_file=args.db_password_file))
+    password = password_for(settings)
     try:
-        counts = copy(args.source, args.target, dbmod.password_for(settings))
-    except (MigrateError, sqlite3.Error, pg.asyncpg.PostgresError, OSError) as exc:
+        counts = copy(args.source, args.target, password)
+    except (MigrateError, *failures.DATABASE_ERRORS, OSError) as exc:
         print(f"deploytrack: migrate-db: {exc}", file=sys.stderr)
         return 1
     if counts is None:

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploytrack.cli.main import DB_SETTINGS, add_settings_flags, settings_from
+from deploytrack.cli.dbfile import add_create_flag, open_database, require_existing
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
@@ -47,6 +48,7 @@ def register(subparsers: Any) -> None:
                                           "are kept; events already stored are skipped.")
     p.add_argument("file", metavar="FILE.jsonl", help="JSON Lines file, one event per line")
     add_settings_flags(p, [*DB_SETTINGS, "max_field_chars", "max_metadata_keys"])
+    add_create_flag(p)
     p.set_defaults(func=cmd_import)
 
 
@@ -60,6 +62,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if pg.is_url(settings.db):
         return _fail(f"on PostgreSQL, back up with the database's own tool: pg_dump '{pg.redact(settings.db)}' "
                      f"> {args.path} (or your managed database's snapshots); `deploytrack export` works on both")
+    require_existing(settings.db)
     try:
         result = backup(settings.db, args.path)
     except (BackupError, OSError) as exc:
@@ -70,8 +73,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    if not pg.is_url(settings.db) and not Path(settings.db).is_file():
-        return _fail(f"no database at {settings.db}")
+    require_existing(settings.db)
     write = write_jsonl if args.format == "jsonl" else write_csv
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
@@ -107,8 +109,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _fail(f"no file at {path}")
-    limits = Limits(max_field_chars=settings.max_field_chars, max_metadata_keys=settings.max_metadata_keys)
-    conn = dbmod.open_settings(settings)
+    limits = Limits.from_settings(settings)
+    conn = open_database(settings, args.create)
     try:
         result = import_file(conn, path, settings.environment_aliases, limits)
     except (TransferError, OSError) as exc:

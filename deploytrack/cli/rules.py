@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sqlite3
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from deploytrack.cli.main import DB_SETTINGS, add_settings_flags, settings_from
+from deploytrack.cli.dbfile import add_create_flag, open_database
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import DEFAULT_OVERRIDE_MINUTES, MODES, OUTCOMES, TYPES, parse_rule
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
     add.add_argument("--reason", help="shown to whoever is blocked")
     schedule = add.add_argument_group("schedule rules")
     schedule.add_argument("--recurrence", choices=(*RECURRENCES, "one-time"))
-    schedule.add_argument("--start", help="once: 2026-12-24T00:00; daily: 17:00; weekly: 'fri 17:00'; monthly: '1 00:00'")
+    schedule.add_argument("--start",
+                          help="once: 2026-12-24T00:00; daily: 17:00; weekly: 'fri 17:00'; monthly: '1 00:00'")
     schedule.add_argument("--end", help="same form as --start")
     schedule.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (default UTC)")
     flow = add.add_argument_group("flow rules")
@@ -78,6 +80,7 @@ def register(subparsers: Any) -> None:
     for p in sub.choices.values():
         p.add_argument("--by", help="who is acting, for the audit log (default: the login name)")
         add_settings_flags(p, DB_SETTINGS)
+    add_create_flag(sub.choices["add"])  # rules may be set before the first `serve`
     rule.set_defaults(func=cmd_rule)
 
 
@@ -86,7 +89,7 @@ def cmd_rule(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = dbmod.open_settings(settings)
+    conn = open_database(settings, getattr(args, "create", None))
     try:
         return _ACTIONS[args.rule_command](conn, args, settings)
     except BadRequest as error:
@@ -108,7 +111,7 @@ def _who(args: argparse.Namespace) -> str:
         return "cli"
 
 
-def _write(conn: sqlite3.Connection, fn: Callable[..., Any], *params: Any) -> Any:
+def _write(conn: dbmod.Connection, fn: Callable[..., Any], *params: Any) -> Any:
     """One transaction, like the server's writer gives each task."""
     with dbmod.transaction(conn):
         return fn(conn, *params)
@@ -128,14 +131,14 @@ def definition(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _add(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _add(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule = parse_rule(definition(args), settings.environment_aliases)
     stored = _write(conn, rule_store.insert_rule, rule, now_us(), _who(args), None)
     print(f"Created rule {stored.name!r} (id {stored.id}, {stored.mode}): {stored.describe()}")
     return 0
 
 
-def _list(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _list(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     now = now_us()
     rows = [("NAME", "TYPE", "MODE", "PRODUCTS", "ENVIRONMENTS", "WINDOW", "CHECKS")]
     for rule in rule_store.list_rules_conn(conn):
@@ -148,7 +151,7 @@ def _list(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _show(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _show(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule = rule_store.rule_from_row(conn.execute(
         f"SELECT {rule_store.RULE_COLUMNS} FROM rules WHERE id = ?",
         (rule_store.rule_id_by_name(conn, args.name),)).fetchone())
@@ -156,7 +159,7 @@ def _show(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _mode(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _mode(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule_id = rule_store.rule_id_by_name(conn, args.name)
     rule = _write(conn, rule_store.update_rule, rule_id, {"mode": args.mode}, settings.environment_aliases,
                   now_us(), _who(args), None)
@@ -164,14 +167,14 @@ def _mode(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _delete(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _delete(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule_id = rule_store.rule_id_by_name(conn, args.name)
     rule = _write(conn, rule_store.delete_rule, rule_id, now_us(), _who(args), None)
     print(f"Deleted rule {rule.name!r}.")
     return 0
 
 
-def _override(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _override(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.expires_in_minutes <= 525_600:
         raise BadRequest("--expires-in-minutes must be from 1 to 525600")
     if not args.reason.strip():
@@ -188,20 +191,21 @@ def _override(conn: sqlite3.Connection, args: argparse.Namespace, settings: Sett
     return 0
 
 
-def _overrides(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _overrides(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rows = [("ID", "PRODUCT", "ENVIRONMENT", "VERSION", "RULE", "GRANTED BY", "REASON", "STATE")]
     for o in conn.execute(
             "SELECT o.*, r.name AS rule_name FROM rule_overrides o LEFT JOIN rules r ON r.id = o.rule_id "
             "ORDER BY o.id DESC LIMIT 200"):
         state = (f"used {to_iso(o['used_at'])} by event {o['used_by_event']}" if o["used_at"]
-                 else "expired" if o["expires_at"] and o["expires_at"] <= now_us() else f"until {to_iso(o['expires_at'])}")
+                 else "expired" if o["expires_at"] and o["expires_at"] <= now_us()
+                 else f"until {to_iso(o['expires_at'])}")
         rows.append((str(o["id"]), o["product"], o["environment"] or "any", o["version"] or "any",
                      o["rule_name"] or "any", o["granted_by"] or "-", o["reason"], state))
     _table(rows)
     return 0
 
 
-def _violations(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _violations(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.limit <= 1000:
         raise BadRequest("--limit must be from 1 to 1000")
     where, params = [], []
@@ -221,10 +225,10 @@ def _violations(conn: sqlite3.Connection, args: argparse.Namespace, settings: Se
 def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-_ACTIONS: dict[str, Callable[[sqlite3.Connection, argparse.Namespace, Settings], int]] = {
+_ACTIONS: dict[str, Callable[[dbmod.Connection, argparse.Namespace, Settings], int]] = {
     "add": _add, "list": _list, "show": _show, "mode": _mode, "delete": _delete, "override": _override,
     "overrides": _overrides, "violations": _violations,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deploytrack.cli.dbfile import open_database
 from deploytrack.errors import Conflict
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
@@ -14,7 +15,7 @@ from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = dbmod.open_settings(settings)
+    conn = open_database(settings, getattr(args, "create", None))
     try:
         if args.token_command == "create":
             return _create(conn, args)
@@ -59,7 +60,7 @@ def _list(conn: dbmod.Connection) -> int:
                          "revoked" if r["revoked_at"] else "active") for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

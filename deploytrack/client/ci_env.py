@@ -14,8 +14,8 @@ variables"), and the mapping table in the DevGrid document (seeds/002).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
 from urllib.parse import quote
 
 Env = Mapping[str, str]

@@ -4,7 +4,8 @@ One logical send carries one `Idempotency-Key`, reused on every retry, so a retr
 lost response is answered from the server's record instead of storing a second event.
 Connection errors, timeouts, 5xx and 429 are retried with exponential backoff; any other
 answer is final. An endpoint that does not honour the key (`replay_safe=False`) is retried
-only when the request certainly was not processed: connection refused, 429 or 503. Nothing here prints; the caller decides what to say (never the token).
+only when the request certainly was not processed: connection refused, 429 or 503. Nothing here
+prints; the caller decides what to say (never the token).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def _attempt(target: Target, request: Request, data: bytes, attempts: int) -> tu
         never_sent = isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror))
         return Outcome(False, None, None, f"cannot reach the server: {_reason(exc.reason)}", attempts,
                        never_sent or request.replay_safe), None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return Outcome(False, None, None, f"no answer within {target.timeout:g} s", attempts,
                        request.replay_safe), None
     except (http.client.InvalidURL, ValueError) as exc:  # no attempt can succeed

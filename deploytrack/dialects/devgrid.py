@@ -15,7 +15,7 @@ from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge
 from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp, to_iso
+from deploytrack.timeutil import to_iso
 from deploytrack.web.auth import Token
 from deploytrack.web.http import parse_json
 
@@ -76,13 +76,9 @@ def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
         raise BadRequest(f"Field '{prefix}attributes.status' is required", prefix + "attributes.status")
     status, status_raw = normalize_status(status_value, prefix + "attributes.status")
     values = {field: attrs.str(name, allow_number=True) for name, field in ATTRIBUTES.items()}
-    timestamp = f.raw("timestamp")
-    commit_time = attrs.raw("commit_timestamp")
     event = Event(
         dialect=NAME, kind="deployment", product=entity, environment_raw=env, status=status, status_raw=status_raw,
-        occurred_at=parse_timestamp(timestamp, prefix + "timestamp") if timestamp is not None else None,
-        commit_time=parse_timestamp(commit_time, prefix + "attributes.commit_timestamp")
-        if commit_time is not None else None, **values)
+        occurred_at=f.time("timestamp"), commit_time=attrs.time("commit_timestamp"), **values)
     event.metadata = check_metadata({**f.rest(), **attrs.rest()}, ctx.limits, prefix + "attributes")
     if event.build_id and event.build_id.lower() not in PLACEHOLDER_BUILD_IDS:
         event.client_key = client_key(token.id, NAME, entity, canonical_environment(env or "", ctx.aliases),

@@ -19,7 +19,6 @@ from deploytrack.dialects import Context
 from deploytrack.errors import DeploytrackError
 from deploytrack.model import Event, Fields, check_links, check_metadata
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp
 from deploytrack.web.auth import Token
 from deploytrack.web.http import parse_json
 
@@ -47,7 +46,6 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
     f.used.update(KEY_FIELDS)  # the credential: never stored
     summary = f.str("summary", required=True, max_chars=ctx.limits.max_summary_chars)
-    timestamp = f.raw("timestamp")
     details = Fields(f.obj("customDetails") or {}, ctx.limits, prefix="customDetails.")
     found = {field: _first(keys, f, details, allow_number=field == "version") for field, keys in DETAILS.items()}
     event = Event(
@@ -55,7 +53,7 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         environment_raw=found["environment"] or token.environment, version=found["version"],
         scm_sha=found["scm_sha"], scm_repository=found["scm_repository"], summary=summary,
         actor=f.str("userEmail") or f.str("userName"), links=check_links(f.raw("links"), ctx.limits),
-        occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
+        occurred_at=f.time("timestamp"),
     )
     event.metadata = check_metadata({**f.rest(), **details.rest()}, ctx.limits, "customDetails")
     return [event]

@@ -14,7 +14,6 @@ from deploytrack.dialects import Context
 from deploytrack.errors import BadRequest, DeploytrackError, UnsupportedMediaType
 from deploytrack.model import Event, Fields, check_metadata
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp
 from deploytrack.web.auth import Token
 from deploytrack.web.http import bearer, parse_json
 
@@ -43,12 +42,11 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     if kind_name not in TYPES:
         raise BadRequest(f"Field 'type' must be one of {', '.join(TYPES)}; got {kind_name[:64]!r}", "type")
     content = f.str("content", max_chars=ctx.limits.max_summary_chars)
-    timestamp = f.raw("timestamp")
     event = Event(
         dialect=NAME, kind=TYPES[kind_name], product=ctx.product_or_default(f.str("product"), token),
         environment_raw=f.str("environment") or token.environment, version=f.str("version", allow_number=True),
         summary=content, actor=f.str("user"),
-        occurred_at=parse_timestamp(timestamp, "timestamp") if timestamp is not None else None,
+        occurred_at=f.time("timestamp"),
     )
     event.metadata = check_metadata({"type": kind_name, **f.rest()}, ctx.limits)
     return [event]

@@ -19,7 +19,7 @@ from deploytrack.metrics.rules import TERMINAL
 from deploytrack.model import Event, Fields, check_metadata, client_key, normalize_status, stable_id
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.ingest import IngestResult
-from deploytrack.timeutil import parse_timestamp, to_iso
+from deploytrack.timeutil import to_iso
 from deploytrack.web.auth import Token
 from deploytrack.web.http import bearer, parse_json
 
@@ -47,7 +47,6 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         raise BadRequest("Field 'status' is required", "status")
     status, status_raw = normalize_status(status_value)
     who = "deployed_by" if ctx.kind == "deployment" else "built_by"
-    commit_time = f.raw("commit_timestamp")
     event = Event(
         dialect=NAME, kind=ctx.kind, product=product, version=version, environment_raw=environment,
         status=status, status_raw=status_raw, actor=f.str(who) or f.str(who + "_email") or f.str(who + "_name"),
@@ -56,7 +55,7 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
         summary=f.str("description") or f.str("summary"), change_id=f.str("change_id"),
         occurred_at=_event_time(f, status),
-        commit_time=parse_timestamp(commit_time, "commit_timestamp") if commit_time is not None else None,
+        commit_time=f.time("commit_timestamp"),
     )
     extra = f.obj("extra_metadata") or {}
     event.metadata = check_metadata({**f.rest(), **extra}, ctx.limits, "extra_metadata")
@@ -72,8 +71,8 @@ def _event_time(f: Fields, status: str) -> int | None:
     for a finished event, `started_at` for a started one; the other stays in metadata); else None
     (the arrival time)."""
     for name in ("timestamp", _TIME_FIELDS.get(status)):
-        if name is not None and (value := f.raw(name)) is not None:
-            return parse_timestamp(value, name)
+        if name is not None and (at := f.time(name)) is not None:
+            return at
     return None
 
 

@@ -14,7 +14,6 @@ leaving a new event behind (deletions, recorded commits) is marked in `derived_s
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import rules
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import parse_timestamp
 
 Partition = tuple[str, str]  # product, environment
@@ -33,18 +33,18 @@ _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 # -- what changed without a new event -----------------------------------------------------------
 
 
-def mark_key(conn: sqlite3.Connection, product: str, environment: str, version: str | None) -> None:
+def mark_key(conn: Connection, product: str, environment: str, version: str | None) -> None:
     """A deployment key lost events (an admin deletion): refold it whole and redo its facts."""
     conn.execute("INSERT INTO derived_stale (kind, product, environment, version) VALUES ('key', ?, ?, ?)",
                  (product, environment, version))
 
 
-def mark_product(conn: sqlite3.Connection, product: str) -> None:
+def mark_product(conn: Connection, product: str) -> None:
     """A product's builds or events changed: redo the facts of all its product/environments."""
     conn.execute("INSERT INTO derived_stale (kind, product) VALUES ('product', ?)", (product,))
 
 
-def mark_shas(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
+def mark_shas(conn: Connection, shas: Iterable[str]) -> None:
     """Commits were recorded or builds deleted: redo the facts of every deployment of these SHAs."""
     conn.executemany("INSERT INTO derived_stale (kind, sha) VALUES ('sha', ?)", [(s,) for s in sorted(set(shas))])
 
@@ -52,14 +52,14 @@ def mark_shas(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _in(conn: sqlite3.Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
+def _in(conn: Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
     """Rows of `sql` whose `{in}` is filled with each chunk of `values` (after the `before` parameters)."""
     for start in range(0, len(values), _CHUNK):
         chunk = list(values[start:start + _CHUNK])
         yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*before, *chunk))
 
 
-def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Partition]:
+def partitions_of(conn: Connection, products: Iterable[str]) -> set[Partition]:
     """The product/environments of these products (with deployments, or facts of deleted ones)."""
     out: set[Partition] = set()
     names = sorted(set(products))
@@ -69,7 +69,7 @@ def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Part
     return out
 
 
-def lead_times_of(conn: sqlite3.Connection, shas: Iterable[str], versions: Iterable[tuple[str, str]]
+def lead_times_of(conn: Connection, shas: Iterable[str], versions: Iterable[tuple[str, str]]
                   ) -> Iterator[tuple[Partition, int]]:
     """(product/environment, earliest first deployment) of the changes whose commit or build times these
     SHAs and product versions can change (the times of recorded commits and builds)."""
@@ -84,7 +84,7 @@ def lead_times_of(conn: sqlite3.Connection, shas: Iterable[str], versions: Itera
             yield (product, environment), since
 
 
-def all_partitions(conn: sqlite3.Connection) -> set[Partition]:
+def all_partitions(conn: Connection) -> set[Partition]:
     rows = conn.execute("SELECT DISTINCT product, environment FROM deployments UNION "
                         "SELECT DISTINCT product, environment FROM deployment_facts")
     return {(r[0], r[1]) for r in rows}
@@ -96,11 +96,28 @@ class PartitionFacts:
 
     partition: Partition
     start: int
-    outcomes: list[tuple[Any, ...]] = field(default_factory=list)
+    outcomes: list[tuple[Any, ...]] = field(default_factory=list)  # in finish order
     lead: list[tuple[Any, ...]] = field(default_factory=list)
+    end: int | None = None  # rows finished before this (None: all after start)
 
     def size(self) -> int:
         return 1 + len(self.outcomes) + len(self.lead)
+
+    def pieces(self, rows: int) -> list[PartitionFacts]:
+        """The same rows as consecutive finish-time ranges of about `rows` outcomes each, so that each
+        write transaction stays short and every range is whole when written."""
+        cuts = [self.outcomes[i][4] for i in range(rows, len(self.outcomes), rows)]
+        cuts = sorted(set(cuts))
+        if not cuts:
+            return [self]
+        bounds = [self.start, *cuts, None]
+        out = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
+                return at >= lo and (hi is None or at < hi)
+            out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
+                                      [r for r in self.lead if inside(r[4])], hi))
+        return out
 
 
 def _commit_time(value: Any) -> int | None:
@@ -112,7 +129,7 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int
+def _tail_start(conn: Connection, partition: Partition, since: int
                 ) -> tuple[int, rules.Outcome | None, set[str]]:
     """Where a product/environment's facts must be redone from for changes at or after `since`: the last
     completed deployment before it (whose "next" may change), with the completed deployment before that
@@ -133,7 +150,7 @@ def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int
     return start, None if before is None else rules.Outcome(*before), seen
 
 
-def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
+def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
@@ -221,14 +238,16 @@ _LEAD_COLUMNS = ("product", "environment", "change", "deployment_id", "finished_
                  "event_commit_at", "commit_at", "build_at", "lead_us", "source")
 
 
-def apply(conn: sqlite3.Connection, planned: Iterable[PartitionFacts]) -> int:
+def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction)."""
     count = 0
     for p in planned:
-        conn.execute("DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
-                     (*p.partition, p.start))
-        conn.execute("DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?",
-                     (*p.partition, p.start))
+        end = "" if p.end is None else " AND finished_at < ?"
+        bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
+        conn.execute(f"DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
+                     bounds)
+        conn.execute(f"DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
+                     bounds)
         conn.executemany(f"INSERT INTO deployment_facts ({', '.join(_OUTCOME_COLUMNS)}) "
                          f"VALUES ({', '.join('?' * len(_OUTCOME_COLUMNS))})", p.outcomes)
         conn.executemany(f"INSERT INTO metric_lead_facts ({', '.join(_LEAD_COLUMNS)}) "

@@ -18,20 +18,21 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
+import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
 from deploytrack.metrics import refresh
 from deploytrack.settings import Settings
-from deploytrack.storage.database import Database
+from deploytrack.storage import failures
+from deploytrack.storage.database import Connection, Database
 from deploytrack.timeutil import DAY, day_start_us, now_us, to_iso
 
 log = logging.getLogger("deploytrack.scheduler")
 JOB = "metrics_daily"
 
 
-def take_lease(conn: sqlite3.Connection, owner: str, now: int, lease_us: int) -> bool:
+def take_lease(conn: Connection, owner: str, now: int, lease_us: int) -> bool:
     """Hold (or renew) the job's lease; False while another owner's lease is unexpired."""
     row = conn.execute("SELECT owner, lease_until FROM jobs WHERE name = ?", (JOB,)).fetchone()
     if row is None:
@@ -43,11 +44,11 @@ def take_lease(conn: sqlite3.Connection, owner: str, now: int, lease_us: int) ->
     return True
 
 
-def release_lease(conn: sqlite3.Connection, owner: str) -> None:
+def release_lease(conn: Connection, owner: str) -> None:
     conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?", (JOB, owner))
 
 
-def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
+def due(conn: Connection, owner: str, now: int, lease_us: int
         ) -> tuple[int | None, int, list[int], int | None] | None:
     """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
     the dirty days taken, the last day done before); None when nothing is due. The days are claimed
@@ -69,13 +70,13 @@ def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
     return first, yesterday, dirty, last_done
 
 
-def finish(conn: sqlite3.Connection, owner: str, done: tuple[int, int] | None, started: int) -> None:
+def finish(conn: Connection, owner: str, done: tuple[int, int] | None, started: int) -> None:
     if done is not None:
         conn.execute("INSERT INTO job_runs (job, owner, first_day, last_day, started_at, finished_at) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (JOB, owner, done[0], done[1], started, now_us()))
 
 
-def give_back(conn: sqlite3.Connection, days: list[int], last_done: int | None) -> None:
+def give_back(conn: Connection, days: list[int], last_done: int | None) -> None:
     """A failed run: its days are due again."""
     conn.executemany("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", [(d,) for d in days])
     conn.execute("UPDATE jobs SET last_day = ? WHERE name = ?", (last_done, JOB))
@@ -98,6 +99,19 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     return done
 
 
+_MAX_REST = 0.25  # seconds
+
+
+def _paced(step: Callable[..., object]) -> Callable[..., object]:
+    def paced(*args: object) -> object:
+        began = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            time.sleep(min(_MAX_REST, time.perf_counter() - began))
+    return paced
+
+
 class Deriver:
     """Keeps derived data current for the server: one refresh at a time, beside the writer."""
 
@@ -110,6 +124,11 @@ class Deriver:
         """Run a refresh-style function (read, write, settings, ...) in this thread."""
         return fn(self.db.read_snapshot, self.db.write_from_thread, self.settings, *args)
 
+    def run_paced(self, fn: Callable[..., object], *args: object) -> object:
+        """`run`, resting after each read or write as long as it took: the background job leaves requests at
+        least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
+        return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
+
     async def ensure_current(self) -> None:
         """Refresh if anything changed since the last refresh (a cheap check when nothing did)."""
         if await self._current():
@@ -119,7 +138,7 @@ class Deriver:
                 return
             try:
                 await asyncio.to_thread(self.run, refresh.refresh)
-            except (Unavailable, sqlite3.Error) as exc:
+            except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
                 log.warning("could not bring derived data up to date: %s", exc)
@@ -155,7 +174,8 @@ class MetricsScheduler:
 
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
-        done = await asyncio.to_thread(self.deriver.run, run_due, self.owner, self.clock(), self.lease_us)
+        done = await asyncio.to_thread(self.deriver.run_paced, run_due, self.owner, self.clock(), self.lease_us)
+        await self.db.check_integrity_daily(self.clock())
         if done is not None:
             assert isinstance(done, tuple)
             self.runs.append(done)

@@ -5,8 +5,9 @@ Each check returns a `Violation` (what Versioner's pre-flight answer needs) or N
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from deploytrack.rules import schedule
 from deploytrack.rules.model import ANSWERS, Rule
@@ -78,7 +79,8 @@ def check_flow(rule: Rule, attempt: Attempt, completions: Mapping[str, int]) -> 
                                f"{' (' + rule.reason + ')' if rule.reason else ''}", None, {**base, "missing": missing})
     if rule.strict:
         times = [completions[env] for env in rule.prerequisites]
-        for earlier, later, env_a, env_b in zip(times, times[1:], rule.prerequisites, rule.prerequisites[1:]):
+        pairs = zip(times, times[1:], rule.prerequisites, rule.prerequisites[1:], strict=False)  # neighbours
+        for earlier, later, env_a, env_b in pairs:
             if later < earlier:
                 return Violation(rule, f"{what} reached {env_b} before {env_a}; rule '{rule.name}' needs "
                                        f"{' then '.join(rule.prerequisites)} in that order", None,

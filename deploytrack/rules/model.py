@@ -6,8 +6,9 @@ place that checks it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from deploytrack.errors import BadRequest
 from deploytrack.rules.schedule import Window, parse_window
@@ -78,7 +79,8 @@ class Rule:
         if self.type == "flow":
             order = " then ".join(self.prerequisites) if self.strict else ", ".join(self.prerequisites)
             soak = f", soaked {self.soak_minutes} min" if self.soak_minutes else ""
-            return f"completed in {order}{' (in order)' if self.strict and len(self.prerequisites) > 1 else ''}{soak} first"
+            in_order = " (in order)" if self.strict and len(self.prerequisites) > 1 else ""
+            return f"completed in {order}{in_order}{soak} first"
         return f"one deployment at a time per product and environment (open ones older than " \
                f"{self.stale_after_minutes} min are ignored)"
 

@@ -3,8 +3,9 @@ each schedule rule's window next opens."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from deploytrack.rules import schedule
 from deploytrack.rules import store as rule_store

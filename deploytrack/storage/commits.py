@@ -9,7 +9,6 @@ from deploytrack.metrics import facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
 from deploytrack.storage.database import Connection
-from deploytrack.timeutil import parse_timestamp
 
 _FIELDS = {"sha", "repository", "authored_at", "committed_at", "message", "author"}
 
@@ -30,13 +29,11 @@ def parse_batch(body: Any, limits: Limits, max_items: int) -> list[tuple[Any, ..
                              index=i)
         sha = f.str("sha", required=True, max_chars=128)
         repository = f.str("repository", max_chars=512) or ""
-        committed = f.raw("committed_at")
+        committed = f.time("committed_at")
         if committed is None:
             raise BadRequest(f"Field 'commits[{i}].committed_at' is required", f"commits[{i}].committed_at", index=i)
-        authored = f.raw("authored_at")
-        rows.append((repository, sha, parse_timestamp(authored, f"commits[{i}].authored_at") if authored is not None
-                     else None, parse_timestamp(committed, f"commits[{i}].committed_at"),
-                     f.str("message"), f.str("author", max_chars=512)))
+        rows.append((repository, sha, f.time("authored_at"), committed, f.str("message"),
+                     f.str("author", max_chars=512)))
     return rows
 
 

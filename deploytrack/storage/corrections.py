@@ -7,8 +7,7 @@ import orjson
 from deploytrack.errors import NotFound
 from deploytrack.metrics import facts, fold, refresh
 from deploytrack.storage.database import Connection
-
-_DAY = 86_400_000_000
+from deploytrack.timeutil import DAY
 
 
 def _audit(conn: Connection, at: int, token_id: int | None, actor: str | None, action: str,
@@ -18,7 +17,7 @@ def _audit(conn: Connection, at: int, token_id: int | None, actor: str | None, a
 
 
 def _touch_days(conn: Connection, where: str, params: tuple[object, ...]) -> None:
-    conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {_DAY} FROM events "
+    conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {DAY} FROM events "
                  f"WHERE {where} ON CONFLICT DO NOTHING", params)
 
 
@@ -52,7 +51,8 @@ def delete_product_events(conn: Connection, product: str, token_id: int | None, 
     _touch_days(conn, "product = ?", (product,))
     facts.mark_product(conn, product)
     facts.mark_shas(conn, [r[0] for r in conn.execute(
-        "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL", (product,))])
+        "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL",
+        (product,))])
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
     fold.remember_ids(conn)
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))

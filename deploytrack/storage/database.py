@@ -20,21 +20,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, Union
+from typing import Any, TypeVar
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
-from deploytrack.storage import failures, migrations, sqlite
+from deploytrack.storage import failures, integrity, migrations, sqlite
 from deploytrack.storage import postgres as pg
+from deploytrack.timeutil import DAY
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
-Connection = Union[sqlite.Connection, pg.Connection]
+Connection = sqlite.Connection | pg.Connection
 MAX_GROUP = 512
 DEFAULT_READERS = 4
 _STOP = object()
@@ -48,7 +51,17 @@ def connect(path: str | Path, *, readonly: bool = False, password: str | None = 
 
 
 def open_migrated(path: str | Path, password: str | None = None) -> Connection:
-    """Open (creating if needed) the database and apply pending migrations."""
+    """Open (creating if needed) the database and apply pending migrations.
+
+    A file another application (or a newer deploytrack) wrote is refused before anything is
+    changed in it, not even its journal mode.
+    """
+    if not pg.is_url(path) and Path(path).is_file() and Path(path).stat().st_size > 0:
+        probe = sqlite.connect(path, readonly=True)
+        try:
+            migrations.version(probe)
+        finally:
+            probe.close()
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
@@ -113,6 +126,8 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
+        self.integrity: integrity.Report | None = None  # the last quick check's result
+        self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
         self.written_tasks = 0
         self.busy_seconds = 0.0  # in transactions, BEGIN to COMMIT's return (or ROLLBACK)
@@ -236,7 +251,7 @@ class Database:
                     results.extend((f, False, exc) for f in futures)
                 else:
                     conn.release()
-                    results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes))
+                    results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
             conn.commit()
             self.commit_seconds += time.perf_counter() - committing
@@ -246,10 +261,8 @@ class Database:
             self.written_tasks += len(group)
         except Exception as exc:  # noqa: BLE001 - nothing in this group is acknowledged
             log.error("write transaction failed, %d requests answered with an error: %s", len(group), exc)
-            try:
+            with contextlib.suppress(Exception):  # a dead link or file has nothing to roll back
                 conn.rollback()
-            except Exception:  # noqa: BLE001 - a dead link or file has nothing to roll back
-                pass
             error = failures.as_catalogue_error(exc, "take writes") or exc
             results = [(future, False, error) for _, _, future in group]
         self.busy_seconds += time.perf_counter() - began
@@ -269,6 +282,27 @@ class Database:
         if self._loop is None:
             raise Unavailable("the database is closed")
         return asyncio.run_coroutine_threadsafe(self.read(fn, *args), self._loop).result()
+
+    # -- integrity ---------------------------------------------------------------------
+
+    async def check_integrity_daily(self, now_us: int) -> None:
+        """Run a quick integrity check unless one ran this UTC day (the nightly job calls this);
+        its result is kept for /healthz and /metrics, and a failure is logged as an error."""
+        day = now_us // DAY
+        if self.integrity_checked_at is not None and int(self.integrity_checked_at // 86400) == day:
+            return
+        try:
+            if self.backend == "postgresql":  # PostgreSQL checks its own pages: only the schema version, two queries
+                report = await self.write(integrity.check, True)
+            else:  # on a connection of its own, beside the writer: seconds on a large file
+                report = await asyncio.to_thread(_quick_check, self.target)
+        except (*failures.DATABASE_ERRORS, migrations.DatabaseRefused, DeploytrackError) as exc:
+            report = integrity.Report(ok=False, summary=f"FAILED: the check could not run: {exc}")
+        self.integrity, self.integrity_checked_at = report, now_us / 1_000_000
+        if report.ok:
+            log.info("integrity %s", report.summary)
+        else:
+            log.error("integrity %s; run `deploytrack check` and restore from a backup", report.summary)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -320,6 +354,14 @@ def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) 
         conn.rollback()
 
 
+def _quick_check(path: str) -> integrity.Report:
+    conn = sqlite.connect(path, readonly=True)
+    try:
+        return integrity.check(conn, quick=True)
+    finally:
+        conn.close()
+
+
 class _Grouped:
     """Marks a queued task whose function takes a list of items (see `Database.write_grouped`)."""
 
@@ -330,6 +372,10 @@ class _Grouped:
 
 
 Step = Callable[[Connection], list[tuple[bool, Any]]]
+
+
+def _one_task(fn: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -> list[tuple[bool, Any]]:
+    return [(True, fn(conn, *args))]
 
 
 def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
@@ -354,7 +400,7 @@ def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
             run.append(task)
         else:
             close_run()
-            steps.append((lambda conn, fn=fn, args=args: [(True, fn(conn, *args))], [future]))
+            steps.append((functools.partial(_one_task, fn, args), [future]))
     close_run()
     return steps
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,7 @@ class EventFilter:
     q: str | None = None
 
     @classmethod
-    def from_query(cls, params: Mapping[str, str], aliases: Mapping[str, str]) -> "EventFilter":
+    def from_query(cls, params: Mapping[str, str], aliases: Mapping[str, str]) -> EventFilter:
         """Filters from query parameters; an unknown kind/status or a bad time is a 400 naming it."""
         def text(name: str) -> str | None:
             value = (params.get(name) or "").strip()
@@ -123,10 +124,11 @@ async def get_event(db: Database, event_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def names(db: Database, table: str) -> list[str]:
-    """All product or environment names, for filter menus."""
+async def names(db: Database, table: str, limit: int = 100) -> list[str]:
+    """Product or environment names for a filter menu: the first `limit` + 1 by name (one more tells
+    the page there are more than it lists)."""
     assert table in ("products", "environments")
-    return [r[0] for r in await db.fetchall(f"SELECT name FROM {table} ORDER BY name")]
+    return [r[0] for r in await db.fetchall(f"SELECT name FROM {table} ORDER BY name LIMIT ?", (limit + 1,))]
 
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,10 @@ SQLite's result codes (sqlite3 exceptions carry `sqlite_errorcode`) and PostgreS
 | readonly    | SQLITE_READONLY      | 25006 read_only_sql_transaction          | 503    |
 | busy        | SQLITE_BUSY, _LOCKED | 55P03, 40001, 40P01, 53300, 57014        | 503    |
 | unreachable | SQLITE_CANTOPEN, _IOERR, _NOMEM | class 08, 57P01-57P03, 58030, a lost link | 503 |
-| corrupt     | SQLITE_CORRUPT, _NOTADB | XX001 data_corrupted, XX002 index_corrupted | 500 |
+| corrupt     | SQLITE_CORRUPT, _NOTADB | XX001 data_corrupted, XX002 index_corrupted | 503 |
 
-503 means "retry later" (with Retry-After); 500 means someone must look at the database.
+Every kind is a 503 with Retry-After, never a 500 and never an acknowledgement: a damaged database
+too (the nightly check and `deploytrack check` say more; the server log names the cause).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sqlite3
 
 import asyncpg
 
-from deploytrack.errors import DeploytrackError, StorageCorrupt, Unavailable
+from deploytrack.errors import Unavailable
 
 _SQLITE = {
     13: "full", 7: "full",  # SQLITE_FULL, SQLITE_NOMEM
@@ -55,17 +56,10 @@ def kind(exc: BaseException) -> str | None:
     return None
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """The database cannot serve this now but may soon: answered 503."""
-    return kind(exc) not in (None, "corrupt")
-
-
-def as_catalogue_error(exc: BaseException, doing: str) -> DeploytrackError | None:
-    """The catalogue error a classified database error is answered with, or None for others;
+def as_catalogue_error(exc: BaseException, doing: str) -> Unavailable | None:
+    """The 503 a classified database error is answered with, or None for others;
     `doing` completes "the database cannot ...": "take writes", "be read"."""
     found = kind(exc)
     if found is None:
         return None
-    if found == "corrupt":
-        return StorageCorrupt("the database reports damage; see the server log")
-    return Unavailable(f"the database cannot {doing} now ({found}); retry later", headers=dict(RETRY_AFTER))
+    return Unavailable(f"the database cannot {doing} now ({found}: {exc}); retry later", headers=dict(RETRY_AFTER))

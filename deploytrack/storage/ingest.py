@@ -5,8 +5,9 @@ Each function runs inside the writer's transaction; raising rolls back everythin
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -177,7 +178,7 @@ class _Group:
 
     def _check_version(self, event: Event, claims: dict[tuple[str, Any], str | None], index: int) -> None:
         """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
-        pair = (event.product, event.version)
+        pair = (event.product, event.version or "")
         known = claims[pair] if pair in claims else self.versions.get(pair)
         if event.scm_sha and known is not None and known != event.scm_sha:
             error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
@@ -261,10 +262,12 @@ class _Group:
         _insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"), inserts)
         for (product, version), (how, sha, _) in self.version_writes.items():
             if how == "update":
-                conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?", (sha, product, version))
+                conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?",
+                             (sha, product, version))
         for table, names in self.names.items():
             _insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
-        _write_deployments(conn, list({id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}.values()))
+        touched = {id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}
+        _write_deployments(conn, list(touched.values()))
         for row in self.rows:
             dep = row.pop("deployment", None)
             if dep is not None:
@@ -294,7 +297,7 @@ def _write_deployments(conn: Connection, deps: list[dict[str, Any]]) -> None:
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for dep in deps:
         if dep["stored"] is not None:
-            values = dict(zip(_DEPLOYMENT_FIELDS, _record_values(dep["record"])))
+            values = dict(zip(_DEPLOYMENT_FIELDS, _record_values(dep["record"]), strict=True))
             changed = tuple(c for c in _DEPLOYMENT_FIELDS if values[c] != dep["stored"][c])
             if changed:
                 by_columns.setdefault(changed, []).append({"id": dep["id"], **values})
@@ -317,8 +320,9 @@ def _update_rows(conn: Connection, columns: tuple[str, ...], deps: list[dict[str
     sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, start=2))
     for start in range(0, len(deps), _ROWS_CHUNK):
         chunk = deps[start:start + _ROWS_CHUNK]
+        values = [x for d in chunk for x in (d["id"], *(d[c] for c in columns))]
         conn.execute(f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * len(chunk))}) AS v "
-                     "WHERE deployments.id = v.column1", [x for d in chunk for x in (d["id"], *(d[c] for c in columns))])
+                     "WHERE deployments.id = v.column1", values)
 
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on

@@ -20,8 +20,9 @@ import asyncio
 import functools
 import re
 import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -263,7 +264,7 @@ class Connection:
         if self._owned and conn is not None and not conn.is_closed():
             try:
                 self._call(conn.close(timeout=5))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
@@ -63,7 +65,7 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-    return conn  # type: ignore[return-value]
+    return conn
 
 
 class ReadPool:
@@ -103,10 +105,8 @@ class ReadPool:
 
 def name_os_thread(name: str) -> None:
     """Name the calling thread for `top -H` and /proc (Linux; elsewhere nothing happens)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
 
 
 class Checkpointer:

@@ -5,17 +5,19 @@ with microseconds kept. Import is the backfill path: it takes that format (or ha
 lines with just `kind`, `product` and a few fields), keeps each event's id and times, and
 builds products, environments, versions and deployments with the same store functions
 ingestion uses (`seq` and `deployment_id` belong to the exporting database and are assigned
-anew; `token_id` is left empty, as tokens are not carried over). Re-importing a file stores nothing new: an event whose id (or client key) is
-already stored is skipped; a line without an id gets a client key from its content.
+anew; `token_id` is left empty, as tokens are not carried over). Re-importing a file stores nothing
+new: an event whose id (or client key) is already stored is skipped; a line without an id gets a
+client key from its content.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -32,7 +34,7 @@ from deploytrack.model import (
 )
 from deploytrack.storage import ingest as store
 from deploytrack.storage.database import Connection, transaction
-from deploytrack.timeutil import now_us, parse_timestamp, to_iso
+from deploytrack.timeutil import now_us, to_iso
 
 COLUMNS = store.EVENT_COLUMNS
 TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
@@ -52,7 +54,7 @@ def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
     """Every event, every column, oldest arrival first; times ISO 8601, links/metadata decoded."""
     cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
     for row in cursor:
-        out = dict(zip(COLUMNS, row))
+        out = dict(zip(COLUMNS, row, strict=True))
         for column in TIME_COLUMNS:
             out[column] = to_iso(out[column])
         for column in JSON_COLUMNS:
@@ -121,7 +123,7 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     status, raw = normalize_status("completed" if status_value is None else status_value)
     # An exported line carries status_raw (maybe null); a hand-written one keeps the status it gives.
     status_raw = f.str("status_raw") if "status_raw" in f.body else raw if status_value is not None else None
-    times = {c: parse_timestamp(f.raw(c), c) if f.raw(c) is not None else None for c in TIME_COLUMNS}
+    times = {c: f.time(c) for c in TIME_COLUMNS}
     received = times["received_at"] if times["received_at"] is not None else now
     links = f.raw("links")
     metadata = f.raw("metadata")

@@ -12,17 +12,13 @@ from starlette.routing import Route
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
 from deploytrack.storage import event_queries as queries
-from deploytrack.web.http import JSONResponse, refuse_nul
+from deploytrack.timeutil import to_iso
+from deploytrack.web.http import JSONResponse, error_response, refuse_nul
 from deploytrack.web.openapi import openapi_json
 from deploytrack.web.sessions import require
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("deploytrack.api")
-
-
-def error_response(error: DeploytrackError) -> JSONResponse:
-    """The native API's error shape: {"error": {"code", "message", "field"?}}."""
-    return JSONResponse({"error": error.as_dict()}, status_code=error.status, headers=error.headers)
 
 
 def api(handler: Handler) -> Handler:
@@ -80,7 +76,15 @@ async def healthz(request: Request) -> Response:
         log.exception("health check: the database did not answer")
         return JSONResponse({"status": "error", "error": "the database did not answer; see the server log"},
                             status_code=503)
-    return JSONResponse({"status": "ok", "version": app.version})
+    report, checked = app.db.integrity, app.db.integrity_checked_at
+    if report is None:
+        return JSONResponse({"status": "ok", "version": app.version, "integrity": "not checked yet"})
+    body = {"version": app.version, "integrity": "ok" if report.ok else "failed",
+            "integrity_checked_at": to_iso(int(checked * 1_000_000)) if checked is not None else None}
+    if not report.ok:  # details (pages, tables) go to the log and `deploytrack check`, not to whoever asks
+        return JSONResponse({"status": "error", **body, "error": "the database failed its integrity check; "
+                             "see the server log"}, status_code=503)
+    return JSONResponse({"status": "ok", **body})
 
 
 async def prometheus(request: Request) -> Response:
@@ -96,4 +100,5 @@ def routes() -> list[Route]:
         Route("/api/v1/events", list_events, methods=["GET"]),
         Route("/api/v1/events/{event_id}", get_event, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]

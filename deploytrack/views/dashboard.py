@@ -116,7 +116,8 @@ def parse_window(raw: str | None) -> int:
 
 
 async def list_incidents(db: Database, state: str | None, product: str | None, limit: int = 50,
-                         cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+                         cursor: str | None = None, environment: str | None = None
+                         ) -> tuple[list[dict[str, Any]], str | None]:
     """Incidents newest first (by opened time), keyset-paged; `state` is open, resolved or None for both."""
     where: list[str] = []
     params: list[Any] = []
@@ -127,6 +128,9 @@ async def list_incidents(db: Database, state: str | None, product: str | None, l
     if product is not None:
         where.append("product = ?")
         params.append(product)
+    if environment is not None:
+        where.append("environment = ?")
+        params.append(environment)
     rows, next_cursor = await newest_first(db, "incidents", ("opened_at", "id"), where, params, limit, cursor)
     for row in rows:
         end = row["resolved_at"]

@@ -10,7 +10,9 @@ from deploytrack.model import STATUSES, whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import event_queries as queries
+from deploytrack.views import deployment_facts as facts
 from deploytrack.views.html import (
+    MENU_LIMIT,
     PAGE_SIZE,
     page,
     page_url,
@@ -39,14 +41,14 @@ async def deployments(request: Request) -> Response:
         "labels": dq.LABELS, "filtered": any(flt.as_query().values()),
         "next_url": page_url("/deployments", flt.as_query(), next_cursor) if next_cursor else None,
         "first_url": page_url("/deployments", flt.as_query()),
-        "products": await queries.names(app.db, "products"),
-        "environments": await queries.names(app.db, "environments"),
+        "products": await queries.names(app.db, "products", MENU_LIMIT),
+        "environments": await queries.names(app.db, "environments", MENU_LIMIT), "menu_limit": MENU_LIMIT,
     })
 
 
 @page
 async def deployment_detail(request: Request) -> Response:
-    """GET /deployments/{id}: one deployment's lifecycle, its events and the incidents linked to it."""
+    """GET /deployments/{id}: why it is what it is: rollbacks, failure reason, incidents, commits, events."""
     token = await require(request, "read")
     db = request.app.state.deploytrack.db
     await request.app.state.deploytrack.deriver.ensure_current()
@@ -54,9 +56,13 @@ async def deployment_detail(request: Request) -> Response:
     deployment = await dq.get_deployment(db, deployment_id) if deployment_id is not None else None
     if deployment is None:
         raise NotFound("There is no deployment with that id.")
-    incidents = [dict(r) for r in await db.fetchall(
-        "SELECT * FROM incidents WHERE deployment_id = ? ORDER BY opened_at DESC, id DESC LIMIT 100",
-        (deployment["id"],))]
+    events = await dq.deployment_events(db, deployment["id"])
     return render(request, "deployment.html", {
-        "token": token, "d": deployment, "events": await dq.deployment_events(db, deployment["id"]),
-        "incidents": incidents})
+        "token": token, "d": deployment, "events": events,
+        "incidents": await dq.linked_incidents(db, deployment["id"]),
+        "rolled_back_by": await dq.get_deployment(db, deployment["rolled_back_by"])
+        if deployment.get("rolled_back_by") else None,
+        "rollback_of": await dq.get_deployment(db, deployment["rollback_of"]) if deployment.get("rollback_of") else None,
+        "reason": facts.failure_reason(deployment, events),
+        "commits": await facts.shipped_commits(db, deployment, events),
+    })

@@ -1,4 +1,4 @@
-"""The DORA dashboard (stored daily snapshots, trend charts, bands) and the incident list."""
+"""The DORA dashboard: live numbers, stored daily snapshots as trend charts, bands."""
 
 from __future__ import annotations
 
@@ -9,20 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import rules
+from deploytrack.metrics.report import report as metrics_report
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import now_us
 from deploytrack.views import charts, dashboard
-from deploytrack.views.html import (
-    PAGE_SIZE,
-    page,
-    page_url,
-    query_choice,
-    query_text,
-    render,
-)
-from deploytrack.metrics.report import report as metrics_report
+from deploytrack.views.html import MENU_LIMIT, page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
 THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
@@ -64,40 +56,29 @@ async def dora(request: Request) -> Response:
     await app.deriver.ensure_current()
     report = await app.db.read(metrics_report, app.settings, scope, window, dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
+    production = sorted(app.settings.production_set)
+    # the default choice stands for the production environments: a lone one is not listed twice
+    environments = [e for e in await queries.names(app.db, "environments", MENU_LIMIT)
+                    if len(production) > 1 or e not in production]
     cards = []
     for metric in dashboard.METRICS:
         fmt = formatter(metric.unit)
         now = board.latest.get(metric.key, dashboard.Reading(None, None, None))
         series = board.series.get(metric.key, [])
+        live = (board.day, now.value) if board.day is not None and now.value is not None else None
         chart: Markup = charts.trend(series, title=f"{metric.title}, daily, {window}-day window", fmt=fmt,
-                                     thresholds=THRESHOLDS.get(metric.key, ()))
+                                     thresholds=THRESHOLDS.get(metric.key, ()), live=live,
+                                     axis_fmt=(lambda v: f"{v:g}/wk") if metric.unit == "per_week" else None)
         cards.append({"metric": metric, "now": now, "text": fmt(now.value) if now.value is not None else None,
-                      "chart": chart, "days": sum(1 for _, v in series if v is not None)})
+                      "chart": chart, "days": sum(1 for _, v in series if v is not None),
+                      "url": page_url(f"/dora/{metric.key}", {"product": product, "environment": environment,
+                                                              "window": f"{window}d"})})
     return render(request, "dora.html", {
         "token": token, "board": board, "cards": cards, "product": product, "environment": environment,
         "window": window, "windows": dashboard.WINDOWS, "bands_source": metrics.BANDS_SOURCE,
         "band_names": dashboard.BAND_ORDER, "metrics": dashboard.METRICS,
-        "production": sorted(app.settings.production_set),
-        "products": await queries.names(app.db, "products"),
-        "environments": await queries.names(app.db, "environments"),
-    })
-
-
-@page
-async def incidents(request: Request) -> Response:
-    """GET /incidents: incidents newest first, open or resolved, with the deployment each is linked to."""
-    token = await require(request, "read")
-    app = request.app.state.deploytrack
-    state = query_choice(request, "state", ("open", "resolved"))
-    product = query_text(request, "product")
-    cursor = request.query_params.get("cursor")
-    await app.deriver.ensure_current()
-    rows, next_cursor = await dashboard.list_incidents(app.db, state, product, PAGE_SIZE, cursor)
-    params = {"state": state, "product": product}
-    return render(request, "incidents.html", {
-        "token": token, "incidents": rows, "explain": rules.LINK_EXPLANATIONS, "state": state, "product": product, "paged": bool(cursor),
-        "filtered": bool(state or product),
-        "next_url": page_url("/incidents", params, next_cursor) if next_cursor else None,
-        "first_url": page_url("/incidents", params),
-        "products": await queries.names(app.db, "products"),
+        "production": production,
+        "products": await queries.names(app.db, "products", MENU_LIMIT),
+        "environments": environments, "menu_limit": MENU_LIMIT,
+        "production_label": "production" if production == ["production"] else f"production ({', '.join(production)})",
     })

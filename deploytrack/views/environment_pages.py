@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -11,23 +9,29 @@ from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import whole_number
 from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import charts
-from deploytrack.views.html import page, query_text, render
+from deploytrack.timeutil import now_us, DAY
+from deploytrack.views import charts, timeline
+from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
-DAY_US = 86_400_000_000
 TIMELINE_DAYS = (7, 30, 90)
+PRODUCTS_PER_PAGE = 25
+TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
+TIMELINE_LANES = 8  # environments with a lane of their own (production first)
+MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
 
 
 @page
 async def environments(request: Request) -> Response:
-    """GET /environments: for each product and environment, the version running now."""
+    """GET /environments: for each product (paged) and each environment it was deployed to, the version running."""
     token = await require(request, "read")
-    db = request.app.state.deploytrack.db
-    grid = await dq.matrix(db)
-    return render(request, "environments.html", {"token": token, "m": grid,
-                                                 "frozen": await freezes(db, grid.products, grid.environments)})
+    after = query_text(request, "after")
+    await request.app.state.deploytrack.deriver.ensure_current()
+    grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=PRODUCTS_PER_PAGE)
+    return render(request, "environments.html", {
+        "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None, "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
+        "next_url": page_url("/environments", {"after": grid.next_after}) if grid.next_after else None,
+        "frozen": await freezes(request.app.state.deploytrack.db, grid.products, grid.environments)})
 
 
 def _days(request: Request) -> int:
@@ -35,19 +39,6 @@ def _days(request: Request) -> int:
     if days is None or days not in TIMELINE_DAYS:
         raise BadRequest(f"query parameter 'days' must be one of {', '.join(map(str, TIMELINE_DAYS))}", "days")
     return days
-
-
-def _lanes(builds: list[dict[str, Any]], deployments: list[dict[str, Any]],
-           environments: list[str]) -> list[tuple[str, list[charts.TimelineItem]]]:
-    lanes: list[tuple[str, list[charts.TimelineItem]]] = [("builds", [
-        (b["occurred_at"], b["status"], f"build {b['version'] or ''} {b['status']} {to_iso(b['occurred_at'])}",
-         f"/events/{b['id']}") for b in builds])]
-    for env in environments:
-        lanes.append((env, [
-            (d["finished_at"] or d["first_at"], d["status"],
-             f"{env}: {d['version'] or ''} {d['status']} {to_iso(d['finished_at'] or d['first_at'])}",
-             f"/deployments/{d['id']}") for d in deployments if d["environment"] == env]))
-    return lanes
 
 
 @page
@@ -60,16 +51,23 @@ async def product(request: Request) -> Response:
     if len(name) > 512 or not await dq.product_exists(db, name):
         raise NotFound("There is no product with that name.")
     end = now_us()
-    start = end - days * DAY_US
+    start = end - days * DAY
     await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(db, name)
-    deployments = await dq.product_deployments(db, name, start)
-    builds = await dq.product_builds(db, name, start)
-    environments = list(grid.environments)
+    deployments = await dq.product_deployments(db, name, start, TIMELINE_LIMIT)
+    builds = timeline.final_builds(await dq.product_builds(db, name, start))
+    incidents = await dq.product_incidents(db, name, start)
+    environments = grid.environments_of(name)
     environments += sorted({d["environment"] for d in deployments} - set(environments))
-    chart = charts.timeline(_lanes(builds, deployments, environments), start, end,
-                            f"Builds and deployments over the last {days} days")
+    hidden = len(environments) - TIMELINE_LANES
+    environments = environments[:TIMELINE_LANES]  # production first: a lane each for the first few
+    lanes = timeline.lanes(name, builds, deployments, incidents, environments)
+    if days >= timeline.AGGREGATE_FROM_DAYS:
+        lanes = timeline.per_day(name, lanes)
+    title = (f"Builds, deployments and incidents of {name} over the last {days} days"
+             + (", one mark per day" if days >= timeline.AGGREGATE_FROM_DAYS else ""))
     return render(request, "product.html", {
-        "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS, "chart": chart,
-        "frozen": await freezes(db, [name], grid.environments),
-        "deployments": deployments, "builds": builds, "environments": environments})
+        "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS,
+        "chart": charts.timeline(lanes, start, end, title), "phone_chart": charts.timeline(lanes, start, end, title, 360),
+        "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents,
+        "hidden_environments": max(hidden, 0), "frozen": await freezes(db, [name], grid.environments)})

@@ -9,13 +9,13 @@ from starlette.responses import Response
 from deploytrack.errors import NotFound
 from deploytrack.model import KINDS, STATUSES
 from deploytrack.storage import event_queries as queries
-from deploytrack.views.html import PAGE_SIZE, page, page_url, render
+from deploytrack.views.html import MENU_LIMIT, PAGE_SIZE, page, page_url, render
 from deploytrack.web.sessions import require
 
 
 @page
 async def events(request: Request) -> Response:
-    """GET /: events newest first, filtered by product, environment, kind, status, time and text."""
+    """GET /events: events newest first, filtered by product, environment, kind, status, time and text."""
     token = await require(request, "read")
     app = request.app.state.deploytrack
     flt = queries.EventFilter.from_query(request.query_params, app.settings.environment_aliases)
@@ -24,10 +24,10 @@ async def events(request: Request) -> Response:
     query = dict(flt.as_query())
     return render(request, "events.html", {
         "token": token, "events": rows, "filter": flt, "paged": bool(cursor), "kinds": KINDS, "statuses": STATUSES,
-        "next_url": page_url("/", query, next_cursor) if next_cursor else None,
-        "first_url": page_url("/", query),
-        "products": await queries.names(app.db, "products"),
-        "environments": await queries.names(app.db, "environments"),
+        "next_url": page_url("/events", query, next_cursor) if next_cursor else None,
+        "first_url": page_url("/events", query),
+        "products": await queries.names(app.db, "products", MENU_LIMIT),
+        "environments": await queries.names(app.db, "environments", MENU_LIMIT), "menu_limit": MENU_LIMIT,
     })
 
 

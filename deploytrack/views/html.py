@@ -9,11 +9,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
+from deploytrack.timeutil import parse_timestamp, to_iso, DAY
 from deploytrack.web.http import refuse_nul
 from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE_SIZE = 50
+MENU_LIMIT = 100  # a filter menu lists at most this many names; past it, a text box suggests them
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -72,3 +74,23 @@ def page_url(path: str, params: dict[str, str | None], cursor: str | None = None
     if cursor:
         query["cursor"] = cursor
     return path + ("?" + urlencode(query) if query else "")
+
+
+def query_day(request: Request, name: str) -> int | None:
+    """An ISO UTC date (2026-01-31) or timestamp as epoch µs; a 400 naming the parameter otherwise."""
+    value = query_text(request, name, 64)
+    return parse_timestamp(value, name) if value else None
+
+
+def utc_text(us: int | None) -> str:
+    """The one absolute time format of the pages: 2026-01-31 14:05:09 UTC."""
+    text = to_iso(us)
+    return f"{text[:19].replace('T', ' ')} UTC" if text else ""
+
+
+def day_or_time(us: int | None) -> str:
+    """A filter's value as typed back: the date alone at midnight UTC, else the ISO time."""
+    if us is None:
+        return ""
+    text = to_iso(us) or ""
+    return text[:10] if us % DAY == 0 else text

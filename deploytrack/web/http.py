@@ -6,12 +6,13 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from deploytrack.errors import BadRequest, PayloadTooLarge, RateLimited
+from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge, RateLimited
 from deploytrack.model import whole_number
 
 
@@ -20,6 +21,11 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def error_response(error: DeploytrackError) -> JSONResponse:
+    """The native API's error shape: {"error": {"code", "message", "field"?}}."""
+    return JSONResponse({"error": error.as_dict()}, status_code=error.status, headers=error.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -116,7 +122,37 @@ class RateLimiter:
         self._buckets[token_id] = (level - 1, now)
 
 
-_SECRET_PARAM = re.compile(r"(?i)\b(auth_token|api_key|integrationKey|token)=[^&\s\"]*")
+# A query parameter is treated as a credential when its decoded name contains one of these words.
+SECRET_NAME_WORDS = ("token", "key", "secret", "password", "auth", "signature")
+_QUERY = re.compile(r"\?([^\s\"]*)")
+_TOKEN_SHAPE = re.compile(r"dt_[A-Za-z0-9_-]{43}")  # a deploytrack secret, wherever it appears
+
+
+def _decoded_name(name: str) -> str:
+    """The parameter name as the application reads it (percent- and plus-decoded), lower-cased;
+    decoded again while that changes it, so double encoding hides nothing either."""
+    for _ in range(4):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.lower().replace("-", "_")
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    pairs = re.split(r"([&;])", match.group(1))
+    for i in range(0, len(pairs), 2):
+        name, eq, _ = pairs[i].partition("=")
+        if eq and any(word in _decoded_name(name) for word in SECRET_NAME_WORDS):
+            pairs[i] = f"{name}=[redacted]"
+    return "?" + "".join(pairs)
+
+
+def redact(text: str) -> str:
+    """`text` with credential query parameters and anything shaped like a token secret blanked."""
+    if "?" in text:
+        text = _QUERY.sub(_redact_query, text)
+    return _TOKEN_SHAPE.sub("[redacted]", text) if "dt_" in text else text
 
 
 class RedactSecrets(logging.Filter):
@@ -124,10 +160,9 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_SECRET_PARAM.sub(r"\1=[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = _SECRET_PARAM.sub(r"\1=[redacted]", record.msg)
+            record.msg = redact(record.msg)
         return True
 
 

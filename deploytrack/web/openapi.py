@@ -37,6 +37,8 @@ ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401
               409: "Conflict (a version's SHA is immutable; a rule's name is taken)", 413: "Body or batch too large",
               415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
               503: "The database cannot take writes now (disk full, read-only); retry later"}
+HEALTH: Schema = {"status": STR, "version": STR,
+                  "integrity": {"type": "string", "enum": ["ok", "failed", "not checked yet"]}, "integrity_checked_at": ISO}
 INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
 READ_ERRORS = (400, 401, 403)
 
@@ -254,10 +256,30 @@ def _write(summary: str, scope: str, status: int, schema: Schema, body: Schema |
         "tags": ["Native"], "summary": f"{summary} (scope: {scope})", "security": [{"bearer": []}],
         "parameters": params or [],
         "responses": {str(status): _json(schema, "Committed to disk"),
-                      **_errors((400, 401, 403, 413, 503, *errors), "NativeError")}}
+                      **_errors((400, 401, 403, 413, 503, *errors, *((415,) if body is not None else ())),
+                                "NativeError")}}
     if body is not None:
         op["requestBody"] = _body(body)
     return op
+
+
+HOOK_REPLY = _obj({"status": {"type": "string", "enum": ["accepted", "duplicate", "ignored"]},
+                   "events": {"type": "array", "items": STR}, "commits": INT,
+                   "incidents": {"type": "array", "items": INT}, "reason": STR}, ("status",))
+
+
+def _hook(with_id: bool) -> dict[str, Any]:
+    params = [_path("source", {"type": "string", "enum": ["github", "gitlab", "gitea", "forgejo", "pagerduty",
+                                                           "alertmanager", "opsgenie"]})]
+    if with_id:
+        params.append(_path("hook_id", INT))
+    return {"tags": ["Hooks"], "security": [], "parameters": params, "requestBody": _body(OBJ),
+            "summary": "A webhook delivery from a forge or paging tool" + (
+                "" if with_id else " (the hook is found by its secret among the source's hooks)"),
+            "description": "Authenticated by the source's own scheme (HMAC signature header, token header, bearer "
+                           "secret, or ?secret=); see docs/hooks/. Nothing is stored before it is verified.",
+            "responses": {"200": _json(HOOK_REPLY, "Recorded (or a duplicate, or an event that is not used)"),
+                          **_errors((400, 401, 404, 413, 429, 503), "NativeError")}}
 
 
 EVENT_FILTERS = [
@@ -295,6 +317,8 @@ def document(routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
     """The whole document (a fresh dict each call); HTML pages of `routes` not listed here are added."""
     doc = _document()
     doc["paths"].update(_pages(routes, doc["paths"]))
+    # GET /events is the event list page; POST /events is DevGrid's ingestion (one path, two operations)
+    doc["paths"]["/events"]["get"] = _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])
     return doc
 
 
@@ -307,7 +331,8 @@ def _document() -> dict[str, Any]:
                                 "is committed to disk. Ingestion paths also answer with the other trailing-slash "
                                 "form, without a redirect."},
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("Versioner", "Quanta", "DevGrid", "ilert", "Native", "UI", "Operations")],
+        "tags": [{"name": n} for n in ("Versioner", "Quanta", "DevGrid", "ilert", "Hooks", "Native", "UI",
+                                        "Operations")],
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"},
@@ -349,6 +374,8 @@ def _document() -> dict[str, Any]:
                 "security": [], "requestBody": _body(ILERT_INPUT),
                 "responses": {"202": _json(_obj({"id": STR}, ("id",)), "Accepted (stored)"),
                               **_errors(INGEST_ERRORS, "IlertError"), **_blocked("IlertError")}}},
+            "/hooks/{source}": {"post": _hook(False)},
+            "/hooks/{source}/{hook_id}": {"post": _hook(True)},
             "/api/v1/events": {"get": _read(
                 "Events newest first", _obj({"events": {"type": "array", "items": _ref("Event")}, "next_cursor": NSTR},
                                             ("events", "next_cursor")), EVENT_FILTERS + PAGING)},
@@ -421,14 +448,39 @@ def _document() -> dict[str, Any]:
                  _query("before", "next_before from the previous page", INT), PAGING[0]])},
             "/api/v1/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document", "security": [],
                                              "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
-            "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness and a database round trip",
-                                 "security": [],
-                                 "responses": {"200": _json(_obj({"status": STR, "version": STR}), "Healthy"),
-                                               "503": _json(_obj({"status": STR, "error": STR}), "Unhealthy")}}},
+            "/openapi.json": {"get": {"tags": ["Operations"], "summary": "This document (the usual place tools look)",
+                                      "security": [], "responses": {"200": _json(OBJ, "OpenAPI 3.1")}}},
+            "/healthz": {"get": {"tags": ["Operations"], "summary": "Liveness, a database round trip and the nightly "
+                                 "quick integrity check's result", "security": [],
+                                 "responses": {"200": _json(_obj(HEALTH), "Healthy"),
+                                               "503": _json(_obj({**HEALTH, "error": STR}), "Unhealthy")}}},
             "/metrics": {"get": {"tags": ["Operations"], "summary": "Prometheus counters", "security": [],
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": STR}}}}}},
-            "/": {"get": _page("Event list (HTML)", EVENT_FILTERS + [PAGING[1]])},
+            "/": {"get": _page("Production at a glance: each product's version in production, 30-day DORA numbers, "
+                               "open incidents and today's failures, those needing attention first (HTML)",
+                               [_query("after", "the product name the previous page ended with")])},
+            "/dora/{metric}": {"get": _page("The deployments or incidents one DORA number counts (HTML)", [
+                _path("metric", {"type": "string", "enum": ["deployment_frequency", "lead_time",
+                                                            "change_failure_rate", "time_to_restore"]}),
+                _query("product", "exact product name"), _query("environment", "environment (default: production)"),
+                _query("window", "7d, 30d or 90d"), PAGING[1]])},
+            "/incidents/{incident_id}": {
+                "get": _page("One incident: its linked deployment and the rule, the deployments before it (HTML)",
+                             [_path("incident_id", INT)]),
+                "post": {"tags": ["UI"], "summary": "Resolve, reopen or re-link an incident (admin scope, "
+                                                    "CSRF-protected form)",
+                         "security": [{"session": []}, {"bearer": []}], "parameters": [_path("incident_id", INT)],
+                         "requestBody": _body(_obj({"csrf": STR, "action": {"type": "string", "enum": [
+                             "resolve", "reopen", "link"]}, "deployment_id": {
+                                 "type": "string", "description": "a deployment id, or empty for the link rules"}},
+                             ("csrf", "action")), media="application/x-www-form-urlencoded"),
+                         "responses": {"303": {"description": "Changed (or not signed in): to the incident page "
+                                                              "(or the sign-in form)",
+                                               "headers": {"Location": {"schema": STR}}},
+                                       **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR}
+                                          for c in (400, 403, 404)}}},
+            },
             "/events/{event_id}": {"get": _page("One event (HTML)", [_path("event_id")])},
             "/deployments": {"get": _page("Deployments with lifecycle and duration (HTML)", [
                 _query("product", "exact product name"), _query("environment", "environment (aliases folded)"),

@@ -1,0 +1,32 @@
+"""Settings as command-line flags: one flag per setting, shared by every sub-command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from deploytrack.settings import SETTINGS, Settings, load_settings
+
+# The settings every command that opens the database takes.
+DB_SETTINGS = ("db", "db_password_file")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """One flag per setting (all of them for `serve`, a few for other commands)."""
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (or DEPLOYTRACK_CONFIG)")
+    for s in SETTINGS:
+        if (names is not None and s.name not in names) or isinstance(s.default, dict) or not s.flag:
+            continue
+        flag = "--" + s.name.replace("_", "-")
+        if isinstance(s.default, bool):
+            parser.add_argument(flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=s.help)
+        else:
+            parser.add_argument(flag, dest=s.name, default=None, metavar=s.name.upper(), help=s.help)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {s.name: getattr(args, s.name, None) for s in SETTINGS if hasattr(args, s.name)}
+    try:
+        return load_settings(flags, config_path=getattr(args, "config", None))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"deploytrack: {exc}") from None

@@ -1,0 +1,75 @@
+"""GitHub: `deployment_status` -> the deployment lifecycle, `push` -> commits (for lead time).
+
+Signed with `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`; `X-GitHub-Event` names the
+event, `X-GitHub-Delivery` is the delivery's GUID (redeliveries keep it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from deploytrack.hooks import forge
+from deploytrack.hooks.model import (
+    Context,
+    Delivery,
+    delivery_id,
+    ignored,
+    json_body,
+    obj,
+    text,
+)
+from deploytrack.hooks.signatures import hex_matches, prefixed
+from deploytrack.model import Event, check_metadata
+from deploytrack.timeutil import parse_timestamp
+
+NAME = "github"
+# GitHub's deployment states; `inactive` only marks an older deployment as superseded.
+STATES = {"pending": "pending", "queued": "pending", "in_progress": "started", "success": "completed",
+          "failure": "failed", "error": "failed"}
+
+
+def verify(request: Request, raw: bytes, secret: str) -> bool:
+    return hex_matches(secret, raw, *prefixed(request.headers.get("x-hub-signature-256"), "sha256="))
+
+
+def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
+    event = request.headers.get("x-github-event", "")
+    delivery = delivery_id(request.headers.get("x-github-delivery"))
+    if event == "ping":
+        return ignored("ping", delivery)
+    if event == "push":
+        return forge.push(json_body(request, raw), ctx, delivery)
+    if event == "deployment_status":
+        return _deployment_status(json_body(request, raw), ctx, delivery)
+    return ignored(f"event {event[:64]!r} is not used", delivery)
+
+
+def _deployment_status(data: dict[str, Any], ctx: Context, delivery: str | None) -> Delivery:
+    status, deployment, repo = obj(data, "deployment_status"), obj(data, "deployment"), obj(data, "repository")
+    state = text(status, "state") or ""
+    if state not in STATES:
+        return ignored(f"deployment state {state[:64]!r} is not used", delivery)
+    sha = text(deployment, "sha", 128)
+    environment = text(status, "environment", 256) or text(deployment, "environment", 256) or ctx.hook.environment
+    creator = obj(status, "creator") or obj(deployment, "creator")
+    created = status.get("created_at")
+    links = [{"href": url, "text": "environment"} for url in [text(status, "environment_url")] if url]
+    event = Event(
+        dialect=NAME, kind="deployment", product=ctx.product(text(repo, "full_name"), text(repo, "name")),
+        status=STATES[state], status_raw=state, version=sha[:12] if sha else text(deployment, "ref", 256),
+        environment_raw=environment, scm_sha=sha, scm_branch=text(deployment, "ref", 256),
+        scm_repository=text(repo, "full_name", 512), build_url=text(status, "log_url") or text(status, "target_url"),
+        invoke_id=text(deployment, "id", 64), actor=text(creator, "login", 256), source_system="github",
+        summary=text(status, "description") or text(deployment, "description"),
+        occurred_at=parse_timestamp(created, "deployment_status.created_at") if created is not None else None,
+        links=links or None,
+        metadata=check_metadata({k: v for k, v in {
+            "deployment_task": text(deployment, "task", 256), "github_deployment_status_id": text(status, "id", 64),
+            "deployment_payload": deployment.get("payload") or None}.items() if v}, ctx.limits, "deployment.payload"),
+    )
+    if not environment:
+        return ignored("the deployment names no environment", delivery)
+    event.client_key = f"hook:{ctx.hook.token_id}:github:{text(status, 'id', 64) or delivery}"
+    return Delivery(delivery_id=delivery, events=[event])

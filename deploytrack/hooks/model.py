@@ -1,0 +1,130 @@
+"""What a webhook delivery becomes, and the mapping helpers every source shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+
+from deploytrack.errors import BadRequest
+from deploytrack.metrics import incidents
+from deploytrack.model import UNASSIGNED, Event, Limits
+from deploytrack.settings import Settings
+from deploytrack.timeutil import to_iso
+from deploytrack.web.http import parse_json
+
+MAX_TITLE = 1000  # incident titles and commit messages are clipped, not refused: the source would retry forever
+MAX_DELIVERY_ID = 255
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One configured webhook: its token row, source, secret and defaults."""
+
+    token_id: int
+    source: str
+    secret: str
+    product: str | None
+    environment: str | None
+
+
+@dataclass(frozen=True)
+class Context:
+    hook: Hook
+    settings: Settings
+    limits: Limits
+
+    def product(self, *names: object) -> str:
+        """The hook's product, else the first payload name through `hook_products`, else that name."""
+        if self.hook.product:
+            return self.hook.product
+        mapping: Mapping[str, str] = self.settings.hook_products
+        found = [n.strip() for n in names if isinstance(n, str) and n.strip()]
+        for name in found:
+            if name in mapping:
+                return mapping[name]
+        return found[-1][:256] if found else UNASSIGNED
+
+
+@dataclass
+class IncidentChange:
+    """Open, resolve or reopen the incident a source knows by `key` (created if not yet known)."""
+
+    key: str
+    data: dict[str, Any]  # validated incident fields (incidents.parse) for creating it
+    state: str  # "open", "resolved", or "seen" (acknowledged: make sure it exists, change nothing)
+    resolved_at: int | None = None
+    reopen: bool = False
+
+
+@dataclass
+class Delivery:
+    delivery_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+    commits: list[tuple[Any, ...]] = field(default_factory=list)  # commits.parse_batch rows
+    incidents: list[IncidentChange] = field(default_factory=list)
+    ignored: str | None = None
+
+
+def ignored(reason: str, delivery_id: str | None = None) -> Delivery:
+    return Delivery(delivery_id=delivery_id, ignored=reason)
+
+
+def json_body(request: Request, raw: bytes) -> dict[str, Any]:
+    """The JSON object of a delivery; forms (`payload=...`, GitHub and Gitea's other content type) too."""
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        try:
+            values = parse_qs(raw.decode("utf-8"), strict_parsing=True).get("payload")
+        except (UnicodeDecodeError, ValueError):
+            values = None
+        if not values:
+            raise BadRequest("form body must carry the JSON in a 'payload' field", "payload")
+        raw = values[0].encode()
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return data
+
+
+def obj(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A nested object, or {} when absent; a clear 400 when it is something else."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"Field '{key}' must be a JSON object", key)
+    return value
+
+
+def text(data: Mapping[str, Any], key: str, limit: int = 4096) -> str | None:
+    """A string (or number) field, stripped and clipped; None when absent or empty."""
+    value = data.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BadRequest(f"Field '{key}' must be a string", key)
+    value = value.replace("\x00", "").strip()
+    return value[:limit] or None
+
+
+def delivery_id(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_DELIVERY_ID:
+        raise BadRequest(f"delivery id is longer than {MAX_DELIVERY_ID} characters")
+    return value.strip()
+
+
+def incident_data(ctx: Context, **fields: Any) -> dict[str, Any]:
+    """Incident fields validated by the incidents API's own rules (title clipped first; `opened_at` in epoch µs)."""
+    body = {k: v for k, v in fields.items() if v is not None}
+    if isinstance(body.get("title"), str):
+        body["title"] = body["title"][:MAX_TITLE]
+    if isinstance(body.get("opened_at"), int):  # epoch µs here; the API takes ISO 8601
+        body["opened_at"] = to_iso(body["opened_at"])
+    return incidents.parse(body, ctx.limits, ctx.settings.environment_aliases, partial=False)
