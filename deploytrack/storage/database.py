@@ -6,9 +6,10 @@ its own savepoint, so one task's error does not undo the others), commits once, 
 resolves each task's future. So an awaited `write()` means "on disk", and many concurrent
 requests share one fsync.
 
-Every read goes through one pool of at most `readers` connections: `fetchall` for one
-statement, `read(fn, *args)` for a function of several statements on one snapshot (its scratch
-tables vanish with the snapshot). Nothing else opens a connection in the server.
+Every read goes through one pool of at most `readers` connections (aiosqlite connections on
+SQLite, an asyncpg pool on PostgreSQL): `fetchall` for one statement, `read(fn, *args)` for a
+function of several statements on one snapshot (its scratch tables vanish with the snapshot).
+Nothing else opens a connection in the server.
 
 `path` is a SQLite file or a PostgreSQL URL; `storage.sqlite` and `storage.postgres` give both
 the same connection interface (`execute`, `executemany`, rows indexable by name and position,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
 import logging
@@ -13,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import aiosqlite
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
@@ -69,38 +70,54 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
 
 
 class ReadPool:
-    """At most `size` read-only connections, each used by one read at a time on a thread of the pool's own."""
+    """At most `size` read-only aiosqlite connections, each serving one read at a time.
+
+    Every read is one function queued to its connection's own thread (aiosqlite runs them in
+    order), so a read of several statements never interleaves with another on that connection.
+    """
 
     def __init__(self, path: Path, size: int) -> None:
         self._path = path
         self._size = size
-        self._idle: asyncio.Queue[Connection] = asyncio.Queue()
-        self._all: list[Connection] = []
-        self._threads = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="dt-reader")
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all: list[aiosqlite.Connection] = []
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
         for _ in range(self._size):
-            conn = await loop.run_in_executor(self._threads, lambda: connect(self._path, readonly=True))
+            conn = await aiosqlite.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None,
+                                           factory=Connection)
             self._all.append(conn)
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA busy_timeout=5000")
             self._idle.put_nowait(conn)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        """`fn(conn)` on an idle connection (waiting for one when all are busy)."""
+        """`fn(conn)` on an idle connection's thread (waiting for one when all are busy)."""
         conn = await self._idle.get()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, fn, conn)
+            # aiosqlite's own queue: `fn` runs on the thread that owns this sqlite3 connection.
+            result: T = await conn._execute(_on_own_thread, conn, fn)  # type: ignore[no-untyped-call]
+            return result
         finally:
             self._idle.put_nowait(conn)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any]) -> list[Any]:
-        return await self.run(lambda conn: conn.execute(sql, params).fetchall())
+        conn = await self._idle.get()
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        finally:
+            self._idle.put_nowait(conn)
 
     async def close(self) -> None:
         conns, self._all = self._all, []
         for conn in conns:
-            conn.close()
-        self._threads.shutdown(wait=True)
+            await conn.close()
+
+
+def _on_own_thread(conn: aiosqlite.Connection, fn: Callable[[Connection], T]) -> T:
+    raw = conn._conn
+    assert isinstance(raw, Connection)
+    return fn(raw)
 
 
 def name_os_thread(name: str) -> None:
