@@ -204,13 +204,15 @@ class MetricsScheduler:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            # Cleared before the round, not after it: a stop() or kick() that comes while the round runs
+            # must end the wait below at once (cleared after, a stop waited up to `interval`).
+            self._wake.clear()
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
                 log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(self.interval, to_midnight)))
             except asyncio.TimeoutError:
