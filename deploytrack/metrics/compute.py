@@ -11,8 +11,6 @@ Definitions and bands: docs/metrics.md.
 from __future__ import annotations
 
 import bisect
-import gc
-import sqlite3
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -23,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.metrics.rules import (
     BANDS_SOURCE,
     SOURCES,
@@ -33,6 +31,7 @@ from deploytrack.metrics.rules import (
     restore_band,
 )
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us, to_iso
 
 WINDOWS = (7, 30, 90)
@@ -115,7 +114,7 @@ def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, prod
     return sql, params
 
 
-def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: int,
+def load_facts(conn: Connection, settings: Settings, since: int, until: int,
                product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
     """Everything the windows need for [since, until), optionally narrowed to a product/environments.
 
@@ -131,28 +130,24 @@ def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: 
         return (us - base) // DAY
 
     flt, params = _scope_sql("f", product, envs, production)
-    known: dict[int, int] = {}
-    for dep, opened in conn.execute(
-            "SELECT f.id, MIN(i.opened_at) FROM deployment_facts f JOIN incidents i ON i.deployment_id = f.id "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND i.opened_at < ? AND f.status = 'completed'{flt} "
-            "GROUP BY f.id", (since, until, until, *params)):
-        known[dep] = opened
-    counts: Counter[tuple[str, str, int, int | None, str]] = Counter()
-    for dep, prod, env, status, finished, rolled_back in conn.execute(
-            "SELECT f.id, f.product, f.environment, f.status, f.finished_at, f.rolled_back_at FROM deployment_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt}", (since, until, *params)):
-        at = None
-        if status == "completed":
-            at = rules.failure_known_at(rolled_back if rolled_back is not None and rolled_back < until else None,
-                                        [known[dep]] if dep in known else [])
-        fday = idx(finished)
-        counts[(prod, env, fday, None if at is None else max(fday, idx(at)), status)] += 1
-    for (prod, env, fday, kday, status), count in counts.items():
-        facts.deployments.setdefault((prod, env), []).append((fday, kday, status, count))
-    for prod, env, finished, lead_us, source in conn.execute(
-            "SELECT f.product, f.environment, f.finished_at, f.lead_us, f.source FROM metric_lead_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}", (since, until, *params)):
-        facts.lead.setdefault((prod, env), []).append((idx(finished), lead_us, source))
+    # Deployments with the same inputs to the rules (day, status, rollback and first linked incident known
+    # by `until`) are counted together in SQL: at millions of rows, most are "completed, nothing known".
+    for prod, env, fday, status, rolled_back, opened, count in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
+            "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
+            "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
+            "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
+            "ON k.deployment_id = f.id AND f.status = 'completed' "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
+            (base, DAY, until, until, since, until, *params)):
+        at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
+        facts.deployments.setdefault((prod, env), []).append(
+            (fday, None if at is None else max(fday, idx(at)), status, count))
+    for prod, env, day, lead_us, source in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
+            (base, DAY, since, until, *params)):
+        facts.lead.setdefault((prod, env), []).append((day, lead_us, source))
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     for prod, env, opened, resolved in conn.execute(
             "SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
@@ -196,12 +191,14 @@ def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
                       windows: Iterable[int]) -> dict[int, list[tuple[float | None, int]]]:
     """Per window W, (median, count) of the values whose day index lies in (t - W, t], for t in first..last."""
     windows = list(windows)
-    if last - first < 3:  # a few days (the nightly run, a live request): sorting each window is cheaper
+    if last - first < 3:  # a few days (the nightly run, a live request): one sort, then a filter per window
         few: dict[int, list[tuple[float | None, int]]] = {}
+        ranked = sorted(points, key=itemgetter(1))
         for window in windows:
             result = few[window] = []
             for t in range(first, last + 1):
-                values = sorted(v for d, v in points if t - window < d <= t)
+                lo = t - window
+                values = [v for d, v in ranked if lo < d <= t]
                 n = len(values)
                 mid = n // 2
                 result.append((None if not n else float(values[mid]) if n % 2
@@ -313,7 +310,7 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             for d, _, source in facts.lead.get(key, ()):
                 if d < n:
                     per_source[source][d] += 1
-        psrc = dict(zip(SOURCES, map(_prefix, per_source)))
+        psrc = dict(zip(SOURCES, map(_prefix, per_source), strict=True))
         restore = [p for key in keys for p in facts.restore.get(key, ())]
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
@@ -335,18 +332,19 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             days = range(first, last + 1)
             starts = [max(0, t - window + 1) for t in days]
 
-            def sums(p: list[int]) -> list[int]:
+            def sums(p: list[int], days: range = days, starts: list[int] = starts) -> list[int]:
                 """The window's total of each day: prefix sums p over days lo..t."""
-                return [p[t + 1] - p[lo] for t, lo in zip(days, starts)]
+                return [p[t + 1] - p[lo] for t, lo in zip(days, starts, strict=True)]
 
             late = list(accumulate(pending[:last + 1]))[first:]  # failures known after their day, so far
             open_now = list(accumulate(unresolved[:last + 1]))[first:]
-            sources = [dict(zip(SOURCES, counts)) for counts in zip(*(sums(psrc[name]) for name in SOURCES))]
+            source_sums = zip(*(sums(psrc[name]) for name in SOURCES), strict=True)
+            sources = [dict(zip(SOURCES, counts, strict=True)) for counts in source_sums]
             out[(scope, window)] = [
                 _metrics(window, c, a, f, known + later, dd, lead_m, src, restore_m, unresolved_n, settings)
                 for c, a, f, known, later, dd, lead_m, src, restore_m, unresolved_n in zip(
                     sums(pc), sums(pa), sums(pf), sums(pn), late, sums(pdays), lead_all[window], sources,
-                    restore_all[window], open_now)]
+                    restore_all[window], open_now, strict=True)]
     return out
 
 
@@ -384,7 +382,7 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 # -- snapshots --------------------------------------------------------------------------------
 
 
-def history_keys(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+def history_keys(conn: Connection) -> set[tuple[str, str]]:
     """Every (product, environment) that has had finished deployments or incidents, ever."""
     rows = conn.execute("SELECT DISTINCT product, environment FROM deployment_facts UNION "
                         "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
@@ -403,14 +401,11 @@ def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
             *(Scope("product_environment", p, e) for p, e in pairs)]
 
 
-def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
+def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day: int,
                   computed_at: int) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts); read-only."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         facts = load_facts(conn, settings, since, last_day + DAY)
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
@@ -423,13 +418,10 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
             for offset, text in enumerate(dumped):
                 rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
                              computed_at))
-    finally:
-        if collecting:
-            gc.enable()
     return rows
 
 
-def write_snapshots(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], first_day: int, last_day: int) -> int:
+def write_snapshots(conn: Connection, rows: list[tuple[Any, ...]], first_day: int, last_day: int) -> int:
     """Replace the snapshots of days first_day..last_day with `rows` (inside the writer's transaction).
 
     A stored row whose numbers come out the same is left as it is (with the computed_at of the run
@@ -448,7 +440,7 @@ def write_snapshots(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], first
     return len(rows)
 
 
-def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:
+def live(conn: Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:
     """The metrics of `scope` for the `window` UTC days ending today, counting everything stored until `now`."""
     today = day_start_us(now)
     since = today - (window - 1) * DAY
@@ -458,7 +450,7 @@ def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int
     return {"day": to_iso(today), **series[(scope, window)][0]}
 
 
-def earliest_day(conn: sqlite3.Connection) -> int | None:
+def earliest_day(conn: Connection) -> int | None:
     """The first day with anything the metrics rest on."""
     row = conn.execute("SELECT MIN(t) FROM (SELECT MIN(first_at) AS t FROM deployments "
                        "UNION ALL SELECT MIN(opened_at) FROM incidents) x").fetchone()

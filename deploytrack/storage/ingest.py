@@ -1,11 +1,10 @@
-"""Write-side SQL: plain functions of a sqlite3 connection, run by the single writer.
+"""Write-side SQL: plain functions of a connection (`storage.database.Connection`), run by the single writer.
 
 Each function runs inside the writer's transaction; raising rolls back everything it did.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_id
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us
 
 EVENT_COLUMNS = (
@@ -52,7 +52,7 @@ class IngestResult:
     replayed: bool = False
 
 
-def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
+def ingest(conn: Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
     result = ingest_group(conn, [batch])[0]
     if isinstance(result, DeploytrackError):
@@ -60,7 +60,7 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     return result
 
 
-def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[IngestResult | DeploytrackError]:
+def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult | DeploytrackError]:
     """Store many requests' events in one pass, each request all-or-nothing, as if one after another.
 
     The writer hands every ingestion request waiting in its queue here at once. Lookups are made
@@ -82,7 +82,7 @@ def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[Ingest
 class _Group:
     """The state of one ingest group: what the database held before it, plus what the group adds."""
 
-    def __init__(self, conn: sqlite3.Connection, batches: list[Ingest]) -> None:
+    def __init__(self, conn: Connection, batches: list[Ingest]) -> None:
         self.conn = conn
         self.live_tokens = _live_tokens(conn, {b.token_id for b in batches if b.token_id is not None})
         self.used_tokens: dict[int, int] = {}
@@ -281,7 +281,7 @@ _DEPLOYMENT_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_a
                       "label", "event_count")
 
 
-def _write_deployments(conn: sqlite3.Connection, deps: list[dict[str, Any]]) -> None:
+def _write_deployments(conn: Connection, deps: list[dict[str, Any]]) -> None:
     """Insert the new deployment records (ids given here, so one statement serves them all) and
     update the changed ones."""
     new = [d for d in deps if d["id"] is None]
@@ -312,7 +312,7 @@ def _record_values(record: rules.Folded) -> list[Any]:
 _INTEGER_FIELDS = frozenset({"first_at", "last_at", "started_at", "finished_at", "event_count"})
 
 
-def _update_rows(conn: sqlite3.Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
+def _update_rows(conn: Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
     """Set `columns` of these deployment records in one statement per chunk. VALUES columns are
     column1, column2... in SQLite and PostgreSQL alike; the casts give PostgreSQL their types."""
     one = "(" + ", ".join(["CAST(? AS BIGINT)"] + [
@@ -331,7 +331,7 @@ _ROWS_CHUNK = 400
 _OR_CHUNK = 100
 
 
-def _insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[Any],
+def _insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[Any],
                  suffix: str = "") -> None:
     """INSERT many rows with a few multi-row statements."""
     one = f"({', '.join('?' * len(columns))})"
@@ -348,7 +348,7 @@ def _where_any(terms: list[tuple[str, tuple[Any, ...]]]) -> Iterable[tuple[str, 
         yield " OR ".join(f"({sql})" for sql, _ in chunk), [v for _, params in chunk for v in params]
 
 
-def _live_tokens(conn: sqlite3.Connection, ids: set[int]) -> dict[int, int | None]:
+def _live_tokens(conn: Connection, ids: set[int]) -> dict[int, int | None]:
     """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
     a revocation committed since must still refuse them."""
     if not ids:
@@ -358,7 +358,7 @@ def _live_tokens(conn: sqlite3.Connection, ids: set[int]) -> dict[int, int | Non
     return {int(r[0]): r[1] for r in rows}
 
 
-def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
+def _idempotency_keys(conn: Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
     found: dict[Any, list[str]] = {}
     for where, params in _where_any([("token_id = ? AND key = ?", key) for key in keys]):
         for row in conn.execute(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params):
@@ -366,7 +366,7 @@ def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str 
     return found
 
 
-def _versions(conn: sqlite3.Connection, pairs: set[tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
+def _versions(conn: Connection, pairs: set[tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
     found: dict[tuple[str, str], str | None] = {}
     for where, params in _where_any([("product = ? AND version = ?", pair) for pair in pairs]):
         for row in conn.execute(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params):
@@ -378,11 +378,11 @@ def _deployment_key(event: Event, environment: str | None) -> tuple[str, str | N
     return (event.product, environment, event.version, event.invoke_id or "")
 
 
-def _open_deployments(conn: sqlite3.Connection, keys: set[tuple[str, str | None, str | None, str]]
+def _open_deployments(conn: Connection, keys: set[tuple[str, str | None, str | None, str]]
                       ) -> dict[tuple[str, str | None, str | None, str], dict[str, Any]]:
     """Per deployment key, the record an event of that key folds into: the latest one with that
     invoke id, or without an invoke id the latest still open."""
-    terms = [("product = ? AND environment = ? AND version IS ? AND invoke_id = ?"
+    terms = [("product = ? AND environment = ? AND version IS NOT DISTINCT FROM ? AND invoke_id = ?"
               + ("" if key[3] else " AND status IN ('pending', 'started')"), key) for key in keys]
     found: dict[tuple[str, str | None, str | None, str], dict[str, Any]] = {}
     for where, params in _where_any(terms):
@@ -402,9 +402,9 @@ def _open_deployments(conn: sqlite3.Connection, keys: set[tuple[str, str | None,
 _LAST_USED_STEP = 60_000_000
 
 
-def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, sqlite3.Row]:
+def _events_by_client_key(conn: Connection, keys: list[str]) -> dict[str, Any]:
     """The stored events among these client keys: one query per chunk, not one per event."""
-    found: dict[str, sqlite3.Row] = {}
+    found: dict[str, Any] = {}
     unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), _KEY_CHUNK):
         chunk = unique[start:start + _KEY_CHUNK]
@@ -413,13 +413,13 @@ def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str
     return found
 
 
-def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+def _events_by_id(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     rows = {r["id"]: dict(r) for r in conn.execute(
         f"SELECT * FROM events WHERE id IN ({', '.join('?' * len(ids))})", ids)} if ids else {}
     return [rows[i] for i in ids if i in rows]
 
 
-def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received_at: int,
+def import_event(conn: Connection, event: Event, event_id: str, received_at: int,
                  aliases: Mapping[str, str]) -> dict[str, Any] | None:
     """Store one event exported earlier (or written for a backfill) under its own id and arrival time.
 
@@ -439,16 +439,16 @@ def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received
 # -- tokens -----------------------------------------------------------------------------
 
 
-def insert_token(conn: sqlite3.Connection, name: str, secret_hash: str, scopes: list[str],
+def insert_token(conn: Connection, name: str, secret_hash: str, scopes: list[str],
                  product: str | None, environment: str | None, created_at: int) -> int:
     if conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"a token named {name!r} exists already", "name")
-    cursor = conn.execute(
-        "INSERT INTO tokens (name, secret_hash, scopes, product, environment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (name, secret_hash, ",".join(scopes), product, environment, created_at))
-    return int(cursor.lastrowid or 0)
+    row = conn.execute(
+        "INSERT INTO tokens (name, secret_hash, scopes, product, environment, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+        "RETURNING id", (name, secret_hash, ",".join(scopes), product, environment, created_at)).fetchone()
+    return int(row[0])
 
 
-def revoke_token(conn: sqlite3.Connection, name: str, at: int) -> bool:
+def revoke_token(conn: Connection, name: str, at: int) -> bool:
     cursor = conn.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (at, name))
     return cursor.rowcount > 0
