@@ -79,8 +79,10 @@ def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:
     if migrations.applied(src) != migrations.applied(dst):
         raise MigrateError("the two databases are at different schema versions")
     src.begin_read()  # one read snapshot of the source: counts and rows agree even if a server writes
+    # Plain tables only: the search index (a virtual table and its shadow tables) is SQLite's own;
+    # PostgreSQL builds its own index over the copied summaries.
     tables = [r[0] for r in src.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite%' "
         "AND name <> 'schema_migrations' ORDER BY name")]
     want = {t: src.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
     dst.begin_write()  # the write lock: no server writes while we look and copy
