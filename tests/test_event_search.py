@@ -3,6 +3,7 @@ that the index answers (in one request) while a search it cannot answer is windo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conftest import LiveServer, auth, create_token, query
+from tests.pg_cluster import Cluster
 
 SUMMARIES = [
     "Deploy API to Production",
@@ -182,3 +184,28 @@ def test_the_index_follows_deletions(live_server, token, db_path):
     assert found(live_server, token, "alpha") == [] and found(live_server, token, "delta") == []
     if isinstance(db_path, Path):
         query(db_path, "INSERT INTO events_search (events_search) VALUES ('integrity-check')")
+
+
+@pytest.mark.postgres
+def test_without_pg_trgm_the_server_starts_and_search_is_windowed(pg_cluster: Cluster):
+    """A role that may not create pg_trgm (no CREATE on its database, which lacks it): m020 goes on
+    without the index and every search is windowed, with the same answers."""
+    database = f"plain_{os.getpid()}"
+    pg_cluster.psql(f"CREATE DATABASE {database}")
+    pg_cluster.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'plain') THEN "
+                    "CREATE ROLE plain LOGIN; END IF; END $$")
+    pg_cluster.psql("REVOKE CREATE ON DATABASE " + database + " FROM PUBLIC; GRANT CREATE ON SCHEMA public TO plain",
+                    database=database)
+    url = f"postgresql://plain@127.0.0.1:{pg_cluster.port}/{database}"
+    token = create_token(url, "ci", "ingest", "read")
+    assert query(url, "SELECT to_regclass('events_summary_trgm') IS NULL, "
+                      "(SELECT COUNT(*) FROM pg_extension WHERE extname = 'pg_trgm')") == [(True, 0)]
+    server = LiveServer(url, "--search-window", "4").start()
+    try:
+        send(server, token, [f"release {i} of the shop" for i in range(11)] + ["the last release"])
+        first = search(server, token, "no such words")
+        assert first["events"] == [] and first["next_cursor"]  # 4 of 12 examined: no index to ask
+        assert found(server, token, "no such words") == []
+        assert found(server, token, "LAST rel") == ["the last release"]
+    finally:
+        server.stop()

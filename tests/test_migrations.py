@@ -174,6 +174,15 @@ def test_a_first_release_database_is_migrated_and_served(db_path, make_client, r
 
     page = client.get("/events/e3", headers=old)
     assert page.status_code == 200 and "first &lt;b&gt;release&lt;/b&gt;" in page.text
+    # m020 built the search index over the events already there: a search is answered from it
+    found = client.get("/api/v1/events", headers=old, params={"q": "RELEASE</b"}).json()
+    assert [e["id"] for e in found["events"]] == ["e3"] and found["next_cursor"] is None
+    if isinstance(db_path, Path):
+        assert query(db_path, "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'search_indexed_seq'") == \
+            query(db_path, "SELECT MAX(seq) FROM events")
+        query(db_path, "INSERT INTO events_search (events_search) VALUES ('integrity-check')")
+    else:
+        assert query(db_path, "SELECT to_regclass('events_summary_trgm') IS NOT NULL") == [(True,)]
 
     # the upgraded database takes new data under its old rules: version 1 keeps its SHA
     resp = client.post("/deployment-events/", headers=old, json={
