@@ -31,15 +31,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(*argv: str) -> str:
+def cli(*argv: str, timeout: float = 60) -> str:
     """Run `python -m deploytrack ARGV` from the chosen checkout; return its stdout."""
     # cwd "/" so that `-m` finds deploytrack through PYTHONPATH, not in the current directory.
     out = subprocess.run([sys.executable, "-m", "deploytrack", *argv], env=ENV, check=True, cwd="/",
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=timeout)
     return out.stdout
 
 
-def create_token(db: Path, name: str, *scopes: str) -> str:
+def create_token(db: Path | str, name: str, *scopes: str) -> str:
     argv = ["token", "create", name, "--db", str(db), "--secret-only"]
     for scope in scopes:
         argv += ["--scope", scope]

@@ -155,6 +155,20 @@ def test_a_windowed_search_pages_through_every_match(server, token, db_path):
     assert found(server, token, "p 1") == ["step 11 xy", "step 10 xy", "step 1 xy"]
 
 
+def test_a_windowed_search_looks_past_its_first_thousand_events_in_one_request(db_path, token):
+    """A windowed search first looks at 1,000 events (a common term fills its page there), then at the
+    whole window: a match among the oldest of 1,200 events, with a window of 2,000, needs no cursor."""
+    server = LiveServer(db_path, "--search-window", "2000").start()
+    try:
+        send(server, token, ["xy first"] + [f"step {i}" for i in range(1, 1200)])
+        oldest = search(server, token, "xy")
+        assert [e["summary"] for e in oldest["events"]] == ["xy first"] and oldest["next_cursor"] is None
+        page = search(server, token, "st", "&limit=3")
+        assert [e["summary"] for e in page["events"]] == ["step 1199", "step 1198", "step 1197"] and page["next_cursor"]
+    finally:
+        server.stop()
+
+
 def test_the_page_says_how_far_back_a_windowed_search_looked(make_client, token):
     client = make_client(public_read=True, search_window=4)
     resp = client.post("/events", headers={"x-api-key": token}, json={"events": [

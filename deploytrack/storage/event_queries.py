@@ -17,6 +17,7 @@ from deploytrack.timeutil import parse_timestamp, to_iso
 
 MAX_PAGE = 500
 _ORDER = ("occurred_at", "seq")
+_FIRST_WINDOW = 1_000
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,19 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
     if not flt.q:
         return await newest_first(db, "events", _ORDER, where, params, limit, cursor)
     search = await event_search.plan(db, flt.q, window)
-    end = await _window_end(db, where, params, cursor, window) if search.windowed else None
-    if end is not None:  # examine only the window: the next `window` events these filters select
-        where = [*where, "occurred_at >= ? AND (occurred_at > ? OR seq >= ?)"]
-        params = [*params, end[0], end[0], end[1]]
-    rows, next_cursor = await newest_first(db, search.table, _ORDER, [*where, search.match],
-                                           [*search.table_params, *params, *search.match_params], limit, cursor)
+    # A windowed search looks at a small window first: a common term fills the page there, and the
+    # full window's end costs ~20 ms to find (walking 50,000 index entries).
+    for size in (sorted({min(_FIRST_WINDOW, window), window}) if search.windowed else [0]):
+        end = await _window_end(db, where, params, cursor, size) if size else None
+        bounded_where, bounded_params = list(where), list(params)
+        if end is not None:  # examine only the window: the next `size` events these filters select
+            bounded_where.append("occurred_at >= ? AND (occurred_at > ? OR seq >= ?)")
+            bounded_params += [end[0], end[0], end[1]]
+        rows, next_cursor = await newest_first(
+            db, search.table, _ORDER, [*bounded_where, search.match],
+            [*search.table_params, *bounded_params, *search.match_params], limit, cursor)
+        if next_cursor is not None or end is None:
+            break
     if next_cursor is None and end is not None:
         next_cursor = f"{end[0]}.{end[1]}"  # a short page, yet older events remain to be searched
     return rows, next_cursor
