@@ -40,7 +40,7 @@ def cli(*argv: str, timeout: float = 60) -> str:
 
 
 def create_token(db: Path | str, name: str, *scopes: str) -> str:
-    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    argv = ["token", "create", name, "--db", str(db), "--secret-only", "--create"]  # a fresh file is fine
     for scope in scopes:
         argv += ["--scope", scope]
     return cli(*argv).strip()
