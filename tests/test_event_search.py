@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,13 +29,19 @@ SUMMARIES = [
 
 
 def send(server: LiveServer, token: str, summaries: list[str], product: str = "shop") -> list[str]:
-    """One DevGrid batch, one event per summary, oldest first; their ids."""
-    events = [{"type": "event-deploy", "entityId": product, "timestamp": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z",
+    """DevGrid batches, one event per summary, a second apart, oldest first; their ids."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [{"type": "event-deploy", "entityId": product,
+               "timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "attributes": {"env": "staging", "status": "success", "description": text}}
               for i, text in enumerate(summaries)]
-    resp = httpx.post(server.url + "/events", headers={"x-api-key": token}, json={"events": events}, timeout=30)
-    assert resp.status_code == 201, resp.text
-    return [e["id"] for e in resp.json()["events"]]
+    ids = []
+    for first in range(0, len(events), 2500):
+        resp = httpx.post(server.url + "/events", headers={"x-api-key": token},
+                          json={"events": events[first:first + 2500]}, timeout=60)
+        assert resp.status_code == 201, resp.text
+        ids += [e["id"] for e in resp.json()["events"]]
+    return ids
 
 
 def search(server: LiveServer, token: str, term: str, extra: str = "") -> dict[str, Any]:
@@ -155,16 +162,16 @@ def test_a_windowed_search_pages_through_every_match(server, token, db_path):
     assert found(server, token, "p 1") == ["step 11 xy", "step 10 xy", "step 1 xy"]
 
 
-def test_a_windowed_search_looks_past_its_first_thousand_events_in_one_request(db_path, token):
-    """A windowed search first looks at 1,000 events (a common term fills its page there), then at the
-    whole window: a match among the oldest of 1,200 events, with a window of 2,000, needs no cursor."""
-    server = LiveServer(db_path, "--search-window", "2000").start()
+def test_a_windowed_search_looks_past_its_first_window_in_one_request(db_path, token):
+    """A windowed search first looks at 5,000 events (a common term fills its page there), then at the
+    whole window: a match in the oldest of 5,500 events, with a window of 8,000, needs no cursor."""
+    server = LiveServer(db_path, "--search-window", "8000").start()
     try:
-        send(server, token, ["xy first"] + [f"step {i}" for i in range(1, 1200)])
+        send(server, token, ["xy first"] + [f"step {i}" for i in range(1, 5500)])
         oldest = search(server, token, "xy")
         assert [e["summary"] for e in oldest["events"]] == ["xy first"] and oldest["next_cursor"] is None
         page = search(server, token, "st", "&limit=3")
-        assert [e["summary"] for e in page["events"]] == ["step 1199", "step 1198", "step 1197"] and page["next_cursor"]
+        assert [e["summary"] for e in page["events"]] == ["step 5499", "step 5498", "step 5497"] and page["next_cursor"]
     finally:
         server.stop()
 

@@ -17,7 +17,7 @@ from deploytrack.timeutil import parse_timestamp, to_iso
 
 MAX_PAGE = 500
 _ORDER = ("occurred_at", "seq")
-_FIRST_WINDOW = 1_000
+_FIRST_WINDOW = 5_000
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
     if not flt.q:
         return await newest_first(db, "events", _ORDER, where, params, limit, cursor)
     search = await event_search.plan(db, flt.q, window)
-    # A windowed search looks at a small window first: a common term fills the page there, and the
-    # full window's end costs ~20 ms to find (walking 50,000 index entries).
+    # A windowed search looks at a smaller window first: a term in 1% of events or more fills the page
+    # there, and finding the full window's end costs up to ~20 ms (walking 50,000 index entries).
     for size in (sorted({min(_FIRST_WINDOW, window), window}) if search.windowed else [0]):
         end = await _window_end(db, where, params, cursor, size) if size else None
         bounded_where, bounded_params = list(where), list(params)
