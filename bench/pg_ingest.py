@@ -117,7 +117,7 @@ async def load(ports: list[int], token: str, requests: int, concurrency: int,
 
 def make_token(db: str) -> str:
     out = subprocess.run([sys.executable, "-m", "deploytrack", "token", "create", "bench", "--scope", "ingest",
-                          "--db", db, "--secret-only"], capture_output=True, text=True, check=True,
+                          "--db", db, "--secret-only", "--create"], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     return out.stdout.strip()
 
