@@ -969,7 +969,7 @@ def m020_event_search(conn: Any) -> None:
 
 @m020_event_search.postgres
 def _m020_event_search_postgres(conn: Any) -> None:
-    # pg_trgm's GIN index serves `summary ILIKE '%term%'` and PostgreSQL keeps it (built here in ~8 s a
+    # pg_trgm's GIN index serves `summary ILIKE '%term%'` and PostgreSQL keeps it (built here in ~5 s a
     # million events). pg_trgm is a trusted extension (PostgreSQL 13+: the database's owner may create
     # it); where it cannot be created, search scans. Its operator class is named with the schema it is
     # in: another schema of this database may hold it, off this one's search path.
