@@ -97,6 +97,7 @@ class _Group:
         self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
+        self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
         keys = {_deployment_key(e, self._environment(e, b.aliases))
                 for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
         self.deployments = projection.records_for(conn, keys)
@@ -108,9 +109,14 @@ class _Group:
         self.dirty_days: set[int] = set()
         self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
 
-    @staticmethod
-    def _environment(event: Event, aliases: Mapping[str, str]) -> str | None:
-        return canonical_environment(event.environment_raw, aliases) if event.environment_raw else None
+    def _environment(self, event: Event, aliases: Mapping[str, str]) -> str | None:
+        raw = event.environment_raw
+        if not raw:
+            return None
+        name = self._environments.get(raw)
+        if name is None:
+            name = self._environments[raw] = canonical_environment(raw, aliases)
+        return name
 
     def add(self, batch: Ingest) -> IngestResult:
         """Stage one request's rows; raise (staging nothing) if it must be refused."""
@@ -243,7 +249,7 @@ class _Group:
         if dep is not None and not key[3] and rules.starts_new_run(dep["record"].status, event.status):
             dep = None
         if dep is None:
-            dep = self.projection.create(key, event)
+            dep = self.projection.create(self.conn, key, event)
             self.deployments[key] = dep
             self.staged.append(dep)
         else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from deploytrack.metrics import fold as refold
@@ -58,19 +59,15 @@ class Projection:
         return bool(self.pending)
 
     def begin(self, conn: sqlite3.Connection) -> None:
-        """Before an ingest group: what is held must match the database, else it is dropped and the
-        database's pending range folded from the log."""
-        stored = pending_span(conn)
-        if self.behind:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version or stored != self._span:
-                self._drop()
-                catch_up(conn)
-            self._data_version = version
-        elif stored is not None:  # a server's writer died with records pending: fold them first
+        """Before an ingest group (behind): what is held must match the database, else it is dropped
+        and the database's pending range folded from the log."""
+        if not self.behind:
+            return
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version or pending_span(conn) != self._span:
+            self._drop()
             catch_up(conn)
-        if self._next_id is None:
-            self._next_id = refold.next_id(conn)
+        self._data_version = version
 
     def records_for(self, conn: sqlite3.Connection, keys: set[Key]) -> dict[Key, Dep]:
         """Per deployment key, the record an event of that key folds into: the latest with that invoke
@@ -86,9 +83,10 @@ class Projection:
                 found[key] = best
         return found
 
-    def create(self, key: Key, event: rules.FoldEvent) -> Dep:
+    def create(self, conn: sqlite3.Connection, key: Key, event: rules.FoldEvent) -> Dep:
         """A new record (its id given now: the event is stored with it) for `event`."""
-        assert self._next_id is not None, "begin() first"
+        if self._next_id is None:
+            self._next_id = refold.next_id(conn)
         dep: Dep = {"id": self._next_id, "product": key[0], "environment": key[1], "version": key[2],
                     "invoke_id": key[3], "record": rules.new_record(event), "stored": None}
         self._next_id += 1
@@ -114,11 +112,11 @@ class Projection:
         if stored_events:
             last = int(conn.execute("SELECT MAX(seq) FROM events").fetchone()[0])
             self._span = (self._span[0] if self._span else last - stored_events + 1, last)
-            assert self._next_id is not None
-            # The ids given out are the floor another process's refold allocates above (metrics.fold.next_id).
-            conn.execute("INSERT INTO kv (key, value) VALUES (?, ?), (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
-                         "excluded.value", (PENDING_KEY, f"{self._span[0]} {self._span[1]}",
-                                            refold._FLOOR, str(self._next_id - 1)))
+            values: list[Any] = [PENDING_KEY, f"{self._span[0]} {self._span[1]}"]
+            if self._next_id is not None:  # ids given out: another process's refold allocates above them
+                values += [refold._FLOOR, str(self._next_id - 1)]
+            conn.execute(f"INSERT INTO kv (key, value) VALUES {', '.join(['(?, ?)'] * (len(values) // 2))} "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", values)
         if len(self.pending) >= MAX_PENDING or (self.pending and time.monotonic() - self._since >= MAX_AGE):
             self.flush(conn)
 
@@ -211,25 +209,31 @@ def _by_id(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Dep]:
 
 def write_records(conn: sqlite3.Connection, deps: list[Dep]) -> None:
     """Insert the new records (one statement per chunk) and update the changed ones; each is then stored."""
-    new = [d for d in deps if d["stored"] is None]
-    insert_rows(conn, "deployments", (*_KEY_COLUMNS, *FIELDS),
-                [[*(d[c] for c in _KEY_COLUMNS), *_values(d["record"])] for d in new])
+    inserts: list[list[Any]] = []
     # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
     # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for dep in deps:
-        values = dict(zip(FIELDS, _values(dep["record"]), strict=True))
-        if dep["stored"] is not None:
-            changed = tuple(c for c in FIELDS if values[c] != dep["stored"][c])
+        values = _values(dep["record"])
+        stored = dep["stored"]
+        if stored is None:
+            inserts.append([dep["id"], dep["product"], dep["environment"], dep["version"], dep["invoke_id"], *values])
+        stored_now = dict(zip(FIELDS, values, strict=True))
+        if stored is not None:
+            changed = tuple(c for c in FIELDS if stored_now[c] != stored[c])
             if changed:
-                by_columns.setdefault(changed, []).append({"id": dep["id"], **values})
-        dep["stored"] = values
+                by_columns.setdefault(changed, []).append({"id": dep["id"], **stored_now})
+        dep["stored"] = stored_now
+    insert_rows(conn, "deployments", (*_KEY_COLUMNS, *FIELDS), inserts)
     for columns, changed_deps in by_columns.items():
         _update_rows(conn, columns, changed_deps)
 
 
-def _values(record: rules.Folded) -> list[Any]:
-    return [getattr(record, c) for c in FIELDS]
+_VALUES = attrgetter(*FIELDS)
+
+
+def _values(record: rules.Folded) -> tuple[Any, ...]:
+    return _VALUES(record)
 
 
 def _update_rows(conn: sqlite3.Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
