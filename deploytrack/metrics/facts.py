@@ -112,7 +112,7 @@ class PartitionFacts:
             return [self]
         bounds = [self.start, *cuts, None]
         out = []
-        for lo, hi in zip(bounds, bounds[1:]):
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
             def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
                 return at >= lo and (hi is None or at < hi)
             out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
@@ -129,25 +129,31 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int
-                ) -> tuple[int, rules.Outcome | None, set[str]]:
+def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int) -> tuple[int, rules.Outcome | None]:
     """Where a product/environment's facts must be redone from for changes at or after `since`: the last
-    completed deployment before it (whose "next" may change), with the completed deployment before that
-    and the versions completed before it, which the rules need as context."""
+    completed deployment before it (whose "next" may change), with the completed deployment before that,
+    which the rules need as context."""
     if since <= EVER:
-        return EVER, None, set()
+        return EVER, None
     row = conn.execute("SELECT MAX(finished_at) FROM deployments WHERE product = ? AND environment = ? "
                        "AND status = 'completed' AND finished_at < ?", (*partition, since)).fetchone()
     if row[0] is None:
-        return EVER, None, set()
+        return EVER, None
     start = int(row[0])
     before = conn.execute("SELECT id, version, status, finished_at, label FROM deployments WHERE product = ? "
                           "AND environment = ? AND status = 'completed' AND finished_at < ? "
                           "ORDER BY finished_at DESC, id DESC LIMIT 1", (*partition, start)).fetchone()
-    seen = {r[0] for r in conn.execute(
-        "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? AND status = 'completed' "
-        "AND finished_at < ? AND version IS NOT NULL", (*partition, start))}
-    return start, None if before is None else rules.Outcome(*before), seen
+    return start, None if before is None else rules.Outcome(*before)
+
+
+def _seen_before(conn: sqlite3.Connection, partition: Partition, start: int, versions: Iterable[str]) -> set[str]:
+    """Which of `versions` completed in the product/environment before `start` (the rules ask only
+    about the versions they meet, so the rest of the history is not read)."""
+    if start <= EVER:
+        return set()
+    return {r[0] for r in _in(conn, "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? "
+                                    "AND status = 'completed' AND finished_at < ? AND version IN ({marks})",
+                              sorted(set(versions)), *partition, start)}
 
 
 def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
@@ -155,18 +161,21 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
-        context[partition] = start, _, _ = _tail_start(conn, partition, since)
+        start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
             "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
             f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
+        seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
+        context[partition] = start, previous, seen
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
-    versions = sorted({(p, d[1]) for (p, _), rows in deps.items() for d in rows if d[1] is not None})
+    versions: dict[str, set[str]] = defaultdict(set)  # product -> versions deployed
+    for (product, _), rows in deps.items():
+        versions[product].update(d[1] for d in rows if d[1] is not None)
     version_sha: dict[tuple[str, str], str] = {}
-    for product in sorted({p for p, _ in versions}):
-        names = [v for p, v in versions if p == product]
+    for product, names in sorted(versions.items()):
         version_sha.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, scm_sha FROM versions WHERE product = ? AND scm_sha IS NOT NULL "
-            "AND version IN ({marks})", names, product))
+            "AND version IN ({marks})", sorted(names), product))
     # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
     # walking every deployment event instead of looking these ids up)
     event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
@@ -191,10 +200,10 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
                                          "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
     build_version: dict[tuple[str, str], int] = {}
-    for product in sorted({p for p, _ in versions}):
+    for product, names in sorted(versions.items()):
         build_version.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, MIN(occurred_at) FROM events WHERE kind = 'build' AND product = ? "
-            "AND version IN ({marks}) GROUP BY version", [v for p, v in versions if p == product], product))
+            "AND version IN ({marks}) GROUP BY version", sorted(names), product))
 
     out = []
     for (product, environment), rows in deps.items():
