@@ -65,10 +65,10 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
                 events = dialect.to_events(data, token, ctx)
             except InexactNumber:  # maybe an integer beyond 64 bits, which orjson parsed as a float
                 events = dialect.to_events(exact_json(raw), token, ctx)
-            result = await app.db.write_grouped(store.ingest_group, store.prepare(store.Ingest(
+            result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
                 idempotency_key=idempotency_key(request),
-                rules="block" if dialect.NAME in app.settings.rules_block_set else "record")))
+                rules="block" if dialect.NAME in app.settings.rules_block_set else "record"))
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)

@@ -45,43 +45,6 @@ class Ingest:
     event_ids: list[str] | None = None  # ids to keep (import); new UUIDv7s otherwise
     rules: str | None = None  # "block" or "record": judge deployment rules (live ingestion; never imports)
     projection: Projection | None = None  # the writer's (records written behind); else written with the events
-    rows: list[dict[str, Any]] | None = None  # the events as rows, made by `prepare`
-    labels: list[str | None] | None = None  # each deployment event's rollback/hotfix mark, made by `prepare`
-
-
-def prepare(batch: Ingest) -> Ingest:
-    """Make the batch's rows (all but the deployment record they fold into) on the request's own
-    thread, before it is queued: work done here is work the single writer, which every request
-    waits for, does not do."""
-    ids = batch.event_ids or new_event_ids(len(batch.events))
-    environments: dict[str, str] = {}
-    rows: list[dict[str, Any]] = []
-    labels: list[str | None] = []
-    for event, event_id in zip(batch.events, ids, strict=True):
-        raw = event.environment_raw
-        environment = None
-        if raw:
-            environment = environments.get(raw)
-            if environment is None:
-                environment = environments[raw] = canonical_environment(raw, batch.aliases)
-        rows.append({
-            "id": event_id, "dialect": event.dialect, "token_id": batch.token_id,
-            "kind": event.kind, "product": event.product, "version": event.version, "environment": environment,
-            "environment_raw": raw, "status": event.status, "status_raw": event.status_raw,
-            "occurred_at": event.occurred_at if event.occurred_at is not None else batch.received_at,
-            "received_at": batch.received_at, "scm_sha": event.scm_sha,
-            "scm_branch": event.scm_branch, "scm_repository": event.scm_repository,
-            "commit_time": event.commit_time, "build_url": event.build_url, "build_number": event.build_number,
-            "build_id": event.build_id, "source_system": event.source_system, "invoke_id": event.invoke_id,
-            "actor": event.actor, "summary": event.summary, "change_id": event.change_id,
-            "links": orjson.dumps(event.links).decode() if event.links else None,
-            "metadata": orjson.dumps(event.metadata).decode() if event.metadata else None,
-            "client_key": event.client_key, "deployment_id": None,
-        })
-        # The label reads the metadata object the event holds, not the JSON text just made of it.
-        labels.append(rules.event_label(event.metadata, event.summary) if event.kind == "deployment" else None)
-    batch.rows, batch.labels = rows, labels
-    return batch
 
 
 @dataclass
@@ -105,9 +68,6 @@ def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[Ingest
     for the whole group and rows are written in multi-row statements (storage.bulk). Deployment
     records are folded through the batches' projection (one per writer), written now or behind.
     """
-    for batch in batches:
-        if batch.rows is None:
-            prepare(batch)
     group = _Group(conn, batches, next((b.projection for b in batches if b.projection is not None), None)
                    or Projection())
     results: list[IngestResult | DeploytrackError] = []
@@ -137,7 +97,9 @@ class _Group:
         self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        keys = {_deployment_key(r) for b in batches for r in b.rows or () if _folds(r)}
+        self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
+        keys = {_deployment_key(e, self._environment(e, b.aliases))
+                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
         self.deployments = projection.records_for(conn, keys)
         # What the rules gate sees beside the stored records: every record folded but not yet written
         # (this group's are appended as they are made).
@@ -146,6 +108,15 @@ class _Group:
         self.rows: list[dict[str, Any]] = []
         self.dirty_days: set[int] = set()
         self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
+
+    def _environment(self, event: Event, aliases: Mapping[str, str]) -> str | None:
+        raw = event.environment_raw
+        if not raw:
+            return None
+        name = self._environments.get(raw)
+        if name is None:
+            name = self._environments[raw] = canonical_environment(raw, aliases)
+        return name
 
     def add(self, batch: Ingest) -> IngestResult:
         """Stage one request's rows; raise (staging nothing) if it must be refused."""
@@ -156,6 +127,7 @@ class _Group:
         key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
         if key is not None and key in self.idempotency:
             return IngestResult(self._rows_by_id(self.idempotency[key]), replayed=True)
+        ids = batch.event_ids or new_event_ids(len(batch.events))
         claims: dict[tuple[str, Any], str | None] = {}
         plan: list[dict[str, Any] | Event] = []  # a stored row (a re-send) or an event to store
         fresh: dict[str, Event] = {}
@@ -177,7 +149,7 @@ class _Group:
         for position, item in enumerate(plan):
             if isinstance(item, Event):
                 if id(item) not in stored:
-                    stored[id(item)] = self._stage(batch, position)
+                    stored[id(item)] = self._stage(item, batch, ids[position])
                 rows.append(stored[id(item)])
             else:
                 rows.append(item)
@@ -191,17 +163,16 @@ class _Group:
 
     def _judge(self, batch: Ingest, plan: list[dict[str, Any] | Event]) -> Judgement | None:
         """Deployment rules, for the events that open a deployment happening now (raises if refused)."""
-        assert batch.rows is not None
         opening: list[tuple[int, Event, str]] = []
-        keys: set[Key] = set()
+        keys: set[tuple[str, str | None, str | None, str]] = set()
         for index, item in enumerate(plan):
-            row = batch.rows[index]
-            if not (isinstance(item, Event) and _folds(row) and item.status in GATED_STATUSES
-                    and happening_now(item, batch.received_at)):
+            if not (isinstance(item, Event) and item.kind == "deployment" and item.status in GATED_STATUSES
+                    and item.environment_raw and happening_now(item, batch.received_at)):
                 continue
-            key = _deployment_key(row)
+            environment = self._environment(item, batch.aliases) or ""
+            key = _deployment_key(item, environment)
             if key not in keys and self._opens_deployment(key, item.status):
-                opening.append((index, item, row["environment"]))
+                opening.append((index, item, environment))
             keys.add(key)
         if not opening:
             return None
@@ -226,19 +197,32 @@ class _Group:
             raise error
         claims[pair] = known or event.scm_sha
 
-    def _stage(self, batch: Ingest, position: int) -> dict[str, Any]:
-        assert batch.rows is not None and batch.labels is not None
-        row = batch.rows[position]
-        occurred = row["occurred_at"]
-        if row["version"] is not None:
-            self._claim_version(row["product"], row["version"], row["scm_sha"], occurred)
-        self.names["products"].setdefault(row["product"], batch.received_at)
-        if row["environment"]:
-            self.names["environments"].setdefault(row["environment"], batch.received_at)
-        if _folds(row):
-            row["deployment_id"] = self._fold(row, batch.labels[position])["id"]
-        if row["client_key"]:
-            self.by_client_key[row["client_key"]] = row
+    def _stage(self, event: Event, batch: Ingest, event_id: str) -> dict[str, Any]:
+        occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
+        environment = self._environment(event, batch.aliases)
+        if event.version is not None:
+            self._claim_version(event.product, event.version, event.scm_sha, occurred)
+        self.names["products"].setdefault(event.product, batch.received_at)
+        if environment:
+            self.names["environments"].setdefault(environment, batch.received_at)
+        row: dict[str, Any] = {
+            "id": event_id, "dialect": event.dialect, "token_id": batch.token_id,
+            "kind": event.kind, "product": event.product, "version": event.version, "environment": environment,
+            "environment_raw": event.environment_raw, "status": event.status, "status_raw": event.status_raw,
+            "occurred_at": occurred, "received_at": batch.received_at, "scm_sha": event.scm_sha,
+            "scm_branch": event.scm_branch, "scm_repository": event.scm_repository,
+            "commit_time": event.commit_time, "build_url": event.build_url, "build_number": event.build_number,
+            "build_id": event.build_id, "source_system": event.source_system, "invoke_id": event.invoke_id,
+            "actor": event.actor, "summary": event.summary, "change_id": event.change_id,
+            "links": orjson.dumps(event.links).decode() if event.links else None,
+            "metadata": orjson.dumps(event.metadata).decode() if event.metadata else None,
+            "client_key": event.client_key, "deployment_id": None,
+        }
+        if event.kind == "deployment" and environment:
+            # The label reads the metadata object the event already holds, not the JSON text just made of it.
+            row["deployment_id"] = self._fold(row, rules.event_label(event.metadata, event.summary))["id"]
+        if event.client_key:
+            self.by_client_key[event.client_key] = row
         self.rows.append(row)
         day = day_start_us(occurred)
         if day < day_start_us(batch.received_at):  # a late event: that day's snapshot must be recomputed
@@ -331,13 +315,8 @@ def _versions(conn: sqlite3.Connection, pairs: set[tuple[str, str | None]]) -> d
     return found
 
 
-def _folds(row: dict[str, Any]) -> bool:
-    """A deployment event with an environment belongs to a deployment record."""
-    return row["kind"] == "deployment" and bool(row["environment"])
-
-
-def _deployment_key(row: dict[str, Any]) -> Key:
-    return (row["product"], row["environment"], row["version"], row["invoke_id"] or "")
+def _deployment_key(event: Event, environment: str | None) -> Key:
+    return (event.product, environment, event.version, event.invoke_id or "")
 
 
 # Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
