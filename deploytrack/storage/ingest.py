@@ -94,8 +94,12 @@ class _Group:
         self.new_keys: list[tuple[int, str, str, int]] = []
         events = [e for b in batches for e in b.events]
         self.by_client_key = _events_by_client_key(conn, [e.client_key for e in events if e.client_key])
-        self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
-        self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+        # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
+        # event wrote its row; reading it back for every later event cost a fetch each).
+        self.stored_shas = _conflicting_shas(conn, {(e.product, e.version, e.scm_sha) for e in events
+                                                    if e.version is not None and e.scm_sha})
+        self.claimed: dict[tuple[str, str], str] = {}  # SHAs the group's accepted requests gave versions
+        self.version_writes: dict[tuple[str, str], list[Any]] = {}  # [sha, created_at] to upsert
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
         self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
         keys = {_deployment_key(e, self._environment(e, b.aliases))
@@ -190,12 +194,14 @@ class _Group:
     def _check_version(self, event: Event, claims: dict[tuple[str, Any], str | None], index: int) -> None:
         """A version is immutable once it has a SHA: a different SHA for it is a conflict."""
         pair = (event.product, event.version or "")
-        known = claims[pair] if pair in claims else self.versions.get(pair)
-        if event.scm_sha and known is not None and known != event.scm_sha:
-            error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
-            error.index = index
-            raise error
-        claims[pair] = known or event.scm_sha
+        sha = event.scm_sha
+        if sha:
+            known = claims.get(pair) or self.claimed.get(pair) or self.stored_shas.get(pair)
+            if known is not None and known != sha:
+                error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
+                error.index = index
+                raise error
+        claims[pair] = claims.get(pair) or sha
 
     def _stage(self, event: Event, batch: Ingest, event_id: str) -> dict[str, Any]:
         occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
@@ -231,13 +237,10 @@ class _Group:
 
     def _claim_version(self, product: str, version: str, sha: str | None, at: int) -> None:
         pair = (product, version)
-        if pair not in self.versions:
-            self.versions[pair] = sha
-            self.version_writes[pair] = ("insert", sha, at)
-        elif sha and self.versions[pair] is None:
-            self.versions[pair] = sha
-            previous = self.version_writes.get(pair)
-            self.version_writes[pair] = ("insert" if previous and previous[0] == "insert" else "update", sha, at)
+        write = self.version_writes.setdefault(pair, [sha, at])
+        if sha:
+            write[0] = write[0] or sha
+            self.claimed.setdefault(pair, sha)
 
     def _fold(self, ev: dict[str, Any], label: str | None) -> Dep:
         """Fold a deployment event into its deployment record (the rules' fold step, in arrival order;
@@ -270,12 +273,11 @@ class _Group:
             last = self.live_tokens[token_id]
             if last is None or at - last >= _LAST_USED_STEP:
                 conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
-        inserts = [(p, v, sha, at) for (p, v), (how, sha, at) in self.version_writes.items() if how == "insert"]
-        insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"), inserts)
-        for (product, version), (how, sha, _) in self.version_writes.items():
-            if how == "update":
-                conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?",
-                             (sha, product, version))
+        # New versions are inserted; a stored one only gets its first SHA (conflicts were refused above).
+        insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"),
+                    [(p, v, sha, at) for (p, v), (sha, at) in self.version_writes.items()],
+                    " ON CONFLICT (product, version) DO UPDATE SET scm_sha = excluded.scm_sha "
+                    "WHERE versions.scm_sha IS NULL AND excluded.scm_sha IS NOT NULL")
         for table, names in self.names.items():
             insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
         insert_rows(conn, "events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
@@ -307,9 +309,12 @@ def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str 
     return found
 
 
-def _versions(conn: sqlite3.Connection, pairs: set[tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
-    found: dict[tuple[str, str], str | None] = {}
-    for where, params in where_any([("product = ? AND version = ?", pair) for pair in pairs]):
+def _conflicting_shas(conn: sqlite3.Connection, triples: set[tuple[str, str | None, str | None]]
+                      ) -> dict[tuple[str, str], str]:
+    """The stored SHA of each version whose SHA differs from one of these (product, version, sha)."""
+    found: dict[tuple[str, str], str] = {}
+    terms = [("product = ? AND version = ? AND scm_sha IS NOT NULL AND scm_sha <> ?", t) for t in triples]
+    for where, params in where_any(terms):
         for row in conn.execute(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params):
             found[(row[0], row[1])] = row[2]
     return found
