@@ -155,7 +155,7 @@ def add_day(conn, prefix: str, offset: int) -> None:
 
 def timed(conn, fn, *args) -> tuple[float, float, object, Stages]:
     """Run a refresh-style function on one connection (reads on snapshots, short write transactions)."""
-    read, write = refresh.on_connection(conn)
+    read, write = dbmod.on_connection(conn)
     with stages() as spent:
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn(read, write, *args)

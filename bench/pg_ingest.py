@@ -10,7 +10,7 @@ connections from an asyncio client - to:
   3. two servers on one PostgreSQL database (the load split evenly between them).
 Prints requests/s, p50/p99 latency, the ratio to the SQLite figure, and checks that every
 acknowledged event is stored. Bounded: N requests per scenario, at most --time-limit seconds each.
-Only 127.0.0.1 is contacted. Needs Debian's postgresql and asyncpg (pip install '.[postgres]').
+Only 127.0.0.1 is contacted. Needs Debian's postgresql package.
 """
 
 from __future__ import annotations

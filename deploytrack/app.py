@@ -29,7 +29,7 @@ from deploytrack.model import Limits
 from deploytrack.notify.sender import Notifier
 from deploytrack.settings import Settings
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.database import Database
+from deploytrack.storage.database import Database, password_for
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, html, metrics_api, pages, rules_api
 from deploytrack.web.guards import RequestGuards
@@ -80,7 +80,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.version = __version__
-        self.db = Database(settings.db)
+        self.db = Database(settings.db, settings.db_readers, password_for(settings))
         self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
         self.limits = Limits.from_settings(settings)

@@ -64,7 +64,7 @@ class RateLimited(DeploytrackError):
 
 
 class Unavailable(DeploytrackError):
-    """The database cannot take writes right now (disk full, read-only file); retry later."""
+    """The database cannot serve this now (full, read-only, busy, unreachable or damaged); retry later."""
 
     status, code = 503, "unavailable"
 

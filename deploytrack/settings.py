@@ -28,13 +28,18 @@ class Setting:
     name: str
     default: Any
     help: str
+    flag: bool = True  # False: environment variable and config file only (a secret must not show in `ps`)
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "address to listen on"),
     Setting("port", 8080, "port to listen on"),
     Setting("db", "deploytrack.db", "SQLite database file (created on first start), "
-                  "or a PostgreSQL URL postgresql://user:pass@host/db"),
+                  "or a PostgreSQL URL postgresql://user@host/db (password: see db_password_file)"),
+    Setting("db_password_file", "", "file holding the PostgreSQL password; wins over db_password, the URL, "
+                                    "PGPASSWORD and ~/.pgpass, in that order"),
+    Setting("db_password", "", "PostgreSQL password (environment or config file only, never a flag)", flag=False),
+    Setting("db_readers", 4, "read connections in the pool (every read of the server goes through it)"),
     Setting("public_read", False, "let anyone read the UI and read API without a token"),
     Setting("max_body_bytes", 1_048_576, "largest request body accepted, in bytes (413 above)"),
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
@@ -85,6 +90,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     db: str = "deploytrack.db"
+    db_password_file: str = ""
+    db_password: str = field(default="", repr=False)
+    db_readers: int = 4
     public_read: bool = False
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 5000
@@ -223,6 +231,8 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'max_body_bytes': must be at least 1024")
     if s.rate_limit < 0:
         raise ValueError("setting 'rate_limit': must not be negative")
+    if not 1 <= s.db_readers <= 100:
+        raise ValueError("setting 'db_readers': must be 1 to 100")
     if s.max_header_bytes < 1024:
         raise ValueError("setting 'max_header_bytes': must be at least 1024")
     for name in ("max_headers", "header_timeout", "keep_alive_timeout"):
@@ -266,7 +276,8 @@ def settings_help() -> str:
     lines = ["settings (flag / environment variable / config-file key):"]
     for s in SETTINGS:
         config_only = isinstance(s.default, dict)  # a table: no flag or environment variable
-        flag = "(config file only)" if config_only else "--" + s.name.replace("_", "-")
+        flag = "(config file only)" if config_only else "--" + s.name.replace("_", "-") if s.flag \
+            else "(no flag)"
         env = "" if config_only else ENV_PREFIX + s.name.upper()
         lines.append(f"  {flag:28} {env:38} {s.name}")
         lines.append(f"      {s.help} (default: {s.default})")

@@ -149,9 +149,8 @@ def execute(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> None:
     """Write one statement to the test's database (either backend) in its own transaction."""
     conn = dbmod.connect(db)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(sql, params)
-        conn.execute("COMMIT")
+        with dbmod.transaction(conn):
+            conn.execute(sql, params)
     finally:
         conn.close()
 

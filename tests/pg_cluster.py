@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 USER = "deploytrack"
+PASSWORD_ROLE = "locked"
 
 
 def bindir() -> Path | None:
@@ -64,6 +65,12 @@ class Cluster:
     def start(self) -> Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
                   "-E", "UTF8", "--no-locale", "--no-sync")
+        # Every role connects without a password but PASSWORD_ROLE, which needs one (the tests of
+        # DEPLOYTRACK_DB_PASSWORD, --db-password-file, PGPASSWORD and .pgpass use it).
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n")
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={self.dir}",
                    "-c max_connections=200"]
         if not self.durable:  # tests only: a crash loses nothing that matters

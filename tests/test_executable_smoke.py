@@ -217,3 +217,35 @@ def test_first_day_with_the_executable(executable, bare_env, server, tmp_path):
     assert "Application shutdown complete" in log and "Traceback" not in log, log
     # The one-file executable unpacks itself under TMPDIR and removes that on a clean stop.
     assert list(Path(bare_env["TMPDIR"]).iterdir()) == []
+
+
+def test_the_executable_serves_postgresql(executable, bare_env, pg_url, tmp_path):
+    """asyncpg travels inside the file: token, serve, ingest and read on a PostgreSQL database."""
+    token = run(executable, bare_env, "token", "create", "ci", "--scope", "ingest", "--scope", "read",
+                "--db", pg_url, "--secret-only").strip()
+    port = free_port()
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen([str(executable), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 "--db", pg_url, "--no-scheduler"], stdout=log, stderr=subprocess.STDOUT,
+                                env=bare_env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.05)
+        bearer = {"Authorization": f"Bearer {token}"}
+        sent = httpx.post(url + "/deployment-events/", headers=bearer, timeout=10, json={
+            "product_name": "smoke-pg", "version": "1.0.0", "environment_name": "production", "status": "success"})
+        assert sent.status_code == 200, sent.text
+        listed = httpx.get(url + "/api/v1/events", headers=bearer, timeout=10).json()["events"]
+        assert [e["id"] for e in listed] == [sent.json()["id"]]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0

@@ -1,4 +1,6 @@
-"""PostgreSQL only: several server processes on one database, and `migrate-db` from SQLite.
+"""PostgreSQL as a backend: several server processes on one database, `migrate-db` from SQLite,
+errors classified by code, the password kept off the command line, and the answers both backends
+must give alike (the parity tests use `db_path`, so they run on SQLite and on PostgreSQL).
 
 (Every other test in the suite also runs on PostgreSQL through the `db_path` fixture.)
 """
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
@@ -19,6 +22,8 @@ from starlette.testclient import TestClient
 from deploytrack.app import create_app
 from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
+from deploytrack.storage import failures
+from deploytrack.storage import postgres as pg
 from deploytrack.timeutil import day_start_us, now_us, to_iso
 from tests.conftest import LiveServer, auth, create_token, query, run_cli
 from tests.pg_cluster import Cluster
@@ -311,3 +316,206 @@ def test_healthz_says_503_without_the_cause_while_the_database_is_down(pg_cluste
     finally:
         server.stop()
     assert "health check: the database did not answer" in server.log.read_text()
+
+
+# -- the same answers on both backends ---------------------------------------------------------
+
+NUL_URLS = [
+    ("GET", "/api/v1/events?product=%00", "product"), ("GET", "/api/v1/events?q=a%00b", "q"),
+    ("GET", "/api/v1/events/%00", "event_id"), ("GET", "/api/v1/deployments?environment=%00", "environment"),
+    ("GET", "/api/v1/incidents?product=x%00", "product"), ("GET", "/api/v1/metrics?product=%00", "product"),
+    ("DELETE", "/api/v1/events/%00", "event_id"), ("DELETE", "/api/v1/products/a%00b/events", "name"),
+    ("GET", "/?product=%00", None), ("GET", "/events/%00", None), ("GET", "/deployments?label=%00", None),
+    ("GET", "/products/%00", None), ("GET", "/incidents?product=%00", None), ("GET", "/dora?environment=%00", None),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "field"), NUL_URLS, ids=[u for _, u, _ in NUL_URLS])
+def test_nul_in_a_parameter_is_a_400_naming_it_on_both_backends(make_client, db_path, method, url, field):
+    admin = create_token(db_path, "admin", "ingest", "read", "admin")
+    client = make_client()
+    resp = client.request(method, url, headers={**auth(admin), "Accept": "application/json"})
+    assert resp.status_code == 400, resp.text[:300]
+    if field is not None:
+        assert resp.json()["error"]["field"] == field and "NUL" in resp.json()["error"]["message"]
+    assert query(db_path, "SELECT COUNT(*) FROM audit_log") == [(0,)]
+
+
+def test_nul_reaches_each_dialect_as_its_own_400(client, token, db_path):
+    versioner = client.post("/deployment-events/?x=%00", json={**DEPLOY, "version": "1"}, headers=auth(token))
+    assert versioner.status_code == 400 and "NUL" in versioner.json()["detail"]
+    quanta = client.get(f"/api/events/push?auth_token={token}&type=comment&content=" + quote("a\x00b"))
+    assert quanta.status_code == 400 and "NUL" in quanta.json()["error"]
+    body = client.post("/deployment-events/", json={**DEPLOY, "version": "a\x00b"}, headers=auth(token))
+    assert body.status_code == 400 and "version" in body.json()["detail"]
+    assert query(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_reads_wait_for_the_bounded_pool(make_client, db_path, token):
+    """db_readers bounds the read connections: 24 reads at once on 2 connections all answer."""
+    client = make_client(db_readers=2)
+    event_id = client.post("/deployment-events/", json={**DEPLOY, "version": "1.0"}, headers=auth(token)).json()["id"]
+    urls = ["/api/v1/events", f"/api/v1/events/{event_id}", "/api/v1/deployments", "/api/v1/incidents/1"] * 6
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda url: client.get(url, headers=auth(token)).status_code, urls))
+    assert answers == [200, 200, 200, 404] * 6
+
+
+def test_one_server_never_holds_more_than_its_writer_and_db_readers_connections(pg_cluster, pg_url):
+    """Every read, the multi-statement ones included, goes through the bounded pool: under 48 concurrent
+    reads a server with --db-readers 2 holds at most 3 connections (the writer and 2 readers)."""
+    pg_cluster.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pool_test') THEN "
+                    "CREATE ROLE pool_test LOGIN SUPERUSER; END IF; END $$")
+    url = pg_url.replace("deploytrack@", "pool_test@")
+    token = create_token(url, "ci", "ingest", "read")
+    server = LiveServer(url, "--db-readers", "2").start()
+    seen: list[int] = []
+    try:
+        with httpx.Client(timeout=20) as http:
+            sent = http.post(server.url + "/deployment-events/", json={**DEPLOY, "version": "1"}, headers=auth(token))
+            urls = ["/api/v1/events", f"/api/v1/events/{sent.json()['id']}", "/api/v1/deployments",
+                    "/api/v1/incidents/1", "/api/v1/events?product=svc"] * 10
+
+            def get(url: str) -> int:
+                status = http.get(server.url + url, headers=auth(token)).status_code
+                seen.append(int(pg_cluster.psql("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = 'pool_test'")))
+                return status
+
+            with ThreadPoolExecutor(16) as pool:
+                statuses = list(pool.map(get, urls))
+    finally:
+        server.stop()
+    assert statuses == [200, 200, 200, 404, 200] * 10
+    assert 1 <= max(seen) <= 3, seen
+
+
+# -- errors by code -----------------------------------------------------------------------------
+
+
+def test_a_read_only_database_is_a_503_and_writes_resume_after(pg_cluster, pg_url):
+    """PostgreSQL's read_only_sql_transaction (25006) is SQLite's SQLITE_READONLY: 503 with Retry-After."""
+    pg_cluster.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ro_test') THEN "
+                    "CREATE ROLE ro_test LOGIN SUPERUSER; END IF; END $$")
+    url = pg_url.replace("deploytrack@", "ro_test@")
+    token = create_token(url, "ci", "ingest", "read")
+    kick = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ro_test'"
+    server = LiveServer(url).start()
+
+    def send(version: str) -> httpx.Response:
+        return httpx.post(server.url + "/deployment-events/", json={**DEPLOY, "version": version},
+                          headers=auth(token), timeout=20)
+
+    try:
+        pg_cluster.psql("ALTER ROLE ro_test SET default_transaction_read_only = on")
+        pg_cluster.psql(kick)  # sessions take the role's settings when they start
+        answers = [send(f"r{i}") for i in range(3)]
+        assert {a.status_code for a in answers} == {503}, [a.text for a in answers]
+        assert all(a.headers["retry-after"].isdigit() for a in answers)
+        assert "readonly" in answers[-1].json()["detail"]
+        pg_cluster.psql("ALTER ROLE ro_test RESET default_transaction_read_only")
+        pg_cluster.psql(kick)
+        deadline = time.monotonic() + 20
+        while (resp := send("after")).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first request may meet the killed connection
+        assert resp.status_code == 200, resp.text
+    finally:
+        pg_cluster.psql("ALTER ROLE ro_test RESET default_transaction_read_only")
+        server.stop()
+    assert query(url, "SELECT version FROM events") == [("after",)]
+
+
+def test_error_kinds_come_from_codes_not_messages(tmp_path, pg_url):
+    """The same kinds on both backends, from a real error of each database."""
+    sqlite_file = tmp_path / "ro.db"
+    sqlite3.connect(sqlite_file).execute("CREATE TABLE t (a INTEGER)")
+    ro = sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        ro.execute("INSERT INTO t VALUES (1)")
+    assert failures.kind(caught.value) == "readonly"
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 512)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        sqlite3.connect(tmp_path / "junk.db").execute("SELECT * FROM sqlite_master")
+    assert failures.kind(caught.value) == "corrupt"
+
+    conn = pg.connect(pg_url)
+    try:
+        conn.begin_read()
+        conn.execute("SET TRANSACTION READ ONLY")
+        with pytest.raises(pg.asyncpg.PostgresError) as caught:
+            conn.execute("CREATE TABLE t (a BIGINT)")
+        assert failures.kind(caught.value) == "readonly"
+        conn.rollback()
+        with pytest.raises(pg.asyncpg.PostgresError) as caught:
+            conn.execute("SELECT * FROM no_such_table")
+        assert failures.kind(caught.value) is None  # a bug, not a storage failure: 500, logged
+    finally:
+        conn.close()
+
+
+def test_every_integer_column_is_bigint(pg_url):
+    """Epoch microseconds do not fit PostgreSQL's INTEGER: a migration must say BIGINT (SQLite reads it as INTEGER)."""
+    create_token(pg_url, "ci", "ingest")
+    narrow = query(pg_url, "SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = current_schema() AND data_type IN ('integer', 'smallint')")
+    assert narrow == []
+
+
+def test_placeholders_leave_literals_and_casts_alone():
+    text, names = pg.placeholders("SELECT ':x', \"?\", a::text, ? -- ?\n FROM t WHERE b = :b AND c = :b", True)
+    assert text == "SELECT ':x', \"?\", a::text, ? -- ?\n FROM t WHERE b = $1 AND c = $1" and names == ("b",)
+    assert pg.placeholders("SELECT ?, '?', ?")[0] == "SELECT $1, '?', $2"
+
+
+# -- the password off the command line ----------------------------------------------------------
+
+
+@pytest.fixture
+def secret_cluster(pg_cluster: Cluster) -> tuple[str, str]:
+    """The role that needs a password (pg_cluster.PASSWORD_ROLE), and a URL naming it without the password."""
+    pg_cluster.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'locked') THEN "
+                    "CREATE ROLE locked LOGIN SUPERUSER PASSWORD 's3cret'; END IF; END $$")
+    schema = pg_cluster.new_database().rsplit("search_path=", 1)[1]
+    return f"postgresql://locked@127.0.0.1:{pg_cluster.port}/postgres?search_path={schema}", schema
+
+
+def test_password_sources_in_their_order(secret_cluster, tmp_path, monkeypatch):
+    url, _ = secret_cluster
+    for name in ("PGPASSWORD", "PGPASSFILE", "DEPLOYTRACK_DB_PASSWORD", "DEPLOYTRACK_DB_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.pgpass but the one written here
+    assert run_cli("token", "create", "none", "--db", url)[0] != 0  # no password anywhere: refused
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret\n")
+    bad.write_text("wrong\n")
+    assert run_cli("token", "create", "by-file", "--db", url, "--db-password-file", str(good))[0] == 0
+    monkeypatch.setenv("DEPLOYTRACK_DB_PASSWORD", "wrong")  # the file wins over the variable
+    assert run_cli("token", "create", "file-wins", "--db", url, "--db-password-file", str(good))[0] == 0
+    assert run_cli("token", "create", "env-loses", "--db", url)[0] != 0
+    monkeypatch.setenv("DEPLOYTRACK_DB_PASSWORD", "s3cret")
+    monkeypatch.setenv("PGPASSWORD", "wrong")  # DEPLOYTRACK_DB_PASSWORD wins over PGPASSWORD
+    assert run_cli("token", "create", "by-env", "--db", url)[0] == 0
+    monkeypatch.delenv("DEPLOYTRACK_DB_PASSWORD")
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    assert run_cli("token", "create", "by-pgpassword", "--db", url)[0] == 0
+    monkeypatch.delenv("PGPASSWORD")
+    pgpass = tmp_path / ".pgpass"
+    pgpass.write_text("127.0.0.1:*:postgres:locked:s3cret\n")
+    pgpass.chmod(0o600)
+    assert run_cli("token", "create", "by-pgpass", "--db", url)[0] == 0
+    names = [r[0] for r in query(url.replace("locked@", "locked:s3cret@"), "SELECT name FROM tokens ORDER BY id")]
+    assert names == ["by-file", "file-wins", "by-env", "by-pgpassword", "by-pgpass"]
+
+
+def test_a_server_started_with_a_password_file_shows_no_password(secret_cluster, tmp_path):
+    url, _ = secret_cluster
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret")
+    server = LiveServer(url, "--db-password-file", str(secret), env={"PGPASSWORD": "", "DEPLOYTRACK_DB_PASSWORD": ""})
+    server.start()
+    try:
+        assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+        assert server.proc is not None
+        cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+        assert b"s3cret" not in cmdline
+    finally:
+        server.stop()

@@ -164,3 +164,32 @@ def test_the_server_runs_the_job_at_start_up(client, token, db_path):
             time.sleep(0.05)
     assert [r[1:] for r in runs(db_path)] == [(today() - DAY_US, today() - DAY_US)]
     assert query(db_path, "SELECT owner FROM jobs") == [(None,)]  # a clean stop releases the lease
+
+
+def test_a_stop_during_a_round_ends_the_job_without_waiting_for_the_interval(db_path):
+    """stop() while a round runs: the loop must not then sleep its interval (an hour here) before ending."""
+
+    async def scenario():
+        db = Database(db_path)
+        await db.open()
+        try:
+            job = MetricsScheduler(db, settings(db_path), interval=3600)
+            in_round, go_on = asyncio.Event(), asyncio.Event()
+            tick = job.tick
+
+            async def held_tick():  # the round is held open until stop() has been called
+                in_round.set()
+                await go_on.wait()
+                return await tick()
+
+            job.tick = held_tick  # type: ignore[method-assign]
+            await job.start()
+            await in_round.wait()
+            stopping = asyncio.create_task(job.stop())
+            await asyncio.sleep(0.05)
+            go_on.set()
+            await asyncio.wait_for(stopping, timeout=30)
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from deploytrack.settings import ENV_PREFIX, SETTINGS
@@ -24,7 +26,8 @@ def test_setting_is_in_serve_help(setting, serve_help):
         assert "--" + setting.name.replace("_", "-") not in serve_help
     else:
         assert f"{ENV_PREFIX}{setting.name.upper()}" in serve_help
-        assert "--" + setting.name.replace("_", "-") in serve_help
+        flag = re.compile(re.escape("--" + setting.name.replace("_", "-")) + r"(?![\w-])")
+        assert bool(flag.search(serve_help)) == setting.flag  # a secret never gets a flag: `ps` would show it
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
@@ -33,7 +36,8 @@ def test_setting_is_in_the_operators_guide(setting):
     assert f"`{setting.name}`" in readme
     if not isinstance(setting.default, dict):
         assert f"`{ENV_PREFIX}{setting.name.upper()}`" in readme
-        assert "`--" + setting.name.replace("_", "-") in readme
+        flag = re.compile(re.escape("`--" + setting.name.replace("_", "-")) + r"(?![\w-])")
+        assert bool(flag.search(readme)) == setting.flag
 
 
 def test_the_config_file_itself_is_documented(serve_help):

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from deploytrack.cli.dbfile import refusing, require_existing
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.dbfile import password_for, refusing, require_existing
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import integrity
 
@@ -19,15 +19,17 @@ def register(subparsers: Any) -> None:
                                           "foreign-key check, and reads the schema version; prints one summary "
                                           "line, then any problems. Read-only, safe while the server runs.")
     p.add_argument("--quick", action="store_true", help="quick check only: faster, skips index contents and foreign keys")
-    add_settings_flags(p, ["db"])
+    add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    db = settings_from(args).db
+    settings = settings_from(args)
+    db = settings.db
     require_existing(db)
+    password = password_for(settings)
     with refusing(db):
-        conn = dbmod.connect(db, readonly=True)
+        conn = dbmod.connect(db, readonly=True, password=password)
         try:
             report = integrity.check(conn, quick=args.quick)
         finally:

@@ -12,7 +12,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
+from deploytrack.storage import failures
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.migrations import DatabaseRefused
 
@@ -39,13 +41,23 @@ def require_existing(db: str, create: bool | None = None) -> None:
     raise Refusal(f"no database at {db}; check --db, or create it with {how}")
 
 
-def open_database(db: str, create: bool | None = None) -> sqlite3.Connection:
-    """A connection to `db` with its migrations applied, or a one-line Refusal saying why not."""
+def open_database(settings: Settings, create: bool | None = None) -> dbmod.Connection:
+    """A connection to the settings' database with its migrations applied, or a one-line Refusal saying why not."""
+    db = settings.db
     require_existing(db, create)
+    password = password_for(settings)
     with refusing(db):
         if not pg.is_url(db):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        return dbmod.open_migrated(db)
+        return dbmod.open_migrated(db, password)
+
+
+def password_for(settings: Settings) -> str | None:
+    """The PostgreSQL password the settings name, or a one-line Refusal (an unreadable --db-password-file)."""
+    try:
+        return dbmod.password_for(settings)
+    except ValueError as exc:
+        raise Refusal(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -55,21 +67,24 @@ def refusing(db: str) -> Iterator[None]:
         yield
     except DatabaseRefused as exc:
         raise Refusal(f"refusing the database {pg.redact(db)}: {exc}") from None
-    except sqlite3.DatabaseError as exc:
-        raise Refusal(f"cannot use the database {pg.redact(db)}: {_reason(exc)}") from None
-    except OSError as exc:
+    except OSError as exc:  # before DATABASE_ERRORS, which holds ConnectionError (an OSError)
         raise Refusal(f"cannot use the database {pg.redact(db)}: {exc.strerror or exc}") from None
+    except failures.DATABASE_ERRORS as exc:
+        raise Refusal(f"cannot use the database {pg.redact(db)}: {_reason(exc)}") from None
 
 
-def check_database(db: str, create: bool | None = None) -> None:
-    """Open, migrate and close `db`: the start-up check before serving."""
-    open_database(db, create).close()
+def check_database(settings: Settings, create: bool | None = None) -> None:
+    """Open, migrate and close the settings' database: the start-up check before serving."""
+    open_database(settings, create).close()
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _reason(exc: BaseException) -> str:
     text = str(exc)
-    if "file is not a database" in text:
+    if not isinstance(exc, sqlite3.Error):
+        return text or type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == 26:  # SQLITE_NOTADB
         return "the file is not a SQLite database"
-    if "unable to open" in text:
+    if code == 14:  # SQLITE_CANTOPEN
         return "the file cannot be opened (a missing directory, a directory, or no permission)"
     return text

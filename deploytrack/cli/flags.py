@@ -7,12 +7,15 @@ from collections.abc import Sequence
 
 from deploytrack.settings import SETTINGS, Settings, load_settings
 
+# The settings every command that opens the database takes.
+DB_SETTINGS = ("db", "db_password_file")
+
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
     """One flag per setting (all of them for `serve`, a few for other commands)."""
     parser.add_argument("--config", metavar="FILE", help="TOML config file (or DEPLOYTRACK_CONFIG)")
     for s in SETTINGS:
-        if (names is not None and s.name not in names) or isinstance(s.default, dict):
+        if (names is not None and s.name not in names) or isinstance(s.default, dict) or not s.flag:
             continue
         flag = "--" + s.name.replace("_", "-")
         if isinstance(s.default, bool):

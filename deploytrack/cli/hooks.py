@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.dbfile import open_database
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import Conflict
 from deploytrack.hooks import registry
 from deploytrack.hooks.endpoint import SOURCES, path
@@ -31,13 +32,13 @@ def register(sub: Any) -> None:
     revoke = hsub.add_parser("revoke", help="revoke a hook by id")
     revoke.add_argument("hook_id", type=int)
     for p in (create, hsub.choices["list"], revoke):
-        add_settings_flags(p, ["db", "public_url", "host", "port"])
+        add_settings_flags(p, [*DB_SETTINGS, "public_url", "host", "port"])
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    conn = dbmod.open_migrated(settings.db)
+    conn = open_database(settings, create=True)  # a hook may be made before the first `serve`
     try:
         if args.hook_command == "create":
             return _create(conn, settings, args)
@@ -53,12 +54,10 @@ def _create(conn: Any, settings: Settings, args: argparse.Namespace) -> int:
     if not 8 <= len(secret) <= MAX_SECRET:
         print(f"deploytrack: a hook secret is 8 to {MAX_SECRET} characters", file=sys.stderr)
         return 2
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        hook_id = registry.create(conn, args.source, secret, args.product, args.environment, now_us())
-        conn.execute("COMMIT")
+        with dbmod.transaction(conn):
+            hook_id = registry.create(conn, args.source, secret, args.product, args.environment, now_us())
     except Conflict as exc:
-        conn.execute("ROLLBACK")
         print(f"deploytrack: {exc.message}", file=sys.stderr)
         return 1
     print(f"Created {args.source} hook {hook_id}"
@@ -83,9 +82,8 @@ def _list(conn: Any, settings: Settings) -> int:
 
 
 def _revoke(conn: Any, hook_id: int) -> int:
-    conn.execute("BEGIN IMMEDIATE")
-    done = registry.revoke(conn, hook_id, now_us())
-    conn.execute("COMMIT")
+    with dbmod.transaction(conn):
+        done = registry.revoke(conn, hook_id, now_us())
     if not done:
         print(f"deploytrack: no active hook {hook_id}", file=sys.stderr)
         return 1

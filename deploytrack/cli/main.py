@@ -12,8 +12,9 @@ from typing import Any
 
 from deploytrack import __version__
 from deploytrack.cli.dbfile import Refusal, add_create_flag
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.settings import settings_help
+from deploytrack.storage import failures
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
     for p in (create, tsub.choices["list"], revoke):
-        add_settings_flags(p, ["db"])
+        add_settings_flags(p, DB_SETTINGS)
     token.set_defaults(func=cmd_token)
 
     for register in _extra_commands():
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refusal as refusal:
         print(f"deploytrack: {refusal}", file=sys.stderr)
         return 2
+    except failures.DATABASE_ERRORS as exc:
+        print(f"deploytrack: database error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from typing import Any
 import orjson
 
 from deploytrack.cli.dbfile import open_database
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
 from deploytrack.metrics import refresh, worker
 from deploytrack.metrics.report import report as metrics_report
 from deploytrack.metrics.report import window_param
 from deploytrack.settings import Settings, canonical_environment
+from deploytrack.storage import database as dbmod
 from deploytrack.timeutil import DAY, day_start_us, now_us, parse_timestamp, to_iso
 
 
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
     show.add_argument("--json", action="store_true", help="print the same JSON as GET /api/v1/metrics")
     msub.add_parser("worker", help="used by the server: run one metrics round it sends on stdin")
     for p in (recompute, show):
-        add_settings_flags(p, ["db", "production_environments", "count_failed_deployments"])
+        add_settings_flags(p, [*DB_SETTINGS, "production_environments", "count_failed_deployments"])
     parser.set_defaults(func=run)
 
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_command == "worker":
         return worker.main()
     settings = settings_from(args)
-    conn = open_database(settings.db)
+    conn = open_database(settings)
     try:
         if args.metrics_command == "recompute":
             return _recompute(conn, settings, args.since, args.refold_all)
@@ -61,7 +62,7 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     now = now_us()
     yesterday = day_start_us(now) - DAY
     started = time.perf_counter()
-    read, write = refresh.on_connection(conn)
+    read, write = dbmod.on_connection(conn)
     start, end, rows = refresh.snapshot_days(read, write, settings, first, yesterday, now, full=refold_all)
     write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
@@ -100,7 +101,7 @@ def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
         return 2
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)
-    read, write = refresh.on_connection(conn)
+    read, write = dbmod.on_connection(conn)
     refresh.refresh(read, write, settings)
     report = read(metrics_report, settings, scope, window, 0, now_us())
     if args.json:

@@ -10,13 +10,12 @@ that already holds this copy is left alone, and one holding other data is refuse
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from typing import Any
 
-from deploytrack.cli.dbfile import require_existing
-from deploytrack.storage import database as dbmod
-from deploytrack.storage import migrations
+from deploytrack.cli.dbfile import password_for, require_existing
+from deploytrack.cli.flags import settings_from
+from deploytrack.storage import failures, migrations, sqlite
 from deploytrack.storage import postgres as pg
 
 CHUNK = 5000
@@ -32,7 +31,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("migrate-db", help="copy a SQLite database into PostgreSQL",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite database file")
-    parser.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://user:pass@host/db")
+    parser.add_argument("--to", dest="target", required=True, metavar="URL",
+                        help="postgresql://user@host/db (the password as for --db: see --db-password-file)")
+    parser.add_argument("--db-password-file", dest="db_password_file", default=None, metavar="FILE",
+                        help="file holding the PostgreSQL password (or DEPLOYTRACK_DB_PASSWORD, PGPASSWORD, ~/.pgpass)")
     parser.set_defaults(func=run)
 
 
@@ -42,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     require_existing(args.source)
+    settings = settings_from(argparse.Namespace(db=args.target, db_password_file=args.db_password_file))
+    password = password_for(settings)
     try:
-        counts = copy(args.source, args.target)
-    except (MigrateError, sqlite3.Error, OSError) as exc:
+        counts = copy(args.source, args.target, password)
+    except (MigrateError, *failures.DATABASE_ERRORS, OSError) as exc:
         print(f"deploytrack: migrate-db: {exc}", file=sys.stderr)
         return 1
     if counts is None:
@@ -56,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def copy(source: str, target: str) -> dict[str, int] | None:
+def copy(source: str, target: str, password: str | None = None) -> dict[str, int] | None:
     """Copy every table; return rows per table, or None when the target already holds this copy."""
-    src = dbmod.connect(source)
+    src = sqlite.connect(source)
     try:
         migrations.migrate(src)
-        dst = pg.connect(target)
+        dst = pg.connect(target, password)
         try:
             migrations.migrate(dst)
             return _copy(src, dst)
@@ -71,19 +75,19 @@ def copy(source: str, target: str) -> dict[str, int] | None:
         src.close()
 
 
-def _copy(src: sqlite3.Connection, dst: pg.SyncConnection) -> dict[str, int] | None:
-    if migrations.applied(src) != migrations.applied(dst):  # type: ignore[arg-type]
+def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:
+    if migrations.applied(src) != migrations.applied(dst):
         raise MigrateError("the two databases are at different schema versions")
-    src.execute("BEGIN")  # one read snapshot of the source: counts and rows agree even if a server writes
+    src.begin_read()  # one read snapshot of the source: counts and rows agree even if a server writes
     tables = [r[0] for r in src.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
         "AND name <> 'schema_migrations' ORDER BY name")]
     want = {t: src.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-    dst.execute("BEGIN IMMEDIATE")  # the write lock: no server writes while we look and copy
+    dst.begin_write()  # the write lock: no server writes while we look and copy
     try:
         have = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
         if have == want and _same_events(src, dst):
-            dst.execute("ROLLBACK")
+            dst.rollback()
             return None
         busy = [t for t in tables if have[t] and t not in _REPLACED]
         if busy:
@@ -94,7 +98,7 @@ def _copy(src: sqlite3.Connection, dst: pg.SyncConnection) -> dict[str, int] | N
                 dst.execute(f'DELETE FROM "{table}"')
         for table in tables:
             _copy_table(src, dst, table)
-        for table, column in dst.identity_columns().items():
+        for table, column in _identity_columns(dst).items():
             if table in tables:
                 dst.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
                             f'COALESCE(MAX("{column}"), 0) + 1, false) FROM "{table}"')
@@ -102,15 +106,23 @@ def _copy(src: sqlite3.Connection, dst: pg.SyncConnection) -> dict[str, int] | N
         if got != want:
             wrong = {t: (want[t], got[t]) for t in tables if got[t] != want[t]}
             raise MigrateError(f"row counts differ after the copy (source, copy): {wrong}; nothing was kept")
-        dst.execute("COMMIT")
+        dst.commit()
     except BaseException:
-        if dst.in_transaction:
-            dst.execute("ROLLBACK")
+        dst.rollback()
         raise
+    for table in tables:  # planner statistics now, not when autovacuum gets to the new rows
+        dst.execute(f'ANALYZE "{table}"')
     return want
 
 
-def _copy_table(src: sqlite3.Connection, dst: pg.SyncConnection, table: str) -> None:
+def _identity_columns(dst: pg.Connection) -> dict[str, str]:
+    """Table -> its identity column (the PostgreSQL body of an `INTEGER PRIMARY KEY`)."""
+    rows = dst.execute("SELECT table_name, column_name FROM information_schema.columns "
+                       "WHERE table_schema = current_schema() AND is_identity = 'YES'").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _copy_table(src: sqlite.Connection, dst: pg.Connection, table: str) -> None:
     cursor = src.execute(f'SELECT * FROM "{table}"')
     columns = [d[0] for d in cursor.description]
     while True:
@@ -120,7 +132,7 @@ def _copy_table(src: sqlite3.Connection, dst: pg.SyncConnection, table: str) -> 
         dst.copy_rows(table, columns, rows)
 
 
-def _same_events(src: sqlite3.Connection, dst: pg.SyncConnection) -> bool:
+def _same_events(src: sqlite.Connection, dst: pg.Connection) -> bool:
     """The cheap proof that the target's events are the source's: the same newest and oldest ids."""
     query = "SELECT MIN(seq), MAX(seq), (SELECT id FROM events ORDER BY seq DESC LIMIT 1) FROM events"
     return tuple(src.execute(query).fetchone()) == tuple(dst.execute(query).fetchone())

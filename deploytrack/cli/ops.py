@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deploytrack.cli.dbfile import add_create_flag, open_database, require_existing
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
@@ -32,14 +32,14 @@ def register(subparsers: Any) -> None:
                               description="Copy the database to PATH while the server runs. The copy is one "
                                           "consistent snapshot in a single file; PATH is replaced atomically.")
     p.add_argument("path", metavar="PATH", help="backup file to write")
-    add_settings_flags(p, ["db"])
+    add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=cmd_backup)
 
     p = subparsers.add_parser("export", help="write every event as JSON Lines or CSV",
                               description="Every event with every column, in arrival order; times in ISO 8601 UTC.")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format (default: jsonl)")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    add_settings_flags(p, ["db"])
+    add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("import", help="store events from a JSON Lines file (backfill; safe to re-run)",
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
                                           "hand-written lines with at least kind and product. Event ids and times "
                                           "are kept; events already stored are skipped.")
     p.add_argument("file", metavar="FILE.jsonl", help="JSON Lines file, one event per line")
-    add_settings_flags(p, ["db", "max_field_chars", "max_metadata_keys"])
+    add_settings_flags(p, [*DB_SETTINGS, "max_field_chars", "max_metadata_keys"])
     add_create_flag(p)
     p.set_defaults(func=cmd_import)
 
@@ -75,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     require_existing(settings.db)
     write = write_jsonl if args.format == "jsonl" else write_csv
-    conn = dbmod.connect(settings.db, readonly=True)
+    conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
         if args.output is None:
             count = write(event_rows(conn), sys.stdout)
@@ -110,7 +110,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         return _fail(f"no file at {path}")
     limits = Limits.from_settings(settings)
-    conn = open_database(settings.db, args.create)
+    conn = open_database(settings, args.create)
     try:
         result = import_file(conn, path, settings.environment_aliases, limits)
     except (TransferError, OSError) as exc:

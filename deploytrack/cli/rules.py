@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from deploytrack.cli.dbfile import add_create_flag, open_database
-from deploytrack.cli.flags import add_settings_flags, settings_from
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import DEFAULT_OVERRIDE_MINUTES, MODES, OUTCOMES, TYPES, parse_rule
 from deploytrack.rules.schedule import RECURRENCES
 from deploytrack.rules.status import rule_json
 from deploytrack.settings import Settings, canonical_environment
+from deploytrack.storage import database as dbmod
 from deploytrack.timeutil import now_us, to_iso
 
 EXIT_BAD_INPUT = 2
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     violations.add_argument("--outcome", choices=OUTCOMES)
     for p in sub.choices.values():
         p.add_argument("--by", help="who is acting, for the audit log (default: the login name)")
-        add_settings_flags(p, ["db"])
+        add_settings_flags(p, DB_SETTINGS)
     add_create_flag(sub.choices["add"])  # rules may be set before the first `serve`
     rule.set_defaults(func=cmd_rule)
 
@@ -89,7 +89,7 @@ def cmd_rule(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = open_database(settings.db, getattr(args, "create", None))
+    conn = open_database(settings, getattr(args, "create", None))
     try:
         return _ACTIONS[args.rule_command](conn, args, settings)
     except BadRequest as error:
@@ -111,16 +111,10 @@ def _who(args: argparse.Namespace) -> str:
         return "cli"
 
 
-def _write(conn: sqlite3.Connection, fn: Callable[..., Any], *params: Any) -> Any:
+def _write(conn: dbmod.Connection, fn: Callable[..., Any], *params: Any) -> Any:
     """One transaction, like the server's writer gives each task."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *params)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+    with dbmod.transaction(conn):
+        return fn(conn, *params)
 
 
 def definition(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,14 +131,14 @@ def definition(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _add(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _add(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule = parse_rule(definition(args), settings.environment_aliases)
     stored = _write(conn, rule_store.insert_rule, rule, now_us(), _who(args), None)
     print(f"Created rule {stored.name!r} (id {stored.id}, {stored.mode}): {stored.describe()}")
     return 0
 
 
-def _list(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _list(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     now = now_us()
     rows = [("NAME", "TYPE", "MODE", "PRODUCTS", "ENVIRONMENTS", "WINDOW", "CHECKS")]
     for rule in rule_store.list_rules_conn(conn):
@@ -157,7 +151,7 @@ def _list(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _show(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _show(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule = rule_store.rule_from_row(conn.execute(
         f"SELECT {rule_store.RULE_COLUMNS} FROM rules WHERE id = ?",
         (rule_store.rule_id_by_name(conn, args.name),)).fetchone())
@@ -165,7 +159,7 @@ def _show(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _mode(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _mode(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule_id = rule_store.rule_id_by_name(conn, args.name)
     rule = _write(conn, rule_store.update_rule, rule_id, {"mode": args.mode}, settings.environment_aliases,
                   now_us(), _who(args), None)
@@ -173,14 +167,14 @@ def _mode(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings
     return 0
 
 
-def _delete(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _delete(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rule_id = rule_store.rule_id_by_name(conn, args.name)
     rule = _write(conn, rule_store.delete_rule, rule_id, now_us(), _who(args), None)
     print(f"Deleted rule {rule.name!r}.")
     return 0
 
 
-def _override(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _override(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.expires_in_minutes <= 525_600:
         raise BadRequest("--expires-in-minutes must be from 1 to 525600")
     if not args.reason.strip():
@@ -197,7 +191,7 @@ def _override(conn: sqlite3.Connection, args: argparse.Namespace, settings: Sett
     return 0
 
 
-def _overrides(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _overrides(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rows = [("ID", "PRODUCT", "ENVIRONMENT", "VERSION", "RULE", "GRANTED BY", "REASON", "STATE")]
     for o in conn.execute(
             "SELECT o.*, r.name AS rule_name FROM rule_overrides o LEFT JOIN rules r ON r.id = o.rule_id "
@@ -211,7 +205,7 @@ def _overrides(conn: sqlite3.Connection, args: argparse.Namespace, settings: Set
     return 0
 
 
-def _violations(conn: sqlite3.Connection, args: argparse.Namespace, settings: Settings) -> int:
+def _violations(conn: dbmod.Connection, args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.limit <= 1000:
         raise BadRequest("--limit must be from 1 to 1000")
     where, params = [], []
@@ -234,7 +228,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-_ACTIONS: dict[str, Callable[[sqlite3.Connection, argparse.Namespace, Settings], int]] = {
+_ACTIONS: dict[str, Callable[[dbmod.Connection, argparse.Namespace, Settings], int]] = {
     "add": _add, "list": _list, "show": _show, "mode": _mode, "delete": _delete, "override": _override,
     "overrides": _overrides, "violations": _violations,
 }

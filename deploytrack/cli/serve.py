@@ -23,7 +23,7 @@ def run(settings: Settings) -> int:
     # Both checks come before uvicorn: a port in use or a database that cannot be used is one line
     # and exit code 2 within a second, not a traceback from the lifespan.
     listener = bind_listener(settings.host, settings.port)
-    check_database(settings.db, create=True)
+    check_database(settings, create=True)
     app = create_app(settings)
     # uvicorn drains requests and runs the lifespan shutdown on SIGTERM/SIGINT, then re-raises the
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 
 from deploytrack.cli.dbfile import open_database
 from deploytrack.errors import Conflict
 from deploytrack.settings import Settings
+from deploytrack.storage import database as dbmod
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = open_database(settings.db, getattr(args, "create", None))
+    conn = open_database(settings, getattr(args, "create", None))
     try:
         if args.token_command == "create":
             return _create(conn, args)
@@ -26,19 +26,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         conn.close()
 
 
-def _create(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
+def _create(conn: dbmod.Connection, args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not name or len(name) > 100:
         print("deploytrack: a token name is 1 to 100 characters", file=sys.stderr)
         return 2
     scopes = sorted(set(args.scope or ["ingest"]))
     secret = new_secret()
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        store.insert_token(conn, name, hash_secret(secret), scopes, args.product, args.environment, now_us())
-        conn.execute("COMMIT")
+        with dbmod.transaction(conn):
+            store.insert_token(conn, name, hash_secret(secret), scopes, args.product, args.environment, now_us())
     except Conflict as exc:
-        conn.execute("ROLLBACK")
         print(f"deploytrack: {exc.message}", file=sys.stderr)
         return 1
     if args.secret_only:
@@ -52,7 +50,7 @@ def _create(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(conn: sqlite3.Connection) -> int:
+def _list(conn: dbmod.Connection) -> int:
     rows = conn.execute(
         "SELECT name, scopes, product, environment, created_at, last_used_at, revoked_at FROM tokens ORDER BY name"
     ).fetchall()
@@ -66,10 +64,9 @@ def _list(conn: sqlite3.Connection) -> int:
     return 0
 
 
-def _revoke(conn: sqlite3.Connection, name: str) -> int:
-    conn.execute("BEGIN IMMEDIATE")
-    done = store.revoke_token(conn, name, now_us())
-    conn.execute("COMMIT")
+def _revoke(conn: dbmod.Connection, name: str) -> int:
+    with dbmod.transaction(conn):
+        done = store.revoke_token(conn, name, now_us())
     if not done:
         print(f"deploytrack: no active token named {name!r}", file=sys.stderr)
         return 1

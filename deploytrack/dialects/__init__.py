@@ -27,7 +27,7 @@ from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import Token, authenticate
-from deploytrack.web.http import JSONResponse, idempotency_key, read_body
+from deploytrack.web.http import JSONResponse, idempotency_key, read_body, refuse_nul
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
     async def ingest(request: Request) -> Response:
         app = request.app.state.deploytrack
         try:
+            refuse_nul(request)
             token: Token | None = None
             if not dialect.SECRET_IN_BODY:
                 token = await authenticate(app.db, dialect.secret(request, None), "ingest", cached=True)

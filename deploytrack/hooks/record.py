@@ -8,7 +8,6 @@ nothing and answers the same.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from deploytrack.metrics import incidents
 from deploytrack.settings import Settings
 from deploytrack.storage import commits
 from deploytrack.storage import ingest as store
+from deploytrack.storage.database import Connection
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Recorded:
                 "commits": self.commits, "incidents": self.incidents}
 
 
-def record(conn: sqlite3.Connection, token_id: int, delivery: Delivery, settings: Settings, now: int) -> Recorded:
+def record(conn: Connection, token_id: int, delivery: Delivery, settings: Settings, now: int) -> Recorded:
     key = "hook-delivery:" + delivery.delivery_id if delivery.delivery_id else None
     if key is not None:
         row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
@@ -57,7 +57,7 @@ def record(conn: sqlite3.Connection, token_id: int, delivery: Delivery, settings
     return done
 
 
-def _incident(conn: sqlite3.Connection, token_id: int, change: IncidentChange, settings: Settings, now: int) -> int:
+def _incident(conn: Connection, token_id: int, change: IncidentChange, settings: Settings, now: int) -> int:
     data = dict(change.data)
     if change.state == "resolved":
         data["resolved_at"] = max(change.resolved_at or now, data.get("opened_at") or now)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from typing import Any
 
 from deploytrack.errors import Conflict
 from deploytrack.hooks.model import Hook
 from deploytrack.storage import ingest as store
-from deploytrack.storage.database import Database
+from deploytrack.storage.database import Connection, Database
 from deploytrack.web.auth import hash_secret
 
 SCOPE = "hook"  # a hook's token cannot call the APIs: only its own /hooks/ path
@@ -22,7 +21,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def create(conn: sqlite3.Connection, source: str, secret: str, product: str | None, environment: str | None,
+def create(conn: Connection, source: str, secret: str, product: str | None, environment: str | None,
            now: int) -> int:
     """A hook and its token row; returns the hook id (its token's id)."""
     if conn.execute("SELECT 1 FROM tokens WHERE secret_hash = ?", (hash_secret(secret),)).fetchone():
@@ -35,14 +34,14 @@ def create(conn: sqlite3.Connection, source: str, secret: str, product: str | No
     return token_id
 
 
-def listing(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def listing(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT h.token_id, h.source, t.name, t.product, t.environment, h.created_at, t.last_used_at, t.revoked_at "
         "FROM hooks h JOIN tokens t ON t.id = h.token_id ORDER BY h.token_id").fetchall()
     return [dict(r) for r in rows]
 
 
-def revoke(conn: sqlite3.Connection, hook_id: int, now: int) -> bool:
+def revoke(conn: Connection, hook_id: int, now: int) -> bool:
     row = conn.execute("SELECT t.name FROM hooks h JOIN tokens t ON t.id = h.token_id WHERE h.token_id = ?",
                        (hook_id,)).fetchone()
     return row is not None and store.revoke_token(conn, row[0], now)

@@ -11,8 +11,6 @@ Definitions and bands: docs/metrics.md.
 from __future__ import annotations
 
 import bisect
-import gc
-import sqlite3
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -23,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.metrics.rules import (
     BANDS_SOURCE,
     SOURCES,
@@ -33,6 +31,7 @@ from deploytrack.metrics.rules import (
     restore_band,
 )
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us, to_iso
 
 WINDOWS = (7, 30, 90)
@@ -115,7 +114,7 @@ def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, prod
     return sql, params
 
 
-def load_facts(conn: sqlite3.Connection, settings: Settings, since: int, until: int,
+def load_facts(conn: Connection, settings: Settings, since: int, until: int,
                product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
     """Everything the windows need for [since, until), optionally narrowed to a product/environments.
 
@@ -383,7 +382,7 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 # -- snapshots --------------------------------------------------------------------------------
 
 
-def history_keys(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+def history_keys(conn: Connection) -> set[tuple[str, str]]:
     """Every (product, environment) that has had finished deployments or incidents, ever."""
     rows = conn.execute("SELECT DISTINCT product, environment FROM deployment_facts UNION "
                         "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
@@ -402,14 +401,11 @@ def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
             *(Scope("product_environment", p, e) for p, e in pairs)]
 
 
-def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, last_day: int,
+def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day: int,
                   computed_at: int) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts); read-only."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         facts = load_facts(conn, settings, since, last_day + DAY)
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
@@ -422,13 +418,10 @@ def snapshot_rows(conn: sqlite3.Connection, settings: Settings, first_day: int, 
             for offset, text in enumerate(dumped):
                 rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
                              computed_at))
-    finally:
-        if collecting:
-            gc.enable()
     return rows
 
 
-def write_snapshots(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], first_day: int, last_day: int) -> int:
+def write_snapshots(conn: Connection, rows: list[tuple[Any, ...]], first_day: int, last_day: int) -> int:
     """Replace the snapshots of days first_day..last_day with `rows` (inside the writer's transaction).
 
     A stored row whose numbers come out the same is left as it is (with the computed_at of the run
@@ -447,7 +440,7 @@ def write_snapshots(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], first
     return len(rows)
 
 
-def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:
+def live(conn: Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:
     """The metrics of `scope` for the `window` UTC days ending today, counting everything stored until `now`."""
     today = day_start_us(now)
     since = today - (window - 1) * DAY
@@ -457,7 +450,7 @@ def live(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int
     return {"day": to_iso(today), **series[(scope, window)][0]}
 
 
-def earliest_day(conn: sqlite3.Connection) -> int | None:
+def earliest_day(conn: Connection) -> int | None:
     """The first day with anything the metrics rest on."""
     row = conn.execute("SELECT MIN(t) FROM (SELECT MIN(first_at) AS t FROM deployments "
                        "UNION ALL SELECT MIN(opened_at) FROM incidents) x").fetchone()

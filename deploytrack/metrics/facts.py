@@ -14,14 +14,16 @@ leaving a new event behind (deletions, recorded commits) is marked in `derived_s
 
 from __future__ import annotations
 
-import sqlite3
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from deploytrack.errors import BadRequest
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import parse_timestamp
 
 Partition = tuple[str, str]  # product, environment
@@ -33,18 +35,18 @@ _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 # -- what changed without a new event -----------------------------------------------------------
 
 
-def mark_key(conn: sqlite3.Connection, product: str, environment: str, version: str | None) -> None:
+def mark_key(conn: Connection, product: str, environment: str, version: str | None) -> None:
     """A deployment key lost events (an admin deletion): refold it whole and redo its facts."""
     conn.execute("INSERT INTO derived_stale (kind, product, environment, version) VALUES ('key', ?, ?, ?)",
                  (product, environment, version))
 
 
-def mark_product(conn: sqlite3.Connection, product: str) -> None:
+def mark_product(conn: Connection, product: str) -> None:
     """A product's builds or events changed: redo the facts of all its product/environments."""
     conn.execute("INSERT INTO derived_stale (kind, product) VALUES ('product', ?)", (product,))
 
 
-def mark_shas(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
+def mark_shas(conn: Connection, shas: Iterable[str]) -> None:
     """Commits were recorded or builds deleted: redo the facts of every deployment of these SHAs."""
     conn.executemany("INSERT INTO derived_stale (kind, sha) VALUES ('sha', ?)", [(s,) for s in sorted(set(shas))])
 
@@ -52,14 +54,16 @@ def mark_shas(conn: sqlite3.Connection, shas: Iterable[str]) -> None:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _in(conn: sqlite3.Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
-    """Rows of `sql` whose `{in}` is filled with each chunk of `values` (after the `before` parameters)."""
+def _in(conn: Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
+    """Rows of `sql` filled with each chunk of `values` (after the `before` parameters): `{marks}` becomes
+    `?, ?, ...` (for IN), `{rows}` becomes `(?), (?), ...` (for a VALUES table)."""
     for start in range(0, len(values), _CHUNK):
         chunk = list(values[start:start + _CHUNK])
-        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*before, *chunk))
+        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk)), rows=", ".join(["(?)"] * len(chunk))),
+                                (*before, *chunk))
 
 
-def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Partition]:
+def partitions_of(conn: Connection, products: Iterable[str]) -> set[Partition]:
     """The product/environments of these products (with deployments, or facts of deleted ones)."""
     out: set[Partition] = set()
     names = sorted(set(products))
@@ -69,7 +73,7 @@ def partitions_of(conn: sqlite3.Connection, products: Iterable[str]) -> set[Part
     return out
 
 
-def lead_times_of(conn: sqlite3.Connection, shas: Iterable[str], versions: Iterable[tuple[str, str]]
+def lead_times_of(conn: Connection, shas: Iterable[str], versions: Iterable[tuple[str, str]]
                   ) -> Iterator[tuple[Partition, int]]:
     """(product/environment, earliest first deployment) of the changes whose commit or build times these
     SHAs and product versions can change (the times of recorded commits and builds)."""
@@ -84,7 +88,7 @@ def lead_times_of(conn: sqlite3.Connection, shas: Iterable[str], versions: Itera
             yield (product, environment), since
 
 
-def all_partitions(conn: sqlite3.Connection) -> set[Partition]:
+def all_partitions(conn: Connection) -> set[Partition]:
     rows = conn.execute("SELECT DISTINCT product, environment FROM deployments UNION "
                         "SELECT DISTINCT product, environment FROM deployment_facts")
     return {(r[0], r[1]) for r in rows}
@@ -106,17 +110,21 @@ class PartitionFacts:
     def pieces(self, rows: int) -> list[PartitionFacts]:
         """The same rows as consecutive finish-time ranges of about `rows` outcomes each, so that each
         write transaction stays short and every range is whole when written."""
-        cuts = [self.outcomes[i][4] for i in range(rows, len(self.outcomes), rows)]
-        cuts = sorted(set(cuts))
+        outcomes = sorted(self.outcomes, key=itemgetter(4))
+        lead = sorted(self.lead, key=itemgetter(4))
+        cuts = sorted({outcomes[i][4] for i in range(rows, len(outcomes), rows)})
         if not cuts:
             return [self]
+        out_times, lead_times = [r[4] for r in outcomes], [r[4] for r in lead]
         bounds = [self.start, *cuts, None]
         out = []
         for lo, hi in zip(bounds, bounds[1:], strict=False):
-            def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
-                return at >= lo and (hi is None or at < hi)
-            out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
-                                      [r for r in self.lead if inside(r[4])], hi))
+            def part(sorted_rows: list[tuple[Any, ...]], times: list[int], lo: int = lo,
+                     hi: int | None = hi) -> list[tuple[Any, ...]]:
+                """The rows finished in [lo, hi), by bisection: each piece costs its own rows only."""
+                begin = bisect.bisect_left(times, lo)
+                return sorted_rows[begin:len(times) if hi is None else bisect.bisect_left(times, hi)]
+            out.append(PartitionFacts(self.partition, lo, part(outcomes, out_times), part(lead, lead_times), hi))
         return out
 
 
@@ -129,7 +137,7 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int) -> tuple[int, rules.Outcome | None]:
+def _tail_start(conn: Connection, partition: Partition, since: int) -> tuple[int, rules.Outcome | None]:
     """Where a product/environment's facts must be redone from for changes at or after `since`: the last
     completed deployment before it (whose "next" may change), with the completed deployment before that,
     which the rules need as context."""
@@ -146,7 +154,7 @@ def _tail_start(conn: sqlite3.Connection, partition: Partition, since: int) -> t
     return start, None if before is None else rules.Outcome(*before)
 
 
-def _seen_before(conn: sqlite3.Connection, partition: Partition, start: int, versions: Iterable[str]) -> set[str]:
+def _seen_before(conn: Connection, partition: Partition, start: int, versions: Iterable[str]) -> set[str]:
     """Which of `versions` completed in the product/environment before `start` (the rules ask only
     about the versions they meet, so the rest of the history is not read)."""
     if start <= EVER:
@@ -156,8 +164,13 @@ def _seen_before(conn: sqlite3.Connection, partition: Partition, start: int, ver
                               sorted(set(versions)), *partition, start)}
 
 
-def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
+def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
+    with gcpause.paused():
+        return _plan(conn, partitions)
+
+
+def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
@@ -197,8 +210,10 @@ def plan(conn: sqlite3.Connection, partitions: Mapping[Partition, int]) -> list[
     for sha, repository, at in _in(conn, "SELECT sha, repository, committed_at FROM commits WHERE sha IN ({marks})",
                                    shas):
         commits[sha].append((repository, at))
-    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
-                                         "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
+    # one lookup per SHA: with `scm_sha IN (...)` a planner without statistics walks every build instead
+    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT v.column1, (SELECT MIN(e.occurred_at) FROM events e "
+                                         "WHERE e.kind = 'build' AND e.scm_sha = v.column1) FROM (VALUES {rows}) AS v",
+                                         shas) if r[1] is not None}
     build_version: dict[tuple[str, str], int] = {}
     for product, names in sorted(versions.items()):
         build_version.update(((product, r[0]), r[1]) for r in _in(
@@ -247,7 +262,7 @@ _LEAD_COLUMNS = ("product", "environment", "change", "deployment_id", "finished_
                  "event_commit_at", "commit_at", "build_at", "lead_us", "source")
 
 
-def apply(conn: sqlite3.Connection, planned: Iterable[PartitionFacts]) -> int:
+def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction)."""
     count = 0
     for p in planned:

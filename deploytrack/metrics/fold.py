@@ -14,12 +14,12 @@ chunk of keys, skipping any key that received events after the snapshot).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
+from deploytrack.storage.database import Connection
 
 Key = tuple[str, str, str | None]  # product, environment, version
 EVER = rules.EVER
@@ -66,7 +66,7 @@ def event_of(row: Sequence[Any]) -> rules.FoldEvent:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def dirty_keys(conn: sqlite3.Connection, after_seq: int, top_seq: int) -> dict[Key, int]:
+def dirty_keys(conn: Connection, after_seq: int, top_seq: int) -> dict[Key, int]:
     """Keys with deployment events in (after_seq, top_seq], each with its earliest new event time."""
     rows = conn.execute("SELECT product, environment, version, MIN(occurred_at) FROM events WHERE seq > ? AND seq <= ? "
                         "AND kind = 'deployment' AND environment IS NOT NULL GROUP BY product, environment, version",
@@ -74,14 +74,14 @@ def dirty_keys(conn: sqlite3.Connection, after_seq: int, top_seq: int) -> dict[K
     return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
-def all_products(conn: sqlite3.Connection) -> list[str]:
+def all_products(conn: Connection) -> list[str]:
     """Every product that has deployment events or records (a full refold goes product by product)."""
     rows = conn.execute("SELECT DISTINCT product FROM events WHERE kind = 'deployment' AND environment IS NOT NULL "
                         "UNION SELECT DISTINCT product FROM deployments")
     return sorted(r[0] for r in rows)
 
 
-def _since(conn: sqlite3.Connection, key: Key, earliest: int) -> int:
+def _since(conn: Connection, key: Key, earliest: int) -> int:
     """Where the key's runs must be refolded from for new events at or after `earliest`."""
     since = earliest
     if since == EVER:
@@ -98,7 +98,7 @@ def _since(conn: sqlite3.Connection, key: Key, earliest: int) -> int:
     return since if row is None else min(since, row[0])
 
 
-def plan_key(conn: sqlite3.Connection, key: Key, earliest: int) -> KeyPlan:
+def plan_key(conn: Connection, key: Key, earliest: int) -> KeyPlan:
     """Read what the refold of one key needs and fold it."""
     since = _since(conn, key, earliest)
     events = [event_of(r) for r in conn.execute(
@@ -122,9 +122,14 @@ def plan_key(conn: sqlite3.Connection, key: Key, earliest: int) -> KeyPlan:
     return KeyPlan(key, top, replaced, records, rules.keep_ids(records, set()))
 
 
-def plan_product(conn: sqlite3.Connection, product: str) -> list[KeyPlan]:
+def plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     """The refolds of every key of one product that change something: two streaming reads, not a
     few queries per key."""
+    with gcpause.paused():
+        return _plan_product(conn, product)
+
+
+def _plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     stored: dict[Key, dict[int, dict[str, Any]]] = {}
     for row in conn.execute(f"SELECT id, environment, version, invoke_id, {', '.join(_RECORD_FIELDS)} "
                             "FROM deployments WHERE product = ?", (product,)):
@@ -145,7 +150,7 @@ def plan_product(conn: sqlite3.Connection, product: str) -> list[KeyPlan]:
     return plans
 
 
-def plan(conn: sqlite3.Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
+def plan(conn: Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
     """The refolds that change something, one key at a time."""
     for key, earliest in sorted(keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
         key_plan = plan_key(conn, key, earliest)
@@ -156,21 +161,21 @@ def plan(conn: sqlite3.Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def next_id(conn: sqlite3.Connection) -> int:
+def next_id(conn: Connection) -> int:
     """The first deployment id never used (ids of deleted records are not given out again)."""
     row = conn.execute("SELECT MAX(t) FROM (SELECT MAX(id) AS t FROM deployments UNION ALL "
-                       "SELECT CAST(value AS INTEGER) FROM kv WHERE key = ?) x", (_FLOOR,)).fetchone()
+                       "SELECT CAST(value AS BIGINT) FROM kv WHERE key = ?) x", (_FLOOR,)).fetchone()
     return int(row[0] or 0) + 1
 
 
-def remember_ids(conn: sqlite3.Connection) -> None:
+def remember_ids(conn: Connection) -> None:
     """Before deleting records: keep the highest id ever used."""
     top = next_id(conn) - 1
     conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                  (_FLOOR, str(top)))
 
 
-def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+def _stored(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
     out = {}
     for start in range(0, len(ids), 400):
         chunk = ids[start:start + 400]
@@ -180,14 +185,14 @@ def _stored(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any
     return out
 
 
-def _late_keys(conn: sqlite3.Connection, snapshot_top: int) -> set[Key]:
+def _late_keys(conn: Connection, snapshot_top: int) -> set[Key]:
     """Keys with deployment events that arrived after the snapshot (usually none, or a few)."""
     # (the kind is tested here, not in SQL: a `kind` term tempts the planner into walking every deployment)
     rows = conn.execute("SELECT kind, product, environment, version FROM events WHERE seq > ?", (snapshot_top,))
     return {(r[1], r[2], r[3]) for r in rows if r[0] == "deployment"}
 
 
-def apply(conn: sqlite3.Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
+def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
     records changed since (another refresh), is left for the next round. Returns the keys written, each
     with the earliest time it touched. A few statements for the whole chunk, not per key."""

@@ -13,7 +13,6 @@ An incident may name only a change id or a deployment id: its product then comes
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from deploytrack.errors import BadRequest, NotFound
 from deploytrack.metrics.rules import LINK_EXPLANATIONS
 from deploytrack.model import Fields, Limits, check_metadata
 from deploytrack.settings import Settings, canonical_environment
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us, to_iso
 
 _FIELDS = {"product", "environment", "title", "severity", "opened_at", "resolved_at", "status", "change_id",
@@ -38,7 +38,7 @@ def _marks(values: list[str]) -> str:
     return ", ".join("?" * len(values))
 
 
-def resolve_link(conn: sqlite3.Connection, settings: Settings, incident: Mapping[str, Any]) -> Link:
+def resolve_link(conn: Connection, settings: Settings, incident: Mapping[str, Any]) -> Link:
     """(deployment id, rule, product) by the link rules; (None, None, product) if nothing fits."""
     product = incident["product"] if incident["product_given"] else ""
     requested = incident["requested_deployment_id"]
@@ -73,7 +73,7 @@ _LINK_COLUMNS = "id, product, product_given, environment, opened_at, change_id, 
                 "deployment_id, link_rule"
 
 
-def plan_links(conn: sqlite3.Connection, settings: Settings) -> list[tuple[Any, ...]]:
+def plan_links(conn: Connection, settings: Settings) -> list[tuple[Any, ...]]:
     """(deployment id, rule, product, incident id) for every incident whose link the rules now put
     elsewhere (deployments may have arrived or gone since it was linked). Read-only."""
     updates = []
@@ -84,13 +84,13 @@ def plan_links(conn: sqlite3.Connection, settings: Settings) -> list[tuple[Any, 
     return updates
 
 
-def apply_links(conn: sqlite3.Connection, updates: list[tuple[Any, ...]]) -> int:
+def apply_links(conn: Connection, updates: list[tuple[Any, ...]]) -> int:
     """Write planned links (inside the writer's transaction)."""
     conn.executemany("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ? WHERE id = ?", updates)
     return len(updates)
 
 
-def mark_dirty(conn: sqlite3.Connection, *times: int | None, now: int) -> None:
+def mark_dirty(conn: Connection, *times: int | None, now: int) -> None:
     """Days before today whose snapshots a change touches must be recomputed."""
     today = day_start_us(now)
     for at in times:
@@ -139,26 +139,26 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
     return out
 
 
-def create(conn: sqlite3.Connection, data: dict[str, Any], settings: Settings, now: int) -> dict[str, Any]:
+def create(conn: Connection, data: dict[str, Any], settings: Settings, now: int) -> dict[str, Any]:
     """Store a new incident and link it; returns the stored row."""
     opened = data.get("opened_at") or now
     resolved = data.get("resolved_at")
     if data.get("status") == "resolved" and resolved is None:
         resolved = now
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO incidents (product, product_given, environment, title, severity, status, opened_at, resolved_at, "
         "change_id, requested_deployment_id, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (data.get("product") or "", 1 if data.get("product") else 0, data.get("environment"), data["title"],
          data.get("severity"), opened, resolved, data.get("change_id"), data.get("deployment_id"),
-         orjson.dumps(data["metadata"]).decode() if data.get("metadata") else None, now, now))
-    incident_id = int(cursor.lastrowid or 0)
+         orjson.dumps(data["metadata"]).decode() if data.get("metadata") else None, now, now)).fetchone()
+    incident_id = int(row[0])
     _finish(conn, incident_id, settings)
     mark_dirty(conn, opened, resolved, now=now)
     return get(conn, incident_id)
 
 
-def create_once(conn: sqlite3.Connection, data: dict[str, Any], settings: Settings, now: int,
+def create_once(conn: Connection, data: dict[str, Any], settings: Settings, now: int,
                 token_id: int | None, key: str | None) -> dict[str, Any]:
     """`create`, unless a request with the same Idempotency-Key already did: then that incident."""
     if key is None or token_id is None:
@@ -174,7 +174,7 @@ def create_once(conn: sqlite3.Connection, data: dict[str, Any], settings: Settin
     return incident
 
 
-def update(conn: sqlite3.Connection, incident_id: int, data: dict[str, Any], settings: Settings,
+def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: Settings,
            now: int) -> dict[str, Any]:
     """Change fields, resolve or reopen; links are re-resolved. Returns the stored row."""
     old = get(conn, incident_id)
@@ -199,7 +199,7 @@ def update(conn: sqlite3.Connection, incident_id: int, data: dict[str, Any], set
     return new
 
 
-def _finish(conn: sqlite3.Connection, incident_id: int, settings: Settings) -> None:
+def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
     row = get(conn, incident_id)
     if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
         raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
@@ -212,7 +212,7 @@ def _finish(conn: sqlite3.Connection, incident_id: int, settings: Settings) -> N
                  (dep, rule, product, status, incident_id))
 
 
-def get(conn: sqlite3.Connection, incident_id: int) -> dict[str, Any]:
+def get(conn: Connection, incident_id: int) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
     if row is None:
         raise NotFound(f"no incident {incident_id}", "id")

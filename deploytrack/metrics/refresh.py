@@ -13,13 +13,13 @@ transaction. The server passes its read connections and its writer; the CLI one 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from deploytrack.metrics import compute, facts, fold, incidents
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY
 
 T = TypeVar("T")
@@ -51,20 +51,20 @@ class Changes:
         return not self.full and not self.keys and not self.partitions and not self.stale_id
 
 
-def state(conn: sqlite3.Connection) -> tuple[int, int | None, int]:
+def state(conn: Connection) -> tuple[int, int | None, int]:
     """(newest event seq, watermark or None, newest stale mark id)."""
     row = conn.execute("SELECT (SELECT COALESCE(MAX(seq), 0) FROM events), (SELECT value FROM kv WHERE key = ?), "
                        "(SELECT COALESCE(MAX(id), 0) FROM derived_stale)", (WATERMARK,)).fetchone()
     return int(row[0]), None if row[1] is None else int(row[1]), int(row[2])
 
 
-def is_current(conn: sqlite3.Connection) -> bool:
+def is_current(conn: Connection) -> bool:
     """Nothing to redo: no event since the watermark and no stale mark."""
     top, mark, stale = state(conn)
     return mark is not None and mark >= top and not stale
 
 
-def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
+def what_changed(conn: Connection, full: bool) -> Changes:
     """The keys to refold, and the product/environments to redo with the time to redo each from, since
     the watermark (read-only)."""
     top, mark, stale_id = state(conn)
@@ -106,7 +106,7 @@ def what_changed(conn: sqlite3.Connection, full: bool) -> Changes:
     return changes
 
 
-def _plan_keys(conn: sqlite3.Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
+def _plan_keys(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
     return list(fold.plan(conn, keys))
 
 
@@ -129,17 +129,17 @@ def _by_rows(plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[list[
         yield group
 
 
-def _done(conn: sqlite3.Connection, top_seq: int, stale_id: int) -> None:
+def _done(conn: Connection, top_seq: int, stale_id: int) -> None:
     conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                  (WATERMARK, str(top_seq)))
     conn.execute("DELETE FROM derived_stale WHERE id <= ?", (stale_id,))
 
 
-def forget_deleted(conn: sqlite3.Connection) -> None:
+def forget_deleted(conn: Connection) -> None:
     """After events were deleted: seqs above the new newest one are given out again, so the watermark
     must not stay above it (later events under it would be missed)."""
     conn.execute("UPDATE kv SET value = (SELECT CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM events) "
-                 "WHERE key = ? AND CAST(value AS INTEGER) > (SELECT COALESCE(MAX(seq), 0) FROM events)",
+                 "WHERE key = ? AND CAST(value AS BIGINT) > (SELECT COALESCE(MAX(seq), 0) FROM events)",
                  (WATERMARK,))
 
 
@@ -194,29 +194,3 @@ def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int |
         rows += write(compute.write_snapshots, [r for r in computed if day <= r[0] <= end], day, end)
         day = end + DAY
     return start, last_day, rows
-
-
-# -- one connection (the CLI) ----------------------------------------------------------------------
-
-
-def on_connection(conn: sqlite3.Connection) -> tuple[Read, Write]:
-    """read/write for a refresh on one connection of its own (no server running beside it)."""
-
-    def read(fn: Callable[..., T], *args: Any) -> T:
-        conn.execute("BEGIN")
-        try:
-            return fn(conn, *args)
-        finally:
-            conn.execute("COMMIT")
-
-    def write(fn: Callable[..., T], *args: Any) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
-    return read, write

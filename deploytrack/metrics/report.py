@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ from deploytrack.metrics.compute import WINDOWS, Scope, live
 from deploytrack.metrics.rules import BANDS_SOURCE
 from deploytrack.model import whole_number
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us, to_iso
 
 
@@ -25,7 +25,7 @@ def window_param(raw: str | None) -> int:
     return window
 
 
-def series(conn: sqlite3.Connection, scope: Scope, window: int, days: int, today: int) -> list[dict[str, Any]]:
+def series(conn: Connection, scope: Scope, window: int, days: int, today: int) -> list[dict[str, Any]]:
     """The stored daily snapshots of the last `days` days before today."""
     rows = conn.execute(
         "SELECT day, data FROM metric_snapshots WHERE scope = ? AND product = ? AND environment = ? "
@@ -34,7 +34,7 @@ def series(conn: sqlite3.Connection, scope: Scope, window: int, days: int, today
     return [{"day": to_iso(r[0]), **orjson.loads(r[1])} for r in rows]
 
 
-def report(conn: sqlite3.Connection, settings: Settings, scope: Scope, window: int, days: int,
+def report(conn: Connection, settings: Settings, scope: Scope, window: int, days: int,
            now: int) -> dict[str, Any]:
     """The live ("latest") numbers for the window ending today and the daily series (read-only; the
     caller brings derived data up to date first)."""

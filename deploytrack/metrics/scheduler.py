@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -31,14 +30,15 @@ from deploytrack.errors import Unavailable
 from deploytrack.metrics import compute, refresh
 from deploytrack.metrics.worker import Worker
 from deploytrack.settings import Settings
-from deploytrack.storage.database import Database
+from deploytrack.storage import failures
+from deploytrack.storage.database import Connection, Database
 from deploytrack.timeutil import DAY, day_start_us, now_us, to_iso
 
 log = logging.getLogger("deploytrack.scheduler")
 JOB = "metrics_daily"
 
 
-def take_lease(conn: sqlite3.Connection, owner: str, now: int, lease_us: int) -> bool:
+def take_lease(conn: Connection, owner: str, now: int, lease_us: int) -> bool:
     """Hold (or renew) the job's lease; False while another owner's lease is unexpired."""
     row = conn.execute("SELECT owner, lease_until FROM jobs WHERE name = ?", (JOB,)).fetchone()
     if row is None:
@@ -50,11 +50,11 @@ def take_lease(conn: sqlite3.Connection, owner: str, now: int, lease_us: int) ->
     return True
 
 
-def release_lease(conn: sqlite3.Connection, owner: str) -> None:
+def release_lease(conn: Connection, owner: str) -> None:
     conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?", (JOB, owner))
 
 
-def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
+def due(conn: Connection, owner: str, now: int, lease_us: int
         ) -> tuple[int | None, int, list[int], int | None] | None:
     """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
     the dirty days taken, the last day done before); None when nothing is due. The days are claimed
@@ -76,13 +76,13 @@ def due(conn: sqlite3.Connection, owner: str, now: int, lease_us: int
     return first, yesterday, dirty, last_done
 
 
-def finish(conn: sqlite3.Connection, owner: str, done: tuple[int, int] | None, started: int) -> None:
+def finish(conn: Connection, owner: str, done: tuple[int, int] | None, started: int) -> None:
     if done is not None:
         conn.execute("INSERT INTO job_runs (job, owner, first_day, last_day, started_at, finished_at) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (JOB, owner, done[0], done[1], started, now_us()))
 
 
-def give_back(conn: sqlite3.Connection, days: list[int], last_done: int | None) -> None:
+def give_back(conn: Connection, days: list[int], last_done: int | None) -> None:
     """A failed run: its days are due again."""
     conn.executemany("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", [(d,) for d in days])
     conn.execute("UPDATE jobs SET last_day = ? WHERE name = ?", (last_done, JOB))
@@ -109,14 +109,14 @@ HEAVY_EVENTS = 20_000  # events since the last refresh
 HEAVY_DAYS = 31  # days to snapshot
 
 
-def refresh_is_heavy(conn: sqlite3.Connection) -> bool:
+def refresh_is_heavy(conn: Connection) -> bool:
     """Whether bringing derived data up to date is a large job: many events since the last refresh (or
     since the start, for a database never refreshed: an import, an upgrade)."""
     top, mark, _ = refresh.state(conn)
     return top - (mark or 0) > HEAVY_EVENTS
 
 
-def round_is_heavy(conn: sqlite3.Connection, now: int) -> bool:
+def round_is_heavy(conn: Connection, now: int) -> bool:
     """Whether the next daily round is a large job: a heavy refresh, or many days to snapshot."""
     if refresh_is_heavy(conn):
         return True
@@ -151,23 +151,18 @@ class Deriver:
         self._worker_lock = asyncio.Lock()
         self._building: asyncio.Task[object] | None = None
 
-    def _read(self) -> Callable[..., object]:
-        # PostgreSQL connections opened in worker threads (each with an event loop of its own) could hang
-        # shut-down; there the reads go through the writer's connection instead, a read like any other.
-        return self.db.read_snapshot if self.db.backend == "sqlite" else self.db.write_from_thread
-
     def read(self, fn: Callable[..., object], *args: object) -> object:
         """Run `fn(conn, *args)` on a snapshot, in this thread."""
-        return self._read()(fn, *args)
+        return self.db.read_snapshot(fn, *args)
 
     def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run a refresh-style function (read, write, settings, ...) in this thread."""
-        return fn(self._read(), self.db.write_from_thread, self.settings, *args)
+        return fn(self.db.read_snapshot, self.db.write_from_thread, self.settings, *args)
 
     def run_paced(self, fn: Callable[..., object], *args: object) -> object:
         """`run`, resting after each read or write as long as it took: the background job leaves requests at
         least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
-        return fn(_paced(self._read()), _paced(self.db.write_from_thread), self.settings, *args)
+        return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
 
     async def in_process(self, fn: Callable[..., object], *args: object) -> object:
         """`run` in a process of its own (metrics/worker.py); one at a time."""
@@ -185,12 +180,12 @@ class Deriver:
             if await self._current():
                 return
             try:
-                if await asyncio.to_thread(self._read(), refresh_is_heavy):
+                if await asyncio.to_thread(self.read, refresh_is_heavy):
                     if not self._worker_busy:
                         self._building = asyncio.create_task(self._build(), name="deploytrack-derive")
                     return
                 await asyncio.to_thread(self.run, refresh.refresh)
-            except (Unavailable, sqlite3.Error) as exc:
+            except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
                 log.warning("could not bring derived data up to date: %s", exc)
@@ -283,7 +278,9 @@ class MetricsScheduler:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            self._wake.clear()  # before the round: a kick or a stop during it is not lost
+            # Cleared before the round, not after it: a stop() or kick() that comes while the round runs
+            # must end the wait below at once (cleared after, a stop waited up to `interval`).
+            self._wake.clear()
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next time

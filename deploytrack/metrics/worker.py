@@ -25,9 +25,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from deploytrack.metrics import refresh
 from deploytrack.settings import Settings
-from deploytrack.storage.database import Database, connect
+from deploytrack.storage.database import Database, on_connection, open_settings
 
 log = logging.getLogger("deploytrack.metrics")
 _HEADER = struct.Struct(">Q")
@@ -174,8 +173,8 @@ def main() -> int:
     except WorkerFailed:
         print("deploytrack: metrics worker: no round on stdin (it is started by the server)", file=sys.stderr)
         return 2
-    conn = connect(settings.db, readonly=True)
-    read_snapshot, _ = refresh.on_connection(conn)
+    conn = open_settings(settings, migrate=False, readonly=True)
+    read_snapshot, _ = on_connection(conn)
 
     def read(fn: Callable[..., Any], *args: Any) -> Any:
         stop.check()

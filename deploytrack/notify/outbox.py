@@ -8,13 +8,13 @@ hour), or given up after `notify_max_attempts`.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 
 MAX_BACKOFF_US = 3600 * 1_000_000
 MAX_ERROR = 500
@@ -28,7 +28,7 @@ class Message:
     attempts: int
 
 
-def enqueue(conn: sqlite3.Connection, kind: str, key: str, body: dict[str, Any], urls: list[str], now: int) -> None:
+def enqueue(conn: Connection, kind: str, key: str, body: dict[str, Any], urls: list[str], now: int) -> None:
     """Queue one notification for each URL; the same key queued again is ignored."""
     text = orjson.dumps(body).decode()
     for url in urls:
@@ -37,7 +37,7 @@ def enqueue(conn: sqlite3.Connection, kind: str, key: str, body: dict[str, Any],
                      (key, url, kind, text, now, now))
 
 
-def claim(conn: sqlite3.Connection, now: int, lease_us: int, limit: int) -> list[Message]:
+def claim(conn: Connection, now: int, lease_us: int, limit: int) -> list[Message]:
     """Due messages, oldest first, leased to this sender until `now + lease_us`."""
     rows = conn.execute("SELECT id, url, body, attempts FROM notify_outbox WHERE sent_at IS NULL AND gave_up_at IS NULL "
                         "AND next_at <= ? ORDER BY next_at, id LIMIT ?", (now, limit)).fetchall()
@@ -45,7 +45,7 @@ def claim(conn: sqlite3.Connection, now: int, lease_us: int, limit: int) -> list
     return [Message(int(r[0]), r[1], r[2].encode(), int(r[3])) for r in rows]
 
 
-def settle(conn: sqlite3.Connection, outcomes: list[tuple[Message, str | None]], settings: Settings,
+def settle(conn: Connection, outcomes: list[tuple[Message, str | None]], settings: Settings,
            now: int) -> None:
     """Record each posted message's outcome (None = delivered, else the error)."""
     for message, error in outcomes:

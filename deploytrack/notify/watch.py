@@ -10,7 +10,6 @@ notifications on does not replay history.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ import orjson
 from deploytrack.metrics import incidents as incident_rules
 from deploytrack.notify import messages, outbox
 from deploytrack.settings import Settings
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us, to_iso
 
 LOOKBACK_US = 60_000_000  # incident writes may commit out of `updated_at` order by a little
@@ -26,7 +26,7 @@ METRICS = tuple(messages.LABELS)
 _EVENTS, _INCIDENTS, _BANDS = "notify.events_seq", "notify.incidents_at", "notify.band_day"
 
 
-def collect(conn: sqlite3.Connection, settings: Settings, now: int) -> int:
+def collect(conn: Connection, settings: Settings, now: int) -> int:
     """Queue notifications for facts since the cursors; returns how many notifications were found."""
     found: list[tuple[str, str, dict[str, Any]]] = []
     found += _deployments(conn, settings, now)
@@ -40,18 +40,18 @@ def collect(conn: sqlite3.Connection, settings: Settings, now: int) -> int:
     return len(found)
 
 
-def _move(conn: sqlite3.Connection, key: str, old: int | None, new: int) -> None:
+def _move(conn: Connection, key: str, old: int | None, new: int) -> None:
     if old != new:
         conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                      (key, str(new)))
 
 
-def _stored(conn: sqlite3.Connection, key: str) -> int | None:
+def _stored(conn: Connection, key: str) -> int | None:
     row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row is not None else None
 
 
-def _deployments(conn: sqlite3.Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
+def _deployments(conn: Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
     top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
     stored = _stored(conn, _EVENTS)
     since = top if stored is None else stored
@@ -76,7 +76,7 @@ def _deployments(conn: sqlite3.Connection, settings: Settings, now: int) -> list
     return found
 
 
-def _incidents(conn: sqlite3.Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
+def _incidents(conn: Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
     stored = _stored(conn, _INCIDENTS)
     since = max(now if stored is None else stored, now - DAY) - LOOKBACK_US
     found = []
@@ -94,7 +94,7 @@ def _incidents(conn: sqlite3.Connection, settings: Settings, now: int) -> list[t
     return found
 
 
-def _bands(conn: sqlite3.Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
+def _bands(conn: Connection, settings: Settings, now: int) -> list[tuple[str, str, dict[str, Any]]]:
     """Production metrics (overall and per product, 30-day window) whose band differs from the day before."""
     top = conn.execute("SELECT MAX(day) FROM metric_snapshots").fetchone()[0]
     stored = _stored(conn, _BANDS)

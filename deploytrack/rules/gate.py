@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import shlex
-import sqlite3
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from deploytrack.model import Event
 from deploytrack.rules import engine, schedule
 from deploytrack.rules import store as rule_store
 from deploytrack.rules.model import Rule
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import to_iso
 
 # An event older than this on arrival is a backfill: rules never judge the past.
@@ -80,7 +80,7 @@ class Judgement:
 class RuleGate:
     """Rules and facts for one writer group (one transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection, pairs: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, conn: Connection, pairs: Iterable[tuple[str, str]] = ()) -> None:
         """`pairs`: the (product, environment) pairs the group deploys to, looked up at once when a
         concurrency rule needs their open deployments."""
         self.conn = conn

@@ -7,7 +7,6 @@ through the `Database` wrapper.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ import orjson
 
 from deploytrack.errors import Conflict, NotFound
 from deploytrack.rules.model import Rule, parse_rule
-from deploytrack.storage.database import Database
+from deploytrack.storage.database import Connection, Database
 
 RULE_COLUMNS = "id, name, type, mode, definition, created_at, updated_at, created_by"
 OVERRIDE_COLUMNS = ("id, rule_id, product, environment, version, reason, granted_by, granted_at, expires_at, "
@@ -36,24 +35,24 @@ def rule_from_row(row: Any) -> Rule:
 # -- rules ----------------------------------------------------------------------------------
 
 
-def active_rules(conn: sqlite3.Connection) -> list[Rule]:
+def active_rules(conn: Connection) -> list[Rule]:
     """Rules that are evaluated (enabled or report-only), oldest first."""
     return [rule_from_row(r) for r in conn.execute(
         f"SELECT {RULE_COLUMNS} FROM rules WHERE mode <> 'disabled' ORDER BY id")]
 
 
-def insert_rule(conn: sqlite3.Connection, rule: Rule, at: int, actor: str | None, token_id: int | None) -> Rule:
+def insert_rule(conn: Connection, rule: Rule, at: int, actor: str | None, token_id: int | None) -> Rule:
     if conn.execute("SELECT 1 FROM rules WHERE name = ?", (rule.name,)).fetchone():
         raise Conflict(f"a rule named {rule.name!r} exists already", "name")
-    cursor = conn.execute(
+    rule_id = conn.execute(
         "INSERT INTO rules (name, type, mode, definition, created_at, updated_at, created_by) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (rule.name, rule.type, rule.mode, orjson.dumps(rule.definition()).decode(), at, at, actor))
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (rule.name, rule.type, rule.mode, orjson.dumps(rule.definition()).decode(), at, at, actor)).fetchone()[0]
     _audit(conn, at, token_id, actor, "rule_create", rule.definition())
-    return _rule(conn, int(cursor.lastrowid or 0))
+    return _rule(conn, int(rule_id))
 
 
-def update_rule(conn: sqlite3.Connection, rule_id: int, changes: Mapping[str, Any], aliases: Mapping[str, str],
+def update_rule(conn: Connection, rule_id: int, changes: Mapping[str, Any], aliases: Mapping[str, str],
                 at: int, actor: str | None, token_id: int | None) -> Rule:
     """Apply `changes` (fields of the definition) to a rule and re-validate the whole of it."""
     current = _rule(conn, rule_id)
@@ -69,7 +68,7 @@ def update_rule(conn: sqlite3.Connection, rule_id: int, changes: Mapping[str, An
     return _rule(conn, rule_id)
 
 
-def delete_rule(conn: sqlite3.Connection, rule_id: int, at: int, actor: str | None, token_id: int | None) -> Rule:
+def delete_rule(conn: Connection, rule_id: int, at: int, actor: str | None, token_id: int | None) -> Rule:
     """Delete a rule and its unused overrides; its recorded violations stay (they name it)."""
     rule = _rule(conn, rule_id)
     conn.execute("DELETE FROM rule_overrides WHERE rule_id = ? AND used_at IS NULL", (rule_id,))
@@ -78,18 +77,18 @@ def delete_rule(conn: sqlite3.Connection, rule_id: int, at: int, actor: str | No
     return rule
 
 
-def rule_id_by_name(conn: sqlite3.Connection, name: str) -> int:
+def rule_id_by_name(conn: Connection, name: str) -> int:
     row = conn.execute("SELECT id FROM rules WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise NotFound(f"no rule named {name!r}", "rule")
     return int(row[0])
 
 
-def list_rules_conn(conn: sqlite3.Connection) -> list[Rule]:
+def list_rules_conn(conn: Connection) -> list[Rule]:
     return [rule_from_row(r) for r in conn.execute(f"SELECT {RULE_COLUMNS} FROM rules ORDER BY name")]
 
 
-def _rule(conn: sqlite3.Connection, rule_id: int) -> Rule:
+def _rule(conn: Connection, rule_id: int) -> Rule:
     row = conn.execute(f"SELECT {RULE_COLUMNS} FROM rules WHERE id = ?", (rule_id,)).fetchone()
     if row is None:
         raise NotFound("no rule with that id", "rule_id")
@@ -108,23 +107,22 @@ async def get_rule(db: Database, rule_id: int) -> Rule | None:
 # -- overrides ------------------------------------------------------------------------------
 
 
-def grant_override(conn: sqlite3.Connection, rule_id: int | None, product: str, environment: str | None,
+def grant_override(conn: Connection, rule_id: int | None, product: str, environment: str | None,
                    version: str | None, reason: str, expires_at: int | None, at: int, actor: str | None,
                    token_id: int | None) -> dict[str, Any]:
     """A one-time pass for the next matching deployment a rule would block."""
     if rule_id is not None:
         _rule(conn, rule_id)
-    cursor = conn.execute(
+    override_id = int(conn.execute(
         "INSERT INTO rule_overrides (rule_id, product, environment, version, reason, granted_by, granted_at, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (rule_id, product, environment, version, reason, actor, at, expires_at))
-    override_id = int(cursor.lastrowid or 0)
+        "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (rule_id, product, environment, version, reason, actor, at, expires_at)).fetchone()[0])
     row = conn.execute(f"SELECT {OVERRIDE_COLUMNS} FROM rule_overrides WHERE id = ?", (override_id,)).fetchone()
     _audit(conn, at, token_id, actor, "rule_override", dict(row))
     return dict(row)
 
 
-def usable_overrides(conn: sqlite3.Connection, product: str, environment: str, version: str | None,
+def usable_overrides(conn: Connection, product: str, environment: str, version: str | None,
                      now: int) -> list[dict[str, Any]]:
     """Unused, unexpired overrides matching this deployment; rule-specific ones first."""
     return [dict(r) for r in conn.execute(
@@ -134,7 +132,7 @@ def usable_overrides(conn: sqlite3.Connection, product: str, environment: str, v
         (product, now, environment, version or ""))]
 
 
-def use_override(conn: sqlite3.Connection, override_id: int, at: int, event_id: str) -> None:
+def use_override(conn: Connection, override_id: int, at: int, event_id: str) -> None:
     conn.execute("UPDATE rule_overrides SET used_at = ?, used_by_event = ? WHERE id = ?", (at, event_id, override_id))
 
 
@@ -149,11 +147,11 @@ async def list_overrides(db: Database, limit: int = 100) -> list[dict[str, Any]]
 # -- violations -----------------------------------------------------------------------------
 
 
-def insert_violation(conn: sqlite3.Connection, record: Mapping[str, Any]) -> int:
-    cursor = conn.execute(
+def insert_violation(conn: Connection, record: Mapping[str, Any]) -> int:
+    row = conn.execute(
         f"INSERT INTO rule_violations ({', '.join(VIOLATION_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(VIOLATION_COLUMNS))})", [record[c] for c in VIOLATION_COLUMNS])
-    return int(cursor.lastrowid or 0)
+        f"VALUES ({', '.join('?' * len(VIOLATION_COLUMNS))}) RETURNING id", [record[c] for c in VIOLATION_COLUMNS])
+    return int(row.fetchone()[0])
 
 
 async def list_violations(db: Database, limit: int, before: int | None = None, product: str | None = None,
@@ -176,7 +174,7 @@ async def list_violations(db: Database, limit: int, before: int | None = None, p
 # -- facts the rules read, inside the writer ------------------------------------------------
 
 
-def open_deployments(conn: sqlite3.Connection, product: str, environment: str) -> list[dict[str, Any]]:
+def open_deployments(conn: Connection, product: str, environment: str) -> list[dict[str, Any]]:
     """Deployment records of this product and environment still pending or started."""
     return [dict(r) for r in conn.execute(
         "SELECT id, product, environment, version, invoke_id, status, first_at, started_at, last_at "
@@ -184,7 +182,7 @@ def open_deployments(conn: sqlite3.Connection, product: str, environment: str) -
         (product, environment))]
 
 
-def open_deployments_of(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str],
+def open_deployments_of(conn: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str],
                                                                                     list[dict[str, Any]]]:
     """`open_deployments` for many pairs, a few statements in all (every pair gets an entry)."""
     found: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
@@ -200,7 +198,7 @@ def open_deployments_of(conn: sqlite3.Connection, pairs: set[tuple[str, str]]) -
     return found
 
 
-def first_completions(conn: sqlite3.Connection, product: str, version: str,
+def first_completions(conn: Connection, product: str, version: str,
                       environments: Iterable[str]) -> dict[str, int]:
     """Per environment, when this version's first completed deployment there finished."""
     envs = list(environments)
@@ -211,7 +209,7 @@ def first_completions(conn: sqlite3.Connection, product: str, version: str,
     return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
 
-def _audit(conn: sqlite3.Connection, at: int, token_id: int | None, actor: str | None, action: str,
+def _audit(conn: Connection, at: int, token_id: int | None, actor: str | None, action: str,
            detail: Mapping[str, Any]) -> None:
     conn.execute("INSERT INTO audit_log (at, token_id, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
                  (at, token_id, actor, action, orjson.dumps(dict(detail)).decode()))

@@ -6,9 +6,10 @@ event loop, so the writer makes a few statements per group instead of a few per 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
+
+from deploytrack.storage.database import Connection
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
 # bound parameters (32,766) and SQLite's on expression depth (1,000).
@@ -16,7 +17,7 @@ ROWS_CHUNK = 400
 OR_CHUNK = 100
 
 
-def insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[Any],
+def insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[Any],
                 suffix: str = "") -> None:
     """INSERT many rows with a few multi-row statements."""
     one = f"({', '.join('?' * len(columns))})"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from deploytrack.errors import BadRequest, PayloadTooLarge
 from deploytrack.metrics import facts
 from deploytrack.metrics.incidents import mark_dirty
 from deploytrack.model import Fields, Limits
+from deploytrack.storage.database import Connection
 
 _FIELDS = {"sha", "repository", "authored_at", "committed_at", "message", "author"}
 
@@ -37,7 +37,7 @@ def parse_batch(body: Any, limits: Limits, max_items: int) -> list[tuple[Any, ..
     return rows
 
 
-def store(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: int) -> int:
+def store(conn: Connection, rows: list[tuple[Any, ...]], now: int) -> int:
     """Insert or update commits by (repository, sha); days with later deployments get recomputed."""
     conn.executemany(
         "INSERT INTO commits (repository, sha, authored_at, committed_at, message, author) VALUES (?, ?, ?, ?, ?, ?) "

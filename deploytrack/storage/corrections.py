@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import orjson
 
 from deploytrack.errors import NotFound
 from deploytrack.metrics import facts, fold, refresh
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY
 
 
-def _audit(conn: sqlite3.Connection, at: int, token_id: int | None, actor: str | None, action: str,
+def _audit(conn: Connection, at: int, token_id: int | None, actor: str | None, action: str,
            detail: dict[str, object]) -> None:
     conn.execute("INSERT INTO audit_log (at, token_id, actor, action, detail) VALUES (?, ?, ?, ?, ?)",
                  (at, token_id, actor, action, orjson.dumps(detail).decode()))
 
 
-def _touch_days(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> None:
+def _touch_days(conn: Connection, where: str, params: tuple[object, ...]) -> None:
     conn.execute(f"INSERT INTO dirty_days (day) SELECT DISTINCT occurred_at - occurred_at % {DAY} FROM events "
                  f"WHERE {where} ON CONFLICT DO NOTHING", params)
 
 
-def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, actor: str | None,
+def delete_event(conn: Connection, event_id: str, token_id: int | None, actor: str | None,
                  now: int) -> dict[str, object]:
     """Delete one event; its deployment key is refolded (at the next refresh) and its day marked for recompute."""
     row = conn.execute("SELECT seq, kind, product, environment, version, scm_sha FROM events WHERE id = ?",
@@ -42,7 +41,7 @@ def delete_event(conn: sqlite3.Connection, event_id: str, token_id: int | None, 
     return {"deleted": 1, **detail}
 
 
-def delete_product_events(conn: sqlite3.Connection, product: str, token_id: int | None, actor: str | None,
+def delete_product_events(conn: Connection, product: str, token_id: int | None, actor: str | None,
                           now: int) -> dict[str, object]:
     """Delete every event of a product, its versions and product row; touched days are recomputed."""
     count = conn.execute("SELECT COUNT(*) FROM events WHERE product = ?", (product,)).fetchone()[0]

@@ -1,122 +1,132 @@
-"""The database wrapper: one writer thread with group commit, and read connections.
+"""The database wrapper: one writer thread with group commit, and one bounded read pool.
 
 Every write is a plain function `fn(conn, *args)` put on a queue. One thread owns the only
-write connection; it takes every task waiting, runs them inside one `BEGIN IMMEDIATE`
-transaction (each in its own savepoint, so one task's error does not undo the others), commits
-once, and only then resolves each task's future. So an awaited `write()` means "on disk", and
-many concurrent requests share one fsync.
+write connection; it takes every task waiting, runs them inside one write transaction (each in
+its own savepoint, so one task's error does not undo the others), commits once, and only then
+resolves each task's future. So an awaited `write()` means "on disk", and many concurrent
+requests share one fsync.
 
-Reads go through a small pool of aiosqlite connections opened read-only.
+Every read goes through one pool of at most `readers` connections (aiosqlite connections on
+SQLite, an asyncpg pool on PostgreSQL): `fetchall` for one statement, `read(fn, *args)` for a
+function of several statements on one snapshot (its scratch tables vanish with the snapshot).
+Nothing else opens a connection in the server.
 
-`path` may instead be a PostgreSQL URL: then the writer thread holds a `pg.SyncConnection`
-(same `execute` interface, so write functions do not change) and reads use an asyncpg pool.
+`path` is a SQLite file or a PostgreSQL URL; `storage.sqlite` and `storage.postgres` give both
+the same connection interface (`execute`, `executemany`, rows indexable by name and position,
+`begin_write`/`savepoint`/`release`/`rollback_to`/`commit`/`rollback`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import ctypes
 import functools
-import itertools
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from deploytrack.errors import DeploytrackError, Unavailable
-from deploytrack.storage import integrity, migrations
+from deploytrack.settings import Settings
+from deploytrack.storage import failures, integrity, migrations, sqlite
 from deploytrack.storage import postgres as pg
 from deploytrack.timeutil import DAY
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
+Connection = sqlite.Connection | pg.Connection
 MAX_GROUP = 512
-# The writer's page cache: index pages of a million-event database stay in memory between commits.
-WRITER_CACHE_KIB = 32 * 1024
-CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default threshold: 1,000 pages of 4 KiB
-BACKSTOP_CHECKPOINT_PAGES = 16_384
+DEFAULT_READERS = 4
 _STOP = object()
 
 
-def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
-    """A plain sqlite3 connection with deploytrack's pragmas (used by the writer and the CLI);
-    for a PostgreSQL URL, a `pg.SyncConnection` with the same interface."""
+def connect(path: str | Path, *, readonly: bool = False, password: str | None = None) -> Connection:
+    """A connection for CLI commands and tests: SQLite (with deploytrack's pragmas) or PostgreSQL."""
     if pg.is_url(path):
-        return pg.connect(str(path))  # type: ignore[return-value]
-    if readonly:
-        conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=timeout,
-                               isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        # Each write task runs in a savepoint, whose undo copies of pages go to a temp file by
-        # default: in memory they cost a third of the writer's time less.
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-    return conn
+        return pg.connect(str(path), password)
+    return sqlite.connect(path, readonly=readonly)
 
 
-def open_migrated(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) the database file and apply pending migrations.
+def open_migrated(path: str | Path, password: str | None = None) -> Connection:
+    """Open (creating if needed) the database and apply pending migrations.
 
     A file another application (or a newer deploytrack) wrote is refused before anything is
     changed in it, not even its journal mode.
     """
     if not pg.is_url(path) and Path(path).is_file() and Path(path).stat().st_size > 0:
-        probe = connect(path, readonly=True)
+        probe = sqlite.connect(path, readonly=True)
         try:
             migrations.version(probe)
         finally:
             probe.close()
-    conn = connect(path)
-    migrations.migrate(conn)
+    conn = connect(path, password=password)
+    try:
+        migrations.migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
-def name_os_thread(name: str) -> None:
-    """Name the calling thread for `top -H` and /proc (Linux; elsewhere nothing happens)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+def password_for(settings: Settings) -> str | None:
+    """The PostgreSQL password the settings name (see `storage.postgres`); None for SQLite."""
+    return pg.password(settings.db_password_file, settings.db_password) if pg.is_url(settings.db) else None
 
 
-def is_storage_failure(exc: BaseException) -> bool:
-    """Errors that mean the disk or file cannot take writes now (the client may retry)."""
-    if getattr(exc, "storage_failure", False):  # pg.StorageError: the server is unreachable or full
-        return True
-    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
-        return False
-    text = str(exc).lower()
-    # "malformed" / "not a database": a damaged file; never acknowledge a write SQLite calls corrupt.
-    return any(s in text for s in ("full", "readonly", "read-only", "disk i/o", "locked", "busy", "unable to open",
-                                   "malformed", "not a database", "corrupt"))
+def open_settings(settings: Settings, *, migrate: bool = True, readonly: bool = False) -> Connection:
+    """The database of `settings` for a CLI command (migrated first unless told otherwise)."""
+    if migrate:
+        return open_migrated(settings.db, password_for(settings))
+    return connect(settings.db, readonly=readonly, password=password_for(settings))
+
+
+def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """`read(fn, *args)` on one snapshot and `write(fn, *args)` in one write transaction, both on
+    one connection of its own (a CLI command; the server uses `Database.read` and `Database.write`)."""
+
+    def read(fn: Callable[..., T], *args: Any) -> T:
+        return _in_snapshot(conn, fn, args)
+
+    def write(fn: Callable[..., T], *args: Any) -> T:
+        with transaction(conn):
+            return fn(conn, *args)
+
+    return read, write
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[Connection]:
+    """A write transaction outside the server (CLI, tests): committed at the end, undone on error."""
+    conn.begin_write()
+    try:
+        yield conn
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 class Database:
-    """Owns every connection to one SQLite file (or one PostgreSQL database)."""
+    """Owns every connection to one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, path: str | Path, readers: int = 3) -> None:
-        self.url = str(path) if pg.is_url(path) else None
-        self.backend = "postgresql" if self.url else "sqlite"
-        # What `connect()` takes: the SQLite file, or the PostgreSQL URL as given.
-        self.path: Path | str = self.url or Path(path)
-        self._pool: pg.ReadPool | None = None
-        self._reader_count = readers
-        self._readers: list[aiosqlite.Connection] = []
-        self._next_reader: Iterable[int] = itertools.cycle(range(readers))
+    def __init__(self, path: str | Path, readers: int = DEFAULT_READERS, password: str | None = None) -> None:
+        self.backend = "postgresql" if pg.is_url(path) else "sqlite"
+        self.target = str(path)
+        self._password = password
+        self._readers = readers
+        self._sqlite_pool: sqlite.ReadPool | None = None
+        self._pg_pool: Any = None
+        # Threads that run read functions on PostgreSQL (one per pooled connection at most): not the
+        # default executor, which a caller of read_snapshot may itself be occupying.
+        self._read_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._checkpointer: Checkpointer | None = None
+        self._checkpointer: sqlite.Checkpointer | None = None
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
@@ -126,29 +136,39 @@ class Database:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.url:
-            await self._open_postgres(self.url)
+        if self.backend == "postgresql":
+            await self._open_postgres()
             return
-        path = Path(self.path)
+        path = Path(self.target)
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.to_thread(open_migrated, self.path)
-        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
-        self._checkpointer = Checkpointer(path)
-        self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
-        self._thread.start()
-        for _ in range(self._reader_count):
-            reader = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-            reader.row_factory = sqlite3.Row
-            await reader.execute("PRAGMA busy_timeout=5000")
-            self._readers.append(reader)
+        conn = await asyncio.to_thread(open_migrated, path)
+        conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
+        self._checkpointer = sqlite.Checkpointer(path)
+        self._start_writer(conn)
+        self._sqlite_pool = sqlite.ReadPool(path, self._readers)
+        await self._sqlite_pool.open()
 
-    async def _open_postgres(self, url: str) -> None:
-        conn = await asyncio.to_thread(open_migrated, url)
+    async def _open_postgres(self) -> None:
+        assert self._loop is not None
+        url, secret = self.target, self._password
+
+        def reconnect() -> Any:
+            return pg.open_connection(url, secret)
+
+        conn = pg.Connection(self._loop, reconnect, await reconnect(), owned=True)
+        try:
+            await asyncio.to_thread(migrations.migrate, conn)
+        except BaseException:
+            await asyncio.to_thread(conn.close)
+            raise
+        self._start_writer(conn)
+        self._pg_pool = await pg.open_pool(url, secret, self._readers)
+        self._read_threads = concurrent.futures.ThreadPoolExecutor(self._readers, thread_name_prefix="dt-reader")
+
+    def _start_writer(self, conn: Connection) -> None:
         self._thread = threading.Thread(target=self._run_writer, args=(conn,), name="deploytrack-writer", daemon=True)
         self._thread.start()
-        self._pool = pg.ReadPool(url, self._reader_count)
-        await self._pool.open()
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection. Safe to call twice."""
@@ -159,12 +179,15 @@ class Database:
         if self._checkpointer is not None:
             checkpointer, self._checkpointer = self._checkpointer, None
             await asyncio.to_thread(checkpointer.stop)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        if self._sqlite_pool is not None:
+            pool, self._sqlite_pool = self._sqlite_pool, None
             await pool.close()
-        readers, self._readers = self._readers, []
-        for reader in readers:
-            await reader.close()
+        if self._pg_pool is not None:
+            pool, self._pg_pool = self._pg_pool, None
+            await pool.close()
+        if self._read_threads is not None:
+            threads, self._read_threads = self._read_threads, None
+            threads.shutdown(wait=True)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -186,8 +209,8 @@ class Database:
         self._queue.put((_Grouped(fn), (item,), future))
         return await future
 
-    def _run_writer(self, conn: sqlite3.Connection) -> None:
-        name_os_thread("dt-writer")
+    def _run_writer(self, conn: Connection) -> None:
+        sqlite.name_os_thread("dt-writer")
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -206,44 +229,42 @@ class Database:
             self._commit_group(conn, group)
         conn.close()
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[Any]) -> None:
+    def _commit_group(self, conn: Connection, group: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         began = time.perf_counter()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.begin_write()
             for run, futures in _steps(group):
-                conn.execute("SAVEPOINT task")
+                conn.savepoint()
                 try:
                     outcomes = run(conn)
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting request(s)
                     try:
-                        conn.execute("ROLLBACK TO task")
-                        conn.execute("RELEASE task")
-                    except sqlite3.Error:
-                        # SQLite already rolled the whole transaction back (e.g. the disk filled up while a
-                        # large task spilled pages): fail the group with the cause, not "no such savepoint".
+                        conn.rollback_to()
+                    except Exception:  # noqa: BLE001
+                        # The whole transaction is gone (the disk filled up while a large task spilled
+                        # pages, the link dropped): fail the group with the cause, not "no such savepoint".
                         raise exc from None
-                    if is_storage_failure(exc):
+                    if failures.kind(exc) is not None:
                         raise
                     if not isinstance(exc, DeploytrackError):
                         log.exception("write task failed")
                     results.extend((f, False, exc) for f in futures)
                 else:
-                    conn.execute("RELEASE task")
+                    conn.release()
                     results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
-            conn.execute("COMMIT")
+            conn.commit()
             self.commit_seconds += time.perf_counter() - committing
             self.commits += 1
             if self._checkpointer is not None:
                 self._checkpointer.poke()
             self.written_tasks += len(group)
         except Exception as exc:  # noqa: BLE001 - nothing in this group is acknowledged
-            log.error("write transaction failed, %d requests answered 503: %s", len(group), exc)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            error = Unavailable(f"the database cannot take writes now ({exc}); retry later",
-                                headers={"Retry-After": "5"}) if is_storage_failure(exc) else exc
+            log.error("write transaction failed, %d requests answered with an error: %s", len(group), exc)
+            with contextlib.suppress(Exception):  # a dead link or file has nothing to roll back
+                conn.rollback()
+            error = failures.as_catalogue_error(exc, "take writes") or exc
             results = [(future, False, error) for _, _, future in group]
         self.busy_seconds += time.perf_counter() - began
         assert self._loop is not None
@@ -256,6 +277,13 @@ class Database:
             raise Unavailable("the database is closed")
         return asyncio.run_coroutine_threadsafe(self.write(fn, *args), self._loop).result()
 
+    def read_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
+        """`read` for code running in a worker thread (never the event loop): blocks that thread
+        until `fn(conn, *args)` has run on a pooled connection, on one snapshot."""
+        if self._loop is None:
+            raise Unavailable("the database is closed")
+        return asyncio.run_coroutine_threadsafe(self.read(fn, *args), self._loop).result()
+
     # -- integrity ---------------------------------------------------------------------
 
     async def check_integrity_daily(self, now_us: int) -> None:
@@ -265,11 +293,11 @@ class Database:
         if self.integrity_checked_at is not None and int(self.integrity_checked_at // 86400) == day:
             return
         try:
-            if self.url:  # PostgreSQL checks its own pages: only the schema version, two queries
+            if self.backend == "postgresql":  # PostgreSQL checks its own pages: only the schema version, two queries
                 report = await self.write(integrity.check, True)
             else:  # on a connection of its own, beside the writer: seconds on a large file
-                report = await asyncio.to_thread(_quick_check, self.path)
-        except (sqlite3.Error, migrations.DatabaseRefused, DeploytrackError) as exc:
+                report = await asyncio.to_thread(_quick_check, self.target)
+        except (*failures.DATABASE_ERRORS, migrations.DatabaseRefused, DeploytrackError) as exc:
             report = integrity.Report(ok=False, summary=f"FAILED: the check could not run: {exc}")
         self.integrity, self.integrity_checked_at = report, now_us / 1_000_000
         if report.ok:
@@ -279,44 +307,56 @@ class Database:
 
     # -- reads -------------------------------------------------------------------------
 
-    def read_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` on a read connection of its own, in one read transaction (one consistent
-        view of the database however long it takes); for worker threads, never the event loop."""
-        conn = connect(self.path, readonly=not self.url)
+    async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        """The rows of one statement (`?` placeholders, or `:name` with a mapping), on a pooled read connection."""
+        bound = params if isinstance(params, Mapping) else tuple(params)
         try:
-            if self.url:
-                return fn(conn, *args)
-            conn.execute("BEGIN")
-            try:
-                return fn(conn, *args)
-            finally:
-                conn.execute("COMMIT")
-        finally:
-            conn.close()
+            if self._pg_pool is not None:
+                text, args = pg.bind(sql, bound)
+                return list(await self._pg_pool.fetch(text, *args))
+            return await self._sqlite().fetchall(sql, bound)
+        except Exception as exc:
+            converted = failures.as_catalogue_error(exc, "be read")
+            if converted is None:
+                raise
+            raise converted from exc
 
-    def _reader(self) -> aiosqlite.Connection:
-        return self._readers[next(self._next_reader)]  # type: ignore[call-overload]
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        if self._pool is not None:
-            try:
-                return await self._pool.fetchall(sql, tuple(params))
-            except pg.StorageError as exc:
-                raise Unavailable(f"the database cannot be read now ({exc})") from exc
-        try:
-            return list(await self._reader().execute_fetchall(sql, tuple(params)))
-        except sqlite3.DatabaseError as exc:
-            if is_storage_failure(exc):
-                raise Unavailable(f"the database cannot be read now ({exc})") from exc
-            raise
-
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` on a pooled read connection in a thread, inside one snapshot that is
+        rolled back afterwards (so temp tables it makes are gone, and it can never write)."""
+        try:
+            if self._pg_pool is not None:
+                assert self._loop is not None
+                async with self._pg_pool.acquire() as raw:
+                    conn = pg.Connection(self._loop, None, raw, owned=False)
+                    return await self._loop.run_in_executor(self._read_threads, _in_snapshot, conn, fn, args)
+            return await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args))
+        except Exception as exc:
+            converted = failures.as_catalogue_error(exc, "be read")
+            if converted is None:
+                raise
+            raise converted from exc
 
-def _quick_check(path: Path | str) -> integrity.Report:
-    conn = connect(path, readonly=True)
+    def _sqlite(self) -> sqlite.ReadPool:
+        if self._sqlite_pool is None:
+            raise Unavailable("the database is closed")
+        return self._sqlite_pool
+
+
+def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    conn.begin_read()
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.rollback()
+
+
+def _quick_check(path: str) -> integrity.Report:
+    conn = sqlite.connect(path, readonly=True)
     try:
         return integrity.check(conn, quick=True)
     finally:
@@ -332,10 +372,10 @@ class _Grouped:
         self.fn = fn
 
 
-Step = Callable[[sqlite3.Connection], list[tuple[bool, Any]]]
+Step = Callable[[Connection], list[tuple[bool, Any]]]
 
 
-def _one_task(fn: Callable[..., Any], args: tuple[Any, ...], conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
+def _one_task(fn: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -> list[tuple[bool, Any]]:
     return [(True, fn(conn, *args))]
 
 
@@ -364,54 +404,6 @@ def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
             steps.append((functools.partial(_one_task, fn, args), [future]))
     close_run()
     return steps
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file from a thread of its own.
-
-    Left to SQLite, the COMMIT that pushes the WAL past 1,000 pages does that copy (and an fsync of
-    the database file) while every request in its group waits. Here a PASSIVE checkpoint runs
-    beside the writer instead, on the other core (SQLite releases the GIL); the writer keeps a far
-    higher automatic threshold only as a backstop.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._wal = Path(f"{path}-wal")
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="deploytrack-checkpoint", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Called after a commit: check the WAL's size soon."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        name_os_thread("dt-checkpoint")
-        conn: sqlite3.Connection | None = None
-        while not self._stopping:
-            self._wake.wait(timeout=5)
-            self._wake.clear()
-            try:
-                if self._stopping or self._wal.stat().st_size < CHECKPOINT_BYTES:
-                    continue
-                if conn is None:
-                    conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except (OSError, sqlite3.Error) as exc:  # a full or read-only disk: the writer reports it
-                log.warning("checkpoint failed: %s", exc)
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                time.sleep(1)
-        if conn is not None:
-            conn.close()
 
 
 def _settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -93,8 +93,9 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50,
         where.append("occurred_at < ?")
         params.append(flt.until)
     if flt.q:
-        where.append("summary LIKE ? ESCAPE '\\'")
-        params.append("%" + flt.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        # LIKE ignores ASCII case on SQLite and not on PostgreSQL; both lower-cased, the two agree.
+        where.append("LOWER(summary) LIKE ? ESCAPE '\\'")
+        params.append("%" + flt.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     return await newest_first(db, "events", ("occurred_at", "seq"), where, params, limit, cursor)
 
 

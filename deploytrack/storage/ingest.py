@@ -1,11 +1,10 @@
-"""Write-side SQL: plain functions of a sqlite3 connection, run by the single writer.
+"""Write-side SQL: plain functions of a connection (`storage.database.Connection`), run by the single writer.
 
 Each function runs inside the writer's transaction; raising rolls back everything it did.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -19,6 +18,7 @@ from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.bulk import insert_rows, where_any
+from deploytrack.storage.database import Connection
 from deploytrack.storage.projection import Dep, Key, Projection
 from deploytrack.timeutil import day_start_us
 
@@ -53,7 +53,7 @@ class IngestResult:
     replayed: bool = False
 
 
-def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
+def ingest(conn: Connection, batch: Ingest) -> IngestResult:
     """Store a request's events, or return the original ones if it is a re-send."""
     result = ingest_group(conn, [batch])[0]
     if isinstance(result, DeploytrackError):
@@ -61,7 +61,7 @@ def ingest(conn: sqlite3.Connection, batch: Ingest) -> IngestResult:
     return result
 
 
-def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[IngestResult | DeploytrackError]:
+def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult | DeploytrackError]:
     """Store many requests' events in one pass, each request all-or-nothing, as if one after another.
 
     The writer hands every ingestion request waiting in its queue here at once. Lookups are made
@@ -83,7 +83,7 @@ def ingest_group(conn: sqlite3.Connection, batches: list[Ingest]) -> list[Ingest
 class _Group:
     """The state of one ingest group: what the database held before it, plus what the group adds."""
 
-    def __init__(self, conn: sqlite3.Connection, batches: list[Ingest], projection: Projection) -> None:
+    def __init__(self, conn: Connection, batches: list[Ingest], projection: Projection) -> None:
         self.conn = conn
         self.projection = projection
         projection.begin(conn)
@@ -291,7 +291,7 @@ class _Group:
 _LAST_USED_STEP = 60_000_000
 
 
-def _live_tokens(conn: sqlite3.Connection, ids: set[int]) -> dict[int, int | None]:
+def _live_tokens(conn: Connection, ids: set[int]) -> dict[int, int | None]:
     """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
     a revocation committed since must still refuse them."""
     if not ids:
@@ -301,7 +301,7 @@ def _live_tokens(conn: sqlite3.Connection, ids: set[int]) -> dict[int, int | Non
     return {int(r[0]): r[1] for r in rows}
 
 
-def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
+def _idempotency_keys(conn: Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
     found: dict[Any, list[str]] = {}
     for where, params in where_any([("token_id = ? AND key = ?", key) for key in keys]):
         for row in conn.execute(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params):
@@ -309,7 +309,7 @@ def _idempotency_keys(conn: sqlite3.Connection, keys: set[tuple[int | None, str 
     return found
 
 
-def _conflicting_shas(conn: sqlite3.Connection, triples: set[tuple[str, str | None, str | None]]
+def _conflicting_shas(conn: Connection, triples: set[tuple[str, str | None, str | None]]
                       ) -> dict[tuple[str, str], str]:
     """The stored SHA of each version whose SHA differs from one of these (product, version, sha)."""
     found: dict[tuple[str, str], str] = {}
@@ -328,7 +328,7 @@ def _deployment_key(event: Event, environment: str | None) -> Key:
 _KEY_CHUNK = 500
 
 
-def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
+def _events_by_client_key(conn: Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
     """The stored events among these client keys: one query per chunk, not one per event."""
     found: dict[str, dict[str, Any]] = {}
     unique = list(dict.fromkeys(keys))
@@ -339,13 +339,13 @@ def _events_by_client_key(conn: sqlite3.Connection, keys: list[str]) -> dict[str
     return found
 
 
-def _events_by_id(conn: sqlite3.Connection, ids: list[str]) -> list[dict[str, Any]]:
+def _events_by_id(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     rows = {r["id"]: dict(r) for r in conn.execute(
         f"SELECT * FROM events WHERE id IN ({', '.join('?' * len(ids))})", ids)} if ids else {}
     return [rows[i] for i in ids if i in rows]
 
 
-def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received_at: int,
+def import_event(conn: Connection, event: Event, event_id: str, received_at: int,
                  aliases: Mapping[str, str]) -> dict[str, Any] | None:
     """Store one event exported earlier (or written for a backfill) under its own id and arrival time.
 
@@ -365,16 +365,16 @@ def import_event(conn: sqlite3.Connection, event: Event, event_id: str, received
 # -- tokens -----------------------------------------------------------------------------
 
 
-def insert_token(conn: sqlite3.Connection, name: str, secret_hash: str, scopes: list[str],
+def insert_token(conn: Connection, name: str, secret_hash: str, scopes: list[str],
                  product: str | None, environment: str | None, created_at: int) -> int:
     if conn.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"a token named {name!r} exists already", "name")
-    cursor = conn.execute(
-        "INSERT INTO tokens (name, secret_hash, scopes, product, environment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (name, secret_hash, ",".join(scopes), product, environment, created_at))
-    return int(cursor.lastrowid or 0)
+    row = conn.execute(
+        "INSERT INTO tokens (name, secret_hash, scopes, product, environment, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+        "RETURNING id", (name, secret_hash, ",".join(scopes), product, environment, created_at)).fetchone()
+    return int(row[0])
 
 
-def revoke_token(conn: sqlite3.Connection, name: str, at: int) -> bool:
+def revoke_token(conn: Connection, name: str, at: int) -> bool:
     cursor = conn.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (at, name))
     return cursor.rowcount > 0

@@ -1,24 +1,17 @@
-"""PostgreSQL through asyncpg, shaped like the sqlite3 connection the write functions expect.
+"""PostgreSQL through asyncpg, on the event loop that owns the connections.
 
-Write functions stay plain `fn(conn, *args)` with `?` placeholders, `.fetchone()/.fetchall()`,
-`lastrowid` and `rowcount`, and rows indexable by position or column name. `SyncConnection`
-gives them that on PostgreSQL: it owns one asyncpg connection and a private event loop (it runs
-in the writer thread or a CLI command, never on the server's loop). `ReadPool` is the async read
-side. Both translate the few SQLite spellings the code uses:
+SQL is written once, in the subset SQLite and PostgreSQL both accept; the one thing changed here
+at run time is the placeholders (`?` and `:name` become `$1, $2...`). Write functions stay plain
+`fn(conn, *args)` run by the writer thread: `Connection` gives them a blocking `execute` whose
+statements run on the server's own event loop (`run_coroutine_threadsafe`), so asyncpg only ever
+lives on one loop. A CLI command, which has no server loop, gets one in a thread (`LoopThread`).
 
-- `?` (or `:name` with a mapping) -> `$n`; `x IS ?` -> `x IS NOT DISTINCT FROM $n`;
-- `LIKE` -> `ILIKE` (SQLite's LIKE ignores ASCII case; PostgreSQL's does not);
-- `BEGIN IMMEDIATE` -> `BEGIN` plus a transaction-level advisory lock: SQLite's write lock, made
-  a PostgreSQL one, so every write transaction of every process takes its turn exactly as the
-  writers of one SQLite file do, and a check-then-insert in a write function stays correct
-  across processes (the unique constraints remain the backstop);
-- DDL: `INTEGER PRIMARY KEY` -> an identity column, `INTEGER` -> `BIGINT` (epoch microseconds),
-  `REAL` -> `DOUBLE PRECISION`, `BLOB` -> `BYTEA`;
-- an `INSERT` into a table with an identity column gets `RETURNING` it, for `lastrowid`.
+Rows are asyncpg Records: indexable by position and by column name, like sqlite3.Row. Errors are
+asyncpg's own; `storage.failures` classifies them by SQLSTATE.
 
-Errors come out as sqlite3's DB-API classes (IntegrityError, OperationalError, ...), chained to
-asyncpg's, so callers catch one hierarchy on both backends. asyncpg is imported lazily: the
-SQLite path never needs it.
+The password stays off the command line; the first of these wins: `--db-password-file` (the
+`db_password_file` setting), `DEPLOYTRACK_DB_PASSWORD` (the `db_password` setting), a password in
+the URL, `PGPASSWORD`, the `.pgpass` file (`PGPASSFILE`), as libpq reads them.
 """
 
 from __future__ import annotations
@@ -26,23 +19,26 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
+
+import asyncpg
 
 T = TypeVar("T")
 URL_PREFIXES = ("postgresql://", "postgres://")
-# The key of the advisory lock that stands for SQLite's write lock (any constant bigint).
+# The key of the advisory lock every write transaction takes: one writer at a time across all
+# processes on one database, as on one SQLite file, so a check-then-insert stays correct.
 WRITE_LOCK_KEY = 0x6465706C6F79  # "deploy"
-_RETURNS_ROWS = ("select", "with", "values", "show", "table", "explain")
-_DDL = ("create", "alter", "drop")
-_DEFERRED = re.compile(r"(?i)\s*(savepoint\s+\w+|release\s+(savepoint\s+)?\w+)\s*$")
-_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\?|(?<!:):[A-Za-z_]\w*|[^'"?:/-]+|.""",
-                    re.S)
+CONNECT_TIMEOUT = 10.0
+# Statements that answer with rows (the rest answer with a status such as "UPDATE 3").
+_ROWS = re.compile(r"(?is)\s*(select|with|values|show|explain|table)\b|.*\breturning\b")
+_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|::|\?|:[A-Za-z_]\w*|[^'"?:/-]+|.""", re.S)
 
 
 def is_url(db: object) -> bool:
-    """True for a PostgreSQL URL (`postgresql://user:pass@host/db`), False for a SQLite file."""
+    """True for a PostgreSQL URL (`postgresql://user@host/db`), False for a SQLite file."""
     return isinstance(db, str) and db.startswith(URL_PREFIXES)
 
 
@@ -51,76 +47,50 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-@functools.lru_cache(maxsize=1024)
-def translate(sql: str, named: bool = False) -> tuple[str, tuple[str, ...]]:
-    """SQLite-flavoured SQL -> PostgreSQL; returns the text and, for `:name` style, the names in order."""
-    if re.fullmatch(r"(?i)\s*begin\s+(immediate|exclusive|deferred)\s*", sql):
-        return "BEGIN", ()
-    ddl = sql.lstrip().lower().startswith(_DDL)
+def password(password_file: str, password_setting: str) -> str | None:
+    """The password deploytrack passes to the driver, or None to let the URL, PGPASSWORD or .pgpass decide."""
+    if password_file:
+        try:
+            text = Path(password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"setting 'db_password_file': cannot read {password_file}: {exc.strerror}") from None
+        return text.rstrip("\r\n")
+    return password_setting or None
+
+
+@functools.lru_cache(maxsize=2048)
+def placeholders(sql: str, named: bool = False) -> tuple[str, tuple[str, ...]]:
+    """`?` (or `:name`) placeholders as PostgreSQL's `$n`; for `:name`, the names in order.
+
+    Quoted text, comments and `::` casts are left alone. A name used twice gets one number.
+    """
     out: list[str] = []
     names: list[str] = []
-    code: list[str] = []
-
-    def flush(before_placeholder: bool = False) -> None:
-        text = _code("".join(code), ddl)
-        code.clear()
-        if before_placeholder:  # `x IS ?` / `x IS NOT ?`
-            text = re.sub(r"(?i)\bIS\s+NOT\s*$", "IS DISTINCT FROM ", text)
-            text = re.sub(r"(?i)\bIS\s*$", "IS NOT DISTINCT FROM ", text)
-        out.append(text)
-
+    count = 0
     for token in _TOKEN.findall(sql):
-        if token == "?" or (named and token.startswith(":") and len(token) > 1):
-            flush(True)
-            if token != "?":
-                names.append(token[1:])
-            out.append(f"${len(names) if named else sum(1 for t in out if t.startswith('$')) + 1}")
-        elif token[0] in "'\"" or token.startswith(("--", "/*")):
-            flush()
-            out.append(token)
+        if token == "?" and not named:
+            count += 1
+            out.append(f"${count}")
+        elif named and token.startswith(":") and len(token) > 1 and token != "::":
+            name = token[1:]
+            if name not in names:
+                names.append(name)
+            out.append(f"${names.index(name) + 1}")
         else:
-            code.append(token)
-    flush()
+            out.append(token)
     return "".join(out), tuple(names)
 
 
-_DISTINCT_OK = r"(?!(?:NOT|NULL|DISTINCT|TRUE|FALSE|UNKNOWN)\b)(?=[\w(])"
-
-
-def _code(text: str, ddl: bool) -> str:
-    """Rewrite one stretch of SQL outside literals and comments."""
-    text = re.sub(r"(?i)(?<![\w.])(not\s+)?like\b", lambda m: (m.group(1) or "") + "ILIKE", text)
-    # SQLite's null-safe comparison of two expressions: `a IS b`, `a IS NOT b`
-    text = re.sub(r"(?i)\bIS\s+NOT\s+" + _DISTINCT_OK, "IS DISTINCT FROM ", text)
-    text = re.sub(r"(?i)\bIS\s+" + _DISTINCT_OK, "IS NOT DISTINCT FROM ", text)
-    # SQLite's `temp` schema is PostgreSQL's `pg_temp`; an index lives in its table's schema
-    text = re.sub(r"(?i)(CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?)temp\.", r"\1", text)
-    text = re.sub(r"(?i)(?<![\w.])temp\.(?=\w)", "pg_temp.", text)
-    if ddl:
-        text = re.sub(r"(?i)\bINTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?",
-                      "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", text)
-        text = re.sub(r"(?i)\bINTEGER\b", "BIGINT", text)
-        text = re.sub(r"(?i)\bREAL\b", "DOUBLE PRECISION", text)
-        text = re.sub(r"(?i)\bBLOB\b", "BYTEA", text)
-        text = re.sub(r"(?i)\)(\s*(,\s*)?(WITHOUT\s+ROWID|STRICT))+\s*$", ")", text)
-    return text
-
-
-def _returns_rows(sql: str) -> bool:
-    head = sql.lstrip().lower()
-    return head.startswith(_RETURNS_ROWS) or re.search(r"(?i)\breturning\b", sql) is not None
-
-
-def _bind(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> tuple[str, list[Any]]:
+def bind(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The statement with `$n` placeholders, and its arguments in order."""
     if isinstance(params, Mapping):
-        text, names = translate(sql, True)
+        text, names = placeholders(sql, True)
         return text, [params[n] for n in names]
-    text, _ = translate(sql)
-    return text, list(params)
+    return placeholders(sql)[0], list(params)
 
 
 def _numeric(text: str) -> int | float:
-    """NUMERIC (what SUM/AVG of BIGINT give) as SQLite would answer: int when whole and exact, else float."""
+    """NUMERIC (what SUM and AVG of BIGINT give) as SQLite answers: int when whole, else float."""
     return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
 
 
@@ -128,55 +98,36 @@ async def _setup(conn: Any) -> None:
     await conn.set_type_codec("numeric", encoder=str, decoder=_numeric, schema="pg_catalog", format="text")
 
 
-# -- errors ----------------------------------------------------------------------------------
+async def open_connection(url: str, secret: str | None, **settings: str) -> Any:
+    """One asyncpg connection with deploytrack's codecs (on the running loop)."""
+    conn = await asyncpg.connect(url, password=secret, timeout=CONNECT_TIMEOUT, statement_cache_size=512,
+                                 server_settings=settings or None)
+    await _setup(conn)
+    return conn
 
 
-class StorageError(sqlite3.OperationalError):
-    """The database cannot be reached or cannot take writes now (answered 503, the client may retry)."""
-
-    storage_failure = True
-
-
-def _asyncpg() -> Any:
-    try:
-        import asyncpg
-    except ImportError:
-        raise SystemExit("deploytrack: PostgreSQL needs the asyncpg driver: pip install 'deploytrack[postgres]'") \
-            from None
-    return asyncpg
+async def open_pool(url: str, secret: str | None, size: int) -> Any:
+    """The read pool: at most `size` connections, each read-only by default."""
+    return await asyncpg.create_pool(url, password=secret, min_size=1, max_size=size, init=_setup, reset=_keep_session,
+                                     timeout=CONNECT_TIMEOUT, statement_cache_size=512,
+                                     server_settings={"default_transaction_read_only": "on"})
 
 
-def _convert(exc: BaseException) -> BaseException:
-    import asyncpg
-
-    if isinstance(exc, (OSError, asyncpg.exceptions.InterfaceError, asyncio.TimeoutError)):
-        return StorageError(f"database unavailable: {exc}")
-    state = getattr(exc, "sqlstate", "") or ""
-    message = f"{exc} (SQLSTATE {state})" if state else str(exc)
-    if state.startswith(("08", "53", "57", "58")) or state == "25006":
-        return StorageError(message)
-    if state.startswith("23"):
-        return sqlite3.IntegrityError(message)
-    if state.startswith("22") or isinstance(exc, asyncpg.exceptions.DataError):
-        return sqlite3.DataError(message)
-    if state.startswith("42"):
-        return sqlite3.OperationalError(message)
-    if isinstance(exc, asyncpg.PostgresError):
-        return sqlite3.DatabaseError(message)
-    return exc
+async def _keep_session(conn: Any) -> None:
+    """Reads change no session state (a snapshot always ends with ROLLBACK, which asyncpg sends if
+    one is left open): asyncpg's default reset would cost every read a second round trip."""
 
 
-# -- the blocking connection ------------------------------------------------------------------
+# -- the blocking face of a connection -------------------------------------------------------------
 
 
 class Cursor:
-    """What `execute` returns: the rows, `rowcount` and `lastrowid`, like a sqlite3 cursor."""
+    """What `execute` returns: the rows and `rowcount`, like a sqlite3 cursor."""
 
-    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None) -> None:
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
         self._rows = rows
         self._next = 0
         self.rowcount = rowcount
-        self.lastrowid = lastrowid
 
     def fetchone(self) -> Any:
         if self._next >= len(self._rows):
@@ -192,195 +143,162 @@ class Cursor:
         return iter(self.fetchall())
 
 
-class SyncConnection:
-    """One PostgreSQL connection used synchronously, with sqlite3's `execute` interface."""
+class Connection:
+    """An asyncpg connection used synchronously from another thread; its work runs on `loop`.
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url
-        self.timeout = timeout
-        self._loop = asyncio.new_event_loop()
-        self._conn: Any = None
-        self._identity: dict[str, str] | None = None
-        self._pending: list[str] = []  # BEGIN / SAVEPOINT / RELEASE not yet sent
-        self._connect()
+    The same transaction methods as `sqlite.Connection`, so the writer and migrations use either.
+    Control statements (BEGIN and the write lock, SAVEPOINT, RELEASE) wait and travel with the
+    next one: a task's savepoint and the previous one's release cost one round trip, not two.
+    """
 
-    def _connect(self) -> None:
-        asyncpg = _asyncpg()
+    backend = "postgresql"
 
-        async def connect() -> Any:
-            conn = await asyncpg.connect(self.url, timeout=self.timeout, statement_cache_size=256)
-            await _setup(conn)
-            return conn
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect: Callable[[], Coroutine[Any, Any, Any]] | None,
+                 conn: Any = None, *, owned: bool, on_close: Callable[[], None] | None = None) -> None:
+        self._loop = loop
+        self._connect = connect
+        self._conn = conn
+        self._owned = owned
+        self._on_close = on_close
+        self._pending: list[str] = []
 
-        try:
-            self._conn = self._loop.run_until_complete(connect())
-        except Exception as exc:
-            raise _convert(exc) from exc
-        self._identity = None
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if _running_loop() is self._loop:
+            coro.close()
+            raise RuntimeError("a blocking database call on its own event loop would wait for itself; "
+                               "use Database.write or Database.read")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    @property
-    def in_transaction(self) -> bool:
+    def _live(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection to the database was lost")
+        return self._conn
+
+    async def _flush(self) -> None:
         if self._pending:
-            return True
-        return bool(self._conn is not None and not self._conn.is_closed() and self._conn.is_in_transaction())
+            text, self._pending = "; ".join(self._pending), []
+            await self._live().execute(text)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
-        """Run one statement (or, without parameters, a script); `?` placeholders as in sqlite3."""
-        text, args = _bind(sql, params)
-        if text == "BEGIN":
-            # Sent with the next statement: BEGIN, the write lock and the first savepoint cost one round trip.
-            self._pending = ["BEGIN", f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"]
-            return Cursor([], -1, None)
-        if not args and _DEFERRED.match(text):
-            self._pending.append(text)  # a savepoint's RELEASE and the next SAVEPOINT travel together
-            return Cursor([], -1, None)
-        if text.strip().upper() == "ROLLBACK" and self._pending[:1] == ["BEGIN"]:
-            self._pending = []  # the transaction never reached the server
-            return Cursor([], -1, None)
-        return self._call(lambda pending: self._run(text, args, pending))
+        """Run one statement (without parameters, it may be several separated by `;`)."""
+        text, args = bind(sql, params)
+        return self._call(self._run(text, args))
 
-    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Cursor:
-        """One statement for many parameter sets, pipelined (one round trip, not one per row)."""
-        rows = [list(p) for p in seq]
-        if not rows:
-            return Cursor([], 0, None)
-        text, _ = translate(sql)
-
-        async def run(pending: list[str]) -> Cursor:
-            if pending:
-                await self._conn.execute("; ".join(pending))
-            await self._conn.executemany(text, rows)
-            return Cursor([], -1, None)  # asyncpg does not report the count
-
-        return self._call(run)
-
-    def executescript(self, script: str) -> Cursor:
-        for statement in script.split(";"):
-            if statement.strip():
-                self.execute(statement)
-        return Cursor([], -1, None)
-
-    def _call(self, work: Callable[[list[str]], Awaitable[T]]) -> T:
-        """Send the deferred statements and `work` to the server; errors as sqlite3's classes."""
-        pending, self._pending = self._pending, []
-        if self._conn is None or self._conn.is_closed():
-            if pending[:1] != ["BEGIN"]:
-                raise StorageError("database unavailable: the connection was lost")
-            self._connect()  # between transactions: a restarted server or a dropped link
-        try:
-            return self._loop.run_until_complete(work(pending))
-        except Exception as exc:
-            converted = _convert(exc)
-            if converted is exc:
-                raise
-            raise converted from exc
-
-    async def _run(self, text: str, args: list[Any], pending: list[str]) -> Cursor:
-        conn = self._conn
-        head = text.lstrip().lower()
-        if pending:
-            if not args and not _returns_rows(text) and not head.startswith("insert"):
-                await conn.execute("; ".join([*pending, text]))  # e.g. RELEASE task; COMMIT
-                return Cursor([], -1, None) if not head.startswith(_DDL) else self._ddl_done(head)
-            await conn.execute("; ".join(pending))
-        if head.startswith(_DDL):
-            await conn.execute(text, *args) if args else await conn.execute(text)
-            return self._ddl_done(head)
-        if head.startswith("insert") and not re.search(r"(?i)\breturning\b", text):
-            column = (await self._identity_columns()).get(_insert_table(text))
-            if column:
-                rows = await conn.fetch(f"{text} RETURNING {column}", *args)
-                return Cursor([], len(rows), rows[-1][0] if rows else None)
-        if _returns_rows(text):
+    async def _run(self, text: str, args: list[Any]) -> Cursor:
+        await self._flush()
+        conn = self._live()
+        if _ROWS.match(text):
             rows = await conn.fetch(text, *args)
-            return Cursor(rows, len(rows) if not head.startswith(_RETURNS_ROWS) else -1,
-                          rows[-1][0] if rows and head.startswith("insert") else None)
+            return Cursor(rows, len(rows) if text.lstrip()[:6].lower() in ("insert", "update", "delete") else -1)
         status = await (conn.execute(text, *args) if args else conn.execute(text))
         last = status.rsplit(" ", 1)[-1] if status else ""
-        return Cursor([], int(last) if last.isdigit() and head.startswith(("insert", "update", "delete")) else -1,
-                      None)
+        return Cursor([], int(last) if last.isdigit() else -1)
 
-    def _ddl_done(self, head: str) -> Cursor:
-        if not re.match(r"(?i)(create\s+temp|drop\s+table\s+(if\s+exists\s+)?pg_temp\.)", head):
-            self._identity = None  # a table may have been created or changed
-        return Cursor([], -1, None)
+    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Cursor:
+        """One statement for many parameter sets, pipelined in one round trip."""
+        rows = [list(p) for p in seq]
+        text = placeholders(sql)[0]
+
+        async def run() -> Cursor:
+            await self._flush()
+            if rows:
+                await self._live().executemany(text, rows)
+            return Cursor([], -1)
+
+        return self._call(run())
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Bulk-insert rows with COPY (inside the current transaction), for `migrate-db`."""
-        async def run(pending: list[str]) -> None:
-            if pending:
-                await self._conn.execute("; ".join(pending))
-            await self._conn.copy_records_to_table(table, records=[tuple(r) for r in rows], columns=list(columns))
+        """Bulk-insert rows with COPY, inside the current transaction (for `migrate-db`)."""
+        async def run() -> None:
+            await self._flush()
+            await self._live().copy_records_to_table(table, records=[tuple(r) for r in rows], columns=list(columns))
 
-        self._call(run)
+        self._call(run())
 
-    def identity_columns(self) -> dict[str, str]:
-        """Table -> its identity column (what SQLite's INTEGER PRIMARY KEY became)."""
-        async def run(pending: list[str]) -> dict[str, str]:
-            if pending:
-                await self._conn.execute("; ".join(pending))
-            return dict(await self._identity_columns())
+    # -- transactions --------------------------------------------------------------------------
 
-        return self._call(run)
+    def reconnect(self) -> None:
+        """A new connection if the link was lost (a restarted server); nothing if it is alive."""
+        if (self._conn is None or self._conn.is_closed()) and self._connect is not None:
+            self._conn = self._call(self._connect())
 
-    async def _identity_columns(self) -> dict[str, str]:
-        if self._identity is None:
-            rows = await self._conn.fetch(
-                "SELECT table_name, column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND is_identity = 'YES'")
-            self._identity = {r[0]: r[1] for r in rows}
-        return self._identity
+    def begin_write(self) -> None:
+        """Open a write transaction holding the database-wide write lock (reconnecting if the link was lost)."""
+        self.reconnect()
+        self._pending = ["BEGIN", f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"]
+
+    def begin_read(self) -> None:
+        """A snapshot for several reads, allowed scratch (temp) tables; always ended by `rollback`."""
+        self._pending = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE"]
+
+    def savepoint(self) -> None:
+        self._pending.append("SAVEPOINT task")
+
+    def release(self) -> None:
+        self._pending.append("RELEASE SAVEPOINT task")
+
+    def rollback_to(self) -> None:
+        """Undo the current task's statements (none reached the server if its savepoint is still waiting)."""
+        if "SAVEPOINT task" in self._pending:
+            self._pending.remove("SAVEPOINT task")
+            return
+        self._pending += ["ROLLBACK TO SAVEPOINT task", "RELEASE SAVEPOINT task"]
+        self._call(self._flush())
+
+    def commit(self) -> None:
+        self._pending.append("COMMIT")
+        self._call(self._flush())
+
+    def rollback(self) -> None:
+        """End the transaction, undoing it (nothing to do if it never reached the server)."""
+        if self._pending[:1] in (["BEGIN"], ["BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE"]):
+            self._pending = []
+            return
+        self._pending = []
+        if self._conn is not None and not self._conn.is_closed() and self._conn.is_in_transaction():
+            self._call(self._conn.execute("ROLLBACK"))
 
     def close(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
+        """Close the connection (a pooled one is only let go: its pool takes it back). Safe to call twice."""
+        conn, self._conn = self._conn, None
+        if self._owned and conn is not None and not conn.is_closed():
             try:
-                self._loop.run_until_complete(self._conn.close(timeout=5))
-            except Exception:  # noqa: BLE001 - closing a dead link is done
-                self._conn.terminate()
-        self._loop.close()
+                self._call(conn.close(timeout=5))
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
 
-def _insert_table(sql: str) -> str:
-    match = re.match(r'(?is)\s*insert\s+into\s+"?(\w+)"?', sql)
-    return match.group(1).lower() if match else ""
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
-def connect(url: str, timeout: float = 10.0) -> SyncConnection:
-    """A blocking connection for the writer thread and CLI commands."""
-    return SyncConnection(url, timeout)
+class LoopThread:
+    """An event loop in a thread of its own, for CLI commands that use PostgreSQL without a server."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="deploytrack-pg", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
-# -- the async read side -----------------------------------------------------------------------
-
-
-class ReadPool:
-    """A small pool of read-only asyncpg connections on the server's event loop."""
-
-    def __init__(self, url: str, size: int) -> None:
-        self.url = url
-        self.size = size
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        asyncpg = _asyncpg()
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.size, init=_setup, timeout=10,
-                server_settings={"default_transaction_read_only": "on"})
-        except Exception as exc:
-            raise _convert(exc) from exc
-
-    async def fetchall(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        text, args = _bind(sql, params)
-        try:
-            return list(await self._pool.fetch(text, *args))
-        except Exception as exc:
-            converted = _convert(exc)
-            if converted is exc:
-                raise
-            raise converted from exc
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+def connect(url: str, secret: str | None = None) -> Connection:
+    """A blocking connection for CLI commands and tests, on an event loop of its own."""
+    runner = LoopThread()
+    conn = Connection(runner.loop, lambda: open_connection(url, secret), owned=True, on_close=runner.stop)
+    try:
+        conn.reconnect()
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -20,7 +20,6 @@ wrote), and otherwise drops what it holds and catches up from the log.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from operator import attrgetter
@@ -29,6 +28,7 @@ from typing import Any
 from deploytrack.metrics import fold as refold
 from deploytrack.metrics import rules
 from deploytrack.storage.bulk import ROWS_CHUNK, insert_rows, where_any
+from deploytrack.storage.database import Connection
 
 Key = tuple[str, str | None, str | None, str]  # product, environment, version, invoke id ('' when none)
 Dep = dict[str, Any]  # id, product, environment, version, invoke_id, record (rules.Folded), stored (fields or None)
@@ -58,7 +58,7 @@ class Projection:
     def has_pending(self) -> bool:
         return bool(self.pending)
 
-    def begin(self, conn: sqlite3.Connection) -> None:
+    def begin(self, conn: Connection) -> None:
         """Before an ingest group (behind): what is held must match the database, else it is dropped
         and the database's pending range folded from the log."""
         if not self.behind:
@@ -69,7 +69,7 @@ class Projection:
             catch_up(conn)
         self._data_version = version
 
-    def records_for(self, conn: sqlite3.Connection, keys: set[Key]) -> dict[Key, Dep]:
+    def records_for(self, conn: Connection, keys: set[Key]) -> dict[Key, Dep]:
         """Per deployment key, the record an event of that key folds into: the latest with that invoke
         id, or without one the latest still open; pending records win over their stored state."""
         found: dict[Key, Dep] = {}
@@ -83,7 +83,7 @@ class Projection:
                 found[key] = best
         return found
 
-    def create(self, conn: sqlite3.Connection, key: Key, event: rules.FoldEvent) -> Dep:
+    def create(self, conn: Connection, key: Key, event: rules.FoldEvent) -> Dep:
         """A new record (its id given now: the event is stored with it) for `event`."""
         if self._next_id is None:
             self._next_id = refold.next_id(conn)
@@ -103,7 +103,7 @@ class Projection:
                 self._by_key.setdefault((dep["product"], dep["environment"], dep["version"], dep["invoke_id"]),
                                         []).append(dep)
 
-    def finish(self, conn: sqlite3.Connection, stored_events: int) -> None:
+    def finish(self, conn: Connection, stored_events: int) -> None:
         """After a group stored `stored_events` events: write the records now, or (behind) extend the
         pending range and write them when they have waited long enough."""
         if not self.behind:
@@ -120,7 +120,7 @@ class Projection:
         if len(self.pending) >= MAX_PENDING or (self.pending and time.monotonic() - self._since >= MAX_AGE):
             self.flush(conn)
 
-    def flush(self, conn: sqlite3.Connection) -> None:
+    def flush(self, conn: Connection) -> None:
         """Write every pending record (inside the caller's transaction)."""
         if self._span is not None:
             conn.execute("DELETE FROM kv WHERE key = ?", (PENDING_KEY,))
@@ -135,7 +135,7 @@ class Projection:
         self._next_id = None
 
 
-def pending_span(conn: sqlite3.Connection) -> tuple[int, int] | None:
+def pending_span(conn: Connection) -> tuple[int, int] | None:
     """The range of event seqs whose records a writer left pending, if any."""
     row = conn.execute("SELECT value FROM kv WHERE key = ?", (PENDING_KEY,)).fetchone()
     if row is None:
@@ -148,7 +148,7 @@ _FOLD_COLUMNS = ("seq, product, environment, version, invoke_id, occurred_at, st
                  "metadata, summary, deployment_id")
 
 
-def catch_up(conn: sqlite3.Connection) -> int:
+def catch_up(conn: Connection) -> int:
     """Fold the events whose records were left pending into their records, in arrival order (the
     records ingestion had decided: each event names its record); returns how many events."""
     span = pending_span(conn)
@@ -185,7 +185,7 @@ def _dep_of(row: Any) -> Dep:
 _RECORD_COLUMNS = ", ".join((*_KEY_COLUMNS, *FIELDS))
 
 
-def _stored_candidates(conn: sqlite3.Connection, keys: Iterable[Key]) -> dict[Key, list[Dep]]:
+def _stored_candidates(conn: Connection, keys: Iterable[Key]) -> dict[Key, list[Dep]]:
     """Stored records an event of each key may fold into: with its invoke id, or without one still open."""
     terms = [("product = ? AND environment = ? AND version IS NOT DISTINCT FROM ? AND invoke_id = ?"
               + ("" if key[3] else " AND status IN ('pending', 'started')"), key) for key in keys]
@@ -197,7 +197,7 @@ def _stored_candidates(conn: sqlite3.Connection, keys: Iterable[Key]) -> dict[Ke
     return found
 
 
-def _by_id(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Dep]:
+def _by_id(conn: Connection, ids: list[int]) -> dict[int, Dep]:
     found: dict[int, Dep] = {}
     for start in range(0, len(ids), ROWS_CHUNK):
         chunk = ids[start:start + ROWS_CHUNK]
@@ -207,7 +207,7 @@ def _by_id(conn: sqlite3.Connection, ids: list[int]) -> dict[int, Dep]:
     return found
 
 
-def write_records(conn: sqlite3.Connection, deps: list[Dep]) -> None:
+def write_records(conn: Connection, deps: list[Dep]) -> None:
     """Insert the new records (one statement per chunk) and update the changed ones; each is then stored."""
     inserts: list[list[Any]] = []
     # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
@@ -236,7 +236,7 @@ def _values(record: rules.Folded) -> tuple[Any, ...]:
     return _VALUES(record)
 
 
-def _update_rows(conn: sqlite3.Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
+def _update_rows(conn: Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
     """Set `columns` of these deployment records in one statement per chunk. VALUES columns are
     column1, column2... in SQLite and PostgreSQL alike; the casts give PostgreSQL their types."""
     one = "(" + ", ".join(["CAST(? AS BIGINT)"] + [

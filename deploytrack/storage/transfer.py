@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from deploytrack.model import (
     normalize_status,
 )
 from deploytrack.storage import ingest as store
+from deploytrack.storage.database import Connection, transaction
 from deploytrack.timeutil import now_us, to_iso
 
 COLUMNS = store.EVENT_COLUMNS
@@ -50,7 +50,7 @@ class TransferError(RuntimeError):
 # -- export --------------------------------------------------------------------------------
 
 
-def event_rows(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
     """Every event, every column, oldest arrival first; times ISO 8601, links/metadata decoded."""
     cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
     for row in cursor:
@@ -170,7 +170,7 @@ def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:
             yield parse_line(data, number, limits, now)
 
 
-def import_file(conn: sqlite3.Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
+def import_file(conn: Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
     """Check the whole file first (nothing is written if a line is bad), then store it in batches.
 
     A conflict found while storing (a version already recorded with another SHA) stops the
@@ -192,11 +192,10 @@ def import_file(conn: sqlite3.Connection, path: Path, aliases: Mapping[str, str]
     return result
 
 
-def _store(conn: sqlite3.Connection, batch: list[ImportLine], aliases: Mapping[str, str],
+def _store(conn: Connection, batch: list[ImportLine], aliases: Mapping[str, str],
            result: ImportResult) -> None:
     stored = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         for line in batch:
             try:
                 row = store.import_event(conn, line.event, line.event_id, line.received_at, aliases)
@@ -205,9 +204,5 @@ def _store(conn: sqlite3.Connection, batch: list[ImportLine], aliases: Mapping[s
                     f"line {line.number}: {exc.message}; {result.stored} events before this batch are stored, "
                     "re-running the import after fixing the line skips them") from None
             stored += row is not None
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     result.stored += stored
     result.skipped += len(batch) - stored

@@ -13,7 +13,7 @@ from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
 from deploytrack.storage import event_queries as queries
 from deploytrack.timeutil import to_iso
-from deploytrack.web.http import JSONResponse, error_response
+from deploytrack.web.http import JSONResponse, error_response, refuse_nul
 from deploytrack.web.openapi import openapi_json
 from deploytrack.web.sessions import require
 
@@ -26,6 +26,7 @@ def api(handler: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
+            refuse_nul(request)
             return await handler(request)
         except DeploytrackError as error:
             return error_response(error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Callable
 
 from markupsafe import Markup
@@ -55,8 +54,7 @@ async def dora(request: Request) -> Response:
     window = dashboard.parse_window(request.query_params.get("window"))
     scope = metrics.Scope.of(product, environment)
     await app.deriver.ensure_current()
-    report = await asyncio.to_thread(app.db.read_snapshot, metrics_report, app.settings, scope, window,
-                                     dashboard.TREND_DAYS, now_us())
+    report = await app.db.read(metrics_report, app.settings, scope, window, dashboard.TREND_DAYS, now_us())
     board = dashboard.from_report(report, window)
     production = sorted(app.settings.production_set)
     # the default choice stands for the production environments: a lone one is not listed twice

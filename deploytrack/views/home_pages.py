@@ -7,7 +7,6 @@ open incidents and today's failed or in-progress production deployments.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -59,7 +58,7 @@ async def home(request: Request) -> Response:
     names, next_after = await dq.deployed_products(app.db, after, PRODUCTS_PER_PAGE - len(flagged))
     products = flagged + [n for n in names if n not in flagged]
     grid = await dq.matrix(app.db, environments=production, products=products)
-    scores = await asyncio.to_thread(app.db.read_snapshot, _scores, app.settings, products, now)
+    scores = await app.db.read(_scores, app.settings, products, now)
     return render(request, "home.html", {
         "token": token, "products": products, "flagged": set(flagged), "m": grid, "production": production,
         "scores": scores, "open": await iq.open_counts(app.db, products), "attention": attention,

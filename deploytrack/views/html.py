@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
 from deploytrack.timeutil import parse_timestamp, to_iso, DAY
+from deploytrack.web.http import refuse_nul
 from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -39,6 +40,7 @@ def page(handler: Handler) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
+            refuse_nul(request)
             return await handler(request)
         except Unauthorized:
             return RedirectResponse("/signin?" + urlencode({"next": request.url.path}), status_code=303)

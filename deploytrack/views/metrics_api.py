@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -112,7 +111,7 @@ async def get_incident(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
     await app.deriver.ensure_current()
-    row = await asyncio.to_thread(app.db.read_snapshot, incidents.get, _incident_id(request))
+    row = await app.db.read(incidents.get, _incident_id(request))
     return JSONResponse(incidents.incident_json(row))
 
 
@@ -182,7 +181,7 @@ async def get_metrics(request: Request) -> Response:
     if days is None or not 1 <= days <= MAX_SERIES_DAYS:
         raise BadRequest(f"query parameter 'days' must be 1 to {MAX_SERIES_DAYS}", "days")
     await app.deriver.ensure_current()
-    body = await asyncio.to_thread(app.db.read_snapshot, report.report, app.settings, scope, window, days, now_us())
+    body = await app.db.read(report.report, app.settings, scope, window, days, now_us())
     return JSONResponse(body)
 
 

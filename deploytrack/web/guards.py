@@ -6,20 +6,20 @@
   can make a browser send the cookie, but none of these.
 - Native API requests that carry a body (POST, PUT, PATCH) must say it is JSON: else 415, so a
   cross-site `text/plain` form cannot pass for a JSON request.
-- A database that SQLite reports damaged or unwritable is a 503, never a 500, wherever it is met.
+- A database that reports itself damaged, full, read-only, busy or unreachable is a 503, never a
+  500, wherever it is met (`storage.failures` classifies by error code).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deploytrack.errors import DeploytrackError, Forbidden, Unavailable, UnsupportedMediaType
-from deploytrack.storage.database import is_storage_failure
+from deploytrack.errors import DeploytrackError, Forbidden, UnsupportedMediaType
+from deploytrack.storage import failures
 from deploytrack.web.http import error_response
 from deploytrack.web.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 
@@ -92,12 +92,8 @@ class RequestGuards:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            if started or not is_storage_failure(exc):
+            refusal = None if started else failures.as_catalogue_error(exc, "be used")
+            if refusal is None:
                 raise
             log.error("%s %s answered 503: %s", scope["method"], scope["path"], exc)
-            await error_response(_unavailable(exc))(scope, receive, send)
-
-
-def _unavailable(exc: Any) -> Unavailable:
-    return Unavailable(f"the database cannot be used now ({exc}); see the server log",
-                       headers={"Retry-After": "5"})
+            await error_response(refusal)(scope, receive, send)

@@ -51,6 +51,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def refuse_nul(request: Request) -> None:
+    """A 400 naming the query or path parameter that holds a NUL character.
+
+    PostgreSQL cannot store NUL in text (and no name, id or filter needs one), so every endpoint
+    refuses it here, at the edge, on either database. Body fields are checked where they are read
+    (`model.Fields`); metadata is stored as JSON text, where NUL is escaped.
+    """
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            shown = name.replace("\x00", "\\0")
+            raise BadRequest(f"query parameter '{shown}' contains a NUL character", shown)
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"path parameter '{name}' contains a NUL character", name)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON (UTF-8, no NaN, nesting bounded by orjson); a clear 400 otherwise."""
     if not raw.strip():

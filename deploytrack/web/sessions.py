@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import string
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, Forbidden, Unauthorized
+from deploytrack.storage.database import Connection
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import Token, authenticate
 from deploytrack.web.http import bearer
@@ -56,7 +56,7 @@ def session_id(key: bytes, cookie: str | None) -> str | None:
     return sid if hmac.compare_digest(mac, _mac(key, sid)) else None
 
 
-def start_session(conn: sqlite3.Connection, token_id: int, now: int) -> str:
+def start_session(conn: Connection, token_id: int, now: int) -> str:
     """Write function: record a new session for `token_id` (and forget expired ones); its id."""
     sid = secrets.token_urlsafe(32)
     conn.execute(_DELETE_EXPIRED, (now,))
@@ -64,7 +64,7 @@ def start_session(conn: sqlite3.Connection, token_id: int, now: int) -> str:
     return sid
 
 
-def end_session(conn: sqlite3.Connection, sid: str) -> None:
+def end_session(conn: Connection, sid: str) -> None:
     """Write function: forget the session, so its cookie (and any copy of it) stops working."""
     conn.execute(_DELETE_SESSION, (_id_hash(sid),))
 
