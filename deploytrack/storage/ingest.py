@@ -44,7 +44,6 @@ class Ingest:
     idempotency_key: str | None = None
     event_ids: list[str] | None = None  # ids to keep (import); new UUIDv7s otherwise
     rules: str | None = None  # "block" or "record": judge deployment rules (live ingestion; never imports)
-    projection: Projection | None = None  # the writer's (records written behind); else written with the events
 
 
 @dataclass
@@ -65,11 +64,10 @@ def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult |
     """Store many requests' events in one pass, each request all-or-nothing, as if one after another.
 
     The writer hands every ingestion request waiting in its queue here at once. Lookups are made
-    for the whole group and rows are written in multi-row statements (storage.bulk). Deployment
-    records are folded through the batches' projection (one per writer), written now or behind.
+    for the whole group and rows are written in multi-row statements (storage.bulk): under load,
+    each SQLite call gives up the GIL and waits to take it back from the event loop.
     """
-    group = _Group(conn, batches, next((b.projection for b in batches if b.projection is not None), None)
-                   or Projection())
+    group = _Group(conn, batches)
     results: list[IngestResult | DeploytrackError] = []
     for batch in batches:
         try:
@@ -83,10 +81,9 @@ def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult |
 class _Group:
     """The state of one ingest group: what the database held before it, plus what the group adds."""
 
-    def __init__(self, conn: Connection, batches: list[Ingest], projection: Projection) -> None:
+    def __init__(self, conn: Connection, batches: list[Ingest]) -> None:
         self.conn = conn
-        self.projection = projection
-        projection.begin(conn)
+        self.projection = Projection()
         self.live_tokens = _live_tokens(conn, {b.token_id for b in batches if b.token_id is not None})
         self.used_tokens: dict[int, int] = {}
         self.idempotency = _idempotency_keys(conn, {(b.token_id, b.idempotency_key) for b in batches
@@ -104,10 +101,9 @@ class _Group:
         self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
         keys = {_deployment_key(e, self._environment(e, b.aliases))
                 for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
-        self.deployments = projection.records_for(conn, keys)
-        # What the rules gate sees beside the stored records: every record folded but not yet written
-        # (this group's are appended as they are made).
-        self.staged: list[Dep] = [*projection.pending.values(), *self.deployments.values()]
+        self.deployments = self.projection.records_for(conn, keys)
+        # The records the rules gate sees beside the stored ones: those read, then each one the group makes.
+        self.staged: list[Dep] = list(self.deployments.values())
         self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
         self.rows: list[dict[str, Any]] = []
         self.dirty_days: set[int] = set()
@@ -283,7 +279,7 @@ class _Group:
         insert_rows(conn, "events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
         insert_rows(conn, "dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)], " ON CONFLICT DO NOTHING")
         insert_rows(conn, "idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys)
-        self.projection.finish(conn, len(self.rows))
+        self.projection.flush(conn)
 
 
 # last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
