@@ -33,6 +33,8 @@ _INSERT_EVENT = (
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
 _EVENT_VALUES = itemgetter(*EVENT_COLUMNS[1:])
+
+
 @dataclass
 class Ingest:
     """One request's worth of events to store atomically."""
