@@ -78,6 +78,8 @@ ID_NAMESPACE = uuid.UUID("68e03ab7-8af7-49c9-9900-119b17f33b8a")
 
 
 _NAMESPACE_BYTES = ID_NAMESPACE.bytes
+# A UUID's 17th hex digit holds the variant (binary 10) in its top bits: random digit -> 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 @functools.lru_cache(maxsize=1024)  # thrice per Versioner reply, mostly for the same few names
@@ -102,9 +104,6 @@ def new_event_ids(count: int) -> list[str]:
     # version 7 in the 13th hex digit, the variant (binary 10) in the top bits of the 17th
     return [f"{prefix}{rand[i + 1:i + 4]}-{_VARIANT[rand[i + 4]]}{rand[i + 5:i + 8]}-{rand[i + 8:i + 20]}"
             for i in range(0, 20 * count, 20)]
-
-
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def normalize_status(value: object, field_name: str = "status") -> tuple[str, str]:
