@@ -933,6 +933,15 @@ def m021_ingest_indexes(conn: Any) -> None:
         conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
+@migration
+def m022_narrow_fold_index(conn: Any) -> None:
+    # The refold (metrics/fold.py) finds a key's events by (kind, product, environment, version) from a
+    # time on, and reads whole rows (metadata, summary): the other six columns of the old index covered
+    # nothing and cost every ingested event 0.35-0.42 WAL pages (issue 20, bench/RESULTS.md).
+    conn.execute("DROP INDEX IF EXISTS events_deploy_fold")
+    conn.execute("CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, occurred_at)")
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))
