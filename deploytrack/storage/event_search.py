@@ -165,10 +165,11 @@ class SearchIndexer:
 
     async def _loop(self) -> None:
         while True:
-            added = 0
+            rest = self.interval
             try:
-                if await self._behind():
-                    added = await self.db.write(index_batch, INDEX_BATCH)
+                if await self._behind() and await self.db.write(index_batch, INDEX_BATCH) == INDEX_BATCH:
+                    rest = 0  # behind: the next batch at once (other writes queue between)
             except Exception as exc:  # the disk may be full: searches scan the tail meanwhile
-                log.warning("could not update the search index: %s", exc)
-            await asyncio.sleep(0 if added == INDEX_BATCH else self.interval)
+                log.warning("could not update the search index (trying again in a minute): %s", exc)
+                rest = 60
+            await asyncio.sleep(rest)

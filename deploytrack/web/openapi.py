@@ -290,7 +290,8 @@ EVENT_FILTERS = [
     _query("kind", "event kind", {"type": "string", "enum": list(KINDS)}),
     _query("status", "normalized status", {"type": "string", "enum": list(STATUSES)}),
     _query("since", "occurred at or after (ISO 8601 or epoch)"), _query("until", "occurred before"),
-    _query("q", "text in the summary"),
+    _query("q", "text anywhere in the summary, A-Z in either case; a search its index cannot answer may "
+                 "return a short page that still has a next_cursor (docs/api.md, Searching events)"),
 ]
 PAGING = [_query("limit", "page size, 1 to 500", {"type": "integer", "minimum": 1, "maximum": 500}),
           _query("cursor", "next_cursor from the previous page")]
