@@ -194,6 +194,16 @@ class Connection:
         last = status.rsplit(" ", 1)[-1] if status else ""
         return Cursor([], int(last) if last.isdigit() else -1)
 
+    def execute_all(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any]]]) -> list[list[Any]]:
+        """Several statements in order; each one's rows (empty for those that return none). One trip
+        to the event loop for all of them: the writer's lookups and writes cost one hop each."""
+        bound = [bind(sql, params) for sql, params in statements]
+
+        async def run() -> list[list[Any]]:
+            return [(await self._run(text, args)).fetchall() for text, args in bound]
+
+        return self._call(run())
+
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Cursor:
         """One statement for many parameter sets, pipelined in one round trip."""
         rows = [list(p) for p in seq]
