@@ -14,7 +14,8 @@ run as the server and `metrics recompute` run them (reads on snapshots, short wr
 with the time spent in each stage, and prints the figures with a baseline measured in the same
 run: one full scan of the events table.
 
-    python bench/metrics_recompute.py [--events 1000000] [--keep FILE] [--source DIR]
+    python bench/metrics_recompute.py [--events 1000000 | --sizes 100000,1000000,3000000] [--keep FILE]
+                                      [--source DIR]
 """
 
 from __future__ import annotations
@@ -161,55 +162,88 @@ def timed(conn, fn, *args) -> tuple[float, float, object, Stages]:
         return time.perf_counter() - wall, time.process_time() - cpu, result, spent
 
 
+def measure(path: Path, events: int) -> dict[str, object]:
+    """Generate `events` into `path` and time every path of the metrics core on it (see the docstring)."""
+    conn = dbmod.open_migrated(path)
+    conn.execute("PRAGMA synchronous=OFF")  # generation only; the recompute below runs as in the server
+    t0 = time.perf_counter()
+    counts = generate(conn, events)
+    t1 = time.perf_counter()
+    conn.execute("PRAGMA synchronous=FULL")
+    t2 = time.perf_counter()
+    conn.execute("SELECT MAX(received_at), COUNT(*) FROM events").fetchone()
+    scan = time.perf_counter() - t2
+    now = now_us()
+    settings = Settings(db=str(path))
+    yesterday = day_start_us(now) - metrics.DAY
+    # the first refresh: every deployment refolded in event-time order, every fact derived
+    first_refresh = timed(conn, refresh.refresh, settings)
+    folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
+    conn.execute("ANALYZE")
+    first_run = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
+    # the nightly run: yesterday only, after a day's worth of new deployment events
+    add_day(conn, "n", 0)
+    nightly = timed(conn, refresh.snapshot_days, settings, yesterday, yesterday, now)
+    # `metrics recompute`: every day, after another day's events (their facts are refreshed in the run)
+    add_day(conn, "m", 2000)
+    full = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
+    lives = {}
+    for name, scope in (("overall", metrics.Scope("overall")), ("one product", metrics.Scope("product", "svc-03"))):
+        t5, c5 = time.perf_counter(), time.process_time()
+        report = metrics.live(conn, settings, scope, 30, now)
+        lives[name] = (time.perf_counter() - t5, time.process_time() - c5, report)
+    conn.close()
+    return {"counts": counts, "generated": t1 - t0, "scan": scan, "folded": folded, "first_refresh": first_refresh,
+            "first_run": first_run, "nightly": nightly, "full": full, "live": lives}
+
+
+def report(events: int, m: dict[str, object]) -> None:
+    counts, scan = m["counts"], m["scan"]
+    print(f"== {events:,} events asked: generated {counts['events']:,} events, {counts['commits']:,} commits, "
+          f"{counts['incidents']:,} incidents in {m['generated']:.1f}s")
+    print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
+    print(f"baseline: one full scan of events          {scan:7.2f}s wall")
+    for label, (wall, cpu, _result, spent) in (
+            (f"first refresh (refolds {m['folded']:,} deployments, derives every fact; once per database)",
+             m["first_refresh"]),
+            ("first snapshot run (every day)", m["first_run"]),
+            ("nightly run (one day, after a day of new events)", m["nightly"]),
+            ("full recompute (`metrics recompute`, every day, after a day of new events)", m["full"])):
+        print(f"{label}: {wall:7.2f}s wall, {cpu:6.2f}s CPU  ({wall / scan:.0f}x the scan)")
+        print(f"    wall/CPU by stage: {spent.report()}")
+    for name, (wall, cpu, result) in m["live"].items():
+        print(f"live metrics ({name}, 30d, one request): {wall:7.3f}s wall, {cpu:6.3f}s CPU  ({wall / scan:.1f}x the "
+              f"scan); deployment frequency {result['deployment_frequency']['per_week']}/week")
+
+
+def table(results: dict[int, dict[str, object]]) -> None:
+    """Issue 20's table: wall seconds per size, with the scan of the events table as the baseline."""
+    print("\n| events | scan (baseline) | live, overall | live, one product | nightly run | full recompute "
+          "| first build (fold + facts + every day) |")
+    print("|---|---|---|---|---|---|---|")
+    for _, m in sorted(results.items()):
+        first = m["first_refresh"][0] + m["first_run"][0]
+        print(f"| {m['counts']['events']:,} | {m['scan']:.2f} s | {m['live']['overall'][0]:.3f} s "
+              f"| {m['live']['one product'][0]:.3f} s | {m['nightly'][0]:.2f} s | {m['full'][0]:.2f} s "
+              f"| {first:.1f} s |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--keep", metavar="FILE", help="write the database here instead of a temp dir")
+    parser.add_argument("--sizes", help="comma-separated event counts to measure in turn, e.g. 100000,1000000,3000000; "
+                                        "prints issue 20's table at the end")
+    parser.add_argument("--keep", metavar="FILE", help="write the database here instead of a temp dir (one size)")
     parser.add_argument("--source", metavar="DIR", help="time the deploytrack package in DIR instead of this one")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.keep) if args.keep else Path(tmp) / "bench.db"
-        conn = dbmod.open_migrated(path)
-        conn.execute("PRAGMA synchronous=OFF")  # generation only; the recompute below runs as in the server
-        t0 = time.perf_counter()
-        counts = generate(conn, args.events)
-        t1 = time.perf_counter()
-        conn.execute("PRAGMA synchronous=FULL")
-        t2 = time.perf_counter()
-        conn.execute("SELECT MAX(received_at), COUNT(*) FROM events").fetchone()
-        scan = time.perf_counter() - t2
-        now = now_us()
-        settings = Settings(db=str(path))
-        yesterday = day_start_us(now) - metrics.DAY
-        # the first refresh: every deployment refolded in event-time order, every fact derived
-        first_refresh = timed(conn, refresh.refresh, settings)
-        folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
-        conn.execute("ANALYZE")
-        first_run = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
-        # the nightly run: yesterday only, after a day's worth of new deployment events
-        add_day(conn, "n", 0)
-        nightly = timed(conn, refresh.snapshot_days, settings, yesterday, yesterday, now)
-        # `metrics recompute`: every day, after another day's events (their facts are refreshed in the run)
-        add_day(conn, "m", 2000)
-        full = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)
-        t5, c5 = time.perf_counter(), time.process_time()
-        report = metrics.live(conn, settings, metrics.Scope("overall"), 30, now)
-        live, live_cpu = time.perf_counter() - t5, time.process_time() - c5
-        conn.close()
-        print(f"generated {counts['events']:,} events, {counts['commits']:,} commits, {counts['incidents']:,} "
-              f"incidents in {t1 - t0:.1f}s")
-        print(f"load average when done: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall times include waiting)")
-        print(f"baseline: one full scan of events          {scan:7.2f}s wall")
-        for label, (wall, cpu, _result, spent) in (
-                (f"first refresh (refolds {folded:,} deployments, derives every fact; once per database)",
-                 first_refresh),
-                ("first snapshot run (every day)", first_run),
-                ("nightly run (one day, after a day of new events)", nightly),
-                ("full recompute (`metrics recompute`, every day, after a day of new events)", full)):
-            print(f"{label}: {wall:7.2f}s wall, {cpu:6.2f}s CPU  ({wall / scan:.0f}x the scan)")
-            print(f"    wall/CPU by stage: {spent.report()}")
-        print(f"live metrics (overall, 30d, one request):  {live:7.2f}s wall, {live_cpu:6.2f}s CPU  "
-              f"({live / scan:.0f}x the scan); deployment frequency {report['deployment_frequency']['per_week']}/week")
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else [args.events]
+    results = {}
+    for events in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(args.keep) if args.keep and len(sizes) == 1 else Path(tmp) / "bench.db"
+            results[events] = measure(path, events)
+        report(events, results[events])
+    table(results)
     return 0
 
 

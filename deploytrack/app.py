@@ -105,6 +105,7 @@ class App:
     async def stop(self) -> None:
         for job in reversed(self.background):
             await job.stop()
+        await self.deriver.stop()
         await self.db.close()
 
     def count_ingested(self, dialect: str, n: int) -> None:

@@ -239,7 +239,24 @@ def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str 
             raise BadRequest(f"Field '{field_name}' has a key longer than 256 characters", field_name)
     if _depth(metadata) > MAX_METADATA_DEPTH:
         raise BadRequest(f"Field '{field_name}' is nested more than {MAX_METADATA_DEPTH} levels deep", field_name)
+    _check_commit_times(metadata.get("commits"), limits.times)
     return dict(metadata)
+
+
+def _check_commit_times(commits: Any, bounds: TimeBounds) -> None:
+    """Commit times listed in metadata (`commits[i].committed_at` or `.timestamp`) start lead times: they are
+    held to the same bounds as every other time. A time that does not parse is not one (lead time ignores it)."""
+    for i, item in enumerate(commits if isinstance(commits, list) else []):
+        for key in ("committed_at", "timestamp"):
+            value = item.get(key) if isinstance(item, dict) else None
+            if value is None:
+                continue
+            name = f"commits[{i}].{key}"
+            try:
+                at = parse_timestamp(value, name)
+            except BadRequest:
+                continue
+            bounds.check(at, name)
 
 
 def _depth(value: Any) -> int:

@@ -12,6 +12,7 @@ invoke ids, builds, recorded commits, and incidents with and without links.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def recompute(db: str, *flags: str) -> list[tuple[Any, ...]]:
     return snapshots(db)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=int(os.environ.get("DEPLOYTRACK_HYPOTHESIS_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(history=histories, order=st.randoms(use_true_random=False), since=st.integers(1, 100))
 def test_one_computation(new_db, history, order, since):

@@ -237,3 +237,19 @@ def test_import_applies_the_same_bounds(db_path, tmp_path, capsys):
     lines.write_text(good + "\n")
     assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 0
     assert query(db_path, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+@pytest.mark.parametrize("key", ["committed_at", "timestamp"])
+@pytest.mark.parametrize("value,problem", [(0, TOO_EARLY), ("1999-12-31T23:59:59Z", TOO_EARLY), ("+48h", TOO_LATE)],
+                         ids=["zero", "1999", "in-2-days"])
+def test_commit_times_listed_in_metadata_are_bounded(client, token, db_path, key, value, problem):
+    commits = [{"sha": "a" * 40, key: hours_ahead(-3)}, {"sha": "b" * 40, key: resolve(value)}]
+    body = {"product_name": "shop", "version": "1.0", "environment_name": "production", "status": "success",
+            "extra_metadata": {"commits": commits}}
+    resp = client.post("/deployment-events/", json=body, headers=auth(token))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["detail"] == f"Field 'commits[1].{key}' is {problem}"
+    assert stored_rows(db_path) == 0
+    commits[1][key] = "not a time"  # not a time at all: lead time ignores it, as before
+    assert client.post("/deployment-events/", json=body, headers=auth(token)).status_code == 200
+    assert stored_rows(db_path) == 1

@@ -13,7 +13,7 @@ from deploytrack.cli.dbfile import open_database
 from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import refresh
+from deploytrack.metrics import refresh, worker
 from deploytrack.metrics.report import report as metrics_report
 from deploytrack.metrics.report import window_param
 from deploytrack.settings import Settings, canonical_environment
@@ -34,12 +34,15 @@ def register(sub: Any) -> None:
     show.add_argument("--environment")
     show.add_argument("--window", default="30d", help="7d, 30d or 90d (default 30d)")
     show.add_argument("--json", action="store_true", help="print the same JSON as GET /api/v1/metrics")
+    msub.add_parser("worker", help="used by the server: run one metrics round it sends on stdin")
     for p in (recompute, show):
         add_settings_flags(p, [*DB_SETTINGS, "production_environments", "count_failed_deployments"])
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.metrics_command == "worker":
+        return worker.main()
     settings = settings_from(args)
     conn = open_database(settings)
     try:

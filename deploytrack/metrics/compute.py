@@ -11,7 +11,6 @@ Definitions and bands: docs/metrics.md.
 from __future__ import annotations
 
 import bisect
-import gc
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.metrics.rules import (
     BANDS_SOURCE,
     SOURCES,
@@ -131,28 +130,24 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         return (us - base) // DAY
 
     flt, params = _scope_sql("f", product, envs, production)
-    known: dict[int, int] = {}
-    for dep, opened in conn.execute(
-            "SELECT f.id, MIN(i.opened_at) FROM deployment_facts f JOIN incidents i ON i.deployment_id = f.id "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND i.opened_at < ? AND f.status = 'completed'{flt} "
-            "GROUP BY f.id", (since, until, until, *params)):
-        known[dep] = opened
-    counts: Counter[tuple[str, str, int, int | None, str]] = Counter()
-    for dep, prod, env, status, finished, rolled_back in conn.execute(
-            "SELECT f.id, f.product, f.environment, f.status, f.finished_at, f.rolled_back_at FROM deployment_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt}", (since, until, *params)):
-        at = None
-        if status == "completed":
-            at = rules.failure_known_at(rolled_back if rolled_back is not None and rolled_back < until else None,
-                                        [known[dep]] if dep in known else [])
-        fday = idx(finished)
-        counts[(prod, env, fday, None if at is None else max(fday, idx(at)), status)] += 1
-    for (prod, env, fday, kday, status), count in counts.items():
-        facts.deployments.setdefault((prod, env), []).append((fday, kday, status, count))
-    for prod, env, finished, lead_us, source in conn.execute(
-            "SELECT f.product, f.environment, f.finished_at, f.lead_us, f.source FROM metric_lead_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}", (since, until, *params)):
-        facts.lead.setdefault((prod, env), []).append((idx(finished), lead_us, source))
+    # Deployments with the same inputs to the rules (day, status, rollback and first linked incident known
+    # by `until`) are counted together in SQL: at millions of rows, most are "completed, nothing known".
+    for prod, env, fday, status, rolled_back, opened, count in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
+            "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
+            "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
+            "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
+            "ON k.deployment_id = f.id AND f.status = 'completed' "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
+            (base, DAY, until, until, since, until, *params)):
+        at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
+        facts.deployments.setdefault((prod, env), []).append(
+            (fday, None if at is None else max(fday, idx(at)), status, count))
+    for prod, env, day, lead_us, source in conn.execute(
+            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
+            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
+            (base, DAY, since, until, *params)):
+        facts.lead.setdefault((prod, env), []).append((day, lead_us, source))
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     for prod, env, opened, resolved in conn.execute(
             "SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
@@ -196,12 +191,14 @@ def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
                       windows: Iterable[int]) -> dict[int, list[tuple[float | None, int]]]:
     """Per window W, (median, count) of the values whose day index lies in (t - W, t], for t in first..last."""
     windows = list(windows)
-    if last - first < 3:  # a few days (the nightly run, a live request): sorting each window is cheaper
+    if last - first < 3:  # a few days (the nightly run, a live request): one sort, then a filter per window
         few: dict[int, list[tuple[float | None, int]]] = {}
+        ranked = sorted(points, key=itemgetter(1))
         for window in windows:
             result = few[window] = []
             for t in range(first, last + 1):
-                values = sorted(v for d, v in points if t - window < d <= t)
+                lo = t - window
+                values = [v for d, v in ranked if lo < d <= t]
                 n = len(values)
                 mid = n // 2
                 result.append((None if not n else float(values[mid]) if n % 2
@@ -313,7 +310,7 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             for d, _, source in facts.lead.get(key, ()):
                 if d < n:
                     per_source[source][d] += 1
-        psrc = dict(zip(SOURCES, map(_prefix, per_source)))
+        psrc = dict(zip(SOURCES, map(_prefix, per_source), strict=True))
         restore = [p for key in keys for p in facts.restore.get(key, ())]
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
@@ -335,18 +332,19 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
             days = range(first, last + 1)
             starts = [max(0, t - window + 1) for t in days]
 
-            def sums(p: list[int]) -> list[int]:
+            def sums(p: list[int], days: range = days, starts: list[int] = starts) -> list[int]:
                 """The window's total of each day: prefix sums p over days lo..t."""
-                return [p[t + 1] - p[lo] for t, lo in zip(days, starts)]
+                return [p[t + 1] - p[lo] for t, lo in zip(days, starts, strict=True)]
 
             late = list(accumulate(pending[:last + 1]))[first:]  # failures known after their day, so far
             open_now = list(accumulate(unresolved[:last + 1]))[first:]
-            sources = [dict(zip(SOURCES, counts)) for counts in zip(*(sums(psrc[name]) for name in SOURCES))]
+            source_sums = zip(*(sums(psrc[name]) for name in SOURCES), strict=True)
+            sources = [dict(zip(SOURCES, counts, strict=True)) for counts in source_sums]
             out[(scope, window)] = [
                 _metrics(window, c, a, f, known + later, dd, lead_m, src, restore_m, unresolved_n, settings)
                 for c, a, f, known, later, dd, lead_m, src, restore_m, unresolved_n in zip(
                     sums(pc), sums(pa), sums(pf), sums(pn), late, sums(pdays), lead_all[window], sources,
-                    restore_all[window], open_now)]
+                    restore_all[window], open_now, strict=True)]
     return out
 
 
@@ -407,10 +405,7 @@ def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day
                   computed_at: int) -> list[tuple[Any, ...]]:
     """metric_snapshots rows for every scope, window and day first_day..last_day (day starts); read-only."""
     since = first_day - (max(WINDOWS) - 1) * DAY
-    # Millions of small tuples and no reference cycles: a cyclic GC pass would only walk them.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         facts = load_facts(conn, settings, since, last_day + DAY)
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
@@ -423,9 +418,6 @@ def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day
             for offset, text in enumerate(dumped):
                 rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
                              computed_at))
-    finally:
-        if collecting:
-            gc.enable()
     return rows
 
 

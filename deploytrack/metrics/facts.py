@@ -14,13 +14,15 @@ leaving a new event behind (deletions, recorded commits) is marked in `derived_s
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from deploytrack.errors import BadRequest
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import parse_timestamp
 
@@ -53,10 +55,12 @@ def mark_shas(conn: Connection, shas: Iterable[str]) -> None:
 
 
 def _in(conn: Connection, sql: str, values: Sequence[Any], *before: Any) -> Iterator[Sequence[Any]]:
-    """Rows of `sql` whose `{in}` is filled with each chunk of `values` (after the `before` parameters)."""
+    """Rows of `sql` filled with each chunk of `values` (after the `before` parameters): `{marks}` becomes
+    `?, ?, ...` (for IN), `{rows}` becomes `(?), (?), ...` (for a VALUES table)."""
     for start in range(0, len(values), _CHUNK):
         chunk = list(values[start:start + _CHUNK])
-        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), (*before, *chunk))
+        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk)), rows=", ".join(["(?)"] * len(chunk))),
+                                (*before, *chunk))
 
 
 def partitions_of(conn: Connection, products: Iterable[str]) -> set[Partition]:
@@ -106,17 +110,21 @@ class PartitionFacts:
     def pieces(self, rows: int) -> list[PartitionFacts]:
         """The same rows as consecutive finish-time ranges of about `rows` outcomes each, so that each
         write transaction stays short and every range is whole when written."""
-        cuts = [self.outcomes[i][4] for i in range(rows, len(self.outcomes), rows)]
-        cuts = sorted(set(cuts))
+        outcomes = sorted(self.outcomes, key=itemgetter(4))
+        lead = sorted(self.lead, key=itemgetter(4))
+        cuts = sorted({outcomes[i][4] for i in range(rows, len(outcomes), rows)})
         if not cuts:
             return [self]
+        out_times, lead_times = [r[4] for r in outcomes], [r[4] for r in lead]
         bounds = [self.start, *cuts, None]
         out = []
-        for lo, hi in zip(bounds, bounds[1:]):
-            def inside(at: int, lo: int = lo, hi: int | None = hi) -> bool:
-                return at >= lo and (hi is None or at < hi)
-            out.append(PartitionFacts(self.partition, lo, [r for r in self.outcomes if inside(r[4])],
-                                      [r for r in self.lead if inside(r[4])], hi))
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            def part(sorted_rows: list[tuple[Any, ...]], times: list[int], lo: int = lo,
+                     hi: int | None = hi) -> list[tuple[Any, ...]]:
+                """The rows finished in [lo, hi), by bisection: each piece costs its own rows only."""
+                begin = bisect.bisect_left(times, lo)
+                return sorted_rows[begin:len(times) if hi is None else bisect.bisect_left(times, hi)]
+            out.append(PartitionFacts(self.partition, lo, part(outcomes, out_times), part(lead, lead_times), hi))
         return out
 
 
@@ -129,44 +137,58 @@ def _commit_time(value: Any) -> int | None:
         return None
 
 
-def _tail_start(conn: Connection, partition: Partition, since: int
-                ) -> tuple[int, rules.Outcome | None, set[str]]:
+def _tail_start(conn: Connection, partition: Partition, since: int) -> tuple[int, rules.Outcome | None]:
     """Where a product/environment's facts must be redone from for changes at or after `since`: the last
-    completed deployment before it (whose "next" may change), with the completed deployment before that
-    and the versions completed before it, which the rules need as context."""
+    completed deployment before it (whose "next" may change), with the completed deployment before that,
+    which the rules need as context."""
     if since <= EVER:
-        return EVER, None, set()
+        return EVER, None
     row = conn.execute("SELECT MAX(finished_at) FROM deployments WHERE product = ? AND environment = ? "
                        "AND status = 'completed' AND finished_at < ?", (*partition, since)).fetchone()
     if row[0] is None:
-        return EVER, None, set()
+        return EVER, None
     start = int(row[0])
     before = conn.execute("SELECT id, version, status, finished_at, label FROM deployments WHERE product = ? "
                           "AND environment = ? AND status = 'completed' AND finished_at < ? "
                           "ORDER BY finished_at DESC, id DESC LIMIT 1", (*partition, start)).fetchone()
-    seen = {r[0] for r in conn.execute(
-        "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? AND status = 'completed' "
-        "AND finished_at < ? AND version IS NOT NULL", (*partition, start))}
-    return start, None if before is None else rules.Outcome(*before), seen
+    return start, None if before is None else rules.Outcome(*before)
+
+
+def _seen_before(conn: Connection, partition: Partition, start: int, versions: Iterable[str]) -> set[str]:
+    """Which of `versions` completed in the product/environment before `start` (the rules ask only
+    about the versions they meet, so the rest of the history is not read)."""
+    if start <= EVER:
+        return set()
+    return {r[0] for r in _in(conn, "SELECT DISTINCT version FROM deployments WHERE product = ? AND environment = ? "
+                                    "AND status = 'completed' AND finished_at < ? AND version IN ({marks})",
+                              sorted(set(versions)), *partition, start)}
 
 
 def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
+    with gcpause.paused():
+        return _plan(conn, partitions)
+
+
+def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
-        context[partition] = start, _, _ = _tail_start(conn, partition, since)
+        start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
             "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
             f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
+        seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
+        context[partition] = start, previous, seen
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
-    versions = sorted({(p, d[1]) for (p, _), rows in deps.items() for d in rows if d[1] is not None})
+    versions: dict[str, set[str]] = defaultdict(set)  # product -> versions deployed
+    for (product, _), rows in deps.items():
+        versions[product].update(d[1] for d in rows if d[1] is not None)
     version_sha: dict[tuple[str, str], str] = {}
-    for product in sorted({p for p, _ in versions}):
-        names = [v for p, v in versions if p == product]
+    for product, names in sorted(versions.items()):
         version_sha.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, scm_sha FROM versions WHERE product = ? AND scm_sha IS NOT NULL "
-            "AND version IN ({marks})", names, product))
+            "AND version IN ({marks})", sorted(names), product))
     # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
     # walking every deployment event instead of looking these ids up)
     event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
@@ -188,13 +210,15 @@ def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partitio
     for sha, repository, at in _in(conn, "SELECT sha, repository, committed_at FROM commits WHERE sha IN ({marks})",
                                    shas):
         commits[sha].append((repository, at))
-    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT scm_sha, MIN(occurred_at) FROM events WHERE kind = 'build' "
-                                         "AND scm_sha IN ({marks}) GROUP BY scm_sha", shas)}
+    # one lookup per SHA: with `scm_sha IN (...)` a planner without statistics walks every build instead
+    build_sha = {r[0]: r[1] for r in _in(conn, "SELECT v.column1, (SELECT MIN(e.occurred_at) FROM events e "
+                                         "WHERE e.kind = 'build' AND e.scm_sha = v.column1) FROM (VALUES {rows}) AS v",
+                                         shas) if r[1] is not None}
     build_version: dict[tuple[str, str], int] = {}
-    for product in sorted({p for p, _ in versions}):
+    for product, names in sorted(versions.items()):
         build_version.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, MIN(occurred_at) FROM events WHERE kind = 'build' AND product = ? "
-            "AND version IN ({marks}) GROUP BY version", [v for p, v in versions if p == product], product))
+            "AND version IN ({marks}) GROUP BY version", sorted(names), product))
 
     out = []
     for (product, environment), rows in deps.items():

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploytrack.metrics import rules
+from deploytrack.metrics import gcpause, rules
 from deploytrack.storage.database import Connection
 
 Key = tuple[str, str, str | None]  # product, environment, version
@@ -49,7 +49,7 @@ class KeyPlan:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
             return True
         return any(i is None or self.replaced.get(i) != _fields(r) or any(old != i for old in r.previous_ids)
-                   for i, r in zip(self.ids, self.records))
+                   for i, r in zip(self.ids, self.records, strict=True))
 
 
 def _fields(record: rules.Folded) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def plan_key(conn: Connection, key: Key, earliest: int) -> KeyPlan:
     for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments WHERE {_KEY} "
                             "AND (last_at >= ? OR invoke_id <> '')", (*key, since)):
         if row[1] == "" or row[0] in replaced_ids:
-            replaced[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:]))}
+            replaced[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:], strict=True))}
     top = max((e.seq for e in events), default=0)
     records = rules.fold(events)
     return KeyPlan(key, top, replaced, records, rules.keep_ids(records, set()))
@@ -125,11 +125,16 @@ def plan_key(conn: Connection, key: Key, earliest: int) -> KeyPlan:
 def plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     """The refolds of every key of one product that change something: two streaming reads, not a
     few queries per key."""
+    with gcpause.paused():
+        return _plan_product(conn, product)
+
+
+def _plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     stored: dict[Key, dict[int, dict[str, Any]]] = {}
     for row in conn.execute(f"SELECT id, environment, version, invoke_id, {', '.join(_RECORD_FIELDS)} "
                             "FROM deployments WHERE product = ?", (product,)):
         stored.setdefault((product, row[1], row[2]), {})[row[0]] = {
-            "invoke_id": row[3], **dict(zip(_RECORD_FIELDS, row[4:]))}
+            "invoke_id": row[3], **dict(zip(_RECORD_FIELDS, row[4:], strict=True))}
     events: dict[Key, list[rules.FoldEvent]] = {}
     for row in conn.execute(f"SELECT environment, version, {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' "
                             "AND product = ? AND environment IS NOT NULL", (product,)):
@@ -176,34 +181,43 @@ def _stored(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
         chunk = ids[start:start + 400]
         for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments "
                                 f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
-            out[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:]))}
+            out[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:], strict=True))}
     return out
+
+
+def _late_keys(conn: Connection, snapshot_top: int) -> set[Key]:
+    """Keys with deployment events that arrived after the snapshot (usually none, or a few)."""
+    # (the kind is tested here, not in SQL: a `kind` term tempts the planner into walking every deployment)
+    rows = conn.execute("SELECT kind, product, environment, version FROM events WHERE seq > ?", (snapshot_top,))
+    return {(r[1], r[2], r[3]) for r in rows if r[0] == "deployment"}
 
 
 def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
     records changed since (another refresh), is left for the next round. Returns the keys written, each
-    with the earliest time it touched."""
-    written: list[tuple[Key, int]] = []
-    for p in plans:
-        newest = conn.execute(f"SELECT MAX(seq) FROM events WHERE kind = 'deployment' AND {_KEY}", p.key).fetchone()[0]
-        if (newest is not None and newest > snapshot_top) or _stored(conn, list(p.replaced)) != p.replaced:
-            continue  # new events, or another refresh got here first: the next round sees it
-        remember_ids(conn)
-        top = next_id(conn)
-        replaced = list(p.replaced)
-        for start in range(0, len(replaced), 400):
-            chunk = replaced[start:start + 400]
-            conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-        rows: list[tuple[Any, ...]] = []
-        moves: list[tuple[int, int]] = []
-        for record, kept in zip(p.records, p.ids):
+    with the earliest time it touched. A few statements for the whole chunk, not per key."""
+    plans = list(plans)
+    late = _late_keys(conn, snapshot_top)
+    stored = _stored(conn, [i for p in plans for i in p.replaced])
+    # new events, or another refresh got here first: the next round sees it
+    fresh = [p for p in plans if p.key not in late and all(stored.get(i) == r for i, r in p.replaced.items())]
+    if not fresh:
+        return []
+    remember_ids(conn)
+    top = next_id(conn)
+    replaced = [i for p in fresh for i in p.replaced]
+    for start in range(0, len(replaced), 400):
+        chunk = replaced[start:start + 400]
+        conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+    rows: list[tuple[Any, ...]] = []
+    moves: list[tuple[int, int]] = []
+    for p in fresh:
+        for record, kept in zip(p.records, p.ids, strict=True):
             if kept is None:
                 kept, top = top, top + 1
             rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
-            moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids) if old != kept)
-        conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
-                         f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
-        conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
-        written.append((p.key, p.earliest()))
-    return written
+            moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids, strict=True) if old != kept)
+    conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
+                     f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
+    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
+    return [(p.key, p.earliest()) for p in fresh]

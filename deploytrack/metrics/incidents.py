@@ -182,8 +182,8 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
         data["resolved_at"] = old["resolved_at"] or now
     elif data.get("status") == "open":
         data["resolved_at"] = None
-    columns: dict[str, Any] = {k: data[k] for k in ("product", "environment", "title", "severity", "opened_at", "resolved_at",
-                                    "change_id") if k in data}
+    editable = ("product", "environment", "title", "severity", "opened_at", "resolved_at", "change_id")
+    columns: dict[str, Any] = {k: data[k] for k in editable if k in data}
     if "product" in data:
         columns["product_given"] = 1
     if "deployment_id" in data:
@@ -204,7 +204,7 @@ def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
     if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
         raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
     requested = row["requested_deployment_id"]
-    if requested is not None and conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchone() is None:
+    if requested is not None and not conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchall():
         raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
     dep, rule, product = resolve_link(conn, settings, row)
     status = "resolved" if row["resolved_at"] is not None else "open"

@@ -9,11 +9,16 @@ events or corrections.
 Only one process snapshots when several share the database: the job takes a lease row in `jobs`
 first; another owner's unexpired lease means "not me". The lease, the choice of days and the
 bookkeeping are short write transactions; the computation runs beside the writer (refresh.py).
+
+A large round (`heavy`: a first build, a big backlog of events, more than a month of days to
+snapshot) runs in a process of its own (metrics/worker.py), so its Python does not slow requests;
+small rounds run in a thread of the server, resting between steps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -22,7 +27,8 @@ import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
-from deploytrack.metrics import refresh
+from deploytrack.metrics import compute, refresh
+from deploytrack.metrics.worker import Worker
 from deploytrack.settings import Settings
 from deploytrack.storage import failures
 from deploytrack.storage.database import Connection, Database
@@ -99,6 +105,28 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     return done
 
 
+HEAVY_EVENTS = 20_000  # events since the last refresh
+HEAVY_DAYS = 31  # days to snapshot
+
+
+def refresh_is_heavy(conn: Connection) -> bool:
+    """Whether bringing derived data up to date is a large job: many events since the last refresh (or
+    since the start, for a database never refreshed: an import, an upgrade)."""
+    top, mark, _ = refresh.state(conn)
+    return top - (mark or 0) > HEAVY_EVENTS
+
+
+def round_is_heavy(conn: Connection, now: int) -> bool:
+    """Whether the next daily round is a large job: a heavy refresh, or many days to snapshot."""
+    if refresh_is_heavy(conn):
+        return True
+    row = conn.execute("SELECT last_day FROM jobs WHERE name = ?", (JOB,)).fetchone()
+    dirty = conn.execute("SELECT MIN(day) FROM dirty_days").fetchone()[0]
+    starts = [d for d in (dirty, None if row is None or row[0] is None else row[0] + DAY) if d is not None]
+    first = min(starts) if starts else compute.earliest_day(conn)
+    return first is not None and day_start_us(now) - DAY - first >= HEAVY_DAYS * DAY
+
+
 _MAX_REST = 0.25  # seconds
 
 
@@ -119,6 +147,13 @@ class Deriver:
         self.db = db
         self.settings = settings
         self._lock = asyncio.Lock()
+        self._worker = Worker(db, settings)
+        self._worker_lock = asyncio.Lock()
+        self._building: asyncio.Task[object] | None = None
+
+    def read(self, fn: Callable[..., object], *args: object) -> object:
+        """Run `fn(conn, *args)` on a snapshot, in this thread."""
+        return self.db.read_snapshot(fn, *args)
 
     def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run a refresh-style function (read, write, settings, ...) in this thread."""
@@ -129,19 +164,52 @@ class Deriver:
         least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
         return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
 
+    async def in_process(self, fn: Callable[..., object], *args: object) -> object:
+        """`run` in a process of its own (metrics/worker.py); one at a time."""
+        async with self._worker_lock:
+            return await self._worker.run(fn, *args)
+
     async def ensure_current(self) -> None:
-        """Refresh if anything changed since the last refresh (a cheap check when nothing did)."""
+        """Refresh if anything changed since the last refresh (a cheap check when nothing did).
+
+        A heavy refresh is started in a process of its own and not waited for: reads go on from what
+        was derived last until it is done."""
         if await self._current():
             return
         async with self._lock:
             if await self._current():
                 return
             try:
+                if await asyncio.to_thread(self.read, refresh_is_heavy):
+                    if not self._worker_busy:
+                        self._building = asyncio.create_task(self._build(), name="deploytrack-derive")
+                    return
                 await asyncio.to_thread(self.run, refresh.refresh)
             except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
                 log.warning("could not bring derived data up to date: %s", exc)
+
+    @property
+    def _worker_busy(self) -> bool:
+        return self._worker_lock.locked() or (self._building is not None and not self._building.done())
+
+    async def _build(self) -> None:
+        try:
+            await self.in_process(refresh.refresh)
+        except Exception:  # noqa: BLE001 - logged; the next read or round tries again
+            log.exception("could not build derived data")
+
+    async def settle(self) -> None:
+        """Wait for a heavy refresh started by a read."""
+        if self._building is not None:
+            await asyncio.shield(self._building)
+
+    async def stop(self) -> None:
+        """Stop a round running in a process of its own and wait until it has given its work back."""
+        self._worker.terminate()
+        if self._building is not None:
+            await self._building
 
     async def _current(self) -> bool:
         row = await self.db.fetchone(
@@ -174,7 +242,12 @@ class MetricsScheduler:
 
     async def tick(self) -> tuple[int, int] | None:
         """One round: lease, catch-up, dirty days. Returns the days snapshotted, if any."""
-        done = await asyncio.to_thread(self.deriver.run_paced, run_due, self.owner, self.clock(), self.lease_us)
+        await self.deriver.settle()
+        now = self.clock()
+        if await asyncio.to_thread(self.deriver.read, round_is_heavy, now):
+            done = await self.deriver.in_process(run_due, self.owner, now, self.lease_us)
+        else:
+            done = await asyncio.to_thread(self.deriver.run_paced, run_due, self.owner, now, self.lease_us)
         await self.db.check_integrity_daily(self.clock())
         if done is not None:
             assert isinstance(done, tuple)
@@ -194,6 +267,7 @@ class MetricsScheduler:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        await self.deriver.stop()
         if self._task is not None:
             await self._task
             self._task = None
@@ -213,7 +287,5 @@ class MetricsScheduler:
                 log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(self.interval, to_midnight)))
-            except asyncio.TimeoutError:
-                pass
