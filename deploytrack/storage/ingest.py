@@ -14,7 +14,6 @@ import orjson
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_id
-from deploytrack.rules import store as rule_store
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage.database import Connection
@@ -32,7 +31,6 @@ _INSERT_EVENT = (
 )
 # Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
 _KEY_CHUNK = 500
-Statement = tuple[str, list[Any]]
 
 
 @dataclass
@@ -82,44 +80,28 @@ def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult |
 
 
 class _Group:
-    """The state of one ingest group: what the database held before it, plus what the group adds.
-
-    Every lookup is made up front in one `execute_all` and every write at the end in another: on
-    PostgreSQL each is one trip from the writer thread to the event loop, not one per statement.
-    """
+    """The state of one ingest group: what the database held before it, plus what the group adds."""
 
     def __init__(self, conn: Connection, batches: list[Ingest]) -> None:
         self.conn = conn
-        events = [e for b in batches for e in b.events]
-        keys = {_deployment_key(e, self._environment(e, b.aliases))
-                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
-        lookups: dict[str, list[Statement]] = {
-            "tokens": _live_tokens_sql({b.token_id for b in batches if b.token_id is not None}),
-            "keys": _idempotency_keys_sql({(b.token_id, b.idempotency_key) for b in batches
-                                           if b.token_id is not None and b.idempotency_key}),
-            "client_keys": _events_by_client_key_sql([e.client_key for e in events if e.client_key]),
-            "versions": _versions_sql({(e.product, e.version) for e in events if e.version is not None}),
-            "deployments": _open_deployments_sql(keys),
-            "top": [("SELECT COALESCE(MAX(id), 0) FROM deployments", [])] if keys else [],
-            # Deployment rules are judged only for deployments (and most groups then judge something).
-            "rules": [(rule_store.ACTIVE_RULES, [])] if keys and any(b.rules for b in batches) else [],
-        }
-        found = _run_all(conn, lookups)
-        self.live_tokens = {int(r[0]): r[1] for r in found["tokens"]}
+        self.live_tokens = _live_tokens(conn, {b.token_id for b in batches if b.token_id is not None})
         self.used_tokens: dict[int, int] = {}
-        self.idempotency = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
+        self.idempotency = _idempotency_keys(conn, {(b.token_id, b.idempotency_key) for b in batches
+                                                    if b.token_id is not None and b.idempotency_key})
         self.new_keys: list[tuple[int, str, str, int]] = []
-        self.by_client_key = {r["client_key"]: dict(r) for r in found["client_keys"]}
-        self.versions: dict[tuple[str, str], str | None] = {(r[0], r[1]): r[2] for r in found["versions"]}
+        events = [e for b in batches for e in b.events]
+        self.by_client_key = {k: dict(r) for k, r in
+                              _events_by_client_key(conn, [e.client_key for e in events if e.client_key]).items()}
+        self.versions = _versions(conn, {(e.product, e.version) for e in events if e.version is not None})
         self.version_writes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self.deployments = _open_deployments(found["deployments"])
-        self.top_deployment_id = int(found["top"][0][0]) if found["top"] else 0
-        self.active_rules = [rule_store.rule_from_row(r) for r in found["rules"]] if lookups["rules"] else None
+        keys = {_deployment_key(e, self._environment(e, b.aliases))
+                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
+        self.deployments = _open_deployments(conn, keys)
         self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
         self.rows: list[dict[str, Any]] = []
         self.dirty_days: set[int] = set()
-        self.gate: RuleGate | None = None  # made on first use: most groups judge nothing
+        self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
 
     @staticmethod
     def _environment(event: Event, aliases: Mapping[str, str]) -> str | None:
@@ -184,7 +166,7 @@ class _Group:
         if not opening:
             return None
         if self.gate is None:
-            self.gate = RuleGate(self.conn, self.deployment_pairs, self.active_rules)
+            self.gate = RuleGate(self.conn, self.deployment_pairs)
         assert batch.rules is not None
         return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.deployments.values(),
                                batch=len(plan) > 1)
@@ -270,49 +252,46 @@ class _Group:
         return [staged.get(i) or stored[i] for i in ids if i in staged or i in stored]
 
     def flush(self) -> None:
-        """Write everything the accepted requests staged (one `execute_all`)."""
-        writes: list[Statement] = []
+        """Write everything the accepted requests staged."""
+        conn = self.conn
         for token_id, at in self.used_tokens.items():
             last = self.live_tokens[token_id]
             if last is None or at - last >= _LAST_USED_STEP:
-                writes.append(("UPDATE tokens SET last_used_at = ? WHERE id = ?", [at, token_id]))
+                conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
         inserts = [(p, v, sha, at) for (p, v), (how, sha, at) in self.version_writes.items() if how == "insert"]
-        writes += _insert_rows("versions", ("product", "version", "scm_sha", "created_at"), inserts)
+        _insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"), inserts)
         for (product, version), (how, sha, _) in self.version_writes.items():
             if how == "update":
-                writes.append(("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?",
-                               [sha, product, version]))
+                conn.execute("UPDATE versions SET scm_sha = ? WHERE product = ? AND version = ?",
+                             (sha, product, version))
         for table, names in self.names.items():
-            writes += _insert_rows(table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
+            _insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
         touched = {id(r["deployment"]): r["deployment"] for r in self.rows if "deployment" in r}
-        writes += _write_deployments(list(touched.values()), self.top_deployment_id)
+        _write_deployments(conn, list(touched.values()))
         for row in self.rows:
             dep = row.pop("deployment", None)
             if dep is not None:
                 row["deployment_id"] = dep["id"]
-        writes += _insert_rows("events", EVENT_COLUMNS[1:], [[r[c] for c in EVENT_COLUMNS[1:]] for r in self.rows])
-        writes += _insert_rows("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
-                               " ON CONFLICT DO NOTHING")
-        writes += _insert_rows("idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys)
-        if writes:
-            self.conn.execute_all(writes)
+        _insert_rows(conn, "events", EVENT_COLUMNS[1:], [[r[c] for c in EVENT_COLUMNS[1:]] for r in self.rows])
+        _insert_rows(conn, "dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)], " ON CONFLICT DO NOTHING")
+        _insert_rows(conn, "idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys)
 
 
 _DEPLOYMENT_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                       "label", "event_count")
 
 
-def _write_deployments(deps: list[dict[str, Any]], top: int) -> list[Statement]:
-    """The statements inserting the new deployment records (ids from `top`, the highest id before the
-    group, so one statement serves them all) and updating the changed ones."""
-    writes: list[Statement] = []
+def _write_deployments(conn: Connection, deps: list[dict[str, Any]]) -> None:
+    """Insert the new deployment records (ids given here, so one statement serves them all) and
+    update the changed ones."""
     new = [d for d in deps if d["id"] is None]
     if new:
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deployments").fetchone()[0]
         for offset, dep in enumerate(new, start=1):
             dep["id"] = top + offset
         keys = ("id", "product", "environment", "version", "invoke_id")
-        writes += _insert_rows("deployments", (*keys, *_DEPLOYMENT_FIELDS),
-                               [[*(d[c] for c in keys), *_record_values(d["record"])] for d in new])
+        _insert_rows(conn, "deployments", (*keys, *_DEPLOYMENT_FIELDS),
+                     [[*(d[c] for c in keys), *_record_values(d["record"])] for d in new])
     # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
     # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -323,8 +302,7 @@ def _write_deployments(deps: list[dict[str, Any]], top: int) -> list[Statement]:
             if changed:
                 by_columns.setdefault(changed, []).append({"id": dep["id"], **values})
     for columns, changed_deps in by_columns.items():
-        writes += _update_rows(columns, changed_deps)
-    return writes
+        _update_rows(conn, columns, changed_deps)
 
 
 def _record_values(record: rules.Folded) -> list[Any]:
@@ -334,19 +312,17 @@ def _record_values(record: rules.Folded) -> list[Any]:
 _INTEGER_FIELDS = frozenset({"first_at", "last_at", "started_at", "finished_at", "event_count"})
 
 
-def _update_rows(columns: tuple[str, ...], deps: list[dict[str, Any]]) -> list[Statement]:
-    """Statements setting `columns` of these deployment records, one per chunk. VALUES columns are
+def _update_rows(conn: Connection, columns: tuple[str, ...], deps: list[dict[str, Any]]) -> None:
+    """Set `columns` of these deployment records in one statement per chunk. VALUES columns are
     column1, column2... in SQLite and PostgreSQL alike; the casts give PostgreSQL their types."""
     one = "(" + ", ".join(["CAST(? AS BIGINT)"] + [
         "CAST(? AS BIGINT)" if c in _INTEGER_FIELDS else "?" for c in columns]) + ")"
     sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, start=2))
-    writes: list[Statement] = []
     for start in range(0, len(deps), _ROWS_CHUNK):
         chunk = deps[start:start + _ROWS_CHUNK]
         values = [x for d in chunk for x in (d["id"], *(d[c] for c in columns))]
-        writes.append((f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * len(chunk))}) AS v "
-                       "WHERE deployments.id = v.column1", values))
-    return writes
+        conn.execute(f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * len(chunk))}) AS v "
+                     "WHERE deployments.id = v.column1", values)
 
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
@@ -355,22 +331,14 @@ _ROWS_CHUNK = 400
 _OR_CHUNK = 100
 
 
-def _insert_rows(table: str, columns: tuple[str, ...], rows: list[Any], suffix: str = "") -> list[Statement]:
-    """The few multi-row INSERT statements for many rows."""
+def _insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[Any],
+                 suffix: str = "") -> None:
+    """INSERT many rows with a few multi-row statements."""
     one = f"({', '.join('?' * len(columns))})"
-    return [(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))}{suffix}",
-             [value for row in chunk for value in row])
-            for chunk in (rows[start:start + _ROWS_CHUNK] for start in range(0, len(rows), _ROWS_CHUNK))]
-
-
-def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[str, list[Any]]:
-    """Every named list of statements in one `execute_all`: the rows of each list, by name."""
-    flat = [(name, statement) for name, listed in statements.items() for statement in listed]
-    rows: dict[str, list[Any]] = {name: [] for name in statements}
-    if flat:
-        for (name, _), found in zip(flat, conn.execute_all([s for _, s in flat]), strict=True):
-            rows[name] += found
-    return rows
+    for start in range(0, len(rows), _ROWS_CHUNK):
+        chunk = rows[start:start + _ROWS_CHUNK]
+        conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))}{suffix}",
+                     [value for row in chunk for value in row])
 
 
 def _where_any(terms: list[tuple[str, tuple[Any, ...]]]) -> Iterable[tuple[str, list[Any]]]:
@@ -380,47 +348,52 @@ def _where_any(terms: list[tuple[str, tuple[Any, ...]]]) -> Iterable[tuple[str, 
         yield " OR ".join(f"({sql})" for sql, _ in chunk), [v for _, params in chunk for v in params]
 
 
-def _live_tokens_sql(ids: set[int]) -> list[Statement]:
+def _live_tokens(conn: Connection, ids: set[int]) -> dict[int, int | None]:
     """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
     a revocation committed since must still refuse them."""
     if not ids:
-        return []
-    return [(f"SELECT id, last_used_at FROM tokens WHERE id IN ({', '.join('?' * len(ids))}) AND revoked_at IS NULL",
-             list(ids))]
+        return {}
+    rows = conn.execute(f"SELECT id, last_used_at FROM tokens WHERE id IN ({', '.join('?' * len(ids))}) "
+                        "AND revoked_at IS NULL", list(ids))
+    return {int(r[0]): r[1] for r in rows}
 
 
-def _idempotency_keys_sql(keys: set[tuple[int | None, str | None]]) -> list[Statement]:
-    return [(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params)
-            for where, params in _where_any([("token_id = ? AND key = ?", key) for key in keys])]
+def _idempotency_keys(conn: Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
+    found: dict[Any, list[str]] = {}
+    for where, params in _where_any([("token_id = ? AND key = ?", key) for key in keys]):
+        for row in conn.execute(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params):
+            found[(row[0], row[1])] = orjson.loads(row[2])
+    return found
 
 
-def _versions_sql(pairs: set[tuple[str, str | None]]) -> list[Statement]:
-    return [(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params)
-            for where, params in _where_any([("product = ? AND version = ?", pair) for pair in pairs])]
+def _versions(conn: Connection, pairs: set[tuple[str, str | None]]) -> dict[tuple[str, str], str | None]:
+    found: dict[tuple[str, str], str | None] = {}
+    for where, params in _where_any([("product = ? AND version = ?", pair) for pair in pairs]):
+        for row in conn.execute(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params):
+            found[(row[0], row[1])] = row[2]
+    return found
 
 
 def _deployment_key(event: Event, environment: str | None) -> tuple[str, str | None, str | None, str]:
     return (event.product, environment, event.version, event.invoke_id or "")
 
 
-def _open_deployments_sql(keys: set[tuple[str, str | None, str | None, str]]) -> list[Statement]:
+def _open_deployments(conn: Connection, keys: set[tuple[str, str | None, str | None, str]]
+                      ) -> dict[tuple[str, str | None, str | None, str], dict[str, Any]]:
     """Per deployment key, the record an event of that key folds into: the latest one with that
-    invoke id, or without an invoke id the latest still open (`_open_deployments` picks)."""
+    invoke id, or without an invoke id the latest still open."""
     terms = [("product = ? AND environment = ? AND version IS NOT DISTINCT FROM ? AND invoke_id = ?"
               + ("" if key[3] else " AND status IN ('pending', 'started')"), key) for key in keys]
-    return [(f"SELECT * FROM deployments WHERE {where}", params) for where, params in _where_any(terms)]
-
-
-def _open_deployments(rows: list[Any]) -> dict[tuple[str, str | None, str | None, str], dict[str, Any]]:
     found: dict[tuple[str, str | None, str | None, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["product"], row["environment"], row["version"], row["invoke_id"])
-        if key not in found or row["id"] > found[key]["id"]:
-            stored = {c: row[c] for c in _DEPLOYMENT_FIELDS}
-            record = rules.Folded(invoke_id=row["invoke_id"], **stored)
-            found[key] = {"id": row["id"], "product": row["product"], "environment": row["environment"],
-                          "version": row["version"], "invoke_id": row["invoke_id"], "record": record,
-                          "stored": stored}
+    for where, params in _where_any(terms):
+        for row in conn.execute(f"SELECT * FROM deployments WHERE {where}", params):
+            key = (row["product"], row["environment"], row["version"], row["invoke_id"])
+            if key not in found or row["id"] > found[key]["id"]:
+                stored = {c: row[c] for c in _DEPLOYMENT_FIELDS}
+                record = rules.Folded(invoke_id=row["invoke_id"], **stored)
+                found[key] = {"id": row["id"], "product": row["product"], "environment": row["environment"],
+                              "version": row["version"], "invoke_id": row["invoke_id"], "record": record,
+                              "stored": stored}
     return found
 
 
@@ -429,11 +402,15 @@ def _open_deployments(rows: list[Any]) -> dict[tuple[str, str | None, str | None
 _LAST_USED_STEP = 60_000_000
 
 
-def _events_by_client_key_sql(keys: list[str]) -> list[Statement]:
+def _events_by_client_key(conn: Connection, keys: list[str]) -> dict[str, Any]:
     """The stored events among these client keys: one query per chunk, not one per event."""
+    found: dict[str, Any] = {}
     unique = list(dict.fromkeys(keys))
-    return [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
-            for chunk in (unique[start:start + _KEY_CHUNK] for start in range(0, len(unique), _KEY_CHUNK))]
+    for start in range(0, len(unique), _KEY_CHUNK):
+        chunk = unique[start:start + _KEY_CHUNK]
+        for row in conn.execute(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk):
+            found[row["client_key"]] = row
+    return found
 
 
 def _events_by_id(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
