@@ -1,6 +1,6 @@
 """Ingestion with one and with two server processes on one PostgreSQL database, beside SQLite.
 
-    python -m bench.pg_ingest [--seconds 15] [--connections 32] [--rounds 2]
+    python -m bench.pg_ingest [--seconds 15] [--connections 32] [--rounds 2] [--source DIR]
 
 Starts a throwaway PostgreSQL cluster on 127.0.0.1 (durable settings: fsync on, like production;
 tests/pg_cluster.py), then posts Versioner deployment events with wrk (bench/post_events.lua: every
@@ -10,7 +10,8 @@ request a new event, "started" then "success" per deployment) for --seconds to:
   3. two servers on one PostgreSQL database, each with its own wrk and half the connections.
 Prints requests/s, p50/p99, the ratios (PostgreSQL to SQLite, two processes to one), how busy each
 server's writer was, and where the machine's CPU went during the run: the servers, PostgreSQL
-(the cluster's postmaster and backends), wrk, and everything else on the machine (other users).
+(the cluster's postmaster and backends), wrk, the kernel's interrupt work, and everything else on
+the machine (other users' jobs).
 Every acknowledged event is checked to be stored. Only 127.0.0.1 is contacted.
 """
 
@@ -64,12 +65,12 @@ def _postgres_cpu(cluster: Cluster) -> float:
     return total
 
 
-def _machine() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine so far, over every core."""
+def _machine() -> tuple[float, float, float]:
+    """(busy, interrupts, all) CPU seconds of the whole machine so far, over every core."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     hz = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / hz, sum(values) / hz
+    return (sum(values) - idle) / hz, (values[5] + values[6]) / hz, sum(values) / hz
 
 
 def stored(db: str) -> int:
@@ -95,7 +96,7 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
         writer = [writer_counters(s.url) for s in procs]
         server_cpu = [s.cpu_seconds() for s in procs]
         pg_cpu = _postgres_cpu(cluster) if cluster else 0.0
-        busy, total = _machine()
+        busy, irq, total = _machine()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         runs = [wrk.start(s.url, args.seconds, max(1, args.connections // processes),
@@ -103,14 +104,15 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
         results = [wrk.finish(r, args.seconds) for r in runs]
         elapsed = time.monotonic() - started
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        busy2, total2 = _machine()
+        busy2, irq2, total2 = _machine()
         cores = (total2 - total) / elapsed
         cpu = {
             "servers": sum(s.cpu_seconds() for s in procs) - sum(server_cpu),
             "postgres": (_postgres_cpu(cluster) - pg_cpu) if cluster else 0.0,
             "wrk": (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime),
         }
-        cpu["other"] = max(0.0, (busy2 - busy) - sum(cpu.values()))
+        cpu["interrupts"] = irq2 - irq  # the kernel's network and disk work, charged to no process
+        cpu["other"] = max(0.0, (busy2 - busy) - sum(cpu.values()))  # everyone else's processes
         cpu = {k: v / elapsed for k, v in cpu.items()}
         cpu["idle"] = max(0.0, cores - sum(cpu.values()))
         for server in procs:
@@ -142,7 +144,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--source", metavar="DIR", type=Path,
+                        help="serve the deploytrack package in DIR (`git archive COMMIT deploytrack | tar -x -C DIR`)")
     args = parser.parse_args()
+    servers.use_source(args.source)
     wrk.require_wrk()
     print(f"Versioner deployment events from wrk, {args.connections} keep-alive connections in all, {args.seconds:g} s "
           f"per scenario; {os.cpu_count()} cores shared by wrk, the servers, PostgreSQL and anything else running",

@@ -57,9 +57,35 @@ def paths(cursor: str, product: str) -> list[tuple[str, str]]:
         ("deployments by product", f"/api/v1/deployments?product={product}"),
         ("deployments, rollbacks", "/api/v1/deployments?label=rollback"),
         ("incidents", "/api/v1/incidents"),
+        ("rules", "/api/v1/rules"),
+        ("rule overrides", "/api/v1/rule-overrides"),
+        ("rule violations", "/api/v1/rule-violations"),
+        ("rule violations by product", f"/api/v1/rule-violations?product={product}"),
         ("metrics, overall, 30 days", "/api/v1/metrics?window=30"),
         ("metrics, one product, 90 days", f"/api/v1/metrics?window=90&product={product}"),
     ]
+
+
+def add_rules(db: Path, violations: int) -> None:
+    """Rules, overrides and violations for the rule lists (the event generator makes none): rules and
+    overrides through the CLI, `violations` rows written directly, spread over products and a year."""
+    with sqlite3.connect(db) as conn:
+        products = [r[0] for r in conn.execute("SELECT name FROM products ORDER BY name LIMIT 10")]
+        newest = conn.execute("SELECT MAX(received_at) FROM events").fetchone()[0]
+    for i, product in enumerate(products):
+        servers.cli("rule", "add", f"one-at-a-time-{i}", "--type", "concurrency", "--mode", "report-only",
+                    "--product", product, "--db", str(db), "--by", "bench")
+    for product in products[:5]:
+        servers.cli("rule", "override", "--product", product, "--reason", "bench", "--db", str(db), "--by", "bench")
+    with sqlite3.connect(db) as conn:
+        rules = conn.execute("SELECT id, name FROM rules ORDER BY id").fetchall()
+        conn.executemany(
+            "INSERT INTO rule_violations (at, outcome, rule_id, rule_name, rule_type, code, http_status, message, "
+            "dialect, product, environment, version, status, violations, attempt) "
+            "VALUES (?, 'reported', ?, ?, 'concurrency', 'concurrent_deployment', 409, 'another deployment runs', "
+            "'versioner', ?, 'production', ?, 'started', '[]', '{}')",
+            [(newest - (violations - i) * 15_000_000, rules[i % len(rules)][0], rules[i % len(rules)][1],
+              products[i % len(products)], f"1.{i}") for i in range(violations)])
 
 
 def serve(db: str, workdir: Path) -> servers.Server:
@@ -157,6 +183,7 @@ def main() -> int:
             workdir = Path(tmp)
             db = workdir / "bench.db"
             made = generate(db, args.events, 365, 60, 1)
+            add_rules(db, args.events // 50)
             with sqlite3.connect(db) as conn:  # statistics, as a database that has served a while has them
                 conn.execute("ANALYZE")
             # Derived data (deployment facts, snapshots) current before the copy, as on a running install:
