@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
                               description="Runs SQLite's integrity check (or the faster quick check) and "
                                           "foreign-key check, and reads the schema version; prints one summary "
                                           "line, then any problems. Read-only, safe while the server runs.")
-    p.add_argument("--quick", action="store_true", help="quick check only: faster, skips index contents and foreign keys")
+    p.add_argument("--quick", action="store_true",
+                   help="quick check only: faster, skips index contents and foreign keys")
     add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=run)
 

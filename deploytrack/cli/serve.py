@@ -29,7 +29,8 @@ def run(settings: Settings) -> int:
     # signal; ending there with status 0 tells systemd and scripts the stop was clean.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    print(f"deploytrack {__version__} serving http://{settings.host}:{settings.port}/ (database {pg.redact(settings.db)})",
+    where = f"http://{settings.host}:{settings.port}/"
+    print(f"deploytrack {__version__} serving {where} (database {pg.redact(settings.db)})",
           file=sys.stderr, flush=True)
     limits = ConnectionLimits(max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
                               header_timeout=settings.header_timeout, min_body_rate=settings.min_body_rate,

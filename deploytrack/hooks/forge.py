@@ -24,6 +24,7 @@ def push(data: dict[str, Any], ctx: Context, delivery: str | None, repository: s
         author = obj(item, "author")
         batch.append({k: v for k, v in {
             "sha": text(item, "id", 128), "repository": repo, "committed_at": item.get("timestamp"),
-            "message": text(item, "message", MAX_TITLE), "author": text(author, "name", 256) or text(author, "email", 256),
+            "message": text(item, "message", MAX_TITLE),
+            "author": text(author, "name", 256) or text(author, "email", 256),
         }.items() if v is not None})
     return Delivery(delivery_id=delivery, commits=commits.parse_batch(batch, ctx.limits, ctx.settings.max_batch_events))

@@ -6,6 +6,7 @@ event and `X-Gitlab-Event-UUID` identifies the delivery.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
 from typing import Any
@@ -62,7 +63,8 @@ def _deployment(data: dict[str, Any], ctx: Context, delivery: str | None) -> Del
     deployment = text(data, "deployment_id", 64)
     links = [{"href": url, "text": "environment"} for url in [text(data, "environment_external_url")] if url]
     event = Event(
-        dialect=NAME, kind="deployment", product=ctx.product(text(project, "path_with_namespace"), text(project, "name")),
+        dialect=NAME, kind="deployment",
+        product=ctx.product(text(project, "path_with_namespace"), text(project, "name")),
         status=STATUSES[status], status_raw=status, version=(sha or "")[:12] or None, environment_raw=environment,
         scm_sha=sha, scm_repository=text(project, "path_with_namespace", 512), build_url=text(data, "deployable_url"),
         build_id=text(data, "deployable_id", 64), invoke_id=deployment, source_system="gitlab",
@@ -80,8 +82,6 @@ def status_time(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S %z").isoformat()
-        except ValueError:
-            pass
     return parse_timestamp(value, "status_changed_at")

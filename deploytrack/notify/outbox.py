@@ -39,7 +39,8 @@ def enqueue(conn: Connection, kind: str, key: str, body: dict[str, Any], urls: l
 
 def claim(conn: Connection, now: int, lease_us: int, limit: int) -> list[Message]:
     """Due messages, oldest first, leased to this sender until `now + lease_us`."""
-    rows = conn.execute("SELECT id, url, body, attempts FROM notify_outbox WHERE sent_at IS NULL AND gave_up_at IS NULL "
+    rows = conn.execute("SELECT id, url, body, attempts FROM notify_outbox "
+                        "WHERE sent_at IS NULL AND gave_up_at IS NULL "
                         "AND next_at <= ? ORDER BY next_at, id LIMIT ?", (now, limit)).fetchall()
     conn.executemany("UPDATE notify_outbox SET next_at = ? WHERE id = ?", [(now + lease_us, r[0]) for r in rows])
     return [Message(int(r[0]), r[1], r[2].encode(), int(r[3])) for r in rows]

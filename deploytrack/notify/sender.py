@@ -9,6 +9,7 @@ posts it and records the outcome (one short write).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from urllib.parse import urlsplit
@@ -79,15 +80,13 @@ class Notifier:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # before the round: a kick or a stop during it ends the wait below at once
             try:
                 await self.tick()
             except Exception:  # a failed round is logged and retried next time
                 log.exception("notification round failed")
-            self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.notify_interval)
-            except TimeoutError:
-                pass
 
 
 async def post(url: str, body: bytes, timeout: float) -> str | None:

@@ -48,7 +48,7 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-_caches: weakref.WeakKeyDictionary[Database, dict[str, tuple["Token", float]]] = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Database, dict[str, tuple[Token, float]]] = weakref.WeakKeyDictionary()
 
 
 async def authenticate(db: Database, secret: str | None, scope: str,

@@ -176,7 +176,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer `status` with the native error shape (unless a response has begun), and close."""
-        client = "%s:%d" % self.client if self.client else "-"
+        client = "{}:{}".format(*self.client) if self.client else "-"
         log.debug("%s: closing the connection: %s", client, message)
         self._cancel_timers()
         # A new request not yet handed to the application, or one it has not begun to answer.

@@ -8,7 +8,8 @@ Ingestion paths also answer with the other trailing-slash form; only the documen
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +39,8 @@ ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401
               415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
               503: "The database cannot take writes now (disk full, read-only); retry later"}
 HEALTH: Schema = {"status": STR, "version": STR,
-                  "integrity": {"type": "string", "enum": ["ok", "failed", "not checked yet"]}, "integrity_checked_at": ISO}
+                  "integrity": {"type": "string", "enum": ["ok", "failed", "not checked yet"]},
+                  "integrity_checked_at": ISO}
 INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
 READ_ERRORS = (400, 401, 403)
 
@@ -141,7 +143,8 @@ SCHEMAS: dict[str, Schema] = {
     "Rule": _obj({
         "id": INT, "name": STR, "type": {"type": "string", "enum": ["schedule", "flow", "concurrency"]},
         "mode": {"type": "string", "enum": ["enabled", "report-only", "disabled"]},
-        "products": {"type": ["array", "null"], "items": STR}, "environments": {"type": ["array", "null"], "items": STR},
+        "products": {"type": ["array", "null"], "items": STR},
+        "environments": {"type": ["array", "null"], "items": STR},
         "reason": NSTR, "description": STR, "schedule": OBJ, "flow": OBJ, "concurrency": OBJ,
         "window": _obj({"active": {"type": "boolean"}, "active_until": ISO, "next_start": ISO, "next_end": ISO}),
         "created_at": ISO, "updated_at": ISO, "created_by": NSTR,
@@ -416,7 +419,8 @@ def _document() -> dict[str, Any]:
             "/api/v1/metrics": {"get": _read(
                 "DORA metrics: live numbers and the daily snapshot series", OBJ,
                 [_query("product", "product"), _query("environment", "environment"),
-                 _query("window", "7, 30 or 90 days", {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
+                 _query("window", "7, 30 or 90 days",
+                        {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
                  _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
             "/api/v1/rules": {
                 "get": _read("Deployment rules by name", _obj({"rules": {"type": "array", "items": _ref("Rule")}},
@@ -511,7 +515,8 @@ def _document() -> dict[str, Any]:
                          "requestBody": _body(_obj({"token": STR, "csrf": STR, "next": STR}, ("token", "csrf")),
                                               media="application/x-www-form-urlencoded"),
                          "responses": {"303": {"description": "Signed in: to `next`"},
-                                       **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR} for c in (400, 401, 403)}}},
+                                       **{str(c): {"description": ERROR_TEXT[c], **PAGE_ERROR}
+                                          for c in (400, 401, 403)}}},
             },
             "/signout": {"post": {
                 "tags": ["UI"], "summary": "Sign out (CSRF-protected)", "security": [],
