@@ -109,7 +109,7 @@ async def open_connection(url: str, secret: str | None, **settings: str) -> Any:
 # The read pool's prepared statements keep one generic plan instead of planning again for every
 # execution: the reads are keyset pages and bounded aggregates whose best plan does not depend on the
 # values (bench/pg_reads.py: planning was up to 0.2 ms of a 0.3 ms page, and the custom plans of the
-# first executions took 17 ms for the rollbacks list and 50 ms for the text search).
+# first executions took 17 ms for the rollbacks list; the text search's p95 was 60 ms, now under 10).
 _READ_SETTINGS = {"default_transaction_read_only": "on", "plan_cache_mode": "force_generic_plan"}
 
 
@@ -202,7 +202,7 @@ class Connection:
 
     def execute_all(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any]]]) -> list[list[Any]]:
         """Several statements in order; each one's rows (empty for those that return none). One trip
-        to the event loop for all of them: the writer's lookups and writes cost one hop each."""
+        from the calling thread to the event loop for all of them, not one per statement."""
         bound = [bind(sql, params) for sql, params in statements]
 
         async def run() -> list[list[Any]]:
