@@ -40,7 +40,7 @@ def cli(*argv: str) -> str:
 
 
 def create_token(db: Path, name: str, *scopes: str) -> str:
-    argv = ["token", "create", name, "--db", str(db), "--secret-only"]
+    argv = ["token", "create", name, "--db", str(db), "--secret-only", "--create"]
     for scope in scopes:
         argv += ["--scope", scope]
     return cli(*argv).strip()

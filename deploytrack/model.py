@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import json
 import os
 import time
@@ -76,21 +77,33 @@ def client_key(token_id: int, dialect: str, *parts: str | None) -> str:
 ID_NAMESPACE = uuid.UUID("68e03ab7-8af7-49c9-9900-119b17f33b8a")
 
 
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
+# A UUID's 17th hex digit holds the variant (binary 10) in its top bits: random digit -> 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 @functools.lru_cache(maxsize=1024)  # thrice per Versioner reply, mostly for the same few names
 def stable_id(kind: str, *names: str) -> str:
     """The id of a product (`stable_id("product", name)`), environment (canonical name) or version
-    (`stable_id("version", product, version)`)."""
-    return str(uuid.uuid5(ID_NAMESPACE, orjson.dumps([kind, *names]).decode()))
+    (`stable_id("version", product, version)`): `uuid.uuid5`, formatted here (a new version in every
+    deployment misses the cache, and building the UUID object was most of a reply's cost)."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + orjson.dumps([kind, *names]), usedforsecurity=False).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
 
 
 def new_event_id() -> str:
     """A UUIDv7: unique, and sorts by creation time."""
-    ms = time.time_ns() // 1_000_000
-    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()  # str(uuid.UUID(bytes=...)) without building the object (hot: once per event)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return new_event_ids(1)[0]
+
+
+def new_event_ids(count: int) -> list[str]:
+    """`count` UUIDv7s of this millisecond (one call for the random bits: hot, once per event)."""
+    head = (time.time_ns() // 1_000_000).to_bytes(6, "big").hex()
+    prefix = f"{head[:8]}-{head[8:]}-7"
+    rand = os.urandom(10 * count).hex()
+    # version 7 in the 13th hex digit, the variant (binary 10) in the top bits of the 17th
+    return [f"{prefix}{rand[i + 1:i + 4]}-{_VARIANT[rand[i + 4]]}{rand[i + 5:i + 8]}-{rand[i + 8:i + 20]}"
+            for i in range(0, 20 * count, 20)]
 
 
 def normalize_status(value: object, field_name: str = "status") -> tuple[str, str]:
@@ -164,17 +177,19 @@ class Fields:
             max_chars: int | None = None) -> str | None:
         self.used.add(key)
         value = self.body.get(key)
-        if value is None:
-            if required:
-                raise BadRequest(f"Field '{self._name(key)}' is required", self._name(key))
-            return None
-        if allow_number and isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        elif allow_number and isinstance(value, float):
-            raise InexactNumber(f"Field '{self._name(key)}' is a number with a fraction or an exponent, which "
-                                f"does not keep its digits; send it as a string (\"1.10\", not 1.10)", self._name(key))
-        if not isinstance(value, str):
-            raise BadRequest(f"Field '{self._name(key)}' must be a string", self._name(key))
+        if value.__class__ is not builtins.str:  # the common case, plain text, skips these checks
+            if value is None:
+                if required:
+                    raise BadRequest(f"Field '{self._name(key)}' is required", self._name(key))
+                return None
+            if allow_number and isinstance(value, int) and not isinstance(value, bool):
+                value = builtins.str(value)
+            elif allow_number and isinstance(value, float):
+                raise InexactNumber(f"Field '{self._name(key)}' is a number with a fraction or an exponent, which "
+                                    f"does not keep its digits; send it as a string (\"1.10\", not 1.10)",
+                                    self._name(key))
+            if not isinstance(value, builtins.str):
+                raise BadRequest(f"Field '{self._name(key)}' must be a string", self._name(key))
         value = value.strip()
         if required and not value:
             raise BadRequest(f"Field '{self._name(key)}' must not be empty", self._name(key))
@@ -237,7 +252,8 @@ def check_metadata(metadata: Mapping[str, Any], limits: Limits, field_name: str 
     for key in metadata:
         if len(key) > 256:
             raise BadRequest(f"Field '{field_name}' has a key longer than 256 characters", field_name)
-    if _depth(metadata) > MAX_METADATA_DEPTH:
+    # Most metadata is flat: only a nested value needs the walk.
+    if any(isinstance(v, dict | list) for v in metadata.values()) and _depth(metadata) > MAX_METADATA_DEPTH:
         raise BadRequest(f"Field '{field_name}' is nested more than {MAX_METADATA_DEPTH} levels deep", field_name)
     _check_commit_times(metadata.get("commits"), limits.times)
     return dict(metadata)

@@ -85,3 +85,19 @@ def test_each_field_folds_in_whatever_event_carries_it_and_agrees_with_the_refol
     assert run_cli("metrics", "recompute", "--refold-all", "--db", str(db_path))[0] == 0
     after = {d["version"]: d for d in listed(client, token)["deployments"]}
     assert after == before
+
+
+def test_a_deleted_products_deployment_ids_are_never_given_again(make_client, db_path):
+    """Ingestion gives new deployment records ids above every id ever used, not above the highest left."""
+    from tests.conftest import create_token
+
+    token = create_token(db_path, "ci", "ingest", "read", "admin")
+    client = make_client()
+    kept = int(deploy(client, token, "1", "success", at(2, 10), product="kept")["deployment_id"])
+    gone = int(deploy(client, token, "1", "success", at(2, 11), product="gone")["deployment_id"])
+    assert gone > kept
+    resp = client.delete("/api/v1/products/gone/events", headers=auth(token))
+    assert resp.status_code == 200, resp.text
+    later = int(deploy(client, token, "2", "success", at(1, 10), product="kept")["deployment_id"])
+    assert later > gone
+    assert sorted(d["id"] for d in listed(client, token, product="kept")["deployments"]) == [kept, later]

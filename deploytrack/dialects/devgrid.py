@@ -75,7 +75,8 @@ def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
     if status_value is None:
         raise BadRequest(f"Field '{prefix}attributes.status' is required", prefix + "attributes.status")
     status, status_raw = normalize_status(status_value, prefix + "attributes.status")
-    values = {field: attrs.str(name, allow_number=True) for name, field in ATTRIBUTES.items()}
+    # Only the attributes present are read (an absent one is None either way): batches are large.
+    values = {field: attrs.str(name, allow_number=True) for name, field in ATTRIBUTES.items() if name in attrs.body}
     event = Event(
         dialect=NAME, kind="deployment", product=entity, environment_raw=env, status=status, status_raw=status_raw,
         occurred_at=f.time("timestamp"), commit_time=attrs.time("commit_timestamp"), **values)

@@ -922,6 +922,26 @@ def _m019_rule_violations_postgres(conn: Any) -> None:
     run_script(conn, M019_POSTGRES)
 
 
+@migration
+def m021_ingest_indexes(conn: Any) -> None:
+    # Indexes every ingested event or deployment record paid for and no query uses (issue 20, measured
+    # in bench/RESULTS.md): deployments_sha (1.7 us and 0.3 WAL pages per deployment record; lead
+    # time reads stored facts now), deployments_label_first (the label filter reads the effective
+    # label of deployment_facts), events_commit_time (commit times are read by deployment id), and
+    # deployments_open, whose lookup (an event's open record) deployments_version answers as well.
+    for name in ("deployments_sha", "deployments_label_first", "deployments_open", "events_commit_time"):
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+@migration
+def m022_narrow_fold_index(conn: Any) -> None:
+    # The refold (metrics/fold.py) finds a key's events by (kind, product, environment, version) from a
+    # time on, and reads whole rows (metadata, summary): the other six columns of the old index covered
+    # nothing and cost every ingested event 0.35-0.42 WAL pages (issue 20, bench/RESULTS.md).
+    conn.execute("DROP INDEX IF EXISTS events_deploy_fold")
+    conn.execute("CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, occurred_at)")
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))
