@@ -1,125 +1,76 @@
-"""Ingestion throughput on PostgreSQL with one and with two server processes, beside SQLite.
+"""Ingestion with one and with two server processes on one PostgreSQL database, beside SQLite.
 
-    python bench/pg_ingest.py [--requests 3000] [--concurrency 32] [--time-limit 60]
+    python -m bench.pg_ingest [--seconds 15] [--connections 32] [--rounds 2] [--source DIR]
 
 Starts a throwaway PostgreSQL cluster on 127.0.0.1 (durable settings: fsync on, like production;
-tests/pg_cluster.py), then sends the same load - N Versioner deployment events over C keep-alive
-connections from an asyncio client - to:
-  1. one server on a SQLite file (the baseline, measured in the same run),
+tests/pg_cluster.py), then posts Versioner deployment events with wrk (bench/post_events.lua: every
+request a new event, "started" then "success" per deployment) for --seconds to:
+  1. one server on a SQLite file (the baseline, measured in the same round),
   2. one server on PostgreSQL,
-  3. two servers on one PostgreSQL database (the load split evenly between them).
-Prints requests/s, p50/p99 latency, the ratio to the SQLite figure, and checks that every
-acknowledged event is stored. Bounded: N requests per scenario, at most --time-limit seconds each.
-Only 127.0.0.1 is contacted. Needs Debian's postgresql package.
+  3. two servers on one PostgreSQL database, each with its own wrk and half the connections.
+Prints requests/s, p50/p99, the ratios (PostgreSQL to SQLite, two processes to one), how busy each
+server's writer was, and where the machine's CPU went during the run: the servers, PostgreSQL
+(the cluster's postmaster and backends), wrk, the kernel's interrupt work, and everything else on
+the machine (other users' jobs).
+Every acknowledged event is checked to be stored. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+from bench import servers, wrk
+from bench.ingest import drain, writer_counters
+from deploytrack.storage import database as dbmod
+from tests.pg_cluster import Cluster
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from deploytrack.storage import database as dbmod  # noqa: E402
-from tests.pg_cluster import Cluster, _free_port  # noqa: E402
+TARGET_TWO_VS_ONE = 1.5
 
 
-class Server:
-    def __init__(self, db: str, workdir: Path) -> None:
-        self.db = db
-        self.port = _free_port()
-        self.log = workdir / f"server-{self.port}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--db", db, "--no-scheduler", "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    missing: int
+    writer_busy: list[float]  # per server: share of the run's wall time its writer spent in transactions
+    cpu: dict[str, float]  # cores used on average during the run, by whom
 
-    async def wait(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log.read_text())
+
+def _ticks(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu(cluster: Cluster) -> float:
+    """CPU seconds so far of the cluster's postmaster and every process it started (backends, WAL writer...)."""
+    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    total = _ticks(master)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                status = await reader.readline()
-                writer.close()
-                if b" 200 " in status:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    total += _ticks(int(entry.name))
+            except (OSError, ValueError):  # a backend that ended meanwhile
+                continue
+    return total
 
 
-async def _connection(port: int, token: str, jobs: asyncio.Queue[int], latencies: list[float],
-                      deadline: float, errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                n = jobs.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            body = orjson.dumps({"product_name": f"svc-{n % 20}", "version": f"1.0.{n}",
-                                 "environment_name": "production", "status": "success", "deployed_by": "bench"})
-            head = (f"POST /deployment-events/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-            started = time.perf_counter()
-            writer.write(head + body)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if b" 200 " not in status:
-                errors.append(status.decode().strip())
-    finally:
-        writer.close()
-
-
-async def load(ports: list[int], token: str, requests: int, concurrency: int,
-               time_limit: float) -> tuple[int, float, list[float], list[str]]:
-    """Send `requests` events over `concurrency` connections spread evenly over `ports`."""
-    jobs: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(requests):
-        jobs.put_nowait(n)
-    latencies: list[float] = []
-    errors: list[str] = []
-    deadline = time.monotonic() + time_limit
-    started = time.perf_counter()
-    await asyncio.gather(*(_connection(ports[i % len(ports)], token, jobs, latencies, deadline, errors)
-                           for i in range(concurrency)))
-    return len(latencies), time.perf_counter() - started, latencies, errors
-
-
-def make_token(db: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "deploytrack", "token", "create", "bench", "--scope", "ingest",
-                          "--db", db, "--secret-only", "--create"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
-    return out.stdout.strip()
+def _machine() -> tuple[float, float, float]:
+    """(busy, interrupts, all) CPU seconds of the whole machine so far, over every core."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / hz, (values[5] + values[6]) / hz, sum(values) / hz
 
 
 def stored(db: str) -> int:
@@ -130,51 +81,97 @@ def stored(db: str) -> int:
         conn.close()
 
 
-async def scenario(name: str, db: str, processes: int, workdir: Path, args: argparse.Namespace) -> float:
-    token = make_token(db)
-    servers = [Server(db, workdir) for _ in range(processes)]
+def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, args: argparse.Namespace,
+             run_id: str) -> Result:
+    token = servers.cli("token", "create", f"bench-{run_id}", "--scope", "ingest", "--db", db, "--create",
+                        "--secret-only").strip()
+    procs = [servers.deploytrack_at(db, workdir) for _ in range(processes)]
     try:
-        await asyncio.gather(*(s.wait() for s in servers))
-        await load([s.port for s in servers], token, min(200, args.requests), args.concurrency, 30)  # warm-up
-        before = await asyncio.to_thread(stored, db)
-        done, seconds, lat, errors = await load([s.port for s in servers], token, args.requests,
-                                                args.concurrency, args.time_limit)
+        env = {"BENCH_MODE": "versioner", "BENCH_TOKEN": token}
+        for i, server in enumerate(procs):  # warm-up: connections, statement caches, first pages
+            wrk.run(server.url, 2, max(1, args.connections // processes), env={**env, "BENCH_RUN": f"{run_id}w{i}"})
+        for server in procs:
+            drain(server)
+        before = stored(db)
+        writer = [writer_counters(s.url) for s in procs]
+        server_cpu = [s.cpu_seconds() for s in procs]
+        pg_cpu = _postgres_cpu(cluster) if cluster else 0.0
+        busy, irq, total = _machine()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        runs = [wrk.start(s.url, args.seconds, max(1, args.connections // processes),
+                          env={**env, "BENCH_RUN": f"{run_id}r{i}"}) for i, s in enumerate(procs)]
+        results = [wrk.finish(r, args.seconds) for r in runs]
+        elapsed = time.monotonic() - started
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy2, irq2, total2 = _machine()
+        cores = (total2 - total) / elapsed
+        cpu = {
+            "servers": sum(s.cpu_seconds() for s in procs) - sum(server_cpu),
+            "postgres": (_postgres_cpu(cluster) - pg_cpu) if cluster else 0.0,
+            "wrk": (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime),
+        }
+        cpu["interrupts"] = irq2 - irq  # the kernel's network and disk work, charged to no process
+        cpu["other"] = max(0.0, (busy2 - busy) - sum(cpu.values()))  # everyone else's processes
+        cpu = {k: v / elapsed for k, v in cpu.items()}
+        cpu["idle"] = max(0.0, cores - sum(cpu.values()))
+        for server in procs:
+            drain(server)
+        writer_busy = [(writer_counters(s.url)["busy_seconds_total"] - w["busy_seconds_total"]) / elapsed
+                       for s, w in zip(procs, writer, strict=True)]
     finally:
-        for s in servers:
-            s.stop()
-    acked = done - len(errors)
-    missing = before + acked - await asyncio.to_thread(stored, db)
-    rate = done / seconds
-    lat.sort()
-    print(f"{name:34} {rate:8.0f} req/s   p50 {statistics.median(lat) * 1000:6.1f} ms   "
-          f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:6.1f} ms   {done} requests, {len(errors)} errors, "
-          f"{missing} acknowledged but not stored", flush=True)
-    if errors:
-        print(f"    first errors: {errors[:3]}")
-    return rate
+        for server in procs:
+            server.stop()
+    acked = sum(r.requests - r.non2xx for r in results)
+    requests = sum(r.requests for r in results)
+    seconds = max(r.seconds for r in results)
+    return Result(rps=requests / seconds, p50_ms=statistics.median(r.p50_ms for r in results),
+                  p99_ms=max(r.p99_ms for r in results), errors=sum(r.non2xx + r.socket_errors for r in results),
+                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu)
 
 
-async def main() -> int:
+def show(name: str, r: Result, base: float | None) -> None:
+    ratio = f" ({r.rps / base:.2f}x)" if base else ""
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
+    print(f"  {name:30} {r.rps:7.0f} req/s{ratio:9} p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:6.1f} ms  "
+          f"writer busy {'/'.join(f'{b:.0%}' for b in r.writer_busy)}; errors {r.errors}, "
+          f"acknowledged but not stored {r.missing}", flush=True)
+    print(f"  {'':30} cores used: {cpu}", flush=True)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--time-limit", type=float, default=60, help="seconds per scenario at most")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--source", metavar="DIR", type=Path,
+                        help="serve the deploytrack package in DIR (`git archive COMMIT deploytrack | tar -x -C DIR`)")
     args = parser.parse_args()
-    print(f"{args.requests} Versioner deployment events per scenario over {args.concurrency} keep-alive "
-          f"connections; {os.cpu_count()} cores shared by client, servers and database", flush=True)
+    servers.use_source(args.source)
+    wrk.require_wrk()
+    print(f"Versioner deployment events from wrk, {args.connections} keep-alive connections in all, {args.seconds:g} s "
+          f"per scenario; {os.cpu_count()} cores shared by wrk, the servers, PostgreSQL and anything else running",
+          flush=True)
     cluster = Cluster(durable=True).start()
+    ratios = []
     try:
-        with tempfile.TemporaryDirectory(prefix="deploytrack-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="deploytrack-pgingest-") as tmp:
             workdir = Path(tmp)
-            base = await scenario("SQLite, 1 process (baseline)", str(workdir / "bench.db"), 1, workdir, args)
-            one = await scenario("PostgreSQL, 1 process", cluster.new_database(), 1, workdir, args)
-            two = await scenario("PostgreSQL, 2 processes, one database", cluster.new_database(), 2, workdir, args)
+            for n in range(args.rounds):
+                print(f"round {n + 1} (load average {os.getloadavg()[0]:.1f})", flush=True)
+                base = scenario(str(workdir / f"bench{n}.db"), 1, workdir, None, args, f"{n}s")
+                show("SQLite, 1 process", base, None)
+                one = scenario(cluster.new_database(), 1, workdir, cluster, args, f"{n}p")
+                show("PostgreSQL, 1 process", one, base.rps)
+                two = scenario(cluster.new_database(), 2, workdir, cluster, args, f"{n}q")
+                show("PostgreSQL, 2 processes", two, base.rps)
+                ratios.append(two.rps / one.rps)
+                print(f"  two processes vs one: {two.rps / one.rps:.2f}x (target >= {TARGET_TWO_VS_ONE}x)", flush=True)
     finally:
         cluster.stop()
-    print(f"ratio to SQLite: PostgreSQL 1 process {one / base:.2f}x, 2 processes {two / base:.2f}x; "
-          f"2 processes vs 1 on PostgreSQL {two / one:.2f}x")
+    print(f"two vs one, each round: {', '.join(f'{r:.2f}x' for r in ratios)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    raise SystemExit(main())

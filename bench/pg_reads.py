@@ -6,11 +6,12 @@ Generates the events into a SQLite file (bench.gen_events), analyzes it and brin
 data up to date (`metrics recompute`), copies that file into a throwaway
 PostgreSQL cluster on 127.0.0.1 with `deploytrack migrate-db` (durable settings, as in production;
 tests/pg_cluster.py), starts one `deploytrack serve` on each, and times every request from one
-keep-alive client (median and p95 of --repeat runs after a warm-up), SQLite first, then PostgreSQL.
-Prints both and the ratio; the target is PostgreSQL within 2x of SQLite on each. Then the same
-lists and the metrics report timed in-process through `Database` alone (no HTTP, no auth lookup):
-the storage layer's own share, apart from the extra process hop a client/server database costs
-on a busy machine. Only 127.0.0.1 is contacted; the cluster and files are removed at the end.
+keep-alive client per server (median and p95 of --repeat runs after a warm-up). The two servers are
+asked in turn, request by request (SQLite, PostgreSQL, SQLite, ...): on a shared machine the load
+drifts within seconds, and alternating gives both the same conditions. Prints both and the ratio;
+the target is PostgreSQL within 2x of SQLite on each. Then the same lists and the metrics report
+timed in-process through `Database` alone (no HTTP, no auth lookup; also alternating): the storage
+layer's own share. Only 127.0.0.1 is contacted; the cluster and files are removed at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from bench import servers
 from bench.gen_events import generate
-from bench.reads import Client, middle_cursor, timed
+from bench.reads import Client, middle_cursor
 from deploytrack.metrics.compute import Scope
 from deploytrack.metrics.report import report
 from deploytrack.settings import load_settings
@@ -56,9 +57,35 @@ def paths(cursor: str, product: str) -> list[tuple[str, str]]:
         ("deployments by product", f"/api/v1/deployments?product={product}"),
         ("deployments, rollbacks", "/api/v1/deployments?label=rollback"),
         ("incidents", "/api/v1/incidents"),
+        ("rules", "/api/v1/rules"),
+        ("rule overrides", "/api/v1/rule-overrides"),
+        ("rule violations", "/api/v1/rule-violations"),
+        ("rule violations by product", f"/api/v1/rule-violations?product={product}"),
         ("metrics, overall, 30 days", "/api/v1/metrics?window=30"),
         ("metrics, one product, 90 days", f"/api/v1/metrics?window=90&product={product}"),
     ]
+
+
+def add_rules(db: Path, violations: int) -> None:
+    """Rules, overrides and violations for the rule lists (the event generator makes none): rules and
+    overrides through the CLI, `violations` rows written directly, spread over products and a year."""
+    with sqlite3.connect(db) as conn:
+        products = [r[0] for r in conn.execute("SELECT name FROM products ORDER BY name LIMIT 10")]
+        newest = conn.execute("SELECT MAX(received_at) FROM events").fetchone()[0]
+    for i, product in enumerate(products):
+        servers.cli("rule", "add", f"one-at-a-time-{i}", "--type", "concurrency", "--mode", "report-only",
+                    "--product", product, "--db", str(db), "--by", "bench")
+    for product in products[:5]:
+        servers.cli("rule", "override", "--product", product, "--reason", "bench", "--db", str(db), "--by", "bench")
+    with sqlite3.connect(db) as conn:
+        rules = conn.execute("SELECT id, name FROM rules ORDER BY id").fetchall()
+        conn.executemany(
+            "INSERT INTO rule_violations (at, outcome, rule_id, rule_name, rule_type, code, http_status, message, "
+            "dialect, product, environment, version, status, violations, attempt) "
+            "VALUES (?, 'reported', ?, ?, 'concurrency', 'concurrent_deployment', 409, 'another deployment runs', "
+            "'versioner', ?, 'production', ?, 'started', '[]', '{}')",
+            [(newest - (violations - i) * 15_000_000, rules[i % len(rules)][0], rules[i % len(rules)][1],
+              products[i % len(products)], f"1.{i}") for i in range(violations)])
 
 
 def serve(db: str, workdir: Path) -> servers.Server:
@@ -68,49 +95,80 @@ def serve(db: str, workdir: Path) -> servers.Server:
     return servers.Server(argv, port, workdir / f"server.{port}.log", "/healthz", "deploytrack")
 
 
-def measure(db: str, workdir: Path, todo: list[tuple[str, str]], repeat: int) -> dict[str, tuple[float, float] | str]:
-    token = servers.cli("token", "create", f"bench-{os.getpid()}", "--scope", "read", "--db", db,
-                        "--secret-only").strip()
-    out: dict[str, tuple[float, float] | str] = {}
-    with serve(db, workdir) as server:
-        client = Client(server.port)
-        client.headers = {"Authorization": f"Bearer {token}"}
+Figures = dict[str, tuple[float, float] | str]
+
+
+def measure(dbs: list[str], workdir: Path, todo: list[tuple[str, str]], repeat: int) -> list[Figures]:
+    """(median, p95) ms of each path on each database's server, the servers asked in turn."""
+    out: list[Figures] = [{} for _ in dbs]
+    started = [serve(db, workdir) for db in dbs]
+    try:
+        clients = []
+        for db, server in zip(dbs, started, strict=True):
+            token = servers.cli("token", "create", f"bench-{os.getpid()}", "--scope", "read", "--db", db,
+                                "--secret-only").strip()
+            client = Client(server.port)
+            client.headers = {"Authorization": f"Bearer {token}"}
+            clients.append(client)
         for name, path in todo:
+            times: list[list[float]] = [[] for _ in dbs]
             try:
-                median, p95, _ = timed(client, path, repeat)
-                out[name] = (median, p95)
+                for client in clients:  # warm-up, and a failing path fails here
+                    status, body, _ = client.get(path)
+                    if status != 200:
+                        raise RuntimeError(f"GET {path}: {status} {body[:300]!r}")
+                for _ in range(repeat):
+                    for client, spent in zip(clients, times, strict=True):
+                        spent.append(client.get(path)[2])
+                for figures, spent in zip(out, times, strict=True):
+                    spent.sort()
+                    figures[name] = (statistics.median(spent), spent[min(len(spent) - 1, int(len(spent) * 0.95))])
             except RuntimeError as exc:
-                out[name] = str(exc)[:160]
+                for figures in out:
+                    figures[name] = str(exc)[:160]
+    finally:
+        for server in started:
+            server.stop()
     return out
 
 
-async def storage_times(db_target: str, product: str, cursor: str, repeat: int) -> dict[str, float]:
-    """Median ms of each list and the metrics report through `Database` alone, on one backend."""
-    settings = load_settings({"db": db_target, "scheduler": False}, environ={})
-    db = Database(db_target)
-    await db.open()
-    cases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("events, first page", lambda: eq.list_events(db, eq.EventFilter())),
-        ("events, middle page (cursor)", lambda: eq.list_events(db, eq.EventFilter(), cursor=cursor)),
-        ("events by product", lambda: eq.list_events(db, eq.EventFilter(product=product))),
-        ("events by status failed", lambda: eq.list_events(db, eq.EventFilter(status="failed"))),
-        ("deployments, first page", lambda: dq.list_deployments(db, dq.DeploymentFilter())),
-        ("deployments by product", lambda: dq.list_deployments(db, dq.DeploymentFilter(product=product))),
-        ("metrics report, overall, 30 days",
-         lambda: db.read(report, settings, Scope.of(None, None), 30, 90, now_us())),
-    ]
-    out = {}
+async def storage_times(targets: list[str], product: str, cursor: str, repeat: int) -> list[dict[str, float]]:
+    """Median ms of each list and the metrics report through `Database` alone, the databases in turn."""
+    dbs = [Database(target) for target in targets]
+    for db in dbs:
+        await db.open()
+
+    def cases(db: Database, target: str) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+        settings = load_settings({"db": target, "scheduler": False}, environ={})
+        return [
+            ("events, first page", lambda: eq.list_events(db, eq.EventFilter())),
+            ("events, middle page (cursor)", lambda: eq.list_events(db, eq.EventFilter(), cursor=cursor)),
+            ("events by product", lambda: eq.list_events(db, eq.EventFilter(product=product))),
+            ("events by status failed", lambda: eq.list_events(db, eq.EventFilter(status="failed"))),
+            ("deployments, first page", lambda: dq.list_deployments(db, dq.DeploymentFilter())),
+            ("deployments by product", lambda: dq.list_deployments(db, dq.DeploymentFilter(product=product))),
+            ("metrics report, overall, 30 days",
+             lambda: db.read(report, settings, Scope.of(None, None), 30, 90, now_us())),
+        ]
+
+    per_db = [cases(db, target) for db, target in zip(dbs, targets, strict=True)]
+    out: list[dict[str, float]] = [{} for _ in dbs]
     try:
-        for name, run in cases:
-            await run()
-            times = []
-            for _ in range(repeat):
-                started = time.perf_counter()
+        for i, (name, _) in enumerate(per_db[0]):
+            runs = [listed[i][1] for listed in per_db]
+            for run in runs:
                 await run()
-                times.append((time.perf_counter() - started) * 1000)
-            out[name] = statistics.median(times)
+            times: list[list[float]] = [[] for _ in dbs]
+            for _ in range(repeat):
+                for run, spent in zip(runs, times, strict=True):
+                    began = time.perf_counter()
+                    await run()
+                    spent.append((time.perf_counter() - began) * 1000)
+            for figures, spent in zip(out, times, strict=True):
+                figures[name] = statistics.median(spent)
     finally:
-        await db.close()
+        for db in dbs:
+            await db.close()
     return out
 
 
@@ -125,6 +183,7 @@ def main() -> int:
             workdir = Path(tmp)
             db = workdir / "bench.db"
             made = generate(db, args.events, 365, 60, 1)
+            add_rules(db, args.events // 50)
             with sqlite3.connect(db) as conn:  # statistics, as a database that has served a while has them
                 conn.execute("ANALYZE")
             # Derived data (deployment facts, snapshots) current before the copy, as on a running install:
@@ -137,12 +196,13 @@ def main() -> int:
             with sqlite3.connect(db) as conn:
                 event_id = conn.execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
             todo = [(n, p.replace("{event_id}", event_id)) for n, p in paths(cursor, product)]
-            print(f"{total:,} events, {made['deployments']:,} deployments; one keep-alive client, median and p95 "
-                  f"of {args.repeat} runs; {os.cpu_count()} cores shared by client, server and database", flush=True)
-            lite = measure(str(db), workdir, todo, args.repeat)
-            post = measure(url, workdir, todo, args.repeat)
-            lite_storage = asyncio.run(storage_times(str(db), product, cursor, args.repeat))
-            post_storage = asyncio.run(storage_times(url, product, cursor, args.repeat))
+            print(f"{total:,} events, {made['deployments']:,} deployments; one keep-alive client per server, the "
+                  f"two asked in turn; median and p95 of {args.repeat} runs; {os.cpu_count()} cores shared by the "
+                  "client, the servers, PostgreSQL and anything else running", flush=True)
+            print(f"load average {os.getloadavg()[0]:.1f} before the requests", flush=True)
+            lite, post = measure([str(db), url], workdir, todo, args.repeat)
+            lite_storage, post_storage = asyncio.run(storage_times([str(db), url], product, cursor, args.repeat))
+            print(f"load average {os.getloadavg()[0]:.1f} after", flush=True)
     finally:
         cluster.stop()
     print(f"{'request':34} {'SQLite ms':>16} {'PostgreSQL ms':>16} {'ratio':>7}")

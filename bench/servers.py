@@ -132,6 +132,14 @@ def deploytrack(db: Path, *extra: str, scheduler: bool = False) -> Server:
     return Server(argv, port, db.with_suffix(f".{port}.log"), "/healthz", "deploytrack")
 
 
+def deploytrack_at(db: str, workdir: Path) -> Server:
+    """`deploytrack` for a SQLite file or a PostgreSQL URL, logging into `workdir`; metrics job off."""
+    port = free_port()
+    argv = [sys.executable, "-m", "deploytrack", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--db", db, "--no-scheduler", "--log-level", "warning"]
+    return Server(argv, port, workdir / f"server.{port}.log", "/healthz", "deploytrack")
+
+
 def bare(workdir: Path, durable: Path | None = None) -> Server:
     """The ceiling: a Starlette app that only parses the JSON body with orjson and answers; with
     `durable`, the durable floor (each event also stored as one index-free row, answered after COMMIT)."""

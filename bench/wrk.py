@@ -42,11 +42,28 @@ def require_wrk() -> str:
 def run(url: str, seconds: float, connections: int, threads: int = 1, script: str = "post_events.lua",
         env: dict[str, str] | None = None) -> Run:
     """One bounded wrk run against `url` (127.0.0.1 only)."""
+    return finish(start(url, seconds, connections, threads, script, env), seconds)
+
+
+def start(url: str, seconds: float, connections: int, threads: int = 1, script: str = "post_events.lua",
+          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a bounded wrk run against `url` (127.0.0.1 only); `finish` waits for its figures."""
     assert url.startswith("http://127.0.0.1:"), url
     argv = [require_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
             "--timeout", "10s", "-s", str(HERE / script), url]
-    out = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                         timeout=seconds + 60, check=True).stdout
+    return subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], seconds: float) -> Run:
+    """The figures of a run `start` began; `cpu` is wrk's own CPU time (the load generator's share)."""
+    try:
+        out, err = proc.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err}")
     line = next((ln for ln in out.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no figures:\n{out}")

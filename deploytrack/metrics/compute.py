@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import itemgetter, sub
@@ -130,40 +130,45 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         return (us - base) // DAY
 
     flt, params = _scope_sql("f", product, envs, production)
+    iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     # Deployments with the same inputs to the rules (day, status, rollback and first linked incident known
     # by `until`) are counted together in SQL: at millions of rows, most are "completed, nothing known".
-    for prod, env, fday, status, rolled_back, opened, count in conn.execute(
-            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
-            "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
-            "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
-            "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
-            "ON k.deployment_id = f.id AND f.status = 'completed' "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
-            (base, DAY, until, until, since, until, *params)):
+    # The statements are independent: one execute_all (on PostgreSQL one trip to the event loop).
+    statements: list[tuple[str, Sequence[Any]]] = [
+        ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
+         "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
+         "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
+         "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
+         "ON k.deployment_id = f.id AND f.status = 'completed' "
+         f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
+         (base, DAY, until, until, since, until, *params)),
+        ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
+         f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
+         (base, DAY, since, until, *params)),
+        ("SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
+         f"WHERE i.opened_at < ? AND (i.resolved_at IS NULL OR i.resolved_at >= ?){iflt}",
+         (until, since, *iparams)),
+    ]
+    if settings.count_failed_deployments:
+        statements.append(
+            ("SELECT f.product, f.environment, f.finished_at, f.recovered_at FROM deployment_facts f "
+             f"WHERE f.status = 'failed' AND f.recovered_at >= ? AND f.recovered_at < ?{flt}",
+             (since, until, *params)))
+    deployed, leads, incidents, *failed = conn.execute_all(statements)
+    for prod, env, fday, status, rolled_back, opened, count in deployed:
         at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
         facts.deployments.setdefault((prod, env), []).append(
             (fday, None if at is None else max(fday, idx(at)), status, count))
-    for prod, env, day, lead_us, source in conn.execute(
-            "SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
-            f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
-            (base, DAY, since, until, *params)):
+    for prod, env, day, lead_us, source in leads:
         facts.lead.setdefault((prod, env), []).append((day, lead_us, source))
-    iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
-    for prod, env, opened, resolved in conn.execute(
-            "SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
-            f"WHERE i.opened_at < ? AND (i.resolved_at IS NULL OR i.resolved_at >= ?){iflt}",
-            (until, since, *iparams)):
+    for prod, env, opened, resolved in incidents:
         done = resolved if resolved is not None and resolved < until else None
         if opened >= base:
             facts.incidents.setdefault((prod, env), []).append((idx(opened), None if done is None else idx(done)))
         if done is not None:
             facts.restore.setdefault((prod, env), []).append((idx(done), max(0, done - opened)))
-    if settings.count_failed_deployments:
-        for prod, env, finished, recovered in conn.execute(
-                "SELECT f.product, f.environment, f.finished_at, f.recovered_at FROM deployment_facts f "
-                f"WHERE f.status = 'failed' AND f.recovered_at >= ? AND f.recovered_at < ?{flt}",
-                (since, until, *params)):
-            facts.restore.setdefault((prod, env), []).append((idx(recovered), recovered - finished))
+    for prod, env, finished, recovered in (failed[0] if failed else []):
+        facts.restore.setdefault((prod, env), []).append((idx(recovered), recovered - finished))
     return facts
 
 

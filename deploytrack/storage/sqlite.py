@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,10 @@ class Connection(sqlite3.Connection):
 
     def reconnect(self) -> None:
         """A file does not go away between transactions: nothing to do."""
+
+    def execute_all(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any]]]) -> list[list[Any]]:
+        """Several statements in order; each one's rows (empty for those that return none)."""
+        return [self.execute(sql, params).fetchall() for sql, params in statements]
 
 
 def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Connection:
