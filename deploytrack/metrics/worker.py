@@ -30,7 +30,10 @@ from deploytrack.storage.database import Database, on_connection, open_settings
 
 log = logging.getLogger("deploytrack.metrics")
 _HEADER = struct.Struct(">Q")
-_MAX_REST = 0.25  # seconds
+# After each write the child rests this many times as long as the write took (at most _MAX_REST): the
+# server's writer spends at most a quarter of its time on the round's writes, the rest on requests.
+_REST_FACTOR = 3
+_MAX_REST = 1.0  # seconds
 
 
 class WorkerFailed(RuntimeError):
@@ -162,8 +165,7 @@ def main() -> int:
         began = time.perf_counter()
         send(("write", (fn, args)))
         kind, payload = _read_message(inp)
-        # rest as long as the write took: the writer serves requests in between
-        time.sleep(min(_MAX_REST, time.perf_counter() - began))
+        time.sleep(min(_MAX_REST, _REST_FACTOR * (time.perf_counter() - began)))
         if kind != "ok":
             raise WorkerFailed(payload)
         return payload
