@@ -17,7 +17,6 @@ from deploytrack.timeutil import parse_timestamp, to_iso
 
 MAX_PAGE = 500
 _ORDER = ("occurred_at", "seq")
-_FIRST_WINDOW = 5_000
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,8 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
                       window: int = event_search.WINDOW) -> tuple[list[dict[str, Any]], str | None]:
     """Events newest first (by their own time, then arrival); returns the page and the next cursor.
 
-    A windowed search (event_search.plan) examines at most `window` events and may return a short
-    page with a cursor: older events remain to be searched from there."""
+    A search (`q`) the index cannot answer examines at most `window` events (event_search) and may
+    return a short page with a cursor: older events remain to be searched from there."""
     if not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
     where, params = [], []
@@ -100,23 +99,34 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
         params.append(flt.until)
     if not flt.q:
         return await newest_first(db, "events", _ORDER, where, params, limit, cursor)
-    search = await event_search.plan(db, flt.q, window)
-    # A windowed search looks at a smaller window first: a term in 1% of events or more fills the page
-    # there, and finding the full window's end costs up to ~20 ms (walking 50,000 index entries).
-    for size in (sorted({min(_FIRST_WINDOW, window), window}) if search.windowed else [0]):
-        end = await _window_end(db, where, params, cursor, size) if size else None
-        bounded_where, bounded_params = list(where), list(params)
-        if end is not None:  # examine only the window: the next `size` events these filters select
-            bounded_where.append("occurred_at >= ? AND (occurred_at > ? OR seq >= ?)")
-            bounded_params += [end[0], end[0], end[1]]
-        rows, next_cursor = await newest_first(
-            db, search.table, _ORDER, [*bounded_where, search.match],
-            [*search.table_params, *bounded_params, *search.match_params], limit, cursor)
-        if next_cursor is not None or end is None:
-            break
-    if next_cursor is None and end is not None:
-        next_cursor = f"{end[0]}.{end[1]}"  # a short page, yet older events remain to be searched
+    match = event_search.condition(db, flt.q)
+    first = min(event_search.FIRST_WINDOW, window)
+    rows, next_cursor, settled = await _windowed(db, where, params, match, limit, cursor, first)
+    if settled:  # a full page, or the first window reached the oldest event
+        return rows, next_cursor
+    hits = await event_search.indexed(db, flt.q, window)
+    if hits is not None:  # every event holding the term, from the index
+        return await newest_first(db, hits[0], _ORDER, [*where, match[0]], [*hits[1], *params, *match[1]], limit,
+                                  cursor)
+    if window > first:
+        rows, next_cursor, _ = await _windowed(db, where, params, match, limit, cursor, window)
     return rows, next_cursor
+
+
+async def _windowed(db: Database, where: list[str], params: list[Any], match: tuple[str, tuple[Any, ...]],
+                    limit: int, cursor: str | None, size: int) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """A page of the events meeting `match` among the next `size` events `where` selects after `cursor`,
+    its next cursor, and whether it is settled: full, or the window reached the oldest event. A page
+    that is not ends at the window: its cursor goes on from there."""
+    end = await _window_end(db, where, params, cursor, size)
+    bounded_where, bounded_params = [*where, match[0]], [*params, *match[1]]
+    if end is not None:
+        bounded_where.append("occurred_at >= ? AND (occurred_at > ? OR seq >= ?)")
+        bounded_params += [end[0], end[0], end[1]]
+    rows, next_cursor = await newest_first(db, "events", _ORDER, bounded_where, bounded_params, limit, cursor)
+    if next_cursor is not None or end is None:
+        return rows, next_cursor, True
+    return rows, f"{end[0]}.{end[1]}", False
 
 
 async def _window_end(db: Database, where: list[str], params: list[Any], cursor: str | None,

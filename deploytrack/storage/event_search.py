@@ -8,12 +8,13 @@ How it is found:
   `SearchIndexer` adds committed events to it in batches. A trigger per inserted row would put it on
   the ingest path, where FTS5 writes one segment per statement (measured: ingestion 5x slower).
   Events past its watermark are scanned directly; triggers take deleted events out of it.
-- PostgreSQL: pg_trgm's GIN index on `events.summary`, kept by PostgreSQL; its planner uses it.
-A term of MIN_INDEXED or more characters is answered from the index, every match in one request,
-when (on SQLite) the index names at most a fifth of `window` candidates (each is then read and
-checked against the term: about five times what examining one event in a scan costs). Any other
-search (a shorter term, a term in very many summaries, no index) is windowed: it examines at most
-`window` events per request (the `search_window` setting).
+- PostgreSQL: pg_trgm's GIN index on `events.summary`, kept by PostgreSQL.
+A search looks at the newest FIRST_WINDOW events first (those the other filters select): a term
+in 1% of events or more fills its page there. Else, for a term of MIN_INDEXED or more characters,
+the index names its events; when it names at most a fifth of `window` (each is then read and
+checked: about five times what examining an event in a scan costs), they are the whole answer, in
+one request. Else the search is windowed: it examines at most `window` events a request (the
+`search_window` setting) and a page it leaves short carries the cursor to search on from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from deploytrack.storage.database import Database
@@ -30,18 +30,23 @@ from deploytrack.storage.database import Database
 log = logging.getLogger("deploytrack.search")
 
 MIN_INDEXED = 3  # the trigram indexes know nothing of shorter terms
+FIRST_WINDOW = 5_000  # events a search looks at before it asks the index
 WINDOW = 50_000  # the search_window setting's default
 INDEX_BATCH = 2_000  # events the indexer adds per write task: ~10 ms of the writer
 INDEX_INTERVAL = 1.0  # seconds between the indexer's looks when it has caught up
 WATERMARK = "search_indexed_seq"  # kv: events up to this seq are in the SQLite index
 PG_INDEX = "events_summary_trgm"
 
-# The candidates the SQLite index named (a JSON array, each may hold the term), then the events past its
-# watermark that hold it; UNION: an event indexed between the two reads is in both. CROSS JOIN keeps
-# SQLite from walking a filter's index and probing the candidates instead (40-80 ms at 1M events).
-_SEARCHED = (
+# The events the SQLite index named (a JSON array; each may hold the term: the recheck decides),
+# then those past its watermark that hold it; UNION: one indexed between the two reads is in both.
+# CROSS JOIN keeps SQLite from walking a filter's index and probing the candidates (40-80 ms at 1M).
+_SQLITE_HITS = (
     "(SELECT events.* FROM (SELECT value AS hit FROM json_each(?) UNION SELECT seq FROM events WHERE seq > ? "
     "AND summary LIKE ? ESCAPE '\\') AS hits CROSS JOIN events WHERE events.seq = hits.hit) AS events")
+# The events pg_trgm's index named (exactly those holding the term), as an array: the read pool plans
+# once for all values (plan_cache_mode), and no single plan suits both a rare and a common term.
+_PG_HITS = ("(SELECT events.* FROM unnest(?::bigint[]) AS hits(hit) CROSS JOIN events "
+            "WHERE events.seq = hits.hit) AS events")
 
 
 def like_pattern(term: str) -> str:
@@ -66,31 +71,27 @@ def _phrase(term: str) -> str:
     return _fts_string(term)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How one search runs: what the page selects from, the condition each event on it meets, and
-    whether only a window of events is examined."""
-
-    table: str
-    table_params: tuple[Any, ...]
-    match: str
-    match_params: tuple[Any, ...]
-    windowed: bool
+def condition(db: Database, term: str) -> tuple[str, tuple[Any, ...]]:
+    """The condition an event holding `term` meets, and its parameters."""
+    like = "ILIKE" if db.backend == "postgresql" else "LIKE"
+    return f"summary {like} ? ESCAPE '\\'", (like_pattern(term),)
 
 
-async def plan(db: Database, term: str, window: int = WINDOW) -> Plan:
-    """The cheapest complete way to find `term`, or a windowed scan when there is none."""
-    pattern = like_pattern(term)
+async def indexed(db: Database, term: str, window: int = WINDOW) -> tuple[str, tuple[Any, ...]] | None:
+    """What a page of every event holding `term` selects from (a parenthesised SELECT, then its
+    parameters), when the index names at most a fifth of `window` events; else None."""
+    if len(term) < MIN_INDEXED:
+        return None
+    cap = window // 5
     if db.backend == "postgresql":
-        match = "summary ILIKE ? ESCAPE '\\'"
-        indexed = len(term) >= MIN_INDEXED and await _pg_indexed(db)
-        return Plan("events", (), match, (pattern,), windowed=not indexed)
-    match = "summary LIKE ? ESCAPE '\\'"
-    found = await _sqlite_candidates(db, term, window) if len(term) >= MIN_INDEXED else None
-    if found is None:
-        return Plan("events", (), match, (pattern,), windowed=True)
-    candidates, watermark = found
-    return Plan(_SEARCHED, (candidates, watermark, pattern), match, (pattern,), windowed=False)
+        if not await _pg_indexed(db):
+            return None
+        named = await db.fetchone("SELECT COUNT(*), array_agg(seq) FROM (SELECT seq FROM events "
+                                  "WHERE summary ILIKE ? ESCAPE '\\' LIMIT ?) AS candidates",
+                                  (like_pattern(term), cap + 1))
+        return (_PG_HITS, (list(named[1] or []),)) if named is not None and named[0] <= cap else None
+    found = await _sqlite_candidates(db, term, window)
+    return (_SQLITE_HITS, (*found, like_pattern(term))) if found is not None else None
 
 
 async def _sqlite_candidates(db: Database, term: str, window: int) -> tuple[str, int] | None:
