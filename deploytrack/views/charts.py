@@ -11,13 +11,13 @@ forbids inline styles, not presentation attributes).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from html import escape
-from typing import Callable, Sequence
 
 from markupsafe import Markup
 
-from deploytrack.timeutil import to_iso, DAY
+from deploytrack.timeutil import DAY, to_iso
 
 Point = tuple[int, "float | None"]
 BANDS = ("elite", "high", "medium", "low")
@@ -115,7 +115,8 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
                          f'text-anchor="end">{band}</text>')
     for tick in ticks:
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
-                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">{_e(axis_fmt(tick))}</text>')
+                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">'
+                     f'{_e(axis_fmt(tick))}</text>')
     for tick_day in day_ticks(first, last, 3):
         parts.append(f'<line class="xtick" x1="{x(tick_day):.1f}" x2="{x(tick_day):.1f}" y1="{top + plot_h}" '
                      f'y2="{top + plot_h + 4}"/><text class="axis" x="{x(tick_day):.1f}" y="{height - 6}" '

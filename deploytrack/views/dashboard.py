@@ -75,7 +75,8 @@ def _note(key: str, data: dict[str, Any]) -> str | None:
     if key == "lead_time" and data.get("measured_from_build"):
         sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
         return f"measured from the first build for {sources.get('build', 'some')} of its data points (no commit time)"
-    if key == "change_failure_rate" and isinstance(data.get("failures"), int) and _number(data.get("value")) is not None:
+    failures = data.get("failures")
+    if key == "change_failure_rate" and isinstance(failures, int) and _number(data.get("value")) is not None:
         return f"{data['failures']} deployment{'s' if data['failures'] != 1 else ''} led to a failure"
     if key == "time_to_restore" and data.get("unresolved_incidents"):
         return f"{data['unresolved_incidents']} incident(s) still open, not counted until resolved"

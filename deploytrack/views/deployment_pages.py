@@ -62,7 +62,8 @@ async def deployment_detail(request: Request) -> Response:
         "incidents": await dq.linked_incidents(db, deployment["id"]),
         "rolled_back_by": await dq.get_deployment(db, deployment["rolled_back_by"])
         if deployment.get("rolled_back_by") else None,
-        "rollback_of": await dq.get_deployment(db, deployment["rollback_of"]) if deployment.get("rollback_of") else None,
+        "rollback_of": await dq.get_deployment(db, deployment["rollback_of"])
+        if deployment.get("rollback_of") else None,
         "reason": facts.failure_reason(deployment, events),
         "commits": await facts.shipped_commits(db, deployment, events),
     })

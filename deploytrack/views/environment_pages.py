@@ -9,7 +9,7 @@ from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import whole_number
 from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
-from deploytrack.timeutil import now_us, DAY
+from deploytrack.timeutil import DAY, now_us
 from deploytrack.views import charts, timeline
 from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
@@ -29,7 +29,8 @@ async def environments(request: Request) -> Response:
     await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=PRODUCTS_PER_PAGE)
     return render(request, "environments.html", {
-        "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None, "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
+        "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None,
+        "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
         "next_url": page_url("/environments", {"after": grid.next_after}) if grid.next_after else None,
         "frozen": await freezes(request.app.state.deploytrack.db, grid.products, grid.environments)})
 
@@ -68,6 +69,7 @@ async def product(request: Request) -> Response:
              + (", one mark per day" if days >= timeline.AGGREGATE_FROM_DAYS else ""))
     return render(request, "product.html", {
         "token": token, "name": name, "m": grid, "days": days, "day_choices": TIMELINE_DAYS,
-        "chart": charts.timeline(lanes, start, end, title), "phone_chart": charts.timeline(lanes, start, end, title, 360),
+        "chart": charts.timeline(lanes, start, end, title),
+        "phone_chart": charts.timeline(lanes, start, end, title, 360),
         "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents,
         "hidden_environments": max(hidden, 0), "frozen": await freezes(db, [name], grid.environments)})

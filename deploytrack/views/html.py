@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
-from deploytrack.timeutil import parse_timestamp, to_iso, DAY
+from deploytrack.timeutil import DAY, parse_timestamp, to_iso
 from deploytrack.web.http import refuse_nul
 from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 

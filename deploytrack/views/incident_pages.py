@@ -19,7 +19,7 @@ from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import event_queries as queries
 from deploytrack.storage import incident_queries as iq
-from deploytrack.timeutil import now_us, HOUR
+from deploytrack.timeutil import HOUR, now_us
 from deploytrack.views import dashboard
 from deploytrack.views.html import (
     MENU_LIMIT,

@@ -7,6 +7,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from deploytrack.errors import DeploytrackError
+from deploytrack.timeutil import now_us
 from deploytrack.views import (
     deployment_pages,
     dora_detail_pages,
@@ -19,7 +20,6 @@ from deploytrack.views import (
 )
 from deploytrack.views.html import page, render
 from deploytrack.web.auth import authenticate
-from deploytrack.timeutil import now_us
 from deploytrack.web.sessions import (
     SESSION_COOKIE,
     check_csrf,

@@ -54,7 +54,8 @@ def lanes(product: str, builds: list[dict[str, Any]], deployments: list[dict[str
                           f"{_when(at)}", f"/deployments/{d['id']}"))
         out.append((env, items))
     if incidents:
-        out.append(("incidents", [(i["opened_at"], "incident", f"incident: {i['title'][:80]}, opened {_when(i['opened_at'])}",
+        out.append(("incidents", [(i["opened_at"], "incident",
+                                   f"incident: {i['title'][:80]}, opened {_when(i['opened_at'])}",
                                    f"/incidents/{i['id']}") for i in incidents]))
     return out
 
@@ -72,7 +73,8 @@ def per_day(product: str, lanes_in: list[Lane]) -> list[Lane]:
                 marks.append(group[0])
                 continue
             bases = [s.partition(" ")[0] for _, s, _, _ in group]
-            worst = "incident" if name == "incidents" else min(bases, key=lambda s: _WORST.index(s) if s in _WORST else 9)
+            worst = ("incident" if name == "incidents"
+                     else min(bases, key=lambda s: _WORST.index(s) if s in _WORST else 9))
             ringed = any(s.endswith(" rollback") for _, s, _, _ in group)
             counts = ", ".join(f"{bases.count(s)} {s}" for s in dict.fromkeys(bases))
             what = "builds" if name == "builds" else "incidents" if name == "incidents" else "deployments"
