@@ -95,14 +95,16 @@ def gitlab_project() -> dict[str, Any]:
             "path_with_namespace": "mike/diaspora", "default_branch": "main"}
 
 
-def gitlab_deployment(status: str, when: str, environment: str = "production", deployment_id: int = 15) -> dict[str, Any]:
+def gitlab_deployment(status: str, when: str, environment: str = "production",
+                      deployment_id: int = 15) -> dict[str, Any]:
     return {
         "object_kind": "deployment", "status": status, "status_changed_at": when, "deployment_id": deployment_id,
         "deployable_id": 796, "deployable_url": "http://example.com/mike/diaspora/-/jobs/796",
         "environment": environment, "environment_tier": "production", "environment_slug": environment,
         "environment_external_url": "https://diaspora.example.com", "project": gitlab_project(),
         "short_sha": SHA[:8], "user": {"id": 1, "name": "Administrator", "username": "root",
-                                       "avatar_url": "https://www.gravatar.com/avatar/e64c7d89", "email": "admin@example.com"},
+                                       "avatar_url": "https://www.gravatar.com/avatar/e64c7d89",
+                                       "email": "admin@example.com"},
         "user_url": "http://example.com/root", "commit_url": f"http://example.com/mike/diaspora/-/commit/{SHA}",
         "commit_title": "Add new file"}
 
@@ -157,7 +159,8 @@ def pagerduty_event(event_type: str, event_id: str, occurred: str, created: str,
             "service": {"html_url": "https://acme.pagerduty.com/services/PF9KMXH", "id": "PF9KMXH",
                         "self": "https://api.pagerduty.com/services/PF9KMXH", "summary": "API Service",
                         "type": "service_reference"},
-            "assignees": [], "escalation_policy": {"id": "PGGG9PS", "summary": "Default", "type": "escalation_policy_reference"},
+            "assignees": [],
+            "escalation_policy": {"id": "PGGG9PS", "summary": "Default", "type": "escalation_policy_reference"},
             "teams": [], "priority": {"id": "PSO75BM", "summary": "P1", "type": "priority_reference"},
             "urgency": "high", "conference_bridge": None, "resolve_reason": None}}}
 

@@ -150,7 +150,8 @@ def test_a_silent_connection_is_closed_after_the_header_timeout(server):
 
 def test_a_body_slower_than_the_minimum_rate_is_cut_and_nothing_is_stored(server, tmp_path):
     live, token = server
-    body = orjson.dumps({"events": [{"type": "event-deploy", "entityId": "slow", "attributes": {"env": "prod", "status": "success"}}]})
+    event = {"type": "event-deploy", "entityId": "slow", "attributes": {"env": "prod", "status": "success"}}
+    body = orjson.dumps({"events": [event]})
     sock = connect(live)
     sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"x-api-key: " + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % (len(body) + 20000))
@@ -170,8 +171,8 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_and_nothing_is_stored(server
 
 def test_a_large_body_at_normal_speed_is_accepted(server):
     live, token = server
-    events = [{"type": "event-deploy", "entityId": f"p{i}", "attributes": {"env": "prod", "status": "success", "pad": "x" * 150}}
-              for i in range(4000)]
+    attributes = {"env": "prod", "status": "success", "pad": "x" * 150}
+    events = [{"type": "event-deploy", "entityId": f"p{i}", "attributes": attributes} for i in range(4000)]
     body = orjson.dumps({"events": events})
     assert len(body) > 700_000
     resp = httpx.post(live.url + "/events", content=body, timeout=30,

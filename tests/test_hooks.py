@@ -171,7 +171,8 @@ def test_gitea_and_forgejo_pushes(live_server, db_path, source, prefix):
     raw = hd.dumps(hd.gitea_push([(hd.SHA, "2017-03-13T13:52:11-04:00", "Webhooks Yay!")]))
     headers = {f"X-{prefix}-Event": "push", f"X-{prefix}-Delivery": "f6266f16-1bf3-46a5-9ea4-602e06ead473",
                "Content-Type": "application/json"}
-    assert post(live_server, path, raw, {**headers, f"X-{prefix}-Signature": hd.hmac_hex("x" * 12, raw)}).status_code == 401
+    forged = {**headers, f"X-{prefix}-Signature": hd.hmac_hex("x" * 12, raw)}
+    assert post(live_server, path, raw, forged).status_code == 401
     resp = post(live_server, path, raw, {**headers, f"X-{prefix}-Signature": hd.hmac_hex(secret, raw)})
     assert resp.status_code == 200 and resp.json()["commits"] == 1
     assert query(db_path, "SELECT repository, sha, committed_at FROM commits") == [
@@ -225,7 +226,8 @@ def test_alertmanager_alerts_become_incidents_with_labels_for_product_and_enviro
     assert post(live_server, path, firing, bearer).json()["status"] == "duplicate"  # Alertmanager's repeat
     resolved = hd.dumps(hd.alertmanager_group("resolved", starts, ends, labels=labels))
     assert post(live_server, path, resolved, bearer).json()["incidents"] == first["incidents"]
-    rows = query(db_path, "SELECT product, environment, title, severity, status, resolved_at - opened_at FROM incidents")
+    rows = query(db_path, "SELECT product, environment, title, severity, status, resolved_at - opened_at "
+                          "FROM incidents")
     assert rows == [("checkout", "production", "BlackBox Probe Failure: https://server.example.org", "critical",
                      "resolved", 20 * 60 * 1_000_000)]
 
@@ -253,7 +255,8 @@ def test_opsgenie_secret_in_the_url_or_a_bearer_header(live_server, db_path):
     assert post(live_server, path, raw, {"Authorization": f"Bearer {secret}"}).status_code == 200
     note = hd.dumps(hd.opsgenie_alert("AddNote", created_ms))
     assert post(live_server, path, note, {"Authorization": f"Bearer {secret}"}).json()["status"] == "ignored"
-    rows = query(db_path, "SELECT product, environment, title, severity, status, resolved_at - opened_at FROM incidents")
+    rows = query(db_path, "SELECT product, environment, title, severity, status, resolved_at - opened_at "
+                          "FROM incidents")
     assert rows == [("checkout", "production", "Checkout latency above 2s", "P2", "resolved", 300 * 1_000_000)]
 
 

@@ -153,8 +153,8 @@ def recompute(db: str, *flags: str) -> list[tuple[Any, ...]]:
     return snapshots(db)
 
 
-@settings(max_examples=int(os.environ.get("DEPLOYTRACK_HYPOTHESIS_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("DEPLOYTRACK_HYPOTHESIS_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(history=histories, order=st.randoms(use_true_random=False), since=st.integers(1, 100))
 def test_one_computation(new_db, history, order, since):
     # Two events with one invoke id and status are a retry: the first to arrive is kept, which depends on

@@ -128,4 +128,5 @@ def test_the_worker_command_alone_says_it_has_no_round() -> None:
                           capture_output=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 2
     assert done.stdout == b""
-    assert done.stderr.decode().strip() == "deploytrack: metrics worker: no round on stdin (it is started by the server)"
+    expected = "deploytrack: metrics worker: no round on stdin (it is started by the server)"
+    assert done.stderr.decode().strip() == expected

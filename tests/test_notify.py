@@ -105,7 +105,8 @@ def test_failures_rollbacks_and_incidents_are_announced_in_slack_shape(db_path, 
     dep = dict(query(db_path, "SELECT version, id FROM deployments"))
     assert texts[0] == (f"Deployment failed: shop 2 to production (by alice). "
                         f"<{server.url}/deployments/{dep['2']}|deployment {dep['2']}>")
-    assert texts[1] == f"Rollback deployed: shop 3 to production. <{server.url}/deployments/{dep['3']}|deployment {dep['3']}>"
+    assert texts[1] == (f"Rollback deployed: shop 3 to production. "
+                        f"<{server.url}/deployments/{dep['3']}|deployment {dep['3']}>")
     assert texts[2].startswith("Incident opened: [sev1] &lt;!channel&gt; db &amp; cache down (shop). <")
     assert texts[3].startswith("Incident resolved after 30m: &lt;!channel&gt; db &amp; cache down (shop). <")
     assert all(set(b) == {"text"} for b in receiver.bodies) and len(receiver.bodies) == 4
@@ -224,7 +225,7 @@ def test_a_metric_changing_band_is_announced(db_path, token, receiver):
 
 
 def test_notification_settings_are_checked_up_front(tmp_path):
-    for flags, message in ((["--notify-urls", "ftp://example"], "not an http(s) URL"),
+    for flags, _message in ((["--notify-urls", "ftp://example"], "not an http(s) URL"),
                            (["--notify-events", "deployment_failed,coffee"], "unknown coffee"),
                            (["--notify-format", "xml"], "notify_format")):
         code, _ = run_cli("serve", "--db", str(tmp_path / "x.db"), *flags)

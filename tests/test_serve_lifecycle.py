@@ -74,10 +74,9 @@ def test_every_start_up_refusal_is_one_line_and_exit_2(tmp_path, make, expected)
         code, err, _ = deploytrack(*command, "--db", str(db))
         assert code == 2 and expected in one_line_refusal(err), command
     if db.is_file():
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                assert "events" not in tables or make is _newer  # a foreign file is left untouched
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn, contextlib.suppress(sqlite3.DatabaseError):
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            assert "events" not in tables or make is _newer  # a foreign file is left untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -130,12 +129,12 @@ def test_server_with_slow_clients_and_the_scheduler_stops_within_5_seconds(tmp_p
     server = _serve(tmp_path, "--scheduler", "--header-timeout", "60", "--body-grace", "60")
     sockets = []
     try:
-        for i in range(20):  # headers that never end
+        for _ in range(20):  # headers that never end
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
             sockets.append(sock)
         token = create_token(server.db, "more")
-        for i in range(5):  # bodies that never end, the application waiting for them
+        for _ in range(5):  # bodies that never end, the application waiting for them
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"x-api-key: " + token.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"events\": [")
@@ -161,8 +160,8 @@ def test_server_stops_within_5_seconds_under_load(tmp_path):
          "import httpx2 as h, sys\n"
          "c = h.Client(base_url=sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[2]})\n"
          "while True:\n"
-         "    try: c.post('/deployment-events/', json=%r)\n"
-         "    except h.HTTPError: break\n" % body, server.url, token],
+         f"    try: c.post('/deployment-events/', json={body!r})\n"
+         "    except h.HTTPError: break\n", server.url, token],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
     try:
         time.sleep(1.5)

@@ -150,7 +150,8 @@ def test_cookie_writes_with_same_origin_proof_are_accepted(app, token, db_path, 
 
 def test_bearer_writes_need_no_csrf_proof_but_must_be_json(app, token, db_path):
     client = browser(app)
-    resp = client.post("/api/v1/incidents", content=b'{"title": "x"}', headers={**auth(token), "Content-Type": "text/plain"})
+    resp = client.post("/api/v1/incidents", content=b'{"title": "x"}',
+                       headers={**auth(token), "Content-Type": "text/plain"})
     assert resp.status_code == 415 and resp.json()["error"]["field"] == "Content-Type"
     for content_type in (None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
         headers = {**auth(token), **({"Content-Type": content_type} if content_type else {})}
