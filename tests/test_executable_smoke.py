@@ -62,6 +62,20 @@ def run(executable: Path, env: dict[str, str], *argv: str) -> str:
     return done.stdout
 
 
+def wait_until_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
+    """Wait until the server at `url` answers /healthz with 200; fail with its log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def server(executable: Path, bare_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
@@ -71,16 +85,7 @@ def server(executable: Path, bare_env: dict[str, str], tmp_path: Path) -> Iterat
                             stdout=log, stderr=subprocess.STDOUT, env=bare_env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.05)
+        wait_until_healthy(proc, url, tmp_path / "server.log")
         yield proc, url
     finally:
         if proc.poll() is None:
@@ -234,16 +239,7 @@ def test_the_executable_serves_postgresql(executable, bare_env, pg_url, tmp_path
                                 env=bare_env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.05)
+        wait_until_healthy(proc, url, tmp_path / "server.log")
         bearer = {"Authorization": f"Bearer {token}"}
         sent = httpx.post(url + "/deployment-events/", headers=bearer, timeout=10, json={
             "product_name": "smoke-pg", "version": "1.0.0", "environment_name": "production", "status": "success"})
