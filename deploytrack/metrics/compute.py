@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.metrics import gcpause, rules
+from deploytrack.metrics import days, gcpause, rules
 from deploytrack.metrics.rules import (
     BANDS_SOURCE,
     SOURCES,
@@ -82,13 +82,14 @@ class Scope:
 
 @dataclass
 class Facts:
-    """What the windows are computed from, keyed by (product, environment)."""
+    """What the windows are computed from, keyed by (product, environment); days are indexes from `base`."""
 
     base: int  # day start of index 0
-    # per key: list of (finish day, known day or None, status, count)
+    # per key: list of (finish day, day the failure became known or None, status, count)
     deployments: dict[tuple[str, str], list[tuple[int, int | None, str, int]]] = field(default_factory=dict)
-    # (day, µs, source: an index into SOURCES)
-    lead: dict[tuple[str, str], list[tuple[int, int, int]]] = field(default_factory=dict)
+    lead: dict[tuple[str, str], dict[int, list[int]]] = field(default_factory=dict)  # day -> lead times (µs)
+    # day -> data points of each source (an index into SOURCES)
+    lead_sources: dict[tuple[str, str], dict[int, list[int]]] = field(default_factory=dict)
     restore: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)  # (day, µs)
     incidents: dict[tuple[str, str], list[tuple[int, int | None]]] = field(default_factory=dict)  # opened, resolved
 
@@ -116,12 +117,16 @@ def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, prod
 
 def load_facts(conn: Connection, settings: Settings, since: int, until: int,
                product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
-    """Everything the windows need for [since, until), optionally narrowed to a product/environments.
+    """Everything the windows need for [since, until) (`since` a day start), optionally narrowed to a
+    product/environments.
 
     Reads the stored facts, which were derived over all history: a deployment's rollback, the first
     deployment of a change and a failed deployment's recovery do not depend on the range asked for.
+    Whole days come from their day totals (metrics/days.py), a last partial day (a live request)
+    from the facts themselves; the completed deployments that became failures by `until` from the facts.
     """
     base = day_start_us(since)
+    whole = day_start_us(until)  # days before it are whole
     facts = Facts(base=base)
     production = settings.production_set
     envs = list(envs) if envs is not None else None
@@ -131,20 +136,23 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
 
     flt, params = _scope_sql("f", product, envs, production)
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
-    # Deployments with the same inputs to the rules (day, status, rollback and first linked incident known
-    # by `until`) are counted together in SQL: at millions of rows, most are "completed, nothing known".
     # The statements are independent: one execute_all (on PostgreSQL one trip to the event loop).
     statements: list[tuple[str, Sequence[Any]]] = [
-        ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, "
-         "CASE WHEN f.status = 'completed' AND f.rolled_back_at < ? THEN f.rolled_back_at END, k.opened, COUNT(*) "
-         "FROM deployment_facts f LEFT JOIN (SELECT deployment_id, MIN(opened_at) AS opened FROM incidents "
-         "WHERE deployment_id IS NOT NULL AND opened_at < ? GROUP BY deployment_id) k "
-         "ON k.deployment_id = f.id AND f.status = 'completed' "
-         f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4, 5, 6",
-         (base, DAY, until, until, since, until, *params)),
+        (days.rows_sql(flt), (base, DAY, since, whole, *params)),
+        ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, COUNT(*) FROM deployment_facts f "
+         f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4",
+         (base, DAY, whole, until, *params)),
         ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
          f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
-         (base, DAY, since, until, *params)),
+         (base, DAY, whole, until, *params)),
+        # completed deployments that became failures: rolled back, or a linked incident opened (by `until`)
+        ("SELECT f.id, f.product, f.environment, f.finished_at, f.rolled_back_at FROM deployment_facts f "
+         "WHERE f.rolled_back_at IS NOT NULL AND f.rolled_back_at < ? AND f.status = 'completed' "
+         f"AND f.finished_at >= ? AND f.finished_at < ?{flt}", (until, since, until, *params)),
+        ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at) FROM incidents i "
+         "CROSS JOIN deployment_facts f WHERE f.id = i.deployment_id AND i.deployment_id IS NOT NULL "
+         f"AND i.opened_at < ? AND f.status = 'completed' AND f.finished_at >= ? AND f.finished_at < ?{flt} "
+         "GROUP BY f.id, f.product, f.environment, f.finished_at", (until, since, until, *params)),
         ("SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
          f"WHERE i.opened_at < ? AND (i.resolved_at IS NULL OR i.resolved_at >= ?){iflt}",
          (until, since, *iparams)),
@@ -154,13 +162,48 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
             ("SELECT f.product, f.environment, f.finished_at, f.recovered_at FROM deployment_facts f "
              f"WHERE f.status = 'failed' AND f.recovered_at >= ? AND f.recovered_at < ?{flt}",
              (since, until, *params)))
-    deployed, leads, incidents, *failed = conn.execute_all(statements)
-    for prod, env, fday, status, rolled_back, opened, count in deployed:
-        at = rules.failure_known_at(rolled_back, [] if opened is None else [opened])
-        facts.deployments.setdefault((prod, env), []).append(
-            (fday, None if at is None else max(fday, idx(at)), status, count))
-    for prod, env, day, lead_us, source in leads:
-        facts.lead.setdefault((prod, env), []).append((day, lead_us, source))
+    day_rows, partial, partial_leads, rolled_back, linked, incidents, *failed = conn.execute_all(statements)
+    # per key and finish day: [finished, completed, failed]
+    outcomes: dict[tuple[str, str], dict[int, list[int]]] = {}
+    for row in day_rows:
+        key = (row[0], row[1])
+        day, finished, completed, failed_n, sources, lead = days.columns(row)
+        outcomes.setdefault(key, {})[day] = [finished, completed, failed_n]
+        if lead:
+            facts.lead.setdefault(key, {})[day] = lead
+            facts.lead_sources.setdefault(key, {})[day] = sources
+    for prod, env, day, status, count in partial:
+        totals = outcomes.setdefault((prod, env), {}).setdefault(day, [0, 0, 0])
+        totals[0] += count
+        totals[1] += count if status == "completed" else 0
+        totals[2] += count if status == "failed" else 0
+    for prod, env, day, lead_us, source in partial_leads:
+        facts.lead.setdefault((prod, env), {}).setdefault(day, []).append(lead_us)
+        facts.lead_sources.setdefault((prod, env), {}).setdefault(day, [0] * len(SOURCES))[source] += 1
+    became_failures: dict[int, tuple[tuple[str, str], int]] = {}  # deployment id -> (key, finished at)
+    rolled_back_at: dict[int, int] = {}
+    for dep_id, prod, env, finished_at, at in rolled_back:
+        became_failures[dep_id], rolled_back_at[dep_id] = ((prod, env), finished_at), at
+    opened_at: dict[int, int] = {}
+    for dep_id, prod, env, finished_at, at in linked:
+        became_failures[dep_id], opened_at[dep_id] = ((prod, env), finished_at), at
+    failures: Counter[tuple[tuple[str, str], int, int]] = Counter()
+    for dep_id, (key, finished_at) in became_failures.items():
+        opened = opened_at.get(dep_id)
+        at = rules.failure_known_at(rolled_back_at.get(dep_id), [] if opened is None else [opened])
+        assert at is not None
+        fday = idx(finished_at)
+        failures[(key, fday, max(fday, idx(at)))] += 1
+    counted: Counter[tuple[tuple[str, str], int]] = Counter()  # failures per key and finish day
+    for (key, fday, kday), count in sorted(failures.items()):
+        facts.deployments.setdefault(key, []).append((fday, kday, "completed", count))
+        counted[(key, fday)] += count
+    for key, by_day in outcomes.items():
+        listed = facts.deployments.setdefault(key, [])
+        for day, (finished, completed, failed_n) in by_day.items():
+            listed.extend((day, None, status, count) for status, count in (
+                ("completed", completed - counted[(key, day)]), ("failed", failed_n),
+                ("aborted", finished - completed - failed_n)) if count > 0)
     for prod, env, opened, resolved in incidents:
         done = resolved if resolved is not None and resolved < until else None
         if opened >= base:
@@ -189,26 +232,33 @@ _HIGH = 5
 def _sliding_medians(points: list[tuple[int, int]], first: int, last: int,
                      window: int) -> list[tuple[float | None, int]]:
     """(median, count) of the values whose day index lies in (t - window, t], for t in first..last."""
-    return _windowed_medians(points, first, last, (window,))[window]
+    by_day: dict[int, list[int]] = {}
+    for day, value in points:
+        by_day.setdefault(day, []).append(value)
+    return _windowed_medians(by_day, first, last, (window,))[window]
 
 
-def _windowed_medians(points: list[tuple[int, int]], first: int, last: int,
+def _median(ranked: list[int]) -> float | None:
+    n = len(ranked)
+    mid = n // 2
+    return None if not n else float(ranked[mid]) if n % 2 else (ranked[mid - 1] + ranked[mid]) / 2
+
+
+def _windowed_medians(by_day: dict[int, list[int]], first: int, last: int,
                       windows: Iterable[int]) -> dict[int, list[tuple[float | None, int]]]:
-    """Per window W, (median, count) of the values whose day index lies in (t - W, t], for t in first..last."""
+    """Per window W, (median, count) of the values of days (t - W, t], for t in first..last."""
     windows = list(windows)
-    if last - first < 3:  # a few days (the nightly run, a live request): one sort, then a filter per window
+    if last - first < 3:  # a few days (the nightly run, a live request): each window's days merged and sorted
         few: dict[int, list[tuple[float | None, int]]] = {}
-        ranked = sorted(points, key=itemgetter(1))
         for window in windows:
             result = few[window] = []
             for t in range(first, last + 1):
-                lo = t - window
-                values = [v for d, v in ranked if lo < d <= t]
-                n = len(values)
-                mid = n // 2
-                result.append((None if not n else float(values[mid]) if n % 2
-                               else (values[mid - 1] + values[mid]) / 2, n))
+                values = [v for d in range(t - window + 1, t + 1) for v in by_day.get(d, ())] \
+                    if len(by_day) > window else [v for d, vs in by_day.items() if t - window < d <= t for v in vs]
+                values.sort()
+                result.append((_median(values), len(values)))
         return few
+    points = [(d, v) for d, vs in by_day.items() for v in vs]
     ranks = _RankCounts(points, max(0, first - max(windows) + 1), last)
     return {window: [ranks.median(t - window, t) for t in range(first, last + 1)] for window in windows}
 
@@ -309,14 +359,20 @@ def compute(facts: Facts, settings: Settings, scopes: Iterable[Scope], first: in
                             delayed.append((fday, kday, count))
                 elif status == "failed":
                     failed[fday] += count
-        lead = [(d, us) for key in keys for d, us, _ in facts.lead.get(key, ())]
+        lead: dict[int, list[int]] = {}
         per_source = [[0] * n for _ in SOURCES]
         for key in keys:
-            for d, _, source in facts.lead.get(key, ()):
+            for d, values in facts.lead.get(key, {}).items():
+                lead.setdefault(d, []).extend(values)
+            for d, counts in facts.lead_sources.get(key, {}).items():
                 if d < n:
-                    per_source[source][d] += 1
+                    for source, count in enumerate(counts):
+                        per_source[source][d] += count
         psrc = dict(zip(SOURCES, map(_prefix, per_source), strict=True))
-        restore = [p for key in keys for p in facts.restore.get(key, ())]
+        restore: dict[int, list[int]] = {}
+        for key in keys:
+            for d, us in facts.restore.get(key, ()):
+                restore.setdefault(d, []).append(us)
         incidents = [p for key in keys for p in facts.incidents.get(key, ())]
         pc, pa, pf, pn = _prefix(completed), _prefix(attempts), _prefix(failed), _prefix(failures_now)
         pdays = _prefix([1 if c else 0 for c in completed])
@@ -389,7 +445,7 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 
 def history_keys(conn: Connection) -> set[tuple[str, str]]:
     """Every (product, environment) that has had finished deployments or incidents, ever."""
-    rows = conn.execute("SELECT DISTINCT product, environment FROM deployment_facts UNION "
+    rows = conn.execute("SELECT DISTINCT product, environment FROM metric_days UNION "
                         "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
     return {(r[0], r[1]) for r in rows}
 

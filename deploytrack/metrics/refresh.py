@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from deploytrack.metrics import compute, facts, fold, incidents
+from deploytrack.metrics import compute, days, facts, fold, incidents
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY
@@ -143,6 +143,13 @@ def forget_deleted(conn: Connection) -> None:
                  (WATERMARK,))
 
 
+def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
+    """The facts of these product/environment ranges and their day totals, in one transaction."""
+    count = facts.apply(conn, planned)
+    days.apply(conn, planned)
+    return count
+
+
 @dataclass
 class Summary:
     keys_refolded: int = 0
@@ -170,7 +177,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
     for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
         planned = [piece for p in read(facts.plan, dict(part)) for piece in p.pieces(_ROWS_PER_WRITE)]
         for group in _by_rows(planned, facts.PartitionFacts.size):
-            summary.partitions += write(facts.apply, group)
+            summary.partitions += write(write_facts, group)
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))
     write(_done, changes.top_seq, changes.stale_id)
     return summary
