@@ -149,13 +149,18 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         ("SELECT f.id, f.product, f.environment, f.finished_at, f.rolled_back_at FROM deployment_facts f "
          "WHERE f.rolled_back_at IS NOT NULL AND f.rolled_back_at < ? AND f.status = 'completed' "
          f"AND f.finished_at >= ? AND f.finished_at < ?{flt}", (until, since, until, *params)),
-        ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at) FROM incidents i "
-         "CROSS JOIN deployment_facts f WHERE f.id = i.deployment_id AND i.deployment_id IS NOT NULL "
-         f"AND i.opened_at < ? AND f.status = 'completed' AND f.finished_at >= ? AND f.finished_at < ?{flt} "
-         "GROUP BY f.id, f.product, f.environment, f.finished_at", (until, since, until, *params)),
-        ("SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
-         f"WHERE i.opened_at < ? AND (i.resolved_at IS NULL OR i.resolved_at >= ?){iflt}",
-         (until, since, *iparams)),
+        # (status is read for the linked rows only: a `status` term would read every deployment of the window)
+        ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at), f.status FROM deployment_facts f "
+         f"JOIN incidents i ON i.deployment_id = f.id WHERE i.opened_at < ? AND f.finished_at >= ? "
+         f"AND f.finished_at < ?{flt} GROUP BY f.id, f.product, f.environment, f.finished_at, f.status",
+         (until, since, until, *params)),
+        # Two index ranges: the incidents resolved since the window began, and the open ones (`+` keeps
+        # SQLite from walking every incident opened before `until` instead).
+        (f"SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
+         f"WHERE i.resolved_at >= ? AND +i.opened_at < ?{iflt} UNION ALL "
+         f"SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "
+         f"WHERE i.resolved_at IS NULL AND i.opened_at < ?{iflt}",
+         (since, until, *iparams, until, *iparams)),
     ]
     if settings.count_failed_deployments:
         statements.append(
@@ -185,8 +190,9 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
     for dep_id, prod, env, finished_at, at in rolled_back:
         became_failures[dep_id], rolled_back_at[dep_id] = ((prod, env), finished_at), at
     opened_at: dict[int, int] = {}
-    for dep_id, prod, env, finished_at, at in linked:
-        became_failures[dep_id], opened_at[dep_id] = ((prod, env), finished_at), at
+    for dep_id, prod, env, finished_at, at, status in linked:
+        if status == "completed":
+            became_failures[dep_id], opened_at[dep_id] = ((prod, env), finished_at), at
     failures: Counter[tuple[tuple[str, str], int, int]] = Counter()
     for dep_id, (key, finished_at) in became_failures.items():
         opened = opened_at.get(dep_id)
