@@ -41,7 +41,7 @@ sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys
                 else str(Path(__file__).resolve().parent.parent))
 
 from deploytrack.metrics import compute as metrics  # noqa: E402
-from deploytrack.metrics import facts, fold, incidents, refresh  # noqa: E402
+from deploytrack.metrics import days, facts, fold, incidents, refresh  # noqa: E402
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
@@ -144,8 +144,10 @@ class Stages:
 
 
 def stages() -> Stages:
-    return Stages({"fold plan": (fold, "plan_key"), "fold write": (fold, "apply"), "facts plan": (facts, "plan"),
-                   "facts write": (facts, "apply"), "links": (incidents, "plan_links"),
+    return Stages({"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
+                   "fold write": (fold, "apply"), "facts plan": (facts, "plan"),
+                   "facts write": (facts, "apply"), "day totals write": (days, "apply"),
+                   "links": (incidents, "plan_links"),
                    "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")})
 
 

@@ -23,85 +23,48 @@ from deploytrack.timeutil import DAY, day_start_us
 
 _COLUMNS = ("product", "environment", "day", "finished", "completed", "failed", "lead_commit", "lead_event",
             "lead_build", "lead")
-assert _COLUMNS[6:9] == tuple(f"lead_{s}" for s in SOURCES)
-
-
-class _Day:
-    """The totals of one day while they are added up."""
-
-    __slots__ = ("finished", "completed", "failed", "sources", "lead")
-
-    def __init__(self) -> None:
-        self.finished = self.completed = self.failed = 0
-        self.sources = [0] * len(SOURCES)
-        self.lead: list[int] = []
-
-    def outcome(self, status: str) -> None:
-        self.finished += 1
-        self.completed += status == "completed"
-        self.failed += status == "failed"
-
-    def lead_time(self, us: int, source: int) -> None:
-        self.sources[source] += 1
-        self.lead.append(us)
-
-
-def encode(values: list[int]) -> str:
-    return ",".join(map(str, sorted(values)))
+_CONCAT = {"sqlite": "group_concat(v)", "postgresql": "string_agg(v::text, ',')"}
+# The day totals of one product/environment's facts finished in [?, ?) (one day in µs is 86400000000).
+_TOTALS = """
+    INSERT INTO metric_days ({columns})
+    SELECT product, environment, day, SUM(n), SUM(c), SUM(f), SUM(lc), SUM(le), SUM(lb), COALESCE({concat}, '')
+    FROM (SELECT product, environment, finished_at - finished_at % 86400000000 AS day, 1 AS n,
+                 CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS c, CASE WHEN status = 'failed' THEN 1 ELSE 0 END
+                 AS f, 0 AS lc, 0 AS le, 0 AS lb, NULL AS v FROM deployment_facts
+          WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ?
+          UNION ALL
+          SELECT product, environment, finished_at - finished_at % 86400000000, 0, 0, 0,
+                 CASE WHEN source = 0 THEN 1 ELSE 0 END, CASE WHEN source = 1 THEN 1 ELSE 0 END,
+                 CASE WHEN source = 2 THEN 1 ELSE 0 END, lead_us FROM metric_lead_facts
+          WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ? AND source IS NOT NULL) x
+    GROUP BY product, environment, day
+"""
+assert DAY == 86400000000 and SOURCES == ("commit", "event", "build")
+_NEVER = 1 << 62  # after any data: "to the end"
 
 
 def decode(text: str) -> list[int]:
     return list(map(int, text.split(","))) if text else []
 
 
-def _range(p: PartitionFacts) -> tuple[int, int | None, set[int]]:
-    """The days a piece of facts rewrites, [first, end), and its edge days: days it shares with the facts
-    before its start or after its end, which are read back whole once the piece is written."""
-    edges = set()
-    first = EVER
-    if p.start > EVER:
-        first = day_start_us(p.start)
-        if first != p.start:
-            edges.add(first)
-    end = None
-    if p.end is not None:
-        end = day_start_us(p.end)
-        if end != p.end:
-            edges.add(end)
-            end += DAY
-    return first, end, edges
+def _days(p: PartitionFacts) -> tuple[int, int]:
+    """The whole days a piece of facts touches, [first, end): the days it shares with the facts before its
+    start or after its end are summed again whole."""
+    first = EVER if p.start <= EVER else day_start_us(p.start)
+    if p.end is None:
+        return first, _NEVER
+    end = day_start_us(p.end)
+    return first, end if end == p.end else end + DAY
 
 
 def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> None:
-    """Rewrite the day rows of the facts just written for `planned` (inside the same write transaction)."""
+    """Rewrite the day rows of the facts just written for `planned` (inside the same write transaction), in SQL."""
+    totals = _TOTALS.format(columns=", ".join(_COLUMNS), concat=_CONCAT[conn.backend])
     for p in planned:
-        product, environment = p.partition
-        first, end, edges = _range(p)
-        days: dict[int, _Day] = {}
-        for row in p.outcomes:  # id, product, environment, status, finished_at, ...
-            day = day_start_us(row[4])
-            if day not in edges:
-                days.setdefault(day, _Day()).outcome(row[3])
-        for row in p.lead:  # ..., finished_at (4), ..., lead_us (11), source (12)
-            day = day_start_us(row[4])
-            if row[12] is not None and day not in edges:
-                days.setdefault(day, _Day()).lead_time(row[11], row[12])
-        for day in edges:
-            total = days[day] = _Day()
-            for (status,) in conn.execute("SELECT status FROM deployment_facts WHERE product = ? AND environment = ? "
-                                          "AND finished_at >= ? AND finished_at < ?",
-                                          (product, environment, day, day + DAY)):
-                total.outcome(status)
-            for us, source in conn.execute("SELECT lead_us, source FROM metric_lead_facts WHERE product = ? "
-                                           "AND environment = ? AND finished_at >= ? AND finished_at < ? "
-                                           "AND source IS NOT NULL", (product, environment, day, day + DAY)):
-                total.lead_time(us, source)
-        bound = "" if end is None else " AND day < ?"
-        conn.execute(f"DELETE FROM metric_days WHERE product = ? AND environment = ? AND day >= ?{bound}",
-                     (product, environment, first) if end is None else (product, environment, first, end))
-        conn.executemany(f"INSERT INTO metric_days ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                         [(product, environment, day, t.finished, t.completed, t.failed, *t.sources, encode(t.lead))
-                          for day, t in sorted(days.items()) if t.finished or t.lead])
+        first, end = _days(p)
+        conn.execute("DELETE FROM metric_days WHERE product = ? AND environment = ? AND day >= ? AND day < ?",
+                     (*p.partition, first, end))
+        conn.execute(totals, (*p.partition, first, end, *p.partition, first, end))
 
 
 def rows_sql(flt: str) -> str:

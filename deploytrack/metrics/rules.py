@@ -53,6 +53,8 @@ _LABEL_KEYS = ("deployment_type", "type", "label")
 def event_label(metadata: Any, summary: str | None) -> str | None:
     """'rollback' or 'hotfix' when the event says so (an attribute, a metadata flag, or a description
     starting with rollback/revert/hotfix); a rollback mark wins over a hotfix mark."""
+    if not metadata and not summary:  # most events: nothing to read
+        return None
     meta = orjson.loads(metadata) if isinstance(metadata, str) else (metadata or {})
     marks: set[str] = set()
     if isinstance(meta, dict):
