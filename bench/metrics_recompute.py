@@ -41,7 +41,12 @@ sys.path.insert(0, sys.argv[sys.argv.index("--source") + 1] if "--source" in sys
                 else str(Path(__file__).resolve().parent.parent))
 
 from deploytrack.metrics import compute as metrics  # noqa: E402
-from deploytrack.metrics import days, facts, fold, incidents, refresh  # noqa: E402
+from deploytrack.metrics import facts, fold, incidents, refresh  # noqa: E402
+
+try:  # (absent from exports before the day totals, which --source may time)
+    from deploytrack.metrics import days  # noqa: E402
+except ImportError:
+    days = None
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
@@ -144,11 +149,11 @@ class Stages:
 
 
 def stages() -> Stages:
-    return Stages({"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
-                   "fold write": (fold, "apply"), "facts plan": (facts, "plan"),
-                   "facts write": (facts, "apply"), "day totals write": (days, "apply"),
-                   "links": (incidents, "plan_links"),
-                   "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")})
+    targets = {"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
+               "fold write": (fold, "apply"), "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
+               "day totals write": (days, "apply"), "links": (incidents, "plan_links"),
+               "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")}
+    return Stages({name: target for name, target in targets.items() if target[0] is not None})
 
 
 def add_day(conn, prefix: str, offset: int) -> None:

@@ -21,25 +21,23 @@ from deploytrack.metrics.rules import SOURCES
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us
 
-_COLUMNS = ("product", "environment", "day", "finished", "completed", "failed", "lead_commit", "lead_event",
-            "lead_build", "lead")
+_SOURCE_COLUMNS = tuple(f"lead_{source}" for source in SOURCES)  # lead_commit, lead_event, lead_build
+_COLUMNS = ("product", "environment", "day", "finished", "completed", "failed", *_SOURCE_COLUMNS, "lead")
 _CONCAT = {"sqlite": "group_concat(v)", "postgresql": "string_agg(v::text, ',')"}
-# The day totals of one product/environment's facts finished in [?, ?) (one day in µs is 86400000000).
+# The day totals of one product/environment's facts finished in [?, ?).
 _TOTALS = """
     INSERT INTO metric_days ({columns})
-    SELECT product, environment, day, SUM(n), SUM(c), SUM(f), SUM(lc), SUM(le), SUM(lb), COALESCE({concat}, '')
-    FROM (SELECT product, environment, finished_at - finished_at % 86400000000 AS day, 1 AS n,
+    SELECT product, environment, day, SUM(n), SUM(c), SUM(f), {sums}, COALESCE({concat}, '')
+    FROM (SELECT product, environment, finished_at - finished_at % {day} AS day, 1 AS n,
                  CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS c, CASE WHEN status = 'failed' THEN 1 ELSE 0 END
-                 AS f, 0 AS lc, 0 AS le, 0 AS lb, NULL AS v FROM deployment_facts
+                 AS f, {zeros}, NULL AS v FROM deployment_facts
           WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ?
           UNION ALL
-          SELECT product, environment, finished_at - finished_at % 86400000000, 0, 0, 0,
-                 CASE WHEN source = 0 THEN 1 ELSE 0 END, CASE WHEN source = 1 THEN 1 ELSE 0 END,
-                 CASE WHEN source = 2 THEN 1 ELSE 0 END, lead_us FROM metric_lead_facts
+          SELECT product, environment, finished_at - finished_at % {day}, 0, 0, 0, {counts}, lead_us
+          FROM metric_lead_facts
           WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ? AND source IS NOT NULL) x
     GROUP BY product, environment, day
 """
-assert DAY == 86400000000 and SOURCES == ("commit", "event", "build")
 _NEVER = 1 << 62  # after any data: "to the end"
 
 
@@ -59,7 +57,10 @@ def _days(p: PartitionFacts) -> tuple[int, int]:
 
 def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> None:
     """Rewrite the day rows of the facts just written for `planned` (inside the same write transaction), in SQL."""
-    totals = _TOTALS.format(columns=", ".join(_COLUMNS), concat=_CONCAT[conn.backend])
+    totals = _TOTALS.format(
+        columns=", ".join(_COLUMNS), concat=_CONCAT[conn.backend], day=DAY,
+        sums=", ".join(f"SUM({c})" for c in _SOURCE_COLUMNS), zeros=", ".join(f"0 AS {c}" for c in _SOURCE_COLUMNS),
+        counts=", ".join(f"CASE WHEN source = {i} THEN 1 ELSE 0 END" for i in range(len(SOURCES))))
     for p in planned:
         first, end = _days(p)
         conn.execute("DELETE FROM metric_days WHERE product = ? AND environment = ? AND day >= ? AND day < ?",
@@ -76,4 +77,4 @@ def rows_sql(flt: str) -> str:
 
 def columns(row: Sequence[Any]) -> tuple[int, int, int, int, list[int], list[int]]:
     """(day index, finished, completed, failed, count per source, lead times) of a row of `rows_sql`."""
-    return row[2], row[3], row[4], row[5], [row[6], row[7], row[8]], decode(row[9])
+    return row[2], row[3], row[4], row[5], list(row[6:9]), decode(row[9])
