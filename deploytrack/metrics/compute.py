@@ -126,6 +126,7 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
     from the facts themselves; the completed deployments that became failures by `until` from the facts.
     """
     base = day_start_us(since)
+    assert since == base, "windows start at a day's start"
     whole = day_start_us(until)  # days before it are whole
     facts = Facts(base=base)
     production = settings.production_set
