@@ -139,3 +139,21 @@ def test_idempotency_key_opens_one_incident(client, token):
     assert other.json()["id"] != first.json()["id"]
     listed = client.get("/api/v1/incidents", headers=auth(token)).json()["incidents"]
     assert len(listed) == 2
+
+
+def test_incidents_relink_after_the_production_environments_change(client, token, db_path, monkeypatch):
+    from tests.conftest import run_cli
+
+    deploy(client, token, "1", "success", at(5, 10))
+    deploy(client, token, "e1", "success", at(5, 11), env="eu")
+    opened = incident(client, token, opened_at=at(5, 12))  # no environment: the production ones
+    assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
+    ids = deployment_ids(client, token)
+    assert client.get(f"/api/v1/incidents/{opened['id']}", headers=auth(token)).json()["deployment_id"] == \
+        ids[("1", "production")]
+    # a later refresh relinks only where deployments changed, unless production means something else now
+    monkeypatch.setenv("DEPLOYTRACK_PRODUCTION_ENVIRONMENTS", "production,eu")
+    deploy(client, token, "2", "success", at(1, 10))
+    assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
+    after = client.get(f"/api/v1/incidents/{opened['id']}", headers=auth(token)).json()
+    assert after["deployment_id"] == ids[("e1", "eu")] and after["link"]["rule"] == "last_deployment"

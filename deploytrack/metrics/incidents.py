@@ -73,11 +73,32 @@ _LINK_COLUMNS = "id, product, product_given, environment, opened_at, change_id, 
                 "deployment_id, link_rule"
 
 
-def plan_links(conn: Connection, settings: Settings) -> list[tuple[Any, ...]]:
+def plan_links(conn: Connection, settings: Settings,
+               touched: Mapping[tuple[str, str], int] | None = None) -> list[tuple[Any, ...]]:
     """(deployment id, rule, product, incident id) for every incident whose link the rules now put
-    elsewhere (deployments may have arrived or gone since it was linked). Read-only."""
+    elsewhere (deployments may have arrived or gone since it was linked). Read-only.
+
+    `touched`: the product/environments whose deployments changed, each with a time no changed
+    deployment finished before (None: all may have changed). The time rule links an incident to a
+    deployment finished by the time it opened, so only incidents of those product/environments opened
+    since can move; an explicit deployment or a change id can link anywhere, so those are always redone.
+    """
+    if touched is None:
+        rows = conn.execute(f"SELECT {_LINK_COLUMNS} FROM incidents").fetchall()
+    else:
+        production = settings.production_set
+        earliest = min(touched.values(), default=None)
+        rows = [row for row in conn.execute(
+            f"SELECT {_LINK_COLUMNS} FROM incidents WHERE change_id IS NOT NULL OR requested_deployment_id IS NOT NULL "
+            "OR product_given = 0").fetchall()]
+        if earliest is not None:
+            for row in conn.execute(f"SELECT {_LINK_COLUMNS} FROM incidents WHERE opened_at >= ? AND change_id IS NULL "
+                                    "AND requested_deployment_id IS NULL AND product_given <> 0", (earliest,)):
+                envs = [row["environment"]] if row["environment"] else sorted(production)
+                if any(row["opened_at"] >= touched.get((row["product"], env), row["opened_at"] + 1) for env in envs):
+                    rows.append(row)
     updates = []
-    for row in conn.execute(f"SELECT {_LINK_COLUMNS} FROM incidents").fetchall():
+    for row in rows:
         dep, rule, product = resolve_link(conn, settings, row)
         if (dep, rule, product) != (row["deployment_id"], row["link_rule"], row["product"]):
             updates.append((dep, rule, product, row["id"]))

@@ -26,6 +26,7 @@ T = TypeVar("T")
 Read = Callable[..., Any]
 Write = Callable[..., Any]
 WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
+LINKED_WITH = "links_production"  # the production environments of the last relinking
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000
 _PARTITIONS_PER_READ = 64
@@ -129,9 +130,15 @@ def _by_rows(plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[list[
         yield group
 
 
-def _done(conn: Connection, top_seq: int, stale_id: int) -> None:
-    conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                 (WATERMARK, str(top_seq)))
+def _linked_with(conn: Connection) -> str | None:
+    """The production environments the stored incident links were made with."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (LINKED_WITH,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _done(conn: Connection, top_seq: int, stale_id: int, production: str) -> None:
+    conn.executemany("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                     [(WATERMARK, str(top_seq)), (LINKED_WITH, production)])
     conn.execute("DELETE FROM derived_stale WHERE id <= ?", (stale_id,))
 
 
@@ -178,8 +185,11 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
         planned = [piece for p in read(facts.plan, dict(part)) for piece in p.pieces(_ROWS_PER_WRITE)]
         for group in _by_rows(planned, facts.PartitionFacts.size):
             summary.partitions += write(write_facts, group)
-    summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))
-    write(_done, changes.top_seq, changes.stale_id)
+    # incidents are relinked where deployments changed; all of them after a change of the production environments
+    production = ",".join(sorted(settings.production_set))
+    touched = None if changes.full or read(_linked_with) != production else changes.partitions
+    summary.links = write(incidents.apply_links, read(incidents.plan_links, settings, touched))
+    write(_done, changes.top_seq, changes.stale_id, production)
     return summary
 
 
