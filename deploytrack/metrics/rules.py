@@ -176,6 +176,8 @@ def fold(events: Iterable[FoldEvent]) -> list[Folded]:
 def keep_ids(records: Sequence[Folded], taken: set[int]) -> list[int | None]:
     """Record ids to keep: each record keeps the id its earliest-arrived event had, unless an earlier
     record (by first arrival) took it or it is in `taken`; None means a fresh id."""
+    if all(old is None for record in records for old in record.previous_ids):  # new records (a first build)
+        return [None] * len(records)
     kept: dict[int, int] = {}
     for index in sorted(range(len(records)), key=lambda i: min(records[i].seqs)):
         record = records[index]
