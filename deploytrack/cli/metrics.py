@@ -63,7 +63,9 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     yesterday = day_start_us(now) - DAY
     started = time.perf_counter()
     read, write = dbmod.on_connection(conn)
-    start, end, rows = refresh.snapshot_days(read, write, settings, first, yesterday, now, full=refold_all)
+    # A server may be writing to the same database: its writer gets the lock between our writes.
+    start, end, rows = refresh.snapshot_days(read, refresh.paced(write), settings, first, yesterday, now,
+                                             full=refold_all)
     write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
     if rows == 0:

@@ -13,6 +13,7 @@ transaction. The server passes its read connections and its writer; the CLI one 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -104,6 +105,18 @@ def what_changed(conn: Connection, full: bool) -> Changes:
     for partition, since in facts.lead_times_of(conn, shas, versions):
         changes.touch(partition, since)
     return changes
+
+
+def paced(step: Callable[..., T], factor: float = 1.0, most: float = 0.25) -> Callable[..., T]:
+    """`step` (a read or write) followed by a rest `factor` times as long as it took, at most `most`
+    seconds: a background job leaves the writer, and the interpreter, to requests between its steps."""
+    def run(*args: Any) -> T:
+        began = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            time.sleep(min(most, factor * (time.perf_counter() - began)))
+    return run
 
 
 def _plan_keys(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:

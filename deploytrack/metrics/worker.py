@@ -21,10 +21,10 @@ import pickle
 import signal
 import struct
 import sys
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from deploytrack.metrics.refresh import paced
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database, on_connection, open_settings
 
@@ -160,15 +160,18 @@ def main() -> int:
         out.write(_frame(message))
         out.flush()
 
-    def write(fn: Callable[..., Any], *args: Any) -> Any:
+    def send_write(fn: Callable[..., Any], *args: Any) -> Any:
         stop.check()
-        began = time.perf_counter()
         send(("write", (fn, args)))
-        kind, payload = _read_message(inp)
-        time.sleep(min(_MAX_REST, _REST_FACTOR * (time.perf_counter() - began)))
+        return _read_message(inp)
+
+    def write(fn: Callable[..., Any], *args: Any) -> Any:
+        kind, payload = paced_write(fn, *args)
         if kind != "ok":
             raise WorkerFailed(payload)
         return payload
+
+    paced_write = paced(send_write, _REST_FACTOR, _MAX_REST)
 
     try:
         fn, args, settings = _read_message(inp)
