@@ -63,7 +63,8 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     yesterday = day_start_us(now) - DAY
     started = time.perf_counter()
     read, write = dbmod.on_connection(conn)
-    # A server may be writing to the same database: its writer gets the lock between our writes.
+    # A server may be using the same database: it gets the CPU first, and the lock between our writes.
+    refresh.background_priority()
     start, end, rows = refresh.snapshot_days(read, refresh.paced(write), settings, first, yesterday, now,
                                              full=refold_all)
     write(_forget_dirty, start, end)

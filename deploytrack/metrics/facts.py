@@ -262,30 +262,40 @@ _LEAD_COLUMNS = ("product", "environment", "change", "deployment_id", "finished_
                  "event_commit_at", "commit_at", "build_at", "lead_us", "source")
 
 
+def differing(conn: Connection, planned: Iterable[PartitionFacts]) -> list[PartitionFacts]:
+    """The planned pieces whose rows are not already stored (read on the snapshot the plan came from):
+    a full recompute over facts that are right then asks the writer for nothing."""
+    return [p for p in planned if any(_stored(conn, table, columns, p) != set(rows) for table, columns, _, rows in
+                                      _tables(p))]
+
+
 def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction).
 
-    Only rows that differ are written: a full recompute over facts that are already right (the usual
-    case) costs the writer reads, not pages, so requests waiting for it hardly notice."""
+    Only rows that differ are deleted or inserted: index pages that are right stay as they are."""
     count = 0
     for p in planned:
-        end = "" if p.end is None else " AND finished_at < ?"
-        bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
-        _replace(conn, "deployment_facts", _OUTCOME_COLUMNS, ("id",), p.outcomes, end, bounds)
-        _replace(conn, "metric_lead_facts", _LEAD_COLUMNS, ("product", "environment", "change"), p.lead, end, bounds)
+        for table, columns, key, rows in _tables(p):
+            stored = _stored(conn, table, columns, p)
+            at = [columns.index(c) for c in key]
+            conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
+                             [tuple(r[i] for i in at) for r in stored - set(rows)])
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                             [r for r in rows if r not in stored])
         count += 1
     return count
 
 
-def _replace(conn: Connection, table: str, columns: tuple[str, ...], key: tuple[str, ...],
-             rows: list[tuple[Any, ...]], end: str, bounds: tuple[Any, ...]) -> None:
-    """Make `table`'s rows in one product/environment's finish-time range equal `rows`."""
-    stored = {tuple(r) for r in conn.execute(
+def _tables(p: PartitionFacts) -> list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]]:
+    """(table, columns, primary key, rows) of each fact table for one planned piece."""
+    return [("deployment_facts", _OUTCOME_COLUMNS, ("id",), p.outcomes),
+            ("metric_lead_facts", _LEAD_COLUMNS, ("product", "environment", "change"), p.lead)]
+
+
+def _stored(conn: Connection, table: str, columns: tuple[str, ...], p: PartitionFacts) -> set[tuple[Any, ...]]:
+    """The rows of `table` stored in `p`'s product/environment and finish-time range."""
+    end = "" if p.end is None else " AND finished_at < ?"
+    bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
+    return {tuple(r) for r in conn.execute(
         f"SELECT {', '.join(columns)} FROM {table} WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
         bounds)}
-    wanted = set(rows)
-    at = [columns.index(c) for c in key]
-    conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
-                     [tuple(r[i] for i in at) for r in stored - wanted])
-    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                     [r for r in rows if r not in stored])

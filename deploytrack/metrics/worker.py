@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import signal
 import struct
@@ -24,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from deploytrack.metrics.refresh import paced
+from deploytrack.metrics.refresh import background_priority, paced
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database, on_connection, open_settings
 
@@ -153,8 +152,7 @@ def main() -> int:
     sys.stdout = sys.stderr  # nothing but the protocol on stdout
     stop = _StopRequest()
     signal.signal(signal.SIGTERM, stop)
-    if hasattr(os, "nice"):
-        os.nice(10)  # the server's requests first; the round takes what is left
+    background_priority()  # the server's requests first; the round takes what is left
 
     def send(message: Any) -> None:
         out.write(_frame(message))
