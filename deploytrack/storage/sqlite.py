@@ -28,9 +28,13 @@ class Connection(sqlite3.Connection):
 
     backend = "sqlite"
 
-    def begin_write(self) -> None:
-        """Take the write lock now (BEGIN IMMEDIATE), not at the first write."""
+    def begin_write(self, shared: bool = False) -> None:
+        """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
+        a time: `shared` (PostgreSQL's ingest groups, see `lock_keys`) changes nothing here."""
         self.execute("BEGIN IMMEDIATE")
+
+    def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
+        """Nothing to do: the file's write lock already excludes every other writer."""
 
     def begin_read(self) -> None:
         """One snapshot for several reads; always ended by `rollback`."""
