@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import httpx2 as httpx
@@ -20,6 +21,8 @@ import pytest
 
 from deploytrack.metrics import refresh
 from deploytrack.model import Event
+from deploytrack.rules import store as rule_store
+from deploytrack.rules.model import parse_rule
 from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage.ingest import Ingest, IngestResult, ingest_group
@@ -121,6 +124,29 @@ def test_a_group_on_the_same_key_waits_and_then_sees_the_first(writers, pg_url, 
     else:  # the completion folds into the started deployment: one record
         assert [r[1] for r in stored] == [first[0].rows[0]["deployment_id"]] * 2
         assert query(pg_url, "SELECT status, event_count FROM deployments") == [("completed", 2)]
+
+
+def test_a_concurrency_rule_lets_one_of_two_groups_through(writers, pg_url):
+    """Two versions of one product start at once (different deployment keys): the product's lock
+    makes the second group read the first's deployment, so the rule refuses it."""
+    conn = dbmod.connect(pg_url)
+    try:
+        with dbmod.transaction(conn):
+            rule_store.insert_rule(conn, parse_rule({"name": "one at a time", "type": "concurrency"}, {}), 0, "ana",
+                                   None)
+    finally:
+        conn.close()
+    a, b = writers
+    first = a.start(replace(request(deployment("svc", "1", "started", invoke_id="a")), rules="block"))
+    thread, out = in_thread(b.start, replace(request(deployment("svc", "2", "started", invoke_id="b")), rules="block"))
+    thread.join(WAIT)
+    assert thread.is_alive()  # waiting for `a`'s lock on the product
+    a.commit()
+    thread.join(30)
+    b.commit()
+    assert isinstance(first[0], IngestResult)
+    assert getattr(out[0][0], "rule_code", None) == "CONCURRENT_DEPLOYMENT" and out[0][0].status == 409
+    assert query(pg_url, "SELECT version, status FROM deployments") == [("1", "started")]
 
 
 @pytest.fixture

@@ -80,12 +80,11 @@ class Judgement:
 class RuleGate:
     """Rules and facts for one writer group (one transaction)."""
 
-    def __init__(self, conn: Connection, pairs: Iterable[tuple[str, str]] = (), active: list[Rule] | None = None
-                 ) -> None:
+    def __init__(self, conn: Connection, pairs: Iterable[tuple[str, str]] = ()) -> None:
         """`pairs`: the (product, environment) pairs the group deploys to, looked up at once when a
-        concurrency rule needs their open deployments; `active`: the active rules, if already read."""
+        concurrency rule needs their open deployments."""
         self.conn = conn
-        self.rules: list[Rule] = rule_store.active_rules(conn) if active is None else active
+        self.rules: list[Rule] = rule_store.active_rules(conn)
         self._open: dict[tuple[str, str], list[dict[str, Any]]] = {}
         if any(r.type == "concurrency" for r in self.rules):
             self._open = rule_store.open_deployments_of(conn, set(pairs))

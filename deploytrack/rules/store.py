@@ -35,12 +35,10 @@ def rule_from_row(row: Any) -> Rule:
 # -- rules ----------------------------------------------------------------------------------
 
 
-ACTIVE_RULES = f"SELECT {RULE_COLUMNS} FROM rules WHERE mode <> 'disabled' ORDER BY id"
-
-
 def active_rules(conn: Connection) -> list[Rule]:
     """Rules that are evaluated (enabled or report-only), oldest first."""
-    return [rule_from_row(r) for r in conn.execute(ACTIVE_RULES)]
+    return [rule_from_row(r) for r in conn.execute(
+        f"SELECT {RULE_COLUMNS} FROM rules WHERE mode <> 'disabled' ORDER BY id")]
 
 
 def insert_rule(conn: Connection, rule: Rule, at: int, actor: str | None, token_id: int | None) -> Rule:

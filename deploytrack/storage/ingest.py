@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
 from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_ids
-from deploytrack.rules import store as rule_store
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import keylocks
@@ -35,6 +34,7 @@ _INSERT_EVENT = (
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
 _EVENT_VALUES = itemgetter(*EVENT_COLUMNS[1:])
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,7 +109,9 @@ class _Group:
         # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
         # event wrote its row; reading it back for every later event cost a fetch each).
         found = _run_all(conn, {
-            "tokens": _live_tokens_sql({b.token_id for b in batches if b.token_id is not None}),
+            "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
+                                {self._environment(e, b.aliases) or "" for b in batches for e in b.events
+                                 if e.environment_raw}, rules=bool(self.judged)),
             "keys": select_statements("SELECT token_id, key, event_ids FROM idempotency_keys",
                                       [("token_id = ? AND key = ?", k) for k in idempotency]),
             "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
@@ -120,15 +122,16 @@ class _Group:
                   e.scm_sha)) for e in {(e.product, e.version, e.scm_sha): e for e in events
                                         if e.version is not None and e.scm_sha}.values()]),
             "deployments": self.projection.lookups(keys),
-            "rules": [(rule_store.ACTIVE_RULES, [])] if self.judged else [],
         })
-        self.live_tokens: dict[int, int | None] = {int(r[0]): r[1] for r in found["tokens"]}
+        self.live_tokens: dict[int, int | None] = {int(r[1]): r[2] for r in found["known"] if r[0] == "tokens"}
+        # Names stored already (only an exclusive write deletes one): the group inserts the others.
+        self.known_names = {(r[0], r[1]) for r in found["known"] if r[0] in ("products", "environments")}
+        self.any_rules = any(r[0] == "rules" and r[1] != "0" for r in found["known"])  # active rules
         self.used_tokens: dict[int, int] = {}
         self.idempotency: dict[Any, list[str]] = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
         self.new_keys: list[tuple[int, str, str, int]] = []
         self.by_client_key: dict[str, dict[str, Any]] = {r["client_key"]: dict(r) for r in found["client_keys"]}
         self.stored_shas: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in found["shas"]}
-        self.active_rules = [rule_store.rule_from_row(r) for r in found["rules"]]
         self.claimed: dict[tuple[str, str], str] = {}  # SHAs the group's accepted requests gave versions
         self.version_writes: dict[tuple[str, str], list[Any]] = {}  # [sha, created_at] to upsert
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
@@ -208,11 +211,11 @@ class _Group:
             keys.add(key)
         if not opening:
             return None
-        if not self.active_rules:
+        if not self.any_rules:
             return None
         if self.gate is None:
-            keylocks.hold_products(self.conn, self.judged)  # before the gate reads open deployments
-            self.gate = RuleGate(self.conn, self.deployment_pairs, self.active_rules)
+            keylocks.hold_products(self.conn, self.judged)  # before the gate reads the rules and open deployments
+            self.gate = RuleGate(self.conn, self.deployment_pairs)
         assert batch.rules is not None
         return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.staged,
                                batch=len(plan) > 1)
@@ -315,7 +318,9 @@ class _Group:
                                     " ON CONFLICT (product, version) DO UPDATE SET scm_sha = excluded.scm_sha "
                                     "WHERE versions.scm_sha IS NULL AND excluded.scm_sha IS NOT NULL")
         for table, names in self.names.items():
-            writes += insert_statements(table, ("name", "created_at"), sorted(names.items()), " ON CONFLICT DO NOTHING")
+            writes += insert_statements(table, ("name", "created_at"),
+                                        sorted(n for n in names.items() if (table, n[0]) not in self.known_names),
+                                        " ON CONFLICT DO NOTHING")
         writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
         writes += insert_statements("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
                                     " ON CONFLICT DO NOTHING")
@@ -331,13 +336,30 @@ class _Group:
 _LAST_USED_STEP = 60_000_000
 
 
-def _live_tokens_sql(ids: set[int]) -> list[Statement]:
-    """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
-    a revocation committed since must still refuse them."""
-    if not ids:
-        return []
-    return [(f"SELECT id, last_used_at FROM tokens WHERE id IN ({', '.join('?' * len(ids))}) AND revoked_at IS NULL",
-             list(ids))]
+def _known_sql(token_ids: set[int], products: set[str], environments: set[str], rules: bool) -> list[Statement]:
+    """Which of these tokens are live (not revoked; they may come from auth's cache, and a revocation
+    committed since must still refuse them), with their last use; which of these product and
+    environment names are stored; with `rules`, how many rules are active (only an exclusive write
+    changes rules or deletes a name). Rows (table, id or name or count, last use): one statement
+    when they are few."""
+    parts: list[tuple[str, list[Any]]] = []
+    if rules:
+        parts.append(("SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) FROM rules "
+                      "WHERE mode <> 'disabled'", []))
+    for ids in _chunks(sorted(token_ids), _KEY_CHUNK):
+        parts.append((f"SELECT 'tokens', CAST(id AS TEXT), last_used_at FROM tokens WHERE id IN "
+                      f"({', '.join('?' * len(ids))}) AND revoked_at IS NULL", list(ids)))
+    for table, names in (("products", products), ("environments", environments - {""})):
+        for chunk in _chunks(sorted(names), _KEY_CHUNK):
+            parts.append((f"SELECT '{table}', name, CAST(NULL AS BIGINT) FROM {table} WHERE name IN "
+                          f"({', '.join('?' * len(chunk))})", list(chunk)))
+    statements: list[Statement] = []
+    for sql, params in parts:
+        if statements and len(statements[-1][1]) + len(params) <= _KEY_CHUNK:
+            statements[-1] = (f"{statements[-1][0]} UNION ALL {sql}", statements[-1][1] + params)
+        else:
+            statements.append((sql, list(params)))
+    return statements
 
 
 def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[str, list[Any]]:
@@ -350,7 +372,7 @@ def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[s
     return rows
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
+def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
