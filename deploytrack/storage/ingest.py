@@ -106,8 +106,7 @@ class _Group:
         # The products whose deployments the rules may judge (locked once the rules are read, if any).
         self.judged = {e.product for b in batches if b.rules for e in b.events
                        if e.kind == "deployment" and e.environment_raw}
-        # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
-        # event wrote its row; reading it back for every later event cost a fetch each).
+        shas = {(e.product, e.version, e.scm_sha) for e in events if e.version is not None and e.scm_sha}
         found = _run_all(conn, {
             "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
                                 {self._environment(e, b.aliases) or "" for b in batches for e in b.events
@@ -116,11 +115,11 @@ class _Group:
                                       [("token_id = ? AND key = ?", k) for k in idempotency]),
             "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
                             for chunk in _chunks(client_keys, _KEY_CHUNK)],
-            "shas": select_statements(
-                "SELECT product, version, scm_sha FROM versions",
-                [("product = ? AND version = ? AND scm_sha IS NOT NULL AND scm_sha <> ?", (e.product, e.version,
-                  e.scm_sha)) for e in {(e.product, e.version, e.scm_sha): e for e in events
-                                        if e.version is not None and e.scm_sha}.values()]),
+            # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
+            # event wrote its row; reading it back for every later event cost a fetch each).
+            "shas": select_statements("SELECT product, version, scm_sha FROM versions",
+                                      [("product = ? AND version = ? AND scm_sha IS NOT NULL AND scm_sha <> ?", t)
+                                       for t in shas]),
             "deployments": self.projection.lookups(keys),
         })
         self.live_tokens: dict[int, int | None] = {int(r[1]): r[2] for r in found["known"] if r[0] == "tokens"}
