@@ -12,7 +12,9 @@ After the warm-up, PostgreSQL's tables are analyzed, as autovacuum would in a se
 Prints requests/s, p50/p99, the ratios (PostgreSQL to SQLite, two processes to one), how busy each
 server's writer was, and where the machine's CPU went during the run: the servers, PostgreSQL
 (the cluster's postmaster and backends), wrk, the kernel's interrupt work, and everything else on
-the machine (other users' jobs).
+the machine (other users' jobs); and, sampled every 10 ms, what the servers' PostgreSQL backends in a
+transaction were doing: waiting for a lock (the write lock), waiting for the server's next statement,
+running, or on disk I/O.
 Every acknowledged event is checked to be stored. Only 127.0.0.1 is contacted.
 """
 
@@ -23,7 +25,9 @@ import os
 import resource
 import statistics
 import tempfile
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,7 @@ class Result:
     missing: int
     writer_busy: list[float]  # per server: share of the run's wall time its writer spent in transactions
     cpu: dict[str, float]  # cores used on average during the run, by whom
+    backends: dict[str, float]  # PostgreSQL: the servers' backends in a transaction, on average, by what they wait for
 
 
 def _ticks(pid: int) -> float:
@@ -72,6 +77,42 @@ def _machine() -> tuple[float, float, float]:
     idle = values[3] + values[4]
     hz = os.sysconf("SC_CLK_TCK")
     return (sum(values) - idle) / hz, (values[5] + values[6]) / hz, sum(values) / hz
+
+
+# What a server's backend in a transaction is doing (pg_stat_activity's wait event, sampled).
+_WAITS = {"Lock": "waiting for a lock", "Client": "waiting for the server", "IO": "on disk I/O", None: "running"}
+
+
+class Backends:
+    """Samples, every 10 ms until `stop`, what the servers' PostgreSQL backends in a transaction wait for."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = dbmod.connect(self.db)
+        try:
+            while not self._stop.is_set():
+                for (wait,) in conn.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                        "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction') "
+                        "AND datname = current_database()").fetchall():
+                    self.counts[_WAITS.get(wait, "waiting for something else")] += 1
+                self.samples += 1
+                time.sleep(0.01)
+        finally:
+            conn.close()
+
+    def stop(self) -> dict[str, float]:
+        """Backends in each state, on average over the samples."""
+        self._stop.set()
+        self._thread.join()
+        return {k: self.counts[k] / max(1, self.samples) for k in [*_WAITS.values(), "waiting for something else"]}
 
 
 def stored(db: str) -> int:
@@ -113,11 +154,13 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
         pg_cpu = _postgres_cpu(cluster) if cluster else 0.0
         busy, irq, total = _machine()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        backends = Backends(db) if cluster else None
         started = time.monotonic()
         runs = [wrk.start(s.url, args.seconds, max(1, args.connections // processes),
                           env={**env, "BENCH_RUN": f"{run_id}r{i}"}) for i, s in enumerate(procs)]
         results = [wrk.finish(r, args.seconds) for r in runs]
         elapsed = time.monotonic() - started
+        waits = backends.stop() if backends else {}
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy2, irq2, total2 = _machine()
         cores = (total2 - total) / elapsed
@@ -142,7 +185,7 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
     seconds = max(r.seconds for r in results)
     return Result(rps=requests / seconds, p50_ms=statistics.median(r.p50_ms for r in results),
                   p99_ms=max(r.p99_ms for r in results), errors=sum(r.non2xx + r.socket_errors for r in results),
-                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu)
+                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu, backends=waits)
 
 
 def show(name: str, r: Result, base: float | None) -> None:
@@ -152,6 +195,9 @@ def show(name: str, r: Result, base: float | None) -> None:
           f"writer busy {'/'.join(f'{b:.0%}' for b in r.writer_busy)}; errors {r.errors}, "
           f"acknowledged but not stored {r.missing}", flush=True)
     print(f"  {'':30} cores used: {cpu}", flush=True)
+    if r.backends:
+        print(f"  {'':30} PostgreSQL backends in a transaction, on average: "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in r.backends.items() if v >= 0.005)}", flush=True)
 
 
 def main() -> int:
