@@ -9,21 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from deploytrack.storage.database import Connection
-
 Statement = tuple[str, list[Any]]  # SQL and its parameters, for `Connection.execute_all`
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
 # bound parameters (32,766) and SQLite's on expression depth (1,000).
 ROWS_CHUNK = 400
 OR_CHUNK = 100
-
-
-def insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[Any],
-                suffix: str = "") -> None:
-    """INSERT many rows with a few multi-row statements."""
-    for sql, params in insert_statements(table, columns, rows, suffix):
-        conn.execute(sql, params)
 
 
 def insert_statements(table: str, columns: tuple[str, ...], rows: list[Any], suffix: str = "") -> list[Statement]:
