@@ -208,9 +208,7 @@ class _Group:
             if key not in keys and self._opens_deployment(key, item.status):
                 opening.append((index, item, environment))
             keys.add(key)
-        if not opening:
-            return None
-        if not self.any_rules:
+        if not opening or not self.any_rules:
             return None
         if self.gate is None:
             keylocks.hold_products(self.conn, self.judged)  # before the gate reads the rules and open deployments
