@@ -15,6 +15,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
+from deploytrack.cli.main import main as cli_main
 from tests import hookdata as hd
 from tests.conftest import LiveServer, auth, free_port, query, run_cli
 from tests.dora import at
@@ -225,8 +226,10 @@ def test_a_metric_changing_band_is_announced(db_path, token, receiver):
 
 
 def test_notification_settings_are_checked_up_front(tmp_path):
-    for flags, _message in ((["--notify-urls", "ftp://example"], "not an http(s) URL"),
+    for flags, message in ((["--notify-urls", "ftp://example"], "not an http(s) URL"),
                            (["--notify-events", "deployment_failed,coffee"], "unknown coffee"),
-                           (["--notify-format", "xml"], "notify_format")):
-        code, _ = run_cli("serve", "--db", str(tmp_path / "x.db"), *flags)
-        assert code != 0, flags
+                           (["--notify-format", "xml"], "'notify_format': must be one of slack, json")):
+        with pytest.raises(SystemExit) as exited:  # the one line a shell shows on stderr
+            cli_main(["serve", "--db", str(tmp_path / "x.db"), *flags])
+        assert message in str(exited.value.code), flags
+        assert not (tmp_path / "x.db").exists()  # refused before anything was opened

@@ -63,7 +63,10 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     yesterday = day_start_us(now) - DAY
     started = time.perf_counter()
     read, write = dbmod.on_connection(conn)
-    start, end, rows = refresh.snapshot_days(read, write, settings, first, yesterday, now, full=refold_all)
+    # A server may be using the same database: it gets the CPU first, and the lock between our writes.
+    refresh.background_priority()
+    start, end, rows = refresh.snapshot_days(read, refresh.paced(write), settings, first, yesterday, now,
+                                             full=refold_all)
     write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
     if rows == 0:

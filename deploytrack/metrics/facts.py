@@ -262,19 +262,40 @@ _LEAD_COLUMNS = ("product", "environment", "change", "deployment_id", "finished_
                  "event_commit_at", "commit_at", "build_at", "lead_us", "source")
 
 
+def differing(conn: Connection, planned: Iterable[PartitionFacts]) -> list[PartitionFacts]:
+    """The planned pieces whose rows are not already stored (read on the snapshot the plan came from):
+    a full recompute over facts that are right then asks the writer for nothing."""
+    return [p for p in planned if any(_stored(conn, table, columns, p) != set(rows) for table, columns, _, rows in
+                                      _tables(p))]
+
+
 def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
-    """Replace the facts of each planned product/environment (inside the writer's transaction)."""
+    """Replace the facts of each planned product/environment (inside the writer's transaction).
+
+    Only rows that differ are deleted or inserted: index pages that are right stay as they are."""
     count = 0
     for p in planned:
-        end = "" if p.end is None else " AND finished_at < ?"
-        bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
-        conn.execute(f"DELETE FROM deployment_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
-                     bounds)
-        conn.execute(f"DELETE FROM metric_lead_facts WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
-                     bounds)
-        conn.executemany(f"INSERT INTO deployment_facts ({', '.join(_OUTCOME_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' * len(_OUTCOME_COLUMNS))})", p.outcomes)
-        conn.executemany(f"INSERT INTO metric_lead_facts ({', '.join(_LEAD_COLUMNS)}) "
-                         f"VALUES ({', '.join('?' * len(_LEAD_COLUMNS))})", p.lead)
+        for table, columns, key, rows in _tables(p):
+            stored = _stored(conn, table, columns, p)
+            at = [columns.index(c) for c in key]
+            conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
+                             [tuple(r[i] for i in at) for r in stored - set(rows)])
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                             [r for r in rows if r not in stored])
         count += 1
     return count
+
+
+def _tables(p: PartitionFacts) -> list[tuple[str, tuple[str, ...], tuple[str, ...], list[tuple[Any, ...]]]]:
+    """(table, columns, primary key, rows) of each fact table for one planned piece."""
+    return [("deployment_facts", _OUTCOME_COLUMNS, ("id",), p.outcomes),
+            ("metric_lead_facts", _LEAD_COLUMNS, ("product", "environment", "change"), p.lead)]
+
+
+def _stored(conn: Connection, table: str, columns: tuple[str, ...], p: PartitionFacts) -> set[tuple[Any, ...]]:
+    """The rows of `table` stored in `p`'s product/environment and finish-time range."""
+    end = "" if p.end is None else " AND finished_at < ?"
+    bounds = (*p.partition, p.start) if p.end is None else (*p.partition, p.start, p.end)
+    return {tuple(r) for r in conn.execute(
+        f"SELECT {', '.join(columns)} FROM {table} WHERE product = ? AND environment = ? AND finished_at >= ?{end}",
+        bounds)}

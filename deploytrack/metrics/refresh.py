@@ -13,6 +13,8 @@ transaction. The server passes its read connections and its writer; the CLI one 
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,7 +31,6 @@ WATERMARK = "derived_seq"  # events up to this seq are reflected in every derive
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000
 _PARTITIONS_PER_READ = 64
-_DAYS_PER_WRITE = 14
 
 
 @dataclass
@@ -114,6 +115,24 @@ def what_changed(conn: Connection, full: bool, top: int) -> Changes:
     return changes
 
 
+def background_priority() -> None:
+    """Lower this process's CPU priority: a recompute beside a server takes what its requests leave."""
+    if hasattr(os, "nice"):
+        os.nice(10)
+
+
+def paced(step: Callable[..., T], factor: float = 1.0, most: float = 0.25) -> Callable[..., T]:
+    """`step` (a read or write) followed by a rest `factor` times as long as it took, at most `most`
+    seconds: a background job leaves the writer, and the interpreter, to requests between its steps."""
+    def run(*args: Any) -> T:
+        began = time.perf_counter()
+        try:
+            return step(*args)
+        finally:
+            time.sleep(min(most, factor * (time.perf_counter() - began)))
+    return run
+
+
 def _plan_keys(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
     return list(fold.plan(conn, keys))
 
@@ -176,7 +195,8 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
             for (product, environment, _), since in written:
                 changes.touch((product, environment), fold.EVER if changes.full else since)
     for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
-        planned = [piece for p in read(facts.plan, dict(part)) for piece in p.pieces(_ROWS_PER_WRITE)]
+        planned = read(facts.differing, [piece for p in read(facts.plan, dict(part))
+                                         for piece in p.pieces(_ROWS_PER_WRITE)])
         for group in _by_rows(planned, facts.PartitionFacts.size):
             summary.partitions += write(facts.apply, group)
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings))
@@ -196,9 +216,11 @@ def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int |
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
     computed = read(compute.snapshot_rows, settings, start, last_day, computed_at)  # one pass over the facts
+    per_day = max(1, len(computed) // ((last_day - start) // DAY + 1))
+    days_per_write = max(1, _ROWS_PER_WRITE // per_day)  # short transactions: about _ROWS_PER_WRITE rows
     rows, day = 0, start
-    while day <= last_day:  # written two weeks at a time: short transactions
-        end = min(last_day, day + (_DAYS_PER_WRITE - 1) * DAY)
+    while day <= last_day:
+        end = min(last_day, day + (days_per_write - 1) * DAY)
         rows += write(compute.write_snapshots, [r for r in computed if day <= r[0] <= end], day, end)
         day = end + DAY
     return start, last_day, rows

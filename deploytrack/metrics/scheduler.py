@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
@@ -127,17 +126,6 @@ def round_is_heavy(conn: Connection, now: int) -> bool:
     return first is not None and day_start_us(now) - DAY - first >= HEAVY_DAYS * DAY
 
 
-_MAX_REST = 0.25  # seconds
-
-
-def _paced(step: Callable[..., object]) -> Callable[..., object]:
-    def paced(*args: object) -> object:
-        began = time.perf_counter()
-        try:
-            return step(*args)
-        finally:
-            time.sleep(min(_MAX_REST, time.perf_counter() - began))
-    return paced
 
 
 class Deriver:
@@ -162,7 +150,7 @@ class Deriver:
     def run_paced(self, fn: Callable[..., object], *args: object) -> object:
         """`run`, resting after each read or write as long as it took: the background job leaves requests at
         least half of the writer and of the interpreter (its computation holds the GIL while it runs Python)."""
-        return fn(_paced(self.db.read_snapshot), _paced(self.db.write_from_thread), self.settings, *args)
+        return fn(refresh.paced(self.db.read_snapshot), refresh.paced(self.db.write_from_thread), self.settings, *args)
 
     async def in_process(self, fn: Callable[..., object], *args: object) -> object:
         """`run` in a process of its own (metrics/worker.py); one at a time."""

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import signal
 import struct
 import sys
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from deploytrack.metrics.refresh import background_priority, paced
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database, on_connection, open_settings
 
@@ -153,22 +152,24 @@ def main() -> int:
     sys.stdout = sys.stderr  # nothing but the protocol on stdout
     stop = _StopRequest()
     signal.signal(signal.SIGTERM, stop)
-    if hasattr(os, "nice"):
-        os.nice(10)  # the server's requests first; the round takes what is left
+    background_priority()  # the server's requests first; the round takes what is left
 
     def send(message: Any) -> None:
         out.write(_frame(message))
         out.flush()
 
-    def write(fn: Callable[..., Any], *args: Any) -> Any:
+    def send_write(fn: Callable[..., Any], *args: Any) -> Any:
         stop.check()
-        began = time.perf_counter()
         send(("write", (fn, args)))
-        kind, payload = _read_message(inp)
-        time.sleep(min(_MAX_REST, _REST_FACTOR * (time.perf_counter() - began)))
+        return _read_message(inp)
+
+    def write(fn: Callable[..., Any], *args: Any) -> Any:
+        kind, payload = paced_write(fn, *args)
         if kind != "ok":
             raise WorkerFailed(payload)
         return payload
+
+    paced_write = paced(send_write, _REST_FACTOR, _MAX_REST)
 
     try:
         fn, args, settings = _read_message(inp)

@@ -21,6 +21,8 @@ T = TypeVar("T")
 WRITER_CACHE_KIB = 32 * 1024
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default threshold: 1,000 pages of 4 KiB
 BACKSTOP_CHECKPOINT_PAGES = 16_384
+_LOCK_POLL = 0.0005  # seconds between asks for the write lock another connection holds
+_SQLITE_BUSY = 5
 
 
 class Connection(sqlite3.Connection):
@@ -28,10 +30,29 @@ class Connection(sqlite3.Connection):
 
     backend = "sqlite"
 
+    busy_ms = 5000  # how long to wait for a lock (`connect` sets it)
+
     def begin_write(self, shared: bool = False) -> None:
         """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
-        a time: `shared` (PostgreSQL's ingest groups, see `lock_keys`) changes nothing here."""
-        self.execute("BEGIN IMMEDIATE")
+        a time: `shared` (PostgreSQL's ingest groups, see `lock_keys`) changes nothing here.
+
+        While another process holds it (`metrics recompute` beside the server, say), ask again every
+        half millisecond instead of through SQLite's busy handler, whose sleeps grow to 100 ms: a short
+        transaction there then delays this one by about its own length, not by the handler's sleeps.
+        """
+        self.execute("PRAGMA busy_timeout=0")
+        try:
+            deadline = time.monotonic() + self.busy_ms / 1000
+            while True:
+                try:
+                    self.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY or time.monotonic() > deadline:
+                        raise
+                time.sleep(_LOCK_POLL)
+        finally:
+            self.execute(f"PRAGMA busy_timeout={self.busy_ms}")
 
     def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
         """Nothing to do: the file's write lock already excludes every other writer."""
@@ -73,7 +94,8 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
     conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    conn.busy_ms = int(timeout * 1000)
+    conn.execute(f"PRAGMA busy_timeout={conn.busy_ms}")
     return conn
 
 
