@@ -8,10 +8,13 @@ request a new event, "started" then "success" per deployment) for --seconds to:
   1. one server on a SQLite file (the baseline, measured in the same round),
   2. one server on PostgreSQL,
   3. two servers on one PostgreSQL database, each with its own wrk and half the connections.
+After the warm-up, PostgreSQL's tables are analyzed, as autovacuum would in a server's first minute.
 Prints requests/s, p50/p99, the ratios (PostgreSQL to SQLite, two processes to one), how busy each
 server's writer was, and where the machine's CPU went during the run: the servers, PostgreSQL
 (the cluster's postmaster and backends), wrk, the kernel's interrupt work, and everything else on
-the machine (other users' jobs).
+the machine (other users' jobs); and, sampled every 10 ms, what the servers' PostgreSQL backends in a
+transaction were doing: waiting for a lock (the write lock), waiting for the server's next statement,
+running, or on disk I/O.
 Every acknowledged event is checked to be stored. Only 127.0.0.1 is contacted.
 """
 
@@ -22,7 +25,9 @@ import os
 import resource
 import statistics
 import tempfile
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,7 @@ class Result:
     missing: int
     writer_busy: list[float]  # per server: share of the run's wall time its writer spent in transactions
     cpu: dict[str, float]  # cores used on average during the run, by whom
+    backends: dict[str, float]  # PostgreSQL: the servers' backends in a transaction, on average, by what they wait for
 
 
 def _ticks(pid: int) -> float:
@@ -73,10 +79,58 @@ def _machine() -> tuple[float, float, float]:
     return (sum(values) - idle) / hz, (values[5] + values[6]) / hz, sum(values) / hz
 
 
+# What a server's backend in a transaction is doing (pg_stat_activity's wait event, sampled).
+_WAITS = {"Lock": "waiting for a lock", "Client": "waiting for the server", "IO": "on disk I/O", None: "running"}
+
+
+class Backends:
+    """Samples, every 10 ms until `stop`, what the servers' PostgreSQL backends in a transaction wait for."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = dbmod.connect(self.db)
+        try:
+            while not self._stop.is_set():
+                for (wait,) in conn.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                        "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction') "
+                        "AND datname = current_database()").fetchall():
+                    self.counts[_WAITS.get(wait, "waiting for something else")] += 1
+                self.samples += 1
+                time.sleep(0.01)
+        finally:
+            conn.close()
+
+    def stop(self) -> dict[str, float]:
+        """Backends in each state, on average over the samples."""
+        self._stop.set()
+        self._thread.join()
+        return {k: self.counts[k] / max(1, self.samples) for k in [*_WAITS.values(), "waiting for something else"]}
+
+
 def stored(db: str) -> int:
     conn = dbmod.connect(db)
     try:
         return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def analyze(db: str) -> None:
+    """Planner statistics for a PostgreSQL database, as autovacuum gathers them in a server's first minute
+    (a table is analyzed once 10% of it changed): without them the writer's prepared lookups keep the
+    plans made on the empty tables at start (a client key looked up by a scan of every event: 10-18 ms
+    at 20,000 events, against 0.07 ms by the index)."""
+    conn = dbmod.connect(db)
+    try:
+        conn.execute("ANALYZE")
     finally:
         conn.close()
 
@@ -92,17 +146,21 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
             wrk.run(server.url, 2, max(1, args.connections // processes), env={**env, "BENCH_RUN": f"{run_id}w{i}"})
         for server in procs:
             drain(server)
+        if cluster is not None:
+            analyze(db)
         before = stored(db)
         writer = [writer_counters(s.url) for s in procs]
         server_cpu = [s.cpu_seconds() for s in procs]
         pg_cpu = _postgres_cpu(cluster) if cluster else 0.0
         busy, irq, total = _machine()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        backends = Backends(db) if cluster else None
         started = time.monotonic()
         runs = [wrk.start(s.url, args.seconds, max(1, args.connections // processes),
                           env={**env, "BENCH_RUN": f"{run_id}r{i}"}) for i, s in enumerate(procs)]
         results = [wrk.finish(r, args.seconds) for r in runs]
         elapsed = time.monotonic() - started
+        waits = backends.stop() if backends else {}
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy2, irq2, total2 = _machine()
         cores = (total2 - total) / elapsed
@@ -127,7 +185,7 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
     seconds = max(r.seconds for r in results)
     return Result(rps=requests / seconds, p50_ms=statistics.median(r.p50_ms for r in results),
                   p99_ms=max(r.p99_ms for r in results), errors=sum(r.non2xx + r.socket_errors for r in results),
-                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu)
+                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu, backends=waits)
 
 
 def show(name: str, r: Result, base: float | None) -> None:
@@ -137,6 +195,9 @@ def show(name: str, r: Result, base: float | None) -> None:
           f"writer busy {'/'.join(f'{b:.0%}' for b in r.writer_busy)}; errors {r.errors}, "
           f"acknowledged but not stored {r.missing}", flush=True)
     print(f"  {'':30} cores used: {cpu}", flush=True)
+    if r.backends:
+        print(f"  {'':30} PostgreSQL backends in a transaction, on average: "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in r.backends.items() if v >= 0.005)}", flush=True)
 
 
 def main() -> int:

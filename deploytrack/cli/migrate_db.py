@@ -15,7 +15,7 @@ from typing import Any
 
 from deploytrack.cli.dbfile import password_for, require_existing
 from deploytrack.cli.flags import settings_from
-from deploytrack.storage import failures, migrations, sqlite
+from deploytrack.storage import deployment_ids, failures, migrations, sqlite
 from deploytrack.storage import postgres as pg
 
 CHUNK = 5000
@@ -104,6 +104,7 @@ def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:
             if table in tables:
                 dst.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
                             f'COALESCE(MAX("{column}"), 0) + 1, false) FROM "{table}"')
+        deployment_ids.sync(dst)  # above the floor of deleted records' ids too
         got = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
         if got != want:
             wrong = {t: (want[t], got[t]) for t in tables if got[t] != want[t]}

@@ -69,7 +69,7 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
             result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
                 idempotency_key=idempotency_key(request),
-                rules="block" if dialect.NAME in app.settings.rules_block_set else "record"))
+                rules="block" if dialect.NAME in app.settings.rules_block_set else "record"), shared=True)
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)

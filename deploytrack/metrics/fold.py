@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.metrics import gcpause, rules
+from deploytrack.storage import deployment_ids
 from deploytrack.storage.database import Connection
 
 Key = tuple[str, str, str | None]  # product, environment, version
 EVER = rules.EVER
-_FLOOR = "deployment_id_floor"
 
 _KEY = "product = ? AND environment = ? AND version IS NOT DISTINCT FROM ?"
 _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id, metadata, summary, deployment_id"
@@ -161,20 +161,6 @@ def plan(conn: Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def next_id(conn: Connection) -> int:
-    """The first deployment id never used (ids of deleted records are not given out again)."""
-    row = conn.execute("SELECT MAX(t) FROM (SELECT MAX(id) AS t FROM deployments UNION ALL "
-                       "SELECT CAST(value AS BIGINT) FROM kv WHERE key = ?) x", (_FLOOR,)).fetchone()
-    return int(row[0] or 0) + 1
-
-
-def remember_ids(conn: Connection) -> None:
-    """Before deleting records: keep the highest id ever used."""
-    top = next_id(conn) - 1
-    conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                 (_FLOOR, str(top)))
-
-
 def _stored(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
     out = {}
     for start in range(0, len(ids), 400):
@@ -203,8 +189,8 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list
     fresh = [p for p in plans if p.key not in late and all(stored.get(i) == r for i, r in p.replaced.items())]
     if not fresh:
         return []
-    remember_ids(conn)
-    top = next_id(conn)
+    deployment_ids.remember(conn)
+    fresh_ids = iter(deployment_ids.new(conn, sum(kept is None for p in fresh for kept in p.ids)))
     replaced = [i for p in fresh for i in p.replaced]
     for start in range(0, len(replaced), 400):
         chunk = replaced[start:start + 400]
@@ -214,7 +200,7 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list
     for p in fresh:
         for record, kept in zip(p.records, p.ids, strict=True):
             if kept is None:
-                kept, top = top, top + 1
+                kept = next(fresh_ids)
             rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
             moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids, strict=True) if old != kept)
     conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "

@@ -66,10 +66,18 @@ def is_current(conn: Connection) -> bool:
     return mark is not None and mark >= top and not stale
 
 
-def what_changed(conn: Connection, full: bool) -> Changes:
-    """The keys to refold, and the product/environments to redo with the time to redo each from, since
-    the watermark (read-only)."""
-    top, mark, stale_id = state(conn)
+def settled_seq(conn: Connection) -> int:
+    """The newest event's seq, read in a write transaction (`write`): it holds the write lock
+    exclusively, so no ingest group is in flight and every event up to this seq is committed. (On
+    PostgreSQL two processes' groups run at once and may commit out of seq order: a snapshot may
+    hold seq 101 while 100 is still to come, and a watermark at 101 would skip 100 for good.)"""
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+
+def what_changed(conn: Connection, full: bool, top: int) -> Changes:
+    """The keys to refold, and the product/environments to redo with the time to redo each from, from
+    the watermark up to `top` (`settled_seq`, read before this snapshot began) (read-only)."""
+    _, mark, stale_id = state(conn)
     changes = Changes(top, stale_id, full or mark is None)
     if changes.full:  # every key is refolded product by product (refresh)
         changes.partitions = dict.fromkeys(facts.all_partitions(conn), fold.EVER)
@@ -186,7 +194,7 @@ class Summary:
 def refresh(read: Read, write: Write, settings: Settings, full: bool = False) -> Summary:
     """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`)."""
     summary = Summary()
-    changes: Changes = read(what_changed, full)
+    changes: Changes = read(what_changed, full, write(settled_seq))
     if changes.nothing:
         return summary
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from deploytrack.storage.database import Connection
+Statement = tuple[str, list[Any]]  # SQL and its parameters, for `Connection.execute_all`
 
 # Rows per multi-row statement and terms per OR lookup: under SQLite's and PostgreSQL's limits on
 # bound parameters (32,766) and SQLite's on expression depth (1,000).
@@ -17,14 +17,17 @@ ROWS_CHUNK = 400
 OR_CHUNK = 100
 
 
-def insert_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[Any],
-                suffix: str = "") -> None:
-    """INSERT many rows with a few multi-row statements."""
+def insert_statements(table: str, columns: tuple[str, ...], rows: list[Any], suffix: str = "") -> list[Statement]:
+    """The few multi-row INSERT statements of many rows."""
     one = f"({', '.join('?' * len(columns))})"
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    for start in range(0, len(rows), ROWS_CHUNK):
-        chunk = rows[start:start + ROWS_CHUNK]
-        conn.execute(head + ", ".join([one] * len(chunk)) + suffix, [value for row in chunk for value in row])
+    return [(head + ", ".join([one] * len(chunk)) + suffix, [value for row in chunk for value in row])
+            for chunk in (rows[start:start + ROWS_CHUNK] for start in range(0, len(rows), ROWS_CHUNK))]
+
+
+def select_statements(select: str, terms: list[tuple[str, tuple[Any, ...]]]) -> list[Statement]:
+    """`select` WHERE each chunk of `terms` (see `where_any`)."""
+    return [(f"{select} WHERE {where}", params) for where, params in where_any(terms)]
 
 
 def where_any(terms: list[tuple[str, tuple[Any, ...]]]) -> Iterable[tuple[str, list[Any]]]:

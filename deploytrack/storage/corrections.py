@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 
 from deploytrack.errors import NotFound
-from deploytrack.metrics import facts, fold, refresh
+from deploytrack.metrics import facts, refresh
+from deploytrack.storage import deployment_ids
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY
 
@@ -54,7 +55,7 @@ def delete_product_events(conn: Connection, product: str, token_id: int | None, 
         "SELECT DISTINCT scm_sha FROM events WHERE product = ? AND kind = 'build' AND scm_sha IS NOT NULL",
         (product,))])
     conn.execute("DELETE FROM events WHERE product = ?", (product,))
-    fold.remember_ids(conn)
+    deployment_ids.remember(conn)
     conn.execute("DELETE FROM deployments WHERE product = ?", (product,))
     refresh.forget_deleted(conn)
     conn.execute("DELETE FROM versions WHERE product = ?", (product,))

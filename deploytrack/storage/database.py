@@ -199,14 +199,19 @@ class Database:
         self._queue.put((fn, args, future))
         return await future
 
-    async def write_grouped(self, fn: Callable[[Any, list[Any]], list[Any]], item: Any) -> Any:
+    async def write_grouped(self, fn: Callable[[Any, list[Any]], list[Any]], item: Any, *,
+                            shared: bool = False) -> Any:
         """Like `write`, for work that is cheaper done for many requests at once: the writer hands
         `fn(conn, items)` every item queued back to back with the same `fn`, and `fn` returns one
-        result per item (an exception instance fails that item's request alone)."""
+        result per item (an exception instance fails that item's request alone).
+
+        `shared`: `fn` locks what it decides itself (storage.keylocks), so a transaction holding
+        nothing else takes the database-wide write lock shared: on PostgreSQL, other processes'
+        such transactions run beside it."""
         if self._thread is None or self._loop is None:
             raise Unavailable("the database is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((_Grouped(fn), (item,), future))
+        self._queue.put((_Grouped(fn, shared), (item,), future))
         return await future
 
     def _run_writer(self, conn: Connection) -> None:
@@ -233,8 +238,11 @@ class Database:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
         began = time.perf_counter()
         try:
-            conn.begin_write()
-            for run, futures in _steps(group):
+            steps = _steps(group)
+            # One step of a function that locks what it decides: the write lock shared (one step,
+            # so that its locks are taken in one order, storage.keylocks).
+            conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group))
+            for run, futures in steps:
                 conn.savepoint()
                 try:
                     outcomes = run(conn)
@@ -366,10 +374,11 @@ def _quick_check(path: str) -> integrity.Report:
 class _Grouped:
     """Marks a queued task whose function takes a list of items (see `Database.write_grouped`)."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "shared")
 
-    def __init__(self, fn: Callable[[Any, list[Any]], list[Any]]) -> None:
+    def __init__(self, fn: Callable[[Any, list[Any]], list[Any]], shared: bool) -> None:
         self.fn = fn
+        self.shared = shared
 
 
 Step = Callable[[Connection], list[tuple[bool, Any]]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -17,7 +17,8 @@ from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
-from deploytrack.storage.bulk import insert_rows, where_any
+from deploytrack.storage import keylocks
+from deploytrack.storage.bulk import Statement, insert_statements, select_statements
 from deploytrack.storage.database import Connection
 from deploytrack.storage.projection import Dep, Key, Projection
 from deploytrack.timeutil import day_start_us
@@ -33,6 +34,7 @@ _INSERT_EVENT = (
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
 _EVENT_VALUES = itemgetter(*EVENT_COLUMNS[1:])
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,35 +83,65 @@ def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult |
 
 
 class _Group:
-    """The state of one ingest group: what the database held before it, plus what the group adds."""
+    """The state of one ingest group: what the database held before it, plus what the group adds.
+
+    It first locks what it decides (storage.keylocks: on PostgreSQL another process's group may be
+    running beside it), then makes every lookup in one `execute_all` and every write at the end in
+    another: on PostgreSQL each is one trip from the writer thread to the event loop, not one per statement.
+    """
 
     def __init__(self, conn: Connection, batches: list[Ingest]) -> None:
         self.conn = conn
         self.projection = Projection()
-        self.live_tokens = _live_tokens(conn, {b.token_id for b in batches if b.token_id is not None})
-        self.used_tokens: dict[int, int] = {}
-        self.idempotency = _idempotency_keys(conn, {(b.token_id, b.idempotency_key) for b in batches
-                                                    if b.token_id is not None and b.idempotency_key})
-        self.new_keys: list[tuple[int, str, str, int]] = []
+        self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
         events = [e for b in batches for e in b.events]
-        self.by_client_key = _events_by_client_key(conn, [e.client_key for e in events if e.client_key])
-        # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
-        # event wrote its row; reading it back for every later event cost a fetch each).
-        self.stored_shas = _conflicting_shas(conn, {(e.product, e.version, e.scm_sha) for e in events
-                                                    if e.version is not None and e.scm_sha})
+        idempotency = {(b.token_id, b.idempotency_key) for b in batches
+                       if b.token_id is not None and b.idempotency_key}
+        client_keys = list(dict.fromkeys(e.client_key for e in events if e.client_key))
+        versions = {(e.product, e.version) for e in events if e.version is not None}
+        keys = {_deployment_key(e, self._environment(e, b.aliases))
+                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
+        keylocks.hold(conn, [("idempotency", *k) for k in idempotency] + [("client", k) for k in client_keys]
+                      + [("version", *v) for v in versions] + [("deployment", *k[:3]) for k in keys])
+        # The products whose deployments the rules may judge (locked once the rules are read, if any).
+        self.judged = {e.product for b in batches if b.rules for e in b.events
+                       if e.kind == "deployment" and e.environment_raw}
+        shas = {(e.product, e.version, e.scm_sha) for e in events if e.version is not None and e.scm_sha}
+        found = _run_all(conn, {
+            "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
+                                {self._environment(e, b.aliases) or "" for b in batches for e in b.events
+                                 if e.environment_raw}, rules=bool(self.judged)),
+            "keys": select_statements("SELECT token_id, key, event_ids FROM idempotency_keys",
+                                      [("token_id = ? AND key = ?", k) for k in idempotency]),
+            "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
+                            for chunk in _chunks(client_keys, _KEY_CHUNK)],
+            # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
+            # event wrote its row; reading it back for every later event cost a fetch each).
+            "shas": select_statements("SELECT product, version, scm_sha FROM versions",
+                                      [("product = ? AND version = ? AND scm_sha IS NOT NULL AND scm_sha <> ?", t)
+                                       for t in shas]),
+            "deployments": self.projection.lookups(keys),
+        })
+        self.live_tokens: dict[int, int | None] = {int(r[1]): r[2] for r in found["known"] if r[0] == "tokens"}
+        # Names stored already (only an exclusive write deletes one): the group inserts the others.
+        self.known_names = {(r[0], r[1]) for r in found["known"] if r[0] in ("products", "environments")}
+        self.any_rules = any(r[0] == "rules" and r[1] != "0" for r in found["known"])  # active rules
+        self.used_tokens: dict[int, int] = {}
+        self.idempotency: dict[Any, list[str]] = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
+        self.new_keys: list[tuple[int, str, str, int]] = []
+        self.by_client_key: dict[str, dict[str, Any]] = {r["client_key"]: dict(r) for r in found["client_keys"]}
+        self.stored_shas: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in found["shas"]}
         self.claimed: dict[tuple[str, str], str] = {}  # SHAs the group's accepted requests gave versions
         self.version_writes: dict[tuple[str, str], list[Any]] = {}  # [sha, created_at] to upsert
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
-        keys = {_deployment_key(e, self._environment(e, b.aliases))
-                for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
-        self.deployments = self.projection.records_for(conn, keys)
+        self.deployments = self.projection.records_from(found["deployments"])
         # The records the rules gate sees beside the stored ones: those read, then each one the group makes.
         self.staged: list[Dep] = list(self.deployments.values())
         self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
         self.rows: list[dict[str, Any]] = []
+        self.folded: list[tuple[dict[str, Any], Dep]] = []  # each deployment event's row and its record
         self.dirty_days: set[int] = set()
-        self.gate: RuleGate | None = None  # read on first use: most groups judge nothing
+        self.gate: RuleGate | None = None  # made on first use: most groups judge nothing
 
     def _environment(self, event: Event, aliases: Mapping[str, str]) -> str | None:
         raw = event.environment_raw
@@ -176,9 +208,10 @@ class _Group:
             if key not in keys and self._opens_deployment(key, item.status):
                 opening.append((index, item, environment))
             keys.add(key)
-        if not opening:
+        if not opening or not self.any_rules:
             return None
         if self.gate is None:
+            keylocks.hold_products(self.conn, self.judged)  # before the gate reads the rules and open deployments
             self.gate = RuleGate(self.conn, self.deployment_pairs)
         assert batch.rules is not None
         return self.gate.judge(opening, batch.rules, batch.token_id, batch.received_at, self.staged,
@@ -224,7 +257,7 @@ class _Group:
         }
         if event.kind == "deployment" and environment:
             # The label reads the metadata object the event already holds, not the JSON text just made of it.
-            row["deployment_id"] = self._fold(row, rules.event_label(event.metadata, event.summary))["id"]
+            self.folded.append((row, self._fold(row, rules.event_label(event.metadata, event.summary))))
         if event.client_key:
             self.by_client_key[event.client_key] = row
         self.rows.append(row)
@@ -250,7 +283,7 @@ class _Group:
         if dep is not None and not key[3] and rules.starts_new_run(dep["record"].status, event.status):
             dep = None
         if dep is None:
-            dep = self.projection.create(self.conn, key, event)
+            dep = self.projection.create(key, event)
             self.deployments[key] = dep
             self.staged.append(dep)
         else:
@@ -265,23 +298,34 @@ class _Group:
         return [staged.get(i) or stored[i] for i in ids if i in staged or i in stored]
 
     def flush(self) -> None:
-        """Write everything the accepted requests staged."""
-        conn = self.conn
-        for token_id, at in self.used_tokens.items():
+        """Write everything the accepted requests staged: the new records' ids, then one `execute_all`.
+        Rows another group may also be inserting (a new product's name) go in a sorted order, the same
+        in every group, so two groups never wait for each other in a circle."""
+        self.projection.assign_ids(self.conn)
+        for row, dep in self.folded:
+            row["deployment_id"] = dep["id"]
+        writes: list[Statement] = []
+        for token_id, at in sorted(self.used_tokens.items()):
             last = self.live_tokens[token_id]
             if last is None or at - last >= _LAST_USED_STEP:
-                conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (at, token_id))
+                writes.append(("UPDATE tokens SET last_used_at = ? WHERE id = ?", [at, token_id]))
         # New versions are inserted; a stored one only gets its first SHA (conflicts were refused above).
-        insert_rows(conn, "versions", ("product", "version", "scm_sha", "created_at"),
-                    [(p, v, sha, at) for (p, v), (sha, at) in self.version_writes.items()],
-                    " ON CONFLICT (product, version) DO UPDATE SET scm_sha = excluded.scm_sha "
-                    "WHERE versions.scm_sha IS NULL AND excluded.scm_sha IS NOT NULL")
+        writes += insert_statements("versions", ("product", "version", "scm_sha", "created_at"),
+                                    [(p, v, sha, at) for (p, v), (sha, at) in sorted(self.version_writes.items())],
+                                    " ON CONFLICT (product, version) DO UPDATE SET scm_sha = excluded.scm_sha "
+                                    "WHERE versions.scm_sha IS NULL AND excluded.scm_sha IS NOT NULL")
         for table, names in self.names.items():
-            insert_rows(conn, table, ("name", "created_at"), list(names.items()), " ON CONFLICT DO NOTHING")
-        insert_rows(conn, "events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
-        insert_rows(conn, "dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)], " ON CONFLICT DO NOTHING")
-        insert_rows(conn, "idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys)
-        self.projection.flush(conn)
+            writes += insert_statements(table, ("name", "created_at"),
+                                        sorted(n for n in names.items() if (table, n[0]) not in self.known_names),
+                                        " ON CONFLICT DO NOTHING")
+        writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
+        writes += insert_statements("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
+                                    " ON CONFLICT DO NOTHING")
+        writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"),
+                                    self.new_keys)
+        writes += self.projection.statements()
+        if writes:
+            self.conn.execute_all(writes)
 
 
 # last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
@@ -289,33 +333,44 @@ class _Group:
 _LAST_USED_STEP = 60_000_000
 
 
-def _live_tokens(conn: Connection, ids: set[int]) -> dict[int, int | None]:
-    """The tokens among `ids` not revoked, with their last use. Tokens may come from auth's cache:
-    a revocation committed since must still refuse them."""
-    if not ids:
-        return {}
-    rows = conn.execute(f"SELECT id, last_used_at FROM tokens WHERE id IN ({', '.join('?' * len(ids))}) "
-                        "AND revoked_at IS NULL", list(ids))
-    return {int(r[0]): r[1] for r in rows}
+def _known_sql(token_ids: set[int], products: set[str], environments: set[str], rules: bool) -> list[Statement]:
+    """Which of these tokens are live (not revoked; they may come from auth's cache, and a revocation
+    committed since must still refuse them), with their last use; which of these product and
+    environment names are stored; with `rules`, how many rules are active (only an exclusive write
+    changes rules or deletes a name). Rows (table, id or name or count, last use): one statement
+    when they are few."""
+    parts: list[tuple[str, list[Any]]] = []
+    if rules:
+        parts.append(("SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) FROM rules "
+                      "WHERE mode <> 'disabled'", []))
+    for ids in _chunks(sorted(token_ids), _KEY_CHUNK):
+        parts.append((f"SELECT 'tokens', CAST(id AS TEXT), last_used_at FROM tokens WHERE id IN "
+                      f"({', '.join('?' * len(ids))}) AND revoked_at IS NULL", list(ids)))
+    for table, names in (("products", products), ("environments", environments - {""})):
+        for chunk in _chunks(sorted(names), _KEY_CHUNK):
+            parts.append((f"SELECT '{table}', name, CAST(NULL AS BIGINT) FROM {table} WHERE name IN "
+                          f"({', '.join('?' * len(chunk))})", list(chunk)))
+    statements: list[Statement] = []
+    for sql, params in parts:
+        if statements and len(statements[-1][1]) + len(params) <= _KEY_CHUNK:
+            statements[-1] = (f"{statements[-1][0]} UNION ALL {sql}", statements[-1][1] + params)
+        else:
+            statements.append((sql, list(params)))
+    return statements
 
 
-def _idempotency_keys(conn: Connection, keys: set[tuple[int | None, str | None]]) -> dict[Any, list[str]]:
-    found: dict[Any, list[str]] = {}
-    for where, params in where_any([("token_id = ? AND key = ?", key) for key in keys]):
-        for row in conn.execute(f"SELECT token_id, key, event_ids FROM idempotency_keys WHERE {where}", params):
-            found[(row[0], row[1])] = orjson.loads(row[2])
-    return found
+def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[str, list[Any]]:
+    """Every named list of statements in one `execute_all`: the rows of each list, by name."""
+    flat = [(name, statement) for name, listed in statements.items() for statement in listed]
+    rows: dict[str, list[Any]] = {name: [] for name in statements}
+    if flat:
+        for (name, _), found in zip(flat, conn.execute_all([s for _, s in flat]), strict=True):
+            rows[name] += found
+    return rows
 
 
-def _conflicting_shas(conn: Connection, triples: set[tuple[str, str | None, str | None]]
-                      ) -> dict[tuple[str, str], str]:
-    """The stored SHA of each version whose SHA differs from one of these (product, version, sha)."""
-    found: dict[tuple[str, str], str] = {}
-    terms = [("product = ? AND version = ? AND scm_sha IS NOT NULL AND scm_sha <> ?", t) for t in triples]
-    for where, params in where_any(terms):
-        for row in conn.execute(f"SELECT product, version, scm_sha FROM versions WHERE {where}", params):
-            found[(row[0], row[1])] = row[2]
-    return found
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def _deployment_key(event: Event, environment: str | None) -> Key:
@@ -324,17 +379,6 @@ def _deployment_key(event: Event, environment: str | None) -> Key:
 
 # Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
 _KEY_CHUNK = 500
-
-
-def _events_by_client_key(conn: Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The stored events among these client keys: one query per chunk, not one per event."""
-    found: dict[str, dict[str, Any]] = {}
-    unique = list(dict.fromkeys(keys))
-    for start in range(0, len(unique), _KEY_CHUNK):
-        chunk = unique[start:start + _KEY_CHUNK]
-        for row in conn.execute(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk):
-            found[row["client_key"]] = dict(row)
-    return found
 
 
 def _events_by_id(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:

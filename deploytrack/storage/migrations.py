@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from deploytrack import __version__
+from deploytrack.storage import deployment_ids
 
 Body = Callable[[Any], None]
 log = logging.getLogger("deploytrack.db")
@@ -1004,6 +1005,20 @@ def m022_narrow_fold_index(conn: Any) -> None:
     # nothing and cost every ingested event 0.35-0.42 WAL pages (issue 20, bench/RESULTS.md).
     conn.execute("DROP INDEX IF EXISTS events_deploy_fold")
     conn.execute("CREATE INDEX events_deploy_fold ON events (kind, product, environment, version, occurred_at)")
+
+
+@migration
+def m023_deployment_id_sequence(conn: Any) -> None:
+    # SQLite gives a new deployment record the id after the highest ever given (one writer at a time).
+    pass
+
+
+@m023_deployment_id_sequence.postgres
+def _m023_deployment_id_sequence_postgres(conn: Any) -> None:
+    # Two server processes ingest at once on PostgreSQL: new deployment ids come from the identity
+    # sequence of deployments.id (storage/deployment_ids.py), until now left behind by ids given as
+    # the highest + 1: set it above them and the floor of deleted ones.
+    deployment_ids.sync(conn)
 
 
 _M024_TABLE = """

@@ -28,8 +28,9 @@ import asyncpg
 
 T = TypeVar("T")
 URL_PREFIXES = ("postgresql://", "postgres://")
-# The key of the advisory lock every write transaction takes: one writer at a time across all
-# processes on one database, as on one SQLite file, so a check-then-insert stays correct.
+# The key of the advisory lock every write transaction takes: exclusively (one writer at a time across
+# all processes on one database, as on one SQLite file, so a check-then-insert stays correct), or
+# shared by an ingest group, which then locks exactly the things it decides (storage.keylocks).
 WRITE_LOCK_KEY = 0x6465706C6F79  # "deploy"
 CONNECT_TIMEOUT = 10.0
 # Statements that answer with rows (the rest answer with a status such as "UPDATE 3").
@@ -238,10 +239,24 @@ class Connection:
         if (self._conn is None or self._conn.is_closed()) and self._connect is not None:
             self._conn = self._call(self._connect())
 
-    def begin_write(self) -> None:
-        """Open a write transaction holding the database-wide write lock (reconnecting if the link was lost)."""
+    def begin_write(self, shared: bool = False) -> None:
+        """Open a write transaction holding the database-wide write lock (reconnecting if the link was
+        lost): exclusive, or `shared` with other transactions that lock what they decide (`lock_keys`)."""
         self.reconnect()
-        self._pending = ["BEGIN", f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"]
+        lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        self._pending = ["BEGIN", f"SELECT {lock}({WRITE_LOCK_KEY})"]
+
+    def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
+        """Exclusive transaction locks on these keys, taken in the order given by one statement that
+        travels with the next one. Space 0 holds 64-bit keys; any other space is a pair
+        (space, 32-bit key), which never meets a 64-bit key (PostgreSQL keeps the two apart)."""
+        if not keys:
+            return
+        listed = "{" + ",".join(str(int(k)) for k in keys) + "}"
+        if space:
+            self._pending.append(f"SELECT pg_advisory_xact_lock({int(space)}, k) FROM unnest('{listed}'::int[]) AS k")
+        else:
+            self._pending.append(f"SELECT pg_advisory_xact_lock(k) FROM unnest('{listed}'::bigint[]) AS k")
 
     def begin_read(self) -> None:
         """A snapshot for several reads, allowed scratch (temp) tables; always ended by `rollback`."""

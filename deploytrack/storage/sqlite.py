@@ -32,8 +32,9 @@ class Connection(sqlite3.Connection):
 
     busy_ms = 5000  # how long to wait for a lock (`connect` sets it)
 
-    def begin_write(self) -> None:
-        """Take the write lock now (BEGIN IMMEDIATE), not at the first write.
+    def begin_write(self, shared: bool = False) -> None:
+        """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
+        a time: `shared` (PostgreSQL's ingest groups, see `lock_keys`) changes nothing here.
 
         While another process holds it (`metrics recompute` beside the server, say), ask again every
         half millisecond instead of through SQLite's busy handler, whose sleeps grow to 100 ms: a short
@@ -52,6 +53,9 @@ class Connection(sqlite3.Connection):
                 time.sleep(_LOCK_POLL)
         finally:
             self.execute(f"PRAGMA busy_timeout={self.busy_ms}")
+
+    def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
+        """Nothing to do: the file's write lock already excludes every other writer."""
 
     def begin_read(self) -> None:
         """One snapshot for several reads; always ended by `rollback`."""
