@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
@@ -212,6 +213,24 @@ class LiveServer:
             code = self.proc.wait()
         self.proc = None
         return code
+
+
+@contextlib.contextmanager
+def two_live_servers(pg_cluster: Cluster, timeout: float = 30) -> Iterator[
+        tuple[LiveServer, LiveServer, str, str, httpx.Client]]:
+    """Two server processes started at the same moment on one fresh PostgreSQL database (they race to
+    migrate it): (first, second, an ingest+read token, the database URL, an HTTP client)."""
+    url = pg_cluster.new_database()
+    servers = [LiveServer(url), LiveServer(url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        token = create_token(url, "ci", "ingest", "read")
+        with httpx.Client(timeout=timeout) as http:
+            yield servers[0], servers[1], token, url, http
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture

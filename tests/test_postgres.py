@@ -25,7 +25,7 @@ from deploytrack.storage import database as dbmod
 from deploytrack.storage import failures
 from deploytrack.storage import postgres as pg
 from deploytrack.timeutil import day_start_us, now_us, to_iso
-from tests.conftest import LiveServer, auth, create_token, query, run_cli
+from tests.conftest import LiveServer, auth, create_token, query, run_cli, two_live_servers
 from tests.pg_cluster import Cluster
 
 DAY_US = 86_400_000_000
@@ -34,20 +34,10 @@ DEPLOY = {"product_name": "svc", "environment_name": "production", "status": "su
 
 @pytest.fixture(scope="module")
 def shared(pg_cluster: Cluster) -> Iterator[tuple[LiveServer, LiveServer, str, str, httpx.Client]]:
-    """Two server processes started at the same moment on one fresh database (they race to migrate it).
-
-    The tests below share them; each uses its own product, so their counts do not mix."""
-    url = pg_cluster.new_database()
-    servers = [LiveServer(url), LiveServer(url)]
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda s: s.start(), servers))
-        token = create_token(url, "ci", "ingest", "read")
-        with httpx.Client(timeout=20) as http:
-            yield servers[0], servers[1], token, url, http
-    finally:
-        for server in servers:
-            server.stop()
+    """Two server processes on one fresh database; the tests below share them, each with its own
+    product, so their counts do not mix."""
+    with two_live_servers(pg_cluster, timeout=20) as servers:
+        yield servers
 
 
 @pytest.mark.slow

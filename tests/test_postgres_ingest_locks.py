@@ -27,7 +27,7 @@ from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage.ingest import Ingest, IngestResult, ingest_group
 from deploytrack.timeutil import now_us
-from tests.conftest import LiveServer, auth, create_token, execute, query
+from tests.conftest import LiveServer, auth, create_token, execute, query, two_live_servers
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.postgres
@@ -194,17 +194,8 @@ def test_the_refresh_waits_for_groups_in_flight_and_skips_no_event(writers, pg_u
 
 @pytest.fixture(scope="module")
 def two(pg_cluster: Cluster) -> Iterator[tuple[LiveServer, LiveServer, str, str, httpx.Client]]:
-    url = pg_cluster.new_database()
-    servers = [LiveServer(url), LiveServer(url)]
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda s: s.start(), servers))
-        token = create_token(url, "ci", "ingest", "read")
-        with httpx.Client(timeout=30) as http:
-            yield servers[0], servers[1], token, url, http
-    finally:
-        for server in servers:
-            server.stop()
+    with two_live_servers(pg_cluster) as servers:
+        yield servers
 
 
 def test_two_processes_give_every_new_deployment_its_own_id(two):
