@@ -34,11 +34,11 @@ from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
 from deploytrack.storage import failures, integrity, migrations, sqlite
 from deploytrack.storage import postgres as pg
+from deploytrack.storage.connection import Connection as Connection  # re-exported: callers import it from here
 from deploytrack.timeutil import DAY
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
-Connection = sqlite.Connection | pg.Connection
 MAX_GROUP = 512
 DEFAULT_READERS = 4
 _STOP = object()

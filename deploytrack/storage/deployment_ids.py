@@ -9,11 +9,7 @@ stored ids and the floor (`sync`).
 
 from __future__ import annotations
 
-from deploytrack.storage import postgres as pg
-from deploytrack.storage import sqlite
-
-# (storage.database's Connection, named here as well: migrations, which database imports, use this module)
-Connection = sqlite.Connection | pg.Connection
+from deploytrack.storage.connection import Connection
 
 _FLOOR = "deployment_id_floor"
 _HIGHEST = ("SELECT MAX(t) FROM (SELECT MAX(id) AS t FROM deployments UNION ALL "
