@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
-from deploytrack.storage import failures, integrity, migrations, sqlite
+from deploytrack.storage import failures, integrity, migrations, sqlite, staging
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.connection import Connection as Connection  # re-exported: callers import it from here
 from deploytrack.timeutil import DAY
@@ -41,7 +41,12 @@ log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
 MAX_GROUP = 512
 DEFAULT_READERS = 4
+# SQLite's projector (storage.staging) runs once this many events are staged, or the oldest has waited
+# this long, or a reader or an exclusive write needs them in the tables.
+PROJECT_EVENTS = 2000
+PROJECT_AFTER = 0.1  # seconds
 _STOP = object()
+_PROJECT = object()  # a queued ask: project what is staged, then resolve my future
 
 
 def connect(path: str | Path, *, readonly: bool = False, password: str | None = None) -> Connection:
@@ -66,6 +71,9 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
+        if conn.backend == "sqlite":
+            with transaction(conn):  # events staged before a crash (transaction() projects them)
+                pass
     except BaseException:
         conn.close()
         raise
@@ -103,6 +111,7 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     """A write transaction outside the server (CLI, tests): committed at the end, undone on error."""
     conn.begin_write()
     try:
+        staging.recover(conn)  # a server's staged events first, so this sees and numbers after them
         yield conn
         conn.commit()
     except BaseException:
@@ -127,6 +136,7 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
+        self._staging: staging.Staging | None = None  # SQLite: what the writer staged, not yet projected
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
@@ -144,6 +154,8 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(open_migrated, path)
         conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
+        assert isinstance(conn, sqlite.Connection)
+        self._staging = conn.staging = staging.Staging()
         self._checkpointer = sqlite.Checkpointer(path)
         self._start_writer(conn)
         self._sqlite_pool = sqlite.ReadPool(path, self._readers)
@@ -214,14 +226,23 @@ class Database:
         self._queue.put((_Grouped(fn, shared), (item,), future))
         return await future
 
+    async def barrier(self) -> None:
+        """Return once every event acknowledged before the call is in `events` and `deployments` (SQLite's
+        writer stages them first, storage.staging): cheap when nothing is staged."""
+        if self._staging is None or not self._staging.count or self._thread is None or self._loop is None:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((_PROJECT, (), future))
+        await future
+
     def _run_writer(self, conn: Connection) -> None:
         sqlite.name_os_thread("dt-writer")
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first = self._next_task()
             if first is _STOP:
                 break
-            group = [first]
+            group = [] if first is None else [first]
             while len(group) < MAX_GROUP:
                 try:
                     task = self._queue.get_nowait()
@@ -231,8 +252,66 @@ class Database:
                     stopping = True
                     break
                 group.append(task)
-            self._commit_group(conn, group)
+            asks = [task[2] for task in group if task[0] is _PROJECT]
+            group = [task for task in group if task[0] is not _PROJECT]
+            for part in self._parts(group):
+                if self._staging is not None and self._staging.count and not isinstance(part[0][0], _Grouped):
+                    self._project(conn, [])  # an exclusive write sees every event acknowledged before it
+                self._commit_group(conn, part)
+            if asks or self._projection_due():
+                self._project(conn, asks)
+        self._project(conn, [])
         conn.close()
+
+    def _next_task(self) -> Any:
+        """The next queued task; None when staged events are due for projection first."""
+        if self._staging is None or self._staging.since is None:
+            return self._queue.get()
+        wait = self._staging.since + PROJECT_AFTER - time.monotonic()
+        try:
+            return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _parts(self, group: list[Any]) -> list[list[Any]]:
+        """On SQLite, the group cut before each exclusive write that follows ingestion (it is written after
+        a projection); one part otherwise."""
+        if self._staging is None:
+            return [group] if group else []
+        parts: list[list[Any]] = []
+        for task in group:
+            if not parts or (not isinstance(task[0], _Grouped) and isinstance(parts[-1][-1][0], _Grouped)):
+                parts.append([])
+            parts[-1].append(task)
+        return parts
+
+    def _projection_due(self) -> bool:
+        return self._staging is not None and self._staging.since is not None and (
+            self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= PROJECT_AFTER)
+
+    def _project(self, conn: Connection, asks: list[asyncio.Future[None]]) -> None:
+        """Project what is staged in a transaction of its own, then resolve `asks`."""
+        result: tuple[bool, Any] = (True, None)
+        if self._staging is not None and self._staging.count:
+            began = time.perf_counter()
+            try:
+                conn.begin_write()
+                self._staging.project(conn)
+                conn.commit()
+                self._staging.committed()
+                self.commits += 1
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
+            except Exception as exc:  # noqa: BLE001 - the events stay staged; the next projection retries
+                log.error("projecting staged events failed: %s", exc)
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                self._staging.rolled_back()
+                result = (False, failures.as_catalogue_error(exc, "be read") or exc)
+            self.busy_seconds += time.perf_counter() - began
+        if asks:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_settle_all, [(future, *result) for future in asks])
 
     def _commit_group(self, conn: Connection, group: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
@@ -244,9 +323,12 @@ class Database:
             conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group))
             for run, futures in steps:
                 conn.savepoint()
+                mark = self._staging.mark() if self._staging is not None else 0
                 try:
                     outcomes = run(conn)
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting request(s)
+                    if self._staging is not None:
+                        self._staging.rolled_back(mark)
                     try:
                         conn.rollback_to()
                     except Exception:  # noqa: BLE001
@@ -263,6 +345,8 @@ class Database:
                     results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
             conn.commit()
+            if self._staging is not None:
+                self._staging.committed()
             self.commit_seconds += time.perf_counter() - committing
             self.commits += 1
             if self._checkpointer is not None:
@@ -272,6 +356,8 @@ class Database:
             log.error("write transaction failed, %d requests answered with an error: %s", len(group), exc)
             with contextlib.suppress(Exception):  # a dead link or file has nothing to roll back
                 conn.rollback()
+            if self._staging is not None:
+                self._staging.rolled_back()
             error = failures.as_catalogue_error(exc, "take writes") or exc
             results = [(future, False, error) for _, _, future in group]
         self.busy_seconds += time.perf_counter() - began
@@ -318,6 +404,7 @@ class Database:
     async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """The rows of one statement (`?` placeholders, or `:name` with a mapping), on a pooled read connection."""
         bound = params if isinstance(params, Mapping) else tuple(params)
+        await self.barrier()
         try:
             if self._pg_pool is not None:
                 text, args = pg.bind(sql, bound)
@@ -336,6 +423,7 @@ class Database:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(conn, *args)` on a pooled read connection in a thread, inside one snapshot that is
         rolled back afterwards (so temp tables it makes are gone, and it can never write)."""
+        await self.barrier()
         try:
             if self._pg_pool is not None:
                 assert self._loop is not None
