@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,6 +46,7 @@ DEFAULT_READERS = 4
 # this long, or a reader or an exclusive write needs them in the tables.
 PROJECT_EVENTS = 2000
 PROJECT_AFTER = 0.1  # seconds
+_PROJECT_RETRY = 1.0  # seconds after a failed projection
 _STOP = object()
 _PROJECT = object()  # a queued ask: project what is staged, then resolve my future
 
@@ -71,13 +73,26 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
-        if conn.backend == "sqlite":
-            with transaction(conn):  # events staged before a crash (transaction() projects them)
-                pass
+        _project_staged(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _project_staged(conn: Connection) -> None:
+    """Project events a stopped server left staged (`transaction` does). On a file that takes no writes
+    now (read-only, full) they stay on disk, staged, and are projected by the first write once it does."""
+    if conn.backend != "sqlite":
+        return
+    try:
+        with transaction(conn):
+            pass
+    except sqlite3.Error as exc:
+        if failures.kind(exc) is None:
+            raise
+        log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
+                  "database takes writes", exc)
 
 
 def password_for(settings: Settings) -> str | None:
@@ -137,6 +152,7 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
         self._staging: staging.Staging | None = None  # SQLite: what the writer staged, not yet projected
+        self._retry_projection_at = 0.0  # time.monotonic() before which no projection is tried (one failed)
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
@@ -267,7 +283,7 @@ class Database:
         """The next queued task; None when staged events are due for projection first."""
         if self._staging is None or self._staging.since is None:
             return self._queue.get()
-        wait = self._staging.since + PROJECT_AFTER - time.monotonic()
+        wait = max(self._staging.since + PROJECT_AFTER, self._retry_projection_at) - time.monotonic()
         try:
             return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
@@ -290,9 +306,11 @@ class Database:
             self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= PROJECT_AFTER)
 
     def _project(self, conn: Connection, asks: list[asyncio.Future[None]]) -> None:
-        """Project what is staged in a transaction of its own, then resolve `asks`."""
-        result: tuple[bool, Any] = (True, None)
-        if self._staging is not None and self._staging.count:
+        """Project what is staged in a transaction of its own, then resolve `asks`.
+
+        If it fails (a full disk), the events stay staged and on disk, it is tried again a second later,
+        and the readers waiting go on with the tables as they are: reads keep working on a full disk."""
+        if self._staging is not None and self._staging.count and time.monotonic() >= self._retry_projection_at:
             began = time.perf_counter()
             try:
                 conn.begin_write()
@@ -303,15 +321,16 @@ class Database:
                 if self._checkpointer is not None:
                     self._checkpointer.poke()
             except Exception as exc:  # noqa: BLE001 - the events stay staged; the next projection retries
-                log.error("projecting staged events failed: %s", exc)
+                log.error("projecting %d staged events failed (tried again in %.0f s): %s", self._staging.count,
+                          _PROJECT_RETRY, exc)
                 with contextlib.suppress(Exception):
                     conn.rollback()
                 self._staging.rolled_back()
-                result = (False, failures.as_catalogue_error(exc, "be read") or exc)
+                self._retry_projection_at = time.monotonic() + _PROJECT_RETRY
             self.busy_seconds += time.perf_counter() - began
         if asks:
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(_settle_all, [(future, *result) for future in asks])
+            self._loop.call_soon_threadsafe(_settle_all, [(future, True, None) for future in asks])
 
     def _commit_group(self, conn: Connection, group: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
