@@ -45,7 +45,7 @@ DEFAULT_READERS = 4
 # SQLite's projector (storage.staging) runs once this many events are staged, or the oldest has waited
 # this long, or a reader or an exclusive write needs them in the tables.
 PROJECT_EVENTS = 2000
-PROJECT_AFTER = 0.1  # seconds
+PROJECT_AFTER = 0.1  # seconds (the server's setting db_projection_ms)
 _PROJECT_RETRY = 1.0  # seconds after a failed projection
 _STOP = object()
 _PROJECT = object()  # a queued ask: project what is staged, then resolve my future
@@ -137,7 +137,8 @@ def transaction(conn: Connection) -> Iterator[Connection]:
 class Database:
     """Owns every connection to one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, path: str | Path, readers: int = DEFAULT_READERS, password: str | None = None) -> None:
+    def __init__(self, path: str | Path, readers: int = DEFAULT_READERS, password: str | None = None,
+                 project_after: float = PROJECT_AFTER) -> None:
         self.backend = "postgresql" if pg.is_url(path) else "sqlite"
         self.target = str(path)
         self._password = password
@@ -152,6 +153,7 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
         self._staging: staging.Staging | None = None  # SQLite: what the writer staged, not yet projected
+        self._project_after = project_after
         self._retry_projection_at = 0.0  # time.monotonic() before which no projection is tried (one failed)
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
@@ -283,7 +285,7 @@ class Database:
         """The next queued task; None when staged events are due for projection first."""
         if self._staging is None or self._staging.since is None:
             return self._queue.get()
-        wait = max(self._staging.since + PROJECT_AFTER, self._retry_projection_at) - time.monotonic()
+        wait = max(self._staging.since + self._project_after, self._retry_projection_at) - time.monotonic()
         try:
             return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
@@ -303,7 +305,7 @@ class Database:
 
     def _projection_due(self) -> bool:
         return self._staging is not None and self._staging.since is not None and (
-            self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= PROJECT_AFTER)
+            self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= self._project_after)
 
     def _project(self, conn: Connection, asks: list[asyncio.Future[None]]) -> None:
         """Project what is staged in a transaction of its own, then resolve `asks`.
