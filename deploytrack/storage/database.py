@@ -73,16 +73,17 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
-        _project_staged(conn)
+        project_staged(conn)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _project_staged(conn: Connection) -> None:
-    """Project events a stopped server left staged (`transaction` does). On a file that takes no writes
-    now (read-only, full) they stay on disk, staged, and are projected by the first write once it does."""
+def project_staged(conn: Connection) -> None:
+    """Project the events a server left staged (storage.staging; `transaction` does), so that this
+    connection reads every event acknowledged so far. On a file that takes no writes now (read-only,
+    full) they stay on disk, staged, and are projected by the first write once it does."""
     if conn.backend != "sqlite":
         return
     try:
