@@ -279,8 +279,19 @@ class Database:
                 self._commit_group(conn, part)
             if asks or self._projection_due():
                 self._project(conn, asks)
-        self._project(conn, [])
+        self._project(conn, self._asks_left())
         conn.close()
+
+    def _asks_left(self) -> list[asyncio.Future[None]]:
+        """Readers' asks queued behind the stop: answered by the last projection, not left waiting."""
+        asks: list[asyncio.Future[None]] = []
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                return asks
+            if task is not _STOP and task[0] is _PROJECT:
+                asks.append(task[2])
 
     def _next_task(self) -> Any:
         """The next queued task; None when staged events are due for projection first."""
