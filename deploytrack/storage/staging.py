@@ -178,9 +178,8 @@ class Staging:
 def recover(conn: Connection) -> int:
     """Project what `event_log` holds, from the file alone (inside the caller's write transaction): the
     staged events' records are folded onto the stored ones, in seq order, under the ids the rows carry
-    (those the replies named). The number of events projected."""
-    if conn.backend != "sqlite":
-        return 0
+    (those the replies named). The number of events projected. PostgreSQL stages nothing, but a copy
+    of a SQLite file (`migrate-db`) may bring staged events along."""
     try:
         rows = conn.execute("SELECT * FROM event_log ORDER BY seq").fetchall()
     except sqlite3.OperationalError:  # a schema before m025
