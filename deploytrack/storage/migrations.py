@@ -1087,7 +1087,9 @@ _M025_COLUMNS = """
 def m025_event_log(conn: Any) -> None:
     # SQLite's ingestion stores accepted events here, with the seq each will have in `events` and no
     # secondary index (one page per many events), and a projector in the writer moves them into
-    # `events` and folds their deployment records in batches (storage/staging.py, issue 20).
+    # `events` and folds their deployment records in batches (storage/staging.py, issue 20). Staged rows
+    # are projected only after migrating (storage.database.open_migrated): a later migration that changes
+    # the columns of `events` changes those of `event_log` the same way.
     conn.execute(f"CREATE TABLE event_log (seq INTEGER PRIMARY KEY, {_M025_COLUMNS})")
 
 
