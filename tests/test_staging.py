@@ -56,13 +56,15 @@ def _deployments(server: LiveServer, token: str, product: str) -> list[dict]:
 
 def test_sigkill_with_events_staged_loses_none_and_keeps_the_ids_the_replies_gave(db_path: Path, token: str) -> None:
     server = LiveServer(db_path, *LONG).start()
-    started = _deploy(server, token, "1.0", "started", "run-1")
-    finished = _deploy(server, token, "1.0", "success", "run-1", headers={"Idempotency-Key": "k-1"})
-    other = _deploy(server, token, "1.1", "started", "run-2")
-    grid = _devgrid(server, token, 50)
-    assert started["deployment_id"] == finished["deployment_id"] != other["deployment_id"]
-    assert staged_count(db_path) == 53  # acknowledged, on disk, not yet projected
-    server.stop(signal.SIGKILL)
+    try:
+        started = _deploy(server, token, "1.0", "started", "run-1")
+        finished = _deploy(server, token, "1.0", "success", "run-1", headers={"Idempotency-Key": "k-1"})
+        other = _deploy(server, token, "1.1", "started", "run-2")
+        grid = _devgrid(server, token, 50)
+        assert started["deployment_id"] == finished["deployment_id"] != other["deployment_id"]
+        assert staged_count(db_path) == 53  # acknowledged, on disk, not yet projected
+    finally:
+        server.stop(signal.SIGKILL)
     assert staged_count(db_path) == 53
 
     server = LiveServer(db_path, *LONG).start()  # the start projects them before serving
