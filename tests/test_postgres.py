@@ -443,6 +443,39 @@ def test_error_kinds_come_from_codes_not_messages(tmp_path, pg_url):
         conn.close()
 
 
+def test_deferred_writes_keep_order_and_all_or_nothing(pg_url):
+    """`write_all` statements travel with the next trip (an ingest group's writes with its COMMIT):
+    a later read in the transaction sees them, a failing one fails the whole transaction, and a task
+    undone to its savepoint takes its unsent writes with it, not the previous task's."""
+    create_token(pg_url, "ci", "ingest")  # a migrated database
+    conn = pg.connect(pg_url)
+    kv = "INSERT INTO kv (key, value) VALUES (?, ?)"
+    try:
+        conn.begin_write()
+        conn.write_all([(kv, ["deferred-a", "1"]), ("UPDATE kv SET value = '2' WHERE key = 'deferred-a'", [])])
+        assert conn.execute("SELECT value FROM kv WHERE key = 'deferred-a'").fetchall()[0][0] == "2"
+        conn.commit()
+
+        conn.begin_write()
+        conn.write_all([(kv, ["deferred-b", "1"]), (kv, ["deferred-a", "again"])])  # the second: a duplicate key
+        with pytest.raises(pg.asyncpg.UniqueViolationError):
+            conn.commit()
+        conn.rollback()
+
+        conn.begin_write()
+        conn.savepoint()
+        conn.write_all([(kv, ["deferred-c", "1"])])
+        conn.release()
+        conn.savepoint()  # sends the previous task's writes first
+        conn.write_all([(kv, ["deferred-d", "1"])])
+        conn.rollback_to()  # this task failed before its writes were sent
+        conn.commit()
+    finally:
+        conn.close()
+    assert query(pg_url, "SELECT key, value FROM kv WHERE key LIKE 'deferred-%' ORDER BY key") == [
+        ("deferred-a", "2"), ("deferred-c", "1")]
+
+
 def test_every_integer_column_is_bigint(pg_url):
     """Epoch microseconds do not fit PostgreSQL's INTEGER: a migration must say BIGINT (SQLite reads it as INTEGER)."""
     create_token(pg_url, "ci", "ingest")

@@ -307,7 +307,7 @@ class _Group:
         return [staged.get(i) or stored[i] for i in ids if i in staged or i in stored]
 
     def flush(self) -> None:
-        """Write everything the accepted requests staged: the new records' ids, then one `execute_all`.
+        """Write everything the accepted requests staged: the new records' ids, then one `write_all`.
         Rows another group may also be inserting (a new product's name) go in a sorted order, the same
         in every group, so two groups never wait for each other in a circle."""
         self.projection.assign_ids(self.conn, self.staging.top_dep_id if self.staging is not None else 0)
@@ -339,8 +339,7 @@ class _Group:
                                     self.new_keys)
         if self.staging is None:
             writes += self.projection.statements()  # PostgreSQL, or a connection of a command: now
-        if writes:
-            self.conn.execute_all(writes)
+        self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT
         if self.staging is not None:  # the projector writes them (storage.staging)
             self.staging.stage(self.rows, self.projection.touched.values())
             self.projection.touched.clear()

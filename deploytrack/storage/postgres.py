@@ -156,6 +156,8 @@ class Connection:
     The same transaction methods as `sqlite.Connection`, so the writer and migrations use either.
     Control statements (BEGIN and the write lock, SAVEPOINT, RELEASE) wait and travel with the
     next one: a task's savepoint and the previous one's release cost one round trip, not two.
+    Writes handed to `write_all` wait the same way, so an ingest group's writes and its COMMIT
+    take one trip from the writer thread to the event loop, not two.
     """
 
     backend = "postgresql"
@@ -167,7 +169,8 @@ class Connection:
         self._conn = conn
         self._owned = owned
         self._on_close = on_close
-        self._pending: list[str] = []
+        # Statements waiting for the next trip, in order: control text (args None) or a deferred write.
+        self._pending: list[tuple[str, list[Any] | None]] = []
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if _running_loop() is self._loop:
@@ -182,9 +185,18 @@ class Connection:
         return self._conn
 
     async def _flush(self) -> None:
-        if self._pending:
-            text, self._pending = "; ".join(self._pending), []
-            await self._live().execute(text)
+        pending, self._pending = self._pending, []
+        control: list[str] = []
+        for text, args in pending:
+            if args is None:
+                control.append(text)
+                continue
+            if control:
+                await self._live().execute("; ".join(control))
+                control = []
+            await (self._live().execute(text, *args) if args else self._live().execute(text))
+        if control:
+            await self._live().execute("; ".join(control))
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """Run one statement (without parameters, it may be several separated by `;`)."""
@@ -210,6 +222,12 @@ class Connection:
             return [(await self._run(text, args)).fetchall() for text, args in bound]
 
         return self._call(run())
+
+    def write_all(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any]]]) -> None:
+        """Statements that return no rows, sent with the transaction's next trip (at the latest its
+        COMMIT): an error in one surfaces there and fails the whole transaction. A savepoint sends
+        them first, so an error is never taken for the next task's."""
+        self._pending += [bind(sql, params) for sql, params in statements]
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> Cursor:
         """One statement for many parameter sets, pipelined in one round trip."""
@@ -244,7 +262,7 @@ class Connection:
         lost): exclusive, or `shared` with other transactions that lock what they decide (`lock_keys`)."""
         self.reconnect()
         lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        self._pending = ["BEGIN", f"SELECT {lock}({WRITE_LOCK_KEY})"]
+        self._pending = [("BEGIN", None), (f"SELECT {lock}({WRITE_LOCK_KEY})", None)]
 
     def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
         """Exclusive transaction locks on these keys, taken in the order given by one statement that
@@ -254,35 +272,39 @@ class Connection:
             return
         listed = "{" + ",".join(str(int(k)) for k in keys) + "}"
         if space:
-            self._pending.append(f"SELECT pg_advisory_xact_lock({int(space)}, k) FROM unnest('{listed}'::int[]) AS k")
+            self._pending.append((f"SELECT pg_advisory_xact_lock({int(space)}, k) FROM unnest('{listed}'::int[]) AS k",
+                                  None))
         else:
-            self._pending.append(f"SELECT pg_advisory_xact_lock(k) FROM unnest('{listed}'::bigint[]) AS k")
+            self._pending.append((f"SELECT pg_advisory_xact_lock(k) FROM unnest('{listed}'::bigint[]) AS k", None))
 
     def begin_read(self) -> None:
         """A snapshot for several reads, allowed scratch (temp) tables; always ended by `rollback`."""
-        self._pending = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE"]
+        self._pending = [(_BEGIN_READ, None)]
 
     def savepoint(self) -> None:
-        self._pending.append("SAVEPOINT task")
+        if any(args is not None for _, args in self._pending):
+            self._call(self._flush())  # the previous task's writes: their errors are that task's
+        self._pending.append((_SAVEPOINT, None))
 
     def release(self) -> None:
-        self._pending.append("RELEASE SAVEPOINT task")
+        self._pending.append(("RELEASE SAVEPOINT task", None))
 
     def rollback_to(self) -> None:
         """Undo the current task's statements (none reached the server if its savepoint is still waiting)."""
-        if "SAVEPOINT task" in self._pending:
-            self._pending.remove("SAVEPOINT task")
+        if (_SAVEPOINT, None) in self._pending:
+            del self._pending[self._pending.index((_SAVEPOINT, None)):]
             return
-        self._pending += ["ROLLBACK TO SAVEPOINT task", "RELEASE SAVEPOINT task"]
+        self._pending = [p for p in self._pending if p[1] is None]  # this task's writes, never sent
+        self._pending += [("ROLLBACK TO SAVEPOINT task", None), ("RELEASE SAVEPOINT task", None)]
         self._call(self._flush())
 
     def commit(self) -> None:
-        self._pending.append("COMMIT")
+        self._pending.append(("COMMIT", None))
         self._call(self._flush())
 
     def rollback(self) -> None:
         """End the transaction, undoing it (nothing to do if it never reached the server)."""
-        if self._pending[:1] in (["BEGIN"], ["BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE"]):
+        if self._pending[:1] in ([("BEGIN", None)], [(_BEGIN_READ, None)]):
             self._pending = []
             return
         self._pending = []
@@ -300,6 +322,10 @@ class Connection:
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             on_close()
+
+
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE"
+_SAVEPOINT = "SAVEPOINT task"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -82,6 +82,11 @@ class Connection(sqlite3.Connection):
         """Several statements in order; each one's rows (empty for those that return none)."""
         return [self.execute(sql, params).fetchall() for sql, params in statements]
 
+    def write_all(self, statements: Sequence[tuple[str, Sequence[Any] | Mapping[str, Any]]]) -> None:
+        """Statements that return no rows (on PostgreSQL they wait for the transaction's next trip)."""
+        for sql, params in statements:
+            self.execute(sql, params)
+
 
 def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Connection:
     """A connection with deploytrack's pragmas (autocommit: transactions are explicit)."""
