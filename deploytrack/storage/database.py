@@ -6,6 +6,11 @@ its own savepoint, so one task's error does not undo the others), commits once, 
 resolves each task's future. So an awaited `write()` means "on disk", and many concurrent
 requests share one fsync.
 
+On SQLite, ingestion stages its events (storage.staging) and the same thread projects them into the
+indexed tables in transactions of their own: every `db_projection_ms`, at PROJECT_EVENTS staged
+events, before any write task other than ingestion, and when a read asks (`barrier`, which `read` and
+`fetchall` call): every read sees every event acknowledged before it began.
+
 Every read goes through one pool of at most `readers` connections (aiosqlite connections on
 SQLite, an asyncpg pool on PostgreSQL): `fetchall` for one statement, `read(fn, *args)` for a
 function of several statements on one snapshot (its scratch tables vanish with the snapshot).
