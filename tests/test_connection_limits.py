@@ -221,3 +221,43 @@ def test_others_p99_stays_under_50_ms_while_200_slow_sockets_are_open(tmp_path):
         assert p99 < 0.050
     finally:
         live.stop()
+
+
+
+def _answer_on(sock: socket.socket, data: bytes, *, head_only: bool = False) -> tuple[bytes, bytes, bytes]:
+    """One answer read from a keep-alive connection: its head, its body (by content-length; none for
+    HEAD) and the bytes that came after it."""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = 0 if head_only else next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                      if line.lower().startswith(b"content-length:"))
+    while len(data) < length:
+        data += sock.recv(65536)
+    return head, data[:length], data[length:]
+
+
+def test_answers_keep_their_order_and_shape_on_one_connection(server):
+    """Each answer's head and body go out together; a 100 Continue still comes first, alone, before
+    the client sends its body; pipelined requests are answered in order; HEAD has no body."""
+    live, token = server
+    sock = connect(live)
+    sock.settimeout(5)
+    body = orjson.dumps({"events": [{"type": "event-deploy", "entityId": "one-send",
+                                     "attributes": {"env": "prod", "status": "success"}}]})
+    sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+                 b"x-api-key: " + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # and nothing else: the body is not sent yet
+    sock.sendall(body)
+    head, answered, rest = _answer_on(sock, b"")
+    assert head.startswith(b"HTTP/1.1 201") and orjson.loads(answered) and rest == b""
+
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n")
+    head, answered, rest = _answer_on(sock, b"")
+    assert head.startswith(b"HTTP/1.1 200") and orjson.loads(answered)
+    head, answered, rest = _answer_on(sock, rest, head_only=True)
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length:" in head.lower() and answered == b""
+    head, answered, rest = _answer_on(sock, rest)
+    assert head.startswith(b"HTTP/1.1 200") and rest == b""
+    assert [e["product"] for e in orjson.loads(answered)["events"]] == ["one-send"]
