@@ -44,7 +44,9 @@ def has_devgrid(url: str) -> bool:
 
 def stored_events(db: Path) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        staged = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_log'").fetchone()
+        return int(conn.execute("SELECT (SELECT COUNT(*) FROM events)"
+                                + (" + (SELECT COUNT(*) FROM event_log)" if staged else "")).fetchone()[0])
 
 
 def writer_counters(url: str) -> dict[str, float]:

@@ -81,7 +81,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.version = __version__
-        self.db = Database(settings.db, settings.db_readers, password_for(settings))
+        self.db = Database(settings.db, settings.db_readers, password_for(settings),
+                           project_after=settings.db_projection_ms / 1000)
         self.deriver = Deriver(self.db, settings)
         self.templates = make_templates()
         self.limits = Limits.from_settings(settings)

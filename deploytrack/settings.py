@@ -40,6 +40,8 @@ SETTINGS: tuple[Setting, ...] = (
                                     "PGPASSWORD and ~/.pgpass, in that order"),
     Setting("db_password", "", "PostgreSQL password (environment or config file only, never a flag)", flag=False),
     Setting("db_readers", 4, "read connections in the pool (every read of the server goes through it)"),
+    Setting("db_projection_ms", 100, "SQLite: longest an accepted event waits in the staging log before it is "
+                                     "moved into the indexed tables (a read moves it at once)"),
     Setting("public_read", False, "let anyone read the UI and read API without a token"),
     Setting("max_body_bytes", 1_048_576, "largest request body accepted, in bytes (413 above)"),
     Setting("max_batch_events", 5000, "most events in one DevGrid batch (413 above)"),
@@ -96,6 +98,7 @@ class Settings:
     db_password_file: str = ""
     db_password: str = field(default="", repr=False)
     db_readers: int = 4
+    db_projection_ms: int = 100
     public_read: bool = False
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 5000
@@ -237,6 +240,8 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'rate_limit': must not be negative")
     if not 1 <= s.db_readers <= 100:
         raise ValueError("setting 'db_readers': must be 1 to 100")
+    if not 1 <= s.db_projection_ms <= 60_000:
+        raise ValueError("setting 'db_projection_ms': must be 1 to 60000")
     if s.max_header_bytes < 1024:
         raise ValueError("setting 'max_header_bytes': must be at least 1024")
     for name in ("max_headers", "header_timeout", "keep_alive_timeout"):

@@ -138,9 +138,11 @@ def client(make_client: object, token: str) -> TestClient:
 
 
 def query(db: Path | str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    """Rows of `sql` read through a separate connection to the test's database (either backend)."""
+    """Rows of `sql` read through a separate connection to the test's database (either backend), which
+    first projects the events a server staged (storage.staging), as every deploytrack command does."""
     conn = dbmod.connect(db)
     try:
+        dbmod.project_staged(conn)
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()

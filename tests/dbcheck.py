@@ -1,8 +1,15 @@
-"""Checks on a deploytrack database file that fault and fuzz tests share: nothing half-written."""
+"""Checks on a deploytrack database file that fault and fuzz tests share: nothing half-written.
+
+A SQLite file may hold events staged in `event_log` and not yet projected (storage.staging): they
+are on disk, and the checks look at a copy of the file as the next start makes it (it projects them).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,18 +28,49 @@ def open_ro(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
-def stored_ids(path: Path | str) -> set[str]:
+@contextlib.contextmanager
+def recovered(path: Path | str) -> Iterator[sqlite3.Connection]:
+    """A connection to the database as deploytrack opens it: for SQLite, a copy of the file (the original
+    is left as it is) with the staged events projected by `open_migrated`."""
+    if pg.is_url(path):
+        conn = open_ro(path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "copy.db"
+        source, target = open_ro(path), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        conn = dbmod.open_migrated(copy)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def staged_count(path: Path | str) -> int:
+    """How many events the file holds staged, not yet projected (SQLite)."""
     conn = open_ro(path)
     try:
-        return {r[0] for r in conn.execute("SELECT id FROM events")}
+        return int(conn.execute("SELECT COUNT(*) FROM event_log").fetchone()[0])
     finally:
         conn.close()
 
 
+def stored_ids(path: Path | str) -> set[str]:
+    with recovered(path) as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM events")}
+
+
 def consistency_problems(path: Path | str) -> list[str]:
     """Every way the derived tables disagree with the event log; [] when the file is consistent."""
-    conn = open_ro(path)
-    try:
+    with recovered(path) as conn:
         problems: list[str] = []
         check = "ok" if pg.is_url(path) else conn.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
@@ -66,6 +104,6 @@ def consistency_problems(path: Path | str) -> list[str]:
             missing = [i for i in orjson.loads(event_ids) if i not in ids]
             if missing:
                 problems.append(f"idempotency key {key!r} names missing events {missing[:3]}")
+        if not pg.is_url(path) and conn.execute("SELECT 1 FROM event_log").fetchone() is not None:
+            problems.append("events left staged after the start's projection")
         return problems
-    finally:
-        conn.close()

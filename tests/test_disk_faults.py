@@ -125,6 +125,9 @@ def test_read_only_database_answers_503_and_still_serves_reads(tmp_path: Path) -
         first = httpx.post(f"{server.url}/deployment-events/", headers=headers, json=deployment("before", 1),
                            timeout=10)
         assert first.status_code == 200, first.text
+        # Read once, so that the event is projected from event_log into events (storage.staging): a file
+        # made read-only while events are staged serves them only once it takes writes again.
+        assert httpx.get(f"{server.url}/api/v1/events", headers=auth(token), timeout=10).status_code == 200
         server.stop(signal.SIGKILL)  # no open writer left, so the file system can become read-only
 
         remount(fs, "ro")

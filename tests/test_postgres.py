@@ -7,6 +7,7 @@ must give alike (the parity tests use `db_path`, so they run on SQLite and on Po
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -542,3 +543,21 @@ def test_a_server_started_with_a_password_file_shows_no_password(secret_cluster,
         assert b"s3cret" not in cmdline
     finally:
         server.stop()
+
+
+def test_migrate_db_brings_the_events_a_killed_sqlite_server_had_staged(tmp_path, pg_url):
+    source = tmp_path / "staged.db"
+    token = create_token(source, "ci", "ingest", "read")
+    server = LiveServer(source, "--db-projection-ms", "60000").start()
+    replies = [httpx.post(f"{server.url}/deployment-events/", headers=auth(token), timeout=10,
+                          json={**DEPLOY, "version": "7.0", "status": status, "invoke_id": "run-7"}).json()
+               for status in ("started", "success")]
+    server.stop(signal.SIGKILL)  # both events staged in event_log, not yet projected (storage.staging)
+    assert _sqlite_count(source, "event_log") == 2
+    code, out = run_cli("migrate-db", "--from", str(source), "--to", pg_url)
+    assert code == 0, out
+    assert query(pg_url, "SELECT COUNT(*) FROM event_log") == [(0,)]
+    assert sorted(query(pg_url, "SELECT id, deployment_id FROM events")) == \
+        sorted((r["id"], int(r["deployment_id"])) for r in replies)
+    assert query(pg_url, "SELECT status, event_count FROM deployments WHERE id = ?",
+                 (int(replies[0]["deployment_id"]),)) == [("completed", 2)]

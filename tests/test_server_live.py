@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from deploytrack.storage import database as dbmod
-from tests.conftest import LiveServer, auth, create_token
+from tests.conftest import LiveServer, auth, create_token, query
 
 
 def test_first_start_tells_how_to_make_a_token(tmp_path):
@@ -31,11 +30,8 @@ def test_post_over_http_is_on_disk_when_answered(live_server, token, db_path):
     resp = httpx.post(live_server.url + "/deployment-events/", json=body, headers=auth(token), timeout=10)
     assert resp.status_code == 200
     # a separate connection to the database sees it at once: the 2xx came after COMMIT
-    conn = dbmod.connect(db_path)
-    try:
-        row = conn.execute("SELECT product, version, actor FROM events WHERE id = ?", (resp.json()["id"],)).fetchone()
-    finally:
-        conn.close()
+    # (SQLite stages it in event_log first: `query` projects it, as any deploytrack command would)
+    row = query(db_path, "SELECT product, version, actor FROM events WHERE id = ?", (resp.json()["id"],))[0]
     assert tuple(row) == ("api", "3.1", "ci-bot")
     newest = httpx.get(live_server.url + "/api/v1/events", headers=auth(token)).json()["events"][0]
     assert newest["id"] == resp.json()["id"]
@@ -66,8 +62,7 @@ def test_wal_is_copied_back_while_the_server_runs(live_server, token, db_path):
         time.sleep(0.1)
     assert Path(db_path).stat().st_size >= start + 4_000_000
     assert live_server.proc is not None and live_server.proc.poll() is None
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3000
+    assert query(db_path, "SELECT COUNT(*) FROM events") == [(3000,)]
 
 
 def test_environment_variables_configure_serve(tmp_path):

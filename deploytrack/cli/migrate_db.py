@@ -15,7 +15,8 @@ from typing import Any
 
 from deploytrack.cli.dbfile import password_for, require_existing
 from deploytrack.cli.flags import settings_from
-from deploytrack.storage import deployment_ids, failures, migrations, sqlite
+from deploytrack.storage import database as dbmod
+from deploytrack.storage import deployment_ids, failures, migrations, sqlite, staging
 from deploytrack.storage import postgres as pg
 
 CHUNK = 5000
@@ -65,6 +66,7 @@ def copy(source: str, target: str, password: str | None = None) -> dict[str, int
     src = sqlite.connect(source)
     try:
         migrations.migrate(src)
+        dbmod.project_staged(src)  # what a stopped server left staged; a running one's is projected in the copy
         dst = pg.connect(target, password)
         try:
             migrations.migrate(dst)
@@ -100,15 +102,18 @@ def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:
                 dst.execute(f'DELETE FROM "{table}"')
         for table in tables:
             _copy_table(src, dst, table)
+        got = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        if got != want:
+            wrong = {t: (want[t], got[t]) for t in tables if got[t] != want[t]}
+            raise MigrateError(f"row counts differ after the copy (source, copy): {wrong}; nothing was kept")
+        # Events a running SQLite server had staged are in the copy's event_log: PostgreSQL does not
+        # stage, so they are projected into events and deployments here (storage.staging).
+        staging.recover(dst)
         for table, column in _identity_columns(dst).items():
             if table in tables:
                 dst.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'), "
                             f'COALESCE(MAX("{column}"), 0) + 1, false) FROM "{table}"')
         deployment_ids.sync(dst)  # above the floor of deleted records' ids too
-        got = {t: dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
-        if got != want:
-            wrong = {t: (want[t], got[t]) for t in tables if got[t] != want[t]}
-            raise MigrateError(f"row counts differ after the copy (source, copy): {wrong}; nothing was kept")
         dst.commit()
     except BaseException:
         dst.rollback()

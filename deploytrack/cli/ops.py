@@ -75,6 +75,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     require_existing(settings.db)
     write = write_jsonl if args.format == "jsonl" else write_csv
+    if not dbmod.pg.is_url(settings.db):  # every event acknowledged so far, staged ones too
+        staging = dbmod.connect(settings.db)
+        try:
+            dbmod.project_staged(staging)
+        finally:
+            staging.close()
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
         if args.output is None:

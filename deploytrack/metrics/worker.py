@@ -59,6 +59,7 @@ class Worker:
         """Run `fn(read, write, settings, *args)` in a child, serving its writes; its result."""
         if self._stopping:
             raise WorkerFailed("the server is stopping")
+        await self.db.barrier()  # the child reads the file itself: every event acknowledged so far in its tables
         proc = await asyncio.create_subprocess_exec(*command(), stdin=asyncio.subprocess.PIPE,
                                                     stdout=asyncio.subprocess.PIPE)
         self._proc = proc

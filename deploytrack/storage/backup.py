@@ -13,6 +13,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploytrack.storage import sqlite
+from deploytrack.storage.database import transaction
+
 
 class BackupError(RuntimeError):
     pass
@@ -42,6 +45,13 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
         dst = sqlite3.connect(str(partial), isolation_level=None)
         try:
             src.backup(dst)  # pages=-1: every page in one step, i.e. one read transaction
+        finally:
+            dst.close()
+        dst = sqlite.connect(partial)
+        try:
+            # The events the server had staged are in the copy: projected there, every event is in `events`.
+            with transaction(dst):
+                pass
             # A backup is one self-contained file: no -wal/-shm companions to forget when copying it.
             dst.execute("PRAGMA journal_mode=DELETE")
             check = dst.execute("PRAGMA quick_check").fetchone()[0]

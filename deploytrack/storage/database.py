@@ -6,6 +6,11 @@ its own savepoint, so one task's error does not undo the others), commits once, 
 resolves each task's future. So an awaited `write()` means "on disk", and many concurrent
 requests share one fsync.
 
+On SQLite, ingestion stages its events (storage.staging) and the same thread projects them into the
+indexed tables in transactions of their own: every `db_projection_ms`, at PROJECT_EVENTS staged
+events, before any write task other than ingestion, and when a read asks (`barrier`, which `read` and
+`fetchall` call): every read sees every event acknowledged before it began.
+
 Every read goes through one pool of at most `readers` connections (aiosqlite connections on
 SQLite, an asyncpg pool on PostgreSQL): `fetchall` for one statement, `read(fn, *args)` for a
 function of several statements on one snapshot (its scratch tables vanish with the snapshot).
@@ -24,6 +29,7 @@ import contextlib
 import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,7 +38,7 @@ from typing import Any, TypeVar
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
-from deploytrack.storage import failures, integrity, migrations, sqlite
+from deploytrack.storage import failures, integrity, migrations, sqlite, staging
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.connection import Connection as Connection  # re-exported: callers import it from here
 from deploytrack.timeutil import DAY
@@ -41,7 +47,13 @@ log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
 MAX_GROUP = 512
 DEFAULT_READERS = 4
+# SQLite's projector (storage.staging) runs once this many events are staged, or the oldest has waited
+# this long, or a reader or an exclusive write needs them in the tables.
+PROJECT_EVENTS = 2000
+PROJECT_AFTER = 0.1  # seconds (the server's setting db_projection_ms)
+_PROJECT_RETRY = 1.0  # seconds after a failed projection
 _STOP = object()
+_PROJECT = object()  # a queued ask: project what is staged, then resolve my future
 
 
 def connect(path: str | Path, *, readonly: bool = False, password: str | None = None) -> Connection:
@@ -66,10 +78,27 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
+        project_staged(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def project_staged(conn: Connection) -> None:
+    """Project the events a server left staged (storage.staging; `transaction` does), so that this
+    connection reads every event acknowledged so far. On a file that takes no writes now (read-only,
+    full) they stay on disk, staged, and are projected by the first write once it does."""
+    if conn.backend != "sqlite":
+        return
+    try:
+        with transaction(conn):
+            pass
+    except sqlite3.Error as exc:
+        if failures.kind(exc) is None:
+            raise
+        log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
+                  "database takes writes", exc)
 
 
 def password_for(settings: Settings) -> str | None:
@@ -103,6 +132,8 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     """A write transaction outside the server (CLI, tests): committed at the end, undone on error."""
     conn.begin_write()
     try:
+        if conn.backend == "sqlite":
+            staging.recover(conn)  # a server's staged events first, so this sees and numbers after them
         yield conn
         conn.commit()
     except BaseException:
@@ -113,7 +144,8 @@ def transaction(conn: Connection) -> Iterator[Connection]:
 class Database:
     """Owns every connection to one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, path: str | Path, readers: int = DEFAULT_READERS, password: str | None = None) -> None:
+    def __init__(self, path: str | Path, readers: int = DEFAULT_READERS, password: str | None = None,
+                 project_after: float = PROJECT_AFTER) -> None:
         self.backend = "postgresql" if pg.is_url(path) else "sqlite"
         self.target = str(path)
         self._password = password
@@ -127,6 +159,9 @@ class Database:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
+        self._staging: staging.Staging | None = None  # SQLite: what the writer staged, not yet projected
+        self._project_after = project_after
+        self._retry_projection_at = 0.0  # time.monotonic() before which no projection is tried (one failed)
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
         self.commits = 0
@@ -144,6 +179,8 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(open_migrated, path)
         conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
+        assert isinstance(conn, sqlite.Connection)
+        self._staging = conn.staging = staging.Staging()
         self._checkpointer = sqlite.Checkpointer(path)
         self._start_writer(conn)
         self._sqlite_pool = sqlite.ReadPool(path, self._readers)
@@ -214,14 +251,23 @@ class Database:
         self._queue.put((_Grouped(fn, shared), (item,), future))
         return await future
 
+    async def barrier(self) -> None:
+        """Return once every event acknowledged before the call is in `events` and `deployments` (SQLite's
+        writer stages them first, storage.staging): cheap when nothing is staged."""
+        if self._staging is None or not self._staging.count or self._thread is None or self._loop is None:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((_PROJECT, (), future))
+        await future
+
     def _run_writer(self, conn: Connection) -> None:
         sqlite.name_os_thread("dt-writer")
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            first = self._next_task()
             if first is _STOP:
                 break
-            group = [first]
+            group = [] if first is None else [first]
             while len(group) < MAX_GROUP:
                 try:
                     task = self._queue.get_nowait()
@@ -231,8 +277,80 @@ class Database:
                     stopping = True
                     break
                 group.append(task)
-            self._commit_group(conn, group)
+            asks = [task[2] for task in group if task[0] is _PROJECT]
+            group = [task for task in group if task[0] is not _PROJECT]
+            for part in self._parts(group):
+                if self._staging is not None and self._staging.count and not isinstance(part[0][0], _Grouped):
+                    self._project(conn, [])  # an exclusive write sees every event acknowledged before it
+                self._commit_group(conn, part)
+            if asks or self._projection_due():
+                self._project(conn, asks)
+        self._project(conn, self._asks_left())
         conn.close()
+
+    def _asks_left(self) -> list[asyncio.Future[None]]:
+        """Readers' asks queued behind the stop: answered by the last projection, not left waiting."""
+        asks: list[asyncio.Future[None]] = []
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                return asks
+            if task is not _STOP and task[0] is _PROJECT:
+                asks.append(task[2])
+
+    def _next_task(self) -> Any:
+        """The next queued task; None when staged events are due for projection first."""
+        if self._staging is None or self._staging.since is None:
+            return self._queue.get()
+        wait = max(self._staging.since + self._project_after, self._retry_projection_at) - time.monotonic()
+        try:
+            return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _parts(self, group: list[Any]) -> list[list[Any]]:
+        """On SQLite, the group cut before each exclusive write that follows ingestion (it is written after
+        a projection); one part otherwise."""
+        if self._staging is None:
+            return [group] if group else []
+        parts: list[list[Any]] = []
+        for task in group:
+            if not parts or (not isinstance(task[0], _Grouped) and isinstance(parts[-1][-1][0], _Grouped)):
+                parts.append([])
+            parts[-1].append(task)
+        return parts
+
+    def _projection_due(self) -> bool:
+        return self._staging is not None and self._staging.since is not None and (
+            self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= self._project_after)
+
+    def _project(self, conn: Connection, asks: list[asyncio.Future[None]]) -> None:
+        """Project what is staged in a transaction of its own, then resolve `asks`.
+
+        If it fails (a full disk), the events stay staged and on disk, it is tried again a second later,
+        and the readers waiting go on with the tables as they are: reads keep working on a full disk."""
+        if self._staging is not None and self._staging.count and time.monotonic() >= self._retry_projection_at:
+            began = time.perf_counter()
+            try:
+                conn.begin_write()
+                self._staging.project(conn)
+                conn.commit()
+                self._staging.committed()
+                self.commits += 1
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
+            except Exception as exc:  # noqa: BLE001 - the events stay staged; the next projection retries
+                log.error("projecting %d staged events failed (tried again in %.0f s): %s", self._staging.count,
+                          _PROJECT_RETRY, exc)
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                self._staging.rolled_back()
+                self._retry_projection_at = time.monotonic() + _PROJECT_RETRY
+            self.busy_seconds += time.perf_counter() - began
+        if asks:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_settle_all, [(future, True, None) for future in asks])
 
     def _commit_group(self, conn: Connection, group: list[Any]) -> None:
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
@@ -244,9 +362,12 @@ class Database:
             conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group))
             for run, futures in steps:
                 conn.savepoint()
+                mark = self._staging.mark() if self._staging is not None else 0
                 try:
                     outcomes = run(conn)
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting request(s)
+                    if self._staging is not None:
+                        self._staging.rolled_back(mark)
                     try:
                         conn.rollback_to()
                     except Exception:  # noqa: BLE001
@@ -263,6 +384,8 @@ class Database:
                     results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
             conn.commit()
+            if self._staging is not None:
+                self._staging.committed()
             self.commit_seconds += time.perf_counter() - committing
             self.commits += 1
             if self._checkpointer is not None:
@@ -272,6 +395,8 @@ class Database:
             log.error("write transaction failed, %d requests answered with an error: %s", len(group), exc)
             with contextlib.suppress(Exception):  # a dead link or file has nothing to roll back
                 conn.rollback()
+            if self._staging is not None:
+                self._staging.rolled_back()
             error = failures.as_catalogue_error(exc, "take writes") or exc
             results = [(future, False, error) for _, _, future in group]
         self.busy_seconds += time.perf_counter() - began
@@ -318,6 +443,7 @@ class Database:
     async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """The rows of one statement (`?` placeholders, or `:name` with a mapping), on a pooled read connection."""
         bound = params if isinstance(params, Mapping) else tuple(params)
+        await self.barrier()
         try:
             if self._pg_pool is not None:
                 text, args = pg.bind(sql, bound)
@@ -336,6 +462,7 @@ class Database:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(conn, *args)` on a pooled read connection in a thread, inside one snapshot that is
         rolled back afterwards (so temp tables it makes are gone, and it can never write)."""
+        await self.barrier()
         try:
             if self._pg_pool is not None:
                 assert self._loop is not None

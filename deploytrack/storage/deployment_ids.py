@@ -17,14 +17,14 @@ _HIGHEST = ("SELECT MAX(t) FROM (SELECT MAX(id) AS t FROM deployments UNION ALL 
 _SEQUENCE = "pg_get_serial_sequence('deployments', 'id')"
 
 
-def new(conn: Connection, count: int) -> list[int]:
-    """`count` ids never used, ascending."""
+def new(conn: Connection, count: int, above: int = 0) -> list[int]:
+    """`count` ids never used, ascending (on SQLite above `above` too: ids staged, not yet stored)."""
     if count <= 0:
         return []
     if conn.backend == "postgresql":
         rows = conn.execute(f"SELECT nextval({_SEQUENCE}) FROM generate_series(1, ?)", (count,))
         return sorted(int(r[0]) for r in rows)
-    top = _highest(conn)
+    top = max(_highest(conn), above)
     return list(range(top + 1, top + 1 + count))
 
 

@@ -17,23 +17,20 @@ from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
-from deploytrack.storage import keylocks
+from deploytrack.storage import keylocks, sqlite
 from deploytrack.storage.bulk import Statement, insert_statements, select_statements
 from deploytrack.storage.database import Connection
-from deploytrack.storage.projection import Dep, Key, Projection
+from deploytrack.storage.projection import Dep, Key, Projection, fold_event
+from deploytrack.storage.staging import EVENT_COLUMNS as EVENT_COLUMNS  # re-exported: transfer, bench
+from deploytrack.storage.staging import Staging
 from deploytrack.timeutil import day_start_us
 
-EVENT_COLUMNS = (
-    "seq", "id", "dialect", "token_id", "kind", "product", "version", "environment", "environment_raw",
-    "status", "status_raw", "occurred_at", "received_at", "scm_sha", "scm_branch", "scm_repository",
-    "commit_time", "build_url", "build_number", "build_id", "source_system", "invoke_id", "actor",
-    "summary", "change_id", "links", "metadata", "client_key", "deployment_id",
-)
 _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) - 1))})"
 )
 _EVENT_VALUES = itemgetter(*EVENT_COLUMNS[1:])
+_STAGED_VALUES = itemgetter(*EVENT_COLUMNS)
 T = TypeVar("T")
 
 
@@ -85,6 +82,9 @@ def ingest_group(conn: Connection, batches: list[Ingest]) -> list[IngestResult |
 class _Group:
     """The state of one ingest group: what the database held before it, plus what the group adds.
 
+    On SQLite the group stages its events (storage.staging): its lookups see the staged ones first,
+    and it writes `event_log` instead of `events` and `deployments`.
+
     It first locks what it decides (storage.keylocks: on PostgreSQL another process's group may be
     running beside it), then makes every lookup in one `execute_all` and every write at the end in
     another: on PostgreSQL each is one trip from the writer thread to the event loop, not one per statement.
@@ -92,12 +92,18 @@ class _Group:
 
     def __init__(self, conn: Connection, batches: list[Ingest]) -> None:
         self.conn = conn
+        self.staging: Staging | None = conn.staging if isinstance(conn, sqlite.Connection) else None
+        self.next_seq = self.staging.next_seq(conn) if self.staging is not None else 0
+        if self.staging is not None and self.staging.count and _may_judge(conn, batches):
+            # The rules read open deployments and completions from the tables: they hold everything first.
+            self.staging.project(conn)
         self.projection = Projection()
         self._environments: dict[str, str] = {}  # raw name -> canonical, for this group
         events = [e for b in batches for e in b.events]
         idempotency = {(b.token_id, b.idempotency_key) for b in batches
                        if b.token_id is not None and b.idempotency_key}
         client_keys = list(dict.fromkeys(e.client_key for e in events if e.client_key))
+        staged_keys = self.staging.client_rows(client_keys) if self.staging is not None else {}
         versions = {(e.product, e.version) for e in events if e.version is not None}
         keys = {_deployment_key(e, self._environment(e, b.aliases))
                 for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
@@ -114,7 +120,7 @@ class _Group:
             "keys": select_statements("SELECT token_id, key, event_ids FROM idempotency_keys",
                                       [("token_id = ? AND key = ?", k) for k in idempotency]),
             "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
-                            for chunk in _chunks(client_keys, _KEY_CHUNK)],
+                            for chunk in _chunks([k for k in client_keys if k not in staged_keys], _KEY_CHUNK)],
             # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
             # event wrote its row; reading it back for every later event cost a fetch each).
             "shas": select_statements("SELECT product, version, scm_sha FROM versions",
@@ -130,11 +136,13 @@ class _Group:
         self.idempotency: dict[Any, list[str]] = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
         self.new_keys: list[tuple[int, str, str, int]] = []
         self.by_client_key: dict[str, dict[str, Any]] = {r["client_key"]: dict(r) for r in found["client_keys"]}
+        self.by_client_key.update(staged_keys)
         self.stored_shas: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in found["shas"]}
         self.claimed: dict[tuple[str, str], str] = {}  # SHAs the group's accepted requests gave versions
         self.version_writes: dict[tuple[str, str], list[Any]] = {}  # [sha, created_at] to upsert
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
-        self.deployments = self.projection.records_from(found["deployments"])
+        self.deployments = (self.staging.records_for(keys, found["deployments"]) if self.staging is not None
+                            else self.projection.records_from(found["deployments"]))
         # The records the rules gate sees beside the stored ones: those read, then each one the group makes.
         self.staged: list[Dep] = list(self.deployments.values())
         self.deployment_pairs = {(k[0], k[1] or "") for k in keys}
@@ -277,8 +285,7 @@ class _Group:
         """Fold a deployment event into its deployment record (the rules' fold step, in arrival order;
         the metrics refresh refolds keys whose events arrived out of order)."""
         key = (ev["product"], ev["environment"], ev["version"], ev["invoke_id"] or "")
-        event = rules.FoldEvent(seq=0, occurred_at=ev["occurred_at"], status=ev["status"], invoke_id=key[3],
-                                scm_sha=ev["scm_sha"], actor=ev["actor"], change_id=ev["change_id"], label=label)
+        event = fold_event(ev, label)
         dep = self.deployments.get(key)
         if dep is not None and not key[3] and rules.starts_new_run(dep["record"].status, event.status):
             dep = None
@@ -293,6 +300,8 @@ class _Group:
 
     def _rows_by_id(self, ids: list[str]) -> list[dict[str, Any]]:
         staged = {r["id"]: r for r in self.rows}
+        if self.staging is not None:
+            staged.update((i, self.staging.by_id[i]) for i in ids if i in self.staging.by_id)
         missing = [i for i in ids if i not in staged]
         stored = {r["id"]: r for r in _events_by_id(self.conn, missing)} if missing else {}
         return [staged.get(i) or stored[i] for i in ids if i in staged or i in stored]
@@ -301,7 +310,7 @@ class _Group:
         """Write everything the accepted requests staged: the new records' ids, then one `write_all`.
         Rows another group may also be inserting (a new product's name) go in a sorted order, the same
         in every group, so two groups never wait for each other in a circle."""
-        self.projection.assign_ids(self.conn)
+        self.projection.assign_ids(self.conn, self.staging.top_dep_id if self.staging is not None else 0)
         for row, dep in self.folded:
             row["deployment_id"] = dep["id"]
         writes: list[Statement] = []
@@ -318,13 +327,22 @@ class _Group:
             writes += insert_statements(table, ("name", "created_at"),
                                         sorted(n for n in names.items() if (table, n[0]) not in self.known_names),
                                         " ON CONFLICT DO NOTHING")
-        writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
+        if self.staging is not None:
+            for seq, row in enumerate(self.rows, start=self.next_seq):
+                row["seq"] = seq
+            writes += insert_statements("event_log", EVENT_COLUMNS, [_STAGED_VALUES(r) for r in self.rows])
+        else:
+            writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
         writes += insert_statements("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
                                     " ON CONFLICT DO NOTHING")
         writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"),
                                     self.new_keys)
-        writes += self.projection.statements()
+        if self.staging is None:
+            writes += self.projection.statements()  # PostgreSQL, or a connection of a command: now
         self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT
+        if self.staging is not None:  # the projector writes them (storage.staging)
+            self.staging.stage(self.rows, self.projection.touched.values())
+            self.projection.touched.clear()
 
 
 # last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
@@ -356,6 +374,12 @@ def _known_sql(token_ids: set[int], products: set[str], environments: set[str], 
         else:
             statements.append((sql, list(params)))
     return statements
+
+
+def _may_judge(conn: Connection, batches: list[Ingest]) -> bool:
+    """Whether the rules may judge a deployment of this group (some are active)."""
+    return (any(b.rules and e.kind == "deployment" and e.environment_raw for b in batches for e in b.events)
+            and conn.execute("SELECT 1 FROM rules WHERE mode <> 'disabled' LIMIT 1").fetchone() is not None)
 
 
 def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[str, list[Any]]:

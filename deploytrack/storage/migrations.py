@@ -1074,6 +1074,32 @@ def _m024_metric_days_postgres(conn: Any) -> None:
     conn.execute(_M024_INDEXES)
 
 
+_M025_COLUMNS = """
+        id TEXT NOT NULL, dialect TEXT NOT NULL, token_id BIGINT, kind TEXT NOT NULL, product TEXT NOT NULL,
+        version TEXT, environment TEXT, environment_raw TEXT, status TEXT NOT NULL, status_raw TEXT,
+        occurred_at BIGINT NOT NULL, received_at BIGINT NOT NULL, scm_sha TEXT, scm_branch TEXT, scm_repository TEXT,
+        commit_time BIGINT, build_url TEXT, build_number TEXT, build_id TEXT, source_system TEXT, invoke_id TEXT,
+        actor TEXT, summary TEXT, change_id TEXT, links TEXT, metadata TEXT, client_key TEXT, deployment_id BIGINT
+"""
+
+
+@migration
+def m025_event_log(conn: Any) -> None:
+    # SQLite's ingestion stores accepted events here, with the seq each will have in `events` and no
+    # secondary index (one page per many events), and a projector in the writer moves them into
+    # `events` and folds their deployment records in batches (storage/staging.py, issue 20). Staged rows
+    # are projected only after migrating (storage.database.open_migrated): a later migration that changes
+    # the columns of `events` changes those of `event_log` the same way.
+    conn.execute(f"CREATE TABLE event_log (seq INTEGER PRIMARY KEY, {_M025_COLUMNS})")
+
+
+@m025_event_log.postgres
+def _m025_event_log_postgres(conn: Any) -> None:
+    # Empty on PostgreSQL, whose ingestion writes `events` directly (two processes share the database):
+    # the same tables on both, for `migrate-db` and the integrity check.
+    conn.execute(f"CREATE TABLE event_log (seq BIGINT PRIMARY KEY, {_M025_COLUMNS})")
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))

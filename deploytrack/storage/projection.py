@@ -19,7 +19,7 @@ from typing import Any
 from deploytrack.metrics import rules
 from deploytrack.storage import deployment_ids
 from deploytrack.storage.bulk import ROWS_CHUNK, Statement, insert_statements, select_statements
-from deploytrack.storage.database import Connection
+from deploytrack.storage.connection import Connection
 
 Key = tuple[str, str | None, str | None, str]  # product, environment, version, invoke id ('' when none)
 # id (None until `assign_ids`), product, environment, version, invoke_id, record (rules.Folded), stored (fields or None)
@@ -30,6 +30,7 @@ FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha
 _INTEGER_FIELDS = frozenset({"first_at", "last_at", "started_at", "finished_at", "event_count"})
 _KEY_COLUMNS = ("id", "product", "environment", "version", "invoke_id")
 _RECORD_COLUMNS = ", ".join((*_KEY_COLUMNS, *FIELDS))
+OPEN_STATUSES = ("pending", "started")  # a record without invoke id that an event may still fold into
 
 
 class Projection:
@@ -43,7 +44,7 @@ class Projection:
         """The reads of the stored records events of these keys may fold into (for `records_from`):
         with its invoke id, or without one still open."""
         terms = [("product = ? AND environment = ? AND version IS NOT DISTINCT FROM ? AND invoke_id = ?"
-                  + ("" if key[3] else " AND status IN ('pending', 'started')"), key) for key in keys]
+                  + ("" if key[3] else f" AND status IN {OPEN_STATUSES}"), key) for key in keys]
         return select_statements(f"SELECT {_RECORD_COLUMNS} FROM deployments", terms)
 
     @staticmethod
@@ -51,14 +52,31 @@ class Projection:
         """Per deployment key, the stored record an event of that key folds into (rows of `lookups`):
         the latest with that invoke id, or without one the latest still open."""
         found: dict[Key, Dep] = {}
-        for row in rows:
-            key = (row["product"], row["environment"], row["version"], row["invoke_id"])
-            if key not in found or row["id"] > found[key]["id"]:
-                stored = {c: row[c] for c in FIELDS}
-                found[key] = {"id": row["id"], "product": key[0], "environment": key[1], "version": key[2],
-                              "invoke_id": key[3], "record": rules.Folded(invoke_id=key[3], **stored),
-                              "stored": stored}
+        for dep in Projection.candidates(rows):
+            key = Projection.key(dep)
+            if key not in found or dep["id"] > found[key]["id"]:
+                found[key] = dep
         return found
+
+    @staticmethod
+    def candidates(rows: Iterable[Any]) -> list[Dep]:
+        """Stored records (rows of `lookups` or `by_ids_sql`) as records to fold into."""
+        deps: list[Dep] = []
+        for row in rows:
+            stored = {c: row[c] for c in FIELDS}
+            deps.append({"id": row["id"], "product": row["product"], "environment": row["environment"],
+                         "version": row["version"], "invoke_id": row["invoke_id"],
+                         "record": rules.Folded(invoke_id=row["invoke_id"], **stored), "stored": stored})
+        return deps
+
+    @staticmethod
+    def by_ids_sql(count: int) -> str:
+        """The read of `count` stored records by id (for `candidates`)."""
+        return f"SELECT {_RECORD_COLUMNS} FROM deployments WHERE id IN ({', '.join('?' * count)})"
+
+    @staticmethod
+    def key(dep: Dep) -> Key:
+        return (dep["product"], dep["environment"], dep["version"], dep["invoke_id"])
 
     @staticmethod
     def create(key: Key, event: rules.FoldEvent) -> Dep:
@@ -70,10 +88,11 @@ class Projection:
         """`dep` took an event: it is written by `statements`."""
         self.touched.setdefault(id(dep), dep)
 
-    def assign_ids(self, conn: Connection) -> None:
-        """Give the new records their ids, in the order they were made (before their events are written)."""
+    def assign_ids(self, conn: Connection, above: int = 0) -> None:
+        """Give the new records their ids, in the order they were made (before their events are written),
+        above `above` too (the ids of records staged and not yet written, storage.staging)."""
         new = [dep for dep in self.touched.values() if dep["id"] is None]
-        for dep, dep_id in zip(new, deployment_ids.new(conn, len(new)), strict=True):
+        for dep, dep_id in zip(new, deployment_ids.new(conn, len(new), above), strict=True):
             dep["id"] = dep_id
 
     def statements(self) -> list[Statement]:
@@ -81,6 +100,13 @@ class Projection:
         writes = record_statements(list(self.touched.values()))
         self.touched.clear()
         return writes
+
+
+def fold_event(row: Any, label: str | None) -> rules.FoldEvent:
+    """What the fold reads of a deployment event row (ingestion's; `label` from its metadata and summary)."""
+    return rules.FoldEvent(seq=0, occurred_at=row["occurred_at"], status=row["status"],
+                           invoke_id=row["invoke_id"] or "", scm_sha=row["scm_sha"], actor=row["actor"],
+                           change_id=row["change_id"], label=label)
 
 
 def record_statements(deps: list[Dep]) -> list[Statement]:

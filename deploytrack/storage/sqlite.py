@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
+
+if TYPE_CHECKING:  # storage.staging reads through this module's Connection
+    from deploytrack.storage.staging import Staging
 
 log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
@@ -31,6 +34,7 @@ class Connection(sqlite3.Connection):
     backend = "sqlite"
 
     busy_ms = 5000  # how long to wait for a lock (`connect` sets it)
+    staging: Staging | None = None  # the server's writer connection only (storage.staging)
 
     def begin_write(self, shared: bool = False) -> None:
         """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at

