@@ -178,17 +178,22 @@ def _late_keys(conn: Connection, snapshot_top: int) -> set[Key]:
     return {(r[1], r[2], r[3]) for r in rows if r[0] == "deployment"}
 
 
-def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
+Moves = list[tuple[int, int, int | None]]  # (event seq, its new record id, the id it had when read)
+
+
+def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_moves: bool = False
+          ) -> tuple[list[tuple[Key, int]], Moves]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
     records changed since (another refresh), is left for the next round. Returns the keys written, each
-    with the earliest time it touched. A few statements for the whole chunk, not per key."""
+    with the earliest time it touched, and (`defer_moves`) the events' new record ids, for `move_events`
+    to write later (else they are written here). A few statements for the whole chunk, not per key."""
     plans = list(plans)
     late = _late_keys(conn, snapshot_top)
     stored = _stored(conn, [i for p in plans for i in p.replaced])
     # new events, or another refresh got here first: the next round sees it
     fresh = [p for p in plans if p.key not in late and all(stored.get(i) == r for i, r in p.replaced.items())]
     if not fresh:
-        return []
+        return [], []
     deployment_ids.remember(conn)
     fresh_ids = iter(deployment_ids.new(conn, sum(kept is None for p in fresh for kept in p.ids)))
     replaced = [i for p in fresh for i in p.replaced]
@@ -196,14 +201,26 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list
         chunk = replaced[start:start + 400]
         conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
     rows: list[tuple[Any, ...]] = []
-    moves: list[tuple[int, int]] = []
+    moves: Moves = []
     for p in fresh:
         for record, kept in zip(p.records, p.ids, strict=True):
             if kept is None:
                 kept = next(fresh_ids)
             rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
-            moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids, strict=True) if old != kept)
+            moves.extend((seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
+                         if old != kept)
     conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
                      f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
-    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
-    return [(p.key, p.earliest()) for p in fresh]
+    written = [(p.key, p.earliest()) for p in fresh]
+    if defer_moves:
+        return written, moves
+    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", [(kept, seq) for seq, kept, _ in moves])
+    return written, []
+
+
+def move_events(conn: Connection, moves: Moves) -> None:
+    """Point events at their new records (inside the writer's transaction), unless something else has
+    moved an event since it was read. Given in seq order, a first build's millions of moves rewrite each
+    page of the events table once, where key by key they would rewrite it once per product."""
+    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ? AND deployment_id IS NOT DISTINCT FROM ?",
+                     [(kept, seq, old) for seq, kept, old in moves])
