@@ -23,6 +23,7 @@ from typing import Any
 
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import gcpause, rules
+from deploytrack.storage import bulk
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import parse_timestamp
 
@@ -280,8 +281,8 @@ def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
             at = [columns.index(c) for c in key]
             conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
                              [tuple(r[i] for i in at) for r in stored - set(rows)])
-            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                             [r for r in rows if r not in stored])
+            for sql, params in bulk.insert_statements(table, columns, [r for r in rows if r not in stored]):
+                conn.execute(sql, params)
         count += 1
     return count
 

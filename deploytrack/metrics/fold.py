@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.metrics import gcpause, rules
-from deploytrack.storage import deployment_ids
+from deploytrack.storage import bulk, deployment_ids
 from deploytrack.storage.database import Connection
 
 Key = tuple[str, str, str | None]  # product, environment, version
@@ -29,6 +29,7 @@ _KEY = "product = ? AND environment = ? AND version IS NOT DISTINCT FROM ?"
 _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id, metadata, summary, deployment_id"
 _RECORD_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                   "label", "event_count")
+_RECORD_COLUMNS = ("id", "product", "environment", "version", "invoke_id", *_RECORD_FIELDS)
 
 
 @dataclass
@@ -209,18 +210,23 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
             rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
             moves.extend((seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
                          if old != kept)
-    conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
-                     f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
+    for sql, params in bulk.insert_statements("deployments", _RECORD_COLUMNS, rows):
+        conn.execute(sql, params)
     written = [(p.key, p.earliest()) for p in fresh]
     if defer_moves:
         return written, moves
-    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", [(kept, seq) for seq, kept, _ in moves])
+    move_events(conn, moves)
     return written, []
 
 
 def move_events(conn: Connection, moves: Moves) -> None:
     """Point events at their new records (inside the writer's transaction), unless something else has
     moved an event since it was read. Given in seq order, a first build's millions of moves rewrite each
-    page of the events table once, where key by key they would rewrite it once per product."""
-    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ? AND deployment_id IS NOT DISTINCT FROM ?",
-                     [(kept, seq, old) for seq, kept, old in moves])
+    page of the events table once, where key by key they would rewrite it once per product. A few
+    hundred rows a statement: one call into the database, not one per row."""
+    for start in range(0, len(moves), bulk.ROWS_CHUNK):
+        chunk = moves[start:start + bulk.ROWS_CHUNK]
+        conn.execute("UPDATE events SET deployment_id = v.column2 FROM (VALUES "
+                     + ", ".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(chunk))
+                     + ") AS v WHERE events.seq = v.column1 AND events.deployment_id IS NOT DISTINCT FROM v.column3",
+                     [value for move in chunk for value in move])
