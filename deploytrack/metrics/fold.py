@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from deploytrack.metrics import gcpause, rules
@@ -30,6 +31,8 @@ _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id
 _RECORD_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                   "label", "event_count")
 _RECORD_COLUMNS = ("id", "product", "environment", "version", "invoke_id", *_RECORD_FIELDS)
+_RECORD_VALUES = attrgetter("invoke_id", *_RECORD_FIELDS)
+_FIRST_AT = attrgetter("first_at")
 
 
 @dataclass
@@ -44,7 +47,9 @@ class KeyPlan:
 
     def earliest(self) -> int:
         """The earliest time this refold touches (first events of the records replaced and made)."""
-        return min([int(r["first_at"]) for r in self.replaced.values()] + [r.first_at for r in self.records])
+        made = min(map(_FIRST_AT, self.records), default=None)
+        replaced = min((int(r["first_at"]) for r in self.replaced.values()), default=None)
+        return min(t for t in (made, replaced) if t is not None)
 
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
@@ -207,9 +212,9 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
         for record, kept in zip(p.records, p.ids, strict=True):
             if kept is None:
                 kept = next(fresh_ids)
-            rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
-            moves.extend((seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
-                         if old != kept)
+            rows.append((kept, *p.key, *_RECORD_VALUES(record)))
+            moves += [(seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
+                      if old != kept]
     for sql, params in bulk.insert_statements("deployments", _RECORD_COLUMNS, rows):
         conn.execute(sql, params)
     written = [(p.key, p.earliest()) for p in fresh]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -89,7 +90,7 @@ def duration_us(first_at: int, started_at: int | None, finished_at: int | None) 
 # -- folding events into deployments ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class FoldEvent:
     """What the fold reads of one deployment event."""
 
@@ -104,7 +105,7 @@ class FoldEvent:
     deployment_id: int | None = None  # the record it belonged to before this fold
 
 
-@dataclass
+@dataclass(slots=True)
 class Folded:
     """One deployment record as the events make it."""
 
@@ -149,6 +150,9 @@ def fold_into(record: Folded, event: FoldEvent) -> None:
     record.previous_ids.append(event.deployment_id)
 
 
+_TIME_ORDER = attrgetter("occurred_at", "seq")  # ties by arrival
+
+
 def fold(events: Iterable[FoldEvent]) -> list[Folded]:
     """The deployment records of one product/environment/version, from its events in any order.
 
@@ -158,7 +162,7 @@ def fold(events: Iterable[FoldEvent]) -> list[Folded]:
     records: list[Folded] = []
     by_invoke: dict[str, Folded] = {}
     run: Folded | None = None
-    for event in sorted(events, key=lambda e: (e.occurred_at, e.seq)):
+    for event in sorted(events, key=_TIME_ORDER):
         if event.invoke_id:
             record = by_invoke.get(event.invoke_id)
             if record is None:
