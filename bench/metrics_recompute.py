@@ -154,7 +154,8 @@ def stages() -> Stages:
                "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
                "day totals write": (days, "apply"), "links": (incidents, "plan_links"),
                "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")}
-    return Stages({name: target for name, target in targets.items() if target[0] is not None})
+    return Stages({name: target for name, target in targets.items()  # (older exports lack some: --source)
+                   if target[0] is not None and hasattr(*target)})
 
 
 def add_day(conn, prefix: str, offset: int) -> None:
