@@ -64,9 +64,9 @@ def _fields(record: rules.Folded) -> dict[str, Any]:
 
 def event_of(row: Sequence[Any]) -> rules.FoldEvent:
     seq, at, status, invoke_id, sha, actor, change_id, metadata, summary, dep = row
-    return rules.FoldEvent(seq=seq, occurred_at=at, status=status, invoke_id=invoke_id or "", scm_sha=sha,
-                           actor=actor, change_id=change_id, label=rules.event_label(metadata, summary),
-                           deployment_id=dep)
+    # (positional: a million of these in a first build)
+    return rules.FoldEvent(seq, at, status, invoke_id or "", sha, actor, change_id,
+                           rules.event_label(metadata, summary) if metadata or summary else None, dep)
 
 
 # -- reading --------------------------------------------------------------------------------------

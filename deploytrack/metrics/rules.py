@@ -195,7 +195,7 @@ def keep_ids(records: Sequence[Folded], taken: set[int]) -> list[int | None]:
 # -- per product/environment: rollbacks and recovery -------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """A finished deployment of one product/environment, as the facts need it."""
 
@@ -206,7 +206,7 @@ class Outcome:
     label: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class OutcomeFacts:
     """What the history of its product/environment says about one finished deployment."""
 
@@ -274,7 +274,7 @@ def failure_known_at(rolled_back_at: int | None, incident_opened: Iterable[int])
 SOURCES = ("commit", "event", "build")  # what a lead time is measured from, in order of preference
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChangeRef:
     """One change a deployment shipped: a commit SHA (with its repository when known), or the version
     itself when no SHA is known; `commit_time` is a time sent with the deployment."""
