@@ -150,10 +150,12 @@ class Stages:
 
 def stages() -> Stages:
     targets = {"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
-               "fold write": (fold, "apply"), "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
+               "fold write": (fold, "apply"), "event moves": (fold, "move_events"),
+               "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
                "day totals write": (days, "apply"), "links": (incidents, "plan_links"),
                "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")}
-    return Stages({name: target for name, target in targets.items() if target[0] is not None})
+    return Stages({name: target for name, target in targets.items()  # (older exports lack some: --source)
+                   if target[0] is not None and hasattr(*target)})
 
 
 def add_day(conn, prefix: str, offset: int) -> None:

@@ -23,12 +23,14 @@ from typing import Any
 
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import gcpause, rules
+from deploytrack.storage import bulk
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import parse_timestamp
 
 Partition = tuple[str, str]  # product, environment
 EVER = rules.EVER
 _CHUNK = 400
+_SCAN_ABOVE = 20_000  # deployments whose sent commit times are read in one pass over the events instead
 _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
 
@@ -164,6 +166,22 @@ def _seen_before(conn: Connection, partition: Partition, start: int, versions: I
                               sorted(set(versions)), *partition, start)}
 
 
+def _sent_commits(conn: Connection, deployment_ids: list[int]) -> Iterator[Sequence[Any]]:
+    """(deployment id, commit time, metadata) of the events of these deployments that sent a commit time or
+    a `commits` list, in seq order for each deployment."""
+    sent = "(commit_time IS NOT NULL OR metadata LIKE '%\"commits\"%')"
+    if len(deployment_ids) > _SCAN_ABOVE:  # most of the history: one pass over the events, not a lookup each
+        wanted = set(deployment_ids)
+        yield from (r for r in conn.execute(f"SELECT deployment_id, commit_time, metadata FROM events "
+                                            f"WHERE deployment_id IS NOT NULL AND {sent} ORDER BY seq")
+                    if r[0] in wanted)
+        return
+    # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
+    # walking every deployment event instead of looking these ids up)
+    yield from _in(conn, f"SELECT deployment_id, commit_time, metadata FROM events WHERE deployment_id IN ({{marks}}) "
+                   f"AND {sent} ORDER BY deployment_id, seq", deployment_ids)
+
+
 def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
     with gcpause.paused():
@@ -189,15 +207,13 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
         version_sha.update(((product, r[0]), r[1]) for r in _in(
             conn, "SELECT version, scm_sha FROM versions WHERE product = ? AND scm_sha IS NOT NULL "
             "AND version IN ({marks})", sorted(names), product))
-    # (only deployment events have a deployment_id: no `kind` term, which would tempt the planner into
-    # walking every deployment event instead of looking these ids up)
-    event_ct = {r[0]: r[1] for r in _in(conn, "SELECT deployment_id, MIN(commit_time) FROM events "
-                                        "WHERE deployment_id IN ({marks}) AND commit_time IS NOT NULL "
-                                        "GROUP BY deployment_id", completed)}
+    event_ct: dict[int, int] = {}
     listed: dict[int, list[tuple[str, str, int | None]]] = defaultdict(list)
-    for dep_id, metadata in _in(conn, "SELECT deployment_id, metadata FROM events WHERE deployment_id IN ({marks}) "
-                                "AND metadata LIKE '%\"commits\"%'", completed):
-        listed[dep_id].extend(rules.listed_commits(metadata, _commit_time))
+    for dep_id, commit_time, metadata in _sent_commits(conn, completed):
+        if commit_time is not None:
+            event_ct[dep_id] = min(commit_time, event_ct.get(dep_id, commit_time))
+        if metadata is not None and (not isinstance(metadata, str) or '"commits"' in metadata):
+            listed[dep_id].extend(rules.listed_commits(metadata, _commit_time))
 
     refs: dict[int, list[rules.ChangeRef]] = {}
     for (product, _), rows in deps.items():
@@ -280,8 +296,8 @@ def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
             at = [columns.index(c) for c in key]
             conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
                              [tuple(r[i] for i in at) for r in stored - set(rows)])
-            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                             [r for r in rows if r not in stored])
+            for sql, params in bulk.insert_statements(table, columns, [r for r in rows if r not in stored]):
+                conn.execute(sql, params)
         count += 1
     return count
 

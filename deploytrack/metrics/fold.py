@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from deploytrack.metrics import gcpause, rules
-from deploytrack.storage import deployment_ids
+from deploytrack.storage import bulk, deployment_ids
 from deploytrack.storage.database import Connection
 
 Key = tuple[str, str, str | None]  # product, environment, version
@@ -29,6 +30,9 @@ _KEY = "product = ? AND environment = ? AND version IS NOT DISTINCT FROM ?"
 _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id, metadata, summary, deployment_id"
 _RECORD_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                   "label", "event_count")
+_RECORD_COLUMNS = ("id", "product", "environment", "version", "invoke_id", *_RECORD_FIELDS)
+_RECORD_VALUES = attrgetter("invoke_id", *_RECORD_FIELDS)
+_FIRST_AT = attrgetter("first_at")
 
 
 @dataclass
@@ -43,7 +47,9 @@ class KeyPlan:
 
     def earliest(self) -> int:
         """The earliest time this refold touches (first events of the records replaced and made)."""
-        return min([int(r["first_at"]) for r in self.replaced.values()] + [r.first_at for r in self.records])
+        made = min(map(_FIRST_AT, self.records), default=None)
+        replaced = min((int(r["first_at"]) for r in self.replaced.values()), default=None)
+        return min(t for t in (made, replaced) if t is not None)
 
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
@@ -58,9 +64,9 @@ def _fields(record: rules.Folded) -> dict[str, Any]:
 
 def event_of(row: Sequence[Any]) -> rules.FoldEvent:
     seq, at, status, invoke_id, sha, actor, change_id, metadata, summary, dep = row
-    return rules.FoldEvent(seq=seq, occurred_at=at, status=status, invoke_id=invoke_id or "", scm_sha=sha,
-                           actor=actor, change_id=change_id, label=rules.event_label(metadata, summary),
-                           deployment_id=dep)
+    # (positional: a million of these in a first build)
+    return rules.FoldEvent(seq, at, status, invoke_id or "", sha, actor, change_id,
+                           rules.event_label(metadata, summary) if metadata or summary else None, dep)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -178,17 +184,22 @@ def _late_keys(conn: Connection, snapshot_top: int) -> set[Key]:
     return {(r[1], r[2], r[3]) for r in rows if r[0] == "deployment"}
 
 
-def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list[tuple[Key, int]]:
+Moves = list[tuple[int, int, int | None]]  # (event seq, its new record id, the id it had when read)
+
+
+def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_moves: bool = False
+          ) -> tuple[list[tuple[Key, int]], Moves]:
     """Write refolds (inside the writer's transaction); a key that got events after the snapshot, or whose
     records changed since (another refresh), is left for the next round. Returns the keys written, each
-    with the earliest time it touched. A few statements for the whole chunk, not per key."""
+    with the earliest time it touched, and (`defer_moves`) the events' new record ids, for `move_events`
+    to write later (else they are written here). A few statements for the whole chunk, not per key."""
     plans = list(plans)
     late = _late_keys(conn, snapshot_top)
     stored = _stored(conn, [i for p in plans for i in p.replaced])
     # new events, or another refresh got here first: the next round sees it
     fresh = [p for p in plans if p.key not in late and all(stored.get(i) == r for i, r in p.replaced.items())]
     if not fresh:
-        return []
+        return [], []
     deployment_ids.remember(conn)
     fresh_ids = iter(deployment_ids.new(conn, sum(kept is None for p in fresh for kept in p.ids)))
     replaced = [i for p in fresh for i in p.replaced]
@@ -196,14 +207,31 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int) -> list
         chunk = replaced[start:start + 400]
         conn.execute(f"DELETE FROM deployments WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
     rows: list[tuple[Any, ...]] = []
-    moves: list[tuple[int, int]] = []
+    moves: Moves = []
     for p in fresh:
         for record, kept in zip(p.records, p.ids, strict=True):
             if kept is None:
                 kept = next(fresh_ids)
-            rows.append((kept, *p.key, record.invoke_id, *(getattr(record, c) for c in _RECORD_FIELDS)))
-            moves.extend((kept, seq) for seq, old in zip(record.seqs, record.previous_ids, strict=True) if old != kept)
-    conn.executemany(f"INSERT INTO deployments (id, product, environment, version, invoke_id, "
-                     f"{', '.join(_RECORD_FIELDS)}) VALUES ({', '.join('?' * (5 + len(_RECORD_FIELDS)))})", rows)
-    conn.executemany("UPDATE events SET deployment_id = ? WHERE seq = ?", moves)
-    return [(p.key, p.earliest()) for p in fresh]
+            rows.append((kept, *p.key, *_RECORD_VALUES(record)))
+            moves += [(seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
+                      if old != kept]
+    for sql, params in bulk.insert_statements("deployments", _RECORD_COLUMNS, rows):
+        conn.execute(sql, params)
+    written = [(p.key, p.earliest()) for p in fresh]
+    if defer_moves:
+        return written, moves
+    move_events(conn, moves)
+    return written, []
+
+
+def move_events(conn: Connection, moves: Moves) -> None:
+    """Point events at their new records (inside the writer's transaction), unless something else has
+    moved an event since it was read. Given in seq order, a first build's millions of moves rewrite each
+    page of the events table once, where key by key they would rewrite it once per product. A few
+    hundred rows a statement: one call into the database, not one per row."""
+    for start in range(0, len(moves), bulk.ROWS_CHUNK):
+        chunk = moves[start:start + bulk.ROWS_CHUNK]
+        conn.execute("UPDATE events SET deployment_id = v.column2 FROM (VALUES "
+                     + ", ".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(chunk))
+                     + ") AS v WHERE events.seq = v.column1 AND events.deployment_id IS NOT DISTINCT FROM v.column3",
+                     [value for move in chunk for value in move])

@@ -41,6 +41,7 @@ class Changes:
     top_seq: int
     stale_id: int
     full: bool
+    first: bool  # no watermark yet: nothing derived has been completed (a first build)
     keys: dict[fold.Key, int] = field(default_factory=dict)
     partitions: dict[facts.Partition, int] = field(default_factory=dict)  # redo from this time on
 
@@ -78,7 +79,7 @@ def what_changed(conn: Connection, full: bool, top: int) -> Changes:
     """The keys to refold, and the product/environments to redo with the time to redo each from, from
     the watermark up to `top` (`settled_seq`, read before this snapshot began) (read-only)."""
     _, mark, stale_id = state(conn)
-    changes = Changes(top, stale_id, full or mark is None)
+    changes = Changes(top, stale_id, full or mark is None, mark is None)
     if changes.full:  # every key is refolded product by product (refresh)
         changes.partitions = dict.fromkeys(facts.all_partitions(conn), fold.EVER)
         return changes
@@ -202,12 +203,21 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
         (_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
         reads = [(fold.plan_product, product) for product in read(fold.all_products)]
+    moves: fold.Moves = []
     for fn, arg in reads:
-        for group in _by_rows(read(fn, arg), lambda p: 1 + len(p.records) + len(p.replaced)):
-            written = write(fold.apply, group, changes.top_seq)
+        # in time order: the records' time-ordered indexes then grow at their ends, a few pages a write
+        plans = sorted(read(fn, arg), key=fold.KeyPlan.earliest)
+        for group in _by_rows(plans, lambda p: 1 + len(p.records) + len(p.replaced)):
+            written, deferred = write(fold.apply, group, changes.top_seq, changes.first)
+            moves.extend(deferred)
             summary.keys_refolded += len(written)
             for (product, environment, _), since in written:
                 changes.touch((product, environment), fold.EVER if changes.full else since)
+    # A first build points events at their records afterwards, in seq order: were a round to stop between,
+    # the watermark would still be missing and the next round would refold everything again.
+    moves.sort()
+    for chunk in _chunks(moves, _ROWS_PER_WRITE):
+        write(fold.move_events, chunk)
     for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
         planned = read(facts.differing, [piece for p in read(facts.plan, dict(part))
                                          for piece in p.pieces(_ROWS_PER_WRITE)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -89,7 +90,7 @@ def duration_us(first_at: int, started_at: int | None, finished_at: int | None) 
 # -- folding events into deployments ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class FoldEvent:
     """What the fold reads of one deployment event."""
 
@@ -104,7 +105,7 @@ class FoldEvent:
     deployment_id: int | None = None  # the record it belonged to before this fold
 
 
-@dataclass
+@dataclass(slots=True)
 class Folded:
     """One deployment record as the events make it."""
 
@@ -149,6 +150,9 @@ def fold_into(record: Folded, event: FoldEvent) -> None:
     record.previous_ids.append(event.deployment_id)
 
 
+_TIME_ORDER = attrgetter("occurred_at", "seq")  # ties by arrival
+
+
 def fold(events: Iterable[FoldEvent]) -> list[Folded]:
     """The deployment records of one product/environment/version, from its events in any order.
 
@@ -158,7 +162,7 @@ def fold(events: Iterable[FoldEvent]) -> list[Folded]:
     records: list[Folded] = []
     by_invoke: dict[str, Folded] = {}
     run: Folded | None = None
-    for event in sorted(events, key=lambda e: (e.occurred_at, e.seq)):
+    for event in sorted(events, key=_TIME_ORDER):
         if event.invoke_id:
             record = by_invoke.get(event.invoke_id)
             if record is None:
@@ -191,7 +195,7 @@ def keep_ids(records: Sequence[Folded], taken: set[int]) -> list[int | None]:
 # -- per product/environment: rollbacks and recovery -------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """A finished deployment of one product/environment, as the facts need it."""
 
@@ -202,7 +206,7 @@ class Outcome:
     label: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class OutcomeFacts:
     """What the history of its product/environment says about one finished deployment."""
 
@@ -270,7 +274,7 @@ def failure_known_at(rolled_back_at: int | None, incident_opened: Iterable[int])
 SOURCES = ("commit", "event", "build")  # what a lead time is measured from, in order of preference
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChangeRef:
     """One change a deployment shipped: a commit SHA (with its repository when known), or the version
     itself when no SHA is known; `commit_time` is a time sent with the deployment."""

@@ -1,0 +1,99 @@
+"""The first build of derived data on a database whose events were written straight into the file.
+
+A first build (no watermark yet) points events at their deployment records after it has folded
+every product, in seq order; these tests check that it gives what the key-by-key refold gives,
+and that one stopped before the events were pointed at their records is redone whole.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.gen_events import generate
+from deploytrack.metrics import fold, refresh
+from deploytrack.settings import Settings
+from deploytrack.storage import database as dbmod
+from tests.conftest import query, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+class Stopped(Exception):
+    """The round stopped here (the process was killed, say)."""
+
+
+def _nothing_derived(tmp_path: Path, name: str) -> Path:
+    db = tmp_path / name
+    generate(db, 6_000, 60, 4, seed=11)
+    conn = dbmod.connect(db)
+    with dbmod.transaction(conn):  # as an import of bare events leaves it
+        conn.execute("DELETE FROM deployments")
+        conn.execute("UPDATE events SET deployment_id = NULL")
+    conn.close()
+    return db
+
+
+def _records(db: Path) -> list[tuple[object, ...]]:
+    """Each deployment event with the record it belongs to, by content (ids depend on the order of writes)."""
+    return query(db, "SELECT e.seq, d.product, d.environment, d.version, d.invoke_id, d.status, d.first_at, "
+                     "d.last_at, d.started_at, d.finished_at, d.scm_sha, d.label, d.event_count FROM events e "
+                     "LEFT JOIN deployments d ON d.id = e.deployment_id WHERE e.kind = 'deployment' "
+                     "AND e.environment IS NOT NULL ORDER BY e.seq")
+
+
+def _consistent(db: Path) -> None:
+    assert all(row[1] is not None for row in _records(db))  # every event points at a record
+    assert query(db, "SELECT COUNT(*) FROM deployments d WHERE d.event_count <> "
+                     "(SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)") == [(0,)]
+
+
+def _derived(db: Path) -> tuple[object, ...]:
+    return (_records(db),
+            query(db, "SELECT product, environment, status, finished_at, is_rollback, label, rolled_back_at, "
+                      "recovered_at FROM deployment_facts ORDER BY product, environment, finished_at, status"),
+            query(db, "SELECT product, environment, change, finished_at, lead_us, source FROM metric_lead_facts "
+                      "ORDER BY product, environment, change"),
+            query(db, "SELECT * FROM metric_days ORDER BY product, environment, day"))
+
+
+def test_a_first_build_gives_what_the_key_by_key_refold_gives(tmp_path: Path) -> None:
+    db = _nothing_derived(tmp_path, "first.db")
+    keyed = tmp_path / "keyed.db"
+    shutil.copy(db, keyed)
+    conn = dbmod.connect(keyed)  # a watermark at 0: every key is refolded key by key, its events moved with it
+    with dbmod.transaction(conn):
+        conn.execute("INSERT INTO kv (key, value) VALUES (?, '0')", (refresh.WATERMARK,))
+    conn.close()
+    for path in (db, keyed):
+        assert run_cli("metrics", "recompute", "--db", str(path))[0] == 0
+        _consistent(path)
+    assert _derived(db) == _derived(keyed)
+    assert len(_records(db)) > 3_000
+
+
+def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole(tmp_path: Path) -> None:
+    db = _nothing_derived(tmp_path, "stopped.db")
+    clean = tmp_path / "clean.db"
+    shutil.copy(db, clean)
+    conn = dbmod.open_migrated(db)
+    read, write = dbmod.on_connection(conn)
+
+    def stops_at_the_moves(fn: object, *args: object) -> object:
+        if fn is fold.move_events:
+            raise Stopped
+        return write(fn, *args)
+
+    with pytest.raises(Stopped):
+        refresh.refresh(read, stops_at_the_moves, Settings(db=str(db)))
+    conn.close()
+    assert query(db, "SELECT COUNT(*) FROM deployments")[0][0] > 0  # records written, events not yet moved
+    assert query(db, "SELECT COUNT(*) FROM events WHERE deployment_id IS NOT NULL") == [(0,)]
+    assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
+    for path in (db, clean):
+        assert run_cli("metrics", "recompute", "--db", str(path))[0] == 0
+        _consistent(path)
+    assert _derived(db) == _derived(clean)
+    assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(1,)]
