@@ -128,6 +128,10 @@ class App:
             "# HELP deploytrack_write_commits_total Write transactions committed (each holds a group of requests).",
             "# TYPE deploytrack_write_commits_total counter",
             f"deploytrack_write_commits_total {self.db.commits}",
+            "# HELP deploytrack_write_projections_total Transactions that moved staged events into the indexed"
+            " tables (SQLite).",
+            "# TYPE deploytrack_write_projections_total counter",
+            f"deploytrack_write_projections_total {self.db.projections}",
             "# HELP deploytrack_write_tasks_total Write requests committed.",
             "# TYPE deploytrack_write_tasks_total counter",
             f"deploytrack_write_tasks_total {self.db.written_tasks}",

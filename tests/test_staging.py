@@ -102,6 +102,11 @@ def test_every_read_sees_the_events_acknowledged_before_it(db_path: Path, token:
             listed = httpx.get(f"{server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
             assert [e["id"] for e in listed].count(reply["id"]) == 1
             assert str(_deployments(server, token, "shop")[0]["id"]) == reply["deployment_id"]
+        counters = {line.split()[0]: float(line.split()[1]) for line in httpx.get(f"{server.url}/metrics").text
+                    .splitlines() if line.startswith("deploytrack_write_")}
+        # each read's projection is a transaction of its own, not counted as a group of requests
+        assert counters["deploytrack_write_projections_total"] >= 5
+        assert counters["deploytrack_write_commits_total"] >= 5
     finally:
         server.stop()
     assert consistency_problems(db_path) == []

@@ -164,7 +164,8 @@ class Database:
         self._retry_projection_at = 0.0  # time.monotonic() before which no projection is tried (one failed)
         self.integrity: integrity.Report | None = None  # the last quick check's result
         self.integrity_checked_at: float | None = None  # epoch seconds
-        self.commits = 0
+        self.commits = 0  # transactions of write tasks (each a group of requests)
+        self.projections = 0  # SQLite: transactions that moved staged events into the indexed tables
         self.written_tasks = 0
         self.busy_seconds = 0.0  # in transactions, BEGIN to COMMIT's return (or ROLLBACK)
         self.commit_seconds = 0.0
@@ -337,7 +338,7 @@ class Database:
                 self._staging.project(conn)
                 conn.commit()
                 self._staging.committed()
-                self.commits += 1
+                self.projections += 1
                 if self._checkpointer is not None:
                     self._checkpointer.poke()
             except Exception as exc:  # noqa: BLE001 - the events stay staged; the next projection retries
