@@ -94,7 +94,11 @@ class _Group:
         self.conn = conn
         self.staging: Staging | None = conn.staging if isinstance(conn, sqlite.Connection) else None
         self.next_seq = self.staging.next_seq(conn) if self.staging is not None else 0
-        if self.staging is not None and self.staging.count and _may_judge(conn, batches):
+        # The products whose deployments the rules may judge (locked once the rules are read, if any).
+        self.judged = {e.product for b in batches if b.rules for e in b.events
+                       if e.kind == "deployment" and e.environment_raw}
+        if self.staging is not None and self.staging.count and self.judged \
+                and conn.execute(f"SELECT 1 {_ACTIVE_RULES} LIMIT 1").fetchone() is not None:
             # The rules read open deployments and completions from the tables: they hold everything first.
             self.staging.project(conn)
         self.projection = Projection()
@@ -109,9 +113,6 @@ class _Group:
                 for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
         keylocks.hold(conn, [("idempotency", *k) for k in idempotency] + [("client", k) for k in client_keys]
                       + [("version", *v) for v in versions] + [("deployment", *k[:3]) for k in keys])
-        # The products whose deployments the rules may judge (locked once the rules are read, if any).
-        self.judged = {e.product for b in batches if b.rules for e in b.events
-                       if e.kind == "deployment" and e.environment_raw}
         shas = {(e.product, e.version, e.scm_sha) for e in events if e.version is not None and e.scm_sha}
         found = _run_all(conn, {
             "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
@@ -345,6 +346,8 @@ class _Group:
             self.projection.touched.clear()
 
 
+_ACTIVE_RULES = "FROM rules WHERE mode <> 'disabled'"  # the rules a deployment is judged by
+
 # last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
 # to every commit for a figure `token list` shows as a date.
 _LAST_USED_STEP = 60_000_000
@@ -358,8 +361,7 @@ def _known_sql(token_ids: set[int], products: set[str], environments: set[str], 
     when they are few."""
     parts: list[tuple[str, list[Any]]] = []
     if rules:
-        parts.append(("SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) FROM rules "
-                      "WHERE mode <> 'disabled'", []))
+        parts.append((f"SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) {_ACTIVE_RULES}", []))
     for ids in _chunks(sorted(token_ids), _KEY_CHUNK):
         parts.append((f"SELECT 'tokens', CAST(id AS TEXT), last_used_at FROM tokens WHERE id IN "
                       f"({', '.join('?' * len(ids))}) AND revoked_at IS NULL", list(ids)))
@@ -374,12 +376,6 @@ def _known_sql(token_ids: set[int], products: set[str], environments: set[str], 
         else:
             statements.append((sql, list(params)))
     return statements
-
-
-def _may_judge(conn: Connection, batches: list[Ingest]) -> bool:
-    """Whether the rules may judge a deployment of this group (some are active)."""
-    return (any(b.rules and e.kind == "deployment" and e.environment_raw for b in batches for e in b.events)
-            and conn.execute("SELECT 1 FROM rules WHERE mode <> 'disabled' LIMIT 1").fetchone() is not None)
 
 
 def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[str, list[Any]]:
