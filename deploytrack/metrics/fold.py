@@ -26,7 +26,6 @@ from deploytrack.storage.database import Connection
 Key = tuple[str, str, str | None]  # product, environment, version
 EVER = rules.EVER
 
-_KEY = "product = ? AND environment = ? AND version IS NOT DISTINCT FROM ?"
 _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id, metadata, summary, deployment_id"
 _RECORD_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                   "label", "event_count")
@@ -87,40 +86,48 @@ def all_products(conn: Connection) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
+def _key_where(key: Key) -> tuple[str, tuple[Any, ...]]:
+    """The terms selecting one key's rows (events or records), and their parameters."""
+    same_version, version = bulk.equal("version", key[2])
+    return f"product = ? AND environment = ? AND {same_version}", (key[0], key[1], *version)
+
+
 def _since(conn: Connection, key: Key, earliest: int) -> int:
     """Where the key's runs must be refolded from for new events at or after `earliest`."""
     since = earliest
     if since == EVER:
         return since
+    where, params = _key_where(key)
     while True:  # records straddling `since` (ingestion folded new events into older records)
-        row = conn.execute(f"SELECT MIN(first_at) FROM deployments WHERE {_KEY} AND invoke_id = '' AND last_at >= ?",
-                           (*key, since)).fetchone()
+        row = conn.execute(f"SELECT MIN(first_at) FROM deployments WHERE {where} AND invoke_id = '' AND last_at >= ?",
+                           (*params, since)).fetchone()
         if row[0] is None or row[0] >= since:
             break
         since = row[0]
     # the record holding the last event before: a new event may continue it
-    row = conn.execute(f"SELECT first_at FROM deployments WHERE {_KEY} AND invoke_id = '' AND last_at < ? "
-                       "ORDER BY last_at DESC, id DESC LIMIT 1", (*key, since)).fetchone()
+    row = conn.execute(f"SELECT first_at FROM deployments WHERE {where} AND invoke_id = '' AND last_at < ? "
+                       "ORDER BY last_at DESC, id DESC LIMIT 1", (*params, since)).fetchone()
     return since if row is None else min(since, row[0])
 
 
 def plan_key(conn: Connection, key: Key, earliest: int) -> KeyPlan:
     """Read what the refold of one key needs and fold it."""
     since = _since(conn, key, earliest)
+    where, params = _key_where(key)
     events = [event_of(r) for r in conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' AND {_KEY} AND occurred_at >= ?",
-        (*key, since))]
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' AND {where} AND occurred_at >= ?",
+        (*params, since))]
     invokes = sorted({e.invoke_id for e in events if e.invoke_id})
     if invokes and since != EVER:  # an invoke-id deployment is always refolded whole
         for start in range(0, len(invokes), 200):
             chunk = invokes[start:start + 200]
             events.extend(event_of(r) for r in conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' AND {_KEY} AND occurred_at < ? "
-                f"AND invoke_id IN ({', '.join('?' * len(chunk))})", (*key, since, *chunk)))
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' AND {where} AND occurred_at < ? "
+                f"AND invoke_id IN ({', '.join('?' * len(chunk))})", (*params, since, *chunk)))
     replaced_ids = {e.deployment_id for e in events if e.deployment_id is not None}
     replaced = {}
-    for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments WHERE {_KEY} "
-                            "AND (last_at >= ? OR invoke_id <> '')", (*key, since)):
+    for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments WHERE {where} "
+                            "AND (last_at >= ? OR invoke_id <> '')", (*params, since)):
         if row[1] == "" or row[0] in replaced_ids:
             replaced[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:], strict=True))}
     top = max((e.seq for e in events), default=0)

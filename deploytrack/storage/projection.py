@@ -18,7 +18,7 @@ from typing import Any
 
 from deploytrack.metrics import rules
 from deploytrack.storage import deployment_ids
-from deploytrack.storage.bulk import ROWS_CHUNK, Statement, insert_statements, select_statements
+from deploytrack.storage.bulk import ROWS_CHUNK, Statement, equal, insert_statements, select_statements
 from deploytrack.storage.connection import Connection
 
 Key = tuple[str, str | None, str | None, str]  # product, environment, version, invoke id ('' when none)
@@ -43,8 +43,12 @@ class Projection:
     def lookups(keys: Iterable[Key]) -> list[Statement]:
         """The reads of the stored records events of these keys may fold into (for `records_from`):
         with its invoke id, or without one still open."""
-        terms = [("product = ? AND environment = ? AND version IS NOT DISTINCT FROM ? AND invoke_id = ?"
-                  + ("" if key[3] else f" AND status IN {OPEN_STATUSES}"), key) for key in keys]
+        terms = []
+        for product, environment, version, invoke_id in keys:
+            same_version, params = equal("version", version)
+            terms.append((f"product = ? AND environment = ? AND {same_version} AND invoke_id = ?"
+                          + ("" if invoke_id else f" AND status IN {OPEN_STATUSES}"),
+                          (product, environment, *params, invoke_id)))
         return select_statements(f"SELECT {_RECORD_COLUMNS} FROM deployments", terms)
 
     @staticmethod
