@@ -21,10 +21,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from deploytrack.app import create_app
+from deploytrack.metrics import fold
 from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import failures
 from deploytrack.storage import postgres as pg
+from deploytrack.storage.projection import Projection
 from deploytrack.timeutil import day_start_us, now_us, to_iso
 from tests.conftest import LiveServer, auth, create_token, query, run_cli, two_live_servers
 from tests.pg_cluster import Cluster
@@ -378,6 +380,46 @@ def test_one_server_never_holds_more_than_its_writer_and_db_readers_connections(
         server.stop()
     assert statuses == [200, 200, 200, 404, 200] * 10
     assert 1 <= max(seen) <= 3, seen
+
+
+# -- lookups that do not grow with the history ---------------------------------------------------
+
+
+def _rows_read(conn: Any, table: str) -> int:
+    """Rows of `table` this transaction has read so far, through its indexes or by scanning it."""
+    return int(conn.execute("SELECT COALESCE(idx_tup_fetch, 0) + seq_tup_read FROM pg_stat_xact_user_tables "
+                            "WHERE relname = ?", (table,)).fetchone()[0])
+
+
+@pytest.mark.parametrize("version", ["1.1500", None])
+def test_one_keys_lookups_read_its_rows_not_its_products_history(pg_url, version):
+    """Ingestion's record lookup and the fold's reads of one (product, environment, version) look the
+    version up in the index, a NULL one too: they read a handful of index entries among 3,000 records
+    and events of that product and environment (IS NOT DISTINCT FROM read them all on PostgreSQL)."""
+    conn = dbmod.open_migrated(pg_url)
+    try:
+        conn.execute("INSERT INTO deployments (product, environment, version, invoke_id, status, first_at, last_at) "
+                     "SELECT 'svc', 'production', CASE WHEN g % 1000 = 0 THEN NULL ELSE '1.' || g END, '', "
+                     "'started', g, g FROM generate_series(1, 3000) AS g")
+        conn.execute("INSERT INTO events (id, dialect, kind, product, version, environment, status, occurred_at, "
+                     "received_at) SELECT 'e' || g, 'versioner', 'deployment', 'svc', "
+                     "CASE WHEN g % 1000 = 0 THEN NULL ELSE '1.' || g END, 'production', 'started', g, g "
+                     "FROM generate_series(1, 3000) AS g")
+        conn.execute("ANALYZE deployments")
+        conn.execute("ANALYZE events")
+        conn.begin_read()
+        try:
+            found = [row for sql, params in Projection.lookups([("svc", "production", version, "")])
+                     for row in conn.execute(sql, params).fetchall()]
+            assert [row["version"] for row in found] == ([version] if version else [None] * 3)
+            assert _rows_read(conn, "deployments") <= 5
+            plan = fold.plan_key(conn, ("svc", "production", version), 1500)
+            assert plan.records
+            assert _rows_read(conn, "deployments") + _rows_read(conn, "events") <= 40
+        finally:
+            conn.rollback()
+    finally:
+        conn.close()
 
 
 # -- errors by code -----------------------------------------------------------------------------
