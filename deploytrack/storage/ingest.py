@@ -339,7 +339,7 @@ class _Group:
         writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"),
                                     self.new_keys)
         if self.staging is None:
-            writes += self.projection.statements()  # PostgreSQL, or a connection of a command: now
+            writes += self.projection.statements(self.conn.backend)  # PostgreSQL, or a connection of a command: now
         self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT
         if self.staging is not None:  # the projector writes them (storage.staging)
             self.staging.stage(self.rows, self.projection.touched.values())

@@ -99,9 +99,9 @@ class Projection:
         for dep, dep_id in zip(new, deployment_ids.new(conn, len(new), above), strict=True):
             dep["id"] = dep_id
 
-    def statements(self) -> list[Statement]:
+    def statements(self, backend: str) -> list[Statement]:
         """The writes of every touched record (after `assign_ids`); each is then taken as stored."""
-        writes = record_statements(list(self.touched.values()))
+        writes = record_statements(list(self.touched.values()), upsert=backend == "postgresql")
         self.touched.clear()
         return writes
 
@@ -113,8 +113,18 @@ def fold_event(row: Any, label: str | None) -> rules.FoldEvent:
                            change_id=row["change_id"], label=label)
 
 
-def record_statements(deps: list[Dep]) -> list[Statement]:
-    """Insert the new records (one statement per chunk) and update the changed ones; each is then stored."""
+def record_statements(deps: list[Dep], upsert: bool = False) -> list[Statement]:
+    """Insert the new records (one statement per chunk) and update the changed ones; each is then stored.
+
+    With `upsert` (PostgreSQL, where each statement is a round trip in the writer's transaction), new and
+    changed records go in one `INSERT ... ON CONFLICT (id) DO UPDATE` per chunk."""
+    if upsert:
+        rows = []
+        for dep in deps:
+            values = _values(dep["record"])
+            if _store(dep, values):
+                rows.append([dep["id"], dep["product"], dep["environment"], dep["version"], dep["invoke_id"], *values])
+        return insert_statements("deployments", (*_KEY_COLUMNS, *FIELDS), rows, _UPSERT)
     inserts: list[list[Any]] = []
     # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
     # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
@@ -137,6 +147,13 @@ def record_statements(deps: list[Dep]) -> list[Statement]:
 
 
 _VALUES = attrgetter(*FIELDS)
+_UPSERT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in FIELDS)
+
+
+def _store(dep: Dep, values: tuple[Any, ...]) -> bool:
+    """Take `values` as `dep`'s stored fields; whether that is a change (a new record, or fields that differ)."""
+    stored, dep["stored"] = dep["stored"], dict(zip(FIELDS, values, strict=True))
+    return stored is None or stored != dep["stored"]
 
 
 def _values(record: rules.Folded) -> tuple[Any, ...]:
