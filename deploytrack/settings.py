@@ -6,6 +6,7 @@ setting. Precedence: flag > environment > config file > default.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -152,7 +153,7 @@ class Settings:
         return frozenset(canonical_environment(e, self.environment_aliases)
                          for e in self.production_environments.split(",") if e.strip())
 
-    @property
+    @functools.cached_property  # read by every ingestion request
     def rules_block_set(self) -> frozenset[str]:
         """The APIs on which an enabled deployment rule refuses a deployment."""
         return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())
