@@ -50,7 +50,7 @@ DEFAULT_READERS = 4
 # SQLite's projector (storage.staging) runs once this many events are staged, or the oldest has waited
 # this long, or a reader or an exclusive write needs them in the tables.
 PROJECT_EVENTS = 2000
-PROJECT_AFTER = 0.1  # seconds (the server's setting db_projection_ms)
+PROJECT_AFTER = 0.05  # seconds (the server's setting db_projection_ms)
 _PROJECT_RETRY = 1.0  # seconds after a failed projection
 _STOP = object()
 _PROJECT = object()  # a queued ask: project what is staged, then resolve my future
