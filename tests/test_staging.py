@@ -184,8 +184,8 @@ def _read_only(db_path: Path, sql: str) -> list[tuple]:
 
 
 def test_only_a_projection_commits_without_waiting_for_the_disk(db_path: Path) -> None:
-    """A projection's transaction is `derived` (synchronous=NORMAL); every other one is FULL again, however the
-    projection ended: a 2xx is given only after a FULL commit."""
+    """A `derived` transaction (the projector's) runs at synchronous=NORMAL; the next ordinary one (an ingest
+    group's, whose COMMIT the 2xx waits for) is FULL again, whether the derived one committed or rolled back."""
     conn = sqlite.connect(db_path)
     try:
         def level() -> int:
