@@ -291,7 +291,7 @@ class Database:
             group = [task for task in group if task[0] is not _PROJECT]
             for part in self._parts(group):
                 if self._staging is not None and self._staging.count \
-                        and not isinstance(part[0][0], (_Grouped, _Projected)):
+                        and any(not isinstance(task[0], (_Grouped, _Projected)) for task in part):
                     self._project(conn, [])  # an exclusive write sees every event acknowledged before it
                 self._commit_group(conn, part)
             if asks or self._projection_due():
