@@ -6,6 +6,7 @@ setting. Precedence: flag > environment > config file > default.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
                                     "PGPASSWORD and ~/.pgpass, in that order"),
     Setting("db_password", "", "PostgreSQL password (environment or config file only, never a flag)", flag=False),
     Setting("db_readers", 4, "read connections in the pool (every read of the server goes through it)"),
-    Setting("db_projection_ms", 100, "SQLite: longest an accepted event waits in the staging log before it is "
+    Setting("db_projection_ms", 50, "SQLite: longest an accepted event waits in the staging log before it is "
                                      "moved into the indexed tables (a read moves it at once)"),
     Setting("public_read", False, "let anyone read the UI and read API without a token"),
     Setting("max_body_bytes", 1_048_576, "largest request body accepted, in bytes (413 above)"),
@@ -98,7 +99,7 @@ class Settings:
     db_password_file: str = ""
     db_password: str = field(default="", repr=False)
     db_readers: int = 4
-    db_projection_ms: int = 100
+    db_projection_ms: int = 50
     public_read: bool = False
     max_body_bytes: int = 1_048_576
     max_batch_events: int = 5000
@@ -152,7 +153,7 @@ class Settings:
         return frozenset(canonical_environment(e, self.environment_aliases)
                          for e in self.production_environments.split(",") if e.strip())
 
-    @property
+    @functools.cached_property  # read by every ingestion request
     def rules_block_set(self) -> frozenset[str]:
         """The APIs on which an enabled deployment rule refuses a deployment."""
         return frozenset(a.strip().lower() for a in self.rules_block_apis.split(",") if a.strip())

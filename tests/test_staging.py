@@ -9,13 +9,15 @@ command writing beside the server projects the staged events itself without the 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
+from deploytrack.storage import sqlite
 from tests.conftest import LiveServer, auth, create_token, query, run_cli
-from tests.dbcheck import consistency_problems, staged_count
+from tests.dbcheck import consistency_problems, open_ro, staged_count
 
 LONG = ("--db-projection-ms", "60000")  # nothing is projected by age during a test
 
@@ -150,3 +152,56 @@ def test_a_command_beside_the_server_projects_the_staged_events_and_the_server_f
     log = server.log.read_text()
     assert "Traceback" not in log and "event_log was changed by another process" in log
     assert consistency_problems(db_path) == []
+
+
+def test_the_search_indexer_does_not_make_the_writer_project_early(db_path: Path, token: str) -> None:
+    """The indexer reads and indexes only projected events: staged ones wait for the projector (here, a read)."""
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        first = _deploy(server, token, "7.0", "success", "idx-1", description="deploy seven")
+        httpx.get(f"{server.url}/api/v1/events/{first['id']}", headers=auth(token), timeout=10)  # projects it
+        second = _deploy(server, token, "7.1", "success", "idx-2", description="deploy seven again")
+        deadline = time.monotonic() + 10
+        while _read_only(db_path, "SELECT value FROM kv WHERE key = 'search_indexed_seq'") != [("1",)]:
+            assert time.monotonic() < deadline, "the indexer did not index the projected event"
+            time.sleep(0.1)
+        time.sleep(1.5)  # more than the indexer's interval: it looked again, and left the staged event staged
+        assert staged_count(db_path) == 1
+        resp = httpx.get(f"{server.url}/api/v1/events/{second['id']}", headers=auth(token), timeout=10)
+        assert resp.status_code == 200, resp.text
+    finally:
+        server.stop()
+    assert consistency_problems(db_path) == []
+
+
+def _read_only(db_path: Path, sql: str) -> list[tuple]:
+    """Rows of `sql` from the file as it is (`query` would project the staged events first)."""
+    conn = open_ro(db_path)
+    try:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def test_only_a_projection_commits_without_waiting_for_the_disk(db_path: Path) -> None:
+    """A `derived` transaction (the projector's) runs at synchronous=NORMAL; the next ordinary one (an ingest
+    group's, whose COMMIT the 2xx waits for) is FULL again, whether the derived one committed or rolled back."""
+    conn = sqlite.connect(db_path)
+    try:
+        def level() -> int:
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+        assert level() == 2
+        conn.begin_write(derived=True)
+        assert level() == 1
+        conn.commit()
+        conn.begin_write()
+        assert level() == 2
+        conn.commit()
+        conn.begin_write(derived=True)
+        conn.rollback()
+        conn.begin_write(shared=True)
+        assert level() == 2
+        conn.commit()
+    finally:
+        conn.close()

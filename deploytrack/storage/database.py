@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
@@ -50,7 +50,7 @@ DEFAULT_READERS = 4
 # SQLite's projector (storage.staging) runs once this many events are staged, or the oldest has waited
 # this long, or a reader or an exclusive write needs them in the tables.
 PROJECT_EVENTS = 2000
-PROJECT_AFTER = 0.1  # seconds (the server's setting db_projection_ms)
+PROJECT_AFTER = 0.05  # seconds (the server's setting db_projection_ms)
 _PROJECT_RETRY = 1.0  # seconds after a failed projection
 _STOP = object()
 _PROJECT = object()  # a queued ask: project what is staged, then resolve my future
@@ -237,6 +237,15 @@ class Database:
         self._queue.put((fn, args, future))
         return await future
 
+    async def write_projected(self, fn: Callable[..., T], *args: Any) -> T:
+        """`write` for a function that reads only what is projected into the indexed tables (the search index):
+        the writer does not project the staged events before it, so no request waits behind that."""
+        if self._thread is None or self._loop is None:
+            raise Unavailable("the database is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((_Projected(fn), args, future))
+        return await future
+
     async def write_grouped(self, fn: Callable[[Any, list[Any]], list[Any]], item: Any, *,
                             shared: bool = False) -> Any:
         """Like `write`, for work that is cheaper done for many requests at once: the writer hands
@@ -281,7 +290,8 @@ class Database:
             asks = [task[2] for task in group if task[0] is _PROJECT]
             group = [task for task in group if task[0] is not _PROJECT]
             for part in self._parts(group):
-                if self._staging is not None and self._staging.count and not isinstance(part[0][0], _Grouped):
+                if self._staging is not None and self._staging.count \
+                        and any(not isinstance(task[0], (_Grouped, _Projected)) for task in part):
                     self._project(conn, [])  # an exclusive write sees every event acknowledged before it
                 self._commit_group(conn, part)
             if asks or self._projection_due():
@@ -333,8 +343,9 @@ class Database:
         and the readers waiting go on with the tables as they are: reads keep working on a full disk."""
         if self._staging is not None and self._staging.count and time.monotonic() >= self._retry_projection_at:
             began = time.perf_counter()
+            assert isinstance(conn, sqlite.Connection)
             try:
-                conn.begin_write()
+                conn.begin_write(derived=True)  # no wait for the disk: 17 -> 14 ms a projection under load
                 self._staging.project(conn)
                 conn.commit()
                 self._staging.committed()
@@ -441,10 +452,13 @@ class Database:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        """The rows of one statement (`?` placeholders, or `:name` with a mapping), on a pooled read connection."""
+    async def fetchall(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
+                       projected_only: bool = False) -> list[Any]:
+        """The rows of one statement (`?` placeholders, or `:name` with a mapping), on a pooled read connection.
+        `projected_only`: the tables as they are, without waiting for staged events (see `write_projected`)."""
         bound = params if isinstance(params, Mapping) else tuple(params)
-        await self.barrier()
+        if not projected_only:
+            await self.barrier()
         try:
             if self._pg_pool is not None:
                 text, args = pg.bind(sql, bound)
@@ -456,8 +470,9 @@ class Database:
                 raise
             raise converted from exc
 
-    async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> Any:
-        rows = await self.fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = (), *,
+                       projected_only: bool = False) -> Any:
+        rows = await self.fetchall(sql, params, projected_only=projected_only)
         return rows[0] if rows else None
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -499,6 +514,12 @@ def _quick_check(path: str) -> integrity.Report:
         conn.close()
 
 
+class _Projected(NamedTuple):
+    """Marks a queued task that reads only projected rows (see `Database.write_projected`)."""
+
+    fn: Callable[..., Any]
+
+
 class _Grouped:
     """Marks a queued task whose function takes a list of items (see `Database.write_grouped`)."""
 
@@ -538,7 +559,7 @@ def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
             run.append(task)
         else:
             close_run()
-            steps.append((functools.partial(_one_task, fn, args), [future]))
+            steps.append((functools.partial(_one_task, fn.fn if isinstance(fn, _Projected) else fn, args), [future]))
     close_run()
     return steps
 

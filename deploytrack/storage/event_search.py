@@ -32,7 +32,7 @@ log = logging.getLogger("deploytrack.search")
 MIN_INDEXED = 3  # the trigram indexes know nothing of shorter terms
 FIRST_WINDOW = 5_000  # events a search looks at before it asks the index
 WINDOW = 50_000  # the search_window setting's default
-INDEX_BATCH = 2_000  # events the indexer adds per write task: ~10 ms of the writer
+INDEX_BATCH = 500  # events the indexer adds per write task: ~3 ms of the writer, which requests wait behind
 INDEX_INTERVAL = 1.0  # seconds between the indexer's looks when it has caught up
 WATERMARK = "search_indexed_seq"  # kv: events up to this seq are in the SQLite index
 PG_INDEX = "events_summary_trgm"
@@ -161,14 +161,16 @@ class SearchIndexer:
 
     async def _behind(self) -> bool:
         row = await self.db.fetchone("SELECT (SELECT COALESCE(MAX(seq), 0) FROM events) > "
-                                     "(SELECT CAST(value AS INTEGER) FROM kv WHERE key = ?)", (WATERMARK,))
+                                     "(SELECT CAST(value AS INTEGER) FROM kv WHERE key = ?)", (WATERMARK,),
+                                     projected_only=True)
         return bool(row and row[0])
 
     async def _loop(self) -> None:
         while True:
             rest = self.interval
             try:
-                if await self._behind() and await self.db.write(index_batch, INDEX_BATCH) == INDEX_BATCH:
+                # Projected events only: the indexer never makes the writer project early (storage.database).
+                if await self._behind() and await self.db.write_projected(index_batch, INDEX_BATCH) == INDEX_BATCH:
                     rest = 0  # behind: the next batch at once (other writes queue between)
             except Exception as exc:  # the disk may be full: searches scan the tail meanwhile
                 log.warning("could not update the search index (trying again in a minute): %s", exc)

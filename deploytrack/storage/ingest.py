@@ -151,6 +151,9 @@ class _Group:
         self.folded: list[tuple[dict[str, Any], Dep]] = []  # each deployment event's row and its record
         self.dirty_days: set[int] = set()
         self.gate: RuleGate | None = None  # made on first use: most groups judge nothing
+        # New event ids for the whole group in one call (one os.urandom): most requests hold one event.
+        self.new_ids = new_event_ids(sum(len(b.events) for b in batches if not b.event_ids))
+        self.ids_given = 0
 
     def _environment(self, event: Event, aliases: Mapping[str, str]) -> str | None:
         raw = event.environment_raw
@@ -170,7 +173,8 @@ class _Group:
         key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
         if key is not None and key in self.idempotency:
             return IngestResult(self._rows_by_id(self.idempotency[key]), replayed=True)
-        ids = batch.event_ids or new_event_ids(len(batch.events))
+        ids = batch.event_ids or self.new_ids[self.ids_given:self.ids_given + len(batch.events)]
+        self.ids_given += 0 if batch.event_ids else len(batch.events)
         claims: dict[tuple[str, Any], str | None] = {}
         plan: list[dict[str, Any] | Event] = []  # a stored row (a re-send) or an event to store
         fresh: dict[str, Event] = {}

@@ -35,15 +35,24 @@ class Connection(sqlite3.Connection):
 
     busy_ms = 5000  # how long to wait for a lock (`connect` sets it)
     staging: Staging | None = None  # the server's writer connection only (storage.staging)
+    synced = True  # synchronous=FULL (`connect` sets it); False after a `derived` transaction began
 
-    def begin_write(self, shared: bool = False) -> None:
+    def begin_write(self, shared: bool = False, derived: bool = False) -> None:
         """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
         a time: `shared` (PostgreSQL's ingest groups, see `lock_keys`) changes nothing here.
+
+        `derived`: the transaction writes only rows derived from rows committed before, and deletes those in
+        it (SQLite's projector, storage.staging), so its COMMIT need not wait for the disk (synchronous=NORMAL):
+        were it lost to a power cut, the file would hold the rows it moved, as before it, and the next FULL
+        COMMIT syncs the WAL with it. Every other transaction is FULL again, set here before it begins.
 
         While another process holds it (`metrics recompute` beside the server, say), ask again every
         half millisecond instead of through SQLite's busy handler, whose sleeps grow to 100 ms: a short
         transaction there then delays this one by about its own length, not by the handler's sleeps.
         """
+        if self.synced == derived:  # outside a transaction: the level cannot change inside one
+            self.execute(f"PRAGMA synchronous={'NORMAL' if derived else 'FULL'}")
+            self.synced = not derived
         self.execute("PRAGMA busy_timeout=0")
         try:
             deadline = time.monotonic() + self.busy_ms / 1000
