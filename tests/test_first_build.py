@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.gen_events import generate
-from deploytrack.metrics import fold, refresh
+from deploytrack.metrics import aside, fold, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from tests.conftest import query, run_cli
@@ -97,3 +97,22 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
         _consistent(path)
     assert _derived(db) == _derived(clean)
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(1,)]
+
+
+def test_a_first_build_planned_in_a_process_aside_gives_the_same(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _nothing_derived(tmp_path, "aside.db")
+    inline = tmp_path / "inline.db"
+    shutil.copy(db, inline)
+    monkeypatch.setattr(refresh, "ASIDE_ABOVE", 0)  # (a real one plans aside above 20,000 events)
+    conn = dbmod.open_migrated(db)
+    read, write = dbmod.on_connection(conn)
+    with pytest.raises(aside.AsideFailed, match="unable to open database file"):  # the child reads settings.db
+        refresh.refresh(read, write, Settings(db=str(tmp_path / "missing" / "x.db")), aside=True)
+    summary = refresh.refresh(read, write, Settings(db=str(db)), aside=True)
+    conn.close()
+    assert summary.keys_refolded > 1_000
+    assert run_cli("metrics", "recompute", "--db", str(inline))[0] == 0  # under 20,000 events: planned inline
+    assert run_cli("metrics", "recompute", "--db", str(db))[0] == 0  # (the snapshots; derived data is current)
+    _consistent(db)
+    assert _derived(db) == _derived(inline)

@@ -270,6 +270,12 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
     return out
 
 
+def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int) -> list[PartitionFacts]:
+    """The facts of these product/environments (`plan`) in pieces of about `rows` outcomes (`pieces`), those
+    that differ from the stored rows (`differing`): what the writer is to be asked for (read-only)."""
+    return differing(conn, [piece for p in plan(conn, partitions) for piece in p.pieces(rows)])
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 _OUTCOME_COLUMNS = ("id", "product", "environment", "status", "finished_at", "is_rollback", "label", "rollback_of",
