@@ -5,18 +5,20 @@ writes, and one interpreter runs one of the two at a time: a thread of its own o
 interpreter's lock back and forth. So a large round hands its plan reads to a child process (a
 fresh interpreter, spawned: it inherits no connection, lock or thread) with a snapshot connection
 of its own, the database of `settings`; while the round writes one plan the child computes the
-next on the other core and sends it back pickled.
+next on the other core and sends it back pickled. When the child is behind, the round plans one
+itself rather than wait, so the two cores share the planning and each plan is written as it comes.
 
 Each call is `read(fn, *args)` as the round would run it itself: a snapshot of its own, taken when
-the child starts it. The round asks only for plans that its pending writes cannot change (the next
-product's refold, other product/environments' facts), as it would read them after those writes.
+it starts. The round asks only for plans that its pending writes cannot change (other products'
+refolds, other product/environments' facts), in any order: they are independent of each other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection as Pipe
 from types import TracebackType
 from typing import Any
@@ -27,7 +29,7 @@ from deploytrack.storage.database import on_connection, open_settings
 
 Call = tuple[Callable[..., Any], tuple[Any, ...]]  # fn(conn, *args), as for `read`
 _CONTEXT = multiprocessing.get_context("spawn")
-_AHEAD = 2  # calls sent before their results are asked for: the child starts the next as it sends one
+_AHEAD = 2  # calls the child holds: it starts the next as soon as it has sent a result
 
 
 class AsideFailed(RuntimeError):
@@ -35,30 +37,45 @@ class AsideFailed(RuntimeError):
 
 
 class Aside:
-    """One child process serving reads in order; close it (`with`) when the round ends."""
+    """One child process serving reads; close it (`with`) when the round ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, read: Callable[..., Any]) -> None:
+        self._read = read
         self._pipe, theirs = _CONTEXT.Pipe()
         self._proc = _CONTEXT.Process(target=_serve, args=(theirs, settings), name="deploytrack-plans", daemon=True)
         self._proc.start()
         theirs.close()
 
-    def map(self, calls: Sequence[Call]) -> Iterator[Any]:
-        """The result of each call, in order; the child works on the next while the caller uses one."""
-        for call in calls[:_AHEAD]:
-            self._send(call)
-        for i in range(len(calls)):
-            try:
-                with gcpause.paused():  # (a million small objects: the collector would walk them again and again)
-                    kind, payload = self._pipe.recv()
-            except EOFError:
-                self._proc.join(1)
-                raise AsideFailed(f"the planning process exited with status {self._proc.exitcode}") from None
-            if i + _AHEAD < len(calls):
-                self._send(calls[i + _AHEAD])
+    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+        """The result of each call, in no particular order. The child takes calls from the front, one
+        ahead; when it has no result ready, this process runs one from the back itself rather than wait."""
+        todo = deque(calls)
+        asked = 0
+        while todo and asked < _AHEAD:
+            self._send(todo.popleft())
+            asked += 1
+        while asked or todo:
+            if not asked or (todo and not self._pipe.poll()):
+                fn, args = todo.pop()
+                yield self._read(fn, *args)
+                continue
+            kind, payload = self._receive()
+            asked -= 1
+            if todo:
+                self._send(todo.popleft())
+                asked += 1
             if kind != "ok":
                 raise AsideFailed(payload)
             yield payload
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            with gcpause.paused():  # (a million small objects: the collector would walk them again and again)
+                message: tuple[str, Any] = self._pipe.recv()
+        except EOFError:
+            self._proc.join(1)
+            raise AsideFailed(f"the planning process exited with status {self._proc.exitcode}") from None
+        return message
 
     def _send(self, call: Call | None) -> None:
         with contextlib.suppress(OSError):  # it has gone: the next answer says why

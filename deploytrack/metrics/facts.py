@@ -30,7 +30,7 @@ from deploytrack.timeutil import parse_timestamp
 Partition = tuple[str, str]  # product, environment
 EVER = rules.EVER
 _CHUNK = 400
-_SCAN_ABOVE = 20_000  # deployments whose sent commit times are read in one pass over the events instead
+_SCAN_ABOVE = 100_000  # deployments whose sent commit times are read in one pass over the events instead
 _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
 

@@ -36,7 +36,7 @@ LINKED_WITH = "links_production"  # the production environments of the last reli
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000
 _PARTITIONS_PER_READ = 64
-_PARTITIONS_PER_ASIDE_READ = 8  # smaller reads: the child plans the next while these are written
+_PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
 
 
@@ -216,7 +216,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
     # (a big round: the collector off while millions of plan tuples come in, see gcpause)
     with gcpause.paused() if big else contextlib.nullcontext(), \
-            aside_mod.Aside(settings) if big else aside_mod.Inline(read) as plans:
+            aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
         _refold(read, write, plans, changes, summary)
         per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
         for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE))
