@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection as Pipe
@@ -114,6 +115,7 @@ class Inline:
 
 def _serve(pipe: Pipe, settings: Settings) -> None:
     """The child: run each call on a snapshot and send its result, until told to stop or the parent goes."""
+    sys.stdout = sys.stderr  # (in the server's metrics worker, stdout is the channel to the server)
     try:
         conn = open_settings(settings, migrate=False, readonly=True)
     except Exception as exc:  # noqa: BLE001 - the round's first read raises it
