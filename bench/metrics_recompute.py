@@ -26,6 +26,7 @@ starts from a copy of it when it is there, so the long generation runs once, out
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import random
 import shutil
@@ -209,7 +210,9 @@ def measure(path: Path, events: int, reuse: Path | None = None) -> dict[str, obj
     settings = Settings(db=str(path))
     yesterday = day_start_us(now) - metrics.DAY
     # the first refresh: every deployment refolded in event-time order, every fact derived
-    first_refresh = timed(conn, refresh.refresh, settings)
+    # as the server's worker and `metrics recompute` run it (older exports, --source, have no `aside`)
+    aside = (True,) if "aside" in inspect.signature(refresh.refresh).parameters else ()
+    first_refresh = timed(conn, refresh.refresh, settings, False, *aside)
     folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
     conn.execute("ANALYZE")
     first_run = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)

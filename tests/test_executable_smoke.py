@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from bench.gen_events import generate
 from deploytrack import __version__
 from deploytrack.cli.main import build_parser
 from tests.conftest import REPO, free_port
@@ -122,6 +123,21 @@ def test_every_sub_command_runs_in_the_executable(executable, bare_env):
     assert {"serve", "token", "backup", "export", "import"} <= set(commands)
     for name in commands:
         assert f"usage: deploytrack {name}" in run(executable, bare_env, name, "--help")
+
+
+def test_a_first_build_plans_in_a_process_aside_in_the_executable(executable, bare_env, tmp_path):
+    # over 20,000 events a first build spawns a planning child (metrics/aside.py): the one-file
+    # executable must start it as itself (multiprocessing.freeze_support), not as a command line
+    db = tmp_path / "imported.db"
+    generate(db, 24_000, 60, 4, seed=5)
+    with sqlite3.connect(db) as conn:  # as an import of bare events leaves it
+        conn.execute("DELETE FROM deployments")
+        conn.execute("UPDATE events SET deployment_id = NULL")
+    assert "Recomputed" in run(executable, bare_env, "metrics", "recompute", "--db", str(db))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'deployment' AND environment IS NOT NULL "
+                            "AND deployment_id IS NULL").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM deployment_facts").fetchone()[0] > 1_000
 
 
 def test_rule_time_zones_work_without_the_systems_zone_files(executable, bare_env, tmp_path):

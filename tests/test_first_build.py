@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from bench.gen_events import generate
-from deploytrack.metrics import fold, refresh
+from deploytrack.metrics import aside, days, fold, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from tests.conftest import query, run_cli
+from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def _nothing_derived(tmp_path: Path, name: str) -> Path:
     return db
 
 
-def _records(db: Path) -> list[tuple[object, ...]]:
+def _records(db: Path | str) -> list[tuple[object, ...]]:
     """Each deployment event with the record it belongs to, by content (ids depend on the order of writes)."""
     return query(db, "SELECT e.seq, d.product, d.environment, d.version, d.invoke_id, d.status, d.first_at, "
                      "d.last_at, d.started_at, d.finished_at, d.scm_sha, d.label, d.event_count FROM events e "
@@ -44,19 +45,20 @@ def _records(db: Path) -> list[tuple[object, ...]]:
                      "AND e.environment IS NOT NULL ORDER BY e.seq")
 
 
-def _consistent(db: Path) -> None:
+def _consistent(db: Path | str) -> None:
     assert all(row[1] is not None for row in _records(db))  # every event points at a record
     assert query(db, "SELECT COUNT(*) FROM deployments d WHERE d.event_count <> "
                      "(SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)") == [(0,)]
 
 
-def _derived(db: Path) -> tuple[object, ...]:
+def _derived(db: Path | str) -> tuple[object, ...]:
     return (_records(db),
             query(db, "SELECT product, environment, status, finished_at, is_rollback, label, rolled_back_at, "
                       "recovered_at FROM deployment_facts ORDER BY product, environment, finished_at, status"),
             query(db, "SELECT product, environment, change, finished_at, lead_us, source FROM metric_lead_facts "
                       "ORDER BY product, environment, change"),
-            query(db, "SELECT * FROM metric_days ORDER BY product, environment, day"))
+            [(*row[:-1], sorted(days.decode(str(row[-1])))) for row in query(  # (lead times: in no set order)
+                db, "SELECT * FROM metric_days ORDER BY product, environment, day")])
 
 
 def test_a_first_build_gives_what_the_key_by_key_refold_gives(tmp_path: Path) -> None:
@@ -97,3 +99,41 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
         _consistent(path)
     assert _derived(db) == _derived(clean)
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(1,)]
+
+
+def test_a_first_build_planned_in_a_process_aside_gives_the_same(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _nothing_derived(tmp_path, "aside.db")
+    inline = tmp_path / "inline.db"
+    shutil.copy(db, inline)
+    monkeypatch.setattr(refresh, "ASIDE_ABOVE", 0)  # (a real one plans aside above 20,000 events)
+    conn = dbmod.open_migrated(db)
+    read, write = dbmod.on_connection(conn)
+    with pytest.raises(aside.AsideFailed, match="unable to open database file"):  # the child reads settings.db
+        refresh.refresh(read, write, Settings(db=str(tmp_path / "missing" / "x.db")), aside=True)
+    summary = refresh.refresh(read, write, Settings(db=str(db)), aside=True)
+    conn.close()
+    assert summary.keys_refolded > 1_000
+    assert run_cli("metrics", "recompute", "--db", str(inline))[0] == 0  # under 20,000 events: planned inline
+    assert run_cli("metrics", "recompute", "--db", str(db))[0] == 0  # (the snapshots; derived data is current)
+    _consistent(db)
+    assert _derived(db) == _derived(inline)
+
+
+@pytest.mark.postgres
+def test_a_first_build_planned_aside_on_postgresql_gives_the_same(tmp_path: Path, pg_cluster: Cluster,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _nothing_derived(tmp_path, "source.db")
+    aside_url, inline_url = pg_cluster.new_database(), pg_cluster.new_database()
+    for url in (aside_url, inline_url):
+        assert run_cli("migrate-db", "--from", str(db), "--to", url)[0] == 0
+    monkeypatch.setattr(refresh, "ASIDE_ABOVE", 0)
+    conn = dbmod.connect(aside_url)
+    read, write = dbmod.on_connection(conn)
+    summary = refresh.refresh(read, write, Settings(db=aside_url), aside=True)
+    conn.close()
+    assert summary.keys_refolded > 1_000  # a first build: nothing was derived before
+    for url in (aside_url, inline_url):  # under 20,000 events: planned inline
+        assert run_cli("metrics", "recompute", "--db", url)[0] == 0
+    _consistent(aside_url)
+    assert _derived(aside_url) == _derived(inline_url)

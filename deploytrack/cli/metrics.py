@@ -66,7 +66,7 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     # A server may be using the same database: it gets the CPU first, and the lock between our writes.
     refresh.background_priority()
     start, end, rows = refresh.snapshot_days(read, refresh.paced(write), settings, first, yesterday, now,
-                                             full=refold_all)
+                                             full=refold_all, aside=True)
     write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
     if rows == 0:
@@ -105,7 +105,7 @@ def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)
     read, write = dbmod.on_connection(conn)
-    refresh.refresh(read, write, settings)
+    refresh.refresh(read, write, settings, aside=True)
     report = read(metrics_report, settings, scope, window, 0, now_us())
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

@@ -30,7 +30,7 @@ from deploytrack.timeutil import parse_timestamp
 Partition = tuple[str, str]  # product, environment
 EVER = rules.EVER
 _CHUNK = 400
-_SCAN_ABOVE = 20_000  # deployments whose sent commit times are read in one pass over the events instead
+_SCAN_ABOVE = 100_000  # deployments whose sent commit times are read in one pass over the events instead
 _TERMINAL_SQL = "('completed', 'failed', 'aborted')"
 
 
@@ -268,6 +268,12 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
                                 None if begin is None else begin[1]))
         out.append(result)
     return out
+
+
+def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int) -> list[PartitionFacts]:
+    """The facts of these product/environments (`plan`) in pieces of about `rows` outcomes (`pieces`), those
+    that differ from the stored rows (`differing`): what the writer is to be asked for (read-only)."""
+    return differing(conn, [piece for p in plan(conn, partitions) for piece in p.pieces(rows)])
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ chunk of keys, skipping any key that received events after the snapshot).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -34,31 +34,40 @@ _RECORD_VALUES = attrgetter("invoke_id", *_RECORD_FIELDS)
 _FIRST_AT = attrgetter("first_at")
 
 
-@dataclass
+Values = tuple[Any, ...]  # a record's stored values: invoke_id, *_RECORD_FIELDS
+_FIRST_AT_VALUE = 1 + _RECORD_FIELDS.index("first_at")
+
+
+@dataclass(slots=True)
 class KeyPlan:
-    """The refold of one key: records to replace and what replaces them."""
+    """The refold of one key: records to replace and what replaces them, in plain tuples (a first build's
+    planning process sends a million of them)."""
 
     key: Key
     top_seq: int  # the key's newest event in the snapshot
-    replaced: dict[int, dict[str, Any]]  # id -> stored record fields
-    records: list[rules.Folded] = field(default_factory=list)
-    ids: list[int | None] = field(default_factory=list)
+    replaced: dict[int, Values]  # id -> stored values
+    records: list[Values]  # the refolded records
+    events: list[tuple[list[int], list[int | None]]]  # each record's event seqs and the record ids they had
+    ids: list[int | None]  # the id each record keeps (None: a fresh one)
+    earliest: int  # the earliest time this refold touches (first events of the records replaced and made)
 
-    def earliest(self) -> int:
-        """The earliest time this refold touches (first events of the records replaced and made)."""
-        made = min(map(_FIRST_AT, self.records), default=None)
-        replaced = min((int(r["first_at"]) for r in self.replaced.values()), default=None)
-        return min(t for t in (made, replaced) if t is not None)
+    @classmethod
+    def of(cls, key: Key, top_seq: int, replaced: dict[int, Values], folded: list[rules.Folded]) -> KeyPlan:
+        made = min(map(_FIRST_AT, folded), default=None)
+        old = min((int(r[_FIRST_AT_VALUE]) for r in replaced.values()), default=None)
+        return cls(key, top_seq, replaced, list(map(_RECORD_VALUES, folded)),
+                   [(r.seqs, r.previous_ids) for r in folded], rules.keep_ids(folded, set()),
+                   min((t for t in (made, old) if t is not None), default=EVER))
 
     def changed(self) -> bool:
         if len(self.records) != len(self.replaced) or any(i is None for i in self.ids):
             return True
-        return any(i is None or self.replaced.get(i) != _fields(r) or any(old != i for old in r.previous_ids)
-                   for i, r in zip(self.ids, self.records, strict=True))
+        return any(self.replaced.get(i) != r or any(old != i for old in previous)  # type: ignore[arg-type]
+                   for i, r, (_, previous) in zip(self.ids, self.records, self.events, strict=True))
 
-
-def _fields(record: rules.Folded) -> dict[str, Any]:
-    return {"invoke_id": record.invoke_id, **{c: getattr(record, c) for c in _RECORD_FIELDS}}
+    def size(self) -> int:
+        """Rows it writes (records) and deletes (those replaced), plus one."""
+        return 1 + len(self.records) + len(self.replaced)
 
 
 def event_of(row: Sequence[Any]) -> rules.FoldEvent:
@@ -129,10 +138,8 @@ def plan_key(conn: Connection, key: Key, earliest: int) -> KeyPlan:
     for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments WHERE {where} "
                             "AND (last_at >= ? OR invoke_id <> '')", (*params, since)):
         if row[1] == "" or row[0] in replaced_ids:
-            replaced[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:], strict=True))}
-    top = max((e.seq for e in events), default=0)
-    records = rules.fold(events)
-    return KeyPlan(key, top, replaced, records, rules.keep_ids(records, set()))
+            replaced[row[0]] = tuple(row[1:])
+    return KeyPlan.of(key, max((e.seq for e in events), default=0), replaced, rules.fold(events))
 
 
 def plan_product(conn: Connection, product: str) -> list[KeyPlan]:
@@ -143,11 +150,10 @@ def plan_product(conn: Connection, product: str) -> list[KeyPlan]:
 
 
 def _plan_product(conn: Connection, product: str) -> list[KeyPlan]:
-    stored: dict[Key, dict[int, dict[str, Any]]] = {}
+    stored: dict[Key, dict[int, Values]] = {}
     for row in conn.execute(f"SELECT id, environment, version, invoke_id, {', '.join(_RECORD_FIELDS)} "
                             "FROM deployments WHERE product = ?", (product,)):
-        stored.setdefault((product, row[1], row[2]), {})[row[0]] = {
-            "invoke_id": row[3], **dict(zip(_RECORD_FIELDS, row[4:], strict=True))}
+        stored.setdefault((product, row[1], row[2]), {})[row[0]] = tuple(row[3:])
     events: dict[Key, list[rules.FoldEvent]] = {}
     for row in conn.execute(f"SELECT environment, version, {_EVENT_COLUMNS} FROM events WHERE kind = 'deployment' "
                             "AND product = ? AND environment IS NOT NULL", (product,)):
@@ -155,9 +161,8 @@ def _plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     plans = []
     for key in sorted(set(stored) | set(events), key=lambda k: (k[1], k[2] or "")):
         key_events = events.get(key, [])
-        records = rules.fold(key_events)
-        key_plan = KeyPlan(key, max((e.seq for e in key_events), default=0), stored.get(key, {}), records,
-                           rules.keep_ids(records, set()))
+        key_plan = KeyPlan.of(key, max((e.seq for e in key_events), default=0), stored.get(key, {}),
+                              rules.fold(key_events))
         if key_plan.changed():
             plans.append(key_plan)
     return plans
@@ -174,13 +179,13 @@ def plan(conn: Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def _stored(conn: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+def _stored(conn: Connection, ids: list[int]) -> dict[int, Values]:
     out = {}
     for start in range(0, len(ids), 400):
         chunk = ids[start:start + 400]
         for row in conn.execute(f"SELECT id, invoke_id, {', '.join(_RECORD_FIELDS)} FROM deployments "
                                 f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk):
-            out[row[0]] = {"invoke_id": row[1], **dict(zip(_RECORD_FIELDS, row[2:], strict=True))}
+            out[row[0]] = tuple(row[1:])
     return out
 
 
@@ -216,15 +221,14 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
     rows: list[tuple[Any, ...]] = []
     moves: Moves = []
     for p in fresh:
-        for record, kept in zip(p.records, p.ids, strict=True):
+        for values, (seqs, previous), kept in zip(p.records, p.events, p.ids, strict=True):
             if kept is None:
                 kept = next(fresh_ids)
-            rows.append((kept, *p.key, *_RECORD_VALUES(record)))
-            moves += [(seq, kept, old) for seq, old in zip(record.seqs, record.previous_ids, strict=True)
-                      if old != kept]
+            rows.append((kept, *p.key, *values))
+            moves += [(seq, kept, old) for seq, old in zip(seqs, previous, strict=True) if old != kept]
     for sql, params in bulk.insert_statements("deployments", _RECORD_COLUMNS, rows):
         conn.execute(sql, params)
-    written = [(p.key, p.earliest()) for p in fresh]
+    written = [(p.key, p.earliest) for p in fresh]
     if defer_moves:
         return written, moves
     move_events(conn, moves)

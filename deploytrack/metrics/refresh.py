@@ -13,18 +13,22 @@ transaction. The server passes its read connections and its writer; the CLI one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, TypeVar
 
-from deploytrack.metrics import compute, days, facts, fold, incidents
+from deploytrack.metrics import aside as aside_mod
+from deploytrack.metrics import compute, days, facts, fold, gcpause, incidents
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY
 
 T = TypeVar("T")
+_EARLIEST = attrgetter("earliest")
 Read = Callable[..., Any]
 Write = Callable[..., Any]
 WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
@@ -32,6 +36,8 @@ LINKED_WITH = "links_production"  # the production environments of the last reli
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000
 _PARTITIONS_PER_READ = 64
+_PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
+ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
 
 
 @dataclass
@@ -135,10 +141,6 @@ def paced(step: Callable[..., T], factor: float = 1.0, most: float = 0.25) -> Ca
     return run
 
 
-def _plan_keys(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
-    return list(fold.plan(conn, keys))
-
-
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -192,22 +194,53 @@ class Summary:
     links: int = 0
 
 
-def refresh(read: Read, write: Write, settings: Settings, full: bool = False) -> Summary:
-    """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`)."""
+def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
+    """A product's refolds in time order: the records' time-ordered indexes then grow at their ends, a few
+    pages a write."""
+    return sorted(fold.plan_product(conn, product), key=_EARLIEST)
+
+
+def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
+    return sorted(fold.plan(conn, keys), key=_EARLIEST)
+
+
+def refresh(read: Read, write: Write, settings: Settings, full: bool = False, aside: bool = False) -> Summary:
+    """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`).
+
+    `aside`: a large full round (a first build) plans in a child process on a connection of its own to
+    `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database."""
     summary = Summary()
     changes: Changes = read(what_changed, full, write(settled_seq))
     if changes.nothing:
         return summary
+    big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
+    # (a big round: the collector off while millions of plan tuples come in, see gcpause)
+    with gcpause.paused() if big else contextlib.nullcontext(), \
+            aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
+        _refold(read, write, plans, changes, summary)
+        per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
+        for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE))
+                                  for part in _chunks(sorted(changes.partitions.items()), per_read)]):
+            for group in _by_rows(planned, facts.PartitionFacts.size):
+                summary.partitions += write(write_facts, group)
+    # incidents are relinked where deployments changed; all of them after a change of the production environments
+    production = ",".join(sorted(settings.production_set))
+    touched = None if changes.full or read(_linked_with) != production else changes.partitions
+    summary.links = write(incidents.apply_links, read(incidents.plan_links, settings, touched))
+    write(_done, changes.top_seq, changes.stale_id, production)
+    return summary
+
+
+def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
+            summary: Summary) -> None:
+    """Refold the changed keys (every key, product by product, if `changes.full`), noting the facts to redo."""
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
-    reads: list[tuple[Callable[..., list[fold.KeyPlan]], Any]] = [
-        (_plan_keys, dict(chunk)) for chunk in _chunks(keys, _KEYS_PER_READ)]
+    calls: list[aside_mod.Call] = [(_key_plans, (dict(chunk),)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
-        reads = [(fold.plan_product, product) for product in read(fold.all_products)]
+        calls = [(_fold_plans, (product,)) for product in read(fold.all_products)]
     moves: fold.Moves = []
-    for fn, arg in reads:
-        # in time order: the records' time-ordered indexes then grow at their ends, a few pages a write
-        plans = sorted(read(fn, arg), key=fold.KeyPlan.earliest)
-        for group in _by_rows(plans, lambda p: 1 + len(p.records) + len(p.replaced)):
+    for planned in plans.map(calls):
+        for group in _by_rows(planned, fold.KeyPlan.size):
             written, deferred = write(fold.apply, group, changes.top_seq, changes.first)
             moves.extend(deferred)
             summary.keys_refolded += len(written)
@@ -218,26 +251,15 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False) ->
     moves.sort()
     for chunk in _chunks(moves, _ROWS_PER_WRITE):
         write(fold.move_events, chunk)
-    for part in _chunks(sorted(changes.partitions.items()), _PARTITIONS_PER_READ):
-        planned = read(facts.differing, [piece for p in read(facts.plan, dict(part))
-                                         for piece in p.pieces(_ROWS_PER_WRITE)])
-        for group in _by_rows(planned, facts.PartitionFacts.size):
-            summary.partitions += write(write_facts, group)
-    # incidents are relinked where deployments changed; all of them after a change of the production environments
-    production = ",".join(sorted(settings.production_set))
-    touched = None if changes.full or read(_linked_with) != production else changes.partitions
-    summary.links = write(incidents.apply_links, read(incidents.plan_links, settings, touched))
-    write(_done, changes.top_seq, changes.stale_id, production)
-    return summary
 
 
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
-                  computed_at: int, full: bool = False) -> tuple[int, int, int]:
+                  computed_at: int, full: bool = False, aside: bool = False) -> tuple[int, int, int]:
     """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day.
 
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
-    refresh(read, write, settings, full)
+    refresh(read, write, settings, full, aside)
     earliest = read(compute.earliest_day)  # days before any data have no snapshots
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
     if start is None or start > last_day:

@@ -88,14 +88,15 @@ def give_back(conn: Connection, days: list[int], last_done: int | None) -> None:
 
 
 def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner: str, now: int,
-            lease_us: int) -> tuple[int, int] | None:
-    """One round of the daily job (the server's and `metrics recompute`'s): the days snapshotted, if any."""
+            lease_us: int, aside: bool = False) -> tuple[int, int] | None:
+    """One round of the daily job (the server's and `metrics recompute`'s): the days snapshotted, if any
+    (`aside`: see `refresh.refresh`)."""
     taken = write(due, owner, now, lease_us)
     if taken is None:
         return None
     first, yesterday, dirty, last_done = taken
     try:
-        start, end, _ = refresh.snapshot_days(read, write, settings, first, yesterday, now)
+        start, end, _ = refresh.snapshot_days(read, write, settings, first, yesterday, now, aside=aside)
     except BaseException:
         write(give_back, dirty, last_done)
         raise
@@ -184,7 +185,7 @@ class Deriver:
 
     async def _build(self) -> None:
         try:
-            await self.in_process(refresh.refresh)
+            await self.in_process(refresh.refresh, False, True)  # a first build plans in a process aside
         except Exception:  # noqa: BLE001 - logged; the next read or round tries again
             log.exception("could not build derived data")
 
@@ -233,7 +234,7 @@ class MetricsScheduler:
         await self.deriver.settle()
         now = self.clock()
         if await asyncio.to_thread(self.deriver.read, round_is_heavy, now):
-            done = await self.deriver.in_process(run_due, self.owner, now, self.lease_us)
+            done = await self.deriver.in_process(run_due, self.owner, now, self.lease_us, True)
         else:
             done = await asyncio.to_thread(self.deriver.run_paced, run_due, self.owner, now, self.lease_us)
         await self.db.check_integrity_daily(self.clock())

@@ -1,0 +1,139 @@
+"""A large round's reads planned in a process of their own, one step ahead of its writes.
+
+A first build plans in pure Python (the rules per event and per deployment) about as long as it
+writes, and one interpreter runs one of the two at a time: a thread of its own only trades the
+interpreter's lock back and forth. So a large round hands its plan reads to a child process (a
+fresh interpreter, spawned: it inherits no connection, lock or thread) with a snapshot connection
+of its own, the database of `settings`; while the round writes one plan the child computes the
+next on the other core and sends it back pickled. When the child is behind, the round plans one
+itself rather than wait, so the two cores share the planning and each plan is written as it comes.
+
+Each call is `read(fn, *args)` as the round would run it itself: a snapshot of its own, taken when
+it starts. The round asks only for plans that its pending writes cannot change (other products'
+refolds, other product/environments' facts), in any order: they are independent of each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection as Pipe
+from types import TracebackType
+from typing import Any
+
+from deploytrack.metrics import gcpause
+from deploytrack.settings import Settings
+from deploytrack.storage.database import on_connection, open_settings
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]  # fn(conn, *args), as for `read`
+_CONTEXT = multiprocessing.get_context("spawn")
+_AHEAD = 2  # calls the child holds: it starts the next as soon as it has sent a result
+
+
+class AsideFailed(RuntimeError):
+    """A read in the child failed (or the child died); the message says how."""
+
+
+class Aside:
+    """One child process serving reads; close it (`with`) when the round ends."""
+
+    def __init__(self, settings: Settings, read: Callable[..., Any]) -> None:
+        self._read = read
+        self._pipe, theirs = _CONTEXT.Pipe()
+        self._proc = _CONTEXT.Process(target=_serve, args=(theirs, settings), name="deploytrack-plans", daemon=True)
+        self._proc.start()
+        theirs.close()
+
+    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+        """The result of each call, in no particular order. The child takes calls from the front, one
+        ahead; when it has no result ready, this process runs one from the back itself rather than wait."""
+        todo = deque(calls)
+        asked = 0
+        while todo and asked < _AHEAD:
+            self._send(todo.popleft())
+            asked += 1
+        while asked or todo:
+            if not asked or (todo and not self._pipe.poll()):
+                fn, args = todo.pop()
+                yield self._read(fn, *args)
+                continue
+            kind, payload = self._receive()
+            asked -= 1
+            if todo:
+                self._send(todo.popleft())
+                asked += 1
+            if kind != "ok":
+                raise AsideFailed(payload)
+            yield payload
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            with gcpause.paused():  # (a million small objects: the collector would walk them again and again)
+                message: tuple[str, Any] = self._pipe.recv()
+        except EOFError:
+            self._proc.join(1)
+            raise AsideFailed(f"the planning process exited with status {self._proc.exitcode}") from None
+        return message
+
+    def _send(self, call: Call | None) -> None:
+        with contextlib.suppress(OSError):  # it has gone: the next answer says why
+            self._pipe.send(call)
+
+    def close(self) -> None:
+        self._send(None)
+        self._pipe.close()
+        self._proc.join(5)
+        if self._proc.is_alive():  # busy with a call nobody will read
+            self._proc.terminate()
+            self._proc.join()
+
+    def __enter__(self) -> Aside:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Inline:
+    """The same interface for a small round: each call read here, when it is asked for."""
+
+    def __init__(self, read: Callable[..., Any]) -> None:
+        self._read = read
+
+    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+        return (self._read(fn, *args) for fn, args in calls)
+
+    def __enter__(self) -> Inline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        pass
+
+
+def _serve(pipe: Pipe, settings: Settings) -> None:
+    """The child: run each call on a snapshot and send its result, until told to stop or the parent goes."""
+    sys.stdout = sys.stderr  # (in the server's metrics worker, stdout is the channel to the server)
+    try:
+        conn = open_settings(settings, migrate=False, readonly=True)
+    except Exception as exc:  # noqa: BLE001 - the round's first read raises it
+        pipe.send(("raise", f"{type(exc).__name__}: {exc}"))
+        return
+    read, _ = on_connection(conn)
+    try:
+        while True:
+            try:
+                call = pipe.recv()
+            except EOFError:
+                return
+            if call is None:
+                return
+            fn, args = call
+            try:
+                pipe.send(("ok", read(fn, *args)))
+            except Exception as exc:  # noqa: BLE001 - reported to the round, which raises it
+                pipe.send(("raise", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
