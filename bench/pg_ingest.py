@@ -10,9 +10,10 @@ request a new event, "started" then "success" per deployment) for --seconds to:
   3. two servers on one PostgreSQL database, each with its own wrk and half the connections.
 After the warm-up, PostgreSQL's tables are analyzed, as autovacuum would in a server's first minute.
 Prints requests/s, p50/p99, the ratios (PostgreSQL to SQLite, two processes to one), how busy each
-server's writer was, and where the machine's CPU went during the run: the servers, PostgreSQL
-(the cluster's postmaster and backends), wrk, the kernel's interrupt work, and everything else on
-the machine (other users' jobs); and, sampled every 10 ms, what the servers' PostgreSQL backends in a
+server's writer was and how many requests each of its write transactions carried, where the
+machine's CPU went during the run (the servers; PostgreSQL: the cluster's postmaster and backends;
+wrk; the kernel's interrupt work; everything else on the machine, other users' jobs) and CPU per
+request; and, sampled every 10 ms, what the servers' PostgreSQL backends in a
 transaction were doing: waiting for a lock (the write lock), waiting for the server's next statement,
 running, or on disk I/O.
 Every acknowledged event is checked to be stored. Only 127.0.0.1 is contacted.
@@ -47,6 +48,7 @@ class Result:
     errors: int
     missing: int
     writer_busy: list[float]  # per server: share of the run's wall time its writer spent in transactions
+    group: float  # requests per write transaction (commit), over all servers
     cpu: dict[str, float]  # cores used on average during the run, by whom
     backends: dict[str, float]  # PostgreSQL: the servers' backends in a transaction, on average, by what they wait for
 
@@ -175,8 +177,11 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
         cpu["idle"] = max(0.0, cores - sum(cpu.values()))
         for server in procs:
             drain(server)
-        writer_busy = [(writer_counters(s.url)["busy_seconds_total"] - w["busy_seconds_total"]) / elapsed
-                       for s, w in zip(procs, writer, strict=True)]
+        after = [writer_counters(s.url) for s in procs]
+        writer_busy = [(a["busy_seconds_total"] - w["busy_seconds_total"]) / elapsed
+                       for a, w in zip(after, writer, strict=True)]
+        commits = sum(a["commits_total"] - w["commits_total"] for a, w in zip(after, writer, strict=True))
+        group = sum(a["tasks_total"] - w["tasks_total"] for a, w in zip(after, writer, strict=True)) / max(1, commits)
     finally:
         for server in procs:
             server.stop()
@@ -185,7 +190,8 @@ def scenario(db: str, processes: int, workdir: Path, cluster: Cluster | None, ar
     seconds = max(r.seconds for r in results)
     return Result(rps=requests / seconds, p50_ms=statistics.median(r.p50_ms for r in results),
                   p99_ms=max(r.p99_ms for r in results), errors=sum(r.non2xx + r.socket_errors for r in results),
-                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, cpu=cpu, backends=waits)
+                  missing=max(0, before + acked - stored(db)), writer_busy=writer_busy, group=group, cpu=cpu,
+                  backends=waits)
 
 
 def show(name: str, r: Result, base: float | None) -> None:
@@ -195,6 +201,8 @@ def show(name: str, r: Result, base: float | None) -> None:
           f"writer busy {'/'.join(f'{b:.0%}' for b in r.writer_busy)}; errors {r.errors}, "
           f"acknowledged but not stored {r.missing}", flush=True)
     print(f"  {'':30} cores used: {cpu}", flush=True)
+    per_request = ", ".join(f"{k} {v / r.rps * 1e6:.0f}" for k, v in r.cpu.items() if k in ("servers", "postgres") and v > 0)
+    print(f"  {'':30} {r.group:.1f} requests per write transaction; CPU per request, us: {per_request}", flush=True)
     if r.backends:
         print(f"  {'':30} PostgreSQL backends in a transaction, on average: "
               f"{', '.join(f'{k} {v:.2f}' for k, v in r.backends.items() if v >= 0.005)}", flush=True)
