@@ -201,7 +201,7 @@ def show(name: str, r: Result, base: float | None) -> None:
           f"writer busy {'/'.join(f'{b:.0%}' for b in r.writer_busy)}; errors {r.errors}, "
           f"acknowledged but not stored {r.missing}", flush=True)
     print(f"  {'':30} cores used: {cpu}", flush=True)
-    per_request = ", ".join(f"{k} {v / r.rps * 1e6:.0f}" for k, v in r.cpu.items() if k in ("servers", "postgres") and v > 0)
+    per_request = ", ".join(f"{k} {r.cpu[k] / r.rps * 1e6:.0f}" for k in ("servers", "postgres") if r.cpu[k] > 0)
     print(f"  {'':30} {r.group:.1f} requests per write transaction; CPU per request, us: {per_request}", flush=True)
     if r.backends:
         print(f"  {'':30} PostgreSQL backends in a transaction, on average: "
