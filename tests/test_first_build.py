@@ -109,7 +109,7 @@ def test_a_first_build_planned_in_a_process_aside_gives_the_same(tmp_path: Path,
     monkeypatch.setattr(refresh, "ASIDE_ABOVE", 0)  # (a real one plans aside above 20,000 events)
     conn = dbmod.open_migrated(db)
     read, write = dbmod.on_connection(conn)
-    with pytest.raises(aside.AsideFailed, match="unable to open database file"):  # the child reads settings.db
+    with pytest.raises(aside.AsideDatabaseError, match="unable to open database file"):  # the child: settings.db
         refresh.refresh(read, write, Settings(db=str(tmp_path / "missing" / "x.db")), aside=True)
     summary = refresh.refresh(read, write, Settings(db=str(db)), aside=True)
     conn.close()

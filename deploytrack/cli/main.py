@@ -13,6 +13,7 @@ from typing import Any
 from deploytrack import __version__
 from deploytrack.cli.dbfile import Refusal, add_create_flag
 from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
+from deploytrack.metrics.aside import AsideDatabaseError
 from deploytrack.settings import settings_help
 from deploytrack.storage import failures
 
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refusal as refusal:
         print(f"deploytrack: {refusal}", file=sys.stderr)
         return 2
-    except failures.DATABASE_ERRORS as exc:
+    except (*failures.DATABASE_ERRORS, AsideDatabaseError) as exc:
         print(f"deploytrack: database error: {exc}", file=sys.stderr)
         return 1
 

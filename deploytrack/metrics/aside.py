@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from typing import Any
 
 from deploytrack.metrics import gcpause
 from deploytrack.settings import Settings
+from deploytrack.storage import failures
 from deploytrack.storage.database import on_connection, open_settings
 
 Call = tuple[Callable[..., Any], tuple[Any, ...]]  # fn(conn, *args), as for `read`
@@ -35,6 +37,10 @@ _AHEAD = 2  # calls the child holds: it starts the next as soon as it has sent a
 
 class AsideFailed(RuntimeError):
     """A read in the child failed (or the child died); the message says how."""
+
+
+class AsideDatabaseError(AsideFailed):
+    """The child's database refused a read (or its connection): reported as any database error is."""
 
 
 class Aside:
@@ -65,6 +71,8 @@ class Aside:
             if todo:
                 self._send(todo.popleft())
                 asked += 1
+            if kind == "database":
+                raise AsideDatabaseError(payload)
             if kind != "ok":
                 raise AsideFailed(payload)
             yield payload
@@ -115,25 +123,30 @@ class Inline:
 
 def _serve(pipe: Pipe, settings: Settings) -> None:
     """The child: run each call on a snapshot and send its result, until told to stop or the parent goes."""
-    sys.stdout = sys.stderr  # (in the server's metrics worker, stdout is the channel to the server)
-    try:
-        conn = open_settings(settings, migrate=False, readonly=True)
-    except Exception as exc:  # noqa: BLE001 - the round's first read raises it
-        pipe.send(("raise", f"{type(exc).__name__}: {exc}"))
-        return
-    read, _ = on_connection(conn)
-    try:
-        while True:
-            try:
-                call = pipe.recv()
-            except EOFError:
-                return
-            if call is None:
-                return
-            fn, args = call
-            try:
-                pipe.send(("ok", read(fn, *args)))
-            except Exception as exc:  # noqa: BLE001 - reported to the round, which raises it
-                pipe.send(("raise", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+    # In the server's metrics worker, stdout (fd 1) is the channel to the server: the child must neither
+    # write to it nor hold it open, or a worker that dies would not be seen to end until the child does.
+    sys.stdout = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    with contextlib.suppress(KeyboardInterrupt, OSError, EOFError):  # the parent stopped or went away
+        try:
+            conn = open_settings(settings, migrate=False, readonly=True)
+        except Exception as exc:  # noqa: BLE001 - the round's first read raises it
+            pipe.send(_failure(exc))
+            return
+        read, _ = on_connection(conn)
+        try:
+            while (call := pipe.recv()) is not None:
+                fn, args = call
+                try:
+                    result = ("ok", read(fn, *args))
+                except Exception as exc:  # noqa: BLE001 - reported to the round, which raises it
+                    result = _failure(exc)
+                pipe.send(result)
+        finally:
+            conn.close()
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    return ("database" if isinstance(exc, failures.DATABASE_ERRORS) else "raise", f"{type(exc).__name__}: {exc}")

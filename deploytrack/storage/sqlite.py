@@ -36,6 +36,7 @@ class Connection(sqlite3.Connection):
     busy_ms = 5000  # how long to wait for a lock (`connect` sets it)
     staging: Staging | None = None  # the server's writer connection only (storage.staging)
     synced = True  # synchronous=FULL (`connect` sets it); False after a `derived` transaction began
+    wal = False  # in WAL mode (`connect` asks for it; a file system without shared memory refuses it)
 
     def begin_write(self, shared: bool = False, derived: bool = False) -> None:
         """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
@@ -45,11 +46,13 @@ class Connection(sqlite3.Connection):
         it (SQLite's projector, storage.staging), so its COMMIT need not wait for the disk (synchronous=NORMAL):
         were it lost to a power cut, the file would hold the rows it moved, as before it, and the next FULL
         COMMIT syncs the WAL with it. Every other transaction is FULL again, set here before it begins.
+        Only in WAL mode: with a rollback journal, a commit not synced can leave a damaged file.
 
         While another process holds it (`metrics recompute` beside the server, say), ask again every
         half millisecond instead of through SQLite's busy handler, whose sleeps grow to 100 ms: a short
         transaction there then delays this one by about its own length, not by the handler's sleeps.
         """
+        derived = derived and self.wal
         if self.synced == derived:  # outside a transaction: the level cannot change inside one
             self.execute(f"PRAGMA synchronous={'NORMAL' if derived else 'FULL'}")
             self.synced = not derived
@@ -105,7 +108,7 @@ def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -
     else:
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False,
                                factory=Connection)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
         conn.execute("PRAGMA synchronous=FULL")
         # Each write task runs in a savepoint, whose undo copies of pages go to a temp file by
         # default: in memory they cost a third of the writer's time less.
