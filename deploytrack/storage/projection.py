@@ -117,30 +117,20 @@ def record_statements(deps: list[Dep], upsert: bool = False) -> list[Statement]:
     """Insert the new records (one statement per chunk) and update the changed ones; each is then stored.
 
     With `upsert` (PostgreSQL, where each statement is a round trip in the writer's transaction), new and
-    changed records go in one `INSERT ... ON CONFLICT (id) DO UPDATE` per chunk."""
-    if upsert:
-        rows = []
-        for dep in deps:
-            values = _values(dep["record"])
-            if _store(dep, values):
-                rows.append([dep["id"], dep["product"], dep["environment"], dep["version"], dep["invoke_id"], *values])
-        return insert_statements("deployments", (*_KEY_COLUMNS, *FIELDS), rows, _UPSERT)
+    changed records go in one `INSERT ... ON CONFLICT (id) DO UPDATE` per chunk. Otherwise only the
+    columns that change are SET (SQLite rewrites an index for every column named, changed or not); the
+    records changing the same columns share one UPDATE ... FROM (VALUES ...)."""
     inserts: list[list[Any]] = []
-    # Only the columns that change are SET (SQLite rewrites an index for every column named, changed
-    # or not); the records changing the same columns share one UPDATE ... FROM (VALUES ...).
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for dep in deps:
         values = _values(dep["record"])
-        stored = dep["stored"]
-        if stored is None:
+        stored, now = dep["stored"], dict(zip(FIELDS, values, strict=True))
+        dep["stored"] = now
+        if stored is None or (upsert and stored != now):
             inserts.append([dep["id"], dep["product"], dep["environment"], dep["version"], dep["invoke_id"], *values])
-        stored_now = dict(zip(FIELDS, values, strict=True))
-        if stored is not None:
-            changed = tuple(c for c in FIELDS if stored_now[c] != stored[c])
-            if changed:
-                by_columns.setdefault(changed, []).append({"id": dep["id"], **stored_now})
-        dep["stored"] = stored_now
-    writes = insert_statements("deployments", (*_KEY_COLUMNS, *FIELDS), inserts)
+        elif changed := tuple(c for c in FIELDS if now[c] != stored[c]):
+            by_columns.setdefault(changed, []).append({"id": dep["id"], **now})
+    writes = insert_statements("deployments", (*_KEY_COLUMNS, *FIELDS), inserts, _UPSERT if upsert else "")
     for columns, changed_deps in by_columns.items():
         writes += _update_statements(columns, sorted(changed_deps, key=lambda d: int(d["id"])))
     return writes
@@ -148,12 +138,6 @@ def record_statements(deps: list[Dep], upsert: bool = False) -> list[Statement]:
 
 _VALUES = attrgetter(*FIELDS)
 _UPSERT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in FIELDS)
-
-
-def _store(dep: Dep, values: tuple[Any, ...]) -> bool:
-    """Take `values` as `dep`'s stored fields; whether that is a change (a new record, or fields that differ)."""
-    stored, dep["stored"] = dep["stored"], dict(zip(FIELDS, values, strict=True))
-    return stored is None or stored != dep["stored"]
 
 
 def _values(record: rules.Folded) -> tuple[Any, ...]:
