@@ -48,6 +48,7 @@ class Aside:
 
     def __init__(self, settings: Settings, read: Callable[..., Any]) -> None:
         self._read = read
+        self.served = 0  # results the child sent
         self._pipe, theirs = _CONTEXT.Pipe()
         self._proc = _CONTEXT.Process(target=_serve, args=(theirs, settings), name="deploytrack-plans", daemon=True)
         self._proc.start()
@@ -75,6 +76,7 @@ class Aside:
                 raise AsideDatabaseError(payload)
             if kind != "ok":
                 raise AsideFailed(payload)
+            self.served += 1
             yield payload
 
     def _receive(self) -> tuple[str, Any]:
@@ -107,6 +109,8 @@ class Aside:
 
 class Inline:
     """The same interface for a small round: each call read here, when it is asked for."""
+
+    served = 0  # (no child)
 
     def __init__(self, read: Callable[..., Any]) -> None:
         self._read = read

@@ -192,6 +192,7 @@ class Summary:
     keys_refolded: int = 0
     partitions: int = 0
     links: int = 0
+    planned_aside: int = 0  # plans the child process made (a first build's, metrics/aside.py)
 
 
 def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
@@ -223,6 +224,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
                                   for part in _chunks(sorted(changes.partitions.items()), per_read)]):
             for group in _by_rows(planned, facts.PartitionFacts.size):
                 summary.partitions += write(write_facts, group)
+        summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
     touched = None if changes.full or read(_linked_with) != production else changes.partitions
