@@ -1,6 +1,6 @@
 """Ingestion with one and with two server processes on one PostgreSQL database, beside SQLite.
 
-    python -m bench.pg_ingest [--seconds 15] [--connections 32] [--rounds 2] [--source DIR]
+    python -m bench.pg_ingest [--seconds 15] [--connections 32] [--rounds 3] [--source DIR]
 
 Starts a throwaway PostgreSQL cluster on 127.0.0.1 (durable settings: fsync on, like production;
 tests/pg_cluster.py), then posts Versioner deployment events with wrk (bench/post_events.lua: every
@@ -212,7 +212,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--source", metavar="DIR", type=Path,
                         help="serve the deploytrack package in DIR (`git archive COMMIT deploytrack | tar -x -C DIR`)")
     args = parser.parse_args()
@@ -238,7 +238,9 @@ def main() -> int:
                 print(f"  two processes vs one: {two.rps / one.rps:.2f}x (target >= {TARGET_TWO_VS_ONE}x)", flush=True)
     finally:
         cluster.stop()
-    print(f"two vs one, each round: {', '.join(f'{r:.2f}x' for r in ratios)}")
+    # The machine's noise moves one round by +-10% (RESULTS.md): the median of the rounds is the figure.
+    print(f"two vs one, each round: {', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x "
+          f"(target >= {TARGET_TWO_VS_ONE}x)")
     return 0
 
 
