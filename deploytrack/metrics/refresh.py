@@ -151,7 +151,7 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 class Sized:
     """A round's writes of one kind, each given as many rows as the writes before it wrote in about
     WRITE_SECONDS (at least _ROWS_PER_WRITE): a thousand rows took a few milliseconds a transaction, and
-    each transaction writes the index pages it touches to the WAL again, and waits for the disk."""
+    each transaction writes every index page it touches to the WAL again (and checkpoints it again)."""
 
     def __init__(self, write: Write) -> None:
         self._write = write
