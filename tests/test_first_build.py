@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.gen_events import generate
-from deploytrack.metrics import aside, days, fold, refresh
+from deploytrack.metrics import aside, days, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from tests.conftest import query, run_cli
@@ -84,7 +84,7 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
     read, write = dbmod.on_connection(conn)
 
     def stops_at_the_moves(fn: object, *args: object) -> object:
-        if fn is fold.move_events:
+        if fn is refresh.write_moves:
             raise Stopped
         return write(fn, *args)
 

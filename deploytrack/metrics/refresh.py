@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from deploytrack.metrics import aside as aside_mod
 from deploytrack.metrics import compute, days, facts, fold, gcpause, incidents
 from deploytrack.settings import Settings
-from deploytrack.storage.database import Connection
+from deploytrack.storage.database import Connection, derived
 from deploytrack.timeutil import DAY
 
 T = TypeVar("T")
@@ -34,7 +34,9 @@ Write = Callable[..., Any]
 WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
 LINKED_WITH = "links_production"  # the production environments of the last relinking
 _KEYS_PER_READ = 2_000
-_ROWS_PER_WRITE = 1_000
+_ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the size of a piece of facts)
+_MOST_ROWS_PER_WRITE = 20_000
+WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -146,18 +148,37 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def _by_rows(plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
-    """Plans grouped so that each write transaction stays short."""
-    group: list[Any] = []
-    rows = 0
-    for p in plans:
-        group.append(p)
-        rows += size(p)
-        if rows >= _ROWS_PER_WRITE:
-            yield group
-            group, rows = [], 0
-    if group:
-        yield group
+class Sized:
+    """A round's writes of one kind, each given as many rows as the writes before it wrote in about
+    WRITE_SECONDS (at least _ROWS_PER_WRITE): a thousand rows took a few milliseconds a transaction, and
+    each transaction writes every index page it touches to the WAL again (and checkpoints it again)."""
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self.rows = _ROWS_PER_WRITE  # rows the next write is to be given
+        self._per_row = 0.0  # seconds a row: the last write's if slower, else halfway to it
+
+    def write(self, rows: int, fn: Callable[..., T], *args: Any) -> T:
+        """`write(fn, *args)`, a transaction of `rows` rows, timed."""
+        began = time.perf_counter()
+        result: T = self._write(fn, *args)
+        per_row = (time.perf_counter() - began) / max(rows, 1)
+        self._per_row = max(per_row, (self._per_row + per_row) / 2)
+        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, int(WRITE_SECONDS / max(self._per_row, 1e-9))))
+        return result
+
+    def groups(self, plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[tuple[int, list[Any]]]:
+        """Plans grouped into writes of about `self.rows` rows each (read as each group is made): (rows, group)."""
+        group: list[Any] = []
+        rows = 0
+        for p in plans:
+            group.append(p)
+            rows += size(p)
+            if rows >= self.rows:
+                yield rows, group
+                group, rows = [], 0
+        if group:
+            yield rows, group
 
 
 def _linked_with(conn: Connection) -> str | None:
@@ -180,11 +201,25 @@ def forget_deleted(conn: Connection) -> None:
                  (WATERMARK,))
 
 
+@derived
 def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
     """The facts of these product/environment ranges and their day totals, in one transaction."""
     count = facts.apply(conn, planned)
     days.apply(conn, planned)
     return count
+
+
+@derived
+def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, defer_moves: bool
+                  ) -> tuple[list[tuple[fold.Key, int]], fold.Moves]:
+    """Refolded deployment records (`fold.apply`)."""
+    return fold.apply(conn, plans, top_seq, defer_moves)
+
+
+@derived
+def write_moves(conn: Connection, moves: fold.Moves) -> None:
+    """Events pointed at their refolded records (`fold.move_events`)."""
+    fold.move_events(conn, moves)
 
 
 @dataclass
@@ -220,10 +255,11 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
         _refold(read, write, plans, changes, summary)
         per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
+        sized_facts = Sized(write)
         for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE))
                                   for part in _chunks(sorted(changes.partitions.items()), per_read)]):
-            for group in _by_rows(planned, facts.PartitionFacts.size):
-                summary.partitions += write(write_facts, group)
+            for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
+                summary.partitions += sized_facts.write(rows, write_facts, group)
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
@@ -241,9 +277,10 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
     if changes.full:
         calls = [(_fold_plans, (product,)) for product in read(fold.all_products)]
     moves: fold.Moves = []
+    records = Sized(write)
     for planned in plans.map(calls):
-        for group in _by_rows(planned, fold.KeyPlan.size):
-            written, deferred = write(fold.apply, group, changes.top_seq, changes.first)
+        for rows, group in records.groups(planned, fold.KeyPlan.size):
+            written, deferred = records.write(rows, write_records, group, changes.top_seq, changes.first)
             moves.extend(deferred)
             summary.keys_refolded += len(written)
             for (product, environment, _), since in written:
@@ -251,8 +288,12 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
     # A first build points events at their records afterwards, in seq order: were a round to stop between,
     # the watermark would still be missing and the next round would refold everything again.
     moves.sort()
-    for chunk in _chunks(moves, _ROWS_PER_WRITE):
-        write(fold.move_events, chunk)
+    moved = Sized(write)
+    start = 0
+    while start < len(moves):
+        chunk = moves[start:start + moved.rows]
+        moved.write(len(chunk), write_moves, chunk)
+        start += len(chunk)
 
 
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,

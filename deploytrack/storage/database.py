@@ -113,6 +113,19 @@ def open_settings(settings: Settings, *, migrate: bool = True, readonly: bool = 
     return connect(settings.db, readonly=readonly, password=password_for(settings))
 
 
+_DERIVED: set[Callable[..., Any]] = set()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def derived(fn: F) -> F:
+    """Mark `fn` as a write of derived rows only (deployment records refolded, facts, day totals:
+    metrics/refresh.py), which a later round derives again from the event log if they are lost: its
+    COMMIT need not wait for the disk (`begin_write(derived=True)`). A transaction holding any other
+    write waits as always, and syncs the derived ones before it with itself."""
+    _DERIVED.add(fn)
+    return fn
+
+
 def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """`read(fn, *args)` on one snapshot and `write(fn, *args)` in one write transaction, both on
     one connection of its own (a CLI command; the server uses `Database.read` and `Database.write`)."""
@@ -121,16 +134,17 @@ def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., A
         return _in_snapshot(conn, fn, args)
 
     def write(fn: Callable[..., T], *args: Any) -> T:
-        with transaction(conn):
+        with transaction(conn, derived=fn in _DERIVED):
             return fn(conn, *args)
 
     return read, write
 
 
 @contextlib.contextmanager
-def transaction(conn: Connection) -> Iterator[Connection]:
-    """A write transaction outside the server (CLI, tests): committed at the end, undone on error."""
-    conn.begin_write()
+def transaction(conn: Connection, derived: bool = False) -> Iterator[Connection]:
+    """A write transaction outside the server (CLI, tests): committed at the end, undone on error
+    (`derived`: see `derived`)."""
+    conn.begin_write(derived=derived)
     try:
         if conn.backend == "sqlite":
             staging.recover(conn)  # a server's staged events first, so this sees and numbers after them
@@ -371,7 +385,8 @@ class Database:
             steps = _steps(group)
             # One step of a function that locks what it decides: the write lock shared (one step,
             # so that its locks are taken in one order, storage.keylocks).
-            conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group))
+            conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group),
+                             derived=all(t[0] in _DERIVED for t in group))
             for run, futures in steps:
                 conn.savepoint()
                 mark = self._staging.mark() if self._staging is not None else 0

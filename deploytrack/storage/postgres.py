@@ -257,12 +257,18 @@ class Connection:
         if (self._conn is None or self._conn.is_closed()) and self._connect is not None:
             self._conn = self._call(self._connect())
 
-    def begin_write(self, shared: bool = False) -> None:
+    def begin_write(self, shared: bool = False, derived: bool = False) -> None:
         """Open a write transaction holding the database-wide write lock (reconnecting if the link was
-        lost): exclusive, or `shared` with other transactions that lock what they decide (`lock_keys`)."""
+        lost): exclusive, or `shared` with other transactions that lock what they decide (`lock_keys`).
+
+        `derived`: it writes only rows derived from committed ones (storage.database.derived), so its
+        COMMIT does not wait for the WAL flush (`synchronous_commit` off): were it lost to a crash, the
+        database would be as before it, and the next synchronous COMMIT flushes it with itself."""
         self.reconnect()
         lock = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         self._pending = [("BEGIN", None), (f"SELECT {lock}({WRITE_LOCK_KEY})", None)]
+        if derived:
+            self._pending.append(("SET LOCAL synchronous_commit TO OFF", None))
 
     def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
         """Exclusive transaction locks on these keys, taken in the order given by one statement that
