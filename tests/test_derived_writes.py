@@ -78,7 +78,10 @@ def test_a_rounds_writes_grow_while_they_are_quick_and_shrink_when_they_are_slow
         sized = refresh.Sized(write)
         assert sized.rows == refresh._ROWS_PER_WRITE
         sized.write(sized.rows, _derived_write)  # a real transaction of (say) 1,000 rows in a millisecond or two
-        assert sized.rows > refresh._ROWS_PER_WRITE * 2
+        assert sized.rows == refresh._ROWS_PER_WRITE * 2  # at most twice the last size
+        for _ in range(3):
+            sized.write(sized.rows, _derived_write)
+        assert sized.rows == refresh._MOST_ROWS_PER_WRITE  # however quick the writes before
         grown = sized.rows
 
         def slow(c: Connection) -> None:

@@ -35,7 +35,9 @@ WATERMARK = "derived_seq"  # events up to this seq are reflected in every derive
 LINKED_WITH = "links_production"  # the production environments of the last relinking
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the size of a piece of facts)
-_MOST_ROWS_PER_WRITE = 20_000
+# At most this many: a run of writes that changed little must not size the next one, which may change
+# every row it is given, far past tens of milliseconds (fixed writes of 5,000 rows measured best, RESULTS.md).
+_MOST_ROWS_PER_WRITE = 5_000
 WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
@@ -150,8 +152,10 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 class Sized:
     """A round's writes of one kind, each given as many rows as the writes before it wrote in about
-    WRITE_SECONDS (at least _ROWS_PER_WRITE): a thousand rows took a few milliseconds a transaction, and
-    each transaction writes every index page it touches to the WAL again (and checkpoints it again)."""
+    WRITE_SECONDS (at least _ROWS_PER_WRITE, at most twice the last size and _MOST_ROWS_PER_WRITE): a
+    thousand rows took a few milliseconds a transaction, and each transaction writes every index page it
+    touches to the WAL again (and checkpoints it again). The time is the whole `write` call, a paced
+    caller's rest and the writer's queue included, so in the server the writes come out smaller."""
 
     def __init__(self, write: Write) -> None:
         self._write = write
@@ -164,7 +168,8 @@ class Sized:
         result: T = self._write(fn, *args)
         per_row = (time.perf_counter() - began) / max(rows, 1)
         self._per_row = max(per_row, (self._per_row + per_row) / 2)
-        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, int(WRITE_SECONDS / max(self._per_row, 1e-9))))
+        fit = int(WRITE_SECONDS / max(self._per_row, 1e-9))
+        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, 2 * self.rows, fit))
         return result
 
     def groups(self, plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[tuple[int, list[Any]]]:

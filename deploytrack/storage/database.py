@@ -126,6 +126,11 @@ def derived(fn: F) -> F:
     return fn
 
 
+def is_derived(fn: Any) -> bool:
+    """Whether `fn` is marked `derived`."""
+    return fn in _DERIVED
+
+
 def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """`read(fn, *args)` on one snapshot and `write(fn, *args)` in one write transaction, both on
     one connection of its own (a CLI command; the server uses `Database.read` and `Database.write`)."""
@@ -134,7 +139,7 @@ def on_connection(conn: Connection) -> tuple[Callable[..., Any], Callable[..., A
         return _in_snapshot(conn, fn, args)
 
     def write(fn: Callable[..., T], *args: Any) -> T:
-        with transaction(conn, derived=fn in _DERIVED):
+        with transaction(conn, derived=is_derived(fn)):
             return fn(conn, *args)
 
     return read, write
@@ -386,7 +391,7 @@ class Database:
             # One step of a function that locks what it decides: the write lock shared (one step,
             # so that its locks are taken in one order, storage.keylocks).
             conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group),
-                             derived=all(t[0] in _DERIVED for t in group))
+                             derived=all(is_derived(t[0]) for t in group))
             for run, futures in steps:
                 conn.savepoint()
                 mark = self._staging.mark() if self._staging is not None else 0

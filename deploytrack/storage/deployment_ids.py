@@ -4,7 +4,9 @@ from a deleted record to a new one.
 SQLite: the highest of the highest stored id and the floor kept in `kv` before records are deleted,
 plus one (one writer at a time). PostgreSQL: the `deployments.id` identity sequence, which never
 goes back and serves two processes ingesting at once; m023 and `migrate-db` set it above the
-stored ids and the floor (`sync`).
+stored ids and the floor (`sync`). One exception on both: an id given to a record by a metrics round's
+derived write (storage.database.derived), whose COMMIT a power cut took back, may be given again; the
+record went with it.
 """
 
 from __future__ import annotations
