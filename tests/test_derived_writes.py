@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.gen_events import generate
 from deploytrack.metrics import refresh
+from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage.database import Connection, Database
+from tests.conftest import query
 
 
 def _waits_for_disk(conn: Connection) -> bool:
@@ -46,7 +49,6 @@ def test_only_derived_writes_commit_without_waiting_for_the_disk_from_a_cli_conn
         assert write(_plain_write) is True
         assert write(_derived_write) is False
         assert write(_plain_write) is True  # the next ordinary write waits again
-        assert write(refresh.settled_seq) == 0  # (the watermark's own write, `_done`, is an ordinary one too)
         assert read(lambda c: c.execute("SELECT COUNT(*) FROM kv WHERE key LIKE '%-test'").fetchone()[0]) == 2
     finally:
         conn.close()
@@ -96,5 +98,35 @@ def test_a_rounds_writes_grow_while_they_are_quick_and_shrink_when_they_are_slow
         groups = list(sized.groups(list(range(2_500)), lambda _: 1))
         assert [rows for rows, _ in groups] == [1_000, 1_000, 500]
         assert [len(group) for _, group in groups] == [1_000, 1_000, 500]
+    finally:
+        conn.close()
+
+
+def test_a_rounds_derived_writes_go_unsynced_and_its_watermark_synced(tmp_path: Path) -> None:
+    """SQLite, traced: the round's record, move and fact writes commit at synchronous=NORMAL; its last
+    COMMIT, the watermark's, at FULL, which puts them on disk with it."""
+    db = tmp_path / "round.db"
+    generate(db, 3_000, 20, 3, seed=5)
+    conn = dbmod.connect(db)
+    try:
+        with dbmod.transaction(conn):  # as an import of bare events leaves it: a first build to do
+            conn.execute("DELETE FROM deployments")
+            conn.execute("UPDATE events SET deployment_id = NULL")
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        read, write = dbmod.on_connection(conn)
+        refresh.refresh(read, write, Settings(db=str(db)), full=True)
+        conn.set_trace_callback(None)
+        levels: list[str] = []  # the synchronous level of each COMMIT, in order
+        level = "FULL"
+        for sql in statements:
+            if sql.startswith("PRAGMA synchronous="):
+                level = sql.split("=", 1)[1]
+            elif sql == "COMMIT":
+                levels.append(level)
+        assert "NORMAL" in levels  # the derived writes
+        assert levels[-1] == "FULL"  # the watermark
+        assert query(db, "SELECT COUNT(*) FROM events WHERE kind = 'deployment' AND deployment_id IS NULL "
+                         "AND environment IS NOT NULL") == [(0,)]
     finally:
         conn.close()
