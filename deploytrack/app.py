@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from deploytrack import __version__, dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
@@ -196,36 +196,29 @@ class Deploytrack(Starlette):
     """The application: Starlette, except that ingestion requests go straight to their endpoint.
 
     Starlette's layers (its two exception middlewares, `RequestGuards`, the router, the endpoint's
-    request wrapper) were a fifth of the event loop's time per Versioner event. An ingestion endpoint
-    answers every refusal itself, in its API's shape; for anything else it raises, the answer is
-    the one those layers give: a 503 for a database that cannot be used, else the logged 500.
-    `RequestGuards`' other rules are for the native API, which no ingestion path is under.
+    request wrapper and their wrappers of `send`) were a fifth of the event loop's time per Versioner
+    event. An ingestion endpoint answers every refusal itself, in its API's shape; for anything else it
+    raises, the answer is the one those layers give: a 503 for a database that cannot be used, else the
+    logged 500. `RequestGuards`' other rules are for the native API, which no ingestion path is under.
     """
 
     def __init__(self, ingestion: list[Route], **kwargs: Any) -> None:
         super().__init__(routes=[*ingestion, *kwargs.pop("routes")], **kwargs)
-        self.ingestion = {route.path: route for route in ingestion}
+        self.ingestion: dict[str, tuple[dialects.Endpoint, set[str]]] = {
+            route.path: (route.endpoint, route.methods or set()) for route in ingestion}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.ingestion.get(scope["path"]) if scope["type"] == "http" and not scope.get("root_path") else None
-        if route is None or scope["method"] not in (route.methods or ()):
+        found = self.ingestion.get(scope["path"]) if scope["type"] == "http" and not scope.get("root_path") else None
+        if found is None or scope["method"] not in found[1]:
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        request = Request(scope, receive)
         try:
-            await route.app(scope, receive, tracking_send)
+            response = await found[0].ingest(request)
         except Exception as exc:
-            if started:
-                raise
-            request = Request(scope)
-            await (unavailable(exc, scope) or await _server_error(request, exc))(scope, receive, send)
+            response = unavailable(exc, scope) or await _server_error(request, exc)
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:

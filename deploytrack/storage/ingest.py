@@ -190,7 +190,7 @@ class _Group:
             if event.client_key:
                 fresh[event.client_key] = event
             plan.append(event)
-        judgement = self._judge(batch, plan) if batch.rules else None
+        judgement = self._judge(batch, plan) if batch.rules and self.any_rules else None
         rows: list[dict[str, Any]] = []
         stored: dict[int, dict[str, Any]] = {}
         for position, item in enumerate(plan):
@@ -209,7 +209,8 @@ class _Group:
         return IngestResult(rows, replayed=not stored and bool(batch.events))
 
     def _judge(self, batch: Ingest, plan: list[dict[str, Any] | Event]) -> Judgement | None:
-        """Deployment rules, for the events that open a deployment happening now (raises if refused)."""
+        """Deployment rules, for the events that open a deployment happening now (raises if refused); only
+        called when rules are active."""
         opening: list[tuple[int, Event, str]] = []
         keys: set[tuple[str, str | None, str | None, str]] = set()
         for index, item in enumerate(plan):
@@ -221,7 +222,7 @@ class _Group:
             if key not in keys and self._opens_deployment(key, item.status):
                 opening.append((index, item, environment))
             keys.add(key)
-        if not opening or not self.any_rules:
+        if not opening:
             return None
         if self.gate is None:
             keylocks.hold_products(self.conn, self.judged)  # before the gate reads the rules and open deployments
