@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import logging
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,8 @@ log = logging.getLogger("deploytrack.db")
 T = TypeVar("T")
 # The writer's page cache: index pages of a million-event database stay in memory between commits.
 WRITER_CACHE_KIB = 32 * 1024
-CHECKPOINT_FRAMES = 1000  # SQLite's own default threshold: 1,000 pages (4 MiB) not yet copied back
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default threshold: 1,000 pages of 4 KiB
+CHECKPOINT_INTERVAL = 0.1  # seconds: at most this often once the WAL file has reached that size
 BACKSTOP_CHECKPOINT_PAGES = 16_384
 _LOCK_POLL = 0.0005  # seconds between asks for the write lock another connection holds
 _SQLITE_BUSY = 5
@@ -189,9 +189,9 @@ class Checkpointer:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._shm = Path(f"{path}-shm")
+        self._wal = Path(f"{path}-wal")
         self._wake = threading.Event()
-        self._stopping = False
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deploytrack-checkpoint", daemon=True)
         self._thread.start()
 
@@ -200,22 +200,26 @@ class Checkpointer:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping = True
+        self._stopped.set()
         self._wake.set()
         self._thread.join()
 
     def _run(self) -> None:
         name_os_thread("dt-checkpoint")
         conn: sqlite3.Connection | None = None
-        while not self._stopping:
+        while not self._stopped.is_set():
             self._wake.wait(timeout=5)
             self._wake.clear()
             try:
-                if self._stopping or not _checkpoint_due(*_wal_frames(self._shm)):
+                if self._stopped.is_set() or self._wal.stat().st_size < CHECKPOINT_BYTES:
                     continue
                 if conn is None:
                     conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                # The WAL file keeps its size once filled (SQLite writes it again from its start after a
+                # full checkpoint), so the size above then holds after every commit: without this pause a
+                # checkpoint (two fsyncs) followed every commit, a tenth of the server's CPU per event.
+                self._stopped.wait(CHECKPOINT_INTERVAL)
             except (OSError, sqlite3.Error) as exc:  # a full or read-only disk: the writer reports it
                 log.warning("checkpoint failed: %s", exc)
                 if conn is not None:
@@ -224,26 +228,3 @@ class Checkpointer:
                 time.sleep(1)
         if conn is not None:
             conn.close()
-
-
-def _wal_frames(shm: Path) -> tuple[int, int]:
-    """(frames in the WAL, of which not yet copied back into the database file).
-
-    Read from the WAL-index header in the `-shm` file (https://www.sqlite.org/walformat.html, 2.2:
-    mxFrame at byte 16 and nBackfill at byte 96, 32-bit in native byte order). The WAL file's size says
-    nothing once it has been filled: SQLite writes it again from its start after a full checkpoint (and
-    a checkpoint had then run after every commit: two fsyncs each, a tenth of the server's CPU).
-    """
-    with shm.open("rb") as fh:
-        head = fh.read(100)
-    if len(head) < 100:
-        return 0, 0
-    frames = int.from_bytes(head[16:20], sys.byteorder)
-    return frames, frames - int.from_bytes(head[96:100], sys.byteorder)
-
-
-def _checkpoint_due(frames: int, pending: int) -> bool:
-    """A checkpoint copies what is pending once there is enough; and, once the WAL is long, whatever is
-    pending: SQLite starts the WAL again from its beginning only after a checkpoint that left nothing behind,
-    which one running beside a busy writer rarely does."""
-    return pending >= CHECKPOINT_FRAMES or (pending > 0 and frames >= 8 * CHECKPOINT_FRAMES)
