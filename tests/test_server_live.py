@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from deploytrack.storage.sqlite import CHECKPOINT_INTERVAL
 from tests.conftest import LiveServer, auth, create_token, query
 
 
@@ -62,7 +63,18 @@ def test_wal_is_copied_back_while_the_server_runs(live_server, token, db_path):
         time.sleep(0.1)
     assert Path(db_path).stat().st_size >= start + 4_000_000
     assert live_server.proc is not None and live_server.proc.poll() is None
-    assert query(db_path, "SELECT COUNT(*) FROM events") == [(3000,)]
+    # Then it copies back at most every CHECKPOINT_INTERVAL: commits in quick succession do not each change the
+    # database file (the WAL file keeps its size once filled, and a checkpoint had then followed every commit).
+    time.sleep(0.5)
+    changes, last, began = 0, Path(db_path).stat().st_mtime_ns, time.monotonic()
+    with httpx.Client(base_url=live_server.url, headers=auth(token), timeout=10) as http:
+        for n in range(30):
+            body = {"product_name": "wal", "version": f"1.{n}", "environment_name": "production", "status": "success"}
+            assert http.post("/deployment-events/", json=body).status_code == 200
+            changes += Path(db_path).stat().st_mtime_ns != last
+            last = Path(db_path).stat().st_mtime_ns
+    assert changes <= (time.monotonic() - began) / CHECKPOINT_INTERVAL + 2 < 30
+    assert query(db_path, "SELECT COUNT(*) FROM events") == [(3030,)]
 
 
 def test_environment_variables_configure_serve(tmp_path):

@@ -92,6 +92,44 @@ def test_sigkill_with_events_staged_loses_none_and_keeps_the_ids_the_replies_gav
     assert consistency_problems(db_path) == []
 
 
+def test_a_staged_versions_sha_is_kept_and_a_different_one_refused_before_and_after_a_sigkill(
+        db_path: Path, token: str) -> None:
+    """A version's first SHA comes with its staged event (written to `versions` by the projector): a
+    different SHA is a 409 while the event is staged and after a SIGKILL, and the version keeps the time
+    and SHA of its first event; a SHA given to a version first seen without one fills it."""
+    sha, other = "a" * 40, "b" * 40
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        first = _deploy(server, token, "7.0", "started", "v-1", scm_sha=sha, timestamp="2026-01-02T03:04:05Z")
+        _deploy(server, token, "7.1", "started", "v-2")  # no SHA yet
+        _deploy(server, token, "7.0", "success", "v-1", scm_sha=sha)
+        assert staged_count(db_path) == 3
+        refused = httpx.post(f"{server.url}/deployment-events/", headers=auth(token), timeout=10, json={
+            "product_name": "shop", "version": "7.0", "environment_name": "staging", "status": "started",
+            "scm_sha": other})
+        assert refused.status_code == 409, refused.text
+        assert "already exists with different SHA" in refused.json()["detail"]
+        _deploy(server, token, "7.1", "success", "v-2", scm_sha=other)
+        assert staged_count(db_path) == 4
+    finally:
+        server.stop(signal.SIGKILL)
+    server = LiveServer(db_path, *LONG).start()
+    try:
+        assert query(db_path, "SELECT version, scm_sha, created_at FROM versions WHERE product = 'shop' "
+                              "ORDER BY version") == [("7.0", sha, 1767323045000000),
+                                                      ("7.1", other, query(db_path, "SELECT MIN(occurred_at) FROM "
+                                                                           "events WHERE version = '7.1'")[0][0])]
+        for version, wrong in (("7.0", other), ("7.1", sha)):
+            resp = httpx.post(f"{server.url}/deployment-events/", headers=auth(token), timeout=10, json={
+                "product_name": "shop", "version": version, "environment_name": "prod", "status": "started",
+                "scm_sha": wrong})
+            assert resp.status_code == 409, resp.text
+        assert first["version"] == "7.0"
+    finally:
+        server.stop()
+    assert consistency_problems(db_path) == []
+
+
 def test_every_read_sees_the_events_acknowledged_before_it(db_path: Path, token: str) -> None:
     server = LiveServer(db_path, *LONG).start()
     try:

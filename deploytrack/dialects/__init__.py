@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from deploytrack.errors import DeploymentBlocked, DeploytrackError
 from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
@@ -45,10 +46,21 @@ class Context:
         return product or token.product or UNASSIGNED
 
 
-def endpoint(dialect: ModuleType, kind: str) -> Any:
-    """A Starlette endpoint running the ingestion path for one dialect."""
+class Endpoint:
+    """The ingestion path of one dialect and kind, as an ASGI app: Starlette routes to it, and the
+    application object calls it straight (`app.Deploytrack`)."""
 
-    async def ingest(request: Request) -> Response:
+    def __init__(self, dialect: ModuleType, kind: str) -> None:
+        self.dialect = dialect
+        self.kind = kind
+        self.__name__ = f"{dialect.NAME}_{kind}"  # the route's name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.ingest(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def ingest(self, request: Request) -> Response:
+        dialect, kind = self.dialect, self.kind
         app = request.app.state.deploytrack
         try:
             refuse_nul(request)
@@ -78,9 +90,6 @@ def endpoint(dialect: ModuleType, kind: str) -> Any:
             body = error.preflight_body() if isinstance(error, DeploymentBlocked) else dialect.error_body(error)
             return JSONResponse(body, status_code=error.status, headers=error.headers)
 
-    ingest.__name__ = f"{dialect.NAME}_{kind}"
-    return ingest
-
 
 def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:
     """Each ingestion path answers with and without a trailing slash, never redirecting."""
@@ -92,9 +101,9 @@ def routes() -> list[Route]:
     from deploytrack.dialects import devgrid, ilert, quanta, versioner
 
     return [
-        *_both("/deployment-events", endpoint(versioner, "deployment"), ["POST"]),
-        *_both("/build-events", endpoint(versioner, "build"), ["POST"]),
-        *_both("/api/events/push", endpoint(quanta, "deployment"), ["GET", "POST"]),
-        *_both("/events", endpoint(devgrid, "deployment"), ["POST"]),
-        *_both("/api/deployment-events", endpoint(ilert, "deployment"), ["POST"]),
+        *_both("/deployment-events", Endpoint(versioner, "deployment"), ["POST"]),
+        *_both("/build-events", Endpoint(versioner, "build"), ["POST"]),
+        *_both("/api/events/push", Endpoint(quanta, "deployment"), ["GET", "POST"]),
+        *_both("/events", Endpoint(devgrid, "deployment"), ["POST"]),
+        *_both("/api/deployment-events", Endpoint(ilert, "deployment"), ["POST"]),
     ]

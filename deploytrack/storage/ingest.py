@@ -17,7 +17,7 @@ from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
-from deploytrack.storage import keylocks, sqlite
+from deploytrack.storage import keylocks, sqlite, versions
 from deploytrack.storage.bulk import Statement, insert_statements, select_statements
 from deploytrack.storage.database import Connection
 from deploytrack.storage.projection import Dep, Key, Projection, fold_event
@@ -108,11 +108,11 @@ class _Group:
                        if b.token_id is not None and b.idempotency_key}
         client_keys = list(dict.fromkeys(e.client_key for e in events if e.client_key))
         staged_keys = self.staging.client_rows(client_keys) if self.staging is not None else {}
-        versions = {(e.product, e.version) for e in events if e.version is not None}
+        version_pairs = {(e.product, e.version) for e in events if e.version is not None}
         keys = {_deployment_key(e, self._environment(e, b.aliases))
                 for b in batches for e in b.events if e.kind == "deployment" and e.environment_raw}
         keylocks.hold(conn, [("idempotency", *k) for k in idempotency] + [("client", k) for k in client_keys]
-                      + [("version", *v) for v in versions] + [("deployment", *k[:3]) for k in keys])
+                      + [("version", *v) for v in version_pairs] + [("deployment", *k[:3]) for k in keys])
         shas = {(e.product, e.version, e.scm_sha) for e in events if e.version is not None and e.scm_sha}
         found = _run_all(conn, {
             "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
@@ -140,7 +140,7 @@ class _Group:
         self.by_client_key.update(staged_keys)
         self.stored_shas: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in found["shas"]}
         self.claimed: dict[tuple[str, str], str] = {}  # SHAs the group's accepted requests gave versions
-        self.version_writes: dict[tuple[str, str], list[Any]] = {}  # [sha, created_at] to upsert
+        self.version_writes: versions.Writes = {}
         self.names: dict[str, dict[str, int]] = {"products": {}, "environments": {}}
         self.deployments = (self.staging.records_for(keys, found["deployments"]) if self.staging is not None
                             else self.projection.records_from(found["deployments"]))
@@ -190,7 +190,7 @@ class _Group:
             if event.client_key:
                 fresh[event.client_key] = event
             plan.append(event)
-        judgement = self._judge(batch, plan) if batch.rules else None
+        judgement = self._judge(batch, plan) if batch.rules and self.any_rules else None
         rows: list[dict[str, Any]] = []
         stored: dict[int, dict[str, Any]] = {}
         for position, item in enumerate(plan):
@@ -209,7 +209,8 @@ class _Group:
         return IngestResult(rows, replayed=not stored and bool(batch.events))
 
     def _judge(self, batch: Ingest, plan: list[dict[str, Any] | Event]) -> Judgement | None:
-        """Deployment rules, for the events that open a deployment happening now (raises if refused)."""
+        """Deployment rules, for the events that open a deployment happening now (raises if refused); only
+        called when rules are active."""
         opening: list[tuple[int, Event, str]] = []
         keys: set[tuple[str, str | None, str | None, str]] = set()
         for index, item in enumerate(plan):
@@ -221,7 +222,7 @@ class _Group:
             if key not in keys and self._opens_deployment(key, item.status):
                 opening.append((index, item, environment))
             keys.add(key)
-        if not opening or not self.any_rules:
+        if not opening:
             return None
         if self.gate is None:
             keylocks.hold_products(self.conn, self.judged)  # before the gate reads the rules and open deployments
@@ -240,7 +241,8 @@ class _Group:
         pair = (event.product, event.version or "")
         sha = event.scm_sha
         if sha:
-            known = claims.get(pair) or self.claimed.get(pair) or self.stored_shas.get(pair)
+            known = claims.get(pair) or self.claimed.get(pair) \
+                or (self.staging.version_sha(pair) if self.staging is not None else None) or self.stored_shas.get(pair)
             if known is not None and known != sha:
                 error = Conflict(f"Version {event.version} already exists with different SHA", "scm_sha")
                 error.index = index
@@ -251,7 +253,9 @@ class _Group:
         occurred = event.occurred_at if event.occurred_at is not None else batch.received_at
         environment = self._environment(event, batch.aliases)
         if event.version is not None:
-            self._claim_version(event.product, event.version, event.scm_sha, occurred)
+            versions.claim(self.version_writes, event.product, event.version, event.scm_sha, occurred)
+            if event.scm_sha:
+                self.claimed.setdefault((event.product, event.version), event.scm_sha)
         self.names["products"].setdefault(event.product, batch.received_at)
         if environment:
             self.names["environments"].setdefault(environment, batch.received_at)
@@ -278,13 +282,6 @@ class _Group:
         if day < day_start_us(batch.received_at):  # a late event: that day's snapshot must be recomputed
             self.dirty_days.add(day)
         return row
-
-    def _claim_version(self, product: str, version: str, sha: str | None, at: int) -> None:
-        pair = (product, version)
-        write = self.version_writes.setdefault(pair, [sha, at])
-        if sha:
-            write[0] = write[0] or sha
-            self.claimed.setdefault(pair, sha)
 
     def _fold(self, ev: dict[str, Any], label: str | None) -> Dep:
         """Fold a deployment event into its deployment record (the rules' fold step, in arrival order;
@@ -323,11 +320,8 @@ class _Group:
             last = self.live_tokens[token_id]
             if last is None or at - last >= _LAST_USED_STEP:
                 writes.append(("UPDATE tokens SET last_used_at = ? WHERE id = ?", [at, token_id]))
-        # New versions are inserted; a stored one only gets its first SHA (conflicts were refused above).
-        writes += insert_statements("versions", ("product", "version", "scm_sha", "created_at"),
-                                    [(p, v, sha, at) for (p, v), (sha, at) in sorted(self.version_writes.items())],
-                                    " ON CONFLICT (product, version) DO UPDATE SET scm_sha = excluded.scm_sha "
-                                    "WHERE versions.scm_sha IS NULL AND excluded.scm_sha IS NOT NULL")
+        if self.staging is None:  # on SQLite the projector writes them (storage.staging)
+            writes += versions.statements(self.version_writes)
         for table, names in self.names.items():
             writes += insert_statements(table, ("name", "created_at"),
                                         sorted(n for n in names.items() if (table, n[0]) not in self.known_names),
@@ -346,7 +340,7 @@ class _Group:
             writes += self.projection.statements(self.conn.backend)  # PostgreSQL, or a connection of a command: now
         self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT
         if self.staging is not None:  # the projector writes them (storage.staging)
-            self.staging.stage(self.rows, self.projection.touched.values())
+            self.staging.stage(self.rows, self.projection.touched.values(), self.version_writes)
             self.projection.touched.clear()
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from deploytrack.metrics import rules
+from deploytrack.storage import versions
 from deploytrack.storage.connection import Connection
 from deploytrack.storage.projection import OPEN_STATUSES, Dep, Key, Projection, fold_event, record_statements
 
@@ -49,6 +50,7 @@ class Staging:
         self.by_client_key: dict[str, Row] = {}
         self.records: dict[int, Dep] = {}  # by deployment id: every record a staged event folded into
         self.by_key: dict[Key, dict[int, Dep]] = {}
+        self.versions: versions.Writes = {}  # the staged events' versions (storage.versions), written with them
         self.top_seq = 0
         self.top_dep_id = 0
         self.since: float | None = None  # time.monotonic() when the oldest staged event was staged
@@ -76,6 +78,11 @@ class Staging:
     def client_rows(self, keys: Iterable[str]) -> dict[str, Row]:
         return {k: self.by_client_key[k] for k in keys if k in self.by_client_key}
 
+    def version_sha(self, pair: tuple[str, str]) -> str | None:
+        """The SHA a staged event gave this (product, version), if any."""
+        write = self.versions.get(pair)
+        return write[0] if write is not None else None
+
     def records_for(self, keys: Iterable[Key], stored: Iterable[Any]) -> dict[Key, Dep]:
         """`Projection.records_from` with the staged records in place of the stored ones: as if the
         staged ones were written (`Projection.lookups` reads only open records of keys without invoke id)."""
@@ -96,10 +103,13 @@ class Staging:
         return {key: ({**dep, "record": copy.copy(dep["record"])} if dep["id"] in self.records else dep)
                 for key, dep in found.items()}
 
-    def stage(self, rows: list[Row], deps: Iterable[Dep]) -> None:
-        """Take a group's rows (written to `event_log`) and the records they folded into."""
+    def stage(self, rows: list[Row], deps: Iterable[Dep], version_writes: versions.Writes) -> None:
+        """Take a group's rows (written to `event_log`), the records they folded into and their versions."""
         saved = (self.top_seq, self.top_dep_id, self.since)
         replaced: list[tuple[int, Dep | None]] = []
+        old_versions = {pair: list(self.versions[pair]) if pair in self.versions else None for pair in version_writes}
+        for (product, version), (sha, at) in version_writes.items():
+            versions.claim(self.versions, product, version, sha, at)
         for dep in deps:
             replaced.append((dep["id"], self.records.get(dep["id"])))
             self.records[dep["id"]] = dep
@@ -124,6 +134,11 @@ class Staging:
                     self.by_key[Projection.key(dep)].pop(dep_id, None)
                 else:
                     self.records[dep_id] = self.by_key[Projection.key(old)][dep_id] = old
+            for pair, write in old_versions.items():
+                if write is None:
+                    del self.versions[pair]
+                else:
+                    self.versions[pair] = write
             self.top_seq, self.top_dep_id, self.since = saved
 
         self._undo.append(undo)
@@ -151,14 +166,14 @@ class Staging:
             return 0
         # record_statements marks each record stored: on copies, kept if the transaction is undone.
         deps = [{**dep} for dep in sorted(self.records.values(), key=lambda d: int(d["id"]))]
-        conn.execute_all([(_MOVE, [self.top_seq]), *record_statements(deps),
+        conn.execute_all([(_MOVE, [self.top_seq]), *record_statements(deps), *versions.statements(self.versions),
                           ("DELETE FROM event_log WHERE seq <= ?", [self.top_seq])])
-        saved = (self.by_id, self.by_client_key, self.records, self.by_key, self.top_seq, self.top_dep_id,
-                 self.since)
+        saved = (self.by_id, self.by_client_key, self.records, self.by_key, self.versions, self.top_seq,
+                 self.top_dep_id, self.since)
 
         def undo() -> None:
-            (self.by_id, self.by_client_key, self.records, self.by_key, self.top_seq, self.top_dep_id,
-             self.since) = saved
+            (self.by_id, self.by_client_key, self.records, self.by_key, self.versions, self.top_seq,
+             self.top_dep_id, self.since) = saved
 
         self._reset()
         self._undo.append(undo)
@@ -170,7 +185,7 @@ class Staging:
         self._undo.clear()
 
     def _reset(self) -> None:
-        self.by_id, self.by_client_key, self.records, self.by_key = {}, {}, {}, {}
+        self.by_id, self.by_client_key, self.records, self.by_key, self.versions = {}, {}, {}, {}, {}
         self.top_seq = self.top_dep_id = 0
         self.since = None
 
@@ -188,11 +203,14 @@ def recover(conn: Connection) -> int:
         return 0
     ids = sorted({int(r["deployment_id"]) for r in rows if r["deployment_id"] is not None})
     deps: dict[int, Dep] = {}
+    version_writes: versions.Writes = {}
     for start in range(0, len(ids), _ID_CHUNK):
         chunk = ids[start:start + _ID_CHUNK]
         stored = conn.execute(Projection.by_ids_sql(len(chunk)), chunk).fetchall()
         deps.update((dep["id"], dep) for dep in Projection.candidates(stored))
     for row in rows:
+        if row["version"] is not None:
+            versions.claim(version_writes, row["product"], row["version"], row["scm_sha"], row["occurred_at"])
         if row["deployment_id"] is None:
             continue
         event = fold_event(row, rules.event_label(row["metadata"], row["summary"]))
@@ -204,5 +222,5 @@ def recover(conn: Connection) -> int:
             rules.fold_into(dep["record"], event)
     top = int(rows[-1]["seq"])
     conn.execute_all([(_MOVE, [top]), *record_statements(sorted(deps.values(), key=lambda d: int(d["id"]))),
-                      ("DELETE FROM event_log WHERE seq <= ?", [top])])
+                      *versions.statements(version_writes), ("DELETE FROM event_log WHERE seq <= ?", [top])])
     return len(rows)

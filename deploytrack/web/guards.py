@@ -16,6 +16,7 @@ import logging
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deploytrack.errors import DeploytrackError, Forbidden, UnsupportedMediaType
@@ -92,8 +93,16 @@ class RequestGuards:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            refusal = None if started else failures.as_catalogue_error(exc, "be used")
+            refusal = None if started else unavailable(exc, scope)
             if refusal is None:
                 raise
-            log.error("%s %s answered 503: %s", scope["method"], scope["path"], exc)
-            await error_response(refusal)(scope, receive, send)
+            await refusal(scope, receive, send)
+
+
+def unavailable(exc: Exception, scope: Scope) -> Response | None:
+    """The 503 for a database that cannot be used (logged); None for any other error."""
+    refusal = failures.as_catalogue_error(exc, "be used")
+    if refusal is None:
+        return None
+    log.error("%s %s answered 503: %s", scope["method"], scope["path"], exc)
+    return error_response(refusal)
