@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import Receive, Scope, Send
@@ -180,6 +180,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error: DeploytrackError = MethodNotAllowed("method not allowed for this path") if exc.status_code == 405 \
         else NotFound("no such path") if exc.status_code == 404 else DeploytrackError(str(exc.detail))
     error.status = exc.status_code
+    error.headers = dict(exc.headers or {})  # a 405's Allow
     if "text/html" in request.headers.get("accept", "") and request.method == "GET":
         return pages.render(request, "error.html", {"error": error}, status=exc.status_code)
     return error_response(error)
@@ -202,10 +203,13 @@ class Deploytrack(Starlette):
     logged 500. `RequestGuards`' other rules are for the native API, which no ingestion path is under.
     """
 
-    def __init__(self, ingestion: list[Route], **kwargs: Any) -> None:
-        super().__init__(routes=[*ingestion, *kwargs.pop("routes")], **kwargs)
-        self.ingestion: dict[str, tuple[dialects.Endpoint, set[str]]] = {
-            route.path: (route.endpoint, route.methods or set()) for route in ingestion}
+    def __init__(self, ingestion: list[Route], routes: list[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(routes=[*ingestion, *routes], **kwargs)
+        self.ingestion: dict[str, tuple[dialects.Endpoint, set[str]]] = {}
+        for route in ingestion:
+            if not isinstance(route.endpoint, dialects.Endpoint):
+                raise TypeError(f"ingestion route {route.path} must be a dialects.Endpoint")
+            self.ingestion[route.path] = (route.endpoint, route.methods or set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.ingestion.get(scope["path"]) if scope["type"] == "http" and not scope.get("root_path") else None

@@ -121,3 +121,14 @@ def test_only_free_form_deploys_show_no_version(make_client, site_token):
                        headers={"Authorization": f"Token {site_token}"}).status_code == 200
     page = client.get("/environments", headers=auth(site_token))
     assert page.status_code == 200 and "(no version)" in page.text and "nothing completed" not in page.text
+
+
+def test_a_head_to_the_get_push_records_nothing(client, token):
+    """Starlette answers HEAD for GET routes; a HEAD (a link checker's) to a push URL must not record a
+    deployment: 405, with the methods that do."""
+    resp = client.head(f"/api/events/push?content=bonjour&type=custom&auth_token={token}")
+    assert resp.status_code == 405
+    assert sorted(m.strip() for m in resp.headers["allow"].split(",")) == ["GET", "POST"]
+    assert events(client, token) == []
+    assert client.get(f"/api/events/push?content=bonjour&type=custom&auth_token={token}").status_code == 200
+    assert len(events(client, token)) == 1

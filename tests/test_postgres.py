@@ -603,3 +603,6 @@ def test_migrate_db_brings_the_events_a_killed_sqlite_server_had_staged(tmp_path
         sorted((r["id"], int(r["deployment_id"])) for r in replies)
     assert query(pg_url, "SELECT status, event_count FROM deployments WHERE id = ?",
                  (int(replies[0]["deployment_id"]),)) == [("completed", 2)]
+    # the staged events' version too (on SQLite the projector writes it with them)
+    assert query(pg_url, "SELECT product, version, scm_sha FROM versions WHERE version = '7.0'") == \
+        [("svc", "7.0", None)]

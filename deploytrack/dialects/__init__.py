@@ -92,9 +92,14 @@ class Endpoint:
 
 
 def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:
-    """Each ingestion path answers with and without a trailing slash, never redirecting."""
+    """Each ingestion path answers with and without a trailing slash, never redirecting. Only the
+    methods named: Starlette adds HEAD to a GET route, and a HEAD (a link checker's, a monitor's) to
+    Quanta's GET push would record a deployment."""
     bare = path.rstrip("/")
-    return [Route(bare, handler, methods=methods), Route(bare + "/", handler, methods=methods)]
+    found = [Route(bare, handler, methods=methods), Route(bare + "/", handler, methods=methods)]
+    for route in found:
+        route.methods = set(methods)
+    return found
 
 
 def routes() -> list[Route]:
