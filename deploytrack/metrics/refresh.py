@@ -145,6 +145,10 @@ def paced(step: Callable[..., T], factor: float = 1.0, most: float = 0.25) -> Ca
     return run
 
 
+def _one_row(_: Any) -> int:
+    return 1
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -294,11 +298,8 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
     # the watermark would still be missing and the next round would refold everything again.
     moves.sort()
     moved = Sized(write)
-    start = 0
-    while start < len(moves):
-        chunk = moves[start:start + moved.rows]
-        moved.write(len(chunk), write_moves, chunk)
-        start += len(chunk)
+    for rows, chunk in moved.groups(moves, _one_row):
+        moved.write(rows, write_moves, chunk)
 
 
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
