@@ -121,10 +121,11 @@ class App:
         lines = [
             "# HELP deploytrack_events_ingested_total Events stored, by API dialect.",
             "# TYPE deploytrack_events_ingested_total counter",
-            *(f'deploytrack_events_ingested_total{{dialect="{d}"}} {n}' for d, n in sorted(self.ingested.items())),
+            *(f'deploytrack_events_ingested_total{{dialect="{_label(d)}"}} {n}'
+              for d, n in sorted(self.ingested.items())),
             "# HELP deploytrack_requests_rejected_total Ingestion requests refused, by dialect and status.",
             "# TYPE deploytrack_requests_rejected_total counter",
-            *(f'deploytrack_requests_rejected_total{{dialect="{d}",status="{s}"}} {n}'
+            *(f'deploytrack_requests_rejected_total{{dialect="{_label(d)}",status="{s}"}} {n}'
               for (d, s), n in sorted(self.rejected.items())),
             "# HELP deploytrack_write_commits_total Write transactions committed (each holds a group of requests).",
             "# TYPE deploytrack_write_commits_total counter",
@@ -162,6 +163,11 @@ class App:
             "# TYPE deploytrack_integrity_checked_timestamp_seconds gauge",
             f"deploytrack_integrity_checked_timestamp_seconds {self.db.integrity_checked_at:.0f}",
         ]
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped as its text format requires."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _session_key(conn: Any) -> bytes:

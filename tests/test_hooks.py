@@ -4,7 +4,7 @@ signatures, idempotent redelivery, ignored events, size limits, and what lands i
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx2 as httpx
 import pytest
@@ -324,3 +324,19 @@ def test_every_source_has_its_page(source):
     assert "## Where to click" in text and "## What is mapped" in text
     assert f"deploytrack hook create {source}" in text
     assert f"[{module.NAME}.md]({module.NAME}.md)" in (REPO / "docs" / "hooks" / "README.md").read_text()
+
+
+def test_a_hook_source_sent_in_the_path_never_becomes_a_prometheus_label(live_server, db_path):
+    # without a token: a label taken from the path would let anyone write lines into the scrape, and add a
+    # series per name sent
+    for source in ('q"} 0\nfake_up{job="', "nosuch", "GITHUB"):
+        resp = httpx.post(live_server.url + "/hooks/" + quote(source, safe=""), content=b"{}", timeout=10)
+        assert resp.status_code == 404, resp.text
+    path, secret, _ = hd.create_hook(db_path, "github", "--product", "shop")
+    raw = hd.dumps(hd.github_deployment_status("success", 7, at(0, 0, 5)))
+    headers = {**hd.github_headers("deployment_status", "d-1", secret, raw), "X-Hub-Signature-256": "sha256=00"}
+    assert post(live_server, path, raw, headers).status_code == 401
+    rejected = [line for line in httpx.get(live_server.url + "/metrics").text.splitlines()
+                if not line.startswith("#") and "rejected" in line or "fake_up" in line]
+    assert rejected == ['deploytrack_requests_rejected_total{dialect="hook:github",status="401"} 1',
+                        'deploytrack_requests_rejected_total{dialect="hook:unknown",status="404"} 3']

@@ -41,8 +41,8 @@ def path(source: str, hook_id: int) -> str:
 async def receive(request: Request) -> Response:
     app = request.app.state.deploytrack
     name = request.path_params["source"]
+    source = SOURCES.get(name)
     try:
-        source = SOURCES.get(name)
         if source is None:
             raise NotFound(f"no hook source {name[:64]!r}; known: {', '.join(sorted(SOURCES))}", "source")
         raw_id = request.path_params.get("hook_id")
@@ -60,7 +60,8 @@ async def receive(request: Request) -> Response:
         app.count_ingested(f"hook:{source.NAME}", 0 if done.duplicate else len(done.events))
         return JSONResponse(done.as_dict())
     except DeploytrackError as error:
-        app.count_rejected(f"hook:{name[:32]}", error.status)
+        # (a label from the path only for a known source: an unknown one would add a series per name sent)
+        app.count_rejected(f"hook:{source.NAME if source is not None else 'unknown'}", error.status)
         return error_response(error)
 
 
