@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import auth
+from tests.conftest import auth, create_token
 
 DEPLOY = {"product_name": "svc", "version": "1.0", "environment_name": "production", "status": "success"}
 
@@ -30,6 +30,37 @@ def test_idempotency_key_replays_original(client, token, path, body, headers_of)
     assert first.status_code == second.status_code and first.status_code in (200, 201)
     assert first.json() == second.json()
     assert count(client) == 1
+
+
+@pytest.mark.parametrize("path,body,headers_of,ids_of", [
+    ("/deployment-events/", DEPLOY, lambda t: auth(t), lambda r: [r["id"]]),
+    ("/events", {"events": [{"type": "event-deploy", "entityId": entity,
+                             "attributes": {"env": "p", "status": "success"}} for entity in ("a", "b")]},
+     lambda t: {"x-api-key": t}, lambda r: [e["id"] for e in r["events"]]),
+    ("/api/events/push", {"type": "code_deploy", "content": "v1"}, lambda t: {"Authorization": f"Token {t}"},
+     lambda r: [r["id"]]),
+    ("/api/deployment-events", {"summary": "deploy"}, lambda t: {}, lambda r: [r["id"]]),
+])
+def test_a_resend_after_the_original_was_deleted_is_stored_again(live_server, token, db_path, path, body, headers_of,
+                                                                   ids_of):
+    admin = create_token(db_path, "admin", "admin")
+    body = {**body, "integrationKey": token} if path == "/api/deployment-events" else body
+    headers = {**headers_of(token), "Idempotency-Key": "deleted-since"}
+
+    def send() -> httpx.Response:
+        return httpx.post(live_server.url + path, json=body, headers=headers, timeout=10)
+
+    first = send()
+    assert first.status_code in (200, 201, 202), first.text
+    gone = ids_of(first.json())[0]
+    assert httpx.delete(f"{live_server.url}/api/v1/events/{gone}", headers=auth(admin), timeout=10).status_code == 200
+    again = send()
+    assert again.status_code == first.status_code, again.text
+    ids = ids_of(again.json())
+    assert gone not in ids and ids[1:] == ids_of(first.json())[1:]  # a DevGrid batch's other event is kept
+    listed = httpx.get(live_server.url + "/api/v1/events", headers=auth(token), timeout=10).json()["events"]
+    assert set(ids) <= {e["id"] for e in listed}
+    assert send().json() == again.json()  # and the key answers with the new events from now on
 
 
 def test_idempotency_key_ilert(client, token):

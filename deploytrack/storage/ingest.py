@@ -171,14 +171,25 @@ class _Group:
                 raise Unauthorized("Invalid API key")
             self.used_tokens[batch.token_id] = batch.received_at
         key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
+        kept: list[dict[str, Any] | None] = [None] * len(batch.events)
         if key is not None and key in self.idempotency:
-            return IngestResult(self._rows_by_id(self.idempotency[key]), replayed=True)
+            replayed = self._rows_by_id(self.idempotency[key])
+            if len(replayed) == len(self.idempotency[key]):
+                return IngestResult(replayed, replayed=True)
+            # An admin deleted some of the original's events since: those are stored again, the others
+            # answered as they were, and the key answers with the result from now on.
+            if len(self.idempotency[key]) == len(batch.events):
+                by_id = {r["id"]: r for r in replayed}
+                kept = [by_id.get(i) for i in self.idempotency[key]]
         ids = batch.event_ids or self.new_ids[self.ids_given:self.ids_given + len(batch.events)]
         self.ids_given += 0 if batch.event_ids else len(batch.events)
         claims: dict[tuple[str, Any], str | None] = {}
         plan: list[dict[str, Any] | Event] = []  # a stored row (a re-send) or an event to store
         fresh: dict[str, Event] = {}
         for index, event in enumerate(batch.events):
+            if (row := kept[index]) is not None:
+                plan.append(row)
+                continue
             if event.client_key and event.client_key in fresh:
                 plan.append(fresh[event.client_key])
                 continue
@@ -334,8 +345,9 @@ class _Group:
             writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
         writes += insert_statements("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
                                     " ON CONFLICT DO NOTHING")
-        writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"),
-                                    self.new_keys)
+        writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys,
+                                    " ON CONFLICT (token_id, key) DO UPDATE SET event_ids = excluded.event_ids, "
+                                    "created_at = excluded.created_at")
         if self.staging is None:
             writes += self.projection.statements(self.conn.backend)  # PostgreSQL, or a connection of a command: now
         self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT
