@@ -33,6 +33,23 @@ def test_link_rules(client, token):
     assert other["deployment_id"] is None
 
 
+def test_an_incident_whose_named_deployment_was_deleted_can_still_be_changed(client, token, db_path):
+    admin = create_token(db_path, "admin", "admin")
+    deploy(client, token, "1", "success", at(3, 10), product="gone")
+    deploy(client, token, "2", "success", at(2, 10))
+    named = incident(client, token, product="gone", opened_at=at(1, 9),
+                     deployment_id=deployment_ids(client, token)[("1", "production")])
+    assert client.delete("/api/v1/products/gone/events", headers=auth(admin)).status_code == 200
+    url = f"/api/v1/incidents/{named['id']}"
+    for change in ({"title": "renamed"}, {"status": "resolved"}, {"product": "shop"}):
+        resp = client.patch(url, headers=auth(token), json=change)
+        assert resp.status_code == 200, resp.text
+    # the id it named is ignored (DESIGN §5), the other rules link it; naming a missing one is still refused
+    assert resp.json()["link"]["rule"] == "last_deployment" and resp.json()["status"] == "resolved"
+    resp = client.patch(url, headers=auth(token), json={"deployment_id": named["deployment_id"]})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "deployment_id"
+
+
 def test_resolve_update_and_reopen(client, token):
     created = incident(client, token, opened_at=at(1, 10), severity="sev1", environment="prod")
     assert created["status"] == "open" and created["environment"] == "production"

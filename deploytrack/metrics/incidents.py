@@ -162,6 +162,7 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
 
 def create(conn: Connection, data: dict[str, Any], settings: Settings, now: int) -> dict[str, Any]:
     """Store a new incident and link it; returns the stored row."""
+    _check_requested(conn, data)
     opened = data.get("opened_at") or now
     resolved = data.get("resolved_at")
     if data.get("status") == "resolved" and resolved is None:
@@ -199,6 +200,7 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
            now: int) -> dict[str, Any]:
     """Change fields, resolve or reopen; links are re-resolved. Returns the stored row."""
     old = get(conn, incident_id)
+    _check_requested(conn, data)
     if data.get("status") == "resolved" and "resolved_at" not in data:
         data["resolved_at"] = old["resolved_at"] or now
     elif data.get("status") == "open":
@@ -220,13 +222,17 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
     return new
 
 
+def _check_requested(conn: Connection, data: dict[str, Any]) -> None:
+    """A deployment id the request names must exist (one named earlier and deleted since is ignored: DESIGN §5)."""
+    requested = data.get("deployment_id")
+    if requested is not None and not conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchall():
+        raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
+
+
 def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
     row = get(conn, incident_id)
     if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
         raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
-    requested = row["requested_deployment_id"]
-    if requested is not None and not conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchall():
-        raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
     dep, rule, product = resolve_link(conn, settings, row)
     status = "resolved" if row["resolved_at"] is not None else "open"
     conn.execute("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ?, status = ? WHERE id = ?",
