@@ -221,6 +221,11 @@ def test_admin_deletes_an_event_and_its_days_are_recomputed(client, token, db_pa
     assert client.delete("/api/v1/products/shop/events", headers=auth(admin)).status_code == 404
     # the product's versions went too, so a corrected SHA for version 1 is accepted
     deploy(client, token, "1", "success", at(1, 12), scm_sha="fixed")
+    # a name with a slash is one product, whether its slash is sent as it is or encoded
+    for sent in ("team/svc", "team%2Fsvc"):
+        deploy(client, token, "1", "success", at(1, 12), product="team/svc")
+        resp = client.delete(f"/api/v1/products/{sent}/events", headers=auth(admin))
+        assert resp.status_code == 200 and resp.json() == {"deleted": 1, "product": "team/svc"}, sent
 
 
 def test_metrics_show_cli(client, token, db_path):

@@ -219,5 +219,5 @@ def routes() -> list[Route]:
         Route("/api/v1/deployments", list_deployments, methods=["GET"]),
         Route("/api/v1/metrics", get_metrics, methods=["GET"]),
         Route("/api/v1/events/{event_id}", delete_event, methods=["DELETE"]),
-        Route("/api/v1/products/{name}/events", delete_product_events, methods=["DELETE"]),
+        Route("/api/v1/products/{name:path}/events", delete_product_events, methods=["DELETE"]),
     ]

@@ -83,7 +83,7 @@ def routes() -> list[Route]:
         Route("/deployments", deployment_pages.deployments, methods=["GET"]),
         Route("/deployments/{deployment_id}", deployment_pages.deployment_detail, methods=["GET"]),
         Route("/environments", environment_pages.environments, methods=["GET"]),
-        Route("/products/{name}", environment_pages.product, methods=["GET"]),
+        Route("/products/{name:path}", environment_pages.product, methods=["GET"]),
         Route("/dora", dora_pages.dora, methods=["GET"]),
         Route("/dora/{metric}", dora_detail_pages.counted, methods=["GET"]),
         Route("/incidents", incident_pages.incidents, methods=["GET"]),
