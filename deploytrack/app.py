@@ -216,16 +216,20 @@ class Deploytrack(Starlette):
             if not isinstance(route.endpoint, dialects.Endpoint):
                 raise TypeError(f"ingestion route {route.path} must be a dialects.Endpoint")
             self.ingestion[route.path] = (route.endpoint, route.methods or set())
+        # paths only an API takes: another method there is refused in that API's shape (GET /events is a page)
+        self.api_only = set(self.ingestion) - {getattr(r, "path", None) for r in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.ingestion.get(scope["path"]) if scope["type"] == "http" and not scope.get("root_path") else None
-        if found is None or scope["method"] not in found[1]:
+        if found is None or (scope["method"] not in found[1] and scope["path"] not in self.api_only):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
         request = Request(scope, receive)
+        endpoint, methods = found
         try:
-            response = await found[0].ingest(request)
+            response = await endpoint.ingest(request) if scope["method"] in methods \
+                else endpoint.refuse_method(request, methods)
         except Exception as exc:
             response = unavailable(exc, scope) or await _server_error(request, exc)
         await response(scope, receive, send)

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from deploytrack.errors import DeploymentBlocked, DeploytrackError
+from deploytrack.errors import DeploymentBlocked, DeploytrackError, MethodNotAllowed
 from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
@@ -86,9 +86,19 @@ class Endpoint:
             status, body = dialect.reply(result, ctx)
             return JSONResponse(body, status_code=status)
         except DeploytrackError as error:
-            app.count_rejected(dialect.NAME, error.status)
-            body = error.preflight_body() if isinstance(error, DeploymentBlocked) else dialect.error_body(error)
-            return JSONResponse(body, status_code=error.status, headers=error.headers)
+            return self._refused(request, error)
+
+    def refuse_method(self, request: Request, allowed: set[str]) -> Response:
+        """A method this path does not take: a 405 naming the ones it does, in the API's error shape."""
+        methods = ", ".join(sorted(allowed))
+        error = MethodNotAllowed(f"method {request.method[:16]} not allowed; this path takes {methods}")
+        error.headers = {"Allow": methods}
+        return self._refused(request, error)
+
+    def _refused(self, request: Request, error: DeploytrackError) -> Response:
+        request.app.state.deploytrack.count_rejected(self.dialect.NAME, error.status)
+        body = error.preflight_body() if isinstance(error, DeploymentBlocked) else self.dialect.error_body(error)
+        return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def _both(path: str, handler: Any, methods: list[str]) -> list[Route]:

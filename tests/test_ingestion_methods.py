@@ -1,0 +1,38 @@
+"""A method an ingestion path does not take is refused in that API's error shape, with the methods it does."""
+
+from __future__ import annotations
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import auth, query
+
+SHAPES = {  # each API's error body: its keys, and where the message is
+    "versioner": ({"detail"}, "detail"),
+    "quanta": ({"error"}, "error"),
+    "devgrid": ({"statusCode", "error", "message"}, "message"),
+    "ilert": ({"status", "code", "message"}, "message"),
+}
+
+
+@pytest.mark.parametrize("method,path,api,allow", [
+    ("GET", "/deployment-events/", "versioner", "POST"),
+    ("PUT", "/build-events", "versioner", "POST"),
+    ("PUT", "/api/events/push", "quanta", "GET, POST"),
+    ("DELETE", "/api/events/push/", "quanta", "GET, POST"),
+    ("PUT", "/api/deployment-events", "ilert", "POST"),
+    ("PATCH", "/events/", "devgrid", "POST"),
+])
+def test_a_method_the_path_does_not_take_is_refused_in_its_apis_shape(live_server, token, db_path, method, path,
+                                                                      api, allow):
+    resp = httpx.request(method, live_server.url + path, headers=auth(token), json={"summary": "x"}, timeout=10)
+    assert resp.status_code == 405 and resp.headers["allow"] == allow, resp.text
+    keys, message = SHAPES[api]
+    assert set(resp.json()) == keys and method in resp.json()[message] and allow in resp.json()[message]
+    assert query(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_the_event_list_page_shares_a_path_with_devgrid_and_keeps_its_own_answers(live_server, token):
+    assert httpx.get(live_server.url + "/events", timeout=10, follow_redirects=False).status_code in (200, 303)
+    resp = httpx.put(live_server.url + "/events", headers=auth(token), timeout=10)
+    assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"  # the native shape
