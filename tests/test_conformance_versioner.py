@@ -5,6 +5,7 @@ Host swapped for the test app, $VERSIONER_API_KEY for a real token.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import auth
 
+ID_NAMESPACE = uuid.UUID("68e03ab7-8af7-49c9-9900-119b17f33b8a")  # docs/api.md
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -29,8 +31,11 @@ def check_deployment(resp, body):
     assert ISO_Z.match(data["deployed_at"])
     assert set(data) == {"id", "product_name", "version", "environment_name", "status", "deployed_at", "deployed_by",
                          "product_id", "version_id", "environment_id", "deployment_id", "event_id"}
-    for key in ("product_id", "version_id", "environment_id"):
-        uuid.UUID(data[key])
+    names = {"product_id": ["product", body["product_name"]], "version_id": ["version", body["product_name"],
+             body["version"]], "environment_id": ["environment", data["environment_name"]]}
+    for key, kind_and_names in names.items():  # docs/api.md's recipe
+        assert data[key] == str(uuid.uuid5(ID_NAMESPACE, json.dumps(kind_and_names, separators=(",", ":"),
+                                                                    ensure_ascii=False))), key
     assert data["event_id"] == data["id"] and data["deployment_id"].isdigit()
     return data
 

@@ -145,4 +145,5 @@ def test_version_immutability_across_dialects(client, token):
                                                                    "version": "2.0", "build_commit_sha": "bbb"}}]})
     assert resp.status_code == 409
     assert resp.json()["message"] == "Version 2.0 already exists with different SHA" and resp.json()["index"] == 0
+    assert resp.json()["field"] == "events[0].attributes.build_commit_sha"  # named as the client sent it
     assert count(client) == 1

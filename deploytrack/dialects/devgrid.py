@@ -26,6 +26,7 @@ EVENT_TYPE = "event-deploy"
 ATTRIBUTES = {"build_commit_sha": "scm_sha", "change_id": "change_id", "build_id": "build_id",
               "build_url": "build_url", "description": "summary", "initiator": "actor", "version": "version",
               "build_number": "build_number", "branch": "scm_branch", "repository": "scm_repository"}
+_ATTRIBUTE_OF = {field: name for name, field in ATTRIBUTES.items()}  # an event's field -> the attribute it came from
 # The document's bash template sends BUILD_ID="${BUILD_ID:-unknown}": a placeholder names no run, so
 # it cannot tell a re-send from the next deployment and is no de-duplication key.
 PLACEHOLDER_BUILD_IDS = frozenset({"unknown"})
@@ -107,6 +108,7 @@ def error_body(error: DeploytrackError) -> dict[str, Any]:
     body: dict[str, Any] = {"statusCode": error.status, "error": error.code, "message": error.message}
     if error.index is not None:
         body["index"] = error.index
-    if error.field is not None:
-        body["field"] = error.field
+    if error.field is not None:  # a conflict found in storage names the event's field: named as sent here
+        sent = _ATTRIBUTE_OF.get(error.field) if error.index is not None else None
+        body["field"] = f"events[{error.index}].attributes.{sent}" if sent else error.field
     return body
