@@ -33,7 +33,7 @@ from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Database, password_for
 from deploytrack.storage.event_search import SearchIndexer
 from deploytrack.timeutil import now_us, to_iso
-from deploytrack.views import api, html, metrics_api, pages, rules_api
+from deploytrack.views import api, html, metrics_api, pages, products_api, rules_api
 from deploytrack.web.guards import RequestGuards, unavailable
 from deploytrack.web.http import RateLimiter, error_response, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
@@ -256,6 +256,7 @@ def create_app(settings: Settings) -> Starlette:
         *hooks.routes(),
         *api.routes(),
         *metrics_api.routes(),
+        *products_api.routes(),
         *rules_api.routes(),
         *pages.routes(),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),

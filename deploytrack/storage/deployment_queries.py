@@ -230,6 +230,13 @@ def _environment_order(name: str) -> tuple[int, str]:
     return ranks.get(name, 4 if "prod" not in name else 5), name
 
 
+async def environments(db: Database, after: str | None, limit: int) -> list[tuple[str, int]]:
+    """(name, first seen) of up to `limit` environments after the name `after`, by name."""
+    rows = await db.fetchall("SELECT name, created_at FROM environments WHERE name > ? ORDER BY name LIMIT ?",
+                             (after or "", limit))
+    return [(r[0], r[1]) for r in rows]
+
+
 async def product_exists(db: Database, name: str) -> bool:
     return await db.fetchone("SELECT 1 FROM products WHERE name = ?", (name,)) is not None
 

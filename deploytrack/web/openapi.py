@@ -121,6 +121,15 @@ SCHEMAS: dict[str, Schema] = {
         "finished_at": ISO, "duration_seconds": NNUM, "scm_sha": NSTR, "actor": NSTR, "change_id": NSTR,
         "event_count": INT, "rolled_back_by": NINT,
     }, ("id", "product", "environment", "status")),
+    "Where": _obj({
+        "environment": STR, "environment_id": STR, "version": NSTR, "version_id": NSTR,
+        "current": {"anyOf": [_ref("Deployment"), {"type": "null"}]},
+        "pending_or_failed": {"anyOf": [_ref("Deployment"), {"type": "null"}]},
+    }, ("environment", "environment_id", "version", "current")),
+    "Product": _obj({
+        "name": STR, "id": STR, "environments": {"type": "array", "items": _ref("Where")},
+        "more_environments": {"type": "boolean"},
+    }, ("name", "id", "environments")),
     "Incident": _obj({
         "id": INT, "product": STR, "environment": NSTR, "title": STR, "severity": NSTR,
         "status": {"type": "string", "enum": ["open", "resolved"]}, "opened_at": ISO, "resolved_at": ISO,
@@ -388,6 +397,21 @@ def _document() -> dict[str, Any]:
                 "delete": _write("Delete one event (audit-logged)", "admin", 200, OBJ, None, [_path("event_id")],
                                  (404,)),
             },
+            "/api/v1/products": {"get": _read(
+                "Products with deployments, by name, each with the version running in each environment",
+                _obj({"products": {"type": "array", "items": _ref("Product")}, "next_cursor": NSTR}, ("products",)),
+                [_query("limit", "page size, 1 to 100", {"type": "integer", "minimum": 1, "maximum": 100}),
+                 _query("cursor", "next_cursor from the previous page")])},
+            "/api/v1/products/{name}": {"get": _read(
+                "One product: the version running in each environment", _ref("Product"), [_path("name")],
+                (*READ_ERRORS, 404))},
+            "/api/v1/environments": {"get": _read(
+                "Environments by name",
+                _obj({"environments": {"type": "array", "items": _obj({"name": STR, "id": STR, "first_seen_at": ISO},
+                                                                       ("name", "id"))},
+                      "next_cursor": NSTR}, ("environments",)),
+                [_query("limit", "page size, 1 to 500", {"type": "integer", "minimum": 1, "maximum": 500}),
+                 _query("cursor", "next_cursor from the previous page")])},
             "/api/v1/products/{name}/events": {"delete": _write(
                 "Delete all events of a product (audit-logged)", "admin", 200, OBJ, None, [_path("name")], (404,))},
             "/api/v1/incidents": {
