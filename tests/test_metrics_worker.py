@@ -110,6 +110,7 @@ def test_stopping_the_server_stops_the_child_and_its_days_are_due_again(tmp_path
         began = time.monotonic()
         assert server.stop() == 0
     assert time.monotonic() - began < 15
+    assert "ERROR" not in server.log.read_text()  # a round the server stopped did not fail
     _wait(lambda: _gone(child), 10, "the metrics process to exit")
     assert query(db, "SELECT COUNT(*) FROM job_runs")[0][0] == 0
     assert query(db, "SELECT last_day FROM jobs WHERE name = 'metrics_daily'") in ([], [(None,)])

@@ -273,7 +273,10 @@ class MetricsScheduler:
             try:
                 await self.tick()
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
-                log.exception("metrics round failed; the previous snapshots are unchanged")
+                if self._stopping:  # the server stopped it: its days are due again at the next start
+                    log.info("metrics round stopped with the server; its days are done at the next start")
+                else:
+                    log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
             with contextlib.suppress(TimeoutError):
