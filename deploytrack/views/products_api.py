@@ -17,7 +17,9 @@ from deploytrack.views.html import query_text
 from deploytrack.web.http import JSONResponse
 from deploytrack.web.sessions import require
 
-MAX_PRODUCTS = 100  # a page of products: each carries up to dq.ENVIRONMENTS_PER_PRODUCT environments
+# a page of products, as on the /environments page: each carries up to dq.ENVIRONMENTS_PER_PRODUCT environments,
+# one index seek each
+MAX_PRODUCTS = 25
 MAX_ENVIRONMENTS = 500
 
 

@@ -400,7 +400,7 @@ def _document() -> dict[str, Any]:
             "/api/v1/products": {"get": _read(
                 "Products with deployments, by name, each with the version running in each environment",
                 _obj({"products": {"type": "array", "items": _ref("Product")}, "next_cursor": NSTR}, ("products",)),
-                [_query("limit", "page size, 1 to 100", {"type": "integer", "minimum": 1, "maximum": 100}),
+                [_query("limit", "page size, 1 to 25", {"type": "integer", "minimum": 1, "maximum": 25}),
                  _query("cursor", "next_cursor from the previous page")])},
             "/api/v1/products/{name}": {"get": _read(
                 "One product: the version running in each environment", _ref("Product"), [_path("name")],
