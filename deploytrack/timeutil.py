@@ -13,6 +13,10 @@ DAY = 86_400_000_000  # µs: the one definition
 _MIN_US = 0  # 1970-01-01
 _MAX_US = 253402300799_000000  # 9999-12-31T23:59:59
 _EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+# The instants a datetime can hold (years 1 to 9999): what a UTC instant must fit to be written as a date.
+CALENDAR_US = ((datetime.min - _EPOCH) // _US, (datetime.max - _EPOCH) // _US)
+_CYCLE_US = 146_097 * 86_400_000_000  # 400 Gregorian years: the calendar repeats after them
 
 
 def now_us() -> int:
@@ -23,8 +27,14 @@ def to_iso(us: int | None) -> str | None:
     """Render epoch microseconds as ISO 8601 UTC with a Z (seconds unless there are fractions)."""
     if us is None:
         return None
-    dt = _EPOCH + timedelta(microseconds=us)
-    return dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds") + "Z"
+    if CALENDAR_US[0] <= us <= CALENDAR_US[1]:
+        dt = _EPOCH + timedelta(microseconds=us)
+        return dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds") + "Z"
+    # Past year 9999 (or before year 1), e.g. a rule stored before windows were checked: render the
+    # same day 400-year cycles away and write the year as ISO 8601's expanded form, +010000.
+    cycles = (us - CALENDAR_US[0]) // _CYCLE_US
+    text = to_iso(us - cycles * _CYCLE_US) or ""
+    return f"{int(text[:4]) + 400 * cycles:+07d}{text[4:]}"
 
 
 def parse_timestamp(value: object, field: str = "timestamp") -> int:

@@ -85,8 +85,10 @@ class Rule:
                f"{self.stale_after_minutes} min are ignored)"
 
 
-def parse_rule(body: object, aliases: Mapping[str, str]) -> Rule:
-    """Validate a rule definition (JSON object); a 400 names the field and the problem."""
+def parse_rule(body: object, aliases: Mapping[str, str], stored: bool = False) -> Rule:
+    """Validate a rule definition (JSON object); a 400 names the field and the problem.
+
+    `stored`: read back from the database (see `parse_window`)."""
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object describing the rule")
     unknown = sorted(set(body) - _FIELDS)
@@ -111,7 +113,7 @@ def parse_rule(body: object, aliases: Mapping[str, str]) -> Rule:
     rule = Rule(name=name or "", type=kind, mode=mode, products=products, environments=environments, reason=reason)
     settings = body.get(kind)
     if kind == "schedule":
-        return _replace(rule, window=parse_window(settings, "schedule"))
+        return _replace(rule, window=parse_window(settings, "schedule", stored))
     if kind == "flow":
         return _flow(rule, settings, aliases)
     return _concurrency(rule, settings)

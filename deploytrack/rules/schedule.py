@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploytrack.errors import BadRequest
+from deploytrack.timeutil import CALENDAR_US, to_iso
 
 RECURRENCES = ("once", "daily", "weekly", "monthly")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -39,8 +40,12 @@ class Window:
         return f"{self.recurrence}, {self.start} to {self.end} ({self.timezone})"
 
 
-def parse_window(value: object, field: str = "schedule") -> Window:
-    """Validate a window object {recurrence, timezone?, start, end}; a 400 names the bad field."""
+def parse_window(value: object, field: str = "schedule", stored: bool = False) -> Window:
+    """Validate a window object {recurrence, timezone?, start, end}; a 400 names the bad field.
+
+    `stored`: a definition read back from the database, which skips the check that a one-time
+    window's instants fit the calendar in UTC (a rule stored before it must still show and delete).
+    """
     if not isinstance(value, dict):
         raise BadRequest(f"Field '{field}' must be an object with recurrence, start and end", field)
     unknown = sorted(set(value) - {"recurrence", "timezone", "start", "end"})
@@ -65,8 +70,14 @@ def parse_window(value: object, field: str = "schedule") -> Window:
         _point(recurrence, text.strip(), f"{field}.{key}")
         texts.append(" ".join(text.strip().lower().split()) if recurrence != "once" else text.strip())
     window = Window(recurrence, zone, texts[0], texts[1])
-    if recurrence == "once" and _once(window)[1] <= _once(window)[0]:
-        raise BadRequest(f"Field '{field}.end' must be after '{field}.start'", f"{field}.end")
+    if recurrence == "once":
+        instants = _once(window)
+        for key, us in zip(("start", "end"), instants, strict=True):
+            if not stored and not CALENDAR_US[0] <= us <= CALENDAR_US[1]:
+                raise BadRequest(f"Field '{field}.{key}' is {to_iso(us)} in UTC, outside the years 0001 to 9999",
+                                 f"{field}.{key}")
+        if instants[1] <= instants[0]:
+            raise BadRequest(f"Field '{field}.end' must be after '{field}.start'", f"{field}.end")
     if recurrence != "once" and _point(recurrence, texts[0], "") == _point(recurrence, texts[1], ""):
         raise BadRequest(f"Field '{field}.end' must differ from '{field}.start'", f"{field}.end")
     return window

@@ -27,7 +27,7 @@ OPEN_STATUSES = ("pending", "started")
 
 def rule_from_row(row: Any) -> Rule:
     """A stored rule: its definition is re-read by the one validator (aliases were folded when stored)."""
-    rule = parse_rule(orjson.loads(row["definition"]), {})
+    rule = parse_rule(orjson.loads(row["definition"]), {}, stored=True)
     return Rule(**{**rule.__dict__, "id": row["id"], "created_at": row["created_at"],
                    "updated_at": row["updated_at"], "created_by": row["created_by"]})
 
