@@ -307,6 +307,14 @@ def check_links(value: object, limits: Limits, field_name: str = "links") -> lis
 MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER
 
 
+def integer(value: object, field: str, least: int = 1, most: int = MAX_INTEGER, what: str = "a whole number") -> int:
+    """A JSON body's integer (an id, a count of minutes) within [least, most], never past what SQLite's
+    INTEGER holds (ids are 64-bit); else a 400 naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= min(most, MAX_INTEGER):
+        raise BadRequest(f"Field '{field}' must be {what} from {least} to {min(most, MAX_INTEGER)}", field)
+    return value
+
+
 def whole_number(text: str | None, signed: bool = False) -> int | None:
     """The integer `text` spells in ASCII digits (a leading '-' if `signed`), if SQLite can store it; else None.
 

@@ -20,7 +20,7 @@ import orjson
 
 from deploytrack.errors import BadRequest, NotFound
 from deploytrack.metrics.rules import LINK_EXPLANATIONS
-from deploytrack.model import Fields, Limits, check_metadata
+from deploytrack.model import Fields, Limits, check_metadata, integer
 from deploytrack.settings import Settings, canonical_environment
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us, to_iso
@@ -151,9 +151,8 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
         out["status"] = status
     if "deployment_id" in f.body:
         dep = f.raw("deployment_id")
-        if dep is not None and (isinstance(dep, bool) or not isinstance(dep, int) or dep < 1):
-            raise BadRequest("Field 'deployment_id' must be a positive whole number or null", "deployment_id")
-        out["deployment_id"] = dep
+        out["deployment_id"] = None if dep is None else integer(dep, "deployment_id",
+                                                                what="a deployment id (or null): a whole number")
     if "metadata" in f.body:
         meta = f.obj("metadata")
         out["metadata"] = check_metadata(meta, limits) if meta is not None else None

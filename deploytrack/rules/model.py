@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.errors import BadRequest
+from deploytrack.model import integer
 from deploytrack.rules.schedule import Window, parse_window
 from deploytrack.settings import canonical_environment
 
@@ -26,6 +27,7 @@ OUTCOMES = ("blocked", "reported", "recorded", "overridden")
 MAX_NAME = 100
 MAX_REASON = 1000
 MAX_SCOPE = 100
+MAX_MINUTES = 525_600  # a year
 _FIELDS = {"name", "type", "mode", "products", "environments", "reason", "schedule", "flow", "concurrency"}
 
 
@@ -95,7 +97,7 @@ def parse_rule(body: object, aliases: Mapping[str, str], stored: bool = False) -
     if unknown:
         raise BadRequest(f"Field '{unknown[0]}' is not a rule field (expected {', '.join(sorted(_FIELDS))})",
                          unknown[0])
-    name = _text(body.get("name"), "name", MAX_NAME, required=True)
+    name = text(body.get("name"), "name", MAX_NAME, required=True)
     kind = body.get("type")
     if kind not in TYPES:
         raise BadRequest(f"Field 'type' must be one of {', '.join(TYPES)}", "type")
@@ -106,7 +108,7 @@ def parse_rule(body: object, aliases: Mapping[str, str], stored: bool = False) -
         raise BadRequest(f"Field 'mode' must be one of {', '.join(MODES)}", "mode")
     products = _names(body.get("products"), "products", None)
     environments = _names(body.get("environments"), "environments", aliases)
-    reason = _text(body.get("reason"), "reason", MAX_REASON)
+    reason = text(body.get("reason"), "reason", MAX_REASON)
     for other in set(TYPES) - {kind}:
         if body.get(other) is not None:
             raise BadRequest(f"Field '{other}' does not belong to a {kind} rule", other)
@@ -137,7 +139,7 @@ def _flow(rule: Rule, settings: object, aliases: Mapping[str, str]) -> Rule:
     strict = settings.get("strict", False)
     if not isinstance(strict, bool):
         raise BadRequest("Field 'flow.strict' must be true or false", "flow.strict")
-    soak = _minutes(settings.get("soak_minutes", 0), "flow.soak_minutes", 0)
+    soak = minutes(settings.get("soak_minutes", 0), "flow.soak_minutes", 0)
     return _replace(rule, prerequisites=prerequisites, strict=strict, soak_minutes=soak)
 
 
@@ -146,7 +148,7 @@ def _concurrency(rule: Rule, settings: object) -> Rule:
         return rule
     if not isinstance(settings, dict) or set(settings) - {"stale_after_minutes"}:
         raise BadRequest("Field 'concurrency' may hold only stale_after_minutes", "concurrency")
-    stale = _minutes(settings.get("stale_after_minutes", DEFAULT_STALE_MINUTES), "concurrency.stale_after_minutes", 1)
+    stale = minutes(settings.get("stale_after_minutes", DEFAULT_STALE_MINUTES), "concurrency.stale_after_minutes", 1)
     return _replace(rule, stale_after_minutes=stale)
 
 
@@ -154,7 +156,8 @@ def _replace(rule: Rule, **changes: Any) -> Rule:
     return Rule(**{**rule.__dict__, **changes})
 
 
-def _text(value: object, name: str, limit: int, required: bool = False) -> str | None:
+def text(value: object, name: str, limit: int, required: bool = False) -> str | None:
+    """A text field of a rule or an override: stripped, at most `limit` characters, no NUL; None when empty."""
     if value is None:
         if required:
             raise BadRequest(f"Field '{name}' is required", name)
@@ -179,14 +182,13 @@ def _names(value: object, name: str, aliases: Mapping[str, str] | None) -> tuple
         raise BadRequest(f"Field '{name}' must be a list of 1 to {MAX_SCOPE} names, or null for all", name)
     names: list[str] = []
     for item in value:
-        text = _text(item, name, 512, required=True) or ""
-        text = canonical_environment(text, aliases) if aliases is not None else text
-        if text not in names:
-            names.append(text)
+        found = text(item, name, 512, required=True) or ""
+        found = canonical_environment(found, aliases) if aliases is not None else found
+        if found not in names:
+            names.append(found)
     return tuple(names)
 
 
-def _minutes(value: object, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 525_600:
-        raise BadRequest(f"Field '{name}' must be a whole number of minutes from {least} to 525600", name)
-    return value
+def minutes(value: object, name: str, least: int) -> int:
+    """A count of minutes, at most a year."""
+    return integer(value, name, least, MAX_MINUTES, "a whole number of minutes")

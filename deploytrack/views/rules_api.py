@@ -11,9 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from deploytrack.errors import BadRequest, NotFound
-from deploytrack.model import whole_number
+from deploytrack.model import integer, whole_number
 from deploytrack.rules import store as rule_store
-from deploytrack.rules.model import DEFAULT_OVERRIDE_MINUTES, MAX_REASON, OUTCOMES, parse_rule
+from deploytrack.rules.model import DEFAULT_OVERRIDE_MINUTES, MAX_REASON, OUTCOMES, minutes, parse_rule, text
 from deploytrack.rules.status import rule_json
 from deploytrack.settings import canonical_environment
 from deploytrack.timeutil import now_us, to_iso
@@ -117,28 +117,16 @@ def parse_override(body: object, aliases: Mapping[str, str]) -> dict[str, Any]:
     unknown = sorted(set(body) - _OVERRIDE_FIELDS)
     if unknown:
         raise BadRequest(f"Field '{unknown[0]}' is not an override field", unknown[0])
-    out: dict[str, Any] = {}
-    for name, limit, required in (("product", 512, True), ("environment", 512, False), ("version", 512, False),
-                                  ("reason", MAX_REASON, True)):
-        value = body.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                raise BadRequest(f"Field '{name}' is required", name)
-            out[name] = None
-            continue
-        if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-            raise BadRequest(f"Field '{name}' must be a string of at most {limit} characters", name)
-        out[name] = value.strip()
+    out: dict[str, Any] = {name: text(body.get(name), name, limit, required)
+                           for name, limit, required in (("product", 512, True), ("environment", 512, False),
+                                                         ("version", 512, False), ("reason", MAX_REASON, True))}
     if out["environment"] is not None:
         out["environment"] = canonical_environment(out["environment"], aliases)
     rule_id = body.get("rule_id")
-    if rule_id is not None and (isinstance(rule_id, bool) or not isinstance(rule_id, int) or rule_id < 1):
-        raise BadRequest("Field 'rule_id' must be a rule's id (or absent for every rule)", "rule_id")
-    out["rule_id"] = rule_id
-    minutes = body.get("expires_in_minutes", DEFAULT_OVERRIDE_MINUTES)
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 525_600:
-        raise BadRequest("Field 'expires_in_minutes' must be a whole number from 1 to 525600", "expires_in_minutes")
-    out["expires_in_minutes"] = minutes
+    out["rule_id"] = None if rule_id is None else integer(rule_id, "rule_id",
+                                                          what="a rule's id (absent for every rule): a whole number")
+    out["expires_in_minutes"] = minutes(body.get("expires_in_minutes", DEFAULT_OVERRIDE_MINUTES),
+                                        "expires_in_minutes", 1)
     return out
 
 
