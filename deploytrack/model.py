@@ -9,7 +9,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,13 +200,15 @@ class Fields:
             raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
         return value or None
 
-    def time(self, key: builtins.str) -> int | None:
-        """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times)."""
+    def time(self, key: builtins.str, parse: Callable[[Any, builtins.str], int] = parse_timestamp) -> int | None:
+        """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times).
+
+        `parse`: how to read a source's own time format (GitLab's, Opsgenie's nanoseconds) into epoch µs."""
         self.used.add(key)
         value = self.body.get(key)
         if value is None:
             return None
-        return self.limits.times.check(parse_timestamp(value, self._name(key)), self._name(key))
+        return self.limits.times.check(parse(value, self._name(key)), self._name(key))
 
     def obj(self, key: builtins.str) -> dict[builtins.str, Any] | None:
         self.used.add(key)

@@ -136,7 +136,7 @@ def test_bad_input_with_a_good_signature_is_a_400_naming_the_field(live_server, 
             assert resp.json()["error"]["field"] == field
     bad_push = hd.dumps({**hd.github_push([(hd.SHA, "2026-01-10T10:30:00Z", "x")]), "commits": [{"id": hd.SHA}]})
     resp = post(live_server, path, bad_push, hd.github_headers("push", "p", secret, bad_push))
-    assert resp.status_code == 400 and resp.json()["error"]["field"] == "commits[0].committed_at"
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "commits[0].timestamp"  # GitHub's name
     assert count(db_path, "events") == 0 and count(db_path, "commits") == 0
 
 

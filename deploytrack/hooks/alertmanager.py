@@ -10,7 +10,6 @@ Grafana's webhook contact point). The delivery id is the group key, status and t
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from starlette.requests import Request
 
@@ -22,11 +21,11 @@ from deploytrack.hooks.model import (
     ignored,
     incident_data,
     json_body,
-    obj,
+    nested,
     text,
 )
 from deploytrack.hooks.signatures import same_secret
-from deploytrack.timeutil import parse_timestamp
+from deploytrack.model import Fields, check_metadata
 from deploytrack.web.http import bearer
 
 NAME = "alertmanager"
@@ -39,17 +38,15 @@ def verify(request: Request, raw: bytes, secret: str) -> bool:
 
 
 def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
-    data = json_body(request, raw)
-    alerts = data.get("alerts")
+    data = Fields(json_body(request, raw), ctx.limits)
+    alerts = data.raw("alerts")
     if not isinstance(alerts, list):
         raise BadRequest("Field 'alerts' must be a list", "alerts")
     if len(alerts) > MAX_ALERTS:
         raise BadRequest(f"Field 'alerts' has more than {MAX_ALERTS} alerts", "alerts")
     changes, seen = [], []
     for i, alert in enumerate(alerts):
-        if not isinstance(alert, dict):
-            raise BadRequest(f"Field 'alerts[{i}]' must be a JSON object", f"alerts[{i}]")
-        change = _change(alert, i, ctx)
+        change = _change(Fields(alert, ctx.limits, prefix=f"alerts[{i}]."), ctx)
         if change is not None:
             changes.append(change)
             seen.append(change.key + ":" + change.state)
@@ -60,28 +57,30 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
     return Delivery(delivery_id=delivery, incidents=changes)
 
 
-def _change(alert: dict[str, Any], i: int, ctx: Context) -> IncidentChange | None:
+def _change(alert: Fields, ctx: Context) -> IncidentChange | None:
     status = text(alert, "status")
     if status not in ("firing", "resolved"):
         return None
-    labels, annotations = obj(alert, "labels"), obj(alert, "annotations")
-    starts = alert.get("startsAt")
-    if starts is None:
-        raise BadRequest(f"Field 'alerts[{i}].startsAt' is required", f"alerts[{i}].startsAt")
-    opened = parse_timestamp(starts, f"alerts[{i}].startsAt")
-    ends = alert.get("endsAt")
-    resolved = parse_timestamp(ends, f"alerts[{i}].endsAt") if status == "resolved" and ends not in (None, _ZERO_TIME) \
-        else None
+    labels, annotations = nested(alert, "labels"), nested(alert, "annotations")
+    if alert.raw("startsAt") is None:
+        raise BadRequest(f"Field '{alert.prefix}startsAt' is required", f"{alert.prefix}startsAt")
+    opened = alert.time("startsAt")
+    resolved = alert.time("endsAt") if status == "resolved" and alert.raw("endsAt") != _ZERO_TIME else None
     fingerprint = text(alert, "fingerprint", 128) or hashlib.sha256(
-        repr(sorted((str(k), str(v)) for k, v in labels.items())).encode()).hexdigest()[:16]
+        repr(sorted((str(k), str(v)) for k, v in labels.body.items())).encode()).hexdigest()[:16]
     settings = ctx.settings
+    product_label, environment_label = settings.alert_product_label, settings.alert_environment_label
+    title_from = f"{annotations.prefix}summary" if annotations.body.get("summary") else f"{labels.prefix}alertname"
     fields = incident_data(
-        ctx, product=ctx.product(text(labels, settings.alert_product_label, 256)),
-        environment=text(labels, settings.alert_environment_label, 256) or ctx.hook.environment,
+        ctx, {"product": labels.prefix + product_label, "environment": labels.prefix + environment_label,
+              "title": title_from, "severity": f"{labels.prefix}severity", "opened_at": f"{alert.prefix}startsAt",
+              "metadata": f"{labels.prefix.rstrip('.')}"},
+        product=ctx.product(text(labels, product_label)),
+        environment=text(labels, environment_label) or ctx.hook.environment,
         title=text(annotations, "summary") or text(labels, "alertname") or f"alert {fingerprint}",
-        severity=text(labels, "severity", 256), opened_at=opened,
+        severity=text(labels, "severity"), opened_at=opened,
         metadata={"source": "alertmanager", "fingerprint": fingerprint,
-                  "labels": {str(k)[:256]: str(v)[:1024] for k, v in list(labels.items())[:100]},
-                  **({"url": text(alert, "generatorURL")} if text(alert, "generatorURL") else {})})
+                  "labels": check_metadata(labels.body, ctx.limits, labels.prefix.rstrip(".")),
+                  **({"url": url} if (url := text(alert, "generatorURL")) else {})})
     return IncidentChange(key=f"alert:{fingerprint}:{opened}", data=fields,
                           state="resolved" if status == "resolved" else "open", resolved_at=resolved)

@@ -17,12 +17,11 @@ from deploytrack.hooks.model import (
     delivery_id,
     ignored,
     json_body,
-    obj,
+    nested,
     text,
 )
 from deploytrack.hooks.signatures import hex_matches, prefixed
-from deploytrack.model import Event, check_metadata
-from deploytrack.timeutil import parse_timestamp
+from deploytrack.model import Event, Fields, check_metadata
 
 NAME = "github"
 # GitHub's deployment states; `inactive` only marks an older deployment as superseded.
@@ -47,29 +46,30 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
 
 
 def _deployment_status(data: dict[str, Any], ctx: Context, delivery: str | None) -> Delivery:
-    status, deployment, repo = obj(data, "deployment_status"), obj(data, "deployment"), obj(data, "repository")
+    body = Fields(data, ctx.limits)
+    status, deployment, repo = nested(body, "deployment_status"), nested(body, "deployment"), nested(body, "repository")
     state = text(status, "state") or ""
     if state not in STATES:
         return ignored(f"deployment state {state[:64]!r} is not used", delivery)
-    sha = text(deployment, "sha", 128)
-    environment = text(status, "environment", 256) or text(deployment, "environment", 256) or ctx.hook.environment
-    creator = obj(status, "creator") or obj(deployment, "creator")
-    created = status.get("created_at")
+    sha = text(deployment, "sha")
+    environment = text(status, "environment") or text(deployment, "environment") or ctx.hook.environment
+    creator = nested(status, "creator") if status.body.get("creator") else nested(deployment, "creator")
     links = [{"href": url, "text": "environment"} for url in [text(status, "environment_url")] if url]
+    full_name = text(repo, "full_name")
     event = Event(
-        dialect=NAME, kind="deployment", product=ctx.product(text(repo, "full_name"), text(repo, "name")),
-        status=STATES[state], status_raw=state, version=sha[:12] if sha else text(deployment, "ref", 256),
-        environment_raw=environment, scm_sha=sha, scm_branch=text(deployment, "ref", 256),
-        scm_repository=text(repo, "full_name", 512), build_url=text(status, "log_url") or text(status, "target_url"),
-        invoke_id=text(deployment, "id", 64), actor=text(creator, "login", 256), source_system="github",
-        summary=text(status, "description") or text(deployment, "description"),
-        occurred_at=parse_timestamp(created, "deployment_status.created_at") if created is not None else None,
-        links=links or None,
+        dialect=NAME, kind="deployment", product=ctx.product(full_name, text(repo, "name")),
+        status=STATES[state], status_raw=state, version=sha[:12] if sha else text(deployment, "ref"),
+        environment_raw=environment, scm_sha=sha, scm_branch=text(deployment, "ref"), scm_repository=full_name,
+        build_url=text(status, "log_url") or text(status, "target_url"), invoke_id=text(deployment, "id"),
+        actor=text(creator, "login"), source_system="github",
+        summary=text(status, "description", ctx.limits.max_summary_chars)
+        or text(deployment, "description", ctx.limits.max_summary_chars),
+        occurred_at=status.time("created_at"), links=links or None,
         metadata=check_metadata({k: v for k, v in {
-            "deployment_task": text(deployment, "task", 256), "github_deployment_status_id": text(status, "id", 64),
-            "deployment_payload": deployment.get("payload") or None}.items() if v}, ctx.limits, "deployment.payload"),
+            "deployment_task": text(deployment, "task"), "github_deployment_status_id": text(status, "id"),
+            "deployment_payload": deployment.raw("payload") or None}.items() if v}, ctx.limits, "deployment.payload"),
     )
     if not environment:
         return ignored("the deployment names no environment", delivery)
-    event.client_key = f"hook:{ctx.hook.token_id}:github:{text(status, 'id', 64) or delivery}"
+    event.client_key = f"hook:{ctx.hook.token_id}:github:{text(status, 'id') or delivery}"
     return Delivery(delivery_id=delivery, events=[event])

@@ -20,11 +20,11 @@ from deploytrack.hooks.model import (
     delivery_id,
     ignored,
     json_body,
-    obj,
+    nested,
     text,
 )
 from deploytrack.hooks.signatures import same_secret
-from deploytrack.model import Event
+from deploytrack.model import Event, Fields
 from deploytrack.timeutil import parse_timestamp
 
 NAME = "gitlab"
@@ -42,46 +42,46 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
     data = json_body(request, raw)
     kind = data.get("object_kind")
     if kind == "push":
-        project = obj(data, "project")
-        return forge.push(data, ctx, delivery, text(project, "path_with_namespace", 512))
+        path = text(nested(Fields(data, ctx.limits), "project"), "path_with_namespace")
+        return forge.push(data, ctx, delivery, (path, "project.path_with_namespace"))
     if kind == "deployment":
-        return _deployment(data, ctx, delivery)
+        return _deployment(Fields(data, ctx.limits), ctx, delivery)
     return ignored(f"event {str(kind)[:64]!r} is not used", delivery)
 
 
-def _deployment(data: dict[str, Any], ctx: Context, delivery: str | None) -> Delivery:
+def _deployment(data: Fields, ctx: Context, delivery: str | None) -> Delivery:
     status = text(data, "status") or ""
     if status not in STATUSES:
         return ignored(f"deployment status {status[:64]!r} is not used", delivery)
-    project, user = obj(data, "project"), obj(data, "user")
-    environment = text(data, "environment", 256) or ctx.hook.environment
+    project, user = nested(data, "project"), nested(data, "user")
+    environment = text(data, "environment") or ctx.hook.environment
     if not environment:
         return ignored("the deployment names no environment", delivery)
     # The payload carries only the short SHA; the commit URL ends with the full one.
     match = _FULL_SHA.search(text(data, "commit_url") or "")
-    sha = match.group(1) if match else text(data, "short_sha", 128)
-    deployment = text(data, "deployment_id", 64)
+    short_sha = text(data, "short_sha")
+    sha = match.group(1) if match else short_sha
+    deployment = text(data, "deployment_id")
     links = [{"href": url, "text": "environment"} for url in [text(data, "environment_external_url")] if url]
+    path = text(project, "path_with_namespace")
     event = Event(
-        dialect=NAME, kind="deployment",
-        product=ctx.product(text(project, "path_with_namespace"), text(project, "name")),
+        dialect=NAME, kind="deployment", product=ctx.product(path, text(project, "name")),
         status=STATUSES[status], status_raw=status, version=(sha or "")[:12] or None, environment_raw=environment,
-        scm_sha=sha, scm_repository=text(project, "path_with_namespace", 512), build_url=text(data, "deployable_url"),
-        build_id=text(data, "deployable_id", 64), invoke_id=deployment, source_system="gitlab",
-        actor=text(user, "username", 256) or text(user, "name", 256), summary=text(data, "commit_title"),
-        occurred_at=status_time(data.get("status_changed_at")), links=links or None,
-        metadata={k: v for k, v in {"environment_tier": text(data, "environment_tier", 256),
-                                    "short_sha": text(data, "short_sha", 64)}.items() if v},
+        scm_sha=sha, scm_repository=path, build_url=text(data, "deployable_url"),
+        build_id=text(data, "deployable_id"), invoke_id=deployment, source_system="gitlab",
+        actor=text(user, "username") or text(user, "name"),
+        summary=text(data, "commit_title", ctx.limits.max_summary_chars),
+        occurred_at=data.time("status_changed_at", status_time), links=links or None,
+        metadata={k: v for k, v in {"environment_tier": text(data, "environment_tier"),
+                                    "short_sha": short_sha}.items() if v},
     )
     event.client_key = f"hook:{ctx.hook.token_id}:gitlab:{deployment}:{status}"
     return Delivery(delivery_id=delivery, events=[event])
 
 
-def status_time(value: Any) -> int | None:
-    """GitLab writes `2021-04-28 21:50:00 +0200`; ISO 8601 is taken too."""
-    if value is None:
-        return None
+def status_time(value: Any, field: str) -> int:
+    """GitLab writes `2021-04-28 21:50:00 +0200`; ISO 8601 and epoch numbers are taken too."""
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S %z").isoformat()
-    return parse_timestamp(value, "status_changed_at")
+    return parse_timestamp(value, field)

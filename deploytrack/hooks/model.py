@@ -9,14 +9,13 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from deploytrack.errors import BadRequest
+from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.metrics import incidents
-from deploytrack.model import UNASSIGNED, Event, Limits
+from deploytrack.model import UNASSIGNED, Event, Fields, Limits
 from deploytrack.settings import Settings
 from deploytrack.timeutil import to_iso
 from deploytrack.web.http import parse_json
 
-MAX_TITLE = 1000  # incident titles and commit messages are clipped, not refused: the source would retry forever
 MAX_DELIVERY_ID = 255
 
 
@@ -46,7 +45,7 @@ class Context:
         for name in found:
             if name in mapping:
                 return mapping[name]
-        return found[-1][:256] if found else UNASSIGNED
+        return found[-1] if found else UNASSIGNED
 
 
 @dataclass
@@ -89,27 +88,24 @@ def json_body(request: Request, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def obj(data: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """A nested object, or {} when absent; a clear 400 when it is something else."""
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest(f"Field '{key}' must be a JSON object", key)
-    return value
+def nested(f: Fields, key: str) -> Fields:
+    """A nested object of a payload (empty when absent), read by the same rules; its errors name its path."""
+    return Fields(f.obj(key) or {}, f.limits, prefix=f"{f.prefix}{key}.")
 
 
-def text(data: Mapping[str, Any], key: str, limit: int = 4096) -> str | None:
-    """A string (or number) field, stripped and clipped; None when absent or empty."""
-    value = data.get(key)
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        value = str(value)
-    if not isinstance(value, str):
-        raise BadRequest(f"Field '{key}' must be a string", key)
-    value = value.replace("\x00", "").strip()
-    return value[:limit] or None
+def text(f: Fields, key: str, max_chars: int | None = None) -> str | None:
+    """A string (or whole number) field by the APIs' rules: stripped; too long or holding a NUL is a 400
+    naming the field as the source sent it, never clipped (DESIGN §2); None when absent or empty."""
+    return f.str(key, allow_number=True, max_chars=max_chars)
+
+
+def sent_as(error: DeploytrackError, names: Mapping[str, str]) -> DeploytrackError:
+    """An API's error on one of its own fields, renamed to the payload field it was mapped from."""
+    sent = names.get(error.field or "")
+    if sent is not None:
+        error.message = error.message.replace(f"'{error.field}'", f"'{sent}'")
+        error.field = sent
+    return error
 
 
 def delivery_id(value: str | None) -> str | None:
@@ -120,11 +116,13 @@ def delivery_id(value: str | None) -> str | None:
     return value.strip()
 
 
-def incident_data(ctx: Context, **fields: Any) -> dict[str, Any]:
-    """Incident fields validated by the incidents API's own rules (title clipped first; `opened_at` in epoch µs)."""
+def incident_data(ctx: Context, sent: Mapping[str, str], **fields: Any) -> dict[str, Any]:
+    """Incident fields validated by the incidents API's own rules (`opened_at` in epoch µs); an error
+    names the payload field each was mapped from (`sent`: API field -> payload field)."""
     body = {k: v for k, v in fields.items() if v is not None}
-    if isinstance(body.get("title"), str):
-        body["title"] = body["title"][:MAX_TITLE]
     if isinstance(body.get("opened_at"), int):  # epoch µs here; the API takes ISO 8601
         body["opened_at"] = to_iso(body["opened_at"])
-    return incidents.parse(body, ctx.limits, ctx.settings.environment_aliases, partial=False)
+    try:
+        return incidents.parse(body, ctx.limits, ctx.settings.environment_aliases, partial=False)
+    except DeploytrackError as error:
+        raise sent_as(error, sent) from None

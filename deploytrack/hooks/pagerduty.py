@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 
 from deploytrack.hooks.model import (
+    MAX_DELIVERY_ID,
     Context,
     Delivery,
     IncidentChange,
@@ -19,11 +20,11 @@ from deploytrack.hooks.model import (
     ignored,
     incident_data,
     json_body,
-    obj,
+    nested,
     text,
 )
 from deploytrack.hooks.signatures import hex_matches, prefixed
-from deploytrack.timeutil import parse_timestamp
+from deploytrack.model import Fields
 
 NAME = "pagerduty"
 STATES = {"incident.triggered": "open", "incident.acknowledged": "seen", "incident.resolved": "resolved",
@@ -35,33 +36,33 @@ def verify(request: Request, raw: bytes, secret: str) -> bool:
 
 
 def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
-    event = obj(json_body(request, raw), "event")
-    delivery = delivery_id(text(event, "id", 255))
-    kind = text(event, "event_type", 128) or ""
+    event = nested(Fields(json_body(request, raw), ctx.limits), "event")
+    delivery = delivery_id(text(event, "id", MAX_DELIVERY_ID))
+    kind = text(event, "event_type") or ""
     if kind not in STATES:
         return ignored(f"event type {kind[:64]!r} is not used", delivery)
-    data = obj(event, "data")
-    incident_id = text(data, "id", 128)
+    data = nested(event, "data")
+    incident_id = text(data, "id")
     if not incident_id:
         return ignored("the event carries no incident", delivery)
-    occurred = _time(event.get("occurred_at"), "event.occurred_at")
-    opened = _time(data.get("created_at"), "event.data.created_at") or occurred
+    occurred = event.time("occurred_at")
+    opened = data.time("created_at") or occurred
+    service, priority = nested(data, "service"), nested(data, "priority")
+    severity_from = "event.data.priority.summary" if priority.body.get("summary") else "event.data.urgency"
     fields = incident_data(
-        ctx, product=ctx.product(text(obj(data, "service"), "summary")), environment=ctx.hook.environment,
+        ctx, {"product": "event.data.service.summary", "title": "event.data.title", "severity": severity_from,
+              "opened_at": "event.data.created_at" if data.body.get("created_at") is not None else "event.occurred_at"},
+        product=ctx.product(text(service, "summary")), environment=ctx.hook.environment,
         title=text(data, "title") or f"PagerDuty incident {incident_id}", opened_at=opened,
-        severity=text(obj(data, "priority"), "summary", 256) or text(data, "urgency", 256),
-        metadata=_metadata(data))
+        severity=text(priority, "summary") or text(data, "urgency"), metadata=_metadata(data, incident_id))
     state = STATES[kind]
     return Delivery(delivery_id=delivery, incidents=[IncidentChange(
         key=f"pagerduty:{incident_id}", data=fields, state=state,
         resolved_at=occurred if state == "resolved" else None, reopen=kind == "incident.reopened")])
 
 
-def _time(value: Any, field: str) -> int | None:
-    return parse_timestamp(value, field) if value is not None else None
-
-
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in {"source": "pagerduty", "pagerduty_id": text(data, "id", 128),
-                              "number": data.get("number") if isinstance(data.get("number"), int) else None,
-                              "url": text(data, "html_url"), "urgency": text(data, "urgency", 64)}.items() if v}
+def _metadata(data: Fields, incident_id: str) -> dict[str, Any]:
+    number = data.raw("number")
+    return {k: v for k, v in {"source": "pagerduty", "pagerduty_id": incident_id,
+                              "number": number if isinstance(number, int) else None,
+                              "url": text(data, "html_url"), "urgency": text(data, "urgency")}.items() if v}
