@@ -74,7 +74,7 @@ def _change(alert: Fields, ctx: Context) -> IncidentChange | None:
     fields = incident_data(
         ctx, {"product": labels.prefix + product_label, "environment": labels.prefix + environment_label,
               "title": title_from, "severity": f"{labels.prefix}severity", "opened_at": f"{alert.prefix}startsAt",
-              "metadata": f"{labels.prefix.rstrip('.')}"},
+              "metadata": labels.prefix.rstrip(".")},
         product=ctx.product(text(labels, product_label)),
         environment=text(labels, environment_label) or ctx.hook.environment,
         title=text(annotations, "summary") or text(labels, "alertname") or f"alert {fingerprint}",
