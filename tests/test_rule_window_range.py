@@ -86,3 +86,11 @@ def test_a_rule_stored_before_the_check_still_reads_and_deletes(live_server, adm
     gone = httpx.delete(f"{live_server.url}/api/v1/rules/{rule_id}", headers=auth(admin))
     assert gone.status_code == 200 and gone.json()["deleted"]["name"] == "eoy", gone.text
     assert rules(db_path) == []
+
+
+def test_the_cli_refuses_it_too(admin, db_path, capsys) -> None:
+    code, _ = run_cli("rule", "add", "eoy", "--type", "schedule", "--recurrence", "once", "--timezone",
+                        EOY["timezone"], "--start", EOY["start"], "--end", EOY["end"], "--db", str(db_path))
+    err = capsys.readouterr().err
+    assert code == 2 and "schedule.start" in err and "outside the years 0001 to 9999" in err, err
+    assert rules(db_path) == []
