@@ -18,18 +18,12 @@ from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage.event_queries import decode_cursor
 from deploytrack.timeutil import now_us, parse_timestamp
 from deploytrack.views.api import api, page_limit
+from deploytrack.views.html import query_text
 from deploytrack.web.http import JSONResponse, idempotency_key, parse_json, read_body
 from deploytrack.web.sessions import require
 
 MAX_PAGE = 500
 MAX_SERIES_DAYS = 400
-
-
-def _text(request: Request, name: str) -> str | None:
-    value = (request.query_params.get(name) or "").strip()
-    if len(value) > 512:
-        raise BadRequest(f"query parameter '{name}' is too long", name)
-    return value or None
 
 
 def _limit(request: Request) -> int:
@@ -75,7 +69,7 @@ async def list_incidents(request: Request) -> Response:
     app = request.app.state.deploytrack
     where, params = [], []
     for name in ("product", "environment", "status"):
-        value = _text(request, name)
+        value = query_text(request, name)
         if value is not None:
             if name == "status" and value not in ("open", "resolved"):
                 raise BadRequest("query parameter 'status' must be 'open' or 'resolved'", "status")
@@ -147,7 +141,7 @@ async def list_deployments(request: Request) -> Response:
     """Deployment records newest first, with duration, label and rollback links."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    query: dict[str, Any] = {name: _text(request, name) for name in ("product", "environment", "version", "status",
+    query: dict[str, Any] = {name: query_text(request, name) for name in ("product", "environment", "version", "status",
                                                                        "label")}
     if query["status"] is not None and query["status"] not in STATUSES:
         raise BadRequest(f"query parameter 'status' must be one of {', '.join(STATUSES)}", "status")
@@ -156,12 +150,12 @@ async def list_deployments(request: Request) -> Response:
     if query["environment"] is not None:
         query["environment"] = canonical_environment(query["environment"], app.settings.environment_aliases)
     for name in ("since", "until"):
-        value = _text(request, name)
+        value = query_text(request, name)
         query[name] = parse_timestamp(value, name) if value is not None else None
-    decode_cursor(_text(request, "cursor"))  # a 400 naming `cursor` for one this server did not issue
+    decode_cursor(query_text(request, "cursor"))  # a 400 naming `cursor` for one this server did not issue
     await app.deriver.ensure_current()
     rows, next_cursor = await dq.list_deployments(app.db, dq.DeploymentFilter(**query), _limit(request),
-                                                  _text(request, "cursor"))
+                                                  query_text(request, "cursor"))
     return JSONResponse({"deployments": [dq.deployment_json(r) for r in rows], "next_cursor": next_cursor})
 
 
@@ -174,8 +168,8 @@ async def get_metrics(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
     window = report.window_param(request.query_params.get("window"))
-    env = _text(request, "environment")
-    scope = metrics.Scope.of(_text(request, "product"),
+    env = query_text(request, "environment")
+    scope = metrics.Scope.of(query_text(request, "product"),
                              canonical_environment(env, app.settings.environment_aliases) if env else None)
     days = whole_number(request.query_params.get("days", "90"))
     if days is None or not 1 <= days <= MAX_SERIES_DAYS:
