@@ -115,6 +115,18 @@ def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, prod
     return sql, params
 
 
+def _led_by_product(product: str | None, envs: list[str] | None, production: frozenset[str], since: int,
+                    until: int) -> tuple[str, list[Any]]:
+    """` AND ...` naming the products that have facts finished in [since, until) (alias f), from their day
+    totals, where the scope names none: the facts are indexed by product/environment and time only (m026),
+    so a read of every product is a seek per product, not a walk of every fact."""
+    if product:
+        return "", []
+    mflt, mparams = _scope_sql("m", None, envs, production)
+    return (f" AND f.product IN (SELECT m.product FROM metric_days m WHERE m.day >= ? AND m.day < ?{mflt})",
+            [day_start_us(since), until, *mparams])
+
+
 def load_facts(conn: Connection, settings: Settings, since: int, until: int,
                product: str | None = None, envs: Iterable[str] | None = None) -> Facts:
     """Everything the windows need for [since, until) (`since` a day start), optionally narrowed to a
@@ -137,15 +149,17 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
 
     flt, params = _scope_sql("f", product, envs, production)
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
+    partial_flt, partial_params = _led_by_product(product, envs, production, whole, until)
+    led_flt, led_params = _led_by_product(product, envs, production, since, until)
     # The statements are independent: one execute_all (on PostgreSQL one trip to the event loop).
     statements: list[tuple[str, Sequence[Any]]] = [
         (days.rows_sql(flt), (base, DAY, since, whole, *params)),
         ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.status, COUNT(*) FROM deployment_facts f "
-         f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt} GROUP BY 1, 2, 3, 4",
-         (base, DAY, whole, until, *params)),
+         f"WHERE f.finished_at >= ? AND f.finished_at < ?{flt}{partial_flt} GROUP BY 1, 2, 3, 4",
+         (base, DAY, whole, until, *params, *partial_params)),
         ("SELECT f.product, f.environment, (f.finished_at - ?) / ?, f.lead_us, f.source FROM metric_lead_facts f "
-         f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}",
-         (base, DAY, whole, until, *params)),
+         f"WHERE f.finished_at >= ? AND f.finished_at < ? AND f.source IS NOT NULL{flt}{partial_flt}",
+         (base, DAY, whole, until, *params, *partial_params)),
         # completed deployments that became failures: rolled back, or a linked incident opened (by `until`)
         ("SELECT f.id, f.product, f.environment, f.finished_at, f.rolled_back_at FROM deployment_facts f "
          "WHERE f.rolled_back_at IS NOT NULL AND f.rolled_back_at < ? AND f.status = 'completed' "
@@ -153,8 +167,8 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         # (status is read for the linked rows only: a `status` term would read every deployment of the window)
         ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at), f.status FROM deployment_facts f "
          f"JOIN incidents i ON i.deployment_id = f.id WHERE i.opened_at < ? AND f.finished_at >= ? "
-         f"AND f.finished_at < ?{flt} GROUP BY f.id, f.product, f.environment, f.finished_at, f.status",
-         (until, since, until, *params)),
+         f"AND f.finished_at < ?{flt}{led_flt} GROUP BY f.id, f.product, f.environment, f.finished_at, f.status",
+         (until, since, until, *params, *led_params)),
         # Two index ranges: the incidents resolved since the window began, and the open ones (`+` keeps
         # SQLite from walking every incident opened before `until` instead).
         (f"SELECT i.product, COALESCE(i.environment, '') AS env, i.opened_at, i.resolved_at FROM incidents i "

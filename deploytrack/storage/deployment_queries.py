@@ -315,10 +315,14 @@ async def lead_facts(db: Database, deployment: dict[str, Any]) -> dict[str, dict
     """The changes whose lead time this deployment counts (their first deployment here), by change."""
     if deployment["finished_at"] is None:
         return {}
+    # (the changes come from metric_lead_facts_time, which holds them: SQLite would rather walk the
+    # product/environment's whole key than look rows up through an index that does not cover them)
     rows = await db.fetchall(
         "SELECT change, sha, repository, lead_us, source FROM metric_lead_facts WHERE product = ? AND environment = ? "
-        "AND finished_at = ? AND deployment_id = ?",
-        (deployment["product"], deployment["environment"], deployment["finished_at"], deployment["id"]))
+        "AND change IN (SELECT change FROM metric_lead_facts WHERE product = ? AND environment = ? "
+        "AND finished_at = ?) AND deployment_id = ?",
+        (deployment["product"], deployment["environment"], deployment["product"], deployment["environment"],
+         deployment["finished_at"], deployment["id"]))
     return {r["change"]: dict(r) for r in rows}
 
 

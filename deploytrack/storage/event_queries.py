@@ -91,6 +91,9 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
         # Names the partial index events_status (every status but the common 'completed') so the
         # planner may use it; a rare status then no longer means walking the whole time index.
         where.append("status <> 'completed'")
+    if flt.kind is not None and flt.kind != "deployment":
+        # The same for events_kind, which holds every kind but the common 'deployment' (m026).
+        where.append("kind <> 'deployment'")
     if flt.since is not None:
         where.append("occurred_at >= ?")
         params.append(flt.since)

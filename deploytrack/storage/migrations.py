@@ -1100,6 +1100,35 @@ def _m025_event_log_postgres(conn: Any) -> None:
     conn.execute(f"CREATE TABLE event_log (seq BIGINT PRIMARY KEY, {_M025_COLUMNS})")
 
 
+@migration
+def m026_index_audit(conn: Any) -> None:
+    # Every index is paid by each ingested event, each row of a first build, each derived write; these
+    # are the ones no read needs in their form (issue 20; the audit and its figures in bench/RESULTS.md).
+    # - The facts are written product/environment by product/environment, so an index led by time or by
+    #   SHA took each write all over its range: deployment_facts_finished and metric_lead_facts_finished
+    #   (reads of every product seek each product's range instead: compute.load_facts) and
+    #   metric_lead_facts_sha (a SHA is its change, in the key: facts.lead_times_of).
+    # - metric_lead_facts_version holds what its lookup reads: SQLite walked the product's whole key
+    #   rather than look rows up through an index that does not cover them.
+    # - Deployment events are most events: events_kind holds the others (a list filtered by kind
+    #   'deployment' finds them walking the time index), and the fold's index holds deployment events
+    #   only, without the kind, which tempted SQLite into walking every deployment event for a range
+    #   of new ones (fold.dirty_keys).
+    for statement in (
+        "DROP INDEX IF EXISTS deployment_facts_finished",
+        "DROP INDEX IF EXISTS metric_lead_facts_finished",
+        "DROP INDEX IF EXISTS metric_lead_facts_sha",
+        "DROP INDEX IF EXISTS metric_lead_facts_version",
+        "CREATE INDEX metric_lead_facts_version ON metric_lead_facts (product, version, environment, finished_at)",
+        "DROP INDEX IF EXISTS events_kind",
+        "CREATE INDEX events_kind ON events (kind, occurred_at, seq) WHERE kind <> 'deployment'",
+        "DROP INDEX IF EXISTS events_deploy_fold",
+        "CREATE INDEX events_deploy_fold ON events (product, environment, version, occurred_at) "
+        "WHERE kind = 'deployment'",
+    ):
+        conn.execute(statement)
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))
