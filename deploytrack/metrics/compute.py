@@ -115,16 +115,17 @@ def _scope_sql(alias: str, product: str | None, envs: Iterable[str] | None, prod
     return sql, params
 
 
-def _led_by_product(product: str | None, envs: list[str] | None, production: frozenset[str], since: int,
-                    until: int) -> tuple[str, list[Any]]:
-    """` AND ...` naming the products that have facts finished in [since, until) (alias f), from their day
-    totals, where the scope names none: the facts are indexed by product/environment and time only (m026),
-    so a read of every product is a seek per product, not a walk of every fact."""
-    if product:
+def _led_by_pair(product: str | None, envs: list[str] | None, production: frozenset[str], since: int,
+                 until: int) -> tuple[str, list[Any]]:
+    """` AND ...` naming the product/environments that have facts finished in [since, until) (alias f), from
+    their day totals, where the scope does not name both: the facts are indexed by product, environment and
+    time only (m026), so a read is a seek of each pair's time range, not a walk of every fact (nor of a
+    product's whole history)."""
+    if product and envs is not None:
         return "", []
-    mflt, mparams = _scope_sql("m", None, envs, production)
-    return (f" AND f.product IN (SELECT m.product FROM metric_days m WHERE m.day >= ? AND m.day < ?{mflt})",
-            [day_start_us(since), until, *mparams])
+    mflt, mparams = _scope_sql("m", product, envs, production)
+    return (f" AND (f.product, f.environment) IN (SELECT m.product, m.environment FROM metric_days m "
+            f"WHERE m.day >= ? AND m.day < ?{mflt})", [day_start_us(since), until, *mparams])
 
 
 def load_facts(conn: Connection, settings: Settings, since: int, until: int,
@@ -149,8 +150,8 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
 
     flt, params = _scope_sql("f", product, envs, production)
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
-    partial_flt, partial_params = _led_by_product(product, envs, production, whole, until)
-    led_flt, led_params = _led_by_product(product, envs, production, since, until)
+    partial_flt, partial_params = _led_by_pair(product, envs, production, whole, until)
+    led_flt, led_params = _led_by_pair(product, envs, production, since, until)
     # The statements are independent: one execute_all (on PostgreSQL one trip to the event loop).
     statements: list[tuple[str, Sequence[Any]]] = [
         (days.rows_sql(flt), (base, DAY, since, whole, *params)),
@@ -163,7 +164,7 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         # completed deployments that became failures: rolled back, or a linked incident opened (by `until`)
         ("SELECT f.id, f.product, f.environment, f.finished_at, f.rolled_back_at FROM deployment_facts f "
          "WHERE f.rolled_back_at IS NOT NULL AND f.rolled_back_at < ? AND f.status = 'completed' "
-         f"AND f.finished_at >= ? AND f.finished_at < ?{flt}", (until, since, until, *params)),
+         f"AND f.finished_at >= ? AND f.finished_at < ?{flt}{led_flt}", (until, since, until, *params, *led_params)),
         # (status is read for the linked rows only: a `status` term would read every deployment of the window)
         ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at), f.status FROM deployment_facts f "
          f"JOIN incidents i ON i.deployment_id = f.id WHERE i.opened_at < ? AND f.finished_at >= ? "

@@ -79,14 +79,9 @@ def lead_times_of(conn: Connection, shas: Iterable[str], versions: Iterable[tupl
                   ) -> Iterator[tuple[Partition, int]]:
     """(product/environment, earliest first deployment) of the changes whose commit or build times these
     SHAs and product versions can change (the times of recorded commits and builds)."""
-    # A SHA's change is the SHA itself (rules.change_refs), and facts are keyed by product/environment and
-    # change: a seek per product/environment that has facts (their day totals name them) and SHA, where an
-    # index by SHA cost every fact written a random page (m026).
     for product, environment, since in _in(
-            conn, "SELECT f.product, f.environment, MIN(f.finished_at) FROM (SELECT DISTINCT product, environment "
-            "FROM metric_days) k CROSS JOIN metric_lead_facts f WHERE f.product = k.product "
-            "AND f.environment = k.environment AND f.change IN ({marks}) AND f.sha = f.change "
-            "GROUP BY f.product, f.environment", sorted(set(shas))):
+            conn, "SELECT product, environment, MIN(finished_at) FROM metric_lead_facts WHERE sha IN ({marks}) "
+            "GROUP BY product, environment", sorted(set(shas))):
         yield (product, environment), since
     for product, version in sorted(set(versions)):
         for environment, since in conn.execute(

@@ -1104,10 +1104,10 @@ def _m025_event_log_postgres(conn: Any) -> None:
 def m026_index_audit(conn: Any) -> None:
     # Every index is paid by each ingested event, each row of a first build, each derived write; these
     # are the ones no read needs in their form (issue 20; the audit and its figures in bench/RESULTS.md).
-    # - The facts are written product/environment by product/environment, so an index led by time or by
-    #   SHA took each write all over its range: deployment_facts_finished and metric_lead_facts_finished
-    #   (reads of every product seek each product's range instead: compute.load_facts) and
-    #   metric_lead_facts_sha (a SHA is its change, in the key: facts.lead_times_of).
+    # - The facts are written product/environment by product/environment, so an index led by time took
+    #   each write all over its range: deployment_facts_finished and metric_lead_facts_finished (reads of
+    #   every product seek each product/environment's range instead: compute.load_facts). The index by
+    #   SHA stays: without it the facts a new SHA changes cost a seek per product/environment and SHA.
     # - metric_lead_facts_version holds what its lookup reads: SQLite walked the product's whole key
     #   rather than look rows up through an index that does not cover them.
     # - Deployment events are most events: events_kind holds the others (a list filtered by kind
@@ -1117,7 +1117,6 @@ def m026_index_audit(conn: Any) -> None:
     for statement in (
         "DROP INDEX IF EXISTS deployment_facts_finished",
         "DROP INDEX IF EXISTS metric_lead_facts_finished",
-        "DROP INDEX IF EXISTS metric_lead_facts_sha",
         "DROP INDEX IF EXISTS metric_lead_facts_version",
         "CREATE INDEX metric_lead_facts_version ON metric_lead_facts (product, version, environment, finished_at)",
         "DROP INDEX IF EXISTS events_kind",
