@@ -115,17 +115,17 @@ class App:
         self.ingested[dialect] += n
 
     def count_rejected(self, dialect: str, status: int) -> None:
+        """`dialect` is a label of the /metrics scrape, written unescaped: a fixed name, never a client's text."""
         self.rejected[(dialect, status)] += 1
 
     def prometheus_text(self) -> str:
         lines = [
             "# HELP deploytrack_events_ingested_total Events stored, by API dialect.",
             "# TYPE deploytrack_events_ingested_total counter",
-            *(f'deploytrack_events_ingested_total{{dialect="{_label(d)}"}} {n}'
-              for d, n in sorted(self.ingested.items())),
+            *(f'deploytrack_events_ingested_total{{dialect="{d}"}} {n}' for d, n in sorted(self.ingested.items())),
             "# HELP deploytrack_requests_rejected_total Ingestion requests refused, by dialect and status.",
             "# TYPE deploytrack_requests_rejected_total counter",
-            *(f'deploytrack_requests_rejected_total{{dialect="{_label(d)}",status="{s}"}} {n}'
+            *(f'deploytrack_requests_rejected_total{{dialect="{d}",status="{s}"}} {n}'
               for (d, s), n in sorted(self.rejected.items())),
             "# HELP deploytrack_write_commits_total Write transactions committed (each holds a group of requests).",
             "# TYPE deploytrack_write_commits_total counter",
@@ -163,11 +163,6 @@ class App:
             "# TYPE deploytrack_integrity_checked_timestamp_seconds gauge",
             f"deploytrack_integrity_checked_timestamp_seconds {self.db.integrity_checked_at:.0f}",
         ]
-
-
-def _label(value: str) -> str:
-    """A Prometheus label value, escaped as its text format requires."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _session_key(conn: Any) -> bytes:
@@ -228,8 +223,10 @@ class Deploytrack(Starlette):
         request = Request(scope, receive)
         endpoint, methods = found
         try:
-            response = await endpoint.ingest(request) if scope["method"] in methods \
-                else endpoint.refuse_method(request, methods)
+            if scope["method"] in methods:
+                response = await endpoint.ingest(request)
+            else:
+                response = endpoint.refuse_method(request, methods)
         except Exception as exc:
             response = unavailable(exc, scope) or await _server_error(request, exc)
         await response(scope, receive, send)

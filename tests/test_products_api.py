@@ -63,9 +63,20 @@ def test_products_and_environments_page_by_cursor(live_server, token):
     assert rest["next_cursor"] is None and first["environments"][0]["first_seen_at"].endswith("Z")
 
 
+def test_a_name_as_long_as_ingestion_takes_is_found_and_paged_past(live_server, token):
+    long = [n * 3000 for n in ("a", "b")]  # ingestion takes names up to max_field_chars (4,096)
+    for name in long:
+        send(live_server, token, name, "1", "production", "success", at(1))
+    first = get(live_server, token, "/api/v1/products", limit=1).json()
+    assert first["next_cursor"] == long[0]
+    rest = get(live_server, token, "/api/v1/products", limit=1, cursor=first["next_cursor"])
+    assert rest.status_code == 200 and [p["name"] for p in rest.json()["products"]] == [long[1]]
+    assert get(live_server, token, "/api/v1/products/" + long[1]).json()["name"] == long[1]
+
+
 def test_bad_parameters_and_no_token(live_server, token):
     for path, params in (("/api/v1/products", {"limit": "0"}), ("/api/v1/products", {"limit": "26"}),
-                         ("/api/v1/environments", {"limit": "x"}), ("/api/v1/products", {"cursor": "c" * 600})):
+                         ("/api/v1/environments", {"limit": "x"}), ("/api/v1/products", {"cursor": "c" * 5000})):
         resp = get(live_server, token, path, **params)
         assert resp.status_code == 400 and resp.json()["error"]["field"] in ("limit", "cursor"), (path, params)
     for path in ("/api/v1/products", "/api/v1/products/shop", "/api/v1/environments"):

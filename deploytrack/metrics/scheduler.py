@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
 from deploytrack.metrics import compute, refresh
-from deploytrack.metrics.worker import Worker
+from deploytrack.metrics.worker import Worker, WorkerFailed
 from deploytrack.settings import Settings
 from deploytrack.storage import failures
 from deploytrack.storage.database import Connection, Database
@@ -272,11 +272,13 @@ class MetricsScheduler:
             self._wake.clear()
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
-                if self._stopping:  # the server stopped it: its days are due again at the next start
-                    log.info("metrics round stopped with the server; its days are done at the next start")
-                else:
+            except WorkerFailed:
+                if not self._stopping:
                     log.exception("metrics round failed; the previous snapshots are unchanged")
+                else:  # the server stopped its process: its days are due again at the next start
+                    log.info("metrics round stopped with the server; its days are done at the next start")
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
+                log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
             with contextlib.suppress(TimeoutError):

@@ -125,6 +125,7 @@ ORDER BY p.name LIMIT ?
 """
 
 ENVIRONMENTS_PER_PRODUCT = 50
+PRODUCTS_PER_PAGE = 25  # what runs where, a page at a time: each environment of each product is a seek
 
 
 @dataclass

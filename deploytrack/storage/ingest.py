@@ -177,10 +177,13 @@ class _Group:
             if len(replayed) == len(self.idempotency[key]):
                 return IngestResult(replayed, replayed=True)
             # An admin deleted some of the original's events since: those are stored again, the others
-            # answered as they were, and the key answers with the result from now on.
+            # answered as they were, and the key answers with the result from now on. (A request of another
+            # size under the key is not the original: it gets what is left of it, or is stored if nothing is.)
             if len(self.idempotency[key]) == len(batch.events):
                 by_id = {r["id"]: r for r in replayed}
                 kept = [by_id.get(i) for i in self.idempotency[key]]
+            elif replayed:
+                return IngestResult(replayed, replayed=True)
         ids = batch.event_ids or self.new_ids[self.ids_given:self.ids_given + len(batch.events)]
         self.ids_given += 0 if batch.event_ids else len(batch.events)
         claims: dict[tuple[str, Any], str | None] = {}

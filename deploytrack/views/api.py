@@ -36,13 +36,16 @@ def api(handler: Handler) -> Handler:
     return wrapped
 
 
-def page_limit(request: Request, default: int = 50) -> int:
+def page_limit(request: Request, default: int = 50, most: int = 500) -> int:
+    """The `limit` query parameter: a page size from 1 to `most`."""
     raw = request.query_params.get("limit")
     if raw is None:
         return default
     value = whole_number(raw)
     if value is None:
         raise BadRequest("query parameter 'limit' must be a whole number", "limit")
+    if not 1 <= value <= most:
+        raise BadRequest(f"query parameter 'limit' must be between 1 and {most}", "limit")
     return value
 
 

@@ -15,7 +15,6 @@ from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
 TIMELINE_DAYS = (7, 30, 90)
-PRODUCTS_PER_PAGE = 25
 TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
 TIMELINE_LANES = 8  # environments with a lane of their own (production first)
 MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
@@ -25,9 +24,9 @@ MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a tabl
 async def environments(request: Request) -> Response:
     """GET /environments: for each product (paged) and each environment it was deployed to, the version running."""
     token = await require(request, "read")
-    after = query_text(request, "after")
+    after = query_text(request, "after", request.app.state.deploytrack.settings.max_field_chars)  # a name
     await request.app.state.deploytrack.deriver.ensure_current()
-    grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=PRODUCTS_PER_PAGE)
+    grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=dq.PRODUCTS_PER_PAGE)
     return render(request, "environments.html", {
         "token": token, "m": grid, "columns": MATRIX_COLUMNS, "paged": after is not None,
         "per_product": dq.ENVIRONMENTS_PER_PRODUCT,
@@ -49,7 +48,7 @@ async def product(request: Request) -> Response:
     db = request.app.state.deploytrack.db
     name = request.path_params["name"]
     days = _days(request)
-    if len(name) > 512 or not await dq.product_exists(db, name):
+    if not await dq.product_exists(db, name):
         raise NotFound("There is no product with that name.")
     end = now_us()
     start = end - days * DAY

@@ -22,15 +22,7 @@ from deploytrack.views.html import query_text
 from deploytrack.web.http import JSONResponse, idempotency_key, parse_json, read_body
 from deploytrack.web.sessions import require
 
-MAX_PAGE = 500
 MAX_SERIES_DAYS = 400
-
-
-def _limit(request: Request) -> int:
-    limit = page_limit(request)
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
-    return limit
 
 
 async def _json_body(request: Request) -> Any:
@@ -84,7 +76,7 @@ async def list_incidents(request: Request) -> Response:
             raise BadRequest("query parameter 'before' must be an incident id", "before")
         where.append("id < ?")
         params.append(before_id)
-    limit = _limit(request)
+    limit = page_limit(request)
     await app.deriver.ensure_current()
     sql = "SELECT * FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
     rows = await app.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1])
@@ -154,7 +146,7 @@ async def list_deployments(request: Request) -> Response:
         query[name] = parse_timestamp(value, name) if value is not None else None
     decode_cursor(query_text(request, "cursor"))  # a 400 naming `cursor` for one this server did not issue
     await app.deriver.ensure_current()
-    rows, next_cursor = await dq.list_deployments(app.db, dq.DeploymentFilter(**query), _limit(request),
+    rows, next_cursor = await dq.list_deployments(app.db, dq.DeploymentFilter(**query), page_limit(request),
                                                   query_text(request, "cursor"))
     return JSONResponse({"deployments": [dq.deployment_json(r) for r in rows], "next_cursor": next_cursor})
 

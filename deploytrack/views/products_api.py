@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack.errors import BadRequest, NotFound
+from deploytrack.errors import NotFound
 from deploytrack.model import stable_id
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import to_iso
@@ -17,17 +17,7 @@ from deploytrack.views.html import query_text
 from deploytrack.web.http import JSONResponse
 from deploytrack.web.sessions import require
 
-# a page of products, as on the /environments page: each carries up to dq.ENVIRONMENTS_PER_PRODUCT environments,
-# one index seek each
-MAX_PRODUCTS = 25
 MAX_ENVIRONMENTS = 500
-
-
-def _limit(request: Request, default: int, most: int) -> int:
-    limit = page_limit(request, default)
-    if not 1 <= limit <= most:
-        raise BadRequest(f"query parameter 'limit' must be between 1 and {most}", "limit")
-    return limit
 
 
 def _where(product: str, environment: str, cell: dq.Cell) -> dict[str, Any]:
@@ -52,7 +42,8 @@ async def list_products(request: Request) -> Response:
     """Products that have deployments, by name, each with what version runs in each of its environments."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    after, limit = query_text(request, "cursor"), _limit(request, 25, MAX_PRODUCTS)
+    after = query_text(request, "cursor", app.settings.max_field_chars)  # a product's name
+    limit = page_limit(request, dq.PRODUCTS_PER_PAGE, dq.PRODUCTS_PER_PAGE)
     await app.deriver.ensure_current()
     grid = await dq.matrix(app.db, after=after, limit=limit)
     return JSONResponse({"products": [_product(grid, p) for p in grid.products], "next_cursor": grid.next_after})
@@ -64,7 +55,7 @@ async def get_product(request: Request) -> Response:
     await require(request, "read")
     app = request.app.state.deploytrack
     name = request.path_params["name"]
-    if len(name) > 512 or not await dq.product_exists(app.db, name):
+    if not await dq.product_exists(app.db, name):
         raise NotFound("no product with that name", "name")
     await app.deriver.ensure_current()
     return JSONResponse(_product(await dq.matrix(app.db, name), name))
@@ -75,7 +66,8 @@ async def list_environments(request: Request) -> Response:
     """Environments by name, with when each was first seen."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    after, limit = query_text(request, "cursor"), _limit(request, 100, MAX_ENVIRONMENTS)
+    after = query_text(request, "cursor", app.settings.max_field_chars)  # an environment's name
+    limit = page_limit(request, 100, MAX_ENVIRONMENTS)
     rows = await dq.environments(app.db, after, limit + 1)
     return JSONResponse({
         "environments": [{"name": name, "id": stable_id("environment", name), "first_seen_at": to_iso(at)}

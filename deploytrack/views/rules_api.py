@@ -21,7 +21,6 @@ from deploytrack.views.api import api, page_limit
 from deploytrack.web.http import JSONResponse, parse_json, read_body
 from deploytrack.web.sessions import require
 
-MAX_PAGE = 500
 _OVERRIDE_FIELDS = {"rule_id", "product", "environment", "version", "reason", "expires_in_minutes"}
 
 
@@ -146,15 +145,8 @@ async def create_override(request: Request) -> Response:
 async def list_overrides(request: Request) -> Response:
     """Overrides newest first (used ones show who used them)."""
     await require(request, "read")
-    rows = await rule_store.list_overrides(request.app.state.deploytrack.db, _limit(request))
+    rows = await rule_store.list_overrides(request.app.state.deploytrack.db, page_limit(request))
     return JSONResponse({"overrides": [override_json(r) for r in rows]})
-
-
-def _limit(request: Request) -> int:
-    limit = page_limit(request)
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
-    return limit
 
 
 def violation_filters(request: Request) -> dict[str, Any]:
@@ -176,7 +168,7 @@ def violation_filters(request: Request) -> dict[str, Any]:
 async def list_violations(request: Request) -> Response:
     """Deployments a rule objected to, newest first: blocked, reported, recorded or overridden."""
     await require(request, "read")
-    limit = _limit(request)
+    limit = page_limit(request)
     rows = await rule_store.list_violations(request.app.state.deploytrack.db, limit, **violation_filters(request))
     return JSONResponse({"violations": [violation_json(r) for r in rows],
                          "next_before": rows[-1]["id"] if len(rows) == limit else None})
