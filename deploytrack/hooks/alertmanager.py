@@ -22,6 +22,7 @@ from deploytrack.hooks.model import (
     incident_data,
     json_body,
     nested,
+    prose,
     text,
 )
 from deploytrack.hooks.signatures import same_secret
@@ -77,10 +78,10 @@ def _change(alert: Fields, ctx: Context) -> IncidentChange | None:
               "metadata": labels.prefix.rstrip(".")},
         product=ctx.product(text(labels, product_label)),
         environment=text(labels, environment_label) or ctx.hook.environment,
-        title=text(annotations, "summary") or text(labels, "alertname") or f"alert {fingerprint}",
+        title=prose(annotations, "summary") or text(labels, "alertname") or f"alert {fingerprint}",
         severity=text(labels, "severity"), opened_at=opened,
         metadata={"source": "alertmanager", "fingerprint": fingerprint,
                   "labels": check_metadata(labels.body, ctx.limits, labels.prefix.rstrip(".")),
-                  **({"url": url} if (url := text(alert, "generatorURL")) else {})})
+                  **({"url": url} if (url := prose(alert, "generatorURL")) else {})})
     return IncidentChange(key=f"alert:{fingerprint}:{opened}", data=fields,
                           state="resolved" if status == "resolved" else "open", resolved_at=resolved)

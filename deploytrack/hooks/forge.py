@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploytrack.errors import BadRequest, DeploytrackError
-from deploytrack.hooks.model import Context, Delivery, ignored, nested, sent_as, text
+from deploytrack.hooks.model import Context, Delivery, clip, ignored, nested, sent_as, text
 from deploytrack.model import Fields
 from deploytrack.storage import commits
 
@@ -30,7 +30,7 @@ def push(data: dict[str, Any], ctx: Context, delivery: str | None,
         author = nested(Fields(item, ctx.limits, prefix=f"commits[{i}]."), "author")
         who = "name" if author.body.get("name") not in (None, "") else "email"
         batch.append({"sha": item.get("id"), "repository": repo or "", "committed_at": item.get("timestamp"),
-                      "message": item.get("message"), "author": author.body.get(who)})
+                      "message": clip(item.get("message"), ctx.limits.max_field_chars), "author": author.body.get(who)})
         sent.update({f"commits[{i}].sha": f"commits[{i}].id", f"commits[{i}].committed_at": f"commits[{i}].timestamp",
                      f"commits[{i}].repository": repo_field, f"commits[{i}].author": f"commits[{i}].author.{who}"})
     try:

@@ -99,6 +99,25 @@ def text(f: Fields, key: str, max_chars: int | None = None) -> str | None:
     return f.str(key, allow_number=True, max_chars=max_chars)
 
 
+CLIP_MARK = " [clipped]"
+
+
+def clip(value: Any, max_chars: int) -> Any:
+    """A descriptive text past `max_chars`, cut with a visible mark (anything else as it is)."""
+    if isinstance(value, str) and len(value) > max_chars:
+        return value[: max_chars - len(CLIP_MARK)] + CLIP_MARK
+    return value
+
+
+def prose(f: Fields, key: str) -> str | None:
+    """`text`, for a descriptive field the source cannot shorten (a commit message, an alert's summary or
+    URL): past the APIs' field limit it is cut with a visible mark, not refused. A refused delivery loses
+    every event in it: a forge does not send it again, Alertmanager does not retry a 4xx."""
+    if key in f.body:
+        f.body[key] = clip(f.body[key], f.limits.max_field_chars)
+    return text(f, key)
+
+
 def sent_as(error: DeploytrackError, names: Mapping[str, str]) -> DeploytrackError:
     """An API's error on one of its own fields, renamed to the payload field it was mapped from."""
     sent = names.get(error.field or "")

@@ -21,6 +21,7 @@ from deploytrack.hooks.model import (
     incident_data,
     json_body,
     nested,
+    prose,
     text,
 )
 from deploytrack.hooks.signatures import same_secret
@@ -52,7 +53,7 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
         ctx, {"product": "alert.entity", "title": "alert.message", "severity": "alert.priority",
               "opened_at": "alert.createdAt"},
         product=ctx.product(text(alert, "entity")), environment=ctx.hook.environment,
-        title=text(alert, "message") or f"Opsgenie alert {alert_id}", opened_at=opened,
+        title=prose(alert, "message") or f"Opsgenie alert {alert_id}", opened_at=opened,
         severity=text(alert, "priority"),
         metadata={k: v for k, v in {"source": "opsgenie", "alert_id": alert_id, "tiny_id": text(alert, "tinyId"),
                                     "alias": text(alert, "alias")}.items() if v})

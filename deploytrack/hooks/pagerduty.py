@@ -21,6 +21,7 @@ from deploytrack.hooks.model import (
     incident_data,
     json_body,
     nested,
+    prose,
     text,
 )
 from deploytrack.hooks.signatures import hex_matches, prefixed
@@ -53,7 +54,7 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
         ctx, {"product": "event.data.service.summary", "title": "event.data.title", "severity": severity_from,
               "opened_at": "event.data.created_at" if data.body.get("created_at") is not None else "event.occurred_at"},
         product=ctx.product(text(service, "summary")), environment=ctx.hook.environment,
-        title=text(data, "title") or f"PagerDuty incident {incident_id}", opened_at=opened,
+        title=prose(data, "title") or f"PagerDuty incident {incident_id}", opened_at=opened,
         severity=text(priority, "summary") or text(data, "urgency"), metadata=_metadata(data, incident_id))
     state = STATES[kind]
     return Delivery(delivery_id=delivery, incidents=[IncidentChange(
