@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.errors import BadRequest
-from deploytrack.model import integer
+from deploytrack.model import Fields, Limits, integer
 from deploytrack.rules.schedule import Window, parse_window
 from deploytrack.settings import canonical_environment
 
@@ -157,21 +157,9 @@ def _replace(rule: Rule, **changes: Any) -> Rule:
 
 
 def text(value: object, name: str, limit: int, required: bool = False) -> str | None:
-    """A text field of a rule or an override: stripped, at most `limit` characters, no NUL; None when empty."""
-    if value is None:
-        if required:
-            raise BadRequest(f"Field '{name}' is required", name)
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"Field '{name}' must be a string", name)
-    value = value.strip()
-    if required and not value:
-        raise BadRequest(f"Field '{name}' must not be empty", name)
-    if len(value) > limit:
-        raise BadRequest(f"Field '{name}' is longer than {limit} characters", name)
-    if "\x00" in value:
-        raise BadRequest(f"Field '{name}' contains a NUL character", name)
-    return value or None
+    """A text field of a rule or an override, by the APIs' rule (`Fields.str`): stripped, at most `limit`
+    characters, no NUL; None when empty."""
+    return Fields({name: value}, Limits()).str(name, required=required, max_chars=limit)
 
 
 def _names(value: object, name: str, aliases: Mapping[str, str] | None) -> tuple[str, ...] | None:
