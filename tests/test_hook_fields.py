@@ -5,6 +5,7 @@ clipped), and every error names the field as the source sent it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx2 as httpx
@@ -79,13 +80,19 @@ def test_github_push_names_githubs_own_timestamp_field(live_server, db_path):
     assert stored(db_path) == (0, 0, 0, 0)
 
 
-def test_pagerduty_times_are_bounded(live_server, db_path):
-    path, secret, _ = hd.create_hook(db_path, "pagerduty", "--secret", "pd-secret-for-bounds", "--product", "shop")
+def pagerduty_sender(server: Any, db_path: Any) -> Callable[[Any], httpx.Response]:
+    """A PagerDuty hook (product shop) and a function that sends it a signed event."""
+    path, secret, _ = hd.create_hook(db_path, "pagerduty", "--secret", "pd-secret-for-fields", "--product", "shop")
 
     def send(body: Any) -> httpx.Response:
         raw = hd.dumps(body)
-        return post(live_server, path, raw, {"X-PagerDuty-Signature": "v1=" + hd.hmac_hex(secret, raw)})
+        return post(server, path, raw, {"X-PagerDuty-Signature": "v1=" + hd.hmac_hex(secret, raw)})
 
+    return send
+
+
+def test_pagerduty_times_are_bounded(live_server, db_path):
+    send = pagerduty_sender(live_server, db_path)
     opened = at(0, 0, 10)
     refused(send(hd.pagerduty_event("incident.triggered", "e0", opened, PAST_ISO)), "event.data.created_at",
             "earliest")
@@ -190,12 +197,7 @@ def test_commit_messages_are_kept_in_full_up_to_the_commits_apis_limit_and_marke
 
 
 def test_incident_hooks_have_the_incident_apis_limits(live_server, db_path):
-    path, secret, _ = hd.create_hook(db_path, "pagerduty", "--secret", "pd-secret-for-limits", "--product", "shop")
-
-    def send(body: Any) -> httpx.Response:
-        raw = hd.dumps(body)
-        return post(live_server, path, raw, {"X-PagerDuty-Signature": "v1=" + hd.hmac_hex(secret, raw)})
-
+    send = pagerduty_sender(live_server, db_path)
     opened = at(0, 0, 10)
     long_title = hd.pagerduty_event("incident.triggered", "e1", opened, opened, incident_id="PLONG01")
     long_title["event"]["data"]["title"] = "t" * 5000
