@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -18,7 +18,7 @@ from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import keylocks, sqlite, versions
-from deploytrack.storage.bulk import Statement, insert_statements, select_statements
+from deploytrack.storage.bulk import Statement, insert_statements, padded, select_statements
 from deploytrack.storage.database import Connection
 from deploytrack.storage.projection import Dep, Key, Projection, fold_event
 from deploytrack.storage.staging import EVENT_COLUMNS as EVENT_COLUMNS  # re-exported: transfer, bench
@@ -31,7 +31,6 @@ _INSERT_EVENT = (
 )
 _EVENT_VALUES = itemgetter(*EVENT_COLUMNS[1:])
 _STAGED_VALUES = itemgetter(*EVENT_COLUMNS)
-T = TypeVar("T")
 
 
 @dataclass
@@ -121,7 +120,7 @@ class _Group:
             "keys": select_statements("SELECT token_id, key, event_ids FROM idempotency_keys",
                                       [("token_id = ? AND key = ?", k) for k in idempotency]),
             "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
-                            for chunk in _chunks([k for k in client_keys if k not in staged_keys], _KEY_CHUNK)],
+                            for chunk in padded([k for k in client_keys if k not in staged_keys], _KEY_CHUNK)],
             # Only the stored SHAs that differ from one an event sends are read (a version's first deployment
             # event wrote its row; reading it back for every later event cost a fetch each).
             "shas": select_statements("SELECT product, version, scm_sha FROM versions",
@@ -375,11 +374,11 @@ def _known_sql(token_ids: set[int], products: set[str], environments: set[str], 
     parts: list[tuple[str, list[Any]]] = []
     if rules:
         parts.append((f"SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) {_ACTIVE_RULES}", []))
-    for ids in _chunks(sorted(token_ids), _KEY_CHUNK):
+    for ids in padded(sorted(token_ids), _KEY_CHUNK):
         parts.append((f"SELECT 'tokens', CAST(id AS TEXT), last_used_at FROM tokens WHERE id IN "
                       f"({', '.join('?' * len(ids))}) AND revoked_at IS NULL", list(ids)))
     for table, names in (("products", products), ("environments", environments - {""})):
-        for chunk in _chunks(sorted(names), _KEY_CHUNK):
+        for chunk in padded(sorted(names), _KEY_CHUNK):
             parts.append((f"SELECT '{table}', name, CAST(NULL AS BIGINT) FROM {table} WHERE name IN "
                           f"({', '.join('?' * len(chunk))})", list(chunk)))
     statements: list[Statement] = []
@@ -401,16 +400,12 @@ def _run_all(conn: Connection, statements: dict[str, list[Statement]]) -> dict[s
     return rows
 
 
-def _chunks(items: list[T], size: int) -> list[list[T]]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
 def _deployment_key(event: Event, environment: str | None) -> Key:
     return (event.product, environment, event.version, event.invoke_id or "")
 
 
 # Bound parameters per IN (...) lookup: well under SQLite's and PostgreSQL's limits.
-_KEY_CHUNK = 500
+_KEY_CHUNK = 512
 
 
 def _events_by_id(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:

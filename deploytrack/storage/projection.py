@@ -18,7 +18,7 @@ from typing import Any
 
 from deploytrack.metrics import rules
 from deploytrack.storage import deployment_ids
-from deploytrack.storage.bulk import ROWS_CHUNK, Statement, equal, insert_statements, select_statements
+from deploytrack.storage.bulk import Statement, equal, insert_statements, select_statements, sizes
 from deploytrack.storage.connection import Connection
 
 Key = tuple[str, str | None, str | None, str]  # product, environment, version, invoke id ('' when none)
@@ -151,9 +151,11 @@ def _update_statements(columns: tuple[str, ...], deps: list[dict[str, Any]]) -> 
         "CAST(? AS BIGINT)" if c in _INTEGER_FIELDS else "?" for c in columns]) + ")"
     sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, start=2))
     writes: list[Statement] = []
-    for start in range(0, len(deps), ROWS_CHUNK):
-        chunk = deps[start:start + ROWS_CHUNK]
+    start = 0
+    for size in sizes(len(deps)):
+        chunk = deps[start:start + size]
+        start += size
         values = [x for d in chunk for x in (d["id"], *(d[c] for c in columns))]
-        writes.append((f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * len(chunk))}) AS v "
+        writes.append((f"UPDATE deployments SET {sets} FROM (VALUES {', '.join([one] * size)}) AS v "
                        "WHERE deployments.id = v.column1", values))
     return writes

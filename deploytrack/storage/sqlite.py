@@ -23,7 +23,7 @@ T = TypeVar("T")
 # The writer's page cache: index pages of a million-event database stay in memory between commits.
 WRITER_CACHE_KIB = 32 * 1024
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default threshold: 1,000 pages of 4 KiB
-CHECKPOINT_INTERVAL = 0.1  # seconds: at most this often once the WAL file has reached that size
+CHECKPOINT_INTERVAL = 0.25  # seconds: at most this often once the WAL file has reached that size
 BACKSTOP_CHECKPOINT_PAGES = 16_384
 _LOCK_POLL = 0.0005  # seconds between asks for the write lock another connection holds
 _SQLITE_BUSY = 5
