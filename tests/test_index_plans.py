@@ -58,7 +58,7 @@ def walks(conn: Any, call: Callable[[], object]) -> dict[str, list[str]]:
         if not re.match(r"\s*(SELECT|WITH)", sql, re.I):
             continue
         steps = plan(conn, sql)
-        if any(step.startswith("SCAN ") or (any(i in step for i in TIME_LED) and "finished_at" not in step)
+        if any(step.startswith("SCAN ") or (any(i in step for i in TIME_LED) and "finished_at>" not in step)
                for step in steps):
             out[sql] = steps
     return out

@@ -152,6 +152,8 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
     iflt, iparams = _scope_sql("i", product, envs, production, incidents=True)
     partial_flt, partial_params = _led_by_pair(product, envs, production, whole, until)
     led_flt, led_params = _led_by_pair(product, envs, production, since, until)
+    # (the rolled-back rows of every product are few: their own index finds them, by time)
+    rb_flt, rb_params = (led_flt, led_params) if product else ("", [])
     # The statements are independent: one execute_all (on PostgreSQL one trip to the event loop).
     statements: list[tuple[str, Sequence[Any]]] = [
         (days.rows_sql(flt), (base, DAY, since, whole, *params)),
@@ -164,7 +166,7 @@ def load_facts(conn: Connection, settings: Settings, since: int, until: int,
         # completed deployments that became failures: rolled back, or a linked incident opened (by `until`)
         ("SELECT f.id, f.product, f.environment, f.finished_at, f.rolled_back_at FROM deployment_facts f "
          "WHERE f.rolled_back_at IS NOT NULL AND f.rolled_back_at < ? AND f.status = 'completed' "
-         f"AND f.finished_at >= ? AND f.finished_at < ?{flt}{led_flt}", (until, since, until, *params, *led_params)),
+         f"AND f.finished_at >= ? AND f.finished_at < ?{flt}{rb_flt}", (until, since, until, *params, *rb_params)),
         # (status is read for the linked rows only: a `status` term would read every deployment of the window)
         ("SELECT f.id, f.product, f.environment, f.finished_at, MIN(i.opened_at), f.status FROM deployment_facts f "
          f"JOIN incidents i ON i.deployment_id = f.id WHERE i.opened_at < ? AND f.finished_at >= ? "

@@ -272,13 +272,11 @@ class MetricsScheduler:
             self._wake.clear()
             try:
                 await self.tick()
-            except WorkerFailed:
-                if not self._stopping:
-                    log.exception("metrics round failed; the previous snapshots are unchanged")
-                else:  # the server stopped its process: its days are due again at the next start
+            except Exception as exc:  # noqa: BLE001 - a failed round is logged and retried next time
+                if self._stopping and isinstance(exc, WorkerFailed):  # the server stopped its process
                     log.info("metrics round stopped with the server; its days are done at the next start")
-            except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
-                log.exception("metrics round failed; the previous snapshots are unchanged")
+                else:
+                    log.exception("metrics round failed; the previous snapshots are unchanged")
             now = self.clock()
             to_midnight = (day_start_us(now) + DAY - now) / 1_000_000 + 1
             with contextlib.suppress(TimeoutError):

@@ -15,7 +15,6 @@ from deploytrack.storage import event_search
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import parse_timestamp, to_iso
 
-MAX_PAGE = 500
 _ORDER = ("occurred_at", "seq")
 
 
@@ -79,8 +78,6 @@ async def list_events(db: Database, flt: EventFilter, limit: int = 50, cursor: s
 
     A search (`q`) the index cannot answer examines at most `window` events (event_search) and may
     return a short page with a cursor: older events remain to be searched from there."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"query parameter 'limit' must be between 1 and {MAX_PAGE}", "limit")
     where, params = [], []
     for column in ("product", "environment", "kind", "status"):
         value = getattr(flt, column)

@@ -24,7 +24,7 @@ MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a tabl
 async def environments(request: Request) -> Response:
     """GET /environments: for each product (paged) and each environment it was deployed to, the version running."""
     token = await require(request, "read")
-    after = query_text(request, "after", request.app.state.deploytrack.settings.max_field_chars)  # a name
+    after = query_text(request, "after")
     await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(request.app.state.deploytrack.db, after=after, limit=dq.PRODUCTS_PER_PAGE)
     return render(request, "environments.html", {

@@ -53,10 +53,11 @@ def page(handler: Handler) -> Handler:
     return wrapped
 
 
-def query_text(request: Request, name: str, limit: int = 512) -> str | None:
-    """A trimmed query parameter, None when empty; a 400 naming it when absurdly long."""
+def query_text(request: Request, name: str, limit: int | None = None) -> str | None:
+    """A trimmed query parameter, None when empty; a 400 naming it when longer than `limit` (by default
+    the longest name ingestion takes: a filter or cursor may be a product's name)."""
     value = (request.query_params.get(name) or "").strip()
-    if len(value) > limit:
+    if len(value) > (limit or request.app.state.deploytrack.settings.max_field_chars):
         raise BadRequest(f"query parameter '{name}' is too long", name)
     return value or None
 

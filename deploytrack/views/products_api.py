@@ -42,7 +42,7 @@ async def list_products(request: Request) -> Response:
     """Products that have deployments, by name, each with what version runs in each of its environments."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    after = query_text(request, "cursor", app.settings.max_field_chars)  # a product's name
+    after = query_text(request, "cursor")  # a product's name
     limit = page_limit(request, dq.PRODUCTS_PER_PAGE, dq.PRODUCTS_PER_PAGE)
     await app.deriver.ensure_current()
     grid = await dq.matrix(app.db, after=after, limit=limit)
@@ -66,7 +66,7 @@ async def list_environments(request: Request) -> Response:
     """Environments by name, with when each was first seen."""
     await require(request, "read")
     app = request.app.state.deploytrack
-    after = query_text(request, "cursor", app.settings.max_field_chars)  # an environment's name
+    after = query_text(request, "cursor")  # an environment's name
     limit = page_limit(request, 100, MAX_ENVIRONMENTS)
     rows = await dq.environments(app.db, after, limit + 1)
     return JSONResponse({
