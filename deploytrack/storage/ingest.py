@@ -170,7 +170,7 @@ class _Group:
                 raise Unauthorized("Invalid API key")
             self.used_tokens[batch.token_id] = batch.received_at
         key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
-        kept: list[dict[str, Any] | None] = [None] * len(batch.events)
+        kept: list[dict[str, Any] | None] | None = None  # per event: a stored row that answers it
         if key is not None and key in self.idempotency:
             replayed = self._rows_by_id(self.idempotency[key])
             if len(replayed) == len(self.idempotency[key]):
@@ -189,7 +189,7 @@ class _Group:
         plan: list[dict[str, Any] | Event] = []  # a stored row (a re-send) or an event to store
         fresh: dict[str, Event] = {}
         for index, event in enumerate(batch.events):
-            if (row := kept[index]) is not None:
+            if kept is not None and (row := kept[index]) is not None:
                 plan.append(row)
                 continue
             if event.client_key and event.client_key in fresh:
