@@ -59,6 +59,12 @@ class UnsupportedMediaType(DeploytrackError):
     status, code = 415, "unsupported_media_type"
 
 
+class Unprocessable(DeploytrackError):
+    """Well-formed, but not what it claims to be: an Idempotency-Key sent again with another request."""
+
+    status, code = 422, "unprocessable"
+
+
 class RateLimited(DeploytrackError):
     status, code = 429, "rate_limited"
 

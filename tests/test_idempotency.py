@@ -69,6 +69,19 @@ def test_a_resend_after_the_original_was_deleted_is_stored_again(live_server, to
         assert [e["id"] for e in listed] == ids[1:]
 
 
+def test_a_key_sent_again_with_another_kind_of_request_is_a_422_and_stores_nothing(client, token):
+    headers = {**auth(token), "Idempotency-Key": "one-step"}
+    assert client.post("/deployment-events/", json=DEPLOY, headers=headers).status_code == 200
+    build = client.post("/build-events/", json={"product_name": "svc", "version": "1.0", "status": "success"},
+                        headers=headers)
+    assert build.status_code == 422 and "Idempotency-Key" in build.json()["detail"]  # Versioner's shape
+    devgrid = client.post("/events", headers={"x-api-key": token, "Idempotency-Key": "one-step"}, json={
+        "events": [{"type": "event-deploy", "entityId": "svc",
+                    "attributes": {"env": "production", "status": "success"}}]})
+    assert devgrid.status_code == 422 and devgrid.json()["field"] == "Idempotency-Key"  # DevGrid's shape
+    assert count(client) == 1
+
+
 def test_idempotency_key_ilert(client, token):
     body = {"integrationKey": token, "summary": "deploy"}
     first = client.post("/api/deployment-events", json=body, headers={"Idempotency-Key": "k1"})

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.errors import Conflict, DeploytrackError, Unauthorized
+from deploytrack.errors import Conflict, DeploytrackError, Unauthorized, Unprocessable
 from deploytrack.metrics import rules
 from deploytrack.model import Event, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
@@ -173,6 +173,11 @@ class _Group:
         kept: list[dict[str, Any] | None] | None = None  # per event: a stored row that answers it
         if key is not None and key in self.idempotency:
             replayed = self._rows_by_id(self.idempotency[key])
+            if {(r["dialect"], r["kind"]) for r in replayed} - {(e.dialect, e.kind) for e in batch.events}:
+                # (IETF's Idempotency-Key draft: 422 for a key reused with another request)
+                raise Unprocessable("the Idempotency-Key was used before for another kind of request "
+                                    f"({replayed[0]['dialect']} {replayed[0]['kind']}); use a new key",
+                                    "Idempotency-Key")
             if len(replayed) == len(self.idempotency[key]):
                 return IngestResult(replayed, replayed=True)
             # An admin deleted some of the original's events since: those are stored again, the others

@@ -36,12 +36,13 @@ STATUS_IN: Schema = {"type": "string", "description": "case-insensitive; one of 
 ERROR_TEXT = {400: "Bad input: the message names the field and the problem", 401: "Missing or wrong token",
               403: "The token lacks the scope", 404: "Not found", 405: "Method not allowed",
               409: "Conflict (a version's SHA is immutable; a rule's name is taken)", 413: "Body or batch too large",
-              415: "Wrong Content-Type", 429: "Rate limit exceeded; see Retry-After",
+              415: "Wrong Content-Type", 422: "The Idempotency-Key was used before for another kind of request",
+              429: "Rate limit exceeded; see Retry-After",
               503: "The database cannot take writes now (disk full, read-only); retry later"}
 HEALTH: Schema = {"status": STR, "version": STR,
                   "integrity": {"type": "string", "enum": ["ok", "failed", "not checked yet"]},
                   "integrity_checked_at": ISO}
-INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 429, 503)
+INGEST_ERRORS = (400, 401, 403, 405, 409, 413, 422, 429, 503)
 READ_ERRORS = (400, 401, 403)
 
 
