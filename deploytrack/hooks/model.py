@@ -105,10 +105,11 @@ CLIP_MARK = " [clipped]"
 def clip(value: Any, max_chars: int) -> Any:
     """A descriptive text (stripped, as every field is) past `max_chars`, cut with a visible mark; anything
     else as it is."""
-    if isinstance(value, str) and len(value := value.strip()) > max_chars:
-        return value[: max_chars - len(CLIP_MARK)] + CLIP_MARK if max_chars > 2 * len(CLIP_MARK) \
-            else value[:max_chars]
-    return value
+    if not isinstance(value, str) or len(value := value.strip()) <= max_chars:
+        return value
+    if max_chars <= 2 * len(CLIP_MARK):  # (a limit set that low has no room for the mark)
+        return value[:max_chars]
+    return value[: max_chars - len(CLIP_MARK)] + CLIP_MARK
 
 
 def prose(f: Fields, key: str) -> str | None:
