@@ -64,7 +64,7 @@ def test_products_and_environments_page_by_cursor(live_server, token):
 
 
 def test_a_name_as_long_as_ingestion_takes_is_found_and_paged_past(live_server, token):
-    long = [n * 3000 for n in ("a", "b")]  # ingestion takes names up to max_field_chars (4,096)
+    long = [n * 512 for n in ("a", "b")]  # the longest names ingestion takes (model.MAX_NAME_BYTES)
     for name in long:
         send(live_server, token, name, "1", "production", "success", at(1))
     first = get(live_server, token, "/api/v1/products", limit=1).json()
