@@ -304,13 +304,20 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
 
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
                   computed_at: int, full: bool = False, aside: bool = False) -> tuple[int, int, int]:
-    """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day.
+    """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day,
+    within the last SNAPSHOT_DAYS days (older ones are deleted).
 
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
     refresh(read, write, settings, full, aside)
+    horizon = last_day - (compute.SNAPSHOT_DAYS - 1) * DAY
+    oldest = read(compute.oldest_snapshot)
+    while oldest is not None and oldest < horizon:  # a week of days a write: short transactions
+        write(compute.drop_snapshots, oldest, min(horizon, oldest + 7 * DAY))
+        oldest = read(compute.oldest_snapshot)
     earliest = read(compute.earliest_day)  # days before any data have no snapshots
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
+    start = None if start is None else max(start, horizon)
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
     computed = read(compute.snapshot_rows, settings, start, last_day, computed_at)  # one pass over the facts
