@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import auth, create_token, run_cli
+from tests.conftest import auth, create_token, query, run_cli
 
 
 @pytest.mark.sqlite_only
@@ -65,3 +65,24 @@ def test_env_var_sets_db(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPLOYTRACK_DB", str(target))
     code, _ = run_cli("token", "create", "x", "--secret-only", "--create")
     assert code == 0 and target.exists()
+
+
+@pytest.mark.parametrize("command", [("token", "create", "t1", "--scope", "ingest"), ("hook", "create", "github")])
+@pytest.mark.parametrize("flags,said", [
+    (("--product", "p" * 513), "'--product' is longer than 512 bytes"),
+    (("--environment", "   "), "'--environment' must not be empty"),
+    (("--product", "bad\x00name"), "'--product' contains a NUL character"),
+])
+def test_a_default_product_or_environment_follows_the_apis_rules_for_names(db_path, capsys, command, flags, said):
+    create_token(db_path, "reader", "read")  # the database exists
+    code, _ = run_cli(*command, *flags, "--db", str(db_path))
+    assert code == 2 and said in capsys.readouterr().err
+    code, _ = run_cli(*command, "--product", "  shop  ", "--db", str(db_path))
+    assert code == 0  # a name with spaces around it is stored stripped, as the APIs store it
+    assert query(db_path, "SELECT product FROM tokens WHERE product IS NOT NULL") == [("shop",)]
+
+
+def test_metrics_show_names_its_own_flag(db_path, capsys):
+    create_token(db_path, "reader", "read")
+    code, _ = run_cli("metrics", "show", "--window", "45d", "--db", str(db_path))
+    assert code == 2 and capsys.readouterr().err.strip() == "deploytrack: --window must be 7d, 30d or 90d"

@@ -99,8 +99,8 @@ def _fmt(metric: dict[str, Any], kind: str) -> str:
 def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
     try:
         window = window_param(args.window)
-    except BadRequest as exc:
-        print(f"deploytrack: {exc.message}", file=sys.stderr)
+    except BadRequest:
+        print("deploytrack: --window must be 7d, 30d or 90d", file=sys.stderr)
         return 2
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)
