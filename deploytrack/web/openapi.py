@@ -404,7 +404,10 @@ def _document() -> dict[str, Any]:
                 [_query("limit", "page size, 1 to 25", {"type": "integer", "minimum": 1, "maximum": 25}),
                  _query("cursor", "next_cursor from the previous page")])},
             "/api/v1/products/{name}": {"get": _read(
-                "One product: the version running in each environment", _ref("Product"), [_path("name")],
+                "One product: the version running in each environment (the first 50 by name; "
+                "more_environments says there are more), or in the environments named", _ref("Product"),
+                [_path("name"), _query("environment", "an environment to show (repeatable, up to 50); "
+                                                      "aliases are folded")],
                 (*READ_ERRORS, 404))},
             "/api/v1/environments": {"get": _read(
                 "Environments by name",
