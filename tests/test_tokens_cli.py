@@ -86,3 +86,18 @@ def test_metrics_show_names_its_own_flag(db_path, capsys):
     create_token(db_path, "reader", "read")
     code, _ = run_cli("metrics", "show", "--window", "45d", "--db", str(db_path))
     assert code == 2 and capsys.readouterr().err.strip() == "deploytrack: --window must be 7d, 30d or 90d"
+
+
+@pytest.mark.sqlite_only
+def test_listing_commands_read_a_database_another_process_is_writing(db_path, capsys):
+    create_token(db_path, "reader", "read", product="shop")
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long write, a backup)
+    try:
+        for argv in (("token", "list"), ("hook", "list"), ("rule", "list")):
+            code, out = run_cli(*argv, "--db", str(db_path))
+            assert code == 0, (argv, capsys.readouterr().err)
+        assert "reader" in run_cli("token", "list", "--db", str(db_path))[1]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -89,8 +89,8 @@ def project_staged(conn: Connection) -> None:
     """Project the events a server left staged (storage.staging; `transaction` does), so that this
     connection reads every event acknowledged so far. On a file that takes no writes now (read-only,
     full) they stay on disk, staged, and are projected by the first write once it does."""
-    if conn.backend != "sqlite":
-        return
+    if conn.backend != "sqlite" or conn.execute("SELECT 1 FROM event_log LIMIT 1").fetchone() is None:
+        return  # (nothing staged: no write lock taken, so a read beside a busy writer does not wait for it)
     try:
         with transaction(conn):
             pass
