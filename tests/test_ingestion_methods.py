@@ -39,7 +39,7 @@ def test_the_event_list_page_shares_a_path_with_devgrid_and_keeps_its_own_answer
     assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"  # the native shape
 
 
-@pytest.mark.parametrize("method,path,status", [("PUT", "/api/v1/events", 405), ("DELETE", "/api/v1/commits", 405),
+@pytest.mark.parametrize("method,path,status", [("PUT", "/api/v1/events", 405), ("PUT", "/api/v1/commits", 405),
                                                 ("PATCH", "/api/v1/metrics", 405), ("PUT", "/api/v1/nothing", 404)])
 def test_a_native_path_refuses_a_method_it_does_not_take_by_routing_whatever_the_content_type(live_server, token,
                                                                                              method, path, status):

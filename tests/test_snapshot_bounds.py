@@ -28,10 +28,24 @@ def test_one_backfilled_event_costs_its_own_scopes_days_not_every_scopes(client,
 
 def test_snapshots_reach_back_at_most_snapshot_days_and_older_ones_are_deleted(client, token, db_path):
     deploy(client, token, "1", "success", at(1000))
-    old = today() - 900 * DAY_US
+    # 2,500 days older than SNAPSHOT_DAYS: more than one delete's worth
     execute(db_path, "INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
-                     "VALUES (?, 'overall', '', '', 7, '{}', 0)", (old,))
+                     "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499) "
+                     "SELECT CAST(? AS BIGINT) - (500 + i) * CAST(? AS BIGINT), 'overall', '', '', 7, '{}', 0 "
+                     "FROM n", (today(), DAY_US))
     assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
     first = today() - SNAPSHOT_DAYS * DAY_US
     # overall, product, environment, pair: SNAPSHOT_DAYS days x 3 windows, the old row gone
     assert snapshots(db_path) == (4 * SNAPSHOT_DAYS * 3, first, today() - DAY_US)
+
+
+def test_an_incident_without_environment_starts_every_production_scope_it_counts_in(client, token, db_path):
+    assert client.post("/api/v1/incidents", headers={"Authorization": f"Bearer {token}"}, json={
+        "product": "shop", "title": "down", "opened_at": at(40), "resolved_at": at(40, 13)}).status_code == 201
+    deploy(client, token, "1", "success", at(10))
+    assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0
+    for params in ({"product": "shop"}, {"environment": "production"}, {"product": "shop", "environment": "production"},
+                   {}):
+        series = client.get("/api/v1/metrics", params={**params, "days": 400},
+                            headers={"Authorization": f"Bearer {token}"}).json()["series"]
+        assert len(series) == 40, params  # the incident counts in production: every such scope starts with it

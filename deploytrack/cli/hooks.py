@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    conn = open_database(settings, create=True)  # a hook may be made before the first `serve`
+    conn = open_database(settings, create=True, events=False)  # a hook may be made before the first `serve`
     try:
         if args.hook_command == "create":
             return _create(conn, settings, args)

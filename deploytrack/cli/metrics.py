@@ -100,7 +100,7 @@ def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
     try:
         window = window_param(args.window)
     except BadRequest:
-        print("deploytrack: --window must be 7d, 30d or 90d", file=sys.stderr)
+        print(f"deploytrack: --window must be {', '.join(f'{w}d' for w in metrics.WINDOWS)}", file=sys.stderr)
         return 2
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)

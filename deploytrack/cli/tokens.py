@@ -16,7 +16,7 @@ from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = open_database(settings, getattr(args, "create", None))
+    conn = open_database(settings, getattr(args, "create", None), events=False)
     try:
         if args.token_command == "create":
             return _create(conn, args)

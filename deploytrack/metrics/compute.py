@@ -493,15 +493,16 @@ def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
             *(Scope("product_environment", p, e) for p, e in pairs)]
 
 
-def scope_starts(first: dict[tuple[str, str], int]) -> dict[Scope, int]:
-    """Each scope's first day with data, from its (product, environment) keys' first days: a scope has a
-    snapshot every day from then on, and none before (a product first seen today has no history)."""
+def scope_starts(first: dict[tuple[str, str], int], production: frozenset[str]) -> dict[Scope, int]:
+    """Each scope's first day with data: the first day of the (product, environment) keys it holds. A scope
+    has a snapshot every day from then on, and none before (a product first seen today has no history)."""
     starts: dict[Scope, int] = {}
     for (product, environment), day in first.items():
-        for scope in (Scope("overall"), Scope("product", product),
-                      *((Scope("environment", "", environment), Scope("product_environment", product, environment))
-                        if environment else ())):
-            starts[scope] = min(starts.get(scope, day), day)
+        envs = [environment] if environment else sorted(production)  # (an incident without one: production)
+        for scope in (Scope("overall"), Scope("product", product), *(Scope("environment", "", e) for e in envs),
+                      *(Scope("product_environment", product, e) for e in envs)):
+            if scope.holds(product, environment, production):
+                starts[scope] = min(starts.get(scope, day), day)
     return starts
 
 
@@ -515,13 +516,13 @@ def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day
         rows = []
         texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
         first_days = history_keys(conn)
-        starts = scope_starts(first_days)
+        starts = scope_starts(first_days, settings.production_set)
         scopes = all_scopes(first_days.keys() | facts.keys())
         for (scope, window), series in compute(facts, settings, scopes, first, last).items():
             dumped = texts.get(id(series))
             if dumped is None:
                 dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
-            skip = max(0, (starts.get(scope, first_day) - first_day) // DAY)
+            skip = max(0, (starts.get(scope, last_day + DAY) - first_day) // DAY)  # no data yet: none
             for offset in range(skip, len(dumped)):
                 rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window,
                              dumped[offset], computed_at))
@@ -551,13 +552,13 @@ def write_snapshots(conn: Connection, rows: list[tuple[Any, ...]], first_day: in
     return len(rows)
 
 
-def oldest_snapshot(conn: Connection) -> int | None:
-    return conn.execute("SELECT MIN(day) FROM metric_snapshots").fetchone()[0]  # type: ignore[no-any-return]
-
-
-def drop_snapshots(conn: Connection, since: int, until: int) -> None:
-    """Delete the snapshots of the days since..until (excluded): older than SNAPSHOT_DAYS."""
-    conn.execute("DELETE FROM metric_snapshots WHERE day >= ? AND day < ?", (since, until))
+def drop_snapshots(conn: Connection, before: int, limit: int) -> int:
+    """Delete up to `limit` of the snapshots of days before `before` (older than SNAPSHOT_DAYS), oldest
+    first; how many."""
+    return conn.execute(
+        "DELETE FROM metric_snapshots WHERE (day, scope, product, environment, window_days) IN (SELECT day, scope, "
+        "product, environment, window_days FROM metric_snapshots WHERE day < ? ORDER BY day LIMIT ?)",
+        (before, limit)).rowcount
 
 
 def live(conn: Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
@@ -311,21 +311,23 @@ def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int |
     """
     refresh(read, write, settings, full, aside)
     horizon = last_day - (compute.SNAPSHOT_DAYS - 1) * DAY
-    oldest = read(compute.oldest_snapshot)
-    while oldest is not None and oldest < horizon:  # a week of days a write: short transactions
-        write(compute.drop_snapshots, oldest, min(horizon, oldest + 7 * DAY))
-        oldest = read(compute.oldest_snapshot)
+    while write(compute.drop_snapshots, horizon, _ROWS_PER_WRITE) == _ROWS_PER_WRITE:  # short transactions
+        pass
     earliest = read(compute.earliest_day)  # days before any data have no snapshots
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
     start = None if start is None else max(start, horizon)
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
     computed = read(compute.snapshot_rows, settings, start, last_day, computed_at)  # one pass over the facts
-    per_day = max(1, len(computed) // ((last_day - start) // DAY + 1))
-    days_per_write = max(1, _ROWS_PER_WRITE // per_day)  # short transactions: about _ROWS_PER_WRITE rows
-    rows, day = 0, start
-    while day <= last_day:
-        end = min(last_day, day + (days_per_write - 1) * DAY)
-        rows += write(compute.write_snapshots, [r for r in computed if day <= r[0] <= end], day, end)
-        day = end + DAY
+    computed.sort(key=itemgetter(0))
+    # Short transactions: whole days (a write replaces its days) of about _ROWS_PER_WRITE rows; a day with
+    # more (one row per scope and window) is a write of its own.
+    rows, first, taken = 0, start, 0
+    for at, row in enumerate(computed):
+        if at + 1 == len(computed) or (computed[at + 1][0] != row[0] and at + 1 - taken >= _ROWS_PER_WRITE):
+            end = last_day if at + 1 == len(computed) else row[0]
+            rows += write(compute.write_snapshots, computed[taken:at + 1], first, end)
+            first, taken = end + DAY, at + 1
+    if not computed:  # no scope has data in these days: what is stored for them goes
+        rows += write(compute.write_snapshots, [], start, last_day)
     return start, last_day, rows

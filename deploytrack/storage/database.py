@@ -63,8 +63,9 @@ def connect(path: str | Path, *, readonly: bool = False, password: str | None = 
     return sqlite.connect(path, readonly=readonly)
 
 
-def open_migrated(path: str | Path, password: str | None = None) -> Connection:
-    """Open (creating if needed) the database and apply pending migrations.
+def open_migrated(path: str | Path, password: str | None = None, project: bool = True) -> Connection:
+    """Open (creating if needed) the database and apply pending migrations (and, with `project`, project
+    what a server staged, for a command that reads events).
 
     A file another application (or a newer deploytrack) wrote is refused before anything is
     changed in it, not even its journal mode.
@@ -78,7 +79,8 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
-        project_staged(conn)
+        if project:
+            project_staged(conn)
     except BaseException:
         conn.close()
         raise
@@ -95,10 +97,14 @@ def project_staged(conn: Connection) -> None:
         with transaction(conn):
             pass
     except sqlite3.Error as exc:
-        if failures.kind(exc) is None:
+        found = failures.kind(exc)
+        if found is None:
             raise
-        log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
-                  "database takes writes", exc)
+        if found == "busy":  # a server is writing: it projects what it staged itself
+            log.info("staged events not projected: another process is writing (%s)", exc)
+        else:
+            log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
+                      "database takes writes", exc)
 
 
 def password_for(settings: Settings) -> str | None:

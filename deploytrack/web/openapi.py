@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from deploytrack import __version__
+from deploytrack.metrics.compute import SNAPSHOT_DAYS
 from deploytrack.model import KINDS, STATUS_SYNONYMS, STATUSES
 from deploytrack.web.http import JSONResponse
 
@@ -450,7 +451,9 @@ def _document() -> dict[str, Any]:
                 [_query("product", "product"), _query("environment", "environment"),
                  _query("window", "7, 30 or 90 days",
                         {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
-                 _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
+                 _query("days", f"how many days back the series reaches, 1 to {SNAPSHOT_DAYS} (it starts at the "
+                                "scope's first day with data)",
+                        {"type": "integer", "minimum": 1, "maximum": SNAPSHOT_DAYS})])},
             "/api/v1/rules": {
                 "get": _read("Deployment rules by name", _obj({"rules": {"type": "array", "items": _ref("Rule")}},
                                                               ("rules",))),
