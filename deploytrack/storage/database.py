@@ -285,7 +285,7 @@ class Database:
     async def barrier(self) -> None:
         """Return once every event acknowledged before the call is in `events` and `deployments` (SQLite's
         writer stages them first, storage.staging): cheap when nothing is staged."""
-        if self._staging is None or not self._staging.pending or self._thread is None or self._loop is None:
+        if self._staging is None or not self._staging.count or self._thread is None or self._loop is None:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue.put((_PROJECT, (), future))
@@ -311,7 +311,7 @@ class Database:
             asks = [task[2] for task in group if task[0] is _PROJECT]
             group = [task for task in group if task[0] is not _PROJECT]
             for part in self._parts(group):
-                if self._staging is not None and self._staging.pending \
+                if self._staging is not None and self._staging.count \
                         and any(not isinstance(task[0], _NO_PROJECTION) for task in part):
                     self._project(conn, [])  # an exclusive write sees every event acknowledged before it
                 self._commit_group(conn, part)
@@ -335,10 +335,9 @@ class Database:
 
     def _next_task(self) -> Any:
         """The next queued task; None when staged events are due for projection first."""
-        if self._staging is None or not self._staging.pending:
+        if self._staging is None or self._staging.since is None:
             return self._queue.get()
-        due = self._staging.since + self._project_after if self._staging.since is not None else 0.0  # a half
-        wait = max(due, self._retry_projection_at) - time.monotonic()
+        wait = max(self._staging.since + self._project_after, self._retry_projection_at) - time.monotonic()
         try:
             return self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
@@ -358,10 +357,8 @@ class Database:
         return parts
 
     def _projection_due(self) -> bool:
-        staging = self._staging
-        return staging is not None and staging.pending and (
-            staging.since is None or staging.count >= PROJECT_EVENTS  # since is None: a second half waits
-            or time.monotonic() - staging.since >= self._project_after)
+        return self._staging is not None and self._staging.since is not None and (
+            self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= self._project_after)
 
     def _project(self, conn: Connection, asks: list[asyncio.Future[None]], half: bool = False) -> None:
         """Project what is staged (`half`: its next half, storage.staging) in a transaction of its own,
@@ -369,7 +366,7 @@ class Database:
 
         If it fails (a full disk), the events stay staged and on disk, it is tried again a second later,
         and the readers waiting go on with the tables as they are: reads keep working on a full disk."""
-        if self._staging is not None and self._staging.pending and time.monotonic() >= self._retry_projection_at:
+        if self._staging is not None and self._staging.count and time.monotonic() >= self._retry_projection_at:
             began = time.perf_counter()
             assert isinstance(conn, sqlite.Connection)
             try:

@@ -96,7 +96,7 @@ class _Group:
         # The products whose deployments the rules may judge (locked once the rules are read, if any).
         self.judged = {e.product for b in batches if b.rules for e in b.events
                        if e.kind == "deployment" and e.environment_raw}
-        if self.staging is not None and self.staging.pending and self.judged \
+        if self.staging is not None and self.staging.count and self.judged \
                 and conn.execute(f"SELECT 1 {_ACTIVE_RULES} LIMIT 1").fetchone() is not None:
             # The rules read open deployments and completions from the tables: they hold everything first.
             self.staging.project(conn)

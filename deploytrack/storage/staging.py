@@ -12,10 +12,12 @@ beside the server): it folds the staged rows onto the stored records under the i
 
 Under load the server's projector works in two halves (`project(half=True)`), each a transaction of
 its own with an ingest group between them, so that no group waits for the whole of it: first the
-events (`events` and its indexes), then the records and versions as the staged events made them and
-the staged rows' removal. The two write disjoint pages, so the halves cost what one projection did.
-Between them `event_log` still holds events that `events` holds too (seq <= `moved`): the records of
-those are not written yet, and a read in the server waits for the second half (`pending`).
+records and versions as the staged events made them, with the top seq folded into them (`FOLDED`,
+in `kv`), then the events themselves into `events` and out of `event_log`. The two write disjoint
+pages, so the halves cost what one projection did. Between them a reader of the file sees records
+that count events not yet in `events`, as if those had arrived a moment later (a metrics round
+leaves a key with events newer than its snapshot to the next round); `recover` moves those events
+without folding them again. A read in the server waits for both halves, as for any staged event.
 
 PostgreSQL does not stage: two processes share its database, and no in-memory state spans them.
 """
@@ -42,8 +44,9 @@ EVENT_COLUMNS = (
     "summary", "change_id", "links", "metadata", "client_key", "deployment_id",
 )
 _COLUMNS = ", ".join(EVENT_COLUMNS)
-_MOVE = (f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM event_log WHERE seq > ? AND seq <= ? "
-         "ORDER BY seq")
+_MOVE = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM event_log WHERE seq <= ? ORDER BY seq"
+FOLDED = "event_log_folded_seq"  # kv: the staged events up to this seq are folded into the stored records
+_SET_FOLDED = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _TOPS = "SELECT (SELECT MAX(seq) FROM events), (SELECT MAX(seq) FROM event_log)"
 _ID_CHUNK = 500
 _FOLDED = attrgetter(*(f.name for f in dataclasses.fields(rules.Folded)))  # a record's fields, in order
@@ -64,19 +67,12 @@ class Staging:
         self.top_seq = 0
         self.top_dep_id = 0
         self.since: float | None = None  # time.monotonic() when the oldest staged event was staged
-        self.moved = 0  # the staged events up to this seq are in `events` already (a first half, see above)
-        self._half: tuple[dict[int, Dep], versions.Writes] | None = None  # records and versions as of `moved`
+        self.folded = 0  # the staged events up to this seq are folded into the stored records (a first half)
         self._undo: list[Callable[[], None]] = []  # to forget what an uncommitted transaction staged
 
     @property
     def count(self) -> int:
-        """Staged events not yet in `events`."""
         return len(self.by_id)
-
-    @property
-    def pending(self) -> bool:
-        """Whether anything is staged: events not in `events`, or the records of a first half."""
-        return bool(self.by_id) or self._half is not None
 
     def next_seq(self, conn: Connection) -> int:
         """The seq of the next event to stage (at a write transaction's start)."""
@@ -176,72 +172,54 @@ class Staging:
 
     def project(self, conn: Connection, half: bool = False) -> int:
         """Move everything staged into `events` and `deployments`, in the caller's write transaction
-        (undone with it: `rolled_back`). The number of events moved into `events`.
+        (undone with it: `rolled_back`). The number of events moved.
 
-        `half`: only the next half (see above): the events, or the records of the events moved before."""
-        if not self.pending:
+        `half`: only the next half (see above): the records of every staged event, or the events whose
+        records the first half wrote."""
+        if not self.count:
             return 0
         if (conn.execute("SELECT MAX(seq) FROM event_log").fetchone()[0] or 0) != self.top_seq:
             self._follow_file(conn)
             return 0
-        if half and self._half is not None:
-            self._records_half(conn, *self._half)
-            return 0
-        moved = self.count
-        if half:
-            self._events_half(conn)
-            return moved
+        if half and self.folded:
+            return self._events_half(conn)
         # record_statements marks each record stored: on copies, kept if the transaction is undone.
         deps = [{**dep} for dep in sorted(self.records.values(), key=lambda d: int(d["id"]))]
-        conn.execute_all([(_MOVE, [self.moved, self.top_seq]), *record_statements(deps),
-                          *versions.statements(self.versions),
-                          ("DELETE FROM event_log WHERE seq <= ?", [self.top_seq])])
+        records = [*record_statements(deps), *versions.statements(self.versions)]
+        if half:
+            conn.execute_all([*records, (_SET_FOLDED, [FOLDED, str(self.top_seq)])])
+            self._undo.append(self._restore(self._state()))
+            # Stored now: a later group reads them from the tables (the staged events stay staged).
+            self.records, self.by_key, self.versions, self.folded = {}, {}, {}, self.top_seq
+            return 0
+        moved = self.count
+        conn.execute_all([(_MOVE, [self.top_seq]), *records, ("DELETE FROM event_log WHERE seq <= ?", [self.top_seq])])
         self._undo.append(self._restore(self._state()))
         self._reset()
         return moved
 
-    def _events_half(self, conn: Connection) -> None:
-        """The first half: the staged events into `events`; the records and versions they made are kept
-        as they are now for the second half (later groups fold into copies, storage.ingest)."""
-        conn.execute(_MOVE, [self.moved, self.top_seq])
+    def _events_half(self, conn: Connection) -> int:
+        """The second half: the events whose records the first half wrote, into `events` and out of `event_log`."""
+        conn.execute_all([(_MOVE, [self.folded]), ("DELETE FROM event_log WHERE seq <= ?", [self.folded])])
         self._undo.append(self._restore(self._state()))
-        self._half = (dict(self.records), {pair: list(write) for pair, write in self.versions.items()})
-        self.moved = self.top_seq
-        self.by_id, self.by_client_key, self.since = {}, {}, None  # `events` answers for them now
-
-    def _records_half(self, conn: Connection, records: dict[int, Dep], written: versions.Writes) -> None:
-        """The second half: the records and versions of the events moved by the first, and those events'
-        rows out of `event_log`. Records and versions no later group changed are no longer staged; a record
-        one changed stays staged, as stored now."""
-        deps = [{**dep} for dep in sorted(records.values(), key=lambda d: int(d["id"]))]
-        conn.execute_all([*record_statements(deps), *versions.statements(written),
-                          ("DELETE FROM event_log WHERE seq <= ?", [self.moved])])
-        self._undo.append(self._restore(self._state()))
-        self.records, self.by_key, self.versions = dict(self.records), dict(self.by_key), dict(self.versions)
-        for dep in deps:
-            key, dep_id = Projection.key(dep), dep["id"]
-            self.by_key[key] = dict(self.by_key[key])
-            if self.records[dep_id] is records[dep_id]:
-                del self.records[dep_id], self.by_key[key][dep_id]
-                if not self.by_key[key]:
-                    del self.by_key[key]
-            else:
-                self.records[dep_id] = self.by_key[key][dep_id] = {**self.records[dep_id], "stored": dep["stored"]}
-        for pair, write in written.items():
-            if self.versions.get(pair) == write:
-                del self.versions[pair]
-        self._half = None
-        if not self.by_id:  # nothing was staged since the first half: `event_log` is empty
+        left = {i: row for i, row in self.by_id.items() if row["seq"] > self.folded}
+        moved = self.count - len(left)
+        if not left:
             self._reset()
+            return moved
+        self.by_id = left
+        self.by_client_key = {row["client_key"]: row for row in left.values() if row["client_key"]}
+        self.folded, self.since = 0, time.monotonic()
+        return moved
 
     def _state(self) -> tuple[Any, ...]:
         return (self.by_id, self.by_client_key, self.records, self.by_key, self.versions, self.top_seq,
-                self.top_dep_id, self.since, self.moved, self._half)
+                self.top_dep_id, self.since, self.folded)
 
     def _restore(self, saved: tuple[Any, ...]) -> Callable[[], None]:
         def undo() -> None:
             (self.by_id, self.by_client_key, self.records, self.by_key, self.versions, self.top_seq,
-             self.top_dep_id, self.since, self.moved, self._half) = saved
+             self.top_dep_id, self.since, self.folded) = saved
 
         return undo
 
@@ -252,8 +230,8 @@ class Staging:
 
     def _reset(self) -> None:
         self.by_id, self.by_client_key, self.records, self.by_key, self.versions = {}, {}, {}, {}, {}
-        self.top_seq = self.top_dep_id = self.moved = 0
-        self.since = self._half = None
+        self.top_seq = self.top_dep_id = self.folded = 0
+        self.since = None
 
 
 def recover(conn: Connection) -> int:
@@ -274,11 +252,12 @@ def recover(conn: Connection) -> int:
         chunk = ids[start:start + _ID_CHUNK]
         stored = conn.execute(Projection.by_ids_sql(len(chunk)), chunk).fetchall()
         deps.update((dep["id"], dep) for dep in Projection.candidates(stored))
+    folded = conn.execute("SELECT CAST(value AS BIGINT) FROM kv WHERE key = ?", (FOLDED,)).fetchone()
     for row in rows:
         if row["version"] is not None:
             versions.claim(version_writes, row["product"], row["version"], row["scm_sha"], row["occurred_at"])
-        if row["deployment_id"] is None:
-            continue
+        if row["deployment_id"] is None or (folded is not None and row["seq"] <= folded[0]):
+            continue  # (a first half wrote the records of those up to `folded`)
         event = fold_event(row, rules.event_label(row["metadata"], row["summary"]))
         dep = deps.get(row["deployment_id"])
         if dep is None:
@@ -287,8 +266,6 @@ def recover(conn: Connection) -> int:
         else:
             rules.fold_into(dep["record"], event)
     top = int(rows[-1]["seq"])
-    # Those a first half moved are in `events` already (their records are not written yet): the others only.
-    moved = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-    conn.execute_all([(_MOVE, [moved, top]), *record_statements(sorted(deps.values(), key=lambda d: int(d["id"]))),
+    conn.execute_all([(_MOVE, [top]), *record_statements(sorted(deps.values(), key=lambda d: int(d["id"]))),
                       *versions.statements(version_writes), ("DELETE FROM event_log WHERE seq <= ?", [top])])
     return len(rows)
