@@ -407,7 +407,7 @@ class Database:
             # One step (most groups: one run of ingestion) needs no savepoint: if it fails, the whole
             # transaction is undone instead (two statements fewer per group).
             alone, undone = len(steps) == 1, False
-            for run, futures in steps:
+            for run, futures, contained in steps:
                 if not alone:
                     conn.savepoint()
                 mark = self._staging.mark() if self._staging is not None else 0
@@ -424,8 +424,10 @@ class Database:
                         # pages, the link dropped): fail the group with the cause, not "no such savepoint".
                         raise exc from None
                     if failures.kind(exc) is not None:
-                        raise
-                    if not isinstance(exc, DeploytrackError):
+                        if not contained:
+                            raise
+                        log.error("write task failed alone: %s", exc)
+                    elif not isinstance(exc, DeploytrackError):
                         log.exception("write task failed")
                     results.extend((f, False, exc) for f in futures)
                 else:
@@ -529,6 +531,11 @@ class Database:
                 async with self._pg_pool.acquire() as raw:
                     conn = pg.Connection(self._loop, None, raw, owned=False)
                     return await self._loop.run_in_executor(self._read_threads, _in_snapshot, conn, fn, args)
+            for _ in range(_HALF_RETRIES):
+                found = await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args, whole=True))
+                if found is not _HALF:
+                    return found
+                await self.barrier()  # a first half committed after the barrier: its second comes with this one
             return await self._sqlite().run(lambda conn: _in_snapshot(conn, fn, args))
         except Exception as exc:
             converted = failures.as_catalogue_error(exc, "be read")
@@ -542,9 +549,17 @@ class Database:
         return self._sqlite_pool
 
 
-def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+_HALF = object()  # a server read's snapshot held half a projection (storage.staging): it reads again
+_HALF_RETRIES = 3
+
+
+def _in_snapshot(conn: Connection, fn: Callable[..., T], args: tuple[Any, ...], whole: bool = False) -> T:
+    """`fn` in one read snapshot; `whole`: _HALF instead, when the snapshot holds records whose events are
+    not yet in `events` (the projector's first half), so the server's readers never see that state."""
     conn.begin_read()
     try:
+        if whole and conn.execute("SELECT 1 FROM kv WHERE key = ?", (staging.FOLDED,)).fetchone() is not None:
+            return _HALF  # type: ignore[return-value]
         return fn(conn, *args)
     finally:
         conn.rollback()
@@ -582,18 +597,19 @@ def _one_task(fn: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -
     return [(True, fn(conn, *args))]
 
 
-def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
-    """The group as steps, each run in one savepoint and giving one (ok, value) per future: a plain
-    task is one step; each run of back-to-back grouped tasks of one function is one step for all
-    of them. Only adjacent ones merge, so no write moves past another."""
-    steps: list[tuple[Step, list[asyncio.Future[Any]]]] = []
+def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]], bool]]:
+    """The group as steps, each run in one savepoint and giving one (ok, value) per future, and whether a
+    database error in it fails that step alone (`_Projected`): a plain task is one step; each run of
+    back-to-back grouped tasks of one function is one step for all of them. Only adjacent ones merge,
+    so no write moves past another."""
+    steps: list[tuple[Step, list[asyncio.Future[Any]], bool]] = []
     run: list[Any] = []
 
     def close_run() -> None:
         if run:
             fn, items = run[0][0].fn, [args[0] for _, args, _ in run]
             steps.append((lambda conn: [(not isinstance(v, Exception), v) for v in fn(conn, items)],
-                          [future for _, _, future in run]))
+                          [future for _, _, future in run], False))
             run.clear()
 
     for task in group:
@@ -604,7 +620,10 @@ def _steps(group: list[Any]) -> list[tuple[Step, list[asyncio.Future[Any]]]]:
             run.append(task)
         else:
             close_run()
-            steps.append((functools.partial(_one_task, fn.fn if isinstance(fn, _Projected) else fn, args), [future]))
+            # (the search index's batch fails alone, even for a full disk: the ingestion beside it is undone only
+            # if the transaction itself is, not for that batch's sake)
+            steps.append((functools.partial(_one_task, fn.fn if isinstance(fn, _Projected) else fn, args), [future],
+                          isinstance(fn, _Projected)))
     close_run()
     return steps
 

@@ -6,8 +6,8 @@ means on disk. The writer's `Staging` holds what is staged and not yet projected
 client key, the deployment records as folded so far), so the next groups decide client keys,
 idempotent re-sends and folds exactly as if it were in the indexed tables. `project` then moves every
 staged event into `events` and writes the records in one transaction of its own, hundreds at a time
-(index pages shared), so `events` and `deployments` always agree: readers of those two tables never
-see half a projection. `recover` does the same from the file alone (after a crash, or a command
+(index pages shared), so `events` and `deployments` agree (but for the halves below, which the
+server's readers never see). `recover` does the same from the file alone (after a crash, or a command
 beside the server): it folds the staged rows onto the stored records under the ids the rows carry.
 
 Under load the server's projector works in two halves (`project(half=True)`), each a transaction of
@@ -17,7 +17,8 @@ in `kv`), then the events themselves into `events` and out of `event_log`. The t
 pages, so the halves cost what one projection did. Between them a reader of the file sees records
 that count events not yet in `events`, as if those had arrived a moment later (a metrics round
 leaves a key with events newer than its snapshot to the next round); `recover` moves those events
-without folding them again. A read in the server waits for both halves, as for any staged event.
+without folding them again. A read in the server waits for both halves, as for any staged event, and
+reads again if its snapshot began between them (`Database.read`).
 
 PostgreSQL does not stage: two processes share its database, and no in-memory state spans them.
 """
@@ -46,6 +47,7 @@ EVENT_COLUMNS = (
 _COLUMNS = ", ".join(EVENT_COLUMNS)
 _MOVE = f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM event_log WHERE seq <= ? ORDER BY seq"
 FOLDED = "event_log_folded_seq"  # kv: the staged events up to this seq are folded into the stored records
+_UNFOLD = ("DELETE FROM kv WHERE key = ?", [FOLDED])  # with the events moved: seqs are handed out again after a delete
 _SET_FOLDED = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _TOPS = "SELECT (SELECT MAX(seq) FROM events), (SELECT MAX(seq) FROM event_log)"
 _ID_CHUNK = 500
@@ -193,14 +195,15 @@ class Staging:
             self.records, self.by_key, self.versions, self.folded = {}, {}, {}, self.top_seq
             return 0
         moved = self.count
-        conn.execute_all([(_MOVE, [self.top_seq]), *records, ("DELETE FROM event_log WHERE seq <= ?", [self.top_seq])])
+        conn.execute_all([(_MOVE, [self.top_seq]), *records, ("DELETE FROM event_log WHERE seq <= ?", [self.top_seq]),
+                          _UNFOLD])
         self._undo.append(self._restore(self._state()))
         self._reset()
         return moved
 
     def _events_half(self, conn: Connection) -> int:
         """The second half: the events whose records the first half wrote, into `events` and out of `event_log`."""
-        conn.execute_all([(_MOVE, [self.folded]), ("DELETE FROM event_log WHERE seq <= ?", [self.folded])])
+        conn.execute_all([(_MOVE, [self.folded]), ("DELETE FROM event_log WHERE seq <= ?", [self.folded]), _UNFOLD])
         self._undo.append(self._restore(self._state()))
         left = {i: row for i, row in self.by_id.items() if row["seq"] > self.folded}
         moved = self.count - len(left)
@@ -267,5 +270,5 @@ def recover(conn: Connection) -> int:
             rules.fold_into(dep["record"], event)
     top = int(rows[-1]["seq"])
     conn.execute_all([(_MOVE, [top]), *record_statements(sorted(deps.values(), key=lambda d: int(d["id"]))),
-                      *versions.statements(version_writes), ("DELETE FROM event_log WHERE seq <= ?", [top])])
+                      *versions.statements(version_writes), ("DELETE FROM event_log WHERE seq <= ?", [top]), _UNFOLD])
     return len(rows)
