@@ -48,6 +48,10 @@ try:  # (absent from exports before the day totals, which --source may time)
     from deploytrack.metrics import days  # noqa: E402
 except ImportError:
     days = None
+try:  # (absent from exports before the bulk first build)
+    from deploytrack.metrics import first_build  # noqa: E402
+except ImportError:
+    first_build = None
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
@@ -152,6 +156,9 @@ class Stages:
 def stages() -> Stages:
     targets = {"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
                "fold write": (fold, "apply"), "event moves": (fold, "move_events"),
+               "fold plan (bulk)": (fold, "plan_fresh"), "fold write (bulk)": (fold, "insert_fresh"),
+               "indexes dropped": (first_build, "drop"),
+               "indexes made": (first_build, "restore"), "day totals write (bulk)": (days, "apply_all"),
                "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
                "day totals write": (days, "apply"), "links": (incidents, "plan_links"),
                "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")}
@@ -209,10 +216,11 @@ def measure(path: Path, events: int, reuse: Path | None = None) -> dict[str, obj
     now = now_us()
     settings = Settings(db=str(path))
     yesterday = day_start_us(now) - metrics.DAY
-    # the first refresh: every deployment refolded in event-time order, every fact derived
-    # as the server's worker and `metrics recompute` run it (older exports, --source, have no `aside`)
-    aside = (True,) if "aside" in inspect.signature(refresh.refresh).parameters else ()
-    first_refresh = timed(conn, refresh.refresh, settings, False, *aside)
+    # the first refresh: every deployment refolded in event-time order, every fact derived, as `metrics
+    # recompute` runs it on a file no server has open (older exports, --source, have no `aside` or `bulk`)
+    accepts = inspect.signature(refresh.refresh).parameters
+    first_refresh = timed(conn, refresh.refresh, settings, False,
+                          *((True,) if "aside" in accepts else ()), *((True,) if "bulk" in accepts else ()))
     folded = conn.execute("SELECT COUNT(*) FROM deployments").fetchone()[0]
     conn.execute("ANALYZE")
     first_run = timed(conn, refresh.snapshot_days, settings, None, yesterday, now)

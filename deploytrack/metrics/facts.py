@@ -270,10 +270,13 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
     return out
 
 
-def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int) -> list[PartitionFacts]:
+def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int, compare: bool = True
+            ) -> list[PartitionFacts]:
     """The facts of these product/environments (`plan`) in pieces of about `rows` outcomes (`pieces`), those
-    that differ from the stored rows (`differing`): what the writer is to be asked for (read-only)."""
-    return differing(conn, [piece for p in plan(conn, partitions) for piece in p.pieces(rows)])
+    that differ from the stored rows (`differing`; all of them unless `compare`: a bulk first build's tables
+    are empty): what the writer is to be asked for (read-only)."""
+    pieces = [piece for p in plan(conn, partitions) for piece in p.pieces(rows)]
+    return differing(conn, pieces) if compare else pieces
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -291,14 +294,15 @@ def differing(conn: Connection, planned: Iterable[PartitionFacts]) -> list[Parti
                                       _tables(p))]
 
 
-def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
+def apply(conn: Connection, planned: Iterable[PartitionFacts], fresh: bool = False) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction).
 
-    Only rows that differ are deleted or inserted: index pages that are right stay as they are."""
+    Only rows that differ are deleted or inserted: index pages that are right stay as they are. `fresh`:
+    none is stored (a bulk first build, whose tables were empty and have no index to look them up by)."""
     count = 0
     for p in planned:
         for table, columns, key, rows in _tables(p):
-            stored = _stored(conn, table, columns, p)
+            stored = set() if fresh else _stored(conn, table, columns, p)
             at = [columns.index(c) for c in key]
             conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
                              [tuple(r[i] for i in at) for r in stored - set(rows)])

@@ -22,7 +22,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
-from deploytrack.metrics import compute, days, facts, fold, gcpause, incidents
+from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Connection, derived
 from deploytrack.timeutil import DAY
@@ -39,6 +39,9 @@ _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the
 # every row it is given, far past tens of milliseconds (fixed writes of 5,000 rows measured best, RESULTS.md).
 _MOST_ROWS_PER_WRITE = 5_000
 WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
+# A bulk first build (metrics/first_build.py: nothing else uses the database) writes in large transactions.
+_BULK_SECONDS = 1.0
+_BULK_MOST_ROWS = 200_000
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -161,10 +164,11 @@ class Sized:
     touches to the WAL again (and checkpoints it again). The time is the whole `write` call, a paced
     caller's rest and the writer's queue included, so in the server the writes come out smaller."""
 
-    def __init__(self, write: Write) -> None:
+    def __init__(self, write: Write, bulk: bool = False) -> None:
         self._write = write
         self.rows = _ROWS_PER_WRITE  # rows the next write is to be given
         self._per_row = 0.0  # seconds a row: the last write's if slower, else halfway to it
+        self._seconds, self._most = (_BULK_SECONDS, _BULK_MOST_ROWS) if bulk else (WRITE_SECONDS, _MOST_ROWS_PER_WRITE)
 
     def write(self, rows: int, fn: Callable[..., T], *args: Any) -> T:
         """`write(fn, *args)`, a transaction of `rows` rows, timed."""
@@ -172,8 +176,8 @@ class Sized:
         result: T = self._write(fn, *args)
         per_row = (time.perf_counter() - began) / max(rows, 1)
         self._per_row = max(per_row, (self._per_row + per_row) / 2)
-        fit = int(WRITE_SECONDS / max(self._per_row, 1e-9))
-        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, 2 * self.rows, fit))
+        fit = int(self._seconds / max(self._per_row, 1e-9))
+        self.rows = max(_ROWS_PER_WRITE, min(self._most, 2 * self.rows, fit))
         return result
 
     def groups(self, plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[tuple[int, list[Any]]]:
@@ -219,10 +223,29 @@ def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
 
 
 @derived
+def write_fresh_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
+    """Facts into tables that held none (a bulk first build); the day totals follow once (`write_all_days`)."""
+    return facts.apply(conn, planned, fresh=True)
+
+
+@derived
+def write_all_days(conn: Connection) -> None:
+    """The day totals of every fact (a bulk first build, once its facts are written)."""
+    days.apply_all(conn)
+
+
+@derived
 def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, defer_moves: bool
                   ) -> tuple[list[tuple[fold.Key, int]], fold.Moves]:
     """Refolded deployment records (`fold.apply`)."""
     return fold.apply(conn, plans, top_seq, defer_moves)
+
+
+@derived
+def write_fresh_records(conn: Connection, planned: list[fold.Fresh], top_seq: int
+                        ) -> tuple[set[fold.Key], fold.Moves]:
+    """New records of a bulk first build (`fold.insert_fresh`)."""
+    return fold.insert_fresh(conn, planned, top_seq)
 
 
 @derived
@@ -245,30 +268,36 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
+def _fresh_plans(conn: Connection, product: str) -> list[fold.Fresh]:
+    return fold.plan_fresh(conn, product)
+
+
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
     return sorted(fold.plan(conn, keys), key=_EARLIEST)
 
 
-def refresh(read: Read, write: Write, settings: Settings, full: bool = False, aside: bool = False) -> Summary:
+def refresh(read: Read, write: Write, settings: Settings, full: bool = False, aside: bool = False,
+            bulk: bool = False) -> Summary:
     """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`).
 
     `aside`: a large full round (a first build) plans in a child process on a connection of its own to
-    `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database."""
+    `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database.
+    `bulk`: nothing else uses the database (`first_build.alone`), so a first build writes the tables it
+    finds empty in bulk (metrics/first_build.py)."""
     summary = Summary()
+    if read(first_build.pending):  # a bulk first build was stopped: its indexes first
+        write(first_build.restore)
     changes: Changes = read(what_changed, full, write(settled_seq))
     if changes.nothing:
         return summary
     big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
+    bulk = bulk and changes.first
     # (a big round: the collector off while millions of plan tuples come in, see gcpause)
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
-        _refold(read, write, plans, changes, summary)
-        per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
-        sized_facts = Sized(write)
-        for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE))
-                                  for part in _chunks(sorted(changes.partitions.items()), per_read)]):
-            for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
-                summary.partitions += sized_facts.write(rows, write_facts, group)
+        _refold(read, write, plans, changes, summary, bulk and read(first_build.eligible, first_build.RECORDS))
+        _refacts(read, write, plans, changes, summary, big,
+                 bulk and read(first_build.eligible, first_build.FACTS))
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
@@ -278,13 +307,34 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     return summary
 
 
+def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
+             summary: Summary, big: bool, bulk: bool) -> None:
+    """Re-derive the facts and day totals of the product/environments noted (`bulk`: into empty tables, their
+    indexes dropped meanwhile, the day totals summed once at the end)."""
+    per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
+    sized_facts = Sized(write, bulk)
+    if bulk:
+        write(first_build.drop, first_build.FACTS)
+    for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE, not bulk))
+                              for part in _chunks(sorted(changes.partitions.items()), per_read)]):
+        for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
+            summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
+    if bulk:
+        write(write_all_days)
+        write(first_build.restore)
+
+
 def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-            summary: Summary) -> None:
-    """Refold the changed keys (every key, product by product, if `changes.full`), noting the facts to redo."""
+            summary: Summary, bulk: bool = False) -> None:
+    """Refold the changed keys (every key, product by product, if `changes.full`), noting the facts to redo
+    (`bulk`: into an empty table, its indexes and the events' by record dropped meanwhile)."""
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
     calls: list[aside_mod.Call] = [(_key_plans, (dict(chunk),)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
         calls = [(_fold_plans, (product,)) for product in read(fold.all_products)]
+    if bulk:
+        _refold_fresh(read, write, plans, changes, summary)
+        return
     moves: fold.Moves = []
     records = Sized(write)
     for planned in plans.map(calls):
@@ -302,13 +352,33 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
         moved.write(rows, write_moves, chunk)
 
 
+def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
+                  summary: Summary) -> None:
+    """A bulk first build's records: every product's new records in one transaction each (time order), its
+    events pointed at them afterwards in seq order, the indexes dropped meanwhile (metrics/first_build.py)."""
+    write(first_build.drop, first_build.RECORDS)
+    moves: fold.Moves = []
+    for planned in plans.map([(_fresh_plans, (product,)) for product in read(fold.all_products)]):
+        keys, pointed = write(write_fresh_records, planned, changes.top_seq)
+        moves += pointed
+        summary.keys_refolded += len(keys)
+        for product, environment, _ in keys:
+            changes.touch((product, environment), fold.EVER)
+    moves.sort()
+    moved = Sized(write, bulk=True)
+    for rows, chunk in moved.groups(moves, _one_row):
+        moved.write(rows, write_moves, chunk)
+    write(first_build.restore)
+
+
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
-                  computed_at: int, full: bool = False, aside: bool = False) -> tuple[int, int, int]:
+                  computed_at: int, full: bool = False, aside: bool = False, bulk: bool = False
+                  ) -> tuple[int, int, int]:
     """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day.
 
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
-    refresh(read, write, settings, full, aside)
+    refresh(read, write, settings, full, aside, bulk)
     earliest = read(compute.earliest_day)  # days before any data have no snapshots
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
     if start is None or start > last_day:
