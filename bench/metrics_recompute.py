@@ -158,7 +158,7 @@ def stages() -> Stages:
                "fold write": (fold, "apply"), "event moves": (fold, "move_events"),
                "fold plan (bulk)": (fold, "plan_fresh"), "fold write (bulk)": (fold, "insert_fresh"),
                "indexes dropped": (first_build, "drop"),
-               "indexes made": (first_build, "restore"), "day totals write (bulk)": (days, "apply_all"),
+               "indexes made": (first_build, "restore"),
                "facts plan": (facts, "plan"), "facts write": (facts, "apply"),
                "day totals write": (days, "apply"), "links": (incidents, "plan_links"),
                "windows": (metrics, "snapshot_rows"), "snapshot write": (metrics, "write_snapshots")}

@@ -224,14 +224,10 @@ def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
 
 @derived
 def write_fresh_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
-    """Facts into tables that held none (a bulk first build); the day totals follow once (`write_all_days`)."""
-    return facts.apply(conn, planned, fresh=True)
-
-
-@derived
-def write_all_days(conn: Connection) -> None:
-    """The day totals of every fact (a bulk first build, once its facts are written)."""
-    days.apply_all(conn)
+    """Facts into tables that held none of them (a bulk first build) and their day totals, in one transaction."""
+    count = facts.apply(conn, planned, fresh=True)
+    days.apply(conn, planned)
+    return count
 
 
 @derived
@@ -260,6 +256,7 @@ class Summary:
     partitions: int = 0
     links: int = 0
     planned_aside: int = 0  # plans the child process made (a first build's, metrics/aside.py)
+    bulk: tuple[str, ...] = ()  # tables a first build wrote in bulk (metrics/first_build.py)
 
 
 def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
@@ -295,9 +292,11 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     # (a big round: the collector off while millions of plan tuples come in, see gcpause)
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
-        _refold(read, write, plans, changes, summary, bulk and read(first_build.eligible, first_build.RECORDS))
-        _refacts(read, write, plans, changes, summary, big,
-                 bulk and read(first_build.eligible, first_build.FACTS))
+        bulk_records = bulk and read(first_build.eligible, first_build.RECORDS)
+        _refold(read, write, plans, changes, summary, bulk_records)
+        bulk_facts = bulk and read(first_build.eligible, first_build.FACTS)
+        _refacts(read, write, plans, changes, summary, big, bulk_facts)
+        summary.bulk = (first_build.RECORDS if bulk_records else ()) + (first_build.FACTS if bulk_facts else ())
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
@@ -310,7 +309,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
 def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
              summary: Summary, big: bool, bulk: bool) -> None:
     """Re-derive the facts and day totals of the product/environments noted (`bulk`: into empty tables, their
-    indexes dropped meanwhile, the day totals summed once at the end)."""
+    indexes not led by the product dropped meanwhile)."""
     per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
     sized_facts = Sized(write, bulk)
     if bulk:
@@ -320,7 +319,6 @@ def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline
         for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
             summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
     if bulk:
-        write(write_all_days)
         write(first_build.restore)
 
 
