@@ -27,6 +27,7 @@ RECORDS = ("deployments",)
 FACTS = ("deployment_facts", "metric_lead_facts", "metric_days")
 _PRODUCT_LED = re.compile(r"\bON\s+\w+\s*\(\s*product\s*[,)]", re.IGNORECASE)
 _DROPPED = "first_build_indexes"  # kv: {name: sql} of the indexes a bulk first build dropped
+_AUTOCHECKPOINT = 1000  # pages: SQLite's default, a command's connection's (`drop` suspends it)
 
 
 def alone(db: str) -> bool:
@@ -78,7 +79,10 @@ def _indexes(conn: Connection, tables: tuple[str, ...]) -> dict[str, str]:
 
 
 def drop(conn: Connection, tables: tuple[str, ...]) -> None:
-    """Drop the secondary indexes of `tables`, noting their definitions in the same transaction (SQLite)."""
+    """Drop the secondary indexes of `tables`, noting their definitions in the same transaction (SQLite).
+    Until `restore`, this connection checkpoints no more by itself: the planning process's snapshots keep
+    the log from being reset, so past the threshold nearly every COMMIT would copy pages back again."""
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     found = _indexes(conn, tables)
     _keep(conn, {**_dropped(conn), **found})
     for name in sorted(found):
@@ -86,7 +90,10 @@ def drop(conn: Connection, tables: tuple[str, ...]) -> None:
 
 
 def restore(conn: Connection) -> int:
-    """Create every index a bulk first build dropped (one a killed build left dropped included); how many."""
+    """Create every index a bulk first build dropped (one a killed build left dropped included); how many.
+    The connection checkpoints again as SQLite does by default (the next COMMIT copies the log back)."""
+    if conn.backend == "sqlite":
+        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")
     dropped = _dropped(conn)
     for _, sql in sorted(dropped.items()):
         conn.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
