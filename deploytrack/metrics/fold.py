@@ -259,18 +259,17 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
     return written, []
 
 
-def insert_fresh(conn: Connection, planned: Iterable[Fresh], snapshot_top: int) -> tuple[set[Key], Moves]:
+def insert_fresh(conn: Connection, planned: Iterable[Fresh], snapshot_top: int) -> tuple[set[Key], dict[int, int]]:
     """Write new records (`plan_fresh`) with fresh ids, in the order given (inside the writer's transaction),
-    but none of a key that got events after the snapshot. Returns the keys written and the events' moves,
-    for `move_events`."""
+    but none of a key that got events after the snapshot. Returns the keys written and each of their events'
+    new record id by seq, for `move_events`."""
     late = _late_keys(conn, snapshot_top)
     fresh = [f for f in planned if f[0][:3] not in late]
     ids = deployment_ids.new(conn, len(fresh))
     conn.executemany(f"INSERT INTO deployments ({', '.join(_RECORD_COLUMNS)}) "
                      f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})",
                      [(i, *row) for i, (row, _) in zip(ids, fresh, strict=True)])
-    return {row[:3] for row, _ in fresh}, [(seq, i, None) for i, (_, seqs) in zip(ids, fresh, strict=True)
-                                           for seq in seqs]
+    return {row[:3] for row, _ in fresh}, {seq: i for i, (_, seqs) in zip(ids, fresh, strict=True) for seq in seqs}
 
 
 def move_events(conn: Connection, moves: Moves) -> None:

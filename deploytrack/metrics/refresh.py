@@ -42,6 +42,7 @@ WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIG
 # A bulk first build (metrics/first_build.py: nothing else uses the database) writes in large transactions.
 _BULK_SECONDS = 1.0
 _BULK_MOST_ROWS = 200_000
+_BULK_MOVES = 100_000  # events pointed at their records a transaction
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -239,7 +240,7 @@ def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, def
 
 @derived
 def write_fresh_records(conn: Connection, planned: list[fold.Fresh], top_seq: int
-                        ) -> tuple[set[fold.Key], fold.Moves]:
+                        ) -> tuple[set[fold.Key], dict[int, int]]:
     """New records of a bulk first build (`fold.insert_fresh`)."""
     return fold.insert_fresh(conn, planned, top_seq)
 
@@ -355,17 +356,16 @@ def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.I
     """A bulk first build's records: every product's new records in one transaction each (time order), its
     events pointed at them afterwards in seq order, the indexes dropped meanwhile (metrics/first_build.py)."""
     write(first_build.drop, first_build.RECORDS)
-    moves: fold.Moves = []
+    moves: dict[int, int] = {}  # event seq -> its record's id
     for planned in plans.map([(_fresh_plans, (product,)) for product in read(fold.all_products)]):
         keys, pointed = write(write_fresh_records, planned, changes.top_seq)
-        moves += pointed
+        moves.update(pointed)
         summary.keys_refolded += len(keys)
         for product, environment, _ in keys:
             changes.touch((product, environment), fold.EVER)
-    moves.sort()
-    moved = Sized(write, bulk=True)
-    for rows, chunk in moved.groups(moves, _one_row):
-        moved.write(rows, write_moves, chunk)
+    seqs = sorted(moves)
+    for start in range(0, len(seqs), _BULK_MOVES):
+        write(write_moves, [(seq, moves[seq], None) for seq in seqs[start:start + _BULK_MOVES]])
     write(first_build.restore)
 
 
