@@ -126,8 +126,10 @@ def test_metrics_recompute_builds_in_bulk_only_on_a_file_nothing_else_has_open(t
     _consistent(db)
 
 
-@pytest.mark.parametrize("stop", ["write_fresh_records", "write_moves", "write_fresh_facts"])
-def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_path: Path, stop: str) -> None:
+@pytest.mark.parametrize(("stop", "nth"), [(refresh.write_fresh_records, 2), (refresh.write_moves, 1),
+                                           (first_build.restore, 2), (refresh.write_fresh_facts, 2)])
+def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_path: Path, stop: object,
+                                                                            nth: int) -> None:
     db = _nothing_derived(tmp_path, "stopped.db")
     clean = tmp_path / "clean.db"
     shutil.copy(db, clean)
@@ -136,11 +138,11 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_
     read, write = dbmod.on_connection(conn)
     seen = 0
 
-    def stops_midway(fn: object, *args: object) -> object:  # at the second write of its kind
+    def stops_midway(fn: object, *args: object) -> object:  # at the nth write of its kind
         nonlocal seen
-        if fn is getattr(refresh, stop):
+        if fn is stop:
             seen += 1
-            if seen == 2:
+            if seen == nth:
                 raise Stopped
         return write(fn, *args)
 

@@ -89,22 +89,23 @@ def drop(conn: Connection, tables: tuple[str, ...]) -> None:
         conn.execute(f"DROP INDEX {name}")
 
 
-def restore(conn: Connection) -> int:
-    """Create every index a bulk first build dropped (one a killed build left dropped included); how many.
-    The connection checkpoints again as SQLite does by default (the next COMMIT copies the log back)."""
-    if conn.backend == "sqlite":
-        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")
-    dropped = _dropped(conn)
-    for _, sql in sorted(dropped.items()):
+def dropped(conn: Connection) -> list[str]:
+    """The indexes a bulk first build dropped that are still to be made (a killed build's included)."""
+    return sorted(_dropped(conn))
+
+
+def restore(conn: Connection, name: str) -> None:
+    """Create one index a bulk first build dropped (a transaction each: a sort of up to a second at three
+    million events). Once none is left, the connection checkpoints again as SQLite does by default (the
+    next COMMIT copies the log back)."""
+    left = _dropped(conn)
+    sql = left.pop(name, None)
+    if sql is not None:
         conn.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
                      .replace("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1))
-    _keep(conn, {})
-    return len(dropped)
-
-
-def pending(conn: Connection) -> bool:
-    """Whether indexes a bulk first build dropped are still to be created (read-only)."""
-    return bool(_dropped(conn))
+        _keep(conn, left)
+    if not left and conn.backend == "sqlite" and conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0:
+        conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")  # (the connection that dropped them)
 
 
 def eligible(conn: Connection, tables: tuple[str, ...]) -> bool:

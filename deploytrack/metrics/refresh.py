@@ -283,8 +283,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     `bulk`: nothing else uses the database (`first_build.alone`), so a first build writes the tables it
     finds empty in bulk (metrics/first_build.py)."""
     summary = Summary()
-    if read(first_build.pending):  # a bulk first build was stopped: its indexes first
-        write(first_build.restore)
+    _restore_indexes(read, write)  # (a bulk first build was stopped midway: its indexes first)
     changes: Changes = read(what_changed, full, write(settled_seq))
     if changes.nothing:
         return summary
@@ -320,7 +319,7 @@ def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline
         for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
             summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
     if bulk:
-        write(first_build.restore)
+        _restore_indexes(read, write)
 
 
 def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
@@ -366,7 +365,13 @@ def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.I
     seqs = sorted(moves)
     for start in range(0, len(seqs), _BULK_MOVES):
         write(write_moves, [(seq, moves[seq], None) for seq in seqs[start:start + _BULK_MOVES]])
-    write(first_build.restore)
+    _restore_indexes(read, write)
+
+
+def _restore_indexes(read: Read, write: Write) -> None:
+    """Make the indexes a bulk first build dropped, one transaction each."""
+    for name in read(first_build.dropped):
+        write(first_build.restore, name)
 
 
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
