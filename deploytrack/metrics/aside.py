@@ -71,15 +71,21 @@ class Aside:
         except (EOFError, OSError):
             self._inbox.put(_GONE)
 
-    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None) -> Iterator[Any]:
         """The result of each call, in no particular order. The child takes calls from the front, one
-        ahead; when it has no result ready, this process runs one from the back itself rather than wait."""
+        ahead; when it has no result ready, this process does a step of `idle` (other work of the round,
+        while it has some: it returns False once it has none) or else runs a call from the back itself
+        rather than wait."""
         todo = deque(calls)
         asked = 0
         while todo and asked < _AHEAD:
             self._send(todo.popleft())
             asked += 1
         while asked or todo:
+            if asked and self._inbox.empty() and idle is not None:
+                if idle():
+                    continue
+                idle = None
             if not asked or (todo and self._inbox.empty()):
                 fn, args = todo.pop()
                 yield self._read(fn, *args)
@@ -134,7 +140,8 @@ class Inline:
     def __init__(self, read: Callable[..., Any]) -> None:
         self._read = read
 
-    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None) -> Iterator[Any]:
+        """(`idle` is not called: the caller does its other work afterwards.)"""
         return (self._read(fn, *args) for fn, args in calls)
 
     def __enter__(self) -> Inline:

@@ -240,7 +240,7 @@ def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, def
 
 @derived
 def write_fresh_records(conn: Connection, planned: list[fold.Fresh], top_seq: int
-                        ) -> tuple[set[fold.Key], dict[int, int]]:
+                        ) -> tuple[set[fold.Key], dict[int, int], dict[int, fold.Sent]]:
     """New records of a bulk first build (`fold.insert_fresh`)."""
     return fold.insert_fresh(conn, planned, top_seq)
 
@@ -293,9 +293,13 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
         bulk_records = bulk and read(first_build.eligible, first_build.RECORDS)
-        _refold(read, write, plans, changes, summary, bulk_records)
+        fresh = _refold_fresh(read, write, plans, changes, summary) if bulk_records else None
+        if fresh is None:
+            _refold(read, write, plans, changes, summary)
         bulk_facts = bulk and read(first_build.eligible, first_build.FACTS)
-        _refacts(read, write, plans, changes, summary, big, bulk_facts)
+        _refacts(read, write, plans, changes, summary, big, bulk_facts, fresh)
+        if fresh is not None:
+            fresh.finish()
         summary.bulk = (first_build.RECORDS if bulk_records else ()) + (first_build.FACTS if bulk_facts else ())
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
@@ -307,32 +311,32 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
 
 
 def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-             summary: Summary, big: bool, bulk: bool) -> None:
+             summary: Summary, big: bool, bulk: bool, fresh: _Fresh | None = None) -> None:
     """Re-derive the facts and day totals of the product/environments noted (`bulk`: into empty tables, their
-    indexes not led by the product dropped meanwhile)."""
+    indexes not led by the product dropped meanwhile; `fresh`: a bulk build's records, whose events are
+    pointed at them while the facts are planned, whenever this process has no plan to write)."""
     per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
     sized_facts = Sized(write, bulk)
     if bulk:
         write(first_build.drop, first_build.FACTS)
-    for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE, not bulk))
-                              for part in _chunks(sorted(changes.partitions.items()), per_read)]):
+    calls: list[aside_mod.Call] = []
+    for part in _chunks(sorted(changes.partitions.items()), per_read):
+        sent = None if fresh is None else fresh.sent_of({product for (product, _), _ in part})
+        calls.append((facts.planned, (dict(part), _ROWS_PER_WRITE, not bulk, sent)))
+    for planned in plans.map(calls, None if fresh is None else fresh.step):
         for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
             summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
-    if bulk:
+    if bulk and fresh is None:
         _restore_indexes(read, write)
 
 
 def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-            summary: Summary, bulk: bool = False) -> None:
-    """Refold the changed keys (every key, product by product, if `changes.full`), noting the facts to redo
-    (`bulk`: into an empty table, its indexes and the events' by record dropped meanwhile)."""
+            summary: Summary) -> None:
+    """Refold the changed keys (every key, product by product, if `changes.full`), noting the facts to redo."""
     keys = sorted(changes.keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
     calls: list[aside_mod.Call] = [(_key_plans, (dict(chunk),)) for chunk in _chunks(keys, _KEYS_PER_READ)]
     if changes.full:
         calls = [(_fold_plans, (product,)) for product in read(fold.all_products)]
-    if bulk:
-        _refold_fresh(read, write, plans, changes, summary)
-        return
     moves: fold.Moves = []
     records = Sized(write)
     for planned in plans.map(calls):
@@ -350,22 +354,54 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
         moved.write(rows, write_moves, chunk)
 
 
+class _Fresh:
+    """What a bulk first build has left to do once its records are written: point the events at them (in seq
+    order, a transaction of _BULK_MOVES at a time) and make the indexes it dropped; and what the records'
+    events sent, for the facts."""
+
+    def __init__(self, read: Read, write: Write) -> None:
+        self._read, self._write = read, write
+        self.moves: dict[int, int] = {}  # event seq -> its record's id
+        self.sent: dict[str, facts.Sent] = {}  # product -> what its records' events sent
+        self._seqs: list[int] | None = None
+        self._start = 0
+
+    def sent_of(self, products: set[str]) -> facts.Sent:
+        return {dep: rows for product in sorted(products) for dep, rows in self.sent.get(product, {}).items()}
+
+    def step(self) -> bool:
+        """Point the next events at their records; False once all are."""
+        if self._seqs is None:
+            self._seqs = sorted(self.moves)
+        chunk = self._seqs[self._start:self._start + _BULK_MOVES]
+        if not chunk:
+            return False
+        self._write(write_moves, [(seq, self.moves[seq], None) for seq in chunk])
+        self._start += len(chunk)
+        return True
+
+    def finish(self) -> None:
+        while self.step():
+            pass
+        _restore_indexes(self._read, self._write)
+
+
 def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-                  summary: Summary) -> None:
-    """A bulk first build's records: every product's new records in one transaction each (time order), its
-    events pointed at them afterwards in seq order, the indexes dropped meanwhile (metrics/first_build.py)."""
+                  summary: Summary) -> _Fresh:
+    """A bulk first build's records: every product's new records in one transaction each (time order), the
+    indexes not led by the product dropped meanwhile (metrics/first_build.py). Its events are pointed at them
+    later (`_Fresh`)."""
     write(first_build.drop, first_build.RECORDS)
-    moves: dict[int, int] = {}  # event seq -> its record's id
+    fresh = _Fresh(read, write)
     for planned in plans.map([(_fresh_plans, (product,)) for product in read(fold.all_products)]):
-        keys, pointed = write(write_fresh_records, planned, changes.top_seq)
-        moves.update(pointed)
+        keys, pointed, sent = write(write_fresh_records, planned, changes.top_seq)
+        fresh.moves.update(pointed)
         summary.keys_refolded += len(keys)
         for product, environment, _ in keys:
             changes.touch((product, environment), fold.EVER)
-    seqs = sorted(moves)
-    for start in range(0, len(seqs), _BULK_MOVES):
-        write(write_moves, [(seq, moves[seq], None) for seq in seqs[start:start + _BULK_MOVES]])
-    _restore_indexes(read, write)
+        for product in {product for product, _, _ in keys}:  # (one: a plan is a product's)
+            fresh.sent.setdefault(product, {}).update(sent)
+    return fresh
 
 
 def _restore_indexes(read: Read, write: Write) -> None:
