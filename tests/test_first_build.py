@@ -33,6 +33,12 @@ def _nothing_derived(tmp_path: Path, name: str) -> Path:
     with dbmod.transaction(conn):  # as an import of bare events leaves it
         conn.execute("DELETE FROM deployments")
         conn.execute("UPDATE events SET deployment_id = NULL")
+        # commit times and `commits` lists sent with deployments (lead times measured from them)
+        conn.execute("UPDATE events SET commit_time = occurred_at - 3600000000 - seq WHERE kind = 'deployment' "
+                     "AND seq % 7 = 0")
+        conn.execute("""UPDATE events SET metadata = '{"commits": [{"sha": "' || printf('%040x', seq % 97) ||
+                        '", "repository": "repo/lib", "committed_at": "2026-0' || (seq % 9 + 1) || '-01T00:00:00Z"}]}'
+                        WHERE kind = 'deployment' AND metadata IS NULL AND seq % 11 = 0""")
     conn.close()
     return db
 
