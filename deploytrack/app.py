@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,6 +35,7 @@ from deploytrack.storage.database import Database, password_for
 from deploytrack.storage.event_search import SearchIndexer
 from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import api, html, metrics_api, pages, products_api, rules_api
+from deploytrack.web.connections import native_refusal
 from deploytrack.web.guards import RequestGuards, unavailable
 from deploytrack.web.http import RateLimiter, error_response, redact_access_log
 from deploytrack.web.links import commit_url, safe_href
@@ -214,6 +216,11 @@ class Deploytrack(Starlette):
         # paths only an API takes: another method there is refused in that API's shape (GET /events is a page)
         self.api_only = set(self.ingestion) - {getattr(r, "path", None) for r in routes}
 
+    def refusal_body(self, path: str | None, error: DeploytrackError) -> bytes:
+        """A refusal answered below the application (web.connections), in the shape of the API at `path`."""
+        found = self.ingestion.get(path) if path is not None else None
+        return orjson.dumps(found[0].dialect.error_body(error)) if found else native_refusal(path, error)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.ingestion.get(scope["path"]) if scope["type"] == "http" and not scope.get("root_path") else None
         if found is None or (scope["method"] not in found[1] and scope["path"] not in self.api_only):
@@ -232,7 +239,7 @@ class Deploytrack(Starlette):
         await response(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> Deploytrack:
     """The ASGI application for `settings`; its lifespan opens the database and background jobs."""
     state = App(settings)
     state.background.append(SearchIndexer(state.db))

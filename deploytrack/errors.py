@@ -51,6 +51,14 @@ class Conflict(DeploytrackError):
     status, code = 409, "conflict"
 
 
+class RequestTimeout(DeploytrackError):
+    status, code = 408, "request_timeout"
+
+
+class HeaderFieldsTooLarge(DeploytrackError):
+    status, code = 431, "request_header_fields_too_large"
+
+
 class PayloadTooLarge(DeploytrackError):
     status, code = 413, "payload_too_large"
 

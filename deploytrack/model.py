@@ -19,6 +19,12 @@ from deploytrack.errors import BadRequest
 from deploytrack.settings import Settings
 from deploytrack.timeutil import TimeBounds, parse_timestamp
 
+# A name (product, environment, version, a client's run id, a SHA) is a key of the database's indexes, and
+# PostgreSQL indexes an entry of at most 2,704 bytes; the widest index holds four names. So a name is
+# bounded in UTF-8 bytes as well as in characters, on both backends alike.
+MAX_NAME_BYTES = 512
+MAX_KEY_BYTES = 2048  # a client key longer than this is stored as its hash (`client_key`)
+
 KINDS = ("deployment", "build", "config_change", "comment", "cron", "custom")
 STATUSES = ("pending", "started", "completed", "failed", "aborted")
 UNASSIGNED = "unassigned"
@@ -67,9 +73,11 @@ def client_key(token_id: int, dialect: str, *parts: str | None) -> str:
     """The de-duplication key of a client-supplied id (Versioner invoke_id, DevGrid build_id).
 
     Scoped to the sending token: another token re-sending the same id is another client's event.
-    A JSON array, so no separator inside a product or environment name can make two keys equal.
+    A JSON array, so no separator inside a product or environment name can make two keys equal; past
+    MAX_KEY_BYTES its SHA-256 instead (names escaped in JSON can grow it past what an index holds).
     """
-    return orjson.dumps([token_id, dialect, *parts]).decode()
+    key = orjson.dumps([token_id, dialect, *parts])
+    return key.decode() if len(key) <= MAX_KEY_BYTES else "sha256:" + hashlib.sha256(key).hexdigest()
 
 
 # Stable ids of products, environments and versions: UUIDv5 of the names in this namespace, so the
@@ -199,6 +207,14 @@ class Fields:
         if "\x00" in value:
             raise BadRequest(f"Field '{self._name(key)}' contains a NUL character", self._name(key))
         return value or None
+
+    def name(self, key: builtins.str, required: bool = False, allow_number: bool = False,
+             max_bytes: int = MAX_NAME_BYTES) -> builtins.str | None:
+        """`str` for a name the database indexes: a product, environment, version, run id or SHA."""
+        value = self.str(key, required=required, allow_number=allow_number)
+        if value is not None and len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
+            raise BadRequest(f"Field '{self._name(key)}' is longer than {max_bytes} bytes (UTF-8)", self._name(key))
+        return value
 
     def time(self, key: builtins.str, parse: Callable[[Any, builtins.str], int] = parse_timestamp) -> int | None:
         """A timestamp field as epoch µs, refused when outside the accepted span (Limits.times).

@@ -588,3 +588,16 @@ def test_incident_is_not_resent_after_a_lost_answer(server: tuple[LiveServer, st
     assert "after 2 attempts: HTTP 502" in result.stderr  # 503 retried (not processed); 502 not (maybe processed)
     assert len(proxy.keys) == 2 and proxy.forwarded == 1
     assert len(incidents_of(live, token, name)) == 1
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[deploytrack.internal]", "http://]x"])
+def test_a_url_the_standard_library_cannot_parse_warns_and_wrap_still_runs_the_command(tmp_path: Path,
+                                                                                      url: str) -> None:
+    marker = tmp_path / "ran"
+    env = {"DEPLOYTRACK_URL": url, "DEPLOYTRACK_TOKEN": "dt_hidden"}
+    sent = run_client("send", "deployment", "--product", "web", "--environment", "prod", "--version", "1", *FAST,
+                      env=env)
+    assert sent.returncode == 0 and "invalid server URL" in sent.stderr and "Traceback" not in sent.stderr
+    wrapped = run_client("wrap", "--product", "web", "--environment", "prod", "--version", "1", *FAST, "--",
+                         *py(f"open({str(marker)!r}, 'w').close(); raise SystemExit(7)"), env=env)
+    assert wrapped.returncode == 7 and marker.exists() and "Traceback" not in wrapped.stderr

@@ -5,7 +5,8 @@ sets `Content-Type: application/json`), the integration key sent as **`apiKey`**
 `new Date().toISOString()` (or the pull request's `merged_at`), `customDetails`, top-level `userName`
 and `repository`, and `links`. The step fails unless the answer is exactly 202. Three shapes: a
 custom event (`custom-event` input), a push, a merged pull request. The integration key's pipeline is
-a deploytrack token with a default product and environment.
+a deploytrack token with a default product and environment. The action itself has no URL input (it
+posts to api.ilert.com): docs/api.md says so, and these are the requests a copy pointed here sends.
 """
 
 from __future__ import annotations

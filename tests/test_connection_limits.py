@@ -14,7 +14,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from tests.conftest import LiveServer, auth, create_token
+from tests.conftest import LiveServer, auth, create_token, query
 
 pytestmark = [pytest.mark.sqlite_only]
 
@@ -148,25 +148,35 @@ def test_a_silent_connection_is_closed_after_the_header_timeout(server):
     assert 1.8 < time.monotonic() - started < 4
 
 
-def test_a_body_slower_than_the_minimum_rate_is_cut_and_nothing_is_stored(server, tmp_path):
+DEVGRID_EVENT = {"type": "event-deploy", "entityId": "slow", "attributes": {"env": "prod", "status": "success"}}
+
+
+@pytest.mark.parametrize("path,body,message_of", [
+    ("/events", {"events": [DEVGRID_EVENT]}, lambda e: set(e) == {"statusCode", "error", "message"} and e["message"]),
+    ("/deployment-events/", {"product_name": "slow", "version": "1", "environment_name": "prod", "status": "success"},
+     lambda e: set(e) == {"detail"} and e["detail"]),
+    ("/api/v1/commits", [{"sha": "a" * 40, "committed_at": "2024-01-01T00:00:00Z"}],
+     lambda e: set(e) == {"error"} and e["error"]["code"] == "request_timeout" and e["error"]["message"]),
+])
+def test_a_body_slower_than_the_minimum_rate_is_cut_in_the_apis_shape_and_nothing_is_stored(server, path, body,
+                                                                                            message_of):
     live, token = server
-    event = {"type": "event-deploy", "entityId": "slow", "attributes": {"env": "prod", "status": "success"}}
-    body = orjson.dumps({"events": [event]})
+    raw = orjson.dumps(body)
     sock = connect(live)
-    sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"x-api-key: " + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % (len(body) + 20000))
+    sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"x-api-key: " + token.encode() + b"\r\nAuthorization: Bearer " + token.encode() +
+                 b"\r\nContent-Length: %d\r\n\r\n" % (len(raw) + 20000))
     started = time.monotonic()
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        for i in range(0, len(body), 8):  # 16 bytes a second, far under 1 KiB/s
-            sock.sendall(body[i:i + 8])
+        for i in range(0, len(raw), 8):  # 16 bytes a second, far under 1 KiB/s
+            sock.sendall(raw[i:i + 8])
             time.sleep(0.5)
             if time.monotonic() - started > 6:
                 break
     status, error = answer(read_all(sock))
-    assert status == 408 and "bytes a second" in str(error["error"])
+    assert status == 408 and "bytes a second" in message_of(error), error
     assert time.monotonic() - started < 6
-    events = httpx.get(live.url + "/api/v1/events", headers=auth(token)).json()["events"]
-    assert events == []
+    assert query(live.db, "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM commits)") == [(0,)]
 
 
 def test_a_large_body_at_normal_speed_is_accepted(server):

@@ -236,3 +236,32 @@ def test_incident_hooks_have_the_incident_apis_limits(live_server, db_path):
     refused(post(live_server, og_path, alert, {"Authorization": f"Bearer {og_secret}"}), "alert.entity",
             "longer than 4096")
     assert query(db_path, "SELECT COUNT(*) FROM incidents") == [(3,)]
+
+
+def test_names_from_payloads_are_held_to_the_apis_512_bytes(live_server, db_path):
+    """Product, environment, SHA and ids become indexed names: past 512 bytes of UTF-8 a 400 names the field
+    as the source sent it (PostgreSQL cannot index such an entry), below it they are stored whole."""
+    wide = "é" * 257  # 514 bytes in UTF-8, 257 characters
+    gh_path, gh_secret, _ = hd.create_hook(db_path, "github")
+    body = hd.github_deployment_status("success", 1, at(0, 0, 1))
+    body["repository"]["full_name"] = "octo-org/" + wide
+    refused(github(live_server, gh_path, gh_secret, "deployment_status", body), "repository.full_name", "512 bytes")
+    refused(github(live_server, gh_path, gh_secret, "deployment_status",
+                   hd.github_deployment_status("success", 1, at(0, 0, 1), sha=wide)), "deployment.sha", "512 bytes")
+    gl_path, gl_secret, _ = hd.create_hook(db_path, "gitlab", "--product", "diaspora")
+    refused(post(live_server, gl_path, hd.gitlab_deployment("success", gitlab_time(now_us() - 60_000_000),
+                                                            environment=wide),
+                 {"X-Gitlab-Event": "Deployment Hook", "X-Gitlab-Token": gl_secret}), "environment", "512 bytes")
+    send = pagerduty_sender(live_server, db_path)
+    event = hd.pagerduty_event("incident.triggered", "e1", at(0, 0, 10), at(0, 0, 10))
+    event["event"]["data"]["service"]["summary"] = wide
+    refused(send(event), "event.data.service.summary", "512 bytes")
+    og_path, og_secret, _ = hd.create_hook(db_path, "opsgenie")
+    alert = hd.opsgenie_alert("Create", (now_us() - 60_000_000) // 1000)
+    alert["alert"]["entity"] = wide
+    refused(post(live_server, og_path, alert, {"Authorization": f"Bearer {og_secret}"}), "alert.entity", "512 bytes")
+    am_path, am_secret, _ = hd.create_hook(db_path, "alertmanager")
+    group = hd.alertmanager_group("firing", at(0, 0, 10), labels={"service": wide})
+    refused(post(live_server, am_path, group, {"Authorization": f"Bearer {am_secret}"}), "alerts[0].labels.service",
+            "512 bytes")
+    assert stored(db_path) == (0, 0, 0, 0)

@@ -37,3 +37,15 @@ def test_the_event_list_page_shares_a_path_with_devgrid_and_keeps_its_own_answer
     assert page.status_code == 303 and page.headers["location"].startswith("/signin")  # the page's sign-in
     resp = httpx.put(live_server.url + "/events", headers=auth(token), timeout=10)
     assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"  # the native shape
+
+
+@pytest.mark.parametrize("method,path,status", [("PUT", "/api/v1/events", 405), ("PUT", "/api/v1/commits", 405),
+                                                ("PATCH", "/api/v1/metrics", 405), ("PUT", "/api/v1/nothing", 404)])
+def test_a_native_path_refuses_a_method_it_does_not_take_by_routing_whatever_the_content_type(live_server, token,
+                                                                                             method, path, status):
+    resp = httpx.request(method, live_server.url + path, headers={**auth(token), "Content-Type": "text/plain"},
+                         content=b"x", timeout=10)
+    assert resp.status_code == status and ("allow" in resp.headers) == (status == 405), resp.text
+    taken = httpx.post(live_server.url + "/api/v1/commits", headers={**auth(token), "Content-Type": "text/plain"},
+                       content=b"x", timeout=10)
+    assert taken.status_code == 415 and taken.json()["error"]["field"] == "Content-Type"  # a route that takes it

@@ -3,6 +3,8 @@ metadata keys (400), each configurable with a clear message; and the per-token r
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -145,3 +147,73 @@ def test_rate_limit_covers_the_native_api_for_bearer_tokens(make_client, token) 
     resp = client.get("/api/v1/events", headers=auth(token))
     assert resp.status_code == 429 and resp.json()["error"]["code"] == "rate_limited"
     assert int(resp.headers["retry-after"]) >= 1
+
+
+# Each API's fields that are names (indexed: PostgreSQL indexes at most 2,704 bytes of an entry), in its
+# own body: (the base body, where a field sits in it); bodies are built fresh for every request.
+NAME_FIELDS = {
+    "versioner": ["product_name", "version", "environment_name", "invoke_id", "scm_sha", "change_id"],
+    "quanta": ["product", "environment", "version"],
+    "devgrid": ["events[0].entityId", "events[0].attributes.env", "events[0].attributes.version",
+                "events[0].attributes.build_id", "events[0].attributes.build_commit_sha",
+                "events[0].attributes.change_id"],
+    "ilert": ["customDetails.service", "customDetails.environment", "customDetails.version", "customDetails.sha"],
+}
+EMOJI = [chr(c) for c in range(0x1F300, 0x1F600)]  # 4 bytes each in UTF-8
+
+
+def name_of(n_bytes: int, seed: int) -> str:
+    """Random text (so no database compresses it) of exactly `n_bytes` in UTF-8, mostly 4-byte characters."""
+    rnd = random.Random(seed)
+    wide = "".join(rnd.choice(EMOJI) for _ in range(n_bytes // 4 - 1))
+    return wide + "".join(rnd.choice(string.ascii_letters) for _ in range(n_bytes - len(wide.encode())))
+
+
+def named_request(client: Any, token: str, name: str, values: dict[str, str]) -> Any:
+    bodies = {
+        "versioner": {"product_name": "lim", "version": "1", "environment_name": "prod", "status": "success"},
+        "quanta": {"type": "code_deploy", "content": "c"},
+        "devgrid": {"events": [{"type": "event-deploy", "entityId": "lim", "attributes": {"env": "prod",
+                                                                                      "status": "success"}}]},
+        "ilert": {"integrationKey": token, "summary": "s", "customDetails": {}},
+    }
+    body: Any = bodies[name]
+    for path, value in values.items():
+        *parents, last = path.replace("[0]", ".0").split(".")
+        place = body
+        for part in parents:
+            place = place[int(part)] if part.isdigit() else place[part]
+        place[last] = value
+    paths = {"versioner": "/deployment-events/", "quanta": "/api/events/push", "devgrid": "/events",
+             "ilert": "/api/deployment-events"}
+    headers = {"versioner": auth(token), "quanta": {"Authorization": f"Token {token}"},
+               "devgrid": {"x-api-key": token}, "ilert": {}}
+    return client.post(paths[name], json=body, headers=headers[name])
+
+
+@pytest.mark.parametrize("name", NAME_FIELDS)
+def test_names_of_512_bytes_are_stored_on_both_backends_and_513_refused(client, token, name: str) -> None:
+    fields = NAME_FIELDS[name]
+    values = {field: name_of(512, i) for i, field in enumerate(fields)}
+    assert named_request(client, token, name, values).status_code in (200, 201, 202)
+    assert client.get("/api/v1/metrics", headers=auth(token)).status_code == 200  # facts hold the names too
+    for i, field in enumerate(fields):
+        resp = named_request(client, token, name, {**values, field: name_of(513, 100 + i)})
+        assert resp.status_code == 400, resp.text
+        assert message(resp) == f"Field '{field}' is longer than 512 bytes (UTF-8)"
+    assert stored(client) == 1
+
+
+def test_a_client_key_escaped_past_what_an_index_holds_is_hashed_and_still_dedupes(client, token) -> None:
+    # Quotes and control characters take 2 to 6 bytes each in the key's JSON, which grows past MAX_KEY_BYTES.
+    rnd = random.Random(7)
+    escaped = ['"', "\\", *map(chr, range(1, 32))]
+    values = {key: "".join(rnd.choice(escaped) + rnd.choice(escaped) + rnd.choice(EMOJI) for _ in range(80)) + "x"
+              for key in ("product_name", "environment_name", "invoke_id")}
+    first = named_request(client, token, "versioner", values)
+    assert first.status_code == 200, first.text
+    again = named_request(client, token, "versioner", values)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert stored(client) == 1
+    key = client.portal.call(client.app.state.deploytrack.db.fetchone, "SELECT client_key FROM events")[0]
+    assert key.startswith("sha256:") and len(key) == 71

@@ -64,7 +64,7 @@ def test_products_and_environments_page_by_cursor(live_server, token):
 
 
 def test_a_name_as_long_as_ingestion_takes_is_found_and_paged_past(live_server, token):
-    long = [n * 3000 for n in ("a", "b")]  # ingestion takes names up to max_field_chars (4,096)
+    long = [n * 512 for n in ("a", "b")]  # the longest names ingestion takes (model.MAX_NAME_BYTES)
     for name in long:
         send(live_server, token, name, "1", "production", "success", at(1))
     first = get(live_server, token, "/api/v1/products", limit=1).json()
@@ -81,3 +81,19 @@ def test_bad_parameters_and_no_token(live_server, token):
         assert resp.status_code == 400 and resp.json()["error"]["field"] in ("limit", "cursor"), (path, params)
     for path in ("/api/v1/products", "/api/v1/products/shop", "/api/v1/environments"):
         assert httpx.get(live_server.url + path, timeout=10).status_code == 401
+
+
+def test_a_product_with_more_environments_than_listed_names_the_rest_on_request(live_server, token):
+    envs = [f"env-{i:02d}" for i in range(52)]
+    batch = [{"type": "event-deploy", "entityId": "wide", "attributes": {"env": e, "status": "success",
+                                                                          "version": e}} for e in [*envs, "prod"]]
+    resp = httpx.post(live_server.url + "/events", json={"events": batch}, headers={"x-api-key": token}, timeout=10)
+    assert resp.status_code == 201, resp.text
+    listed = get(live_server, token, "/api/v1/products/wide").json()
+    assert len(listed["environments"]) == 50 and listed["more_environments"] is True
+    named = get(live_server, token, "/api/v1/products/wide", environment=["env-51", "prod", "nowhere"]).json()
+    assert [(e["environment"], e["version"]) for e in named["environments"]] == [
+        ("production", "prod"), ("env-51", "env-51")]  # production first; the alias folded, as ingestion does
+    for bad in ([""], [f"e{i}" for i in range(51)]):
+        resp = get(live_server, token, "/api/v1/products/wide", environment=bad)
+        assert resp.status_code == 400 and resp.json()["error"]["field"] == "environment"

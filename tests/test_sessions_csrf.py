@@ -187,3 +187,14 @@ def test_any_csrf_cookie_or_value_is_403_or_a_fresh_form(app, token, value):
             assert resp.status_code in (400, 403), (path, payload[:40], resp.status_code)
     resp = client.post("/api/v1/incidents", json=INCIDENT, headers={"Cookie": cookie, "X-CSRF-Token": value})
     assert resp.status_code in (401, 403)
+
+
+@pytest.mark.parametrize("path", ["/signin", "/signout"])
+def test_a_page_form_past_its_size_is_413_as_a_page_without_signing_in(app, token, path):
+    app.cookies.clear()
+    app.get("/signin")  # the CSRF cookie
+    body = f"csrf={app.cookies.get('dt_csrf')}&token={token}&next=/&pad=".encode() + b"x" * 20_000
+    resp = app.post(path, content=body, follow_redirects=False,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 413 and "larger than 16384 bytes" in resp.text, resp.text[:300]
+    assert resp.headers["content-type"].startswith("text/html") and "dt_session" not in resp.cookies

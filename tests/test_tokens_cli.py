@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
+import time
 
 import pytest
 
-from tests.conftest import auth, create_token, run_cli
+from deploytrack.storage.staging import EVENT_COLUMNS
+from tests.conftest import auth, create_token, query, run_cli
 
 
 @pytest.mark.sqlite_only
@@ -65,3 +68,45 @@ def test_env_var_sets_db(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPLOYTRACK_DB", str(target))
     code, _ = run_cli("token", "create", "x", "--secret-only", "--create")
     assert code == 0 and target.exists()
+
+
+@pytest.mark.parametrize("command", [("token", "create", "t1", "--scope", "ingest"), ("hook", "create", "github")])
+@pytest.mark.parametrize("flags,said", [
+    (("--product", "p" * 513), "'--product' is longer than 512 bytes"),
+    (("--environment", "   "), "'--environment' must not be empty"),
+    (("--product", "bad\x00name"), "'--product' contains a NUL character"),
+])
+def test_a_default_product_or_environment_follows_the_apis_rules_for_names(db_path, capsys, command, flags, said):
+    create_token(db_path, "reader", "read")  # the database exists
+    code, _ = run_cli(*command, *flags, "--db", str(db_path))
+    assert code == 2 and said in capsys.readouterr().err
+    code, _ = run_cli(*command, "--product", "  shop  ", "--db", str(db_path))
+    assert code == 0  # a name with spaces around it is stored stripped, as the APIs store it
+    assert query(db_path, "SELECT product FROM tokens WHERE product IS NOT NULL") == [("shop",)]
+
+
+def test_metrics_show_names_its_own_flag(db_path, capsys):
+    create_token(db_path, "reader", "read")
+    code, _ = run_cli("metrics", "show", "--window", "45d", "--db", str(db_path))
+    assert code == 2 and capsys.readouterr().err.strip() == "deploytrack: --window must be 7d, 30d, 90d"
+
+
+@pytest.mark.sqlite_only
+def test_listing_commands_read_a_database_another_process_is_writing(db_path, client, token, caplog):
+    assert client.post("/deployment-events/", headers=auth(token), json={
+        "product_name": "shop", "version": "1", "environment_name": "prod", "status": "success"}).status_code == 200
+    columns = ", ".join(EVENT_COLUMNS)  # the event as a server leaves it staged, not yet projected
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a server holds the write lock
+    holder.execute(f"INSERT INTO event_log ({columns}) SELECT {columns} FROM events")
+    holder.execute("DELETE FROM events")
+    try:
+        for argv in (("token", "list"), ("hook", "list"), ("rule", "list")):
+            started = time.monotonic()
+            code, out = run_cli(*argv, "--db", str(db_path))
+            assert code == 0 and time.monotonic() - started < 2, argv  # not the 5 s busy timeout
+        assert "ci" in run_cli("token", "list", "--db", str(db_path))[1]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

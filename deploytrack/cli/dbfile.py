@@ -41,15 +41,16 @@ def require_existing(db: str, create: bool | None = None) -> None:
     raise Refusal(f"no database at {db}; check --db, or create it with {how}")
 
 
-def open_database(settings: Settings, create: bool | None = None) -> dbmod.Connection:
-    """A connection to the settings' database with its migrations applied, or a one-line Refusal saying why not."""
+def open_database(settings: Settings, create: bool | None = None, events: bool = True) -> dbmod.Connection:
+    """A connection to the settings' database with its migrations applied, or a one-line Refusal saying why not
+    (`events`: the command reads events, so what a server staged is projected first)."""
     db = settings.db
     require_existing(db, create)
     password = password_for(settings)
     with refusing(db):
         if not pg.is_url(db):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        return dbmod.open_migrated(db, password)
+        return dbmod.open_migrated(db, password, project=events)
 
 
 def password_for(settings: Settings) -> str | None:

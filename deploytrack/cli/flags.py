@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from deploytrack.model import Fields, Limits
 from deploytrack.settings import SETTINGS, Settings, load_settings
 
 # The settings every command that opens the database takes.
@@ -22,6 +23,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | N
             parser.add_argument(flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=s.help)
         else:
             parser.add_argument(flag, dest=s.name, default=None, metavar=s.name.upper(), help=s.help)
+
+
+def default_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """A token's or hook's --product and --environment by the APIs' rules for names (stripped, bounded;
+    given but empty is refused): a BadRequest naming the flag."""
+    values = {f"--{flag}": getattr(args, flag) for flag in ("product", "environment")}
+    f = Fields(values, Limits())
+    return (f.name("--product", required=values["--product"] is not None),
+            f.name("--environment", required=values["--environment"] is not None))
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

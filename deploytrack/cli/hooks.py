@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from deploytrack.cli.dbfile import open_database
-from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
-from deploytrack.errors import Conflict
+from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, default_names, settings_from
+from deploytrack.errors import BadRequest, Conflict
 from deploytrack.hooks import registry
 from deploytrack.hooks.endpoint import SOURCES, path
 from deploytrack.settings import Settings
@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    conn = open_database(settings, create=True)  # a hook may be made before the first `serve`
+    conn = open_database(settings, create=True, events=False)  # a hook may be made before the first `serve`
     try:
         if args.hook_command == "create":
             return _create(conn, settings, args)
@@ -55,14 +55,19 @@ def _create(conn: Any, settings: Settings, args: argparse.Namespace) -> int:
         print(f"deploytrack: a hook secret is 8 to {MAX_SECRET} characters", file=sys.stderr)
         return 2
     try:
+        product, environment = default_names(args)
+    except BadRequest as exc:
+        print(f"deploytrack: {exc.message}", file=sys.stderr)
+        return 2
+    try:
         with dbmod.transaction(conn):
-            hook_id = registry.create(conn, args.source, secret, args.product, args.environment, now_us())
+            hook_id = registry.create(conn, args.source, secret, product, environment, now_us())
     except Conflict as exc:
         print(f"deploytrack: {exc.message}", file=sys.stderr)
         return 1
     print(f"Created {args.source} hook {hook_id}"
-          f"{' for product ' + args.product if args.product else ''}"
-          f"{' (environment ' + args.environment + ')' if args.environment else ''}.")
+          f"{' for product ' + product if product else ''}"
+          f"{' (environment ' + environment + ')' if environment else ''}.")
     print(f"URL:    {settings.base_url}{path(args.source, hook_id)}")
     print(f"Secret: {secret}")
     print("The secret is shown only this once. Setup: docs/hooks/" + SOURCES[args.source].NAME + ".md")

@@ -104,8 +104,8 @@ def _fmt(metric: dict[str, Any], kind: str) -> str:
 def _show(conn: Any, settings: Any, args: argparse.Namespace, bulk: bool = False) -> int:
     try:
         window = window_param(args.window)
-    except BadRequest as exc:
-        print(f"deploytrack: {exc.message}", file=sys.stderr)
+    except BadRequest:
+        print(f"deploytrack: --window must be {', '.join(f'{w}d' for w in metrics.WINDOWS)}", file=sys.stderr)
         return 2
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)

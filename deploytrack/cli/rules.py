@@ -89,7 +89,7 @@ def cmd_rule(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = open_database(settings, getattr(args, "create", None))
+    conn = open_database(settings, getattr(args, "create", None), events=False)
     try:
         return _ACTIONS[args.rule_command](conn, args, settings)
     except BadRequest as error:

@@ -39,8 +39,9 @@ def run(settings: Settings) -> int:
     # uvicorn's protocol for it); the event loop stays asyncio's: uvloop holds the GIL through its
     # socket calls, and the database writer thread then waits longer for it after each SQLite call
     # (writer busy 630 -> 400 us per request with asyncio, bench/RESULTS.md).
-    config = uvicorn.Config(app, log_level=settings.log_level, loop="asyncio", http=protocol_class(limits),
-                            ws="none", access_log=settings.log_level == "debug", server_header=False,
+    config = uvicorn.Config(app, log_level=settings.log_level, loop="asyncio",
+                            http=protocol_class(limits, app.refusal_body), ws="none",
+                            access_log=settings.log_level == "debug", server_header=False,
                             timeout_keep_alive=settings.keep_alive_timeout,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     server = uvicorn.Server(config)

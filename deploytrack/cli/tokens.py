@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from deploytrack.cli.dbfile import open_database
-from deploytrack.errors import Conflict
+from deploytrack.cli.flags import default_names
+from deploytrack.errors import BadRequest, Conflict
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import ingest as store
@@ -15,7 +16,7 @@ from deploytrack.web.auth import hash_secret, new_secret
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    conn = open_database(settings, getattr(args, "create", None))
+    conn = open_database(settings, getattr(args, "create", None), events=False)
     try:
         if args.token_command == "create":
             return _create(conn, args)
@@ -31,11 +32,16 @@ def _create(conn: dbmod.Connection, args: argparse.Namespace) -> int:
     if not name or len(name) > 100:
         print("deploytrack: a token name is 1 to 100 characters", file=sys.stderr)
         return 2
+    try:
+        product, environment = default_names(args)
+    except BadRequest as exc:
+        print(f"deploytrack: {exc.message}", file=sys.stderr)
+        return 2
     scopes = sorted(set(args.scope or ["ingest"]))
     secret = new_secret()
     try:
         with dbmod.transaction(conn):
-            store.insert_token(conn, name, hash_secret(secret), scopes, args.product, args.environment, now_us())
+            store.insert_token(conn, name, hash_secret(secret), scopes, product, environment, now_us())
     except Conflict as exc:
         print(f"deploytrack: {exc.message}", file=sys.stderr)
         return 1
@@ -43,8 +49,8 @@ def _create(conn: dbmod.Connection, args: argparse.Namespace) -> int:
         print(secret)
     else:
         print(f"Created token {name!r} with scopes {', '.join(scopes)}."
-              f"{' Default product: ' + args.product + '.' if args.product else ''}"
-              f"{' Default environment: ' + args.environment + '.' if args.environment else ''}")
+              f"{' Default product: ' + product + '.' if product else ''}"
+              f"{' Default environment: ' + environment + '.' if environment else ''}")
         print("Its secret is shown only this once; store it now:")
         print(secret)
     return 0

@@ -94,7 +94,10 @@ def join_url(server: str, path: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL without any user:password part."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL the standard library parses (an unclosed IPv6 bracket): cut at its last '@'
+        return "***@" + url.rsplit("@", 1)[1] if "@" in url else url
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
@@ -126,8 +129,8 @@ def send(target: Target, request: Request) -> Outcome:
 
 
 def _attempt(target: Target, request: Request, data: bytes, attempts: int) -> tuple[Outcome, float | None]:
-    req = urllib.request.Request(request.url, data=data, headers=request.headers, method=request.method)
     try:
+        req = urllib.request.Request(request.url, data=data, headers=request.headers, method=request.method)
         with _opener.open(req, timeout=target.timeout) as resp:
             return Outcome(True, resp.status, _decode(resp.read()), None, attempts), None
     except urllib.error.HTTPError as exc:

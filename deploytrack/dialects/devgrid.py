@@ -26,6 +26,7 @@ EVENT_TYPE = "event-deploy"
 ATTRIBUTES = {"build_commit_sha": "scm_sha", "change_id": "change_id", "build_id": "build_id",
               "build_url": "build_url", "description": "summary", "initiator": "actor", "version": "version",
               "build_number": "build_number", "branch": "scm_branch", "repository": "scm_repository"}
+_NAMES = frozenset({"scm_sha", "change_id", "build_id", "version"})  # event fields the database indexes
 _ATTRIBUTE_OF = {field: name for name, field in ATTRIBUTES.items()}  # an event's field -> the attribute it came from
 # The document's bash template sends BUILD_ID="${BUILD_ID:-unknown}": a placeholder names no run, so
 # it cannot tell a re-send from the next deployment and is no de-duplication key.
@@ -66,18 +67,19 @@ def _event(item: Any, index: int, token: Token, ctx: Context) -> Event:
     kind = f.str("type", required=True)
     if kind != EVENT_TYPE:
         raise BadRequest(f"Field '{prefix}type' must be '{EVENT_TYPE}'", prefix + "type")
-    entity = f.str("entityId", required=True, allow_number=True) or ""
+    entity = f.name("entityId", required=True, allow_number=True) or ""
     raw_attributes = f.raw("attributes")
     if raw_attributes is None:
         raise BadRequest(f"Field '{prefix}attributes' is required", prefix + "attributes")
     attrs = Fields(raw_attributes, ctx.limits, prefix=prefix + "attributes.")
-    env = attrs.str("env", required=True)
+    env = attrs.name("env", required=True)
     status_value = attrs.raw("status")
     if status_value is None:
         raise BadRequest(f"Field '{prefix}attributes.status' is required", prefix + "attributes.status")
     status, status_raw = normalize_status(status_value, prefix + "attributes.status")
     # Only the attributes present are read (an absent one is None either way): batches are large.
-    values = {field: attrs.str(name, allow_number=True) for name, field in ATTRIBUTES.items() if name in attrs.body}
+    values = {field: (attrs.name if field in _NAMES else attrs.str)(name, allow_number=True)
+              for name, field in ATTRIBUTES.items() if name in attrs.body}
     event = Event(
         dialect=NAME, kind="deployment", product=entity, environment_raw=env, status=status, status_raw=status_raw,
         occurred_at=f.time("timestamp"), commit_time=attrs.time("commit_timestamp"), **values)

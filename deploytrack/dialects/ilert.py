@@ -47,7 +47,8 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f.used.update(KEY_FIELDS)  # the credential: never stored
     summary = f.str("summary", required=True, max_chars=ctx.limits.max_summary_chars)
     details = Fields(f.obj("customDetails") or {}, ctx.limits, prefix="customDetails.")
-    found = {field: _first(keys, f, details, allow_number=field == "version") for field, keys in DETAILS.items()}
+    found = {field: _first(keys, f, details, allow_number=field == "version", name=field != "scm_repository")
+             for field, keys in DETAILS.items()}
     event = Event(
         dialect=NAME, kind="deployment", product=ctx.product_or_default(found["product"], token),
         environment_raw=found["environment"] or token.environment, version=found["version"],
@@ -59,11 +60,11 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     return [event]
 
 
-def _first(keys: tuple[str, ...], *places: Fields, allow_number: bool) -> str | None:
-    """The first of `keys` present, looking at the top level before customDetails."""
+def _first(keys: tuple[str, ...], *places: Fields, allow_number: bool, name: bool) -> str | None:
+    """The first of `keys` present, looking at the top level before customDetails (`name`: an indexed one)."""
     for place in places:
         for key in keys:
-            if (value := place.str(key, allow_number=allow_number)) is not None:
+            if (value := (place.name if name else place.str)(key, allow_number=allow_number)) is not None:
                 return value
     return None
 

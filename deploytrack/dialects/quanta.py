@@ -43,8 +43,8 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         raise BadRequest(f"Field 'type' must be one of {', '.join(TYPES)}; got {kind_name[:64]!r}", "type")
     content = f.str("content", max_chars=ctx.limits.max_summary_chars)
     event = Event(
-        dialect=NAME, kind=TYPES[kind_name], product=ctx.product_or_default(f.str("product"), token),
-        environment_raw=f.str("environment") or token.environment, version=f.str("version", allow_number=True),
+        dialect=NAME, kind=TYPES[kind_name], product=ctx.product_or_default(f.name("product"), token),
+        environment_raw=f.name("environment") or token.environment, version=f.name("version", allow_number=True),
         summary=content, actor=f.str("user"),
         occurred_at=f.time("timestamp"),
     )

@@ -39,9 +39,9 @@ def payload(request: Request, raw: bytes) -> Any:
 
 def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
-    product = f.str("product_name", required=True) or ""
-    version = f.str("version", required=True, allow_number=True)
-    environment = f.str("environment_name", required=ctx.kind == "deployment")
+    product = f.name("product_name", required=True) or ""
+    version = f.name("version", required=True, allow_number=True)
+    environment = f.name("environment_name", required=ctx.kind == "deployment")
     status_value = f.raw("status")
     if status_value is None:
         raise BadRequest("Field 'status' is required", "status")
@@ -50,10 +50,10 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     event = Event(
         dialect=NAME, kind=ctx.kind, product=product, version=version, environment_raw=environment,
         status=status, status_raw=status_raw, actor=f.str(who) or f.str(who + "_email") or f.str(who + "_name"),
-        scm_branch=f.str("scm_branch"), scm_sha=f.str("scm_sha"), scm_repository=f.str("scm_repository"),
+        scm_branch=f.str("scm_branch"), scm_sha=f.name("scm_sha"), scm_repository=f.str("scm_repository"),
         build_url=f.str("build_url") or f.str("deploy_url"), build_number=f.str("build_number", allow_number=True),
-        source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
-        summary=f.str("description") or f.str("summary"), change_id=f.str("change_id"),
+        source_system=f.str("source_system"), invoke_id=f.name("invoke_id", allow_number=True),
+        summary=f.str("description") or f.str("summary"), change_id=f.name("change_id"),
         occurred_at=_event_time(f, status),
         commit_time=f.time("commit_timestamp"),
     )

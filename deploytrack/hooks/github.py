@@ -17,6 +17,7 @@ from deploytrack.hooks.model import (
     delivery_id,
     ignored,
     json_body,
+    name,
     nested,
     text,
 )
@@ -51,22 +52,22 @@ def _deployment_status(data: dict[str, Any], ctx: Context, delivery: str | None)
     state = text(status, "state") or ""
     if state not in STATES:
         return ignored(f"deployment state {state[:64]!r} is not used", delivery)
-    sha = text(deployment, "sha")
-    environment = text(status, "environment") or text(deployment, "environment") or ctx.hook.environment
+    sha = name(deployment, "sha")
+    environment = name(status, "environment") or name(deployment, "environment") or ctx.hook.environment
     creator = nested(status, "creator") if status.body.get("creator") else nested(deployment, "creator")
     links = [{"href": url, "text": "environment"} for url in [text(status, "environment_url")] if url]
-    full_name = text(repo, "full_name")
+    full_name = name(repo, "full_name")
     event = Event(
-        dialect=NAME, kind="deployment", product=ctx.product(full_name, text(repo, "name")),
-        status=STATES[state], status_raw=state, version=sha[:12] if sha else text(deployment, "ref"),
+        dialect=NAME, kind="deployment", product=ctx.product(full_name, name(repo, "name")),
+        status=STATES[state], status_raw=state, version=sha[:12] if sha else name(deployment, "ref"),
         environment_raw=environment, scm_sha=sha, scm_branch=text(deployment, "ref"), scm_repository=full_name,
-        build_url=text(status, "log_url") or text(status, "target_url"), invoke_id=text(deployment, "id"),
+        build_url=text(status, "log_url") or text(status, "target_url"), invoke_id=name(deployment, "id"),
         actor=text(creator, "login"), source_system="github",
         summary=text(status, "description", ctx.limits.max_summary_chars)
         or text(deployment, "description", ctx.limits.max_summary_chars),
         occurred_at=status.time("created_at"), links=links or None,
         metadata=check_metadata({k: v for k, v in {
-            "deployment_task": text(deployment, "task"), "github_deployment_status_id": text(status, "id"),
+            "deployment_task": text(deployment, "task"), "github_deployment_status_id": name(status, "id"),
             "deployment_payload": deployment.raw("payload") or None}.items() if v}, ctx.limits, "deployment.payload"),
     )
     if not environment:

@@ -20,6 +20,7 @@ from deploytrack.hooks.model import (
     delivery_id,
     ignored,
     json_body,
+    name,
     nested,
     text,
 )
@@ -54,21 +55,21 @@ def _deployment(data: Fields, ctx: Context, delivery: str | None) -> Delivery:
     if status not in STATUSES:
         return ignored(f"deployment status {status[:64]!r} is not used", delivery)
     project, user = nested(data, "project"), nested(data, "user")
-    environment = text(data, "environment") or ctx.hook.environment
+    environment = name(data, "environment") or ctx.hook.environment
     if not environment:
         return ignored("the deployment names no environment", delivery)
     # The payload carries only the short SHA; the commit URL ends with the full one.
     match = _FULL_SHA.search(text(data, "commit_url") or "")
-    short_sha = text(data, "short_sha")
+    short_sha = name(data, "short_sha")
     sha = match.group(1) if match else short_sha
-    deployment = text(data, "deployment_id")
+    deployment = name(data, "deployment_id")
     links = [{"href": url, "text": "environment"} for url in [text(data, "environment_external_url")] if url]
-    path = text(project, "path_with_namespace")
+    path = name(project, "path_with_namespace")
     event = Event(
-        dialect=NAME, kind="deployment", product=ctx.product(path, text(project, "name")),
+        dialect=NAME, kind="deployment", product=ctx.product(path, name(project, "name")),
         status=STATUSES[status], status_raw=status, version=(sha or "")[:12] or None, environment_raw=environment,
         scm_sha=sha, scm_repository=path, build_url=text(data, "deployable_url"),
-        build_id=text(data, "deployable_id"), invoke_id=deployment, source_system="gitlab",
+        build_id=name(data, "deployable_id"), invoke_id=deployment, source_system="gitlab",
         actor=text(user, "username") or text(user, "name"),
         summary=text(data, "commit_title", ctx.limits.max_summary_chars),
         occurred_at=data.time("status_changed_at", status_time), links=links or None,

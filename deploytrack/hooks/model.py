@@ -99,6 +99,11 @@ def text(f: Fields, key: str, max_chars: int | None = None) -> str | None:
     return f.str(key, allow_number=True, max_chars=max_chars)
 
 
+def name(f: Fields, key: str) -> str | None:
+    """`text` for a name the database indexes (a repository, environment, SHA or id): bounded in bytes too."""
+    return f.name(key, allow_number=True)
+
+
 CLIP_MARK = " [clipped]"
 
 

@@ -20,6 +20,7 @@ from deploytrack.hooks.model import (
     ignored,
     incident_data,
     json_body,
+    name,
     nested,
     prose,
     text,
@@ -52,7 +53,7 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
     fields = incident_data(
         ctx, {"product": "alert.entity", "title": "alert.message", "severity": "alert.priority",
               "opened_at": "alert.createdAt"},
-        product=ctx.product(text(alert, "entity")), environment=ctx.hook.environment,
+        product=ctx.product(name(alert, "entity")), environment=ctx.hook.environment,
         title=prose(alert, "message") or f"Opsgenie alert {alert_id}", opened_at=opened,
         severity=text(alert, "priority"),
         metadata={k: v for k, v in {"source": "opsgenie", "alert_id": alert_id, "tiny_id": text(alert, "tinyId"),

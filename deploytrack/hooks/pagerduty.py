@@ -20,6 +20,7 @@ from deploytrack.hooks.model import (
     ignored,
     incident_data,
     json_body,
+    name,
     nested,
     prose,
     text,
@@ -53,7 +54,7 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
     fields = incident_data(
         ctx, {"product": "event.data.service.summary", "title": "event.data.title", "severity": severity_from,
               "opened_at": "event.data.created_at" if data.body.get("created_at") is not None else "event.occurred_at"},
-        product=ctx.product(text(service, "summary")), environment=ctx.hook.environment,
+        product=ctx.product(name(service, "summary")), environment=ctx.hook.environment,
         title=prose(data, "title") or f"PagerDuty incident {incident_id}", opened_at=opened,
         severity=text(priority, "summary") or text(data, "urgency"), metadata=_metadata(data, incident_id))
     state = STATES[kind]

@@ -35,6 +35,9 @@ from deploytrack.storage.database import Connection
 from deploytrack.timeutil import DAY, day_start_us, to_iso
 
 WINDOWS = (7, 30, 90)
+# The daily series reaches back at most this many days (GET /api/v1/metrics' `days`): older snapshots are
+# neither computed nor kept, so an event backfilled years back costs at most this many days of them.
+SNAPSHOT_DAYS = 400
 SCOPE_KINDS = ("overall", "product", "environment", "product_environment")
 __all__ = ["BANDS_SOURCE", "DAY", "WINDOWS", "Facts", "Scope", "compute", "live", "load_facts", "snapshot_rows",
            "write_snapshots", "earliest_day", "to_iso"]
@@ -467,16 +470,20 @@ def _metrics(window: int, completed: int, attempts: int, failed: int, failures: 
 # -- snapshots --------------------------------------------------------------------------------
 
 
-def history_keys(conn: Connection) -> set[tuple[str, str]]:
-    """Every (product, environment) that has had finished deployments or incidents, ever."""
-    rows = conn.execute("SELECT DISTINCT product, environment FROM metric_days UNION "
-                        "SELECT DISTINCT product, COALESCE(environment, '') FROM incidents")
-    return {(r[0], r[1]) for r in rows}
+def history_keys(conn: Connection) -> dict[tuple[str, str], int]:
+    """Every (product, environment) that has had finished deployments or incidents, with its first day."""
+    rows = conn.execute("SELECT product, environment, MIN(day) FROM metric_days GROUP BY product, environment "
+                        "UNION ALL SELECT product, COALESCE(environment, ''), MIN(opened_at) FROM incidents "
+                        "GROUP BY product, COALESCE(environment, '')")
+    first: dict[tuple[str, str], int] = {}
+    for product, environment, at in rows:
+        key, day = (product, environment), day_start_us(at)
+        first[key] = min(first.get(key, day), day)
+    return first
 
 
 def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
-    """overall, and every product, environment and product/environment pair among `keys`: a scope that
-    ever had data has a snapshot every day, whatever range a run computes."""
+    """overall, and every product, environment and product/environment pair among `keys`."""
     keys = sorted(keys)
     products = sorted({p for p, _ in keys})
     envs = sorted({e for _, e in keys if e})
@@ -484,6 +491,19 @@ def all_scopes(keys: Iterable[tuple[str, str]]) -> list[Scope]:
     return [Scope("overall"), *(Scope("product", p) for p in products),
             *(Scope("environment", "", e) for e in envs),
             *(Scope("product_environment", p, e) for p, e in pairs)]
+
+
+def scope_starts(first: dict[tuple[str, str], int], production: frozenset[str]) -> dict[Scope, int]:
+    """Each scope's first day with data: the first day of the (product, environment) keys it holds. A scope
+    has a snapshot every day from then on, and none before (a product first seen today has no history)."""
+    starts: dict[Scope, int] = {}
+    for (product, environment), day in first.items():
+        envs = [environment] if environment else sorted(production)  # (an incident without one: production)
+        for scope in (Scope("overall"), Scope("product", product), *(Scope("environment", "", e) for e in envs),
+                      *(Scope("product_environment", product, e) for e in envs)):
+            if scope.holds(product, environment, production):
+                starts[scope] = min(starts.get(scope, day), day)
+    return starts
 
 
 def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day: int,
@@ -495,14 +515,17 @@ def snapshot_rows(conn: Connection, settings: Settings, first_day: int, last_day
         first, last = (first_day - since) // DAY, (last_day - since) // DAY
         rows = []
         texts: dict[int, list[str]] = {}  # scopes over the same data share one series, so one JSON text each
-        scopes = all_scopes(history_keys(conn) | facts.keys())
+        first_days = history_keys(conn)
+        starts = scope_starts(first_days, settings.production_set)
+        scopes = all_scopes(first_days.keys() | facts.keys())
         for (scope, window), series in compute(facts, settings, scopes, first, last).items():
             dumped = texts.get(id(series))
             if dumped is None:
                 dumped = texts[id(series)] = [orjson.dumps(data).decode() for data in series]
-            for offset, text in enumerate(dumped):
-                rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window, text,
-                             computed_at))
+            skip = max(0, (starts.get(scope, last_day + DAY) - first_day) // DAY)  # no data yet: none
+            for offset in range(skip, len(dumped)):
+                rows.append((first_day + offset * DAY, scope.kind, scope.product, scope.environment, window,
+                             dumped[offset], computed_at))
     return rows
 
 
@@ -510,19 +533,32 @@ def write_snapshots(conn: Connection, rows: list[tuple[Any, ...]], first_day: in
     """Replace the snapshots of days first_day..last_day with `rows` (inside the writer's transaction).
 
     A stored row whose numbers come out the same is left as it is (with the computed_at of the run
-    that first computed them); the others are written, and scopes no longer computed are deleted.
+    that first computed them); the others are written, and a scope's stored days that `rows` does not
+    hold (it is no longer computed, or starts later) are deleted.
     """
-    scopes = {row[1:4] for row in rows}
-    gone = [(first_day, last_day, *r) for r in conn.execute(
+    starts: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = row[1:4]
+        starts[key] = min(starts.get(key, row[0]), row[0])
+    gone = [(first_day, starts.get(tuple(r), last_day + 1), *r) for r in conn.execute(
         "SELECT DISTINCT scope, product, environment FROM metric_snapshots WHERE day >= ? AND day <= ?",
-        (first_day, last_day)).fetchall() if tuple(r) not in scopes]
-    conn.executemany("DELETE FROM metric_snapshots WHERE day >= ? AND day <= ? AND scope = ? AND product = ? "
+        (first_day, last_day)).fetchall() if starts.get(tuple(r), last_day + 1) > first_day]
+    conn.executemany("DELETE FROM metric_snapshots WHERE day >= ? AND day < ? AND scope = ? AND product = ? "
                      "AND environment = ?", gone)
     conn.executemany("INSERT INTO metric_snapshots (day, scope, product, environment, window_days, data, computed_at) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, scope, product, environment, window_days) "
                      "DO UPDATE SET data = excluded.data, computed_at = excluded.computed_at "
                      "WHERE metric_snapshots.data <> excluded.data", rows)
     return len(rows)
+
+
+def drop_snapshots(conn: Connection, before: int, limit: int) -> int:
+    """Delete up to `limit` of the snapshots of days before `before` (older than SNAPSHOT_DAYS), oldest
+    first; how many."""
+    return conn.execute(
+        "DELETE FROM metric_snapshots WHERE (day, scope, product, environment, window_days) IN (SELECT day, scope, "
+        "product, environment, window_days FROM metric_snapshots WHERE day < ? ORDER BY day LIMIT ?)",
+        (before, limit)).rowcount
 
 
 def live(conn: Connection, settings: Settings, scope: Scope, window: int, now: int) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
     if not partial or "title" in f.body:
         out["title"] = f.str("title", required=True)
     if "product" in f.body or not partial:
-        product = f.str("product", required=partial or not (f.body.get("change_id") or f.body.get("deployment_id")))
+        product = f.name("product", required=partial or not (f.body.get("change_id") or f.body.get("deployment_id")))
         if product is not None:
             out["product"] = product
     for key in ("severity", "change_id"):

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
@@ -413,21 +413,30 @@ def _restore_indexes(read: Read, write: Write) -> None:
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
                   computed_at: int, full: bool = False, aside: bool = False, bulk: bool = False
                   ) -> tuple[int, int, int]:
-    """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day.
+    """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day,
+    within the last SNAPSHOT_DAYS days (older ones are deleted).
 
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
     refresh(read, write, settings, full, aside, bulk)
+    horizon = last_day - (compute.SNAPSHOT_DAYS - 1) * DAY
+    while write(compute.drop_snapshots, horizon, _ROWS_PER_WRITE) == _ROWS_PER_WRITE:  # short transactions
+        pass
     earliest = read(compute.earliest_day)  # days before any data have no snapshots
     start = earliest if first_day is None or earliest is None else max(first_day, earliest)
+    start = None if start is None else max(start, horizon)
     if start is None or start > last_day:
         return last_day + DAY, last_day, 0
     computed = read(compute.snapshot_rows, settings, start, last_day, computed_at)  # one pass over the facts
-    per_day = max(1, len(computed) // ((last_day - start) // DAY + 1))
-    days_per_write = max(1, _ROWS_PER_WRITE // per_day)  # short transactions: about _ROWS_PER_WRITE rows
-    rows, day = 0, start
-    while day <= last_day:
-        end = min(last_day, day + (days_per_write - 1) * DAY)
-        rows += write(compute.write_snapshots, [r for r in computed if day <= r[0] <= end], day, end)
-        day = end + DAY
+    computed.sort(key=itemgetter(0))
+    # Short transactions: whole days (a write replaces its days) of about _ROWS_PER_WRITE rows; a day with
+    # more (one row per scope and window) is a write of its own.
+    rows, first, taken = 0, start, 0
+    for at, row in enumerate(computed):
+        if at + 1 == len(computed) or (computed[at + 1][0] != row[0] and at + 1 - taken >= _ROWS_PER_WRITE):
+            end = last_day if at + 1 == len(computed) else row[0]
+            rows += write(compute.write_snapshots, computed[taken:at + 1], first, end)
+            first, taken = end + DAY, at + 1
+    if not computed:  # no scope has data in these days: what is stored for them goes
+        rows += write(compute.write_snapshots, [], start, last_day)
     return start, last_day, rows

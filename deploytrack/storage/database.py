@@ -63,8 +63,9 @@ def connect(path: str | Path, *, readonly: bool = False, password: str | None = 
     return sqlite.connect(path, readonly=readonly)
 
 
-def open_migrated(path: str | Path, password: str | None = None) -> Connection:
-    """Open (creating if needed) the database and apply pending migrations.
+def open_migrated(path: str | Path, password: str | None = None, project: bool = True) -> Connection:
+    """Open (creating if needed) the database and apply pending migrations (and, with `project`, project
+    what a server staged, for a command that reads events).
 
     A file another application (or a newer deploytrack) wrote is refused before anything is
     changed in it, not even its journal mode.
@@ -78,7 +79,8 @@ def open_migrated(path: str | Path, password: str | None = None) -> Connection:
     conn = connect(path, password=password)
     try:
         migrations.migrate(conn)
-        project_staged(conn)
+        if project:
+            project_staged(conn)
     except BaseException:
         conn.close()
         raise
@@ -89,16 +91,20 @@ def project_staged(conn: Connection) -> None:
     """Project the events a server left staged (storage.staging; `transaction` does), so that this
     connection reads every event acknowledged so far. On a file that takes no writes now (read-only,
     full) they stay on disk, staged, and are projected by the first write once it does."""
-    if conn.backend != "sqlite":
-        return
+    if conn.backend != "sqlite" or conn.execute("SELECT 1 FROM event_log LIMIT 1").fetchone() is None:
+        return  # (nothing staged: no write lock taken, so a read beside a busy writer does not wait for it)
     try:
         with transaction(conn):
             pass
     except sqlite3.Error as exc:
-        if failures.kind(exc) is None:
+        found = failures.kind(exc)
+        if found is None:
             raise
-        log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
-                  "database takes writes", exc)
+        if found == "busy":  # a server is writing: it projects what it staged itself
+            log.info("staged events not projected: another process is writing (%s)", exc)
+        else:
+            log.error("events staged before the last stop cannot be projected now (%s): they will be once the "
+                      "database takes writes", exc)
 
 
 def password_for(settings: Settings) -> str | None:

@@ -71,7 +71,7 @@ class Staging:
     def _follow_file(self, conn: Connection) -> None:
         """Another process projected the log since (a command beside the server, storage.database's
         `transaction`): what is in the file wins, and anything it still holds is projected from it."""
-        log.warning("event_log was changed by another process: %d staged events taken as projected", self.count)
+        log.info("event_log was changed by another process: %d staged events taken as projected", self.count)
         self.clear()
         recover(conn)
 

@@ -24,6 +24,7 @@ import orjson
 from deploytrack.errors import BadRequest, DeploytrackError
 from deploytrack.model import (
     KINDS,
+    MAX_KEY_BYTES,
     Event,
     Fields,
     Limits,
@@ -135,18 +136,18 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("Field 'metadata' must be a JSON object", "metadata")
     event = Event(
-        dialect=f.str("dialect") or "import", kind=kind, product=f.str("product", required=True) or "",
+        dialect=f.str("dialect") or "import", kind=kind, product=f.name("product", required=True) or "",
         status=status, status_raw=status_raw,
-        version=f.str("version", allow_number=True),
-        environment_raw=f.str("environment_raw") or f.str("environment"),
+        version=f.name("version", allow_number=True),
+        environment_raw=f.name("environment_raw") or f.name("environment"),
         occurred_at=times["occurred_at"] if times["occurred_at"] is not None else received,
-        scm_sha=f.str("scm_sha"), scm_branch=f.str("scm_branch"), scm_repository=f.str("scm_repository"),
+        scm_sha=f.name("scm_sha"), scm_branch=f.str("scm_branch"), scm_repository=f.str("scm_repository"),
         commit_time=times["commit_time"], build_url=f.str("build_url"),
-        build_number=f.str("build_number", allow_number=True), build_id=f.str("build_id", allow_number=True),
-        source_system=f.str("source_system"), invoke_id=f.str("invoke_id", allow_number=True),
+        build_number=f.str("build_number", allow_number=True), build_id=f.name("build_id", allow_number=True),
+        source_system=f.str("source_system"), invoke_id=f.name("invoke_id", allow_number=True),
         actor=f.str("actor"), summary=f.str("summary", max_chars=limits.max_summary_chars),
-        change_id=f.str("change_id"), links=check_links(links, limits),
-        metadata=check_metadata(metadata or {}, limits), client_key=f.str("client_key"),
+        change_id=f.name("change_id"), links=check_links(links, limits),
+        metadata=check_metadata(metadata or {}, limits), client_key=f.name("client_key", max_bytes=MAX_KEY_BYTES),
     )
     event_id = f.str("id", max_chars=64)
     if event_id is None and event.client_key is None:

@@ -6,12 +6,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from deploytrack.errors import BadRequest, DeploytrackError, Unauthorized
 from deploytrack.timeutil import DAY, parse_timestamp, to_iso
-from deploytrack.web.http import refuse_nul
+from deploytrack.web.http import read_body, refuse_nul
 from deploytrack.web.sessions import CSRF_COOKIE, csrf_token, set_csrf_cookie
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -51,6 +52,16 @@ def page(handler: Handler) -> Handler:
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+MAX_FORM_BYTES = 16 * 1024  # a page's form: a token, the CSRF token and a few short fields
+
+
+async def read_form(request: Request) -> FormData:
+    """A form posted by a page; a body past MAX_FORM_BYTES is a 413 (Starlette's parser would take ten
+    fields of 1 MB each)."""
+    request._body = await read_body(request, MAX_FORM_BYTES)  # what Request.form() parses, once read
+    return await request.form(max_files=0, max_fields=10)
 
 
 def query_text(request: Request, name: str, limit: int | None = None) -> str | None:

@@ -28,6 +28,7 @@ from deploytrack.views.html import (
     page_url,
     query_choice,
     query_text,
+    read_form,
     render,
 )
 from deploytrack.web.http import bearer
@@ -100,7 +101,7 @@ async def change_incident(request: Request) -> Response:
     await require(request, "admin")
     app = request.app.state.deploytrack
     incident_id = _incident_id(request)
-    form = await request.form(max_files=0, max_fields=10)
+    form = await read_form(request)
     if bearer(request) is None:  # a session cookie rides along on cross-site requests; a Bearer header never does
         check_csrf(request, form.get("csrf"))
     action = form.get("action")

@@ -22,8 +22,6 @@ from deploytrack.views.html import query_text
 from deploytrack.web.http import JSONResponse, idempotency_key, parse_json, read_body
 from deploytrack.web.sessions import require
 
-MAX_SERIES_DAYS = 400
-
 
 async def _json_body(request: Request) -> Any:
     app = request.app.state.deploytrack
@@ -164,8 +162,8 @@ async def get_metrics(request: Request) -> Response:
     scope = metrics.Scope.of(query_text(request, "product"),
                              canonical_environment(env, app.settings.environment_aliases) if env else None)
     days = whole_number(request.query_params.get("days", "90"))
-    if days is None or not 1 <= days <= MAX_SERIES_DAYS:
-        raise BadRequest(f"query parameter 'days' must be 1 to {MAX_SERIES_DAYS}", "days")
+    if days is None or not 1 <= days <= metrics.SNAPSHOT_DAYS:
+        raise BadRequest(f"query parameter 'days' must be 1 to {metrics.SNAPSHOT_DAYS}", "days")
     await app.deriver.ensure_current()
     body = await app.db.read(report.report, app.settings, scope, window, days, now_us())
     return JSONResponse(body)

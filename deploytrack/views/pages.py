@@ -18,7 +18,7 @@ from deploytrack.views import (
     incident_pages,
     rules_pages,
 )
-from deploytrack.views.html import page, render
+from deploytrack.views.html import page, read_form, render
 from deploytrack.web.auth import authenticate
 from deploytrack.web.sessions import (
     SESSION_COOKIE,
@@ -47,9 +47,10 @@ async def signin_form(request: Request) -> Response:
 
 async def signin(request: Request) -> Response:
     app = request.app.state.deploytrack
-    form = await request.form(max_files=0, max_fields=10)
-    target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
+    target = "/"
     try:
+        form = await read_form(request)
+        target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
         check_csrf(request, form.get("csrf"))
         token = await authenticate(app.db, form_text(form, "token"), "read", "That token is not valid.")
     except DeploytrackError as error:
@@ -62,8 +63,8 @@ async def signin(request: Request) -> Response:
 
 async def signout(request: Request) -> Response:
     app = request.app.state.deploytrack
-    form = await request.form(max_files=0, max_fields=10)
     try:
+        form = await read_form(request)
         check_csrf(request, form.get("csrf"))
     except DeploytrackError as error:
         return render(request, "error.html", {"error": error}, status=error.status)

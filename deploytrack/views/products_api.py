@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from deploytrack.errors import NotFound
+from deploytrack.errors import BadRequest, NotFound
 from deploytrack.model import stable_id
+from deploytrack.settings import canonical_environment
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import to_iso
 from deploytrack.views.api import api, page_limit
@@ -51,14 +52,29 @@ async def list_products(request: Request) -> Response:
 
 @api
 async def get_product(request: Request) -> Response:
-    """One product and what version runs in each of its environments."""
+    """One product and what version runs in each of its environments (the first ENVIRONMENTS_PER_PRODUCT
+    by name, or those `environment` names: a repeatable parameter)."""
     await require(request, "read")
     app = request.app.state.deploytrack
     name = request.path_params["name"]
+    named = _environments(request)
     if not await dq.product_exists(app.db, name):
         raise NotFound("no product with that name", "name")
     await app.deriver.ensure_current()
-    return JSONResponse(_product(await dq.matrix(app.db, name), name))
+    return JSONResponse(_product(await dq.matrix(app.db, name, environments=named), name))
+
+
+def _environments(request: Request) -> list[str] | None:
+    """The `environment` parameters (aliases folded, as ingestion folds them), or None when there are none."""
+    values = request.query_params.getlist("environment")
+    if not values:
+        return None
+    limit = request.app.state.deploytrack.settings.max_field_chars
+    if len(values) > dq.ENVIRONMENTS_PER_PRODUCT or any(not v.strip() or len(v) > limit for v in values):
+        raise BadRequest(f"query parameter 'environment' is 1 to {dq.ENVIRONMENTS_PER_PRODUCT} environment names",
+                         "environment")
+    aliases = request.app.state.deploytrack.settings.environment_aliases
+    return sorted({canonical_environment(v.strip(), aliases) for v in values})
 
 
 @api

@@ -11,7 +11,7 @@ them. `protocol_class(limits)` returns its HTTP protocol with these rules added,
   (of the connection, for the first request): else 408 and close;
 - after `body_grace` seconds of receiving a body, the body must keep arriving at `min_body_rate`
   bytes a second on average (time during which the application is not reading does not count):
-  else 408 and close.
+  else 408 and close, in the error shape of the API the request was sent to (`Refusal`).
 Idle keep-alive connections are closed by uvicorn itself (`timeout_keep_alive`).
 
 Both time rules are checked by one timer per connection that ticks while it is open, not by timers
@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from deploytrack.errors import DeploytrackError, HeaderFieldsTooLarge, RequestTimeout
 
 log = logging.getLogger("deploytrack.connections")
 CHECK_SECONDS = 1.0  # how often a receiving body's rate is checked
@@ -44,17 +47,28 @@ class ConnectionLimits:
     body_grace: float = 10.0
 
 
+# The body of a refusal answered here, for a request to a path (None while its headers are not all in).
+Refusal = Callable[[str | None, DeploytrackError], bytes]
+
+
+def native_refusal(path: str | None, error: DeploytrackError) -> bytes:
+    return orjson.dumps({"error": error.as_dict()})
+
+
 class _HeadersTooLarge(Exception):
     """Raised from a parser callback to stop parsing a request with too many header fields."""
 
 
-def protocol_class(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol enforcing `limits` (pass it as `uvicorn.Config(http=...)`)."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+def protocol_class(limits: ConnectionLimits, refusal: Refusal = native_refusal) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol enforcing `limits` (pass it as `uvicorn.Config(http=...)`), answering
+    its refusals with `refusal`'s bodies."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,),
+                {"limits": limits, "refusal": staticmethod(refusal)})
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    refusal: ClassVar[Refusal] = staticmethod(native_refusal)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,7 +106,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         if rest:
             if self._awaiting_headers:
-                self._refuse(431, f"the request line and headers are larger than {self.limits.max_header_bytes} bytes")
+                self._refuse(HeaderFieldsTooLarge(
+                    f"the request line and headers are larger than {self.limits.max_header_bytes} bytes"))
             else:
                 self._feed(rest)
 
@@ -104,7 +119,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadersTooLarge):
-                self._refuse(431, f"a request may have at most {self.limits.max_headers} header fields")
+                self._refuse(HeaderFieldsTooLarge(
+                    f"a request may have at most {self.limits.max_headers} header fields"))
             else:
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
@@ -156,7 +172,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         now = self.loop.time()
         if self._awaiting_headers:
             if self._header_started is not None and now - self._header_started >= self.limits.header_timeout:
-                self._refuse(408, f"the request headers did not arrive within {self.limits.header_timeout:g} seconds")
+                self._refuse(RequestTimeout(
+                    f"the request headers did not arrive within {self.limits.header_timeout:g} seconds"))
                 return
         elif self._body_started is not None and self.limits.min_body_rate > 0:
             if self.flow.read_paused:
@@ -165,7 +182,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 late = now - self._body_started - self.limits.body_grace
                 if late > 0 and self._body_bytes < self.limits.min_body_rate * late:
                     rate = self.limits.min_body_rate
-                    self._refuse(408, f"the request body arrived slower than {rate:g} bytes a second")
+                    self._refuse(RequestTimeout(f"the request body arrived slower than {rate:g} bytes a second"))
                     return
         self._tick = self.loop.call_later(self._tick_seconds, self._check_time)
 
@@ -176,17 +193,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- answers -----------------------------------------------------------------------------
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer `status` with the native error shape (unless a response has begun), and close."""
+    def _refuse(self, error: DeploytrackError) -> None:
+        """Answer `error` (unless a response has begun), and close."""
         client = "{}:{}".format(*self.client) if self.client else "-"
-        log.debug("%s: closing the connection: %s", client, message)
+        log.debug("%s: closing the connection: %s", client, error.message)
         self._stop_ticking()
         # A new request not yet handed to the application, or one it has not begun to answer.
         if self._awaiting_headers or self.cycle is None or not self.cycle.response_started:
-            code = "request_header_fields_too_large" if status == 431 else "request_timeout"
-            body = orjson.dumps({"error": {"code": code, "message": message}})
+            body = self.refusal(None if self._awaiting_headers else self.scope["path"], error)
             self.transport.write(b"".join([
-                STATUS_LINE[status], b"content-type: application/json\r\n",
+                STATUS_LINE[error.status], b"content-type: application/json\r\n",
                 b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the application's receive() now reports a disconnect

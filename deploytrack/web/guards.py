@@ -4,8 +4,8 @@
   proof they come from deploytrack's own pages: the CSRF token in an `X-CSRF-Token` header, or a
   same-origin `Origin` or `Sec-Fetch-Site`. A page on another site (or another port of this host)
   can make a browser send the cookie, but none of these.
-- Native API requests that carry a body (POST, PUT, PATCH) must say it is JSON: else 415, so a
-  cross-site `text/plain` form cannot pass for a JSON request.
+- Native API requests that carry a body (POST, PUT, PATCH) to a route that takes them must say it is
+  JSON: else 415, so a cross-site `text/plain` form cannot pass for a JSON request.
 - A database that reports itself damaged, full, read-only, busy or unreachable is a 503, never a
   500, wherever it is met (`storage.failures` classifies by error code).
 """
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deploytrack.errors import DeploytrackError, Forbidden, UnsupportedMediaType
@@ -36,9 +37,14 @@ def native_write_refusal(request: Request) -> DeploytrackError | None:
             and not _same_origin(request):
         return Forbidden(f"a request authenticated by the session cookie needs the {CSRF_HEADER} header "
                          "(the dt_csrf cookie's value) or a same-origin Origin", "csrf")
-    if request.method in BODY_METHODS and not is_json(request.headers.get("content-type")):
+    if request.method in BODY_METHODS and not is_json(request.headers.get("content-type")) and _taken(request.scope):
         return UnsupportedMediaType("Content-Type must be application/json", "Content-Type")
     return None
+
+
+def _taken(scope: Scope) -> bool:
+    """Whether a route takes this method at this path; if none does, routing answers its 404 or 405 first."""
+    return any(route.matches(scope)[0] is Match.FULL for route in scope["app"].routes)
 
 
 def is_json(content_type: str | None) -> bool:

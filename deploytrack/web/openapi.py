@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from deploytrack import __version__
+from deploytrack.metrics.compute import SNAPSHOT_DAYS
 from deploytrack.model import KINDS, STATUS_SYNONYMS, STATUSES
 from deploytrack.web.http import JSONResponse
 
@@ -404,7 +405,10 @@ def _document() -> dict[str, Any]:
                 [_query("limit", "page size, 1 to 25", {"type": "integer", "minimum": 1, "maximum": 25}),
                  _query("cursor", "next_cursor from the previous page")])},
             "/api/v1/products/{name}": {"get": _read(
-                "One product: the version running in each environment", _ref("Product"), [_path("name")],
+                "One product: the version running in each environment (the first 50 by name; "
+                "more_environments says there are more), or in the environments named", _ref("Product"),
+                [_path("name"), _query("environment", "an environment to show (repeatable, up to 50); "
+                                                      "aliases are folded")],
                 (*READ_ERRORS, 404))},
             "/api/v1/environments": {"get": _read(
                 "Environments by name",
@@ -447,7 +451,9 @@ def _document() -> dict[str, Any]:
                 [_query("product", "product"), _query("environment", "environment"),
                  _query("window", "7, 30 or 90 days",
                         {"type": "string", "enum": ["7", "30", "90", "7d", "30d", "90d"]}),
-                 _query("days", "series length, 1 to 400", {"type": "integer", "minimum": 1, "maximum": 400})])},
+                 _query("days", f"how many days back the series reaches, 1 to {SNAPSHOT_DAYS} (it starts at the "
+                                "scope's first day with data)",
+                        {"type": "integer", "minimum": 1, "maximum": SNAPSHOT_DAYS})])},
             "/api/v1/rules": {
                 "get": _read("Deployment rules by name", _obj({"rules": {"type": "array", "items": _ref("Rule")}},
                                                               ("rules",))),
