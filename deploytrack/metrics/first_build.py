@@ -36,7 +36,7 @@ def alone(db: str) -> bool:
     if pg.is_url(db) or not Path(db).is_file():
         return False
     try:
-        conn = sqlite3.connect(f"file:{Path(db).resolve()}?mode=rw", uri=True, timeout=0, isolation_level=None)
+        conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None)
     except sqlite3.Error:
         return False
     try:
