@@ -15,7 +15,11 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from deploytrack.storage import sqlite
+from deploytrack.model import Event
+from deploytrack.storage import database, sqlite
+from deploytrack.storage.ingest import Ingest, ingest_group
+from deploytrack.storage.staging import Staging
+from deploytrack.timeutil import now_us
 from tests.conftest import LiveServer, auth, create_token, query, run_cli
 from tests.dbcheck import consistency_problems, open_ro, staged_count
 
@@ -242,3 +246,85 @@ def test_only_a_projection_commits_without_waiting_for_the_disk(db_path: Path) -
         conn.commit()
     finally:
         conn.close()
+
+
+
+class _Writer:
+    """A writer connection driven step by step: ingest groups and projection halves, each its own transaction."""
+
+    def __init__(self, db_path: Path) -> None:
+        conn = database.open_migrated(db_path)
+        assert isinstance(conn, sqlite.Connection)
+        self.conn, self.staging = conn, Staging()
+        conn.staging = self.staging
+
+    def ingest(self, status: str, invoke: str) -> str:
+        event = Event(dialect="versioner", kind="deployment", product="shop", version="1.0",
+                      environment_raw="production", status=status, invoke_id=invoke, client_key=f"{invoke}-{status}")
+        self.conn.begin_write()
+        [result] = ingest_group(self.conn, [Ingest(events=[event], token_id=None, received_at=now_us(), aliases={})])
+        self.conn.commit()
+        self.staging.committed()
+        assert not isinstance(result, Exception)
+        return str(result.rows[0]["deployment_id"])
+
+    def half(self) -> None:
+        self.conn.begin_write(derived=True)
+        self.staging.project(self.conn, half=True)
+        self.conn.commit()
+        self.staging.committed()
+
+    def rows(self, sql: str) -> list[tuple]:
+        return [tuple(r) for r in self.conn.execute(sql).fetchall()]
+
+
+_RECORDS = "SELECT id, status, event_count FROM deployments ORDER BY id"
+
+
+def test_a_projection_in_two_halves_writes_the_records_then_the_events(db_path: Path) -> None:
+    """Under load the projector writes the staged events' records in one transaction and moves the events in
+    the next (storage.staging); a group between them folds into the records as stored."""
+    writer = _Writer(db_path)
+    try:
+        first = writer.ingest("started", "run-1")
+        writer.half()  # the record; the event stays staged
+        assert writer.rows(_RECORDS) == [(int(first), "started", 1)]
+        assert writer.rows("SELECT COUNT(*) FROM events") == [(0,)]
+        assert writer.ingest("completed", "run-1") == first  # folded into the stored record
+        writer.half()  # the first event, not the second
+        assert writer.rows("SELECT COUNT(*) FROM events") == [(1,)]
+        assert writer.rows("SELECT COUNT(*) FROM event_log") == [(1,)]
+        writer.half()
+        assert writer.rows(_RECORDS) == [(int(first), "completed", 2)]  # an update of the record written
+        writer.half()
+        assert writer.rows("SELECT COUNT(*) FROM events") == [(2,)]
+        assert writer.rows("SELECT COUNT(*) FROM event_log") == [(0,)] and not writer.staging.count
+    finally:
+        writer.conn.close()
+    assert consistency_problems(db_path) == []
+
+
+def test_a_crash_between_the_two_halves_loses_nothing_and_counts_nothing_twice(db_path: Path) -> None:
+    """The file between the halves holds records that count events still staged: the next start moves those
+    events without folding them again, and folds the ones staged after the first half."""
+    writer = _Writer(db_path)
+    try:
+        first = writer.ingest("started", "run-1")
+        assert writer.ingest("completed", "run-1") == first
+        second = writer.ingest("started", "run-2")
+        writer.half()  # the records of all three; no second half
+        assert writer.rows(_RECORDS) == [(int(first), "completed", 2), (int(second), "started", 1)]
+        assert writer.ingest("completed", "run-2") == second  # staged after the first half
+        assert writer.rows("SELECT COUNT(*) FROM event_log") == [(4,)]
+    finally:
+        writer.conn.close()  # as a SIGKILL leaves it: what is committed, nothing else
+
+    conn = database.open_migrated(db_path)  # the start projects what is left
+    try:
+        assert [tuple(r) for r in conn.execute(_RECORDS)] == [(int(first), "completed", 2),
+                                                                (int(second), "completed", 2)]
+        assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM events").fetchone()) == (4, 4)
+        assert conn.execute("SELECT COUNT(*) FROM event_log").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert consistency_problems(db_path) == []

@@ -7,9 +7,10 @@ resolves each task's future. So an awaited `write()` means "on disk", and many c
 requests share one fsync.
 
 On SQLite, ingestion stages its events (storage.staging) and the same thread projects them into the
-indexed tables in transactions of their own: every `db_projection_ms`, at PROJECT_EVENTS staged
-events, before any write task other than ingestion, and when a read asks (`barrier`, which `read` and
-`fetchall` call): every read sees every event acknowledged before it began.
+indexed tables in transactions of their own: every `db_projection_ms` or at PROJECT_EVENTS staged
+events in two halves with the next ingest group between them (storage.staging), and whole before any
+write task other than ingestion and when a read asks (`barrier`, which `read` and `fetchall` call):
+every read sees every event acknowledged before it began.
 
 Every read goes through one pool of at most `readers` connections (aiosqlite connections on
 SQLite, an asyncpg pool on PostgreSQL): `fetchall` for one statement, `read(fn, *args)` for a
@@ -206,6 +207,7 @@ class Database:
         conn = await asyncio.to_thread(open_migrated, path)
         conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
         assert isinstance(conn, sqlite.Connection)
+        conn.poll_for_lock()
         self._staging = conn.staging = staging.Staging()
         self._checkpointer = sqlite.Checkpointer(path)
         self._start_writer(conn)
@@ -316,11 +318,13 @@ class Database:
             group = [task for task in group if task[0] is not _PROJECT]
             for part in self._parts(group):
                 if self._staging is not None and self._staging.count \
-                        and any(not isinstance(task[0], (_Grouped, _Projected)) for task in part):
+                        and any(not isinstance(task[0], _NO_PROJECTION) for task in part):
                     self._project(conn, [])  # an exclusive write sees every event acknowledged before it
                 self._commit_group(conn, part)
-            if asks or self._projection_due():
+            if asks:
                 self._project(conn, asks)
+            elif self._projection_due():  # one half now, the other after the next group
+                self._project(conn, [], half=True)
         self._project(conn, self._asks_left())
         conn.close()
 
@@ -347,12 +351,13 @@ class Database:
 
     def _parts(self, group: list[Any]) -> list[list[Any]]:
         """On SQLite, the group cut before each exclusive write that follows ingestion (it is written after
-        a projection); one part otherwise."""
+        a projection); one part otherwise. A task that reads only projected rows (the search index's batch)
+        needs no projection: it shares the ingestion's transaction, not one of its own with its own fsync."""
         if self._staging is None:
             return [group] if group else []
         parts: list[list[Any]] = []
         for task in group:
-            if not parts or (not isinstance(task[0], _Grouped) and isinstance(parts[-1][-1][0], _Grouped)):
+            if not parts or (not isinstance(task[0], _NO_PROJECTION) and isinstance(parts[-1][-1][0], _NO_PROJECTION)):
                 parts.append([])
             parts[-1].append(task)
         return parts
@@ -361,8 +366,9 @@ class Database:
         return self._staging is not None and self._staging.since is not None and (
             self._staging.count >= PROJECT_EVENTS or time.monotonic() - self._staging.since >= self._project_after)
 
-    def _project(self, conn: Connection, asks: list[asyncio.Future[None]]) -> None:
-        """Project what is staged in a transaction of its own, then resolve `asks`.
+    def _project(self, conn: Connection, asks: list[asyncio.Future[None]], half: bool = False) -> None:
+        """Project what is staged (`half`: its next half, storage.staging) in a transaction of its own,
+        then resolve `asks`.
 
         If it fails (a full disk), the events stay staged and on disk, it is tried again a second later,
         and the readers waiting go on with the tables as they are: reads keep working on a full disk."""
@@ -371,7 +377,7 @@ class Database:
             assert isinstance(conn, sqlite.Connection)
             try:
                 conn.begin_write(derived=True)  # no wait for the disk: 17 -> 14 ms a projection under load
-                self._staging.project(conn)
+                self._staging.project(conn, half)
                 conn.commit()
                 self._staging.committed()
                 self.projections += 1
@@ -398,8 +404,12 @@ class Database:
             # so that its locks are taken in one order, storage.keylocks).
             conn.begin_write(shared=len(steps) == 1 and all(isinstance(t[0], _Grouped) and t[0].shared for t in group),
                              derived=all(is_derived(t[0]) for t in group))
+            # One step (most groups: one run of ingestion) needs no savepoint: if it fails, the whole
+            # transaction is undone instead (two statements fewer per group).
+            alone, undone = len(steps) == 1, False
             for run, futures in steps:
-                conn.savepoint()
+                if not alone:
+                    conn.savepoint()
                 mark = self._staging.mark() if self._staging is not None else 0
                 try:
                     outcomes = run(conn)
@@ -407,7 +417,8 @@ class Database:
                     if self._staging is not None:
                         self._staging.rolled_back(mark)
                     try:
-                        conn.rollback_to()
+                        conn.rollback() if alone else conn.rollback_to()
+                        undone = alone
                     except Exception:  # noqa: BLE001
                         # The whole transaction is gone (the disk filled up while a large task spilled
                         # pages, the link dropped): fail the group with the cause, not "no such savepoint".
@@ -418,9 +429,13 @@ class Database:
                         log.exception("write task failed")
                     results.extend((f, False, exc) for f in futures)
                 else:
-                    conn.release()
+                    if not alone:
+                        conn.release()
                     results.extend((f, ok, value) for f, (ok, value) in zip(futures, outcomes, strict=True))
             committing = time.perf_counter()
+            if undone:  # its one step failed and was rolled back: nothing to commit
+                self._settle(results, began)
+                return
             conn.commit()
             if self._staging is not None:
                 self._staging.committed()
@@ -437,6 +452,9 @@ class Database:
                 self._staging.rolled_back()
             error = failures.as_catalogue_error(exc, "take writes") or exc
             results = [(future, False, error) for _, _, future in group]
+        self._settle(results, began)
+
+    def _settle(self, results: list[tuple[asyncio.Future[Any], bool, Any]], began: float) -> None:
         self.busy_seconds += time.perf_counter() - began
         assert self._loop is not None
         # One wake-up of the event loop per group, not one per request.
@@ -556,6 +574,7 @@ class _Grouped:
         self.shared = shared
 
 
+_NO_PROJECTION = (_Grouped, _Projected)  # tasks that need no projection of the staged events before them
 Step = Callable[[Connection], list[tuple[bool, Any]]]
 
 

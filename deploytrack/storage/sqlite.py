@@ -38,6 +38,7 @@ class Connection(sqlite3.Connection):
     staging: Staging | None = None  # the server's writer connection only (storage.staging)
     synced = True  # synchronous=FULL (`connect` sets it); False after a `derived` transaction began
     wal = False  # in WAL mode (`connect` asks for it; a file system without shared memory refuses it)
+    polls = False  # busy_timeout is 0 for good: only `begin_write` waits, by polling (`poll_for_lock`)
 
     def begin_write(self, shared: bool = False, derived: bool = False) -> None:
         """Take the write lock now (BEGIN IMMEDIATE), not at the first write. SQLite has one writer at
@@ -57,19 +58,34 @@ class Connection(sqlite3.Connection):
         if self.synced == derived:  # outside a transaction: the level cannot change inside one
             self.execute(f"PRAGMA synchronous={'NORMAL' if derived else 'FULL'}")
             self.synced = not derived
+        if self.polls:
+            self._begin_polling()
+            return
         self.execute("PRAGMA busy_timeout=0")
         try:
-            deadline = time.monotonic() + self.busy_ms / 1000
-            while True:
-                try:
-                    self.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY or time.monotonic() > deadline:
-                        raise
-                time.sleep(_LOCK_POLL)
+            self._begin_polling()
         finally:
             self.execute(f"PRAGMA busy_timeout={self.busy_ms}")
+
+    def _begin_polling(self) -> None:
+        deadline = time.monotonic() + self.busy_ms / 1000
+        while True:
+            try:
+                self.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(_LOCK_POLL)
+
+    def poll_for_lock(self) -> None:
+        """For a connection whose every write is in a `begin_write` transaction (the server's writer):
+        busy_timeout 0 for good, so that each transaction's BEGIN is one statement, not three (two
+        pragmas cost more than the BEGIN). In WAL mode nothing inside a transaction that began
+        IMMEDIATE waits for a lock; with a rollback journal the COMMIT does, so it keeps the handler."""
+        if self.wal:
+            self.execute("PRAGMA busy_timeout=0")
+            self.polls = True
 
     def lock_keys(self, keys: Sequence[int], space: int = 0) -> None:
         """Nothing to do: the file's write lock already excludes every other writer."""
