@@ -24,18 +24,18 @@ from deploytrack.timeutil import DAY, day_start_us
 _SOURCE_COLUMNS = tuple(f"lead_{source}" for source in SOURCES)  # lead_commit, lead_event, lead_build
 _COLUMNS = ("product", "environment", "day", "finished", "completed", "failed", *_SOURCE_COLUMNS, "lead")
 _CONCAT = {"sqlite": "group_concat(v)", "postgresql": "string_agg(v::text, ',')"}
-# The day totals of the facts `where` selects (one product/environment's finished in [?, ?), or all).
+# The day totals of one product/environment's facts finished in [?, ?).
 _TOTALS = """
     INSERT INTO metric_days ({columns})
     SELECT product, environment, day, SUM(n), SUM(c), SUM(f), {sums}, COALESCE({concat}, '')
     FROM (SELECT product, environment, finished_at - finished_at % {day} AS day, 1 AS n,
                  CASE WHEN status = 'completed' THEN 1 ELSE 0 END AS c, CASE WHEN status = 'failed' THEN 1 ELSE 0 END
                  AS f, {zeros}, NULL AS v FROM deployment_facts
-          {where}
+          WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ?
           UNION ALL
           SELECT product, environment, finished_at - finished_at % {day}, 0, 0, 0, {counts}, lead_us
           FROM metric_lead_facts
-          {where} {and_where} source IS NOT NULL) x
+          WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ? AND source IS NOT NULL) x
     GROUP BY product, environment, day
 """
 _NEVER = 1 << 62  # after any data: "to the end"
@@ -55,22 +55,12 @@ def _days(p: PartitionFacts) -> tuple[int, int]:
     return first, end if end == p.end else end + DAY
 
 
-def _totals(conn: Connection, where: str) -> str:
-    return _TOTALS.format(
-        columns=", ".join(_COLUMNS), concat=_CONCAT[conn.backend], day=DAY, where=where,
-        and_where="AND" if where else "WHERE",
-        sums=", ".join(f"SUM({c})" for c in _SOURCE_COLUMNS), zeros=", ".join(f"0 AS {c}" for c in _SOURCE_COLUMNS),
-        counts=", ".join(f"CASE WHEN source = {i} THEN 1 ELSE 0 END" for i in range(len(SOURCES))))
-
-
-def apply_all(conn: Connection) -> None:
-    """The day rows of every stored fact, in one pass (a bulk first build: `metric_days` is empty)."""
-    conn.execute(_totals(conn, ""))
-
-
 def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> None:
     """Rewrite the day rows of the facts just written for `planned` (inside the same write transaction), in SQL."""
-    totals = _totals(conn, "WHERE product = ? AND environment = ? AND finished_at >= ? AND finished_at < ?")
+    totals = _TOTALS.format(
+        columns=", ".join(_COLUMNS), concat=_CONCAT[conn.backend], day=DAY,
+        sums=", ".join(f"SUM({c})" for c in _SOURCE_COLUMNS), zeros=", ".join(f"0 AS {c}" for c in _SOURCE_COLUMNS),
+        counts=", ".join(f"CASE WHEN source = {i} THEN 1 ELSE 0 END" for i in range(len(SOURCES))))
     for p in planned:
         first, end = _days(p)
         conn.execute("DELETE FROM metric_days WHERE product = ? AND environment = ? AND day >= ? AND day < ?",
