@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.gen_events import generate
-from deploytrack.metrics import aside, days, refresh
+from deploytrack.metrics import aside, days, first_build, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from tests.conftest import query, run_cli
@@ -33,6 +33,12 @@ def _nothing_derived(tmp_path: Path, name: str) -> Path:
     with dbmod.transaction(conn):  # as an import of bare events leaves it
         conn.execute("DELETE FROM deployments")
         conn.execute("UPDATE events SET deployment_id = NULL")
+        # commit times and `commits` lists sent with deployments (lead times measured from them)
+        conn.execute("UPDATE events SET commit_time = occurred_at - 3600000000 - seq WHERE kind = 'deployment' "
+                     "AND seq % 7 = 0")
+        conn.execute("""UPDATE events SET metadata = '{"commits": [{"sha": "' || printf('%040x', seq % 97) ||
+                        '", "repository": "repo/lib", "committed_at": "2026-0' || (seq % 9 + 1) || '-01T00:00:00Z"}]}'
+                        WHERE kind = 'deployment' AND metadata IS NULL AND seq % 11 = 0""")
     conn.close()
     return db
 
@@ -99,6 +105,64 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
         _consistent(path)
     assert _derived(db) == _derived(clean)
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(1,)]
+
+
+def _indexes(db: Path | str) -> list[tuple[object, ...]]:
+    return query(db, "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+
+
+def test_metrics_recompute_builds_in_bulk_only_on_a_file_nothing_else_has_open(tmp_path: Path) -> None:
+    db = _nothing_derived(tmp_path, "alone.db")
+    other = dbmod.connect(db)  # a server, say
+    try:
+        assert not first_build.alone(str(db))
+    finally:
+        other.close()
+    assert first_build.alone(str(db))
+    assert not first_build.alone(str(tmp_path / "missing.db"))
+    assert (tmp_path / "missing.db").exists() is False
+    conn = dbmod.open_migrated(db)
+    read, write = dbmod.on_connection(conn)
+    before = _indexes(db)
+    summary = refresh.refresh(read, write, Settings(db=str(db)), bulk=True)
+    assert summary.bulk == (*first_build.RECORDS, *first_build.FACTS)
+    assert refresh.refresh(read, write, Settings(db=str(db)), full=True, bulk=True).bulk == ()  # not empty now
+    conn.close()
+    assert _indexes(db) == before  # every index dropped was made again, as it was
+    _consistent(db)
+
+
+@pytest.mark.parametrize(("stop", "nth"), [(refresh.write_fresh_records, 2), (refresh.write_moves, 1),
+                                           (first_build.restore, 2), (refresh.write_fresh_facts, 2)])
+def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_path: Path, stop: object,
+                                                                            nth: int) -> None:
+    db = _nothing_derived(tmp_path, "stopped.db")
+    clean = tmp_path / "clean.db"
+    shutil.copy(db, clean)
+    conn = dbmod.open_migrated(db)
+    indexes = _indexes(db)
+    read, write = dbmod.on_connection(conn)
+    seen = 0
+
+    def stops_midway(fn: object, *args: object) -> object:  # at the nth write of its kind
+        nonlocal seen
+        if fn is stop:
+            seen += 1
+            if seen == nth:
+                raise Stopped
+        return write(fn, *args)
+
+    with pytest.raises(Stopped):
+        refresh.refresh(read, stops_midway, Settings(db=str(db)), bulk=True)
+    conn.close()
+    assert len(_indexes(db)) < len(indexes)  # killed with indexes dropped
+    assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
+    for path in (db, clean):
+        assert run_cli("metrics", "recompute", "--db", str(path))[0] == 0
+        _consistent(path)
+    assert _indexes(db) == indexes
+    assert _derived(db) == _derived(clean)
+    assert query(db, "SELECT COUNT(*) FROM kv WHERE key = 'first_build_indexes'") == [(0,)]
 
 
 def test_a_first_build_planned_in_a_process_aside_gives_the_same(tmp_path: Path,

@@ -13,7 +13,7 @@ from deploytrack.cli.dbfile import open_database
 from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
-from deploytrack.metrics import refresh, worker
+from deploytrack.metrics import first_build, refresh, worker
 from deploytrack.metrics.report import report as metrics_report
 from deploytrack.metrics.report import window_param
 from deploytrack.settings import Settings, canonical_environment
@@ -44,16 +44,18 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_command == "worker":
         return worker.main()
     settings = settings_from(args)
+    bulk = first_build.alone(settings.db)  # (asked before our own connection opens the file)
     conn = open_database(settings)
     try:
         if args.metrics_command == "recompute":
-            return _recompute(conn, settings, args.since, args.refold_all)
-        return _show(conn, settings, args)
+            return _recompute(conn, settings, args.since, args.refold_all, bulk)
+        return _show(conn, settings, args, bulk)
     finally:
         conn.close()
 
 
-def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: bool = False) -> int:
+def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: bool = False, bulk: bool = False
+               ) -> int:
     try:
         first = day_start_us(parse_timestamp(since, "--since")) if since else None
     except BadRequest as exc:
@@ -64,9 +66,12 @@ def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: boo
     started = time.perf_counter()
     read, write = dbmod.on_connection(conn)
     # A server may be using the same database: it gets the CPU first, and the lock between our writes.
-    refresh.background_priority()
-    start, end, rows = refresh.snapshot_days(read, refresh.paced(write), settings, first, yesterday, now,
-                                             full=refold_all, aside=True)
+    # (`bulk`: nothing else had the file open, so a first build may write in bulk: metrics/first_build.py.)
+    if not bulk:
+        refresh.background_priority()
+        write = refresh.paced(write)
+    start, end, rows = refresh.snapshot_days(read, write, settings, first, yesterday, now,
+                                             full=refold_all, aside=True, bulk=bulk)
     write(_forget_dirty, start, end)
     elapsed = time.perf_counter() - started
     if rows == 0:
@@ -96,7 +101,7 @@ def _fmt(metric: dict[str, Any], kind: str) -> str:
     return f"{value:.0f}s"
 
 
-def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
+def _show(conn: Any, settings: Any, args: argparse.Namespace, bulk: bool = False) -> int:
     try:
         window = window_param(args.window)
     except BadRequest:
@@ -105,7 +110,7 @@ def _show(conn: Any, settings: Any, args: argparse.Namespace) -> int:
     env = canonical_environment(args.environment, settings.environment_aliases) if args.environment else None
     scope = metrics.Scope.of(args.product, env)
     read, write = dbmod.on_connection(conn)
-    refresh.refresh(read, write, settings, aside=True)
+    refresh.refresh(read, write, settings, aside=True, bulk=bulk)
     report = read(metrics_report, settings, scope, window, 0, now_us())
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

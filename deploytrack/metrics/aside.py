@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
+import queue
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection as Pipe
@@ -32,7 +35,8 @@ from deploytrack.storage.database import on_connection, open_settings
 
 Call = tuple[Callable[..., Any], tuple[Any, ...]]  # fn(conn, *args), as for `read`
 _CONTEXT = multiprocessing.get_context("spawn")
-_AHEAD = 2  # calls the child holds: it starts the next as soon as it has sent a result
+_AHEAD = 3  # calls the child holds: it starts the next as soon as it has sent a result
+_GONE = b""  # (the inbox's end: the child exited or the pipe closed)
 
 
 class AsideFailed(RuntimeError):
@@ -53,17 +57,36 @@ class Aside:
         self._proc = _CONTEXT.Process(target=_serve, args=(theirs, settings), name="deploytrack-plans", daemon=True)
         self._proc.start()
         theirs.close()
+        # Results are read off the pipe as they come, by a thread (the bytes only: it waits outside the
+        # interpreter's lock), so the child never waits for this process to finish a write before it can
+        # send a result and start the next call.
+        self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._drain = threading.Thread(target=self._drain_pipe, name="deploytrack-plans-inbox", daemon=True)
+        self._drain.start()
 
-    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+    def _drain_pipe(self) -> None:
+        try:
+            while True:
+                self._inbox.put(self._pipe.recv_bytes())
+        except (EOFError, OSError):
+            self._inbox.put(_GONE)
+
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None) -> Iterator[Any]:
         """The result of each call, in no particular order. The child takes calls from the front, one
-        ahead; when it has no result ready, this process runs one from the back itself rather than wait."""
+        ahead; when it has no result ready, this process does a step of `idle` (other work of the round,
+        while it has some: it returns False once it has none) or else runs a call from the back itself
+        rather than wait."""
         todo = deque(calls)
         asked = 0
         while todo and asked < _AHEAD:
             self._send(todo.popleft())
             asked += 1
         while asked or todo:
-            if not asked or (todo and not self._pipe.poll()):
+            if asked and self._inbox.empty() and idle is not None:
+                if idle():
+                    continue
+                idle = None
+            if not asked or (todo and self._inbox.empty()):
                 fn, args = todo.pop()
                 yield self._read(fn, *args)
                 continue
@@ -80,12 +103,13 @@ class Aside:
             yield payload
 
     def _receive(self) -> tuple[str, Any]:
-        try:
-            with gcpause.paused():  # (a million small objects: the collector would walk them again and again)
-                message: tuple[str, Any] = self._pipe.recv()
-        except EOFError:
+        body = self._inbox.get()
+        if body is _GONE:
+            self._inbox.put(_GONE)
             self._proc.join(1)
-            raise AsideFailed(f"the planning process exited with status {self._proc.exitcode}") from None
+            raise AsideFailed(f"the planning process exited with status {self._proc.exitcode}")
+        with gcpause.paused():  # (a million small objects: the collector would walk them again and again)
+            message: tuple[str, Any] = pickle.loads(body)  # noqa: S301 - our own child, on its own pipe
         return message
 
     def _send(self, call: Call | None) -> None:
@@ -94,11 +118,12 @@ class Aside:
 
     def close(self) -> None:
         self._send(None)
-        self._pipe.close()
         self._proc.join(5)
         if self._proc.is_alive():  # busy with a call nobody will read
             self._proc.terminate()
             self._proc.join()
+        self._drain.join()  # (the child has gone: the pipe is at its end)
+        self._pipe.close()
 
     def __enter__(self) -> Aside:
         return self
@@ -115,7 +140,8 @@ class Inline:
     def __init__(self, read: Callable[..., Any]) -> None:
         self._read = read
 
-    def map(self, calls: Iterable[Call]) -> Iterator[Any]:
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None) -> Iterator[Any]:
+        """(`idle` is not called: the caller does its other work afterwards.)"""
         return (self._read(fn, *args) for fn, args in calls)
 
     def __enter__(self) -> Inline:

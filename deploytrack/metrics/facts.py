@@ -182,13 +182,24 @@ def _sent_commits(conn: Connection, deployment_ids: list[int]) -> Iterator[Seque
                    f"AND {sent} ORDER BY deployment_id, seq", deployment_ids)
 
 
-def plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
-    """Derive the facts of these product/environments from each one's time on (EVER: all; read-only)."""
+Sent = dict[int, list[tuple[int | None, Any]]]  # deployment id -> (commit time, metadata) its events sent, in seq order
+
+
+def plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None = None) -> list[PartitionFacts]:
+    """Derive the facts of these product/environments from each one's time on (EVER: all; read-only).
+    `sent`: what their deployments' events sent (a bulk first build knows it before its events name their
+    records); else it is read (`_sent_commits`)."""
     with gcpause.paused():
-        return _plan(conn, partitions)
+        return _plan(conn, partitions, sent)
 
 
-def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[PartitionFacts]:
+def _given(sent: Sent, deployment_ids: list[int]) -> Iterator[tuple[int, int | None, Any]]:
+    for dep_id in deployment_ids:
+        for commit_time, metadata in sent.get(dep_id, ()):
+            yield dep_id, commit_time, metadata
+
+
+def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
@@ -209,7 +220,7 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
             "AND version IN ({marks})", sorted(names), product))
     event_ct: dict[int, int] = {}
     listed: dict[int, list[tuple[str, str, int | None]]] = defaultdict(list)
-    for dep_id, commit_time, metadata in _sent_commits(conn, completed):
+    for dep_id, commit_time, metadata in _sent_commits(conn, completed) if sent is None else _given(sent, completed):
         if commit_time is not None:
             event_ct[dep_id] = min(commit_time, event_ct.get(dep_id, commit_time))
         if metadata is not None and (not isinstance(metadata, str) or '"commits"' in metadata):
@@ -270,10 +281,13 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int]) -> list[Partiti
     return out
 
 
-def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int) -> list[PartitionFacts]:
-    """The facts of these product/environments (`plan`) in pieces of about `rows` outcomes (`pieces`), those
-    that differ from the stored rows (`differing`): what the writer is to be asked for (read-only)."""
-    return differing(conn, [piece for p in plan(conn, partitions) for piece in p.pieces(rows)])
+def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int, compare: bool = True,
+            sent: Sent | None = None) -> list[PartitionFacts]:
+    """The facts of these product/environments (`plan`, `sent`) in pieces of about `rows` outcomes (`pieces`),
+    those that differ from the stored rows (`differing`; all of them unless `compare`: a bulk first build's
+    tables are empty): what the writer is to be asked for (read-only)."""
+    pieces = [piece for p in plan(conn, partitions, sent) for piece in p.pieces(rows)]
+    return differing(conn, pieces) if compare else pieces
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -291,14 +305,15 @@ def differing(conn: Connection, planned: Iterable[PartitionFacts]) -> list[Parti
                                       _tables(p))]
 
 
-def apply(conn: Connection, planned: Iterable[PartitionFacts]) -> int:
+def apply(conn: Connection, planned: Iterable[PartitionFacts], fresh: bool = False) -> int:
     """Replace the facts of each planned product/environment (inside the writer's transaction).
 
-    Only rows that differ are deleted or inserted: index pages that are right stay as they are."""
+    Only rows that differ are deleted or inserted: index pages that are right stay as they are. `fresh`:
+    none is stored (a bulk first build, whose tables were empty and have no index to look them up by)."""
     count = 0
     for p in planned:
         for table, columns, key, rows in _tables(p):
-            stored = _stored(conn, table, columns, p)
+            stored = set() if fresh else _stored(conn, table, columns, p)
             at = [columns.index(c) for c in key]
             conn.executemany(f"DELETE FROM {table} WHERE {' AND '.join(f'{c} = ?' for c in key)}",
                              [tuple(r[i] for i in at) for r in stored - set(rows)])

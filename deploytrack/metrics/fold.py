@@ -14,9 +14,10 @@ chunk of keys, skipping any key that received events after the snapshot).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from deploytrack.metrics import gcpause, rules
@@ -36,6 +37,8 @@ _FIRST_AT = attrgetter("first_at")
 
 Values = tuple[Any, ...]  # a record's stored values: invoke_id, *_RECORD_FIELDS
 _FIRST_AT_VALUE = 1 + _RECORD_FIELDS.index("first_at")
+_ENV_VERSION = itemgetter(0, 1)
+_SENT_COMMITS = '"commits"'  # (the key of a commits list in an event's metadata)
 
 
 @dataclass(slots=True)
@@ -168,6 +171,37 @@ def _plan_product(conn: Connection, product: str) -> list[KeyPlan]:
     return plans
 
 
+Sent = list[tuple[int | None, Any]]  # (commit time, metadata) of a record's events that sent either, in seq order
+Fresh = tuple[tuple[Any, ...], list[int], Sent]  # a new record's row without its id, its events' seqs, what they sent
+
+
+def plan_fresh(conn: Connection, product: str) -> list[Fresh]:
+    """A product's records when none is stored and no event names one (a bulk first build, see
+    metrics/first_build.py): every record is new, with its events and the commit times or `commits` lists
+    they sent (what the facts read by record otherwise, `facts._sent_commits`), in time order. Plain tuples,
+    read in the key order of the events' fold index so that each key's events come together."""
+    with gcpause.paused():
+        out: list[Fresh] = []
+        rows = conn.execute(f"SELECT environment, version, commit_time, {_EVENT_COLUMNS} FROM events "
+                            "WHERE kind = 'deployment' AND product = ? AND environment IS NOT NULL "
+                            "ORDER BY environment, version", (product,))
+        for (environment, version), key_rows in itertools.groupby(rows, _ENV_VERSION):
+            head = (product, environment, version)
+            events, sent = [], {}
+            for row in key_rows:
+                events.append(event_of(row[3:]))
+                if row[2] is not None or (row[10] is not None and _SENT_COMMITS in row[10]):
+                    sent[row[3]] = (row[2], row[10])  # (seq: commit time, metadata)
+            out += [((*head, *_RECORD_VALUES(r)), r.seqs,
+                     [sent[s] for s in sorted(r.seqs) if s in sent] if sent else []) for r in rules.fold(events)]
+        out.sort(key=_fresh_first_at)
+        return out
+
+
+def _fresh_first_at(fresh: Fresh) -> int:
+    return int(fresh[0][3 + _FIRST_AT_VALUE])  # (product, environment, version, *Values)
+
+
 def plan(conn: Connection, keys: dict[Key, int]) -> Iterator[KeyPlan]:
     """The refolds that change something, one key at a time."""
     for key, earliest in sorted(keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
@@ -233,6 +267,22 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
         return written, moves
     move_events(conn, moves)
     return written, []
+
+
+def insert_fresh(conn: Connection, planned: Iterable[Fresh], snapshot_top: int
+                 ) -> tuple[set[Key], dict[int, int], dict[int, Sent]]:
+    """Write new records (`plan_fresh`) with fresh ids, in the order given (inside the writer's transaction),
+    but none of a key that got events after the snapshot. Returns the keys written, each of their events'
+    new record id by seq (for `move_events`), and what the events of each record sent (for `facts.plan`)."""
+    late = _late_keys(conn, snapshot_top)
+    fresh = [f for f in planned if f[0][:3] not in late]
+    ids = deployment_ids.new(conn, len(fresh))
+    conn.executemany(f"INSERT INTO deployments ({', '.join(_RECORD_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})",
+                     [(i, *row) for i, (row, _, _) in zip(ids, fresh, strict=True)])
+    made = list(zip(ids, fresh, strict=True))
+    return ({row[:3] for _, (row, _, _) in made}, {seq: i for i, (_, seqs, _) in made for seq in seqs},
+            {i: sent for i, (_, _, sent) in made if sent})
 
 
 def move_events(conn: Connection, moves: Moves) -> None:

@@ -22,7 +22,7 @@ from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
-from deploytrack.metrics import compute, days, facts, fold, gcpause, incidents
+from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Connection, derived
 from deploytrack.timeutil import DAY
@@ -39,6 +39,10 @@ _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the
 # every row it is given, far past tens of milliseconds (fixed writes of 5,000 rows measured best, RESULTS.md).
 _MOST_ROWS_PER_WRITE = 5_000
 WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
+# A bulk first build (metrics/first_build.py: nothing else uses the database) writes in large transactions.
+_BULK_SECONDS = 1.0
+_BULK_MOST_ROWS = 200_000
+_BULK_MOVES = 100_000  # events pointed at their records a transaction
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -161,10 +165,11 @@ class Sized:
     touches to the WAL again (and checkpoints it again). The time is the whole `write` call, a paced
     caller's rest and the writer's queue included, so in the server the writes come out smaller."""
 
-    def __init__(self, write: Write) -> None:
+    def __init__(self, write: Write, bulk: bool = False) -> None:
         self._write = write
         self.rows = _ROWS_PER_WRITE  # rows the next write is to be given
         self._per_row = 0.0  # seconds a row: the last write's if slower, else halfway to it
+        self._seconds, self._most = (_BULK_SECONDS, _BULK_MOST_ROWS) if bulk else (WRITE_SECONDS, _MOST_ROWS_PER_WRITE)
 
     def write(self, rows: int, fn: Callable[..., T], *args: Any) -> T:
         """`write(fn, *args)`, a transaction of `rows` rows, timed."""
@@ -172,8 +177,8 @@ class Sized:
         result: T = self._write(fn, *args)
         per_row = (time.perf_counter() - began) / max(rows, 1)
         self._per_row = max(per_row, (self._per_row + per_row) / 2)
-        fit = int(WRITE_SECONDS / max(self._per_row, 1e-9))
-        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, 2 * self.rows, fit))
+        fit = int(self._seconds / max(self._per_row, 1e-9))
+        self.rows = max(_ROWS_PER_WRITE, min(self._most, 2 * self.rows, fit))
         return result
 
     def groups(self, plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[tuple[int, list[Any]]]:
@@ -219,10 +224,25 @@ def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
 
 
 @derived
+def write_fresh_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
+    """Facts into tables that held none of them (a bulk first build) and their day totals, in one transaction."""
+    count = facts.apply(conn, planned, fresh=True)
+    days.apply(conn, planned)
+    return count
+
+
+@derived
 def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, defer_moves: bool
                   ) -> tuple[list[tuple[fold.Key, int]], fold.Moves]:
     """Refolded deployment records (`fold.apply`)."""
     return fold.apply(conn, plans, top_seq, defer_moves)
+
+
+@derived
+def write_fresh_records(conn: Connection, planned: list[fold.Fresh], top_seq: int
+                        ) -> tuple[set[fold.Key], dict[int, int], dict[int, fold.Sent]]:
+    """New records of a bulk first build (`fold.insert_fresh`)."""
+    return fold.insert_fresh(conn, planned, top_seq)
 
 
 @derived
@@ -237,6 +257,7 @@ class Summary:
     partitions: int = 0
     links: int = 0
     planned_aside: int = 0  # plans the child process made (a first build's, metrics/aside.py)
+    bulk: tuple[str, ...] = ()  # tables a first build wrote in bulk (metrics/first_build.py)
 
 
 def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
@@ -245,30 +266,41 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
+def _fresh_plans(conn: Connection, product: str) -> list[fold.Fresh]:
+    return fold.plan_fresh(conn, product)
+
+
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
     return sorted(fold.plan(conn, keys), key=_EARLIEST)
 
 
-def refresh(read: Read, write: Write, settings: Settings, full: bool = False, aside: bool = False) -> Summary:
+def refresh(read: Read, write: Write, settings: Settings, full: bool = False, aside: bool = False,
+            bulk: bool = False) -> Summary:
     """Refold, re-derive facts and relink incidents wherever something changed (everything if `full`).
 
     `aside`: a large full round (a first build) plans in a child process on a connection of its own to
-    `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database."""
+    `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database.
+    `bulk`: nothing else uses the database (`first_build.alone`), so a first build writes the tables it
+    finds empty in bulk (metrics/first_build.py)."""
     summary = Summary()
+    _restore_indexes(read, write)  # (a bulk first build was stopped midway: its indexes first)
     changes: Changes = read(what_changed, full, write(settled_seq))
     if changes.nothing:
         return summary
     big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
+    bulk = bulk and changes.first
     # (a big round: the collector off while millions of plan tuples come in, see gcpause)
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
-        _refold(read, write, plans, changes, summary)
-        per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
-        sized_facts = Sized(write)
-        for planned in plans.map([(facts.planned, (dict(part), _ROWS_PER_WRITE))
-                                  for part in _chunks(sorted(changes.partitions.items()), per_read)]):
-            for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
-                summary.partitions += sized_facts.write(rows, write_facts, group)
+        bulk_records = bulk and read(first_build.eligible, first_build.RECORDS)
+        fresh = _refold_fresh(read, write, plans, changes, summary) if bulk_records else None
+        if fresh is None:
+            _refold(read, write, plans, changes, summary)
+        bulk_facts = bulk and read(first_build.eligible, first_build.FACTS)
+        _refacts(read, write, plans, changes, summary, big, bulk_facts, fresh)
+        if fresh is not None:
+            fresh.finish()
+        summary.bulk = (first_build.RECORDS if bulk_records else ()) + (first_build.FACTS if bulk_facts else ())
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
@@ -276,6 +308,26 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings, touched))
     write(_done, changes.top_seq, changes.stale_id, production)
     return summary
+
+
+def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
+             summary: Summary, big: bool, bulk: bool, fresh: _Fresh | None = None) -> None:
+    """Re-derive the facts and day totals of the product/environments noted (`bulk`: into empty tables, their
+    indexes not led by the product dropped meanwhile; `fresh`: a bulk build's records, whose events are
+    pointed at them while the facts are planned, whenever this process has no plan to write)."""
+    per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
+    sized_facts = Sized(write, bulk)
+    if bulk:
+        write(first_build.drop, first_build.FACTS)
+    calls: list[aside_mod.Call] = []
+    for part in _chunks(sorted(changes.partitions.items()), per_read):
+        sent = None if fresh is None else fresh.sent_of({product for (product, _), _ in part})
+        calls.append((facts.planned, (dict(part), _ROWS_PER_WRITE, not bulk, sent)))
+    for planned in plans.map(calls, None if fresh is None else fresh.step):
+        for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
+            summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
+    if bulk and fresh is None:
+        _restore_indexes(read, write)
 
 
 def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
@@ -302,14 +354,71 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
         moved.write(rows, write_moves, chunk)
 
 
+class _Fresh:
+    """What a bulk first build has left to do once its records are written: point the events at them (in seq
+    order, a transaction of _BULK_MOVES at a time) and make the indexes it dropped; and what the records'
+    events sent, for the facts."""
+
+    def __init__(self, read: Read, write: Write) -> None:
+        self._read, self._write = read, write
+        self.moves: dict[int, int] = {}  # event seq -> its record's id
+        self.sent: dict[str, facts.Sent] = {}  # product -> what its records' events sent
+        self._seqs: list[int] | None = None
+        self._start = 0
+
+    def sent_of(self, products: set[str]) -> facts.Sent:
+        return {dep: rows for product in sorted(products) for dep, rows in self.sent.get(product, {}).items()}
+
+    def step(self) -> bool:
+        """Point the next events at their records; False once all are."""
+        if self._seqs is None:
+            self._seqs = sorted(self.moves)
+        chunk = self._seqs[self._start:self._start + _BULK_MOVES]
+        if not chunk:
+            return False
+        self._write(write_moves, [(seq, self.moves[seq], None) for seq in chunk])
+        self._start += len(chunk)
+        return True
+
+    def finish(self) -> None:
+        while self.step():
+            pass
+        _restore_indexes(self._read, self._write)
+
+
+def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
+                  summary: Summary) -> _Fresh:
+    """A bulk first build's records: every product's new records in one transaction each (time order), the
+    indexes not led by the product dropped meanwhile (metrics/first_build.py). Its events are pointed at them
+    later (`_Fresh`)."""
+    write(first_build.drop, first_build.RECORDS)
+    fresh = _Fresh(read, write)
+    for planned in plans.map([(_fresh_plans, (product,)) for product in read(fold.all_products)]):
+        keys, pointed, sent = write(write_fresh_records, planned, changes.top_seq)
+        fresh.moves.update(pointed)
+        summary.keys_refolded += len(keys)
+        for product, environment, _ in keys:
+            changes.touch((product, environment), fold.EVER)
+        for product in {product for product, _, _ in keys}:  # (one: a plan is a product's)
+            fresh.sent.setdefault(product, {}).update(sent)
+    return fresh
+
+
+def _restore_indexes(read: Read, write: Write) -> None:
+    """Make the indexes a bulk first build dropped, one transaction each."""
+    for name in read(first_build.dropped):
+        write(first_build.restore, name)
+
+
 def snapshot_days(read: Read, write: Write, settings: Settings, first_day: int | None, last_day: int,
-                  computed_at: int, full: bool = False, aside: bool = False) -> tuple[int, int, int]:
+                  computed_at: int, full: bool = False, aside: bool = False, bulk: bool = False
+                  ) -> tuple[int, int, int]:
     """Refresh, then replace the daily snapshots of first_day (None: the first day with data) .. last_day,
     within the last SNAPSHOT_DAYS days (older ones are deleted).
 
     Returns (first day, last day, snapshot rows); no days when there is no data yet.
     """
-    refresh(read, write, settings, full, aside)
+    refresh(read, write, settings, full, aside, bulk)
     horizon = last_day - (compute.SNAPSHOT_DAYS - 1) * DAY
     while write(compute.drop_snapshots, horizon, _ROWS_PER_WRITE) == _ROWS_PER_WRITE:  # short transactions
         pass
