@@ -16,7 +16,8 @@ from bench.gen_events import generate
 from deploytrack.metrics import aside, days, first_build, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
-from tests.conftest import query, run_cli
+from deploytrack.storage import file_lock
+from tests.conftest import LiveServer, query, run_cli
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -202,3 +203,24 @@ def test_a_first_build_planned_aside_on_postgresql_gives_the_same(tmp_path: Path
         assert run_cli("metrics", "recompute", "--db", url)[0] == 0
     _consistent(aside_url)
     assert _derived(aside_url) == _derived(inline_url)
+
+
+@pytest.mark.sqlite_only
+def test_a_server_does_not_start_beside_a_bulk_build_and_a_build_is_not_bulk_beside_a_server(db_path, token):
+    """A bulk first build holds the file (storage.file_lock) for its whole run: a server started meanwhile
+    refuses with one line; and with a server running, a command never builds in bulk."""
+    held = first_build.alone(str(db_path))
+    assert held is not None  # nothing else has the file open
+    try:
+        server = LiveServer(db_path)
+        with pytest.raises(RuntimeError, match="a metrics first build is writing this file in bulk"):
+            server.start()
+        assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 2  # another command waits its turn
+    finally:
+        file_lock.release(held)
+    server = LiveServer(db_path).start()
+    try:
+        assert first_build.alone(str(db_path)) is None  # the server's hold: no bulk build beside it
+        assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0  # the ordinary build
+    finally:
+        server.stop()

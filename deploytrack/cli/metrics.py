@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.cli.dbfile import open_database
+from deploytrack.cli.dbfile import Refusal, open_database
 from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
@@ -18,6 +18,8 @@ from deploytrack.metrics.report import report as metrics_report
 from deploytrack.metrics.report import window_param
 from deploytrack.settings import Settings, canonical_environment
 from deploytrack.storage import database as dbmod
+from deploytrack.storage import file_lock
+from deploytrack.storage import postgres as pg
 from deploytrack.timeutil import DAY, day_start_us, now_us, parse_timestamp, to_iso
 
 
@@ -44,14 +46,24 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_command == "worker":
         return worker.main()
     settings = settings_from(args)
-    bulk = first_build.alone(settings.db)  # (asked before our own connection opens the file)
-    conn = open_database(settings)
+    exclusive = first_build.alone(settings.db)  # (asked before our own connection opens the file)
+    held = exclusive
+    if held is None:  # a shared hold, as a server's: no other command builds in bulk meanwhile
+        held = -1 if pg.is_url(settings.db) else file_lock.take(settings.db, exclusive=False)
+    if held is None:
+        raise Refusal("a metrics first build is writing this file in bulk (another `metrics recompute`); "
+                      "run this once it has finished")
     try:
-        if args.metrics_command == "recompute":
-            return _recompute(conn, settings, args.since, args.refold_all, bulk)
-        return _show(conn, settings, args, bulk)
+        conn = open_database(settings)
+        try:
+            bulk = exclusive is not None
+            if args.metrics_command == "recompute":
+                return _recompute(conn, settings, args.since, args.refold_all, bulk)
+            return _show(conn, settings, args, bulk)
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        file_lock.release(held)
 
 
 def _recompute(conn: Any, settings: Settings, since: str | None, refold_all: bool = False, bulk: bool = False

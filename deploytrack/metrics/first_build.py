@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from deploytrack.storage import file_lock
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Connection
 
@@ -30,11 +31,23 @@ _DROPPED = "first_build_indexes"  # kv: {name: sql} of the indexes a bulk first 
 _AUTOCHECKPOINT = 1000  # pages: SQLite's default, a command's connection's (`drop` suspends it)
 
 
-def alone(db: str) -> bool:
-    """Whether no other connection has this SQLite file open now (a server, another command): an
-    exclusive lock is granted only then. Asked before opening our own connection; False on PostgreSQL."""
+def alone(db: str) -> int | None:
+    """Hold this SQLite file for a bulk build if no other connection has it open now (a server, another
+    command): the exclusive `storage.file_lock` held until `file_lock.release` (which keeps a server from
+    starting meanwhile), and an exclusive SQLite lock granted for a moment (no other opener, deploytrack
+    or not). The lock's descriptor, or None; None on PostgreSQL. Asked before opening our own connection."""
     if pg.is_url(db) or not Path(db).is_file():
-        return False
+        return None
+    held = file_lock.take(db, exclusive=True)
+    if held is None:
+        return None
+    if not _no_other_connection(db):
+        file_lock.release(held)
+        return None
+    return held
+
+
+def _no_other_connection(db: str) -> bool:
     try:
         conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None)
     except sqlite3.Error:
@@ -75,7 +88,7 @@ def _indexes(conn: Connection, tables: tuple[str, ...]) -> dict[str, str]:
     marks = ", ".join("?" * len(tables))
     return {r[0]: r[1] for r in conn.execute(
         f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({marks})",
-        tables) if not _PRODUCT_LED.search(r[1])}
+        tables) if not _PRODUCT_LED.search(r[1]) and not r[1].upper().startswith("CREATE UNIQUE")}  # (keys stay)
 
 
 def drop(conn: Connection, tables: tuple[str, ...]) -> None:

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from deploytrack.errors import DeploytrackError, Unavailable
 from deploytrack.settings import Settings
-from deploytrack.storage import failures, integrity, migrations, sqlite, staging
+from deploytrack.storage import failures, file_lock, integrity, migrations, sqlite, staging
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.connection import Connection as Connection  # re-exported: callers import it from here
 from deploytrack.timeutil import DAY
@@ -186,6 +186,7 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointer: sqlite.Checkpointer | None = None
         self._staging: staging.Staging | None = None  # SQLite: what the writer staged, not yet projected
+        self._file_lock: int | None = None  # SQLite: a shared hold on the file (storage.file_lock)
         self._project_after = project_after
         self._retry_projection_at = 0.0  # time.monotonic() before which no projection is tried (one failed)
         self.integrity: integrity.Report | None = None  # the last quick check's result
@@ -204,6 +205,10 @@ class Database:
         path = Path(self.target)
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+        self._file_lock = file_lock.take(path, exclusive=False)
+        if self._file_lock is None:
+            raise migrations.DatabaseRefused("a metrics first build is writing this file in bulk (deploytrack "
+                                             "metrics recompute); start again once it has finished")
         conn = await asyncio.to_thread(open_migrated, path)
         conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
         assert isinstance(conn, sqlite.Connection)
@@ -253,6 +258,8 @@ class Database:
         if self._read_threads is not None:
             threads, self._read_threads = self._read_threads, None
             threads.shutdown(wait=True)
+        file_lock.release(self._file_lock)
+        self._file_lock = None
 
     # -- writes ------------------------------------------------------------------------
 
