@@ -210,6 +210,8 @@ class Database:
             raise migrations.DatabaseRefused("a metrics first build is writing this file in bulk (deploytrack "
                                              "metrics recompute); start again once it has finished")
         conn = await asyncio.to_thread(open_migrated, path)
+        if self._file_lock == -1:  # the file was made just now: held from here on
+            self._file_lock = file_lock.take(path, exclusive=False)
         conn.execute(f"PRAGMA wal_autocheckpoint={sqlite.BACKSTOP_CHECKPOINT_PAGES}")
         assert isinstance(conn, sqlite.Connection)
         conn.poll_for_lock()
