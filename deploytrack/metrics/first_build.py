@@ -87,8 +87,8 @@ def _indexes(conn: Connection, tables: tuple[str, ...]) -> dict[str, str]:
     the product grows at a few ends, while one led by anything else takes each write all over its range."""
     marks = ", ".join("?" * len(tables))
     return {r[0]: r[1] for r in conn.execute(
-        f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({marks})",
-        tables) if not _PRODUCT_LED.search(r[1]) and not r[1].upper().startswith("CREATE UNIQUE")}  # (keys stay)
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({marks}) "
+        "AND sql NOT LIKE 'CREATE UNIQUE%'", tables) if not _PRODUCT_LED.search(r[1])}  # (a key is never dropped)
 
 
 def drop(conn: Connection, tables: tuple[str, ...]) -> None:
@@ -114,8 +114,7 @@ def restore(conn: Connection, name: str) -> None:
     left = _dropped(conn)
     sql = left.pop(name, None)
     if sql is not None:
-        conn.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
-                     .replace("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1))
+        conn.execute(sql.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
         _keep(conn, left)
     if not left and conn.backend == "sqlite" and conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0:
         conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")  # (the connection that dropped them)
