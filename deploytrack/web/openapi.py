@@ -133,7 +133,7 @@ SCHEMAS: dict[str, Schema] = {
         "more_environments": {"type": "boolean"},
     }, ("name", "id", "environments")),
     "Incident": _obj({
-        "id": INT, "product": STR, "environment": NSTR, "title": STR, "severity": NSTR,
+        "id": INT, "product": NSTR, "environment": NSTR, "title": STR, "severity": NSTR,
         "status": {"type": "string", "enum": ["open", "resolved"]}, "opened_at": ISO, "resolved_at": ISO,
         "time_to_restore_seconds": NNUM, "change_id": NSTR, "deployment_id": NINT,
         "link": _obj({"deployment_id": NINT, "rule": NSTR, "explanation": STR}), "metadata": OBJ,
