@@ -53,6 +53,10 @@ try:  # (absent from exports before the bulk first build)
     from deploytrack.metrics import first_build  # noqa: E402
 except ImportError:
     first_build = None
+try:  # (absent from exports before the first build in scratch files)
+    from deploytrack.metrics import scratch  # noqa: E402
+except ImportError:
+    scratch = None
 from deploytrack.settings import Settings  # noqa: E402
 from deploytrack.storage import database as dbmod  # noqa: E402
 from deploytrack.timeutil import day_start_us, now_us  # noqa: E402
@@ -157,7 +161,9 @@ class Stages:
 def stages() -> Stages:
     targets = {"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
                "fold write": (fold, "apply"), "event moves": (fold, "move_events"),
-               "fold plan (bulk)": (fold, "plan_fresh"), "fold write (bulk)": (fold, "insert_fresh"),
+               "bulk: a product built (this process)": (scratch, "build"),
+               "bulk: copied in": (getattr(scratch, "Writer", None), "copy"),
+               "bulk: events pointed": (getattr(scratch, "Writer", None), "point_events"),
                "indexes dropped": (first_build, "drop"),
                "indexes made": (first_build, "restore"),
                "facts plan": (facts, "plan"), "facts write": (facts, "apply"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.gen_events import generate
-from deploytrack.metrics import aside, days, first_build, refresh
+from deploytrack.metrics import aside, days, first_build, refresh, scratch
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import file_lock
@@ -84,8 +84,8 @@ def test_a_first_build_gives_what_the_key_by_key_refold_gives(tmp_path: Path) ->
 
 
 def test_a_bulk_build_planned_in_a_child_with_moves_between_gives_the_same(tmp_path: Path, monkeypatch) -> None:
-    """The path a real database takes: plans made in a child process while this one points events at their
-    records a chunk at a time whenever it has no plan to write (here: every size, 300 events a chunk)."""
+    """The path a real database takes: products built into scratch files by a child process and by this one,
+    copied in, then the events pointed at their records a chunk at a time (here: 300 events a chunk)."""
     monkeypatch.setattr(refresh, "ASIDE_ABOVE", 0)
     monkeypatch.setattr(refresh, "_BULK_MOVES", 300)
     dropped: list[object] = []  # the bulk build's drops, counted on their way through (the real ones run)
@@ -103,7 +103,7 @@ def test_a_bulk_build_planned_in_a_child_with_moves_between_gives_the_same(tmp_p
         assert run_cli("metrics", "recompute", "--db", str(path))[0] == 0
         _consistent(path)
     assert _derived(db) == _derived(keyed) and _indexes(db) == before
-    assert dropped[:2] == [first_build.RECORDS, first_build.FACTS]  # the first build, the bulk way (not keyed's)
+    assert dropped == [first_build.TABLES]  # the first build, the bulk way (not keyed's)
 
 
 def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole(tmp_path: Path) -> None:
@@ -151,38 +151,44 @@ def test_metrics_recompute_builds_in_bulk_only_on_a_file_nothing_else_has_open(t
     read, write = dbmod.on_connection(conn)
     before = _indexes(db)
     summary = refresh.refresh(read, write, Settings(db=str(db)), bulk=True)
-    assert summary.bulk == (*first_build.RECORDS, *first_build.FACTS)
+    assert summary.bulk == first_build.TABLES
     assert refresh.refresh(read, write, Settings(db=str(db)), full=True, bulk=True).bulk == ()  # not empty now
     conn.close()
     assert _indexes(db) == before  # every index dropped was made again, as it was
     _consistent(db)
 
 
-@pytest.mark.parametrize(("stop", "nth"), [(refresh.write_fresh_records, 2), (refresh.write_moves, 1),
-                                           (first_build.restore, 2), (refresh.write_fresh_facts, 2)])
-def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_path: Path, stop: object,
-                                                                            nth: int) -> None:
+@pytest.mark.parametrize(("owner", "stop", "nth"), [(scratch.Writer, "copy", 2), (scratch.Writer, "point_events", 1),
+                                                    (first_build, "restore", 2)])
+def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: object, stop: str, nth: int) -> None:
+    """Stopped at its second product copied in, before its events are pointed at their records, or at its
+    second index made: `metrics recompute` derives everything again and makes the indexes."""
     db = _nothing_derived(tmp_path, "stopped.db")
     clean = tmp_path / "clean.db"
     shutil.copy(db, clean)
     conn = dbmod.open_migrated(db)
     indexes = _indexes(db)
     read, write = dbmod.on_connection(conn)
+    step = getattr(owner, stop)
     seen = 0
 
-    def stops_midway(fn: object, *args: object) -> object:  # at the nth write of its kind
+    def stops_midway(*args: object) -> object:  # at the nth call
         nonlocal seen
-        if fn is stop:
-            seen += 1
-            if seen == nth:
-                raise Stopped
-        return write(fn, *args)
+        seen += 1
+        if seen == nth:
+            raise Stopped
+        return step(*args)
 
-    with pytest.raises(Stopped):
-        refresh.refresh(read, stops_midway, Settings(db=str(db)), bulk=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(owner, stop, stops_midway)
+        with pytest.raises(Stopped):
+            refresh.refresh(read, write, Settings(db=str(db)), bulk=True)
     conn.close()
     assert len(_indexes(db)) < len(indexes)  # killed with indexes dropped
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
+    if stop != "restore":
+        assert query(db, "SELECT COUNT(*) FROM events WHERE deployment_id IS NOT NULL") == [(0,)]
     for path in (db, clean):
         assert run_cli("metrics", "recompute", "--db", str(path))[0] == 0
         _consistent(path)

@@ -31,7 +31,8 @@ Partition = tuple[str, str]  # product, environment
 EVER = rules.EVER
 _CHUNK = 400
 _SCAN_ABOVE = 100_000  # deployments whose sent commit times are read in one pass over the events instead
-_TERMINAL_SQL = "('completed', 'failed', 'aborted')"
+TERMINAL = ("completed", "failed", "aborted")  # the statuses of a finished deployment, which has facts
+_TERMINAL_SQL = f"({', '.join(repr(status) for status in TERMINAL)})"
 
 
 # -- what changed without a new event -----------------------------------------------------------
@@ -183,14 +184,18 @@ def _sent_commits(conn: Connection, deployment_ids: list[int]) -> Iterator[Seque
 
 
 Sent = dict[int, list[tuple[int | None, Any]]]  # deployment id -> (commit time, metadata) its events sent, in seq order
+Finished = dict[Partition, list[Sequence[Any]]]  # each one's finished records: id, version, status, finished_at,
+# label, scm_sha, in finish order
 
 
-def plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None = None) -> list[PartitionFacts]:
+def plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None = None,
+         finished: Finished | None = None) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only).
     `sent`: what their deployments' events sent (a bulk first build knows it before its events name their
-    records); else it is read (`_sent_commits`)."""
+    records); else it is read (`_sent_commits`). `finished`: their finished records, all of them (a bulk
+    first build's, not stored yet; every partition from EVER); else they are read."""
     with gcpause.paused():
-        return _plan(conn, partitions, sent)
+        return _plan(conn, partitions, sent, finished)
 
 
 def _given(sent: Sent, deployment_ids: list[int]) -> Iterator[tuple[int, int | None, Any]]:
@@ -199,14 +204,16 @@ def _given(sent: Sent, deployment_ids: list[int]) -> Iterator[tuple[int, int | N
             yield dep_id, commit_time, metadata
 
 
-def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None) -> list[PartitionFacts]:
+def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None, finished: Finished | None
+          ) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
         start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
             "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
-            f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start)))
+            f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start))
+        ) if finished is None else finished.get(partition, [])
         seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
         context[partition] = start, previous, seen
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]
@@ -281,13 +288,10 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | No
     return out
 
 
-def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int, compare: bool = True,
-            sent: Sent | None = None) -> list[PartitionFacts]:
-    """The facts of these product/environments (`plan`, `sent`) in pieces of about `rows` outcomes (`pieces`),
-    those that differ from the stored rows (`differing`; all of them unless `compare`: a bulk first build's
-    tables are empty): what the writer is to be asked for (read-only)."""
-    pieces = [piece for p in plan(conn, partitions, sent) for piece in p.pieces(rows)]
-    return differing(conn, pieces) if compare else pieces
+def planned(conn: Connection, partitions: Mapping[Partition, int], rows: int) -> list[PartitionFacts]:
+    """The facts of these product/environments (`plan`) in pieces of about `rows` outcomes (`pieces`), those
+    that differ from the stored rows (`differing`): what the writer is to be asked for (read-only)."""
+    return differing(conn, [piece for p in plan(conn, partitions) for piece in p.pieces(rows)])
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -309,7 +313,7 @@ def apply(conn: Connection, planned: Iterable[PartitionFacts], fresh: bool = Fal
     """Replace the facts of each planned product/environment (inside the writer's transaction).
 
     Only rows that differ are deleted or inserted: index pages that are right stay as they are. `fresh`:
-    none is stored (a bulk first build, whose tables were empty and have no index to look them up by)."""
+    none is stored (a bulk first build's scratch file, metrics/scratch.py)."""
     count = 0
     for p in planned:
         for table, columns, key, rows in _tables(p):

@@ -24,8 +24,7 @@ from deploytrack.storage import file_lock
 from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Connection
 
-RECORDS = ("deployments",)
-FACTS = ("deployment_facts", "metric_lead_facts", "metric_days")
+TABLES = ("deployments", "deployment_facts", "metric_lead_facts", "metric_days")
 _PRODUCT_LED = re.compile(r"\bON\s+\w+\s*\(\s*product\s*[,)]", re.IGNORECASE)
 _DROPPED = "first_build_indexes"  # kv: {name: sql} of the indexes a bulk first build dropped
 _AUTOCHECKPOINT = 1000  # pages: SQLite's default, a command's connection's (`drop` suspends it)

@@ -30,7 +30,7 @@ EVER = rules.EVER
 _EVENT_COLUMNS = "seq, occurred_at, status, invoke_id, scm_sha, actor, change_id, metadata, summary, deployment_id"
 _RECORD_FIELDS = ("status", "first_at", "last_at", "started_at", "finished_at", "scm_sha", "actor", "change_id",
                   "label", "event_count")
-_RECORD_COLUMNS = ("id", "product", "environment", "version", "invoke_id", *_RECORD_FIELDS)
+RECORD_COLUMNS = ("id", "product", "environment", "version", "invoke_id", *_RECORD_FIELDS)
 _RECORD_VALUES = attrgetter("invoke_id", *_RECORD_FIELDS)
 _FIRST_AT = attrgetter("first_at")
 
@@ -93,9 +93,17 @@ def dirty_keys(conn: Connection, after_seq: int, top_seq: int) -> dict[Key, int]
 
 def all_products(conn: Connection) -> list[str]:
     """Every product that has deployment events or records (a full refold goes product by product)."""
-    rows = conn.execute("SELECT DISTINCT product FROM events WHERE kind = 'deployment' AND environment IS NOT NULL "
-                        "UNION SELECT DISTINCT product FROM deployments")
-    return sorted(r[0] for r in rows)
+    return sorted(set(_distinct_products(conn, "events", "kind = 'deployment' AND environment IS NOT NULL"))
+                  | set(_distinct_products(conn, "deployments", "1 = 1")))
+
+
+def _distinct_products(conn: Connection, table: str, where: str) -> Iterator[str]:
+    """The products of `table`'s rows matching `where`, a seek each down an index led by the product (the
+    events' fold index, the records' key): tens of seeks, not a walk over millions of entries."""
+    row = conn.execute(f"SELECT MIN(product) FROM {table} WHERE {where}").fetchone()
+    while row[0] is not None:
+        yield row[0]
+        row = conn.execute(f"SELECT MIN(product) FROM {table} WHERE {where} AND product > ?", (row[0],)).fetchone()
 
 
 def _key_where(key: Key) -> tuple[str, tuple[Any, ...]]:
@@ -260,29 +268,13 @@ def apply(conn: Connection, plans: Iterable[KeyPlan], snapshot_top: int, defer_m
                 kept = next(fresh_ids)
             rows.append((kept, *p.key, *values))
             moves += [(seq, kept, old) for seq, old in zip(seqs, previous, strict=True) if old != kept]
-    for sql, params in bulk.insert_statements("deployments", _RECORD_COLUMNS, rows):
+    for sql, params in bulk.insert_statements("deployments", RECORD_COLUMNS, rows):
         conn.execute(sql, params)
     written = [(p.key, p.earliest) for p in fresh]
     if defer_moves:
         return written, moves
     move_events(conn, moves)
     return written, []
-
-
-def insert_fresh(conn: Connection, planned: Iterable[Fresh], snapshot_top: int
-                 ) -> tuple[set[Key], dict[int, int], dict[int, Sent]]:
-    """Write new records (`plan_fresh`) with fresh ids, in the order given (inside the writer's transaction),
-    but none of a key that got events after the snapshot. Returns the keys written, each of their events'
-    new record id by seq (for `move_events`), and what the events of each record sent (for `facts.plan`)."""
-    late = _late_keys(conn, snapshot_top)
-    fresh = [f for f in planned if f[0][:3] not in late]
-    ids = deployment_ids.new(conn, len(fresh))
-    conn.executemany(f"INSERT INTO deployments ({', '.join(_RECORD_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})",
-                     [(i, *row) for i, (row, _, _) in zip(ids, fresh, strict=True)])
-    made = list(zip(ids, fresh, strict=True))
-    return ({row[:3] for _, (row, _, _) in made}, {seq: i for i, (_, seqs, _) in made for seq in seqs},
-            {i: sent for i, (_, _, sent) in made if sent})
 
 
 def move_events(conn: Connection, moves: Moves) -> None:

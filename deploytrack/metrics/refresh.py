@@ -22,7 +22,7 @@ from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
-from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents
+from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents, scratch
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Connection, derived
 from deploytrack.timeutil import DAY
@@ -39,10 +39,7 @@ _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the
 # every row it is given, far past tens of milliseconds (fixed writes of 5,000 rows measured best, RESULTS.md).
 _MOST_ROWS_PER_WRITE = 5_000
 WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
-# A bulk first build (metrics/first_build.py: nothing else uses the database) writes in large transactions.
-_BULK_SECONDS = 1.0
-_BULK_MOST_ROWS = 200_000
-_BULK_MOVES = 100_000  # events pointed at their records a transaction
+_BULK_MOVES = 500_000  # events a bulk first build (metrics/scratch.py) points at their records a transaction
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -165,11 +162,10 @@ class Sized:
     touches to the WAL again (and checkpoints it again). The time is the whole `write` call, a paced
     caller's rest and the writer's queue included, so in the server the writes come out smaller."""
 
-    def __init__(self, write: Write, bulk: bool = False) -> None:
+    def __init__(self, write: Write) -> None:
         self._write = write
         self.rows = _ROWS_PER_WRITE  # rows the next write is to be given
         self._per_row = 0.0  # seconds a row: the last write's if slower, else halfway to it
-        self._seconds, self._most = (_BULK_SECONDS, _BULK_MOST_ROWS) if bulk else (WRITE_SECONDS, _MOST_ROWS_PER_WRITE)
 
     def write(self, rows: int, fn: Callable[..., T], *args: Any) -> T:
         """`write(fn, *args)`, a transaction of `rows` rows, timed."""
@@ -177,8 +173,8 @@ class Sized:
         result: T = self._write(fn, *args)
         per_row = (time.perf_counter() - began) / max(rows, 1)
         self._per_row = max(per_row, (self._per_row + per_row) / 2)
-        fit = int(self._seconds / max(self._per_row, 1e-9))
-        self.rows = max(_ROWS_PER_WRITE, min(self._most, 2 * self.rows, fit))
+        fit = int(WRITE_SECONDS / max(self._per_row, 1e-9))
+        self.rows = max(_ROWS_PER_WRITE, min(_MOST_ROWS_PER_WRITE, 2 * self.rows, fit))
         return result
 
     def groups(self, plans: Sequence[Any], size: Callable[[Any], int]) -> Iterator[tuple[int, list[Any]]]:
@@ -224,25 +220,10 @@ def write_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
 
 
 @derived
-def write_fresh_facts(conn: Connection, planned: list[facts.PartitionFacts]) -> int:
-    """Facts into tables that held none of them (a bulk first build) and their day totals, in one transaction."""
-    count = facts.apply(conn, planned, fresh=True)
-    days.apply(conn, planned)
-    return count
-
-
-@derived
 def write_records(conn: Connection, plans: list[fold.KeyPlan], top_seq: int, defer_moves: bool
                   ) -> tuple[list[tuple[fold.Key, int]], fold.Moves]:
     """Refolded deployment records (`fold.apply`)."""
     return fold.apply(conn, plans, top_seq, defer_moves)
-
-
-@derived
-def write_fresh_records(conn: Connection, planned: list[fold.Fresh], top_seq: int
-                        ) -> tuple[set[fold.Key], dict[int, int], dict[int, fold.Sent]]:
-    """New records of a bulk first build (`fold.insert_fresh`)."""
-    return fold.insert_fresh(conn, planned, top_seq)
 
 
 @derived
@@ -266,8 +247,8 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
-def _fresh_plans(conn: Connection, product: str) -> list[fold.Fresh]:
-    return fold.plan_fresh(conn, product)
+def _built(conn: Connection, product: str, directory: str) -> scratch.Built:
+    return scratch.build(conn, product, directory)
 
 
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
@@ -288,19 +269,15 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     if changes.nothing:
         return summary
     big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
-    bulk = bulk and changes.first
     # (a big round: the collector off while millions of plan tuples come in, see gcpause)
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
-        bulk_records = bulk and read(first_build.eligible, first_build.RECORDS)
-        fresh = _refold_fresh(read, write, plans, changes, summary) if bulk_records else None
-        if fresh is None:
+        if bulk and changes.first and read(first_build.eligible, first_build.TABLES):
+            _build_fresh(read, write, settings, plans, changes, summary)
+            summary.bulk = first_build.TABLES
+        else:
             _refold(read, write, plans, changes, summary)
-        bulk_facts = bulk and read(first_build.eligible, first_build.FACTS)
-        _refacts(read, write, plans, changes, summary, big, bulk_facts, fresh)
-        if fresh is not None:
-            fresh.finish()
-        summary.bulk = (first_build.RECORDS if bulk_records else ()) + (first_build.FACTS if bulk_facts else ())
+            _refacts(read, write, plans, changes, summary, big)
         summary.planned_aside = plans.served
     # incidents are relinked where deployments changed; all of them after a change of the production environments
     production = ",".join(sorted(settings.production_set))
@@ -311,23 +288,15 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
 
 
 def _refacts(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-             summary: Summary, big: bool, bulk: bool, fresh: _Fresh | None = None) -> None:
-    """Re-derive the facts and day totals of the product/environments noted (`bulk`: into empty tables, their
-    indexes not led by the product dropped meanwhile; `fresh`: a bulk build's records, whose events are
-    pointed at them while the facts are planned, whenever this process has no plan to write)."""
+             summary: Summary, big: bool) -> None:
+    """Re-derive the facts and day totals of the product/environments noted."""
     per_read = _PARTITIONS_PER_ASIDE_READ if big else _PARTITIONS_PER_READ
-    sized_facts = Sized(write, bulk)
-    if bulk:
-        write(first_build.drop, first_build.FACTS)
-    calls: list[aside_mod.Call] = []
-    for part in _chunks(sorted(changes.partitions.items()), per_read):
-        sent = None if fresh is None else fresh.sent_of({product for (product, _), _ in part})
-        calls.append((facts.planned, (dict(part), _ROWS_PER_WRITE, not bulk, sent)))
-    for planned in plans.map(calls, None if fresh is None else fresh.step):
+    sized_facts = Sized(write)
+    calls: list[aside_mod.Call] = [(facts.planned, (dict(part), _ROWS_PER_WRITE))
+                                   for part in _chunks(sorted(changes.partitions.items()), per_read)]
+    for planned in plans.map(calls):
         for rows, group in sized_facts.groups(planned, facts.PartitionFacts.size):
-            summary.partitions += sized_facts.write(rows, write_fresh_facts if bulk else write_facts, group)
-    if bulk and fresh is None:
-        _restore_indexes(read, write)
+            summary.partitions += sized_facts.write(rows, write_facts, group)
 
 
 def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
@@ -354,54 +323,21 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
         moved.write(rows, write_moves, chunk)
 
 
-class _Fresh:
-    """What a bulk first build has left to do once its records are written: point the events at them (in seq
-    order, a transaction of _BULK_MOVES at a time) and make the indexes it dropped; and what the records'
-    events sent, for the facts."""
-
-    def __init__(self, read: Read, write: Write) -> None:
-        self._read, self._write = read, write
-        self.moves: dict[int, int] = {}  # event seq -> its record's id
-        self.sent: dict[str, facts.Sent] = {}  # product -> what its records' events sent
-        self._seqs: list[int] | None = None
-        self._start = 0
-
-    def sent_of(self, products: set[str]) -> facts.Sent:
-        return {dep: rows for product in sorted(products) for dep, rows in self.sent.get(product, {}).items()}
-
-    def step(self) -> bool:
-        """Point the next events at their records; False once all are."""
-        if self._seqs is None:
-            self._seqs = sorted(self.moves)
-        chunk = self._seqs[self._start:self._start + _BULK_MOVES]
-        if not chunk:
-            return False
-        self._write(write_moves, [(seq, self.moves[seq], None) for seq in chunk])
-        self._start += len(chunk)
-        return True
-
-    def finish(self) -> None:
-        while self.step():
-            pass
-        _restore_indexes(self._read, self._write)
-
-
-def _refold_fresh(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline, changes: Changes,
-                  summary: Summary) -> _Fresh:
-    """A bulk first build's records: every product's new records in one transaction each (time order), the
-    indexes not led by the product dropped meanwhile (metrics/first_build.py). Its events are pointed at them
-    later (`_Fresh`)."""
-    write(first_build.drop, first_build.RECORDS)
-    fresh = _Fresh(read, write)
-    for planned in plans.map([(_fresh_plans, (product,)) for product in read(fold.all_products)]):
-        keys, pointed, sent = write(write_fresh_records, planned, changes.top_seq)
-        fresh.moves.update(pointed)
-        summary.keys_refolded += len(keys)
-        for product, environment, _ in keys:
-            changes.touch((product, environment), fold.EVER)
-        for product in {product for product, _, _ in keys}:  # (one: a plan is a product's)
-            fresh.sent.setdefault(product, {}).update(sent)
-    return fresh
+def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.Aside | aside_mod.Inline,
+                 changes: Changes, summary: Summary) -> None:
+    """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped, each product
+    built whole into a scratch file (metrics/scratch.py) and copied in, then the events pointed at their
+    records and the indexes made again."""
+    write(first_build.drop, first_build.TABLES)
+    with scratch.directory() as directory, scratch.Writer(settings.db) as copies:
+        for built in plans.map([(_built, (product, directory)) for product in read(fold.all_products)], ahead=2):
+            copies.copy(built)
+            summary.keys_refolded += built.keys
+            summary.partitions += len(built.partitions)
+            for partition in built.partitions:
+                changes.touch(partition, fold.EVER)
+        copies.point_events(_BULK_MOVES)
+    _restore_indexes(read, write)
 
 
 def _restore_indexes(read: Read, write: Write) -> None:
