@@ -161,8 +161,10 @@ class Stages:
 def stages() -> Stages:
     targets = {"fold plan": (fold, "plan_key"), "fold plan (whole products)": (fold, "plan_product"),
                "fold write": (fold, "apply"), "event moves": (fold, "move_events"),
-               "bulk: a product built (this process)": (scratch, "build"),
-               "bulk: copied in": (getattr(scratch, "Writer", None), "copy"),
+               "bulk: records built here": (scratch, "fold_product"),
+               "bulk: facts built here": (scratch, "facts_product"),
+               "bulk: records copied in": (getattr(scratch, "Writer", None), "copy_records"),
+               "bulk: facts copied in": (getattr(scratch, "Writer", None), "copy_facts"),
                "bulk: events pointed": (getattr(scratch, "Writer", None), "point_events"),
                "indexes dropped": (first_build, "drop"),
                "indexes made": (first_build, "restore"),

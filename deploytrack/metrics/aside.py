@@ -71,16 +71,22 @@ class Aside:
         except (EOFError, OSError):
             self._inbox.put(_GONE)
 
-    def map(self, calls: Iterable[Call], ahead: int = _AHEAD) -> Iterator[Any]:
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD
+            ) -> Iterator[Any]:
         """The result of each call, in no particular order. The child takes calls from the front, holding
-        `ahead` at most; when it has no result ready, this process runs a call from the back itself rather
-        than wait (fewer ahead: less to wait for at the end, once it has none left to run)."""
+        `ahead` at most (fewer: less to wait for at the end); when it has no result ready, this process does
+        a step of `idle` (other work of the round, while it has some: it returns False once it has none) or
+        else runs a call from the back itself rather than wait."""
         todo = deque(calls)
         asked = 0
         while todo and asked < ahead:
             self._send(todo.popleft())
             asked += 1
         while asked or todo:
+            if asked and self._inbox.empty() and idle is not None:
+                if idle():
+                    continue
+                idle = None
             if not asked or (todo and self._inbox.empty()):
                 fn, args = todo.pop()
                 yield self._read(fn, *args)
@@ -135,8 +141,10 @@ class Inline:
     def __init__(self, read: Callable[..., Any]) -> None:
         self._read = read
 
-    def map(self, calls: Iterable[Call], ahead: int = _AHEAD) -> Iterator[Any]:
-        """(None is ahead: each is read when it is asked for.)"""
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD
+            ) -> Iterator[Any]:
+        """(None is ahead: each is read when it is asked for; `idle` is not called: the caller does its other
+        work afterwards.)"""
         return (self._read(fn, *args) for fn, args in calls)
 
     def __enter__(self) -> Inline:

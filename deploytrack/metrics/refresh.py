@@ -39,7 +39,7 @@ _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the
 # every row it is given, far past tens of milliseconds (fixed writes of 5,000 rows measured best, RESULTS.md).
 _MOST_ROWS_PER_WRITE = 5_000
 WRITE_SECONDS = 0.04  # what a round's write transaction is sized to take (DESIGN: tens of milliseconds)
-_BULK_MOVES = 500_000  # events a bulk first build (metrics/scratch.py) points at their records a transaction
+_BULK_MOVES = 200_000  # events a bulk first build (metrics/scratch.py) points at their records a transaction
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
@@ -247,8 +247,12 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
-def _built(conn: Connection, product: str, directory: str) -> scratch.Built:
-    return scratch.build(conn, product, directory)
+def _folded(conn: Connection, product: str, directory: str) -> scratch.Built:
+    return scratch.fold_product(conn, product, directory)
+
+
+def _facts_of(conn: Connection, built: scratch.Built) -> scratch.Built:
+    return scratch.facts_product(conn, built)
 
 
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
@@ -325,18 +329,27 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
 
 def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.Aside | aside_mod.Inline,
                  changes: Changes, summary: Summary) -> None:
-    """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped, each product
-    built whole into a scratch file (metrics/scratch.py) and copied in, then the events pointed at their
-    records and the indexes made again."""
+    """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped; each product's
+    records built into a scratch file and copied in (metrics/scratch.py), then its facts and day totals, while
+    this process points the events at their records whenever it has nothing to copy; the indexes made again."""
     write(first_build.drop, first_build.TABLES)
     with scratch.directory() as directory, scratch.Writer(settings.db) as copies:
-        for built in plans.map([(_built, (product, directory)) for product in read(fold.all_products)], ahead=2):
-            copies.copy(built)
+        folded = []
+        for built in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2):
+            copies.copy_records(built)
+            folded.append(built)
             summary.keys_refolded += built.keys
-            summary.partitions += len(built.partitions)
             for partition in built.partitions:
                 changes.touch(partition, fold.EVER)
-        copies.point_events(_BULK_MOVES)
+
+        def point() -> bool:
+            return copies.point_events(_BULK_MOVES)
+
+        for built in plans.map([(_facts_of, (built,)) for built in folded], point, ahead=2):
+            copies.copy_facts(built)
+            summary.partitions += len(built.partitions)
+        while point():
+            pass
     _restore_indexes(read, write)
 
 
