@@ -25,7 +25,9 @@ from deploytrack.storage import postgres as pg
 from deploytrack.storage.database import Connection
 
 TABLES = ("deployments", "deployment_facts", "metric_lead_facts", "metric_days")
+RECORDS = TABLES[:1]
 _PRODUCT_LED = re.compile(r"\bON\s+\w+\s*\(\s*product\s*[,)]", re.IGNORECASE)
+_TABLE = re.compile(r"\bON\s+(\w+)", re.IGNORECASE)
 _DROPPED = "first_build_indexes"  # kv: {name: sql} of the indexes a bulk first build dropped
 _AUTOCHECKPOINT = 1000  # pages: SQLite's default, a command's connection's (`drop` suspends it)
 
@@ -101,9 +103,10 @@ def drop(conn: Connection, tables: tuple[str, ...]) -> None:
         conn.execute(f"DROP INDEX {name}")
 
 
-def dropped(conn: Connection) -> list[str]:
-    """The indexes a bulk first build dropped that are still to be made (a killed build's included)."""
-    return sorted(_dropped(conn))
+def dropped(conn: Connection, tables: tuple[str, ...] = TABLES) -> list[str]:
+    """The indexes of `tables` a bulk first build dropped that are still to be made (a killed build's included)."""
+    return sorted(name for name, sql in _dropped(conn).items()
+                  if (table := _TABLE.search(sql)) is None or table[1] in tables)
 
 
 def restore(conn: Connection, name: str) -> None:

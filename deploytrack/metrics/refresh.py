@@ -331,7 +331,8 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
                  changes: Changes, summary: Summary) -> None:
     """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped; each product's
     records built into a scratch file and copied in (metrics/scratch.py), then its facts and day totals, while
-    this process points the events at their records whenever it has nothing to copy; the indexes made again."""
+    this process points the events at their records and makes the records' indexes whenever it has nothing to
+    copy; the facts' indexes made again at the end."""
     write(first_build.drop, first_build.TABLES)
     with scratch.directory() as directory, scratch.Writer(settings.db) as copies:
         folded = []
@@ -342,13 +343,18 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
             for partition in built.partitions:
                 changes.touch(partition, fold.EVER)
 
-        def point() -> bool:
-            return copies.point_events(_BULK_MOVES)
+        def idle() -> bool:  # (the records' indexes too: every record is in)
+            if copies.point_events(_BULK_MOVES):
+                return True
+            records = read(first_build.dropped, first_build.RECORDS)
+            if records:
+                write(first_build.restore, records[0])
+            return bool(records)
 
-        for built in plans.map([(_facts_of, (built,)) for built in folded], point, ahead=2):
+        for built in plans.map([(_facts_of, (built,)) for built in folded], idle, ahead=2):
             copies.copy_facts(built)
             summary.partitions += len(built.partitions)
-        while point():
+        while idle():
             pass
     _restore_indexes(read, write)
 
