@@ -5,8 +5,8 @@ A first build writes every deployment record, fact and day total, and points eve
 its record. Written with the indexes in place, each row lands somewhere else in each index; built once
 afterwards, an index is one sort. So when nothing else uses the database (`alone`: `metrics recompute`
 on a file no server has open) and the derived tables are empty, a first build drops their secondary
-indexes not led by the product, writes, and creates them again at the end, before anything else reads them
-(the reads of the build itself seek only indexes led by the product).
+indexes not led by the product, writes product by product (metrics/scratch.py: each product built in a
+scratch file and copied in), and creates them again before anything else reads them.
 
 A build killed between leaves the dropped indexes' definitions in `kv`; the next refresh, in the server
 or the CLI, creates them first (`restore`), and, no watermark written, derives everything again.
