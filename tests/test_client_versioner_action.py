@@ -141,3 +141,25 @@ def test_errors_the_action_explains(live_server, token):
     assert resp.status_code == 409 and "7.0.0" in resp.json()["detail"]
     events = httpx.get(f"{live_server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
     assert len(events) == 1
+
+
+def test_releases_before_build_events_post_a_built_version_to_version_events(live_server, token):
+    """The action's releases before `/build-events/` sent builds as `POST /version-events/`: no status,
+    the build's time as `built_at`, and outputs `version_id`, `product_id`, `version`, `created_at`."""
+    gh = github_metadata()
+    payload = {"product_name": "web-shop", "version": "3.1.0", "scm_repository": gh["scm_repository"],
+               "scm_sha": SHA, "scm_branch": "main", "source_system": "github", "build_number": gh["build_number"],
+               "invoke_id": gh["invoke_id"], "build_url": RUN_URL, "built_by": "octocat",
+               "built_at": "2026-11-20T10:00:00.000Z", "extra_metadata": dict(VI_GH)}
+    resp = action_post(live_server, token, "/version-events/", payload)
+    ids = outputs(resp, "version_id", "product_id", "version", "created_at")
+    assert (ids["version"], ids["created_at"][:19]) == ("3.1.0", "2026-11-20T10:00:00")
+    [event] = httpx.get(f"{live_server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
+    assert (event["kind"], event["status"], event["scm_sha"]) == ("build", "completed", SHA)
+    assert event["build_url"] == RUN_URL
+    # the same version from another commit is still a conflict, whichever path the build came through
+    resp = action_post(live_server, token, "/deployment-events/",
+                       {**deployment_payload("3.1.0", "production"), "scm_sha": "0" * 40})
+    assert resp.status_code == 409
+    assert action_post(live_server, token, "/version-events/", {"version": "3.1.1"}).json() == {
+        "detail": "Field 'product_name' is required"}

@@ -8,6 +8,10 @@ and that one stopped before the events were pointed at their records is redone w
 from __future__ import annotations
 
 import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from deploytrack.metrics import aside, days, first_build, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import file_lock
-from tests.conftest import LiveServer, query, run_cli
+from tests.conftest import REPO, LiveServer, query, run_cli
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -27,9 +31,9 @@ class Stopped(Exception):
     """The round stopped here (the process was killed, say)."""
 
 
-def _nothing_derived(tmp_path: Path, name: str) -> Path:
+def _nothing_derived(tmp_path: Path, name: str, events: int = 6_000) -> Path:
     db = tmp_path / name
-    generate(db, 6_000, 60, 4, seed=11)
+    generate(db, events, 60, 4, seed=11)
     conn = dbmod.connect(db)
     with dbmod.transaction(conn):  # as an import of bare events leaves it
         conn.execute("DELETE FROM deployments")
@@ -56,6 +60,11 @@ def _consistent(db: Path | str) -> None:
     assert all(row[1] is not None for row in _records(db))  # every event points at a record
     assert query(db, "SELECT COUNT(*) FROM deployments d WHERE d.event_count <> "
                      "(SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)") == [(0,)]
+
+
+def _runs(fn: object, args: tuple[object, ...]) -> object:
+    """The function a write runs: a first build's writes each renew its lease first (`refresh._leased`)."""
+    return args[1] if fn in (refresh._leased, refresh._leased_derived) else fn
 
 
 def _derived(db: Path | str) -> tuple[object, ...]:
@@ -114,7 +123,7 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
     read, write = dbmod.on_connection(conn)
 
     def stops_at_the_moves(fn: object, *args: object) -> object:
-        if fn is refresh.write_moves:
+        if _runs(fn, args) is refresh.write_moves:
             raise Stopped
         return write(fn, *args)
 
@@ -172,7 +181,7 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(tmp_
 
     def stops_midway(fn: object, *args: object) -> object:  # at the nth write of its kind
         nonlocal seen
-        if fn is stop:
+        if _runs(fn, args) is stop:
             seen += 1
             if seen == nth:
                 raise Stopped
@@ -249,3 +258,50 @@ def test_a_server_does_not_start_beside_a_bulk_build_and_a_build_is_not_bulk_bes
         assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0  # the ordinary build
     finally:
         server.stop()
+
+
+def _hold_first_build_lease(db: Path, owner: str) -> None:
+    conn = dbmod.connect(db)
+    with dbmod.transaction(conn):
+        conn.execute("INSERT INTO jobs (name, owner, lease_until) VALUES (?, ?, ?)",
+                     (refresh.FIRST_BUILD, owner, 2 ** 62))
+    conn.close()
+
+
+def test_a_first_build_is_left_to_the_process_that_holds_its_lease(tmp_path: Path) -> None:
+    """Two first builds at once would each write every record (no event names one yet): the second
+    refuses while the first one's process runs, and takes over once it is gone."""
+    db = _nothing_derived(tmp_path, "leased.db")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        _hold_first_build_lease(db, f"{socket.gethostname()}:{other.pid}:build")
+        code, out = run_cli("metrics", "recompute", "--db", str(db))
+        assert code == 2
+        assert query(db, "SELECT COUNT(*) FROM deployments") == [(0,)]
+        assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
+    finally:
+        other.kill()
+        other.wait()
+    assert run_cli("metrics", "recompute", "--db", str(db))[0] == 0  # its process is gone: the lease is free
+    _consistent(db)
+    assert query(db, "SELECT owner FROM jobs WHERE name = ?", (refresh.FIRST_BUILD,)) == [(None,)]
+
+
+def test_two_first_builds_started_together_write_each_record_once(tmp_path: Path) -> None:
+    db = _nothing_derived(tmp_path, "together.db", 30_000)  # (big enough that the two overlap)
+    alone = tmp_path / "alone.db"
+    shutil.copy(db, alone)
+    holder = sqlite3.connect(db)  # the file is open elsewhere (a server, say): both build the ordinary way
+    holder.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+    try:
+        builds = [subprocess.Popen([sys.executable, "-m", "deploytrack", "metrics", "recompute", "--db", str(db)],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                  for _ in range(2)]
+        said = [p.communicate(timeout=120)[0] for p in builds]
+    finally:
+        holder.close()
+    codes = sorted(p.returncode for p in builds)
+    assert codes[0] == 0 and codes[1] in (0, 2), said  # (2: it found the other one building, and said so)
+    assert run_cli("metrics", "recompute", "--db", str(alone))[0] == 0
+    _consistent(db)
+    assert _derived(db) == _derived(alone)

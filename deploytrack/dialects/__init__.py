@@ -118,6 +118,7 @@ def routes() -> list[Route]:
     return [
         *_both("/deployment-events", Endpoint(versioner, "deployment"), ["POST"]),
         *_both("/build-events", Endpoint(versioner, "build"), ["POST"]),
+        *_both(versioner.VERSION_EVENTS, Endpoint(versioner, "build"), ["POST"]),
         *_both("/api/events/push", Endpoint(quanta, "deployment"), ["GET", "POST"]),
         *_both("/events", Endpoint(devgrid, "deployment"), ["POST"]),
         *_both("/api/deployment-events", Endpoint(ilert, "deployment"), ["POST"]),

@@ -20,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
-from deploytrack.metrics import compute, refresh
+from deploytrack.metrics import compute, leases, refresh
 from deploytrack.metrics.worker import Worker, WorkerFailed
 from deploytrack.settings import Settings
 from deploytrack.storage import failures
@@ -37,29 +34,13 @@ log = logging.getLogger("deploytrack.scheduler")
 JOB = "metrics_daily"
 
 
-def take_lease(conn: Connection, owner: str, now: int, lease_us: int) -> bool:
-    """Hold (or renew) the job's lease; False while another owner's lease is unexpired."""
-    row = conn.execute("SELECT owner, lease_until FROM jobs WHERE name = ?", (JOB,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO jobs (name, owner, lease_until) VALUES (?, ?, ?)", (JOB, owner, now + lease_us))
-        return True
-    if row["owner"] not in (None, owner) and (row["lease_until"] or 0) > now:
-        return False
-    conn.execute("UPDATE jobs SET owner = ?, lease_until = ? WHERE name = ?", (owner, now + lease_us, JOB))
-    return True
-
-
-def release_lease(conn: Connection, owner: str) -> None:
-    conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?", (JOB, owner))
-
-
 def due(conn: Connection, owner: str, now: int, lease_us: int
         ) -> tuple[int | None, int, list[int], int | None] | None:
     """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
     the dirty days taken, the last day done before); None when nothing is due. The days are claimed
     at once (a round that runs meanwhile finds nothing due); taken dirty days leave the table, so marks
     made while the run computes stay for the next round."""
-    if not take_lease(conn, owner, now, lease_us):
+    if not leases.take(conn, JOB, owner, now, lease_us):
         return None
     last_done = conn.execute("SELECT last_day FROM jobs WHERE name = ?", (JOB,)).fetchone()[0]
     yesterday = day_start_us(now) - DAY
@@ -174,6 +155,8 @@ class Deriver:
                         self._building = asyncio.create_task(self._build(), name="deploytrack-derive")
                     return
                 await asyncio.to_thread(self.run, refresh.refresh)
+            except refresh.Busy as exc:  # reads go on from what is derived so far
+                log.info("%s", exc)
             except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
@@ -186,6 +169,8 @@ class Deriver:
     async def _build(self) -> None:
         try:
             await self.in_process(refresh.refresh, False, True)  # a first build plans in a process aside
+        except refresh.Busy as exc:
+            log.info("%s", exc)
         except Exception:  # noqa: BLE001 - logged; the next read or round tries again
             log.exception("could not build derived data")
 
@@ -223,7 +208,7 @@ class MetricsScheduler:
         self.clock = clock
         self.interval = settings.metrics_interval if interval is None else interval
         self.lease_us = int(lease_seconds * 1_000_000)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = owner or leases.new_owner()
         self.runs: list[tuple[int, int]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -261,7 +246,7 @@ class MetricsScheduler:
             await self._task
             self._task = None
         try:
-            await self.db.write(release_lease, self.owner)
+            await self.db.write(leases.release, JOB, self.owner)
         except Exception:  # noqa: BLE001 - the database may already be unwritable on shut-down
             log.warning("could not release the metrics lease", exc_info=True)
 
@@ -272,6 +257,8 @@ class MetricsScheduler:
             self._wake.clear()
             try:
                 await self.tick()
+            except refresh.Busy as exc:  # (its days were given back; they are done next time)
+                log.info("metrics round skipped: %s", exc)
             except Exception as exc:  # noqa: BLE001 - a failed round is logged and retried next time
                 if self._stopping and isinstance(exc, WorkerFailed):  # the server stopped its process
                     log.info("metrics round stopped with the server; its days are done at the next start")
