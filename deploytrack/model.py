@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -162,6 +163,10 @@ def _integer(text: str) -> int | WholeNumber:
     return WholeNumber(text)
 
 
+# Control characters (C0, DEL, C1): a name holding one cannot be addressed in a URL path or shown on one line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 class Fields:
     """Reads typed, bounded fields out of one JSON object and remembers which it used.
 
@@ -212,6 +217,9 @@ class Fields:
              max_bytes: int = MAX_NAME_BYTES) -> builtins.str | None:
         """`str` for a name the database indexes: a product, environment, version, run id or SHA."""
         value = self.str(key, required=required, allow_number=allow_number)
+        if value is not None and not value.isprintable() and _CONTROL.search(value):  # (isprintable: C-fast)
+            raise BadRequest(f"Field '{self._name(key)}' contains a control character (a line break, say); "
+                             "a name is one line of text", self._name(key))
         if value is not None and len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
             raise BadRequest(f"Field '{self._name(key)}' is longer than {max_bytes} bytes (UTF-8)", self._name(key))
         return value

@@ -40,6 +40,7 @@ class Context:
     max_batch_events: int
     aliases: Mapping[str, str]
     request: Request
+    status: str | None = None  # the status of an event that names none (a path whose events all have one)
 
     def product_or_default(self, product: str | None, token: Token) -> str:
         """APIs that carry no product use the token's default, else the explicit 'unassigned'."""
@@ -50,9 +51,10 @@ class Endpoint:
     """The ingestion path of one dialect and kind, as an ASGI app: Starlette routes to it, and the
     application object calls it straight (`app.Deploytrack`)."""
 
-    def __init__(self, dialect: ModuleType, kind: str) -> None:
+    def __init__(self, dialect: ModuleType, kind: str, status: str | None = None) -> None:
         self.dialect = dialect
         self.kind = kind
+        self.status = status  # (Context.status)
         self.__name__ = f"{dialect.NAME}_{kind}"  # the route's name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +75,8 @@ class Endpoint:
             if token is None:
                 token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
                 app.limiter.check(token.id)
-            ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
+            ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request,
+                          self.status)
             try:
                 events = dialect.to_events(data, token, ctx)
             except InexactNumber:  # maybe an integer beyond 64 bits, which orjson parsed as a float
@@ -118,7 +121,7 @@ def routes() -> list[Route]:
     return [
         *_both("/deployment-events", Endpoint(versioner, "deployment"), ["POST"]),
         *_both("/build-events", Endpoint(versioner, "build"), ["POST"]),
-        *_both(versioner.VERSION_EVENTS, Endpoint(versioner, "build"), ["POST"]),
+        *_both("/version-events", Endpoint(versioner, "build", status="completed"), ["POST"]),  # (versioner.py)
         *_both("/api/events/push", Endpoint(quanta, "deployment"), ["GET", "POST"]),
         *_both("/events", Endpoint(devgrid, "deployment"), ["POST"]),
         *_both("/api/deployment-events", Endpoint(ilert, "deployment"), ["POST"]),

@@ -1,7 +1,8 @@
 """Versioner: `POST /deployment-events/` and `POST /build-events/`, `Authorization: Bearer`.
 
 `POST /version-events/` is what Versioner's GitHub Action sent for builds before `/build-events/`:
-a built version, with no `status` (a finished build) and its time as `built_at`.
+a built version, with no `status` (a finished build) and its time as `built_at`; its deployments
+named the environment `environment`.
 
 Errors are `{"detail": "..."}`; success is 200 with the documented fields, plus the ids Versioner's
 CLI and GitHub Action read (`product_id`, `version_id`, `environment_id`, `deployment_id`, `event_id`).
@@ -28,7 +29,6 @@ from deploytrack.web.http import bearer, parse_json
 
 NAME = "versioner"
 SECRET_IN_BODY = False
-VERSION_EVENTS = "/version-events"
 # Which of the clients' run times is the event's own time, by status (pending events have none).
 _TIME_FIELDS = {"started": "started_at", **dict.fromkeys(TERMINAL, "completed_at")}
 
@@ -45,10 +45,13 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
     product = f.name("product_name", required=True) or ""
     version = f.name("version", required=True, allow_number=True)
-    environment = f.name("environment_name", required=ctx.kind == "deployment")
+    # (`environment`: what Versioner's GitHub Action sent before its 2025 releases)
+    environment = f.name("environment_name") or f.name("environment")
+    if environment is None and ctx.kind == "deployment":
+        raise BadRequest("Field 'environment_name' is required", "environment_name")
     status_value = f.raw("status")
-    if status_value is None and ctx.request.url.path.rstrip("/") == VERSION_EVENTS:
-        status_value = "completed"
+    if status_value is None:
+        status_value = ctx.status
     if status_value is None:
         raise BadRequest("Field 'status' is required", "status")
     status, status_raw = normalize_status(status_value)
