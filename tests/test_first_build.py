@@ -8,12 +8,13 @@ and that one stopped before the events were pointed at their records is redone w
 from __future__ import annotations
 
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from bench.gen_events import generate
@@ -21,7 +22,7 @@ from deploytrack.metrics import aside, days, first_build, refresh
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import file_lock
-from tests.conftest import REPO, LiveServer, query, run_cli
+from tests.conftest import REPO, LiveServer, auth, create_token, query, run_cli
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -260,28 +261,32 @@ def test_a_server_does_not_start_beside_a_bulk_build_and_a_build_is_not_bulk_bes
         server.stop()
 
 
-def _hold_first_build_lease(db: Path, owner: str) -> None:
-    conn = dbmod.connect(db)
-    with dbmod.transaction(conn):
-        conn.execute("INSERT INTO jobs (name, owner, lease_until) VALUES (?, ?, ?)",
-                     (refresh.FIRST_BUILD, owner, 2 ** 62))
-    conn.close()
+HOLD_LEASE = """
+import sys, time
+from deploytrack.metrics import leases, refresh
+from deploytrack.storage import database as dbmod
+conn = dbmod.connect(sys.argv[1])
+with dbmod.transaction(conn):
+    assert leases.take(conn, refresh.FIRST_BUILD, leases.new_owner(), 0, 2 ** 62)
+print("held", flush=True)
+time.sleep(60)
+"""
 
 
 def test_a_first_build_is_left_to_the_process_that_holds_its_lease(tmp_path: Path) -> None:
     """Two first builds at once would each write every record (no event names one yet): the second
     refuses while the first one's process runs, and takes over once it is gone."""
     db = _nothing_derived(tmp_path, "leased.db")
-    other = subprocess.Popen(["sleep", "60"])
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(db)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        _hold_first_build_lease(db, f"{socket.gethostname()}:{other.pid}:build")
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
         code, out = run_cli("metrics", "recompute", "--db", str(db))
         assert code == 2
         assert query(db, "SELECT COUNT(*) FROM deployments") == [(0,)]
         assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
     finally:
         other.kill()
-        other.wait()
+        other.communicate()
     assert run_cli("metrics", "recompute", "--db", str(db))[0] == 0  # its process is gone: the lease is free
     _consistent(db)
     assert query(db, "SELECT owner FROM jobs WHERE name = ?", (refresh.FIRST_BUILD,)) == [(None,)]
@@ -305,3 +310,27 @@ def test_two_first_builds_started_together_write_each_record_once(tmp_path: Path
     assert run_cli("metrics", "recompute", "--db", str(alone))[0] == 0
     _consistent(db)
     assert _derived(db) == _derived(alone)
+
+
+def test_a_server_reads_from_what_is_derived_while_another_process_makes_the_first_build(tmp_path: Path) -> None:
+    """The server notes it (INFO, no failure logged) and does not try again at every read: with this many
+    events each try would start a worker process."""
+    db = _nothing_derived(tmp_path, "beside.db", 25_000)
+    token = create_token(db, "reader", "read")
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(db)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    server = LiveServer(db)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        server.start()
+        for _ in range(4):
+            resp = httpx.get(f"{server.url}/api/v1/metrics", headers=auth(token), timeout=30)
+            assert resp.status_code == 200, resp.text
+            time.sleep(0.3)
+    finally:
+        server.stop()
+        other.kill()
+        other.communicate()
+    log = server.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log and "WARNING" not in log, log
+    assert log.count("another process is building the derived data for the first time") == 1, log
+    assert query(db, "SELECT COUNT(*) FROM deployments") == [(0,)]

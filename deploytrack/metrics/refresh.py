@@ -217,35 +217,38 @@ def _done(conn: Connection, top_seq: int, stale_id: int, production: str, owner:
         leases.release(conn, FIRST_BUILD, owner)
 
 
-def _claim_first_build(conn: Connection, owner: str) -> bool:
-    """Whether this round is a first build (no watermark yet), holding its lease if so; `Busy` while another
+_BUSY = "another process is building the derived data for the first time; this round is left to it"
+
+
+def _claim_first_build(conn: Connection, owner: str) -> bool | None:
+    """Whether this round is a first build (no watermark yet), holding its lease if so; None while another
     process holds it. (The watermark is read under the lease: one set by a build that has just finished
-    means this round is not a first build.)"""
+    means this round is not a first build.) Nothing is raised here: the writer would log it as a failure."""
     if state(conn)[1] is not None:
         return False
-    if not leases.take(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
-        raise Busy("another process is building the derived data for the first time; this round is left to it")
-    return True
+    return True if leases.take(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US) else None
 
 
-def _leased(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(conn, *args)` in a first build's transaction, which it may write only while it holds the lease."""
+def _leased(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+    """(True, `fn(conn, *args)`) in a first build's transaction while `owner` holds the lease (renewed);
+    (False, None), having written nothing, once another process has taken it over."""
     if not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
-        raise Busy("another process took over the first build of derived data (this one wrote nothing for "
-                   f"{FIRST_BUILD_LEASE_US // 1_000_000} s)")
-    return fn(conn, *args)
+        return False, None
+    return True, fn(conn, *args)
 
 
 @derived
-def _leased_derived(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> T:
+def _leased_derived(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
     return _leased(conn, owner, fn, *args)
 
 
 def _holding(write: Write, owner: str) -> Write:
     """`write`, each transaction renewing (and requiring) `owner`'s first-build lease."""
     def leased_write(fn: Callable[..., T], *args: Any) -> T:
-        result: T = write(_leased_derived if is_derived(fn) else _leased, owner, fn, *args)
-        return result
+        held, result = write(_leased_derived if is_derived(fn) else _leased, owner, fn, *args)
+        if not held:
+            raise Busy("another process took over the lease of this first build of derived data")
+        return result  # type: ignore[no-any-return]
     return leased_write
 
 
@@ -330,7 +333,10 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     if not changes.first:
         return _refresh(read, write, settings, changes, None, aside, bulk)
     owner = leases.new_owner()
-    if not write(_claim_first_build, owner):  # a first build finished meanwhile
+    claimed = write(_claim_first_build, owner)
+    if claimed is None:
+        raise Busy(_BUSY)
+    if not claimed:  # a first build finished meanwhile
         return _refresh(read, write, settings, read(what_changed, full, top), None, aside, bulk)
     try:
         return _refresh(read, _holding(write, owner), settings, changes, owner, aside, bulk)

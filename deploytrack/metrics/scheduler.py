@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
@@ -86,6 +87,7 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     return done
 
 
+LEAVE_SECONDS = 10
 HEAVY_EVENTS = 20_000  # events since the last refresh
 HEAVY_DAYS = 31  # days to snapshot
 
@@ -120,6 +122,7 @@ class Deriver:
         self._worker = Worker(db, settings)
         self._worker_lock = asyncio.Lock()
         self._building: asyncio.Task[object] | None = None
+        self._left_until = 0.0  # (monotonic) another process makes the first build: no refresh tried till then
 
     def read(self, fn: Callable[..., object], *args: object) -> object:
         """Run `fn(conn, *args)` on a snapshot, in this thread."""
@@ -144,10 +147,10 @@ class Deriver:
 
         A heavy refresh is started in a process of its own and not waited for: reads go on from what
         was derived last until it is done."""
-        if await self._current():
+        if time.monotonic() < self._left_until or await self._current():
             return
         async with self._lock:
-            if await self._current():
+            if time.monotonic() < self._left_until or await self._current():
                 return
             try:
                 if await asyncio.to_thread(self.read, refresh_is_heavy):
@@ -156,7 +159,7 @@ class Deriver:
                     return
                 await asyncio.to_thread(self.run, refresh.refresh)
             except refresh.Busy as exc:  # reads go on from what is derived so far
-                log.info("%s", exc)
+                self._leave_to_another(exc)
             except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
@@ -170,9 +173,15 @@ class Deriver:
         try:
             await self.in_process(refresh.refresh, False, True)  # a first build plans in a process aside
         except refresh.Busy as exc:
-            log.info("%s", exc)
+            self._leave_to_another(exc)
         except Exception:  # noqa: BLE001 - logged; the next read or round tries again
             log.exception("could not build derived data")
+
+    def _leave_to_another(self, busy: refresh.Busy) -> None:
+        """Another process makes the first build: reads use what is derived so far, and no read tries again
+        (a worker process each, when the build is heavy) for LEAVE_SECONDS."""
+        log.info("%s; trying again in %d s", busy, LEAVE_SECONDS)
+        self._left_until = time.monotonic() + LEAVE_SECONDS
 
     async def settle(self) -> None:
         """Wait for a heavy refresh started by a read."""
