@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.errors import BadRequest
+from deploytrack.errors import BadRequest, Unprocessable
 from deploytrack.settings import Settings
 from deploytrack.timeutil import TimeBounds, parse_timestamp
 
@@ -161,6 +161,20 @@ def _integer(text: str) -> int | WholeNumber:
         if -(2**63) <= value < 2**64:
             return value
     return WholeNumber(text)
+
+
+def fingerprint(raw: bytes) -> str:
+    """What tells a re-send from another request under one Idempotency-Key: its body's SHA-256."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def check_resend(stored: str | None, sent: str | None) -> None:
+    """An Idempotency-Key sent again with another body is refused (422, as the IETF's Idempotency-Key draft
+    says) rather than answered with the first request's result: the second request would be lost unseen.
+    (Keys stored before fingerprints were kept have none.)"""
+    if stored is not None and sent is not None and stored != sent:
+        raise Unprocessable("the Idempotency-Key was used before with another request body; use a new key for a "
+                            "new request", "Idempotency-Key")
 
 
 # Control characters (C0, DEL, C1): a name holding one cannot be addressed in a URL path or shown on one line.

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from deploytrack.errors import DeploymentBlocked, DeploytrackError, MethodNotAllowed
-from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
+from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json, fingerprint
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import Token, authenticate
@@ -71,6 +71,7 @@ class Endpoint:
                 token = await authenticate(app.db, dialect.secret(request, None), "ingest", cached=True)
                 app.limiter.check(token.id)
             raw = await read_body(request, app.settings.max_body_bytes)
+            key = idempotency_key(request)
             data = dialect.payload(request, raw)
             if token is None:
                 token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
@@ -83,7 +84,7 @@ class Endpoint:
                 events = dialect.to_events(exact_json(raw), token, ctx)
             result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
-                idempotency_key=idempotency_key(request),
+                idempotency_key=key, fingerprint=fingerprint(raw) if key else None,
                 rules="block" if dialect.NAME in app.settings.rules_block_set else "record"), shared=True)
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
