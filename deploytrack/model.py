@@ -178,6 +178,7 @@ def check_resend(stored: str | None, sent: str | None) -> None:
 
 
 # Control characters (C0, DEL, C1): a name holding one cannot be addressed in a URL path or shown on one line.
+_DOTS = frozenset((".", ".."))
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
@@ -234,6 +235,9 @@ class Fields:
         if value is not None and not value.isprintable() and _CONTROL.search(value):  # (isprintable: C-fast)
             raise BadRequest(f"Field '{self._name(key)}' contains a control character (a line break, say); "
                              "a name is one line of text", self._name(key))
+        if value in _DOTS:  # (a browser resolves /products/.. to /)
+            raise BadRequest(f"Field '{self._name(key)}' must not be '{value}': a name is a path of the pages",
+                             self._name(key))
         if value is not None and len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
             raise BadRequest(f"Field '{self._name(key)}' is longer than {max_bytes} bytes (UTF-8)", self._name(key))
         return value

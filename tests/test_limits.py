@@ -205,13 +205,16 @@ def test_names_of_512_bytes_are_stored_on_both_backends_and_513_refused(client, 
 
 
 @pytest.mark.parametrize("name", NAME_FIELDS)
-def test_a_name_with_a_control_character_is_refused_naming_the_field(client, token, name: str) -> None:
+def test_a_name_with_a_control_character_or_only_dots_is_refused_naming_the_field(client, token, name: str) -> None:
     """A product called "a\\nb" could be stored but never addressed (/products/a%0Ab is no path)."""
     for i, field in enumerate(NAME_FIELDS[name]):
         resp = named_request(client, token, name, {field: ("a\n", "b\x1b", "c\x85")[i % 3] + "z"})
         assert resp.status_code == 400, resp.text
         assert message(resp) == f"Field '{field}' contains a control character (a line break, say); " \
                                 "a name is one line of text"
+    for dots in (".", ".."):  # /products/.. is / to a browser
+        resp = named_request(client, token, name, {NAME_FIELDS[name][0]: dots})
+        assert resp.status_code == 400 and message(resp).endswith("a name is a path of the pages"), resp.text
     assert named_request(client, token, name, {NAME_FIELDS[name][0]: "caf\u00e9 \u00a0\U0001F680"}).status_code < 300
     assert stored(client) == 1
 
