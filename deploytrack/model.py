@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from deploytrack.errors import BadRequest
+from deploytrack.errors import BadRequest, Unprocessable
 from deploytrack.settings import Settings
 from deploytrack.timeutil import TimeBounds, parse_timestamp
 
@@ -162,6 +163,25 @@ def _integer(text: str) -> int | WholeNumber:
     return WholeNumber(text)
 
 
+def fingerprint(raw: bytes) -> str:
+    """What tells a re-send from another request under one Idempotency-Key: its body's SHA-256."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def check_resend(stored: str | None, sent: str | None) -> None:
+    """An Idempotency-Key sent again with another body is refused (422, as the IETF's Idempotency-Key draft
+    says) rather than answered with the first request's result: the second request would be lost unseen.
+    (Keys stored before fingerprints were kept have none.)"""
+    if stored is not None and sent is not None and stored != sent:
+        raise Unprocessable("the Idempotency-Key was used before with another request body; use a new key for a "
+                            "new request", "Idempotency-Key")
+
+
+# Control characters (C0, DEL, C1): a name holding one cannot be addressed in a URL path or shown on one line.
+_DOTS = frozenset((".", ".."))
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 class Fields:
     """Reads typed, bounded fields out of one JSON object and remembers which it used.
 
@@ -212,6 +232,12 @@ class Fields:
              max_bytes: int = MAX_NAME_BYTES) -> builtins.str | None:
         """`str` for a name the database indexes: a product, environment, version, run id or SHA."""
         value = self.str(key, required=required, allow_number=allow_number)
+        if value is not None and not value.isprintable() and _CONTROL.search(value):  # (isprintable: C-fast)
+            raise BadRequest(f"Field '{self._name(key)}' contains a control character (a line break, say); "
+                             "a name is one line of text", self._name(key))
+        if value in _DOTS:  # (a browser resolves /products/.. to /)
+            raise BadRequest(f"Field '{self._name(key)}' must not be '{value}': a name is a path of the pages",
+                             self._name(key))
         if value is not None and len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
             raise BadRequest(f"Field '{self._name(key)}' is longer than {max_bytes} bytes (UTF-8)", self._name(key))
         return value

@@ -141,3 +141,39 @@ def test_errors_the_action_explains(live_server, token):
     assert resp.status_code == 409 and "7.0.0" in resp.json()["detail"]
     events = httpx.get(f"{live_server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
     assert len(events) == 1
+
+
+def test_releases_before_build_events_post_a_built_version_to_version_events(live_server, token):
+    """The action's releases before `/build-events/` sent builds as `POST /version-events/`: no status,
+    the build's time as `built_at`, and outputs `version_id`, `product_id`, `version`, `created_at`; their
+    deployments named the environment `environment` (src/types.ts of those releases)."""
+    gh = github_metadata()
+    payload = {"product_name": "web-shop", "version": "3.1.0", "scm_repository": gh["scm_repository"],
+               "scm_sha": SHA, "scm_branch": "main", "source_system": "github", "build_number": gh["build_number"],
+               "invoke_id": gh["invoke_id"], "build_url": RUN_URL, "built_by": "octocat",
+               "built_at": "2026-11-20T10:00:00.000Z", "extra_metadata": dict(VI_GH)}
+    resp = action_post(live_server, token, "/version-events/", payload)
+    ids = outputs(resp, "version_id", "product_id", "version", "created_at")
+    assert (ids["version"], ids["created_at"][:19]) == ("3.1.0", "2026-11-20T10:00:00")
+    [event] = httpx.get(f"{live_server.url}/api/v1/events", headers=auth(token), timeout=10).json()["events"]
+    assert (event["kind"], event["status"], event["scm_sha"]) == ("build", "completed", SHA)
+    assert event["build_url"] == RUN_URL
+    # those releases named a deployment's environment `environment`
+    old_deploy = {"product_name": "web-shop", "version": "3.1.0", "environment": "production", "status": "success",
+                  "scm_repository": gh["scm_repository"], "scm_sha": SHA, "source_system": "github",
+                  "build_number": gh["build_number"], "invoke_id": gh["invoke_id"], "build_url": RUN_URL,
+                  "deployed_by": "octocat", "extra_metadata": dict(VI_GH)}
+    deployed = outputs(action_post(live_server, token, "/deployment-events/", old_deploy),
+                       "deployment_id", "event_id", "product_id", "version_id", "environment_id")
+    assert deployed["version_id"] == ids["version_id"]
+    [record] = httpx.get(f"{live_server.url}/api/v1/deployments", headers=auth(token), timeout=10).json()["deployments"]
+    assert (record["environment"], record["version"], str(record["id"])) == ("production", "3.1.0",
+                                                                            deployed["deployment_id"])
+    # the same version from another commit is still a conflict, whichever path the build came through
+    resp = action_post(live_server, token, "/deployment-events/",
+                       {**old_deploy, "scm_sha": "0" * 40, "invoke_id": str(RUN_ID + 1)})  # a later run
+    assert resp.status_code == 409
+    resp = action_post(live_server, token, "/deployment-events/", {**old_deploy, "environment": None})
+    assert resp.json() == {"detail": "Field 'environment_name' is required"}
+    assert action_post(live_server, token, "/version-events/", {"version": "3.1.1"}).json() == {
+        "detail": "Field 'product_name' is required"}

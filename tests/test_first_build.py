@@ -8,8 +8,13 @@ and that one stopped before the events were pointed at their records is redone w
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from bench.gen_events import generate
@@ -17,7 +22,7 @@ from deploytrack.metrics import aside, days, first_build, refresh, scratch
 from deploytrack.settings import Settings
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import file_lock
-from tests.conftest import LiveServer, query, run_cli
+from tests.conftest import REPO, LiveServer, auth, create_token, query, run_cli
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -27,9 +32,9 @@ class Stopped(Exception):
     """The round stopped here (the process was killed, say)."""
 
 
-def _nothing_derived(tmp_path: Path, name: str) -> Path:
+def _nothing_derived(tmp_path: Path, name: str, events: int = 6_000) -> Path:
     db = tmp_path / name
-    generate(db, 6_000, 60, 4, seed=11)
+    generate(db, events, 60, 4, seed=11)
     conn = dbmod.connect(db)
     with dbmod.transaction(conn):  # as an import of bare events leaves it
         conn.execute("DELETE FROM deployments")
@@ -56,6 +61,11 @@ def _consistent(db: Path | str) -> None:
     assert all(row[1] is not None for row in _records(db))  # every event points at a record
     assert query(db, "SELECT COUNT(*) FROM deployments d WHERE d.event_count <> "
                      "(SELECT COUNT(*) FROM events e WHERE e.deployment_id = d.id)") == [(0,)]
+
+
+def _runs(fn: object, args: tuple[object, ...]) -> object:
+    """The function a write runs: a first build's writes each renew its lease first (`refresh._leased`)."""
+    return args[1] if fn in (refresh._leased, refresh._leased_derived) else fn
 
 
 def _derived(db: Path | str) -> tuple[object, ...]:
@@ -114,7 +124,7 @@ def test_a_first_build_stopped_before_pointing_events_at_records_is_redone_whole
     read, write = dbmod.on_connection(conn)
 
     def stops_at_the_moves(fn: object, *args: object) -> object:
-        if fn is refresh.write_moves:
+        if _runs(fn, args) is refresh.write_moves:
             raise Stopped
         return write(fn, *args)
 
@@ -158,11 +168,11 @@ def test_metrics_recompute_builds_in_bulk_only_on_a_file_nothing_else_has_open(t
     _consistent(db)
 
 
-@pytest.mark.parametrize(("owner", "stop", "nth"), [
+@pytest.mark.parametrize(("holder", "stop", "nth"), [
     (scratch.Writer, "copy_records", 2), (scratch.Writer, "copy_facts", 2), (scratch.Writer, "point_events", 1),
     (scratch.Writer, "point_events", 2), (first_build, "restore", 2)])
 def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: object, stop: str, nth: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holder: object, stop: str, nth: int) -> None:
     """Stopped at its second product's records or facts copied in, before its events are pointed at their
     records or midway, or at its second index made: `metrics recompute` derives everything again and makes
     the indexes."""
@@ -173,7 +183,7 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
     conn = dbmod.open_migrated(db)
     indexes = _indexes(db)
     read, write = dbmod.on_connection(conn)
-    step = getattr(owner, stop)
+    step = getattr(holder, stop)
     seen = 0
 
     def stops_midway(*args: object) -> object:  # at the nth call
@@ -184,7 +194,7 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
         return step(*args)
 
     with monkeypatch.context() as patched:
-        patched.setattr(owner, stop, stops_midway)
+        patched.setattr(holder, stop, stops_midway)
         with pytest.raises(Stopped):
             refresh.refresh(read, write, Settings(db=str(db)), bulk=True)
     conn.close()
@@ -261,3 +271,78 @@ def test_a_server_does_not_start_beside_a_bulk_build_and_a_build_is_not_bulk_bes
         assert run_cli("metrics", "recompute", "--db", str(db_path))[0] == 0  # the ordinary build
     finally:
         server.stop()
+
+
+HOLD_LEASE = """
+import sys, time
+from deploytrack.metrics import leases, refresh
+from deploytrack.storage import database as dbmod
+conn = dbmod.connect(sys.argv[1])
+with dbmod.transaction(conn):
+    assert leases.take(conn, refresh.FIRST_BUILD, leases.new_owner(), 0, 2 ** 62)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_first_build_is_left_to_the_process_that_holds_its_lease(tmp_path: Path) -> None:
+    """Two first builds at once would each write every record (no event names one yet): the second
+    refuses while the first one's process runs, and takes over once it is gone."""
+    db = _nothing_derived(tmp_path, "leased.db")
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(db)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        code, out = run_cli("metrics", "recompute", "--db", str(db))
+        assert code == 2
+        assert query(db, "SELECT COUNT(*) FROM deployments") == [(0,)]
+        assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
+    finally:
+        other.kill()
+        other.communicate()
+    assert run_cli("metrics", "recompute", "--db", str(db))[0] == 0  # its process is gone: the lease is free
+    _consistent(db)
+    assert query(db, "SELECT owner FROM jobs WHERE name = ?", (refresh.FIRST_BUILD,)) == [(None,)]
+
+
+def test_two_first_builds_started_together_write_each_record_once(tmp_path: Path) -> None:
+    db = _nothing_derived(tmp_path, "together.db", 30_000)  # (big enough that the two overlap)
+    alone = tmp_path / "alone.db"
+    shutil.copy(db, alone)
+    holder = sqlite3.connect(db)  # the file is open elsewhere (a server, say): both build the ordinary way
+    holder.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+    try:
+        builds = [subprocess.Popen([sys.executable, "-m", "deploytrack", "metrics", "recompute", "--db", str(db)],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                  for _ in range(2)]
+        said = [p.communicate(timeout=120)[0] for p in builds]
+    finally:
+        holder.close()
+    codes = sorted(p.returncode for p in builds)
+    assert codes[0] == 0 and codes[1] in (0, 2), said  # (2: it found the other one building, and said so)
+    assert run_cli("metrics", "recompute", "--db", str(alone))[0] == 0
+    _consistent(db)
+    assert _derived(db) == _derived(alone)
+
+
+def test_a_server_reads_from_what_is_derived_while_another_process_makes_the_first_build(tmp_path: Path) -> None:
+    """The server notes it (INFO, no failure logged) and does not try again at every read: with this many
+    events each try would start a worker process."""
+    db = _nothing_derived(tmp_path, "beside.db", 25_000)
+    token = create_token(db, "reader", "read")
+    other = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(db)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    server = LiveServer(db)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        server.start()
+        for _ in range(4):
+            resp = httpx.get(f"{server.url}/api/v1/metrics", headers=auth(token), timeout=30)
+            assert resp.status_code == 200, resp.text
+            time.sleep(0.3)
+    finally:
+        server.stop()
+        other.kill()
+        other.communicate()
+    log = server.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log and "WARNING" not in log, log
+    assert log.count("another process is building the derived data for the first time") == 1, log
+    assert query(db, "SELECT COUNT(*) FROM deployments") == [(0,)]

@@ -61,10 +61,10 @@ def test_a_resend_after_the_original_was_deleted_is_stored_again(live_server, to
     listed = httpx.get(live_server.url + "/api/v1/events", headers=auth(token), timeout=10).json()["events"]
     assert set(ids) <= {e["id"] for e in listed}
     assert send().json() == again.json()  # and the key answers with the new events from now on
-    if path == "/events":  # a batch of another size under the key gets what is left of the original, stores nothing
+    if path == "/events":  # a batch of another size under the key is another request: refused, nothing stored
         assert httpx.delete(f"{live_server.url}/api/v1/events/{ids[0]}", headers=auth(admin), timeout=10).is_success
         other = httpx.post(live_server.url + path, json={"events": body["events"][:1]}, headers=headers, timeout=10)
-        assert other.status_code == 201 and [e["id"] for e in other.json()["events"]] == ids[1:]
+        assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
         listed = httpx.get(live_server.url + "/api/v1/events", headers=auth(token), timeout=10).json()["events"]
         assert [e["id"] for e in listed] == ids[1:]
 
@@ -80,6 +80,33 @@ def test_a_key_sent_again_with_another_kind_of_request_is_a_422_and_stores_nothi
                     "attributes": {"env": "production", "status": "success"}}]})
     assert devgrid.status_code == 422 and devgrid.json()["field"] == "Idempotency-Key"  # DevGrid's shape
     assert count(client) == 1
+
+
+@pytest.mark.parametrize("path,body,other,headers_of,refused", [
+    ("/deployment-events/", DEPLOY, {**DEPLOY, "version": "1.1"}, lambda t: auth(t),
+     lambda r: "another request body" in r.json()["detail"]),
+    ("/events", {"events": [{"type": "event-deploy", "entityId": "a", "attributes": {"env": "p", "status": "built"}}]},
+     {"events": [{"type": "event-deploy", "entityId": "b", "attributes": {"env": "p", "status": "built"}}]},
+     lambda t: {"x-api-key": t}, lambda r: r.json()["field"] == "Idempotency-Key"),
+    ("/api/events/push", {"type": "code_deploy", "content": "v1"}, {"type": "code_deploy", "content": "v2"},
+     lambda t: {"Authorization": f"Token {t}"}, lambda r: "another request body" in r.text),
+    ("/api/v1/incidents", {"title": "down", "product": "svc"}, {"title": "down again", "product": "svc"},
+     lambda t: auth(t),
+     lambda r: r.json()["error"]["field"] == "Idempotency-Key"),
+])
+def test_a_key_sent_again_with_another_body_is_a_422_and_stores_nothing(client, token, path, body, other, headers_of,
+                                                                         refused):
+    """The IETF draft's answer: the second request is not lost unseen behind the first one's result."""
+    headers = {**headers_of(token), "Idempotency-Key": "reused-by-mistake"}
+    first = client.post(path, json=body, headers=headers)
+    assert first.status_code in (200, 201), first.text
+    second = client.post(path, json=other, headers=headers)
+    assert second.status_code == 422 and refused(second), second.text
+    again = client.post(path, json=body, headers=headers)  # the original, re-sent, still gets its answer
+    assert again.status_code == first.status_code and again.json() == first.json()
+    rows = client.portal.call(client.app.state.deploytrack.db.fetchone,
+                              "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM incidents)")
+    assert rows[0] == 1
 
 
 def test_idempotency_key_ilert(client, token):

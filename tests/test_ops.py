@@ -181,6 +181,9 @@ def test_a_bad_line_imports_nothing_and_names_the_line_and_field(db_path, tmp_pa
                            ('{"kind": "build", "product": "p", "occurred_at": "yesterday"}', "'occurred_at'"),
                            ('{"kind": "build", "product": "p", "status": "meh"}', "'status'"),
                            ('[1, 2]', "must be a JSON object"),
+                           # an id that is no path segment: /events/a/b?c#d could never be read or deleted
+                           ('{"kind": "build", "product": "p", "id": "a/b?c#d"}', "Field 'id' may hold only"),
+                           ('{"kind": "build", "product": "p", "id": "x y"}', "Field 'id' may hold only"),
                            ("{not json", "not valid JSON")):
         bad.write_text(text + "\n")
         assert run_cli("import", str(bad), "--db", str(db_path))[0] == 1

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             if args.metrics_command == "recompute":
                 return _recompute(conn, settings, args.since, args.refold_all, bulk)
             return _show(conn, settings, args, bulk)
+        except refresh.Busy as exc:
+            raise Refusal(f"{exc}: run this once it has finished") from exc
         finally:
             conn.close()
     finally:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from deploytrack.errors import DeploymentBlocked, DeploytrackError, MethodNotAllowed
-from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json
+from deploytrack.model import UNASSIGNED, InexactNumber, Limits, exact_json, fingerprint
 from deploytrack.storage import ingest as store
 from deploytrack.timeutil import now_us
 from deploytrack.web.auth import Token, authenticate
@@ -40,6 +40,7 @@ class Context:
     max_batch_events: int
     aliases: Mapping[str, str]
     request: Request
+    status: str | None = None  # the status of an event that names none (a path whose events all have one)
 
     def product_or_default(self, product: str | None, token: Token) -> str:
         """APIs that carry no product use the token's default, else the explicit 'unassigned'."""
@@ -50,9 +51,10 @@ class Endpoint:
     """The ingestion path of one dialect and kind, as an ASGI app: Starlette routes to it, and the
     application object calls it straight (`app.Deploytrack`)."""
 
-    def __init__(self, dialect: ModuleType, kind: str) -> None:
+    def __init__(self, dialect: ModuleType, kind: str, status: str | None = None) -> None:
         self.dialect = dialect
         self.kind = kind
+        self.status = status  # (Context.status)
         self.__name__ = f"{dialect.NAME}_{kind}"  # the route's name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,18 +71,20 @@ class Endpoint:
                 token = await authenticate(app.db, dialect.secret(request, None), "ingest", cached=True)
                 app.limiter.check(token.id)
             raw = await read_body(request, app.settings.max_body_bytes)
+            key = idempotency_key(request)
             data = dialect.payload(request, raw)
             if token is None:
                 token = await authenticate(app.db, dialect.secret(request, data), "ingest", cached=True)
                 app.limiter.check(token.id)
-            ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request)
+            ctx = Context(kind, app.limits, app.settings.max_batch_events, app.settings.environment_aliases, request,
+                          self.status)
             try:
                 events = dialect.to_events(data, token, ctx)
             except InexactNumber:  # maybe an integer beyond 64 bits, which orjson parsed as a float
                 events = dialect.to_events(exact_json(raw), token, ctx)
             result = await app.db.write_grouped(store.ingest_group, store.Ingest(
                 events=events, token_id=token.id, received_at=now_us(), aliases=app.settings.environment_aliases,
-                idempotency_key=idempotency_key(request),
+                idempotency_key=key, fingerprint=fingerprint(raw) if key else None,
                 rules="block" if dialect.NAME in app.settings.rules_block_set else "record"), shared=True)
             app.count_ingested(dialect.NAME, 0 if result.replayed else len(events))
             status, body = dialect.reply(result, ctx)
@@ -118,6 +122,7 @@ def routes() -> list[Route]:
     return [
         *_both("/deployment-events", Endpoint(versioner, "deployment"), ["POST"]),
         *_both("/build-events", Endpoint(versioner, "build"), ["POST"]),
+        *_both("/version-events", Endpoint(versioner, "build", status="completed"), ["POST"]),  # (versioner.py)
         *_both("/api/events/push", Endpoint(quanta, "deployment"), ["GET", "POST"]),
         *_both("/events", Endpoint(devgrid, "deployment"), ["POST"]),
         *_both("/api/deployment-events", Endpoint(ilert, "deployment"), ["POST"]),

@@ -1,5 +1,9 @@
 """Versioner: `POST /deployment-events/` and `POST /build-events/`, `Authorization: Bearer`.
 
+`POST /version-events/` is what Versioner's GitHub Action sent for builds before `/build-events/`:
+a built version, with no `status` (a finished build) and its time as `built_at`; its deployments
+named the environment `environment`.
+
 Errors are `{"detail": "..."}`; success is 200 with the documented fields, plus the ids Versioner's
 CLI and GitHub Action read (`product_id`, `version_id`, `environment_id`, `deployment_id`, `event_id`).
 Besides the document's fields, what those clients send is understood: `deploy_url` (the CI link when
@@ -41,8 +45,13 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     f = Fields(data, ctx.limits)
     product = f.name("product_name", required=True) or ""
     version = f.name("version", required=True, allow_number=True)
-    environment = f.name("environment_name", required=ctx.kind == "deployment")
+    # (`environment`: what Versioner's GitHub Action sent before its 2025 releases)
+    environment = f.name("environment_name") or f.name("environment")
+    if environment is None and ctx.kind == "deployment":
+        raise BadRequest("Field 'environment_name' is required", "environment_name")
     status_value = f.raw("status")
+    if status_value is None:
+        status_value = ctx.status
     if status_value is None:
         raise BadRequest("Field 'status' is required", "status")
     status, status_raw = normalize_status(status_value)
@@ -54,7 +63,7 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
         build_url=f.str("build_url") or f.str("deploy_url"), build_number=f.str("build_number", allow_number=True),
         source_system=f.str("source_system"), invoke_id=f.name("invoke_id", allow_number=True),
         summary=f.str("description") or f.str("summary"), change_id=f.name("change_id"),
-        occurred_at=_event_time(f, status),
+        occurred_at=_event_time(f, status, ctx.kind),
         commit_time=f.time("commit_timestamp"),
     )
     extra = f.obj("extra_metadata") or {}
@@ -66,11 +75,11 @@ def to_events(data: Any, token: Token, ctx: Context) -> list[Event]:
     return [event]
 
 
-def _event_time(f: Fields, status: str) -> int | None:
+def _event_time(f: Fields, status: str, kind: str) -> int | None:
     """`timestamp`; else the run time Versioner's clients send that fits the status (`completed_at`
-    for a finished event, `started_at` for a started one; the other stays in metadata); else None
-    (the arrival time)."""
-    for name in ("timestamp", _TIME_FIELDS.get(status)):
+    for a finished event, `started_at` for a started one; the other stays in metadata), or a build's
+    `built_at`; else None (the arrival time)."""
+    for name in ("timestamp", _TIME_FIELDS.get(status), "built_at" if kind == "build" else None):
         if name is not None and (at := f.time(name)) is not None:
             return at
     return None

@@ -20,7 +20,7 @@ import orjson
 
 from deploytrack.errors import BadRequest, NotFound
 from deploytrack.metrics.rules import LINK_EXPLANATIONS
-from deploytrack.model import Fields, Limits, check_metadata, integer
+from deploytrack.model import Fields, Limits, check_metadata, check_resend, integer
 from deploytrack.settings import Settings, canonical_environment
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import day_start_us, to_iso
@@ -180,18 +180,20 @@ def create(conn: Connection, data: dict[str, Any], settings: Settings, now: int)
 
 
 def create_once(conn: Connection, data: dict[str, Any], settings: Settings, now: int,
-                token_id: int | None, key: str | None) -> dict[str, Any]:
-    """`create`, unless a request with the same Idempotency-Key already did: then that incident."""
+                token_id: int | None, key: str | None, sent: str | None = None) -> dict[str, Any]:
+    """`create`, unless a request with the same Idempotency-Key already did: then that incident (`sent`: the
+    request body's fingerprint; another body under the key is refused)."""
     if key is None or token_id is None:
         return create(conn, data, settings, now)
     scoped = "incident:" + key  # the same table as ingestion's keys, in its own namespace
-    row = conn.execute("SELECT event_ids FROM idempotency_keys WHERE token_id = ? AND key = ?",
+    row = conn.execute("SELECT event_ids, fingerprint FROM idempotency_keys WHERE token_id = ? AND key = ?",
                        (token_id, scoped)).fetchone()
     if row is not None:
+        check_resend(row[1], sent)
         return get(conn, int(orjson.loads(row[0])[0]))
     incident = create(conn, data, settings, now)
-    conn.execute("INSERT INTO idempotency_keys (token_id, key, event_ids, created_at) VALUES (?, ?, ?, ?)",
-                 (token_id, scoped, orjson.dumps([incident["id"]]).decode(), now))
+    conn.execute("INSERT INTO idempotency_keys (token_id, key, event_ids, created_at, fingerprint) "
+                 "VALUES (?, ?, ?, ?, ?)", (token_id, scoped, orjson.dumps([incident["id"]]).decode(), now, sent))
     return incident
 
 

@@ -22,10 +22,10 @@ from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from deploytrack.metrics import aside as aside_mod
-from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents, scratch
+from deploytrack.metrics import compute, days, facts, first_build, fold, gcpause, incidents, leases, scratch
 from deploytrack.settings import Settings
-from deploytrack.storage.database import Connection, derived
-from deploytrack.timeutil import DAY
+from deploytrack.storage.database import Connection, derived, is_derived
+from deploytrack.timeutil import DAY, now_us
 
 T = TypeVar("T")
 _EARLIEST = attrgetter("earliest")
@@ -33,6 +33,10 @@ Read = Callable[..., Any]
 Write = Callable[..., Any]
 WATERMARK = "derived_seq"  # events up to this seq are reflected in every derived table
 LINKED_WITH = "links_production"  # the production environments of the last relinking
+# A first build's records are new rows that no event names yet, so two at once would write each record
+# twice: it holds this lease (metrics/leases.py), renewed by each of its writes.
+FIRST_BUILD = "metrics_first_build"
+FIRST_BUILD_LEASE_US = 300 * 1_000_000  # (a product's planning may take minutes between two writes)
 _KEYS_PER_READ = 2_000
 _ROWS_PER_WRITE = 1_000  # the fewest rows a write transaction is given (and the size of a piece of facts)
 # At most this many: a run of writes that changed little must not size the next one, which may change
@@ -43,6 +47,10 @@ _BULK_MOVES = 200_000  # events a bulk first build (metrics/scratch.py) points a
 _PARTITIONS_PER_READ = 64
 _PARTITIONS_PER_ASIDE_READ = 2  # a product's: small plans, shared between the two processes as they go
 ASIDE_ABOVE = 20_000  # events: a full round over fewer plans here (a child takes a fraction of a second to start)
+
+
+class Busy(Exception):
+    """Another process is making the first build of derived data; this round leaves it to it."""
 
 
 @dataclass
@@ -197,10 +205,47 @@ def _linked_with(conn: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _done(conn: Connection, top_seq: int, stale_id: int, production: str) -> None:
+def _done(conn: Connection, top_seq: int, stale_id: int, production: str, owner: str | None) -> None:
     conn.executemany("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                      [(WATERMARK, str(top_seq)), (LINKED_WITH, production)])
     conn.execute("DELETE FROM derived_stale WHERE id <= ?", (stale_id,))
+    if owner is not None:
+        leases.release(conn, FIRST_BUILD, owner)
+
+
+_BUSY = "another process is building the derived data for the first time; this round is left to it"
+
+
+def _claim_first_build(conn: Connection, owner: str) -> bool | None:
+    """Whether this round is a first build (no watermark yet), holding its lease if so; None while another
+    process holds it. (The watermark is read under the lease: one set by a build that has just finished
+    means this round is not a first build.) Nothing is raised here: the writer would log it as a failure."""
+    if state(conn)[1] is not None:
+        return False
+    return True if leases.take(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US) else None
+
+
+def _leased(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+    """(True, `fn(conn, *args)`) in a first build's transaction while `owner` holds the lease (renewed);
+    (False, None), having written nothing, once another process has taken it over."""
+    if not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
+        return False, None
+    return True, fn(conn, *args)
+
+
+@derived
+def _leased_derived(conn: Connection, owner: str, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+    return _leased(conn, owner, fn, *args)
+
+
+def _holding(write: Write, owner: str) -> Write:
+    """`write`, each transaction renewing (and requiring) `owner`'s first-build lease."""
+    def leased_write(fn: Callable[..., T], *args: Any) -> T:
+        held, result = write(_leased_derived if is_derived(fn) else _leased, owner, fn, *args)
+        if not held:
+            raise Busy("another process took over the lease of this first build of derived data")
+        return result  # type: ignore[no-any-return]
+    return leased_write
 
 
 def forget_deleted(conn: Connection) -> None:
@@ -267,9 +312,28 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     `settings.db` (metrics/aside.py), one step ahead of its writes; the caller reads that database.
     `bulk`: nothing else uses the database (`first_build.alone`), so a first build writes the tables it
     finds empty in bulk (metrics/first_build.py)."""
-    summary = Summary()
     _restore_indexes(read, write)  # (a bulk first build was stopped midway: its indexes first)
-    changes: Changes = read(what_changed, full, write(settled_seq))
+    top = write(settled_seq)
+    changes: Changes = read(what_changed, full, top)
+    if not changes.first:
+        return _refresh(read, write, settings, changes, None, aside, bulk)
+    owner = leases.new_owner()
+    claimed = write(_claim_first_build, owner)
+    if claimed is None:
+        raise Busy(_BUSY)
+    if not claimed:  # a first build finished meanwhile
+        return _refresh(read, write, settings, read(what_changed, full, top), None, aside, bulk)
+    try:
+        return _refresh(read, _holding(write, owner), settings, changes, owner, aside, bulk)
+    except BaseException:
+        with contextlib.suppress(Exception):  # (a process that dies leaves it to expire, or to be found gone)
+            write(leases.release, FIRST_BUILD, owner)
+        raise
+
+
+def _refresh(read: Read, write: Write, settings: Settings, changes: Changes, owner: str | None, aside: bool,
+             bulk: bool) -> Summary:
+    summary = Summary()
     if changes.nothing:
         return summary
     big = aside and changes.full and changes.top_seq > ASIDE_ABOVE
@@ -277,7 +341,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     with gcpause.paused() if big else contextlib.nullcontext(), \
             aside_mod.Aside(settings, read) if big else aside_mod.Inline(read) as plans:
         if bulk and changes.first and read(first_build.eligible, first_build.TABLES):
-            _build_fresh(read, write, settings, plans, changes, summary)
+            _build_fresh(read, write, settings, plans, changes, summary, owner)
             summary.bulk = first_build.TABLES
         else:
             _refold(read, write, plans, changes, summary)
@@ -287,7 +351,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     production = ",".join(sorted(settings.production_set))
     touched = None if changes.full or read(_linked_with) != production else changes.partitions
     summary.links = write(incidents.apply_links, read(incidents.plan_links, settings, touched))
-    write(_done, changes.top_seq, changes.stale_id, production)
+    write(_done, changes.top_seq, changes.stale_id, production, owner)
     return summary
 
 
@@ -328,13 +392,17 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
 
 
 def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.Aside | aside_mod.Inline,
-                 changes: Changes, summary: Summary) -> None:
+                 changes: Changes, summary: Summary, owner: str | None) -> None:
     """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped; each product's
     records built into a scratch file and copied in (metrics/scratch.py), then its facts and day totals, while
     this process points the events at their records and makes the records' indexes whenever it has nothing to
     copy; the facts' indexes made again at the end."""
     write(first_build.drop, first_build.TABLES)
-    with scratch.directory() as directory, scratch.Writer(settings.db) as copies:
+    def renew(conn: Connection) -> None:  # (the copies' transactions hold the lease as `write`'s do)
+        if owner is not None and not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
+            raise Busy("another process took over the lease of this first build of derived data")
+
+    with scratch.directory() as directory, scratch.Writer(settings.db, renew) as copies:
         folded = []
         for built in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2):
             copies.copy_records(built)

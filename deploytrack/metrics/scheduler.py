@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
+import time
 from collections.abc import Callable
 
 from deploytrack.errors import Unavailable
-from deploytrack.metrics import compute, refresh
+from deploytrack.metrics import compute, leases, refresh
 from deploytrack.metrics.worker import Worker, WorkerFailed
 from deploytrack.settings import Settings
 from deploytrack.storage import failures
@@ -37,29 +35,13 @@ log = logging.getLogger("deploytrack.scheduler")
 JOB = "metrics_daily"
 
 
-def take_lease(conn: Connection, owner: str, now: int, lease_us: int) -> bool:
-    """Hold (or renew) the job's lease; False while another owner's lease is unexpired."""
-    row = conn.execute("SELECT owner, lease_until FROM jobs WHERE name = ?", (JOB,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO jobs (name, owner, lease_until) VALUES (?, ?, ?)", (JOB, owner, now + lease_us))
-        return True
-    if row["owner"] not in (None, owner) and (row["lease_until"] or 0) > now:
-        return False
-    conn.execute("UPDATE jobs SET owner = ?, lease_until = ? WHERE name = ?", (owner, now + lease_us, JOB))
-    return True
-
-
-def release_lease(conn: Connection, owner: str) -> None:
-    conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?", (JOB, owner))
-
-
 def due(conn: Connection, owner: str, now: int, lease_us: int
         ) -> tuple[int | None, int, list[int], int | None] | None:
     """Take the lease and the days to snapshot: (first day or None for "from the first data", yesterday,
     the dirty days taken, the last day done before); None when nothing is due. The days are claimed
     at once (a round that runs meanwhile finds nothing due); taken dirty days leave the table, so marks
     made while the run computes stay for the next round."""
-    if not take_lease(conn, owner, now, lease_us):
+    if not leases.take(conn, JOB, owner, now, lease_us):
         return None
     last_done = conn.execute("SELECT last_day FROM jobs WHERE name = ?", (JOB,)).fetchone()[0]
     yesterday = day_start_us(now) - DAY
@@ -105,6 +87,7 @@ def run_due(read: refresh.Read, write: refresh.Write, settings: Settings, owner:
     return done
 
 
+LEAVE_SECONDS = 10
 HEAVY_EVENTS = 20_000  # events since the last refresh
 HEAVY_DAYS = 31  # days to snapshot
 
@@ -139,6 +122,7 @@ class Deriver:
         self._worker = Worker(db, settings)
         self._worker_lock = asyncio.Lock()
         self._building: asyncio.Task[object] | None = None
+        self._left_until = 0.0  # (monotonic) another process makes the first build: no refresh tried till then
 
     def read(self, fn: Callable[..., object], *args: object) -> object:
         """Run `fn(conn, *args)` on a snapshot, in this thread."""
@@ -163,10 +147,10 @@ class Deriver:
 
         A heavy refresh is started in a process of its own and not waited for: reads go on from what
         was derived last until it is done."""
-        if await self._current():
+        if time.monotonic() < self._left_until or await self._current():
             return
         async with self._lock:
-            if await self._current():
+            if time.monotonic() < self._left_until or await self._current():
                 return
             try:
                 if await asyncio.to_thread(self.read, refresh_is_heavy):
@@ -174,6 +158,8 @@ class Deriver:
                         self._building = asyncio.create_task(self._build(), name="deploytrack-derive")
                     return
                 await asyncio.to_thread(self.run, refresh.refresh)
+            except refresh.Busy as exc:  # reads go on from what is derived so far
+                self._leave_to_another(exc)
             except (Unavailable, *failures.DATABASE_ERRORS) as exc:
                 # Reads go on from what was derived last (the disk may be full or read-only); the next
                 # reader or the metrics job tries again.
@@ -186,8 +172,16 @@ class Deriver:
     async def _build(self) -> None:
         try:
             await self.in_process(refresh.refresh, False, True)  # a first build plans in a process aside
+        except refresh.Busy as exc:
+            self._leave_to_another(exc)
         except Exception:  # noqa: BLE001 - logged; the next read or round tries again
             log.exception("could not build derived data")
+
+    def _leave_to_another(self, busy: refresh.Busy) -> None:
+        """Another process makes the first build: reads use what is derived so far, and no read tries again
+        (a worker process each, when the build is heavy) for LEAVE_SECONDS."""
+        log.info("%s; trying again in %d s", busy, LEAVE_SECONDS)
+        self._left_until = time.monotonic() + LEAVE_SECONDS
 
     async def settle(self) -> None:
         """Wait for a heavy refresh started by a read."""
@@ -223,7 +217,7 @@ class MetricsScheduler:
         self.clock = clock
         self.interval = settings.metrics_interval if interval is None else interval
         self.lease_us = int(lease_seconds * 1_000_000)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = owner or leases.new_owner()
         self.runs: list[tuple[int, int]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -261,7 +255,7 @@ class MetricsScheduler:
             await self._task
             self._task = None
         try:
-            await self.db.write(release_lease, self.owner)
+            await self.db.write(leases.release, JOB, self.owner)
         except Exception:  # noqa: BLE001 - the database may already be unwritable on shut-down
             log.warning("could not release the metrics lease", exc_info=True)
 
@@ -272,6 +266,8 @@ class MetricsScheduler:
             self._wake.clear()
             try:
                 await self.tick()
+            except refresh.Busy as exc:  # (its days were given back; they are done next time)
+                log.info("metrics round skipped: %s", exc)
             except Exception as exc:  # noqa: BLE001 - a failed round is logged and retried next time
                 if self._stopping and isinstance(exc, WorkerFailed):  # the server stopped its process
                     log.info("metrics round stopped with the server; its days are done at the next start")

@@ -115,7 +115,8 @@ class Writer:
     """The writing process's own connection to the database for the copies (ATTACH needs a connection
     outside any transaction), holding which record each event belongs to until it points them."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, renew: Callable[[Connection], None]) -> None:
+        self._renew = renew  # run first in each transaction (the first build's lease, metrics/refresh.py)
         self._conn = sqlite.connect(db)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # (first_build.drop: the planning's snapshots)
         self._conn.execute(_MOVES.format(name="temp.moves"))
@@ -138,6 +139,7 @@ class Writer:
         try:
             conn.begin_write(derived=True)
             try:
+                self._renew(conn)
                 shift = {"shift": shift_of(conn)}
                 for table, (ids, order) in tables.items():
                     columns = [r[1] for r in conn.execute(f"PRAGMA scratch.table_info({table})")]
@@ -165,6 +167,7 @@ class Writer:
             return False
         conn.begin_write(derived=True)
         try:
+            self._renew(conn)
             conn.execute("UPDATE main.events SET deployment_id = m.deployment_id FROM temp.moves m "
                          "WHERE m.seq > :after AND m.seq <= :last AND events.seq = m.seq",
                          {"after": self._pointed, "last": last})

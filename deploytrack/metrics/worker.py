@@ -8,7 +8,8 @@ lock, and ingestion keeps its latency while the child computes on the other core
 
 The two talk over the child's stdin and stdout in length-prefixed pickles (both ends are this
 program): the server sends `(fn, args, settings)`; the child sends `("write", (fn, args))` and gets
-`("ok", result)` or `("raise", message)` back, and ends with `("done", result)` or `("raise", message)`.
+`("ok", result)` or `("raise", message)` back, and ends with `("done", result)`, `("raise", message)` or
+`("busy", message)` (refresh.Busy: another process is making the first build).
 `fn` is a refresh-style function `fn(read, write, settings, *args)` (refresh.refresh, scheduler.run_due).
 """
 
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
-from deploytrack.metrics.refresh import background_priority, paced
+from deploytrack.metrics.refresh import Busy, background_priority, paced
 from deploytrack.settings import Settings
 from deploytrack.storage.database import Database, on_connection, open_settings
 
@@ -77,6 +78,8 @@ class Worker:
                     await proc.stdin.drain()
                 elif kind == "done":
                     return payload
+                elif kind == "busy":
+                    raise Busy(payload)
                 else:
                     raise WorkerFailed(str(payload))
         finally:
@@ -186,6 +189,9 @@ def main() -> int:
 
     try:
         result = fn(read, write, settings, *args)
+    except Busy as exc:
+        send(("busy", str(exc)))
+        return 1
     except BaseException as exc:  # noqa: BLE001 - reported to the server, which logs it
         send(("raise", f"{type(exc).__name__}: {exc}"))
         return 1

@@ -14,7 +14,7 @@ import orjson
 
 from deploytrack.errors import Conflict, DeploytrackError, Unauthorized, Unprocessable
 from deploytrack.metrics import rules
-from deploytrack.model import Event, new_event_ids
+from deploytrack.model import Event, check_resend, new_event_ids
 from deploytrack.rules.gate import GATED_STATUSES, Judgement, RuleGate, happening_now
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import keylocks, sqlite, versions
@@ -42,6 +42,7 @@ class Ingest:
     received_at: int
     aliases: Mapping[str, str]
     idempotency_key: str | None = None
+    fingerprint: str | None = None  # of the request's body (model.fingerprint), with an idempotency_key
     event_ids: list[str] | None = None  # ids to keep (import); new UUIDv7s otherwise
     rules: str | None = None  # "block" or "record": judge deployment rules (live ingestion; never imports)
 
@@ -117,7 +118,7 @@ class _Group:
             "known": _known_sql({b.token_id for b in batches if b.token_id is not None}, {e.product for e in events},
                                 {self._environment(e, b.aliases) or "" for b in batches for e in b.events
                                  if e.environment_raw}, rules=bool(self.judged)),
-            "keys": select_statements("SELECT token_id, key, event_ids FROM idempotency_keys",
+            "keys": select_statements("SELECT token_id, key, event_ids, fingerprint FROM idempotency_keys",
                                       [("token_id = ? AND key = ?", k) for k in idempotency]),
             "client_keys": [(f"SELECT * FROM events WHERE client_key IN ({', '.join('?' * len(chunk))})", chunk)
                             for chunk in padded([k for k in client_keys if k not in staged_keys], _KEY_CHUNK)],
@@ -134,7 +135,8 @@ class _Group:
         self.any_rules = any(r[0] == "rules" and r[1] != "0" for r in found["known"])  # active rules
         self.used_tokens: dict[int, int] = {}
         self.idempotency: dict[Any, list[str]] = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
-        self.new_keys: list[tuple[int, str, str, int]] = []
+        self.fingerprints: dict[Any, str | None] = {(r[0], r[1]): r[3] for r in found["keys"]}
+        self.new_keys: list[tuple[int, str, str, int, str | None]] = []
         self.by_client_key: dict[str, dict[str, Any]] = {r["client_key"]: dict(r) for r in found["client_keys"]}
         self.by_client_key.update(staged_keys)
         self.stored_shas: dict[tuple[str, str], str] = {(r[0], r[1]): r[2] for r in found["shas"]}
@@ -178,6 +180,7 @@ class _Group:
                 raise Unprocessable("the Idempotency-Key was used before for another kind of request "
                                     f"({replayed[0]['dialect']} {replayed[0]['kind']}); use a new key",
                                     "Idempotency-Key")
+            check_resend(self.fingerprints.get(key), batch.fingerprint)
             if len(replayed) == len(self.idempotency[key]):
                 return IngestResult(replayed, replayed=True)
             # An admin deleted some of the original's events since: those are stored again, the others
@@ -223,7 +226,8 @@ class _Group:
         if key is not None:
             ids = [r["id"] for r in rows]
             self.idempotency[key] = ids
-            self.new_keys.append((key[0], key[1], orjson.dumps(ids).decode(), batch.received_at))
+            self.fingerprints[key] = batch.fingerprint
+            self.new_keys.append((key[0], key[1], orjson.dumps(ids).decode(), batch.received_at, batch.fingerprint))
         return IngestResult(rows, replayed=not stored and bool(batch.events))
 
     def _judge(self, batch: Ingest, plan: list[dict[str, Any] | Event]) -> Judgement | None:
@@ -352,9 +356,10 @@ class _Group:
             writes += insert_statements("events", EVENT_COLUMNS[1:], [_EVENT_VALUES(r) for r in self.rows])
         writes += insert_statements("dirty_days", ("day",), [(d,) for d in sorted(self.dirty_days)],
                                     " ON CONFLICT DO NOTHING")
-        writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at"), self.new_keys,
-                                    " ON CONFLICT (token_id, key) DO UPDATE SET event_ids = excluded.event_ids, "
-                                    "created_at = excluded.created_at")
+        writes += insert_statements("idempotency_keys", ("token_id", "key", "event_ids", "created_at", "fingerprint"),
+                                    self.new_keys, " ON CONFLICT (token_id, key) DO UPDATE SET event_ids = "
+                                    "excluded.event_ids, created_at = excluded.created_at, fingerprint = "
+                                    "excluded.fingerprint")
         if self.staging is None:
             writes += self.projection.statements(self.conn.backend)  # PostgreSQL, or a connection of a command: now
         self.conn.write_all(writes)  # on PostgreSQL, in one trip with the COMMIT

@@ -1128,6 +1128,13 @@ def m026_index_audit(conn: Any) -> None:
         conn.execute(statement)
 
 
+@migration
+def m029_idempotency_fingerprint(conn: Any) -> None:
+    # A key sent again with another body is refused (model.check_resend): each key keeps its request's
+    # fingerprint. Keys stored before have none, and are answered as before.
+    conn.execute("ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT")
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))

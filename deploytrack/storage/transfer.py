@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,10 +151,16 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
         metadata=check_metadata(metadata or {}, limits), client_key=f.name("client_key", max_bytes=MAX_KEY_BYTES),
     )
     event_id = f.str("id", max_chars=64)
+    if event_id is not None and not _EVENT_ID.fullmatch(event_id):
+        raise BadRequest("Field 'id' may hold only letters, digits and . _ ~ : @ - (it is a path of the API and "
+                         "the pages: /events/{id})", "id")
     if event_id is None and event.client_key is None:
         # A hand-written backfill line: the same line imported twice must be stored once.
         event.client_key = "import:" + hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return ImportLine(number, event, event_id or new_event_id(), received)
+
+
+_EVENT_ID = re.compile(r"[A-Za-z0-9._~:@-]+")  # (what a URL path segment holds as it is)
 
 
 def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:

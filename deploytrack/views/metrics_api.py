@@ -11,7 +11,7 @@ from starlette.routing import Route
 from deploytrack.errors import BadRequest
 from deploytrack.metrics import compute as metrics
 from deploytrack.metrics import incidents, report
-from deploytrack.model import STATUSES, whole_number
+from deploytrack.model import STATUSES, fingerprint, whole_number
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import commits, corrections
 from deploytrack.storage import deployment_queries as dq
@@ -47,8 +47,10 @@ async def create_incident(request: Request) -> Response:
     token = await require(request, "ingest")
     app = request.app.state.deploytrack
     key = idempotency_key(request)
-    data = incidents.parse(await _json_body(request), app.limits, app.settings.environment_aliases, partial=False)
-    row = await app.db.write(incidents.create_once, data, app.settings, now_us(), token.id if token else None, key)
+    raw = await read_body(request, app.settings.max_body_bytes)
+    data = incidents.parse(parse_json(raw), app.limits, app.settings.environment_aliases, partial=False)
+    row = await app.db.write(incidents.create_once, data, app.settings, now_us(), token.id if token else None, key,
+                             fingerprint(raw) if key else None)
     return JSONResponse(incidents.incident_json(row), status_code=201)
 
 

@@ -204,19 +204,23 @@ VERSIONER_COMMON: dict[str, Schema] = {
 UUID_ID: Schema = {"type": "string", "format": "uuid", "description": "stable: UUIDv5 of the names"}
 
 
-def _versioner(kind: str) -> dict[str, Any]:
+def _versioner(kind: str, versions: bool = False) -> dict[str, Any]:
+    """`versions`: the older `/version-events/` (a finished build: no status)."""
     deployment = kind == "deployment"
     actor = "deployed_by" if deployment else "built_by"
-    props = {**VERSIONER_COMMON, "environment_name": STR, actor: STR, f"{actor}_email": STR, f"{actor}_name": STR}
+    props = {**VERSIONER_COMMON, "environment_name": STR, actor: STR, f"{actor}_email": STR, f"{actor}_name": STR,
+             **({} if deployment else {"built_at": TIME})}
     required = ("product_name", "version", "environment_name", "status") if deployment else \
-        ("product_name", "version", "status")
+        ("product_name", "version") if versions else ("product_name", "version", "status")
     reply = _obj({"id": STR, "product_name": STR, "version": STR, "status": STR, "product_id": UUID_ID,
                   "version_id": UUID_ID,
                   **({"environment_name": NSTR, "deployed_at": ISO, "deployed_by": NSTR, "environment_id": UUID_ID,
                       "event_id": STR, "deployment_id": NSTR} if deployment else {"created_at": ISO})},
                  ("id", "product_name", "version", "status", "product_id", "version_id"))
     return {
-        "tags": ["Versioner"], "summary": f"Record a {kind} event (Versioner API)",
+        "tags": ["Versioner"],
+        "summary": "Record a built version (Versioner API before /build-events/)" if versions else
+        f"Record a {kind} event (Versioner API)",
         "security": [{"bearer": []}], "requestBody": _body(_obj(props, required)),
         "responses": {"200": _json(reply, "Stored and committed to disk"), **_errors(INGEST_ERRORS, "VersionerError"),
                       **_blocked("VersionerError")},
@@ -364,6 +368,7 @@ def _document() -> dict[str, Any]:
         "paths": {
             "/deployment-events/": {"post": _versioner("deployment")},
             "/build-events/": {"post": _versioner("build")},
+            "/version-events/": {"post": _versioner("build", versions=True)},
             "/api/events/push": {
                 "post": {"tags": ["Quanta"], "summary": "Push an event (Quanta DEM)", "security": QUANTA_SECURITY,
                          "requestBody": _body(_obj(QUANTA_FIELDS, ("type",))),
