@@ -233,3 +233,30 @@ def test_notification_settings_are_checked_up_front(tmp_path):
             cli_main(["serve", "--db", str(tmp_path / "x.db"), *flags])
         assert message in str(exited.value.code), flags
         assert not (tmp_path / "x.db").exists()  # refused before anything was opened
+
+
+def test_old_facts_are_not_announced_however_they_arrive(db_path, token, receiver, tmp_path):
+    server = notifying(db_path, receiver.url, "--notify-format", "json")
+    try:
+        deploy(server, token, "old", "failed", timestamp=at(19))
+        resp = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"product": "shop", "title": "long ago", "opened_at": at(61), "resolved_at": at(60)})
+        assert resp.status_code == 201, resp.text
+        june = tmp_path / "june.jsonl"
+        june.write_text('{"kind": "deployment", "product": "shop", "version": "june", "environment": "production", '
+                        '"status": "failed", "occurred_at": "2026-06-15T12:00:00Z"}\n')
+        code, out = run_cli("import", str(june), "--db", str(db_path))
+        assert code == 0, out
+        # News after the old facts: a failure now, and an incident opened two days ago resolved now.
+        deploy(server, token, "new", "failed")
+        late = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"product": "shop", "title": "late", "opened_at": at(2)}).json()
+        resp = httpx.patch(f"{server.url}/api/v1/incidents/{late['id']}", headers=auth(token), timeout=10,
+                           json={"resolved_at": at(0, 0, 0)})
+        assert resp.status_code == 200, resp.text
+        receiver.wait_for(2)
+        time.sleep(0.6)  # several more rounds: nothing else may come
+    finally:
+        server.stop()
+    announced = sorted((b["event"], b["data"].get("version") or b["data"].get("title")) for b in receiver.bodies)
+    assert announced == [("deployment_failed", "new"), ("incident_resolved", "late")]

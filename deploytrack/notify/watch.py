@@ -4,8 +4,9 @@ Cursors in `kv` remember how far each kind of fact was read: events by `seq` (fa
 production deployments), incidents by `updated_at` (opened, resolved), metric snapshots by day
 (band changes). A cursor and the outbox rows it produced commit together, and every notification
 has a dedupe key, so re-reading a stretch (the incidents' look-back, a crash) never sends twice.
-A missing cursor starts at the present, and facts older than a day are not announced: turning
-notifications on does not replay history.
+A missing cursor starts at the present, and facts whose own time (a deployment's end, an incident's
+opening or resolution) is more than a day old are not announced: turning notifications on does not
+replay history, and backfilled or imported old facts are recorded quietly.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _deployments(conn: Connection, settings: Settings, now: int) -> list[tuple[s
         rows = conn.execute(
             "SELECT d.id, d.product, d.environment, d.version, d.status, d.label, d.actor, d.finished_at "
             "FROM deployments d WHERE d.id IN (SELECT e.deployment_id FROM events e WHERE e.seq > ? AND e.seq <= ? "
-            "AND e.kind = 'deployment' AND e.deployment_id IS NOT NULL AND e.received_at >= ?) ORDER BY d.id",
+            "AND e.kind = 'deployment' AND e.deployment_id IS NOT NULL) "
+            "AND COALESCE(d.finished_at, d.last_at) >= ? ORDER BY d.id",
             (since, top, now - DAY)).fetchall()
         for r in rows:
             if r["environment"] not in settings.production_set:
@@ -86,9 +88,9 @@ def _incidents(conn: Connection, settings: Settings, now: int) -> list[tuple[str
                 "title": row["title"], "severity": row["severity"], "opened_at": shown["opened_at"],
                 "resolved_at": shown["resolved_at"], "time_to_restore_seconds": shown["time_to_restore_seconds"],
                 "deployment_id": row["deployment_id"], "url": f"{settings.base_url}/incidents"}
-        if row["created_at"] >= since:
+        if row["created_at"] >= since and row["opened_at"] >= now - DAY:
             found.append(("incident_opened", f"incident_opened:{row['id']}", data))
-        if row["status"] == "resolved":
+        if row["status"] == "resolved" and row["resolved_at"] >= now - DAY:
             found.append(("incident_resolved", f"incident_resolved:{row['id']}:{row['resolved_at']}", data))
     _move(conn, _INCIDENTS, stored, now)
     return found
