@@ -260,3 +260,31 @@ def test_old_facts_are_not_announced_however_they_arrive(db_path, token, receive
         server.stop()
     announced = sorted((b["event"], b["data"].get("version") or b["data"].get("title")) for b in receiver.bodies)
     assert announced == [("deployment_failed", "new"), ("incident_resolved", "late")]
+
+
+def test_many_facts_at_once_make_one_digest_and_a_dead_receiver_one_warning(db_path, token, receiver):
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every post to it fails
+    server = notifying(db_path, f"{receiver.url},{dead}", "--notify-format", "json")
+    try:
+        batch = [{"type": "event-deploy", "entityId": f"app-{i:02d}", "attributes": {
+            "env": "production", "status": "failure", "version": "1.0"}} for i in range(40)]
+        resp = httpx.post(server.url + "/events", json={"events": batch}, timeout=30,
+                          headers={"x-api-key": token})
+        assert resp.status_code == 201, resp.text
+        [body] = receiver.wait_for(1)
+        wait_until(lambda: query(db_path, "SELECT MAX(attempts) FROM notify_outbox")[0][0] >= 3)
+        time.sleep(0.5)  # several more rounds: nothing else may come
+    finally:
+        server.stop()
+    assert len(receiver.bodies) == 1
+    assert body["event"] == "digest" and body["data"]["event"] == "deployment_failed"
+    assert body["data"]["count"] == 40 and len(body["data"]["first"]) == 5
+    assert body["text"] == ("40 production deployments failed: app-00 1.0, app-01 1.0, app-02 1.0, app-03 1.0, "
+                            f"app-04 1.0 and 35 more. deployments: {server.url}/deployments?status=failed")
+    # One digest row per URL; each fact keeps a row per URL, never posted, naming the digest.
+    assert query(db_path, "SELECT kind, COUNT(*) FROM notify_outbox WHERE gave_up_at IS NULL GROUP BY kind") == [
+        ("digest", 2)]
+    assert query(db_path, "SELECT COUNT(*), MIN(last_error), MAX(attempts) FROM notify_outbox "
+                          "WHERE kind = 'deployment_failed'") == [(80, "summarised in digest:deployment_failed:1", 0)]
+    log = server.log.read_text()
+    assert log.count("failed (attempt") == 1, log  # the dead receiver failed 3+ times: one warning a minute

@@ -24,6 +24,7 @@ from deploytrack.timeutil import DAY, day_start_us, to_iso
 LOOKBACK_US = 60_000_000  # incident writes may commit out of `updated_at` order by a little
 BAND_WINDOW = 30
 METRICS = tuple(messages.LABELS)
+DIGEST_OVER = 10  # more new facts of one kind in one pass: one digest message instead of one each
 _EVENTS, _INCIDENTS, _BANDS = "notify.events_seq", "notify.incidents_at", "notify.band_day"
 
 
@@ -33,12 +34,30 @@ def collect(conn: Connection, settings: Settings, now: int) -> int:
     found += _deployments(conn, settings, now)
     found += _incidents(conn, settings, now)
     found += _bands(conn, settings, now)
-    wanted = settings.notify_event_set
-    urls = settings.notify_url_list
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for kind, key, data in found:
-        if kind in wanted:
-            outbox.enqueue(conn, kind, key, messages.body(kind, data, settings.notify_format), urls, now)
+        if kind in settings.notify_event_set:
+            by_kind.setdefault(kind, []).append((key, data))
+    for kind, facts in by_kind.items():
+        _queue(conn, settings, kind, facts, now)
     return len(found)
+
+
+def _queue(conn: Connection, settings: Settings, kind: str, facts: list[tuple[str, dict[str, Any]]],
+           now: int) -> None:
+    """Queue a message per new fact, or one digest when more than DIGEST_OVER of them came at once."""
+    urls, fmt = settings.notify_url_list, settings.notify_format
+    seen = outbox.queued(conn, [key for key, _ in facts])  # the incidents' look-back reads facts again
+    new = [(key, data) for key, data in facts if key not in seen]
+    if len(new) <= DIGEST_OVER:
+        for key, data in new:
+            outbox.enqueue(conn, kind, key, messages.body(kind, data, fmt), urls, now)
+        return
+    digest_key = f"digest:{new[0][0]}"
+    outbox.enqueue(conn, "digest", digest_key, messages.digest(kind, [d for _, d in new], settings.base_url, fmt),
+                   urls, now)
+    outbox.summarised(conn, kind, [(key, messages.body(kind, data, fmt)) for key, data in new], urls,
+                      digest_key, now)
 
 
 def _move(conn: Connection, key: str, old: int | None, new: int) -> None:
