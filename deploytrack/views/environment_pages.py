@@ -48,7 +48,7 @@ async def product(request: Request) -> Response:
     db = request.app.state.deploytrack.db
     name = request.path_params["name"]
     days = _days(request)
-    if not await dq.product_exists(db, name):
+    if not await dq.product_known(db, name):
         raise NotFound("There is no product with that name.")
     end = now_us()
     start = end - days * DAY
