@@ -251,12 +251,10 @@ async def product_known(db: Database, name: str) -> bool:
                              "SELECT 1 FROM rule_violations WHERE product = ? LIMIT 1", (name, name, name)) is not None
 
 
-async def product_deployments(db: Database, product: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
-    """A product's deployments since `since`, newest first."""
-    rows = await db.fetchall(
-        f"SELECT * FROM {DEPLOYMENTS} WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
-        (product, since, limit))
-    return [shaped(r) for r in rows]
+async def environment_count(db: Database, product: str) -> int:
+    """How many environments `product` was ever deployed to."""
+    row = await db.fetchone(f"SELECT COUNT(DISTINCT environment) FROM {DEPLOYMENTS} WHERE product = ?", (product,))
+    return int(row[0]) if row is not None else 0
 
 
 async def product_builds(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:
