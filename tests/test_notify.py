@@ -288,3 +288,18 @@ def test_many_facts_at_once_make_one_digest_and_a_dead_receiver_one_warning(db_p
                           "WHERE kind = 'deployment_failed'") == [(80, "summarised in digest:deployment_failed:1", 0)]
     log = server.log.read_text()
     assert log.count("failed (attempt") == 1, log  # the dead receiver failed 3+ times: one warning a minute
+
+
+def test_incident_notifications_link_the_incident_and_send_null_for_no_product(db_path, token, receiver):
+    server = notifying(db_path, receiver.url, "--notify-format", "json", "--notify-events", "incident_opened")
+    try:
+        resp = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"change_id": "CHG-1", "title": "who broke it"})
+        assert resp.status_code == 201, resp.text
+        [body] = receiver.wait_for(1)
+    finally:
+        server.stop()
+    incident_id = resp.json()["id"]
+    assert resp.json()["product"] is None and body["data"]["product"] is None
+    assert body["data"]["url"] == f"{server.url}/incidents/{incident_id}"
+    assert body["text"] == f"Incident opened: who broke it (no product). incident {incident_id}: {body['data']['url']}"

@@ -103,10 +103,10 @@ def _incidents(conn: Connection, settings: Settings, now: int) -> list[tuple[str
     found = []
     for row in conn.execute("SELECT * FROM incidents WHERE updated_at >= ? ORDER BY id", (since,)).fetchall():
         shown = incident_rules.incident_json(row)
-        data = {"incident_id": row["id"], "product": row["product"], "environment": row["environment"],
+        data = {"incident_id": row["id"], "product": row["product"] or None, "environment": row["environment"],
                 "title": row["title"], "severity": row["severity"], "opened_at": shown["opened_at"],
                 "resolved_at": shown["resolved_at"], "time_to_restore_seconds": shown["time_to_restore_seconds"],
-                "deployment_id": row["deployment_id"], "url": f"{settings.base_url}/incidents"}
+                "deployment_id": row["deployment_id"], "url": f"{settings.base_url}/incidents/{row['id']}"}
         if row["created_at"] >= since and row["opened_at"] >= now - DAY:
             found.append(("incident_opened", f"incident_opened:{row['id']}", data))
         if row["status"] == "resolved" and row["resolved_at"] >= now - DAY:
