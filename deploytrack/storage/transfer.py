@@ -42,6 +42,7 @@ TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
 JSON_COLUMNS = ("links", "metadata")
 IMPORT_BATCH = 500  # events per transaction: a running server's writer never waits long
 MAX_LINE_BYTES = 1_048_576
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 class TransferError(RuntimeError):
@@ -73,15 +74,24 @@ def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
 
 
 def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
-    """One header line, then one line per event; links and metadata as JSON text, NULL as empty."""
+    """One header line, then one line per event; links and metadata as JSON text, NULL as empty,
+    client text that a spreadsheet would run as a formula neutralised (csv_cell)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     count = 0
     for row in rows:
-        writer.writerow(["" if row[c] is None else orjson.dumps(row[c]).decode() if c in JSON_COLUMNS else row[c]
-                         for c in COLUMNS])
+        writer.writerow(["" if row[c] is None else orjson.dumps(row[c]).decode() if c in JSON_COLUMNS
+                         else csv_cell(row[c]) for c in COLUMNS])
         count += 1
     return count
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would read as a formula (=, +, -, @, tab, CR first) gets a leading
+    apostrophe (OWASP's CSV injection advice): the cell then shows as the text it is."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 # -- import --------------------------------------------------------------------------------
