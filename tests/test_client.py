@@ -524,6 +524,24 @@ def test_wrap_with_server_down_still_runs_the_command(tmp_path: Path) -> None:
     assert_no_secret(strict, "dt_hidden")
 
 
+def test_wrap_outside_ci_without_a_version_warns_and_still_runs_the_command(server: tuple[LiveServer, str],
+                                                                           tmp_path: Path) -> None:
+    """No --version and no SHA: nothing can be recorded, but the deployment itself is not stopped."""
+    live, token = server
+    name = product()
+    marker = tmp_path / "ran"
+    flags = ("wrap", "--product", name, "--environment", "prod", *FAST)
+    command = ("--", *py(f"open({str(marker)!r}, 'w').close(); print('deploying'); raise SystemExit(4)"))
+    relaxed = run_client(*flags, *command, env=connect(live, token))
+    assert relaxed.returncode == 4 and marker.exists() and relaxed.stdout == "deploying\n"
+    assert relaxed.stderr.count("deploytrack: warning:") == 1 and "--version" in relaxed.stderr
+    marker.unlink()
+    strict = run_client(*flags, "--strict", *command, env=connect(live, token))
+    assert strict.returncode == 1 and not marker.exists()
+    assert "--version" in strict.stderr and "not running the command" in strict.stderr
+    assert stored(live, token, name) == []
+
+
 def test_wrap_command_not_found_is_127_and_recorded(server: tuple[LiveServer, str]) -> None:
     live, token = server
     name = product()
