@@ -131,6 +131,34 @@ def test_a_failed_deployment_arriving_by_webhook_is_announced(db_path, token, re
         "actor": "octocat"}
 
 
+def test_a_rollback_marked_in_a_github_deployment_payload_is_labelled_and_announced(db_path, token, receiver):
+    """docs/hooks/github.md: `deployment.payload` holding `"deployment_type": "rollback"` (an object, or the
+    same as the JSON text GitHub keeps when the deployment was created with one) marks a rollback."""
+    server = notifying(db_path, receiver.url, "--notify-format", "json")
+    path, secret, _ = hd.create_hook(db_path, "github", "--product", "shop")
+    payloads = ({}, {"deployment_type": "rollback"}, '{"deployment_type": "rollback"}', "not json", ["rollback"])
+    try:
+        for n, payload in enumerate(payloads):
+            body = hd.github_deployment_status("success", n, at(0, 0, 5 + n), deployment_id=n + 1, sha=f"{n + 1}" * 40)
+            body["deployment"]["payload"] = payload
+            raw = hd.dumps(body)
+            resp = httpx.post(server.url + path, content=raw, timeout=10,
+                              headers=hd.github_headers("deployment_status", f"d-{n}", secret, raw))
+            assert resp.status_code == 200, resp.text
+        bodies = receiver.wait_for(2)
+        listed = httpx.get(server.url + "/api/v1/deployments?product=shop", headers=auth(token), timeout=10).json()
+        cfr = httpx.get(server.url + "/api/v1/metrics?product=shop&window=7", headers=auth(token),
+                        timeout=10).json()["latest"]["change_failure_rate"]
+        time.sleep(0.5)  # several more rounds: no other rollback may come
+    finally:
+        server.stop()
+    labels = {d["version"]: d["label"] for d in listed["deployments"]}
+    assert labels == {f"{n + 1}" * 12: label for n, label in enumerate((None, "rollback", "rollback", None, None))}
+    assert [b["event"] for b in receiver.bodies] == ["rollback", "rollback"]
+    assert sorted(b["data"]["version"] for b in bodies) == ["2" * 12, "3" * 12]
+    assert (cfr["failures"], cfr["data_points"]) == (2, 5)
+
+
 def test_generic_json_and_the_choice_of_events(db_path, token, receiver):
     server = notifying(db_path, receiver.url, "--notify-format", "json", "--notify-events", "incident_opened")
     try:

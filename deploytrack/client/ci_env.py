@@ -4,6 +4,9 @@ One table row per CI: how to recognise it, and which variables give the commit S
 repository, build URL, build number, build id and actor. The build id is unique per job
 *attempt* (a re-run gets a new one); the client uses it as the default `invoke_id`, so a
 re-run is a new deployment record and a retried send within one attempt is not a second one.
+Where a CI's run-wide id is shared by its jobs (GitHub's run id, Jenkins' build tag, Azure's
+build id), the job's own name or id is joined to it: two jobs of one run deploying the same
+product and environment are two deployments, not one.
 
 Sources are the vendors' documented variables (GitHub Actions "Variables reference", GitLab
 "Predefined CI/CD variables", Jenkins "env-vars.html" plus the Git plugin, CircleCI
@@ -80,7 +83,8 @@ def _github(env: Env) -> CIInfo:
         repository=f"{server}/{repo}" if repo else None,
         build_url=f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None,
         build_number=_get(env, "GITHUB_RUN_NUMBER"),
-        build_id=_joined(run_id, _get(env, "GITHUB_RUN_ATTEMPT")),
+        # GITHUB_JOB: the job's key in the workflow (the legs of a matrix share it)
+        build_id=_joined(run_id, _get(env, "GITHUB_RUN_ATTEMPT"), _get(env, "GITHUB_JOB")),
         actor=_get(env, "GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR"),
     )
 
@@ -100,7 +104,7 @@ def _gitlab(env: Env) -> CIInfo:
 
 def _jenkins(env: Env) -> CIInfo:
     # GIT_* come from the Git plugin; BRANCH_NAME/CHANGE_* from multibranch pipelines;
-    # BUILD_USER_ID from the Build User Vars plugin.
+    # BUILD_USER_ID from the Build User Vars plugin; STAGE_NAME is set inside a Pipeline `stage`.
     return CIInfo(
         source_system="jenkins",
         sha=_get(env, "GIT_COMMIT"),
@@ -108,7 +112,8 @@ def _jenkins(env: Env) -> CIInfo:
         repository=_get(env, "GIT_URL"),
         build_url=_get(env, "BUILD_URL"),
         build_number=_get(env, "BUILD_NUMBER"),
-        build_id=_get(env, "BUILD_TAG") or _joined(_get(env, "JOB_NAME"), _get(env, "BUILD_NUMBER")),
+        build_id=_joined(_get(env, "BUILD_TAG") or _joined(_get(env, "JOB_NAME"), _get(env, "BUILD_NUMBER")),
+                         _get(env, "STAGE_NAME")),
         actor=_get(env, "BUILD_USER_ID", "CHANGE_AUTHOR"),
     )
 
@@ -140,7 +145,7 @@ def _azure(env: Env) -> CIInfo:
         repository=_get(env, "BUILD_REPOSITORY_URI"),
         build_url=url,
         build_number=_get(env, "BUILD_BUILDNUMBER"),
-        build_id=_joined(build_id, _get(env, "SYSTEM_JOBATTEMPT")),
+        build_id=_joined(build_id, _get(env, "SYSTEM_JOBID"), _get(env, "SYSTEM_JOBATTEMPT")),
         actor=_get(env, "BUILD_REQUESTEDFOREMAIL", "BUILD_REQUESTEDFOR"),
     )
 
