@@ -95,7 +95,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     }, {
         "scm_branch": "main", "scm_repository": "https://github.com/acme/shop",
         "build_url": "https://github.com/acme/shop/actions/runs/7301", "build_number": "42",
-        "invoke_id": "7301-2-deploy", "actor": "octocat", "source_system": "github",
+        "invoke_id": "7301-2", "actor": "octocat", "source_system": "github",
     }),
     "gitlab": ({
         "CI": "true", "GITLAB_CI": "true", "CI_COMMIT_SHA": SHA, "CI_COMMIT_BRANCH": "release",
@@ -117,7 +117,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     }, {
         "scm_branch": "main", "scm_repository": "https://git.example.com/acme/shop.git",
         "build_url": "https://jenkins.example.com/job/shop/job/deploy/314/", "build_number": "314",
-        "invoke_id": "jenkins-shop-deploy-314-Deploy EU", "actor": "jdoe", "source_system": "jenkins",
+        "invoke_id": "jenkins-shop-deploy-314", "actor": "jdoe", "source_system": "jenkins",
     }),
     "circleci": ({
         "CI": "true", "CIRCLECI": "true", "CIRCLE_SHA1": SHA, "CIRCLE_BRANCH": "main",
@@ -141,8 +141,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     }, {
         "scm_branch": "feature/login", "scm_repository": "https://dev.azure.com/acme/Shop/_git/shop",
         "build_url": "https://dev.azure.com/acme/Shop%20Team/_build/results?buildId=1234",
-        "build_number": "20261123.3", "invoke_id": "1234-0c8f2a4e-5b1d-5e3f-9a7c-6d2e1f0b3a94-1",
-        "actor": "ada@example.com",
+        "build_number": "20261123.3", "invoke_id": "1234-1", "actor": "ada@example.com",
         "source_system": "azure-devops",
     }),
     "bitbucket": ({
@@ -459,6 +458,22 @@ def test_two_jobs_of_one_run_deploying_one_product_are_two_deployments(server: t
     events = stored(live, token, name)
     assert len({e["invoke_id"] for e in events}) == 2 and len(events) == 4
     assert sorted((d["status"], d["event_count"]) for d in deployments(live, name)) == [("completed", 2)] * 2
+
+
+@pytest.mark.parametrize("ci, job_var", [("github", "GITHUB_JOB"), ("jenkins", "STAGE_NAME"),
+                                         ("azure", "SYSTEM_JOBID")])
+def test_send_started_by_one_job_and_the_outcome_by_a_later_one_is_one_deployment(server: tuple[LiveServer, str],
+                                                                                   ci: str, job_var: str) -> None:
+    """A deploy job sends `started`, a verify job (Jenkins: the pipeline's `post`) the outcome: `send` keeps the
+    run's id, so they fold into one record (only `wrap`, one job by construction, is per job)."""
+    live, token = server
+    name = product()
+    for job, status in (("deploy", "started"), ("verify", "success")):
+        result = run_client("send", "deployment", "--product", name, "--environment", "production", "--status",
+                            status, *FAST, env={**CI_CASES[ci][0], job_var: job, **connect(live, token)})
+        assert result.returncode == 0, result.stderr
+    assert len({e["invoke_id"] for e in stored(live, token, name)}) == 1  # (a read: every event in its tables)
+    assert [(d["status"], d["event_count"]) for d in deployments(live, name)] == [("completed", 2)]
 
 
 def test_wrap_failure_exits_with_the_command_code(server: tuple[LiveServer, str]) -> None:

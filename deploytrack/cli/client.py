@@ -303,7 +303,7 @@ def cmd_wrap(args: argparse.Namespace) -> int:
         print("deploytrack: wrap needs a command after --", file=sys.stderr)
         return EXIT_USAGE
     s = sender(args, os.environ)
-    invoke_id = args.invoke_id or s.ci.build_id or str(uuid.uuid4())
+    invoke_id = args.invoke_id or s.ci.job_id or str(uuid.uuid4())
     try:
         started = event_body(args, "deployment", s.ci, "started", invoke_id, timestamp=to_iso(now_us()))
     except UsageError as exc:  # e.g. no version: nothing to record, but the deployment itself goes on

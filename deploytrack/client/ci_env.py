@@ -5,8 +5,9 @@ repository, build URL, build number, build id and actor. The build id is unique 
 *attempt* (a re-run gets a new one); the client uses it as the default `invoke_id`, so a
 re-run is a new deployment record and a retried send within one attempt is not a second one.
 Where a CI's run-wide id is shared by its jobs (GitHub's run id, Jenkins' build tag, Azure's
-build id), the job's own name or id is joined to it: two jobs of one run deploying the same
-product and environment are two deployments, not one.
+build id), `job` names the job: `wrap` (one process, so one job) joins it to the id, so two jobs of
+one run wrapping deployments of the same product and environment are two deployments; `send`
+keeps the run-wide id, so a `started` sent by one job and the outcome by a later one stay one.
 
 Sources are the vendors' documented variables (GitHub Actions "Variables reference", GitLab
 "Predefined CI/CD variables", Jenkins "env-vars.html" plus the Git plugin, CircleCI
@@ -36,6 +37,12 @@ class CIInfo:
     build_number: str | None = None
     build_id: str | None = None
     actor: str | None = None
+    job: str | None = None  # the job within the run, where `build_id` is the run's (shared by its jobs)
+
+    @property
+    def job_id(self) -> str | None:
+        """`build_id` joined with the job: one job's own id (what `wrap` defaults `invoke_id` to)."""
+        return _joined(self.build_id, self.job)
 
     def as_dict(self) -> dict[str, str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -83,9 +90,9 @@ def _github(env: Env) -> CIInfo:
         repository=f"{server}/{repo}" if repo else None,
         build_url=f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None,
         build_number=_get(env, "GITHUB_RUN_NUMBER"),
-        # GITHUB_JOB: the job's key in the workflow (the legs of a matrix share it)
-        build_id=_joined(run_id, _get(env, "GITHUB_RUN_ATTEMPT"), _get(env, "GITHUB_JOB")),
+        build_id=_joined(run_id, _get(env, "GITHUB_RUN_ATTEMPT")),
         actor=_get(env, "GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR"),
+        job=_get(env, "GITHUB_JOB"),  # the job's key in the workflow (the legs of a matrix share it)
     )
 
 
@@ -112,9 +119,9 @@ def _jenkins(env: Env) -> CIInfo:
         repository=_get(env, "GIT_URL"),
         build_url=_get(env, "BUILD_URL"),
         build_number=_get(env, "BUILD_NUMBER"),
-        build_id=_joined(_get(env, "BUILD_TAG") or _joined(_get(env, "JOB_NAME"), _get(env, "BUILD_NUMBER")),
-                         _get(env, "STAGE_NAME")),
+        build_id=_get(env, "BUILD_TAG") or _joined(_get(env, "JOB_NAME"), _get(env, "BUILD_NUMBER")),
         actor=_get(env, "BUILD_USER_ID", "CHANGE_AUTHOR"),
+        job=_get(env, "STAGE_NAME"),
     )
 
 
@@ -145,8 +152,9 @@ def _azure(env: Env) -> CIInfo:
         repository=_get(env, "BUILD_REPOSITORY_URI"),
         build_url=url,
         build_number=_get(env, "BUILD_BUILDNUMBER"),
-        build_id=_joined(build_id, _get(env, "SYSTEM_JOBID"), _get(env, "SYSTEM_JOBATTEMPT")),
+        build_id=_joined(build_id, _get(env, "SYSTEM_JOBATTEMPT")),
         actor=_get(env, "BUILD_REQUESTEDFOREMAIL", "BUILD_REQUESTEDFOR"),
+        job=_get(env, "SYSTEM_JOBID"),
     )
 
 
