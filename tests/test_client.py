@@ -91,7 +91,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         "GITHUB_REF_NAME": "main", "GITHUB_REF_TYPE": "branch", "GITHUB_HEAD_REF": "",
         "GITHUB_REPOSITORY": "acme/shop", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "7301",
         "GITHUB_RUN_NUMBER": "42", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_ACTOR": "octocat",
-        "GITHUB_TRIGGERING_ACTOR": "octocat",
+        "GITHUB_TRIGGERING_ACTOR": "octocat", "GITHUB_JOB": "deploy",
     }, {
         "scm_branch": "main", "scm_repository": "https://github.com/acme/shop",
         "build_url": "https://github.com/acme/shop/actions/runs/7301", "build_number": "42",
@@ -113,7 +113,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         "JENKINS_URL": "https://jenkins.example.com/", "BUILD_NUMBER": "314", "JOB_NAME": "shop/deploy",
         "BUILD_TAG": "jenkins-shop-deploy-314", "BUILD_URL": "https://jenkins.example.com/job/shop/job/deploy/314/",
         "GIT_COMMIT": SHA, "GIT_BRANCH": "origin/main", "GIT_URL": "https://git.example.com/acme/shop.git",
-        "BUILD_USER_ID": "jdoe",
+        "BUILD_USER_ID": "jdoe", "STAGE_NAME": "Deploy EU",
     }, {
         "scm_branch": "main", "scm_repository": "https://git.example.com/acme/shop.git",
         "build_url": "https://jenkins.example.com/job/shop/job/deploy/314/", "build_number": "314",
@@ -135,6 +135,7 @@ CI_CASES: dict[str, tuple[dict[str, str], dict[str, str]]] = {
         "TF_BUILD": "True", "BUILD_SOURCEVERSION": SHA, "BUILD_SOURCEBRANCH": "refs/heads/feature/login",
         "BUILD_SOURCEBRANCHNAME": "login", "BUILD_REPOSITORY_URI": "https://dev.azure.com/acme/Shop/_git/shop",
         "BUILD_BUILDID": "1234", "BUILD_BUILDNUMBER": "20261123.3", "SYSTEM_JOBATTEMPT": "1",
+        "SYSTEM_JOBID": "0c8f2a4e-5b1d-5e3f-9a7c-6d2e1f0b3a94",
         "SYSTEM_COLLECTIONURI": "https://dev.azure.com/acme/", "SYSTEM_TEAMPROJECT": "Shop Team",
         "BUILD_REQUESTEDFOR": "Ada Lovelace", "BUILD_REQUESTEDFOREMAIL": "ada@example.com",
     }, {
@@ -444,6 +445,37 @@ def test_wrap_success_passes_output_through_and_folds_into_one_deployment(server
     assert started["deployment_id"] == completed["deployment_id"] == dep["id"]
 
 
+@pytest.mark.parametrize("ci, job_var", [("github", "GITHUB_JOB"), ("jenkins", "STAGE_NAME"),
+                                         ("azure", "SYSTEM_JOBID")])
+def test_two_jobs_of_one_run_deploying_one_product_are_two_deployments(server: tuple[LiveServer, str], ci: str,
+                                                                       job_var: str) -> None:
+    """Jobs of one CI run share the run's id; each job's deployment is its own record (docs/ci.md)."""
+    live, token = server
+    name = product()
+    procs = [start_client("wrap", "--product", name, "--environment", "production", *FAST, "--", *py("pass"),
+                          env={**CI_CASES[ci][0], job_var: job, **connect(live, token)}) for job in ("eu", "us")]
+    assert [finish(p).returncode for p in procs] == [0, 0]
+    events = stored(live, token, name)
+    assert len({e["invoke_id"] for e in events}) == 2 and len(events) == 4
+    assert sorted((d["status"], d["event_count"]) for d in deployments(live, name)) == [("completed", 2)] * 2
+
+
+@pytest.mark.parametrize("ci, job_var", [("github", "GITHUB_JOB"), ("jenkins", "STAGE_NAME"),
+                                         ("azure", "SYSTEM_JOBID")])
+def test_send_started_by_one_job_and_the_outcome_by_a_later_one_is_one_deployment(server: tuple[LiveServer, str],
+                                                                                   ci: str, job_var: str) -> None:
+    """A deploy job sends `started`, a verify job (Jenkins: the pipeline's `post`) the outcome: `send` keeps the
+    run's id, so they fold into one record (only `wrap`, one job by construction, is per job)."""
+    live, token = server
+    name = product()
+    for job, status in (("deploy", "started"), ("verify", "success")):
+        result = run_client("send", "deployment", "--product", name, "--environment", "production", "--status",
+                            status, *FAST, env={**CI_CASES[ci][0], job_var: job, **connect(live, token)})
+        assert result.returncode == 0, result.stderr
+    assert len({e["invoke_id"] for e in stored(live, token, name)}) == 1  # (a read: every event in its tables)
+    assert [(d["status"], d["event_count"]) for d in deployments(live, name)] == [("completed", 2)]
+
+
 def test_wrap_failure_exits_with_the_command_code(server: tuple[LiveServer, str]) -> None:
     live, token = server
     name = product()
@@ -505,6 +537,24 @@ def test_wrap_with_server_down_still_runs_the_command(tmp_path: Path) -> None:
     assert "not running the command" in strict.stderr
     assert_no_secret(relaxed, "dt_hidden")
     assert_no_secret(strict, "dt_hidden")
+
+
+def test_wrap_outside_ci_without_a_version_warns_and_still_runs_the_command(server: tuple[LiveServer, str],
+                                                                           tmp_path: Path) -> None:
+    """No --version and no SHA: nothing can be recorded, but the deployment itself is not stopped."""
+    live, token = server
+    name = product()
+    marker = tmp_path / "ran"
+    flags = ("wrap", "--product", name, "--environment", "prod", *FAST)
+    command = ("--", *py(f"open({str(marker)!r}, 'w').close(); print('deploying'); raise SystemExit(4)"))
+    relaxed = run_client(*flags, *command, env=connect(live, token))
+    assert relaxed.returncode == 4 and marker.exists() and relaxed.stdout == "deploying\n"
+    assert relaxed.stderr.count("deploytrack: warning:") == 1 and "--version" in relaxed.stderr
+    marker.unlink()
+    strict = run_client(*flags, "--strict", *command, env=connect(live, token))
+    assert strict.returncode == 1 and not marker.exists()
+    assert "--version" in strict.stderr and "not running the command" in strict.stderr
+    assert stored(live, token, name) == []
 
 
 def test_wrap_command_not_found_is_127_and_recorded(server: tuple[LiveServer, str]) -> None:

@@ -165,6 +165,28 @@ def test_gitlab_deployment_and_push_events(live_server, db_path):
     assert resp.status_code == 200 and resp.json()["status"] == "ignored"
 
 
+def test_gitlab_times_in_the_utc_form_ruby_writes(live_server, db_path):
+    """GitLab writes a time in a UTC zone (its default, and GitLab.com's) as `2026-11-29 19:55:00 UTC`,
+    elsewhere as `... +0200`: both are read, in deployment and push events."""
+    path, secret, _ = hd.create_hook(db_path, "gitlab", "--product", "diaspora")
+    headers = {"X-Gitlab-Event": "Deployment Hook", "X-Gitlab-Token": secret, "Content-Type": "application/json"}
+    started = now_us() // 1_000_000 - 3600
+    forms = (("running", started, "%Y-%m-%d %H:%M:%S UTC"), ("success", started + 90, "%Y-%m-%d %H:%M:%S +0000"))
+    for n, (status, when, form) in enumerate(forms):
+        raw = hd.dumps(hd.gitlab_deployment(status, time.strftime(form, time.gmtime(when))))
+        resp = post(live_server, path, raw, {**headers, "X-Gitlab-Event-UUID": f"uuid-{n}"})
+        assert resp.status_code == 200, resp.text
+    assert query(db_path, "SELECT status, started_at, finished_at - started_at FROM deployments") == [
+        ("completed", started * 1_000_000, 90_000_000)]
+    raw = hd.dumps(hd.gitlab_push([(hd.SHA2, "2011-12-12 12:27:31 UTC", "fixed readme")]))
+    resp = post(live_server, path, raw, {**headers, "X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": "p"})
+    assert resp.status_code == 200, resp.text
+    assert query(db_path, "SELECT committed_at FROM commits") == [(1323692851_000000,)]
+    bad = hd.dumps(hd.gitlab_deployment("failed", "2026-11-29 19:55:00 CET"))
+    resp = post(live_server, path, bad, {**headers, "X-Gitlab-Event-UUID": "bad"})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "status_changed_at"
+
+
 @pytest.mark.parametrize("source, prefix", [("gitea", "Gitea"), ("forgejo", "Forgejo")])
 def test_gitea_and_forgejo_pushes(live_server, db_path, source, prefix):
     path, secret, _ = hd.create_hook(db_path, source)

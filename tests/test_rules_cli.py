@@ -113,3 +113,28 @@ def test_import_is_never_judged_even_at_the_current_time(db_path, tmp_path: Path
     assert code == 0 and out.startswith("Imported 2 events")
     assert query(db_path, "SELECT COUNT(*) FROM deployments WHERE status = 'started'")[0][0] == 2
     assert query(db_path, "SELECT COUNT(*) FROM rule_violations")[0][0] == 0
+
+
+def test_options_of_another_rule_type_are_refused_by_name(db_path, capsys) -> None:
+    """`--soak-minutes` on a concurrency rule was accepted and dropped: the rule did not say what was asked."""
+    cases = ((("x5", "--type", "concurrency", "--soak-minutes", "5"), "--soak-minutes"),
+             (("x6", "--type", "concurrency", "--strict", "--timezone", "UTC"), "--timezone, --strict"),
+             (("x7", "--type", "schedule", "--recurrence", "daily", "--start", "17:00", "--end", "18:00",
+               "--prerequisite", "staging", "--stale-after-minutes", "9"), "--prerequisite, --stale-after-minutes"),
+             (("x8", "--type", "flow", "--prerequisite", "staging", "--environment", "production",
+               "--recurrence", "daily"), "--recurrence"))
+    for argv, named in cases:
+        capsys.readouterr()
+        assert cli(db_path, "add", *argv)[0] == 2, argv
+        said = capsys.readouterr().err
+        assert named in said and f"a {argv[2]} rule" in said, said
+    assert query(db_path, "SELECT COUNT(*) FROM rules")[0][0] == 0
+    # Each type's own options, and a zero given explicitly, still go through.
+    assert cli(db_path, "add", "f", "--type", "flow", "--prerequisite", "staging", "--environment", "production",
+               "--strict", "--soak-minutes", "0")[0] == 0
+    assert cli(db_path, "add", "c", "--type", "concurrency", "--stale-after-minutes", "30")[0] == 0
+    assert cli(db_path, "add", "s", "--type", "schedule", "--recurrence", "daily", "--start", "17:00",
+               "--end", "18:00", "--timezone", "Europe/Berlin")[0] == 0
+    assert json.loads(cli(db_path, "show", "f")[1])["flow"] == {"prerequisites": ["staging"], "strict": True,
+                                                                "soak_minutes": 0}
+    assert json.loads(cli(db_path, "show", "s")[1])["schedule"]["timezone"] == "Europe/Berlin"

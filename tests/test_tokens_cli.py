@@ -7,10 +7,13 @@ import logging
 import sqlite3
 import time
 
+import httpx2 as httpx
 import pytest
 
 from deploytrack.storage.staging import EVENT_COLUMNS
+from tests import hookdata as hd
 from tests.conftest import auth, create_token, query, run_cli
+from tests.dora import at
 
 
 @pytest.mark.sqlite_only
@@ -61,6 +64,42 @@ def test_last_used_is_recorded(make_client, db_path):
     client.post("/api/deployment-events", json={"integrationKey": secret, "summary": "x"})
     _, listing = run_cli("token", "list", "--db", str(db_path))
     assert "never" not in listing
+
+
+def last_used(db_path, name: str) -> object:
+    return query(db_path, "SELECT last_used_at FROM tokens WHERE name = ?", (name,))[0][0]
+
+
+def test_last_used_is_recorded_for_reads_admin_and_every_kind_of_hook(live_server, db_path):
+    """Not only ingestion: a read, an admin request and any accepted hook delivery use their token."""
+    reader, admin = create_token(db_path, "reader", "read"), create_token(db_path, "admin", "admin")
+    assert httpx.get(live_server.url + "/api/v1/deployments", headers=auth(reader), timeout=10).status_code == 200
+    resp = httpx.delete(live_server.url + "/api/v1/products/nothing-here/events", headers=auth(admin), timeout=10)
+    assert resp.status_code < 500, resp.text
+    am_path, am_secret, _ = hd.create_hook(db_path, "alertmanager")
+    firing = hd.dumps(hd.alertmanager_group("firing", at(0, 0, 5), labels={"service": "checkout"}))
+    resp = httpx.post(live_server.url + am_path, content=firing, timeout=10,
+                      headers={"Authorization": f"Bearer {am_secret}", "Content-Type": "application/json"})
+    assert resp.json()["status"] == "accepted"
+    gitea_path, gitea_secret, _ = hd.create_hook(db_path, "gitea")
+    push = hd.dumps(hd.gitea_push([(hd.SHA, "2017-03-13T13:52:11-04:00", "Webhooks Yay!")]))
+    resp = httpx.post(live_server.url + gitea_path, content=push, timeout=10,
+                      headers={"X-Gitea-Event": "push", "X-Gitea-Signature": hd.hmac_hex(gitea_secret, push),
+                               "Content-Type": "application/json"})
+    assert resp.json()["commits"] == 1
+    deadline = time.monotonic() + 10  # recorded beside the request, not before its answer
+    while query(db_path, "SELECT COUNT(*) FROM tokens WHERE last_used_at IS NULL")[0][0] > 1:  # the fixture's
+        assert time.monotonic() < deadline, run_cli("token", "list", "--db", str(db_path))[1]
+        time.sleep(0.05)
+    _, tokens = run_cli("token", "list", "--db", str(db_path))
+    assert [line for line in tokens.splitlines() if line.startswith(("reader", "admin")) and "never" in line] == []
+    _, hooks = run_cli("hook", "list", "--db", str(db_path))
+    assert "never" not in hooks and len(hooks.splitlines()) == 3
+    # Kept to the minute: the next reads do not rewrite the row.
+    first = last_used(db_path, "reader")
+    for _ in range(3):
+        httpx.get(live_server.url + "/api/v1/deployments", headers=auth(reader), timeout=10)
+    assert last_used(db_path, "reader") == first
 
 
 def test_env_var_sets_db(tmp_path, monkeypatch):

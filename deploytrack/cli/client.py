@@ -303,12 +303,15 @@ def cmd_wrap(args: argparse.Namespace) -> int:
         print("deploytrack: wrap needs a command after --", file=sys.stderr)
         return EXIT_USAGE
     s = sender(args, os.environ)
-    invoke_id = args.invoke_id or s.ci.build_id or str(uuid.uuid4())
+    invoke_id = args.invoke_id or s.ci.job_id or str(uuid.uuid4())
     try:
         started = event_body(args, "deployment", s.ci, "started", invoke_id, timestamp=to_iso(now_us()))
-    except UsageError as exc:
-        print(f"deploytrack: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:  # e.g. no version: nothing to record, but the deployment itself goes on
+        _warn(s, f"not recording the deployment: {exc}")
+        if s.strict:
+            print("deploytrack: not running the command because --strict is set", file=sys.stderr)
+            return EXIT_UNDELIVERED
+        return run_passthrough(command)[0]
     outcome = deliver(s, "started event", PATHS["deployment"], started)
     if outcome is None and s.strict:
         print("deploytrack: not running the command because --strict is set", file=sys.stderr)

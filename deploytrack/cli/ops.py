@@ -20,6 +20,7 @@ from deploytrack.storage.backup import BackupError, backup
 from deploytrack.storage.transfer import (
     TransferError,
     event_rows,
+    export_rows,
     import_file,
     write_csv,
     write_jsonl,
@@ -35,18 +36,20 @@ def register(subparsers: Any) -> None:
     add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=cmd_backup)
 
-    p = subparsers.add_parser("export", help="write every event as JSON Lines or CSV",
-                              description="Every event with every column, in arrival order; times in ISO 8601 UTC.")
+    p = subparsers.add_parser("export", help="write every event (JSON Lines: and commits, incidents) or CSV",
+                              description="Every event with every column, in arrival order; times in ISO 8601 UTC. "
+                                          "JSON Lines adds every commit and incident (kind commit, incident); "
+                                          "tokens, rules, hooks and derived data are not exported.")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format (default: jsonl)")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=cmd_export)
 
-    p = subparsers.add_parser("import", help="store events from a JSON Lines file (backfill; safe to re-run)",
-                              description="Import events written by `deploytrack export --format jsonl`, or "
-                                          "hand-written lines with at least kind and product. Event ids and times "
-                                          "are kept; events already stored are skipped.")
-    p.add_argument("file", metavar="FILE.jsonl", help="JSON Lines file, one event per line")
+    p = subparsers.add_parser("import", help="store events, commits, incidents from JSON Lines (backfill; re-runnable)",
+                              description="Import events, commits and incidents written by `deploytrack export "
+                                          "--format jsonl`, or hand-written lines with at least kind and product. "
+                                          "Event ids and times are kept; what is already stored is skipped.")
+    p.add_argument("file", metavar="FILE.jsonl", help="JSON Lines file, one event, commit or incident per line")
     add_settings_flags(p, [*DB_SETTINGS, "max_field_chars", "max_metadata_keys"])
     add_create_flag(p)
     p.set_defaults(func=cmd_import)
@@ -74,7 +77,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     require_existing(settings.db)
-    write = write_jsonl if args.format == "jsonl" else write_csv
+    write, rows = (write_jsonl, export_rows) if args.format == "jsonl" else (write_csv, event_rows)
     if not dbmod.pg.is_url(settings.db):  # every event acknowledged so far, staged ones too
         staging = dbmod.connect(settings.db)
         try:
@@ -84,14 +87,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
         if args.output is None:
-            count = write(event_rows(conn), sys.stdout)
+            count = write(rows(conn), sys.stdout)
             sys.stdout.flush()
         else:
             target = Path(args.output)
             partial = target.with_name(f".{target.name}.partial")
             try:
                 with partial.open("w", encoding="utf-8", newline="") as fh:
-                    count = write(event_rows(conn), fh)
+                    count = write(rows(conn), fh)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(partial, target)
@@ -106,7 +109,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         conn.close()
-    print(f"Exported {count} events{' to ' + args.output if args.output else ''}.", file=sys.stderr)
+    what = "lines (events, commits, incidents)" if args.format == "jsonl" else "events"
+    print(f"Exported {count} {what}{' to ' + args.output if args.output else ''}.", file=sys.stderr)
     return 0
 
 
@@ -118,10 +122,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     limits = Limits.from_settings(settings)
     conn = open_database(settings, args.create)
     try:
-        result = import_file(conn, path, settings.environment_aliases, limits)
+        result = import_file(conn, path, settings, limits)
     except (TransferError, OSError) as exc:
         return _fail(f"{path}: {exc}")
     finally:
         conn.close()
-    print(f"Imported {result.stored} events from {path}; {result.skipped} were already stored.")
+    more = f", {result.commits} commits and {result.incidents} incidents" if result.commits or result.incidents else ""
+    print(f"Imported {result.stored} events{more} from {path}; {result.skipped} were already stored.")
     return 0

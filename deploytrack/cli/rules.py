@@ -45,12 +45,13 @@ def register(subparsers: Any) -> None:
     schedule.add_argument("--start",
                           help="once: 2026-12-24T00:00; daily: 17:00; weekly: 'fri 17:00'; monthly: '1 00:00'")
     schedule.add_argument("--end", help="same form as --start")
-    schedule.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Berlin (default UTC)")
+    schedule.add_argument("--timezone", help="IANA zone, e.g. Europe/Berlin (default UTC)")
     flow = add.add_argument_group("flow rules")
     flow.add_argument("--prerequisite", action="append", help="environment the version must complete in first; "
                                                               "repeatable, in order")
-    flow.add_argument("--strict", action="store_true", help="prerequisites must complete in the order given")
-    flow.add_argument("--soak-minutes", type=int, default=0, help="minutes since completing in the prerequisites")
+    flow.add_argument("--strict", action="store_true", default=None,
+                      help="prerequisites must complete in the order given")
+    flow.add_argument("--soak-minutes", type=int, help="minutes since completing in the prerequisites (default 0)")
     concurrency = add.add_argument_group("concurrency rules")
     concurrency.add_argument("--stale-after-minutes", type=int,
                              help="ignore in-progress deployments silent for this long (default 360)")
@@ -117,15 +118,28 @@ def _write(conn: dbmod.Connection, fn: Callable[..., Any], *params: Any) -> Any:
         return fn(conn, *params)
 
 
+# The options of each rule type (their argparse names; the flag is `--` + the name with dashes).
+_TYPE_OPTIONS = {"schedule": ("recurrence", "start", "end", "timezone"),
+                 "flow": ("prerequisite", "strict", "soak_minutes"),
+                 "concurrency": ("stale_after_minutes",)}
+
+
 def definition(args: argparse.Namespace) -> dict[str, Any]:
-    """The rule definition the flags describe (validated by parse_rule, like the API's)."""
+    """The rule definition the flags describe (validated by parse_rule, like the API's); an option of
+    another rule type is refused, naming it, rather than dropped."""
+    foreign = ["--" + name.replace("_", "-") for kind in TYPES if kind != args.type
+               for name in _TYPE_OPTIONS[kind] if getattr(args, name) is not None]
+    if foreign:
+        raise BadRequest(f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to a "
+                         f"{args.type} rule")
     body: dict[str, Any] = {"name": args.name, "type": args.type, "mode": args.mode, "products": args.product,
                             "environments": args.environment, "reason": args.reason}
     if args.type == "schedule":
         body["schedule"] = {"recurrence": args.recurrence, "start": args.start, "end": args.end,
                             "timezone": args.timezone}
     elif args.type == "flow":
-        body["flow"] = {"prerequisites": args.prerequisite, "strict": args.strict, "soak_minutes": args.soak_minutes}
+        body["flow"] = {"prerequisites": args.prerequisite, "strict": bool(args.strict),
+                        "soak_minutes": args.soak_minutes or 0}
     elif args.stale_after_minutes is not None:
         body["concurrency"] = {"stale_after_minutes": args.stale_after_minutes}
     return body

@@ -4,6 +4,10 @@ One table row per CI: how to recognise it, and which variables give the commit S
 repository, build URL, build number, build id and actor. The build id is unique per job
 *attempt* (a re-run gets a new one); the client uses it as the default `invoke_id`, so a
 re-run is a new deployment record and a retried send within one attempt is not a second one.
+Where a CI's run-wide id is shared by its jobs (GitHub's run id, Jenkins' build tag, Azure's
+build id), `job` names the job: `wrap` (one process, so one job) joins it to the id, so two jobs of
+one run wrapping deployments of the same product and environment are two deployments; `send`
+keeps the run-wide id, so a `started` sent by one job and the outcome by a later one stay one.
 
 Sources are the vendors' documented variables (GitHub Actions "Variables reference", GitLab
 "Predefined CI/CD variables", Jenkins "env-vars.html" plus the Git plugin, CircleCI
@@ -33,6 +37,12 @@ class CIInfo:
     build_number: str | None = None
     build_id: str | None = None
     actor: str | None = None
+    job: str | None = None  # the job within the run, where `build_id` is the run's (shared by its jobs)
+
+    @property
+    def job_id(self) -> str | None:
+        """`build_id` joined with the job: one job's own id (what `wrap` defaults `invoke_id` to)."""
+        return _joined(self.build_id, self.job)
 
     def as_dict(self) -> dict[str, str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -82,6 +92,7 @@ def _github(env: Env) -> CIInfo:
         build_number=_get(env, "GITHUB_RUN_NUMBER"),
         build_id=_joined(run_id, _get(env, "GITHUB_RUN_ATTEMPT")),
         actor=_get(env, "GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR"),
+        job=_get(env, "GITHUB_JOB"),  # the job's key in the workflow (the legs of a matrix share it)
     )
 
 
@@ -100,7 +111,7 @@ def _gitlab(env: Env) -> CIInfo:
 
 def _jenkins(env: Env) -> CIInfo:
     # GIT_* come from the Git plugin; BRANCH_NAME/CHANGE_* from multibranch pipelines;
-    # BUILD_USER_ID from the Build User Vars plugin.
+    # BUILD_USER_ID from the Build User Vars plugin; STAGE_NAME is set inside a Pipeline `stage`.
     return CIInfo(
         source_system="jenkins",
         sha=_get(env, "GIT_COMMIT"),
@@ -110,6 +121,7 @@ def _jenkins(env: Env) -> CIInfo:
         build_number=_get(env, "BUILD_NUMBER"),
         build_id=_get(env, "BUILD_TAG") or _joined(_get(env, "JOB_NAME"), _get(env, "BUILD_NUMBER")),
         actor=_get(env, "BUILD_USER_ID", "CHANGE_AUTHOR"),
+        job=_get(env, "STAGE_NAME"),
     )
 
 
@@ -142,6 +154,7 @@ def _azure(env: Env) -> CIInfo:
         build_number=_get(env, "BUILD_BUILDNUMBER"),
         build_id=_joined(build_id, _get(env, "SYSTEM_JOBATTEMPT")),
         actor=_get(env, "BUILD_REQUESTEDFOREMAIL", "BUILD_REQUESTEDFOR"),
+        job=_get(env, "SYSTEM_JOBID"),
     )
 
 

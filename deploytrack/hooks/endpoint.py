@@ -28,6 +28,7 @@ from deploytrack.hooks.record import record
 from deploytrack.model import whole_number
 from deploytrack.timeutil import now_us
 from deploytrack.views.api import error_response
+from deploytrack.web.auth import record_use
 from deploytrack.web.http import JSONResponse, read_body
 
 SOURCES: dict[str, ModuleType] = {m.NAME: m for m in (github, gitlab, gitea, pagerduty, alertmanager, opsgenie)}
@@ -53,6 +54,7 @@ async def receive(request: Request) -> Response:
         raw = await read_body(request, app.settings.hook_max_body_bytes)
         hook = _verified(source, request, raw, hooks)
         app.limiter.check(hook.token_id)
+        record_use(app.db, hook.token_id)
         delivery = source.to_delivery(request, raw, Context(hook, app.settings, app.limits))
         if delivery.ignored is not None:
             return JSONResponse({"status": "ignored", "reason": delivery.ignored})

@@ -44,7 +44,7 @@ def to_delivery(request: Request, raw: bytes, ctx: Context) -> Delivery:
     kind = data.get("object_kind")
     if kind == "push":
         path = text(nested(Fields(data, ctx.limits), "project"), "path_with_namespace")
-        return forge.push(data, ctx, delivery, (path, "project.path_with_namespace"))
+        return forge.push(_commit_times(data), ctx, delivery, (path, "project.path_with_namespace"))
     if kind == "deployment":
         return _deployment(Fields(data, ctx.limits), ctx, delivery)
     return ignored(f"event {str(kind)[:64]!r} is not used", delivery)
@@ -81,8 +81,26 @@ def _deployment(data: Fields, ctx: Context, delivery: str | None) -> Delivery:
 
 
 def status_time(value: Any, field: str) -> int:
-    """GitLab writes `2021-04-28 21:50:00 +0200`; ISO 8601 and epoch numbers are taken too."""
+    """A GitLab time (`gitlab_time`) in epoch µs; ISO 8601 and epoch numbers are taken too."""
+    return parse_timestamp(gitlab_time(value), field)
+
+
+def gitlab_time(value: Any) -> Any:
+    """GitLab's own time forms as ISO 8601, anything else as it is: Ruby's `TimeWithZone#to_s` writes
+    `2021-04-28 21:50:00 +0200`, and `2021-04-28 19:50:00 UTC` in a UTC zone (GitLab's default)."""
     if isinstance(value, str):
+        stamp = value.strip()
+        if stamp.endswith(" UTC"):
+            stamp = stamp[:-4] + " +0000"
         with contextlib.suppress(ValueError):
-            value = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S %z").isoformat()
-    return parse_timestamp(value, field)
+            return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z").isoformat()
+    return value
+
+
+def _commit_times(data: dict[str, Any]) -> dict[str, Any]:
+    """A push with each commit's `timestamp` as `gitlab_time` reads it; a malformed list is left to `forge.push`."""
+    items = data.get("commits")
+    if not isinstance(items, list):
+        return data
+    return {**data, "commits": [{**c, "timestamp": gitlab_time(c.get("timestamp"))} if isinstance(c, dict) else c
+                                for c in items]}

@@ -49,28 +49,41 @@ def starts_new_run(previous: str, new: str) -> bool:
 
 LABELS = ("rollback", "hotfix")
 _LABEL_KEYS = ("deployment_type", "type", "label")
+# Where a forge's hook keeps the deployment's own payload (GitHub's `deployment.payload`): its marks count too.
+_PAYLOAD_KEY = "deployment_payload"
 
 
 def event_label(metadata: Any, summary: str | None) -> str | None:
-    """'rollback' or 'hotfix' when the event says so (an attribute, a metadata flag, or a description
-    starting with rollback/revert/hotfix); a rollback mark wins over a hotfix mark."""
+    """'rollback' or 'hotfix' when the event says so (an attribute, a metadata flag, the same in a forge's
+    deployment payload, or a description starting with rollback/revert/hotfix); a rollback mark wins over
+    a hotfix mark."""
     if not metadata and not summary:  # most events: nothing to read
         return None
-    meta = orjson.loads(metadata) if isinstance(metadata, str) else (metadata or {})
-    marks: set[str] = set()
-    if isinstance(meta, dict):
-        for key in _LABEL_KEYS:
-            value = meta.get(key)
-            if isinstance(value, str) and value.strip().lower() in LABELS:
-                marks.add(value.strip().lower())
-        if meta.get("rollback") is True:
-            marks.add("rollback")
+    meta = _json_object(metadata)
+    marks = _marks(meta) | _marks(_json_object(meta.get(_PAYLOAD_KEY)))
     text = (summary or "").lower()
     if text.startswith(("rollback", "roll back", "rolled back", "revert")):
         marks.add("rollback")
     elif text.startswith("hotfix"):
         marks.add("hotfix")
     return combine_labels(*marks)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object, given as one or as its text; anything else is empty."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _marks(meta: dict[str, Any]) -> set[str]:
+    marks = {v.strip().lower() for v in (meta.get(k) for k in _LABEL_KEYS) if isinstance(v, str)} & set(LABELS)
+    if meta.get("rollback") is True:
+        marks.add("rollback")
+    return marks
 
 
 def combine_labels(*labels: str | None) -> str | None:

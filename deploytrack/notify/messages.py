@@ -2,6 +2,7 @@
 
 Generic JSON (`notify_format = "json"`):
     {"event": "deployment_failed", "text": "<one line>", "data": {...facts...}, "source": "deploytrack"}
+A digest (many facts of one kind at once) is event "digest", data {"event", "count", "first", "url"}.
 """
 
 from __future__ import annotations
@@ -18,6 +19,36 @@ def body(kind: str, data: dict[str, Any], fmt: str) -> dict[str, Any]:
     if fmt == "slack":
         return {"text": _line(kind, data, _slack_escape, _slack_link)}
     return {"event": kind, "text": _line(kind, data, _plain, _plain_link), "data": data, "source": "deploytrack"}
+
+
+DIGEST_NAMED = 5  # facts named in a digest's text and data; the rest are counted
+DIGESTS = {"deployment_failed": ("production deployments failed", "/deployments?status=failed", "deployments"),
+           "rollback": ("rollbacks deployed to production", "/deployments?label=rollback", "deployments"),
+           "incident_opened": ("incidents opened", "/incidents?state=open", "incidents"),
+           "incident_resolved": ("incidents resolved", "/incidents?state=resolved", "incidents"),
+           "band_changed": ("DORA bands changed", "/dora", "DORA dashboard")}
+
+
+def digest(kind: str, facts: list[dict[str, Any]], base_url: str, fmt: str) -> dict[str, Any]:
+    """The JSON posted once for many facts of one kind noticed together (the first few named)."""
+    what, path, label = DIGESTS[kind]
+    url = base_url + path
+    esc, link = (_slack_escape, _slack_link) if fmt == "slack" else (_plain, _plain_link)
+    named = ", ".join(_name(kind, d, esc) for d in facts[:DIGEST_NAMED])
+    more = f" and {len(facts) - DIGEST_NAMED} more" if len(facts) > DIGEST_NAMED else ""
+    text = f"{len(facts)} {what}: {named}{more}. {link(url, label)}"
+    if fmt == "slack":
+        return {"text": text}
+    return {"event": "digest", "text": text, "source": "deploytrack",
+            "data": {"event": kind, "count": len(facts), "first": facts[:DIGEST_NAMED], "url": url}}
+
+
+def _name(kind: str, d: dict[str, Any], esc: Any) -> str:
+    if kind in ("incident_opened", "incident_resolved"):
+        return f"{esc(d['title'])} ({esc(d['product'] or 'no product')})"
+    if kind == "band_changed":
+        return f"{LABELS.get(d['metric'], d['metric'])} for {esc(d.get('product') or 'all products')}"
+    return f"{esc(d.get('product') or '')} {esc(d.get('version') or '')}".strip()
 
 
 def _line(kind: str, d: dict[str, Any], esc: Any, link: Any) -> str:

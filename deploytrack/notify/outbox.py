@@ -18,6 +18,7 @@ from deploytrack.storage.database import Connection
 
 MAX_BACKOFF_US = 3600 * 1_000_000
 MAX_ERROR = 500
+CHUNK = 500  # keys per IN (...) list: well under SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,27 @@ def enqueue(conn: Connection, kind: str, key: str, body: dict[str, Any], urls: l
         conn.execute("INSERT INTO notify_outbox (dedupe_key, url, kind, body, created_at, next_at) "
                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key, url) DO NOTHING",
                      (key, url, kind, text, now, now))
+
+
+def queued(conn: Connection, keys: list[str]) -> set[str]:
+    """Those of `keys` already in the outbox (queued, sent, or summarised in a digest)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        found.update(r[0] for r in conn.execute(
+            f"SELECT dedupe_key FROM notify_outbox WHERE dedupe_key IN ({marks})", tuple(chunk)).fetchall())
+    return found
+
+
+def summarised(conn: Connection, kind: str, facts: list[tuple[str, dict[str, Any]]], urls: list[str],
+               digest_key: str, now: int) -> None:
+    """Record facts announced by a digest: a row each, never posted, so that they are not announced again."""
+    note = f"summarised in {digest_key}"[:MAX_ERROR]
+    conn.executemany("INSERT INTO notify_outbox (dedupe_key, url, kind, body, created_at, next_at, gave_up_at, "
+                     "last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key, url) DO NOTHING",
+                     [(key, url, kind, orjson.dumps(body).decode(), now, now, now, note)
+                      for key, body in facts for url in urls])
 
 
 def claim(conn: Connection, now: int, lease_us: int, limit: int) -> list[Message]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from urllib.parse import urlsplit
 
 from deploytrack import __version__
@@ -22,6 +23,7 @@ from deploytrack.timeutil import now_us
 
 log = logging.getLogger("deploytrack.notify")
 IN_FLIGHT = 20  # messages being posted at once
+WARN_EVERY = 60.0  # seconds: at most one failure warning per receiver host in this time; the rest are counted
 
 
 class Notifier:
@@ -32,6 +34,7 @@ class Notifier:
         self._sending: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._warned: dict[str, tuple[float, int]] = {}  # host -> (last warning, failures not logged since)
 
     async def start(self) -> None:
         self._stopping = False
@@ -71,12 +74,24 @@ class Notifier:
     async def _deliver(self, message: outbox.Message) -> None:
         error = await post(message.url, message.body, self.settings.notify_timeout)
         if error is not None:
-            log.warning("notification %d to %s failed (attempt %d): %s", message.id, _host(message.url),
-                        message.attempts + 1, error)
+            self._warn(message, error)
         try:
             await self.db.write(outbox.settle, [(message, error)], self.settings, now_us())
         except Exception:  # the lease expires and the message is sent again
             log.exception("could not record notification %d", message.id)
+
+    def _warn(self, message: outbox.Message, error: str) -> None:
+        """Log a failed post, at most once per host every WARN_EVERY seconds (a dead receiver and a
+        thousand queued messages make one line a minute, not one per attempt)."""
+        host, clock = _host(message.url), time.monotonic()
+        last, quiet = self._warned.get(host, (-WARN_EVERY, 0))
+        if clock - last < WARN_EVERY:
+            self._warned[host] = (last, quiet + 1)
+            return
+        self._warned[host] = (clock, 0)
+        since = f" ({quiet} more failed posts to this host not logged since the last warning)" if quiet else ""
+        log.warning("notification %d to %s failed (attempt %d): %s%s", message.id, host, message.attempts + 1,
+                    error, since)
 
     async def _loop(self) -> None:
         while not self._stopping:

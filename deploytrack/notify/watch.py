@@ -4,8 +4,9 @@ Cursors in `kv` remember how far each kind of fact was read: events by `seq` (fa
 production deployments), incidents by `updated_at` (opened, resolved), metric snapshots by day
 (band changes). A cursor and the outbox rows it produced commit together, and every notification
 has a dedupe key, so re-reading a stretch (the incidents' look-back, a crash) never sends twice.
-A missing cursor starts at the present, and facts older than a day are not announced: turning
-notifications on does not replay history.
+A missing cursor starts at the present, and facts whose own time (a deployment's end, an incident's
+opening or resolution) is more than a day old are not announced: turning notifications on does not
+replay history, and backfilled or imported old facts are recorded quietly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from deploytrack.timeutil import DAY, day_start_us, to_iso
 LOOKBACK_US = 60_000_000  # incident writes may commit out of `updated_at` order by a little
 BAND_WINDOW = 30
 METRICS = tuple(messages.LABELS)
+DIGEST_OVER = 10  # more new facts of one kind in one pass: one digest message instead of one each
 _EVENTS, _INCIDENTS, _BANDS = "notify.events_seq", "notify.incidents_at", "notify.band_day"
 
 
@@ -32,12 +34,30 @@ def collect(conn: Connection, settings: Settings, now: int) -> int:
     found += _deployments(conn, settings, now)
     found += _incidents(conn, settings, now)
     found += _bands(conn, settings, now)
-    wanted = settings.notify_event_set
-    urls = settings.notify_url_list
+    by_kind: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for kind, key, data in found:
-        if kind in wanted:
-            outbox.enqueue(conn, kind, key, messages.body(kind, data, settings.notify_format), urls, now)
+        if kind in settings.notify_event_set:
+            by_kind.setdefault(kind, []).append((key, data))
+    for kind, facts in by_kind.items():
+        _queue(conn, settings, kind, facts, now)
     return len(found)
+
+
+def _queue(conn: Connection, settings: Settings, kind: str, facts: list[tuple[str, dict[str, Any]]],
+           now: int) -> None:
+    """Queue a message per new fact, or one digest when more than DIGEST_OVER of them came at once."""
+    urls, fmt = settings.notify_url_list, settings.notify_format
+    seen = outbox.queued(conn, [key for key, _ in facts])  # the incidents' look-back reads facts again
+    new = [(key, data) for key, data in facts if key not in seen]
+    if len(new) <= DIGEST_OVER:
+        for key, data in new:
+            outbox.enqueue(conn, kind, key, messages.body(kind, data, fmt), urls, now)
+        return
+    digest_key = f"digest:{new[0][0]}"
+    outbox.enqueue(conn, "digest", digest_key, messages.digest(kind, [d for _, d in new], settings.base_url, fmt),
+                   urls, now)
+    outbox.summarised(conn, kind, [(key, messages.body(kind, data, fmt)) for key, data in new], urls,
+                      digest_key, now)
 
 
 def _move(conn: Connection, key: str, old: int | None, new: int) -> None:
@@ -60,7 +80,8 @@ def _deployments(conn: Connection, settings: Settings, now: int) -> list[tuple[s
         rows = conn.execute(
             "SELECT d.id, d.product, d.environment, d.version, d.status, d.label, d.actor, d.finished_at "
             "FROM deployments d WHERE d.id IN (SELECT e.deployment_id FROM events e WHERE e.seq > ? AND e.seq <= ? "
-            "AND e.kind = 'deployment' AND e.deployment_id IS NOT NULL AND e.received_at >= ?) ORDER BY d.id",
+            "AND e.kind = 'deployment' AND e.deployment_id IS NOT NULL) "
+            "AND COALESCE(d.finished_at, d.last_at) >= ? ORDER BY d.id",
             (since, top, now - DAY)).fetchall()
         for r in rows:
             if r["environment"] not in settings.production_set:
@@ -82,13 +103,13 @@ def _incidents(conn: Connection, settings: Settings, now: int) -> list[tuple[str
     found = []
     for row in conn.execute("SELECT * FROM incidents WHERE updated_at >= ? ORDER BY id", (since,)).fetchall():
         shown = incident_rules.incident_json(row)
-        data = {"incident_id": row["id"], "product": row["product"], "environment": row["environment"],
+        data = {"incident_id": row["id"], "product": row["product"] or None, "environment": row["environment"],
                 "title": row["title"], "severity": row["severity"], "opened_at": shown["opened_at"],
                 "resolved_at": shown["resolved_at"], "time_to_restore_seconds": shown["time_to_restore_seconds"],
-                "deployment_id": row["deployment_id"], "url": f"{settings.base_url}/incidents"}
-        if row["created_at"] >= since:
+                "deployment_id": row["deployment_id"], "url": f"{settings.base_url}/incidents/{row['id']}"}
+        if row["created_at"] >= since and row["opened_at"] >= now - DAY:
             found.append(("incident_opened", f"incident_opened:{row['id']}", data))
-        if row["status"] == "resolved":
+        if row["status"] == "resolved" and row["resolved_at"] >= now - DAY:
             found.append(("incident_resolved", f"incident_resolved:{row['id']}:{row['resolved_at']}", data))
     _move(conn, _INCIDENTS, stored, now)
     return found

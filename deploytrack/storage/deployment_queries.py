@@ -242,12 +242,19 @@ async def product_exists(db: Database, name: str) -> bool:
     return await db.fetchone("SELECT 1 FROM products WHERE name = ?", (name,)) is not None
 
 
-async def product_deployments(db: Database, product: str, since: int, limit: int = 500) -> list[dict[str, Any]]:
-    """A product's deployments since `since`, newest first."""
-    rows = await db.fetchall(
-        f"SELECT * FROM {DEPLOYMENTS} WHERE product = ? AND first_at >= ? ORDER BY first_at DESC, id DESC LIMIT ?",
-        (product, since, limit))
-    return [shaped(r) for r in rows]
+async def product_known(db: Database, name: str) -> bool:
+    """Whether any page may name `name` as a product: it has events, incidents or blocked deployments."""
+    if not name:
+        return False
+    return await db.fetchone("SELECT 1 FROM products WHERE name = ? UNION ALL "
+                             "SELECT 1 FROM incidents WHERE product = ? UNION ALL "
+                             "SELECT 1 FROM rule_violations WHERE product = ? LIMIT 1", (name, name, name)) is not None
+
+
+async def environment_count(db: Database, product: str) -> int:
+    """How many environments `product` was ever deployed to."""
+    row = await db.fetchone(f"SELECT COUNT(DISTINCT environment) FROM {DEPLOYMENTS} WHERE product = ?", (product,))
+    return int(row[0]) if row is not None else 0
 
 
 async def product_builds(db: Database, product: str, since: int, limit: int = 200) -> list[dict[str, Any]]:

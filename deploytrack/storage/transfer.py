@@ -1,13 +1,13 @@
 """Moving events out of and into a database: export as JSON Lines or CSV, import JSON Lines.
 
 Export writes every column of every event, in arrival order (`seq`), times as ISO 8601 UTC
-with microseconds kept. Import is the backfill path: it takes that format (or hand-written
-lines with just `kind`, `product` and a few fields), keeps each event's id and times, and
-builds products, environments, versions and deployments with the same store functions
-ingestion uses (`seq` and `deployment_id` belong to the exporting database and are assigned
-anew; `token_id` is left empty, as tokens are not carried over). Re-importing a file stores nothing
-new: an event whose id (or client key) is already stored is skipped; a line without an id gets a
-client key from its content.
+with microseconds kept; in JSON Lines, the commits and incidents follow (transfer_records.py).
+Import is the backfill path: it takes that format (or hand-written lines with just `kind`,
+`product` and a few fields), keeps each event's id and times, and builds products, environments,
+versions and deployments with the same store functions ingestion uses (`seq` and `deployment_id`
+belong to the exporting database and are assigned anew; `token_id` is left empty, as tokens are
+not carried over). Re-importing a file stores nothing new: an event whose id (or client key) is
+already stored is skipped; a line without an id gets a client key from its content.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from deploytrack.model import (
     new_event_id,
     normalize_status,
 )
+from deploytrack.settings import Settings
+from deploytrack.storage import commits, transfer_records
 from deploytrack.storage import ingest as store
 from deploytrack.storage.database import Connection, transaction
 from deploytrack.timeutil import now_us, to_iso
@@ -43,6 +45,7 @@ TIME_COLUMNS = ("occurred_at", "received_at", "commit_time")
 JSON_COLUMNS = ("links", "metadata")
 IMPORT_BATCH = 500  # events per transaction: a running server's writer never waits long
 MAX_LINE_BYTES = 1_048_576
+FORMULA_STARTS = frozenset("=+-@\t\r")
 
 
 class TransferError(RuntimeError):
@@ -64,6 +67,13 @@ def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
         yield out
 
 
+def export_rows(conn: Connection) -> Iterator[dict[str, Any]]:
+    """What a JSON Lines export holds: every event, then every commit, then every incident."""
+    yield from event_rows(conn)
+    yield from transfer_records.commit_rows(conn)
+    yield from transfer_records.incident_rows(conn)
+
+
 def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
     count = 0
     for row in rows:
@@ -74,15 +84,24 @@ def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
 
 
 def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
-    """One header line, then one line per event; links and metadata as JSON text, NULL as empty."""
+    """One header line, then one line per event; links and metadata as JSON text, NULL as empty,
+    client text that a spreadsheet would run as a formula neutralised (csv_cell)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     count = 0
     for row in rows:
-        writer.writerow(["" if row[c] is None else orjson.dumps(row[c]).decode() if c in JSON_COLUMNS else row[c]
-                         for c in COLUMNS])
+        writer.writerow(["" if row[c] is None else orjson.dumps(row[c]).decode() if c in JSON_COLUMNS
+                         else csv_cell(row[c]) for c in COLUMNS])
         count += 1
     return count
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would read as a formula (=, +, -, @, tab, CR first) gets a leading
+    apostrophe (OWASP's CSV injection advice): the cell then shows as the text it is."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 # -- import --------------------------------------------------------------------------------
@@ -98,8 +117,10 @@ class ImportLine:
 
 @dataclass
 class ImportResult:
-    stored: int = 0
-    skipped: int = 0
+    stored: int = 0  # events
+    skipped: int = 0  # events and incidents already stored
+    commits: int = 0
+    incidents: int = 0
 
 
 def parse_line(data: object, number: int, limits: Limits, now: int) -> ImportLine:
@@ -161,10 +182,11 @@ def _parse(data: object, number: int, limits: Limits, now: int) -> ImportLine:
 
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9._~:@-]+")  # (what a URL path segment holds as it is)
+Line = ImportLine | transfer_records.Record
 
 
-def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:
-    """The file's events in order; blank lines are allowed, anything else that is not an event is an error."""
+def read_lines(path: Path, limits: Limits, aliases: Mapping[str, str], now: int) -> Iterator[Line]:
+    """The file's events, commits and incidents in order; blank lines are allowed, anything else is an error."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if len(raw) > MAX_LINE_BYTES:
@@ -175,36 +197,64 @@ def read_lines(path: Path, limits: Limits, now: int) -> Iterator[ImportLine]:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise TransferError(f"line {number}: not valid JSON ({exc})") from None
-            yield parse_line(data, number, limits, now)
+            if isinstance(data, dict) and data.get("kind") in transfer_records.KINDS:
+                try:
+                    yield transfer_records.parse(data, number, limits, aliases)
+                except DeploytrackError as exc:
+                    raise TransferError(f"line {number}: {exc.message}") from None
+            else:
+                yield parse_line(data, number, limits, now)
 
 
-def import_file(conn: Connection, path: Path, aliases: Mapping[str, str], limits: Limits) -> ImportResult:
-    """Check the whole file first (nothing is written if a line is bad), then store it in batches.
+def import_file(conn: Connection, path: Path, settings: Settings, limits: Limits) -> ImportResult:
+    """Check the whole file first (nothing is written if a line is bad), then store it in batches:
+    events and commits in file order, then the incidents (their links need the deployments).
 
     A conflict found while storing (a version already recorded with another SHA) stops the
     import at that line; the batches before it stay stored, and re-running after fixing the
     line skips them.
     """
     now = now_us()
-    for _ in read_lines(path, limits, now):
+    aliases = settings.environment_aliases
+    for _ in read_lines(path, limits, aliases, now):
         pass
     result = ImportResult()
-    batch: list[ImportLine] = []
-    for line in read_lines(path, limits, now):
+    batch: list[Line] = []
+    for line in read_lines(path, limits, aliases, now):
+        if isinstance(line, transfer_records.Record) and line.kind == "incident":
+            continue
         batch.append(line)
         if len(batch) >= IMPORT_BATCH:
-            _store(conn, batch, aliases, result)
+            _store(conn, batch, aliases, result, now)
             batch = []
     if batch:
-        _store(conn, batch, aliases, result)
+        _store(conn, batch, aliases, result, now)
+    incidents = [line for line in read_lines(path, limits, aliases, now)
+                 if isinstance(line, transfer_records.Record) and line.kind == "incident"]
+    for start in range(0, len(incidents), IMPORT_BATCH):
+        with transaction(conn):
+            for record in incidents[start:start + IMPORT_BATCH]:
+                try:
+                    stored = transfer_records.store_incident(conn, record, settings, now)
+                except DeploytrackError as exc:
+                    raise TransferError(f"line {record.number}: {exc.message}; the events, commits and "
+                                        f"incidents before it are stored") from None
+                result.incidents += stored
+                result.skipped += not stored
     return result
 
 
-def _store(conn: Connection, batch: list[ImportLine], aliases: Mapping[str, str],
-           result: ImportResult) -> None:
-    stored = 0
+def _store(conn: Connection, batch: list[Line], aliases: Mapping[str, str], result: ImportResult,
+           now: int) -> None:
+    stored = events = 0
     with transaction(conn):
+        rows = [line.row for line in batch if isinstance(line, transfer_records.Record) and line.row is not None]
+        if rows:
+            commits.store(conn, rows, now)
         for line in batch:
+            if not isinstance(line, ImportLine):
+                continue
+            events += 1
             try:
                 row = store.import_event(conn, line.event, line.event_id, line.received_at, aliases)
             except DeploytrackError as exc:
@@ -213,4 +263,5 @@ def _store(conn: Connection, batch: list[ImportLine], aliases: Mapping[str, str]
                     "re-running the import after fixing the line skips them") from None
             stored += row is not None
     result.stored += stored
-    result.skipped += len(batch) - stored
+    result.skipped += events - stored
+    result.commits += len(rows)

@@ -15,7 +15,7 @@ from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
 TIMELINE_DAYS = (7, 30, 90)
-TIMELINE_LIMIT = 500  # deployments drawn on a product's timeline
+TIMELINE_PER_LANE = 200  # deployments drawn in one environment's lane: the newest of the span
 TIMELINE_LANES = 8  # environments with a lane of their own (production first)
 MATRIX_COLUMNS = 8  # more environments on one page than this: cards, not a table
 
@@ -48,19 +48,20 @@ async def product(request: Request) -> Response:
     db = request.app.state.deploytrack.db
     name = request.path_params["name"]
     days = _days(request)
-    if not await dq.product_exists(db, name):
+    if not await dq.product_known(db, name):
         raise NotFound("There is no product with that name.")
     end = now_us()
     start = end - days * DAY
     await request.app.state.deploytrack.deriver.ensure_current()
     grid = await dq.matrix(db, name)
-    deployments = await dq.product_deployments(db, name, start, TIMELINE_LIMIT)
+    environments = grid.environments_of(name)[:TIMELINE_LANES]  # production first: a lane each for the first few
+    hidden = await dq.environment_count(db, name) - len(environments)
+    # Each lane reads its own newest deployments: a busy environment never crowds out a quiet one.
+    per_lane = [await dq.deployments_before(db, name, [env], end, start, TIMELINE_PER_LANE) for env in environments]
+    capped = [env for env, rows in zip(environments, per_lane, strict=True) if len(rows) == TIMELINE_PER_LANE]
+    deployments = sorted((d for rows in per_lane for d in rows), key=lambda d: (d["first_at"], d["id"]), reverse=True)
     builds = timeline.final_builds(await dq.product_builds(db, name, start))
     incidents = await dq.product_incidents(db, name, start)
-    environments = grid.environments_of(name)
-    environments += sorted({d["environment"] for d in deployments} - set(environments))
-    hidden = len(environments) - TIMELINE_LANES
-    environments = environments[:TIMELINE_LANES]  # production first: a lane each for the first few
     lanes = timeline.lanes(name, builds, deployments, incidents, environments)
     if days >= timeline.AGGREGATE_FROM_DAYS:
         lanes = timeline.per_day(name, lanes)
@@ -71,4 +72,5 @@ async def product(request: Request) -> Response:
         "chart": charts.timeline(lanes, start, end, title),
         "phone_chart": charts.timeline(lanes, start, end, title, 360),
         "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents,
-        "hidden_environments": max(hidden, 0), "frozen": await freezes(db, [name], grid.environments)})
+        "hidden_environments": max(hidden, 0), "capped": capped, "per_lane": TIMELINE_PER_LANE,
+        "frozen": await freezes(db, [name], grid.environments)})

@@ -51,7 +51,8 @@ async def home(request: Request) -> Response:
     flagged: list[str] = []
     if after is None:  # the first page starts with the products that need attention
         for row in [*attention["incidents"], *attention["deployments"]]:
-            if row["product"] not in flagged and len(flagged) < FLAGGED_LIMIT:
+            # an incident sent without a product (nothing linked yet) needs attention, but is no product
+            if row["product"] and row["product"] not in flagged and len(flagged) < FLAGGED_LIMIT:
                 flagged.append(row["product"])
     # The first page holds the flagged products and fills up with the first by name (a flagged one
     # may show again on its own page by name: marked, never missing).

@@ -8,24 +8,33 @@ per request was a fifth of the server's CPU per event. It is safe only because t
 follows re-checks the token inside its own transaction (`store.ingest` refuses a revoked token),
 so `deploytrack token revoke` still stops ingestion at once even though it runs in another
 process. Reads never use the cache.
+
+`last_used_at` (`token list`, `hook list`) is kept to the minute by `record_use`: every authenticated
+request and hook delivery calls it, and it writes at most once per token per minute per process, in
+the background.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import weakref
 from dataclasses import dataclass
 
-from deploytrack.errors import Forbidden, Unauthorized
-from deploytrack.storage.database import Database
+from deploytrack.errors import DeploytrackError, Forbidden, Unauthorized
+from deploytrack.storage.database import Connection, Database
+from deploytrack.timeutil import now_us
 
+log = logging.getLogger("deploytrack.auth")
 SCOPES = ("ingest", "read", "admin")
 TOKEN_PREFIX = "dt_"
 CACHE_SECONDS = 30.0
 CACHE_MAX = 1024
+USE_STEP_SECONDS = 60  # last_used_at is a date shown to the minute: rewriting it more often buys nothing
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ def hash_secret(secret: str) -> str:
 
 
 _caches: weakref.WeakKeyDictionary[Database, dict[str, tuple[Token, float]]] = weakref.WeakKeyDictionary()
+_recorded: weakref.WeakKeyDictionary[Database, dict[int, float]] = weakref.WeakKeyDictionary()
+_writing: set[asyncio.Task[None]] = set()
 
 
 async def authenticate(db: Database, secret: str | None, scope: str,
@@ -80,4 +91,39 @@ async def authenticate(db: Database, secret: str | None, scope: str,
             cache[digest] = (token, now + CACHE_SECONDS)
     if not token.allows(scope):
         raise Forbidden(f"this token lacks the '{scope}' scope")
+    record_use(db, token.id)
     return token
+
+
+def record_use(db: Database, token_id: int) -> None:
+    """Set the token's `last_used_at` to now unless this process did so within the last minute. The
+    write runs beside the request, which never waits for the writer for it nor fails with it (a read
+    must not need a writable database)."""
+    recorded = _recorded.setdefault(db, {})
+    now = time.monotonic()
+    last = recorded.get(token_id)
+    if last is not None and now - last < USE_STEP_SECONDS:
+        return
+    if len(recorded) >= CACHE_MAX:  # (only the ones written within the minute matter)
+        for stale in [t for t, at in recorded.items() if now - at >= USE_STEP_SECONDS]:
+            del recorded[stale]
+    recorded[token_id] = now
+    task = asyncio.get_running_loop().create_task(_write_use(db, token_id, now_us()))
+    _writing.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_writing.discard)
+
+
+async def _write_use(db: Database, token_id: int, at: int) -> None:
+    # write_projected: it reads no events, so the writer need not project the staged ones before it
+    # (a plain write would, once a minute per token, cutting short SQLite's staging of ingestion).
+    try:
+        await db.write_projected(_touch, token_id, at)
+    except Exception as exc:  # noqa: BLE001 - a date shown to the minute; the request it came with is answered
+        if not isinstance(exc, DeploytrackError):
+            log.warning("could not record the use of token %d: %s", token_id, exc)
+
+
+def _touch(conn: Connection, token_id: int, at: int) -> None:
+    # Conditional: another process (or ingestion's own write, storage.ingest) may have just set it.
+    conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+                 (at, token_id, at - USE_STEP_SECONDS * 1_000_000))

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from deploytrack.errors import BadRequest, Forbidden, Unauthorized
 from deploytrack.storage.database import Connection
 from deploytrack.timeutil import now_us
-from deploytrack.web.auth import Token, authenticate
+from deploytrack.web.auth import Token, authenticate, record_use
 from deploytrack.web.http import bearer
 
 SESSION_COOKIE = "dt_session"
@@ -132,6 +132,7 @@ async def require(request: Request, scope: str = "read") -> Token | None:
     if token is not None:
         if not token.allows(scope):
             raise Forbidden(f"this token lacks the '{scope}' scope")
+        record_use(app.db, token.id)
         return token
     if scope == "read" and app.settings.public_read:
         return None
