@@ -205,6 +205,25 @@ def test_export_then_import_carries_commits_and_incidents_with_their_links(clien
         "last_deployment", "change_id", "deployment_id", None]
 
 
+def test_an_incident_whose_linked_deployment_was_deleted_exports_and_imports(client, token, db_path, tmp_path):
+    deploy(client, token, "1.0", timestamp="2026-06-01T10:00:00Z")
+    [dep] = [d["id"] for d in client.get("/api/v1/deployments", headers=auth(token)).json()["deployments"]]
+    resp = client.post("/api/v1/incidents", headers=auth(token),
+                       json={"title": "orphan", "opened_at": "2026-06-01T11:00:00Z", "deployment_id": dep})
+    assert resp.status_code == 201, resp.text
+    admin = create_token(db_path, "admin", "admin")
+    assert client.delete("/api/v1/products/shop/events", headers=auth(admin)).status_code == 200
+    incident = "SELECT product, product_given, title, opened_at, created_at, deployment_id, link_rule FROM incidents"
+    assert client.get("/api/v1/incidents", headers=auth(token)).json()["incidents"][0]["deployment_id"] is None
+    assert rows(db_path, incident)[0][:2] == ("", 0)
+    export = tmp_path / "orphan.jsonl"
+    assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
+    other = tmp_path / "other.db"
+    assert run_cli("import", str(export), "--db", str(other), "--create") == (
+        0, f"Imported 0 events, 0 commits and 1 incidents from {export}; 0 were already stored.\n")
+    assert rows(other, incident) == rows(db_path, incident)
+
+
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):
     backfill = tmp_path / "backfill.jsonl"
     backfill.write_text(

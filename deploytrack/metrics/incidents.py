@@ -119,8 +119,10 @@ def mark_dirty(conn: Connection, *times: int | None, now: int) -> None:
             conn.execute("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", (day_start_us(at),))
 
 
-def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) -> dict[str, Any]:
-    """Validated incident fields from a JSON body (all of them for create, those present for update)."""
+def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool,
+          linked: bool = False) -> dict[str, Any]:
+    """Validated incident fields from a JSON body (all of them for create, those present for update).
+    `linked`: the product may come from a link found when storing (an import line), so none is required."""
     f = Fields(body, limits)
     unknown = sorted(set(f.body) - _FIELDS)
     if unknown:
@@ -130,7 +132,8 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
     if not partial or "title" in f.body:
         out["title"] = f.str("title", required=True)
     if "product" in f.body or not partial:
-        product = f.name("product", required=partial or not (f.body.get("change_id") or f.body.get("deployment_id")))
+        product = f.name("product", required=partial or not (linked or f.body.get("change_id")
+                                                               or f.body.get("deployment_id")))
         if product is not None:
             out["product"] = product
     for key in ("severity", "change_id"):

@@ -2,11 +2,12 @@
 "incident" (event kinds never take these names).
 
 A commit line holds the fields `POST /api/v1/commits` takes; importing it again updates it in place.
-An incident line holds the fields `POST /api/v1/incidents` takes (a product only when it was given,
-not found through a link) plus `created_at`, and `deployment_event`: when the incident was linked by
-hand, the id of that deployment's first event, since deployment ids are assigned anew on import.
-Other links are found again by the link rules. An incident already stored (same title, `opened_at`
-and `created_at`) is skipped, so re-importing a file stores nothing new.
+An incident line holds the fields `POST /api/v1/incidents` takes plus `created_at`, `product_given`
+(false: the product was found through a link, and is found again on import; such a line needs no
+product, so an incident whose link is gone imports as it was) and `deployment_event`: when the
+incident was linked by hand, the id of that deployment's first event, since deployment ids are
+assigned anew on import. Other links are found again by the link rules. An incident already stored
+(same title, `opened_at` and `created_at`) is skipped, so re-importing a file stores nothing new.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from deploytrack.errors import BadRequest
 from deploytrack.metrics import incidents as incident_rules
 from deploytrack.model import Fields, Limits
 from deploytrack.settings import Settings
@@ -25,7 +27,7 @@ from deploytrack.storage.database import Connection
 from deploytrack.timeutil import to_iso
 
 KINDS = ("commit", "incident")
-_INCIDENT_EXTRA = ("kind", "created_at", "deployment_event")
+_INCIDENT_EXTRA = ("kind", "created_at", "deployment_event", "product_given")
 
 
 @dataclass
@@ -54,7 +56,7 @@ def incident_rows(conn: Connection) -> Iterator[dict[str, Any]]:
             "SELECT i.*, CASE WHEN i.requested_deployment_id IS NULL THEN NULL ELSE "
             "(SELECT e.id FROM events e WHERE e.deployment_id = i.requested_deployment_id ORDER BY e.seq LIMIT 1) "
             "END AS deployment_event FROM incidents i ORDER BY i.id"):
-        yield {"kind": "incident", "product": (r["product"] or None) if r["product_given"] else None,
+        yield {"kind": "incident", "product": r["product"] or None, "product_given": bool(r["product_given"]),
                "environment": r["environment"], "title": r["title"], "severity": r["severity"],
                "opened_at": to_iso(r["opened_at"]), "resolved_at": to_iso(r["resolved_at"]),
                "change_id": r["change_id"], "metadata": orjson.loads(r["metadata"]) if r["metadata"] else None,
@@ -69,10 +71,13 @@ def parse(data: dict[str, Any], number: int, limits: Limits, aliases: Mapping[st
     f = Fields(data, limits)
     created = f.time("created_at")
     event = f.str("deployment_event", max_chars=64)
-    if event is not None and "product" not in body and "change_id" not in body:
-        body["deployment_id"] = 0  # stands for the deployment found on storing: the product may come from it
-    incident = incident_rules.parse(body, limits, aliases, partial=False)
-    incident.pop("deployment_id", None)
+    given = f.raw("product_given")
+    if given is not None and not isinstance(given, bool):
+        raise BadRequest("Field 'product_given' must be true or false", "product_given")
+    if given is False:
+        body.pop("product", None)
+    incident = incident_rules.parse(body, limits, aliases, partial=False, linked=event is not None or given is False)
+    incident.pop("deployment_id", None)  # ids are assigned anew: a hand link travels as `deployment_event`
     return Record(number, "incident", incident=incident, created_at=created, deployment_event=event)
 
 
