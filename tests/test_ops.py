@@ -224,6 +224,24 @@ def test_an_incident_whose_linked_deployment_was_deleted_exports_and_imports(cli
     assert rows(other, incident) == rows(db_path, incident)
 
 
+def test_incidents_alike_but_for_product_or_environment_all_import_once(db_path, tmp_path, capsys):
+    lines = tmp_path / "incidents.jsonl"
+    same = '"title": "down", "opened_at": "2026-06-01T10:00:00Z", "created_at": "2026-06-01T10:05:00Z"'
+    lines.write_text("".join(f'{{"kind": "incident", {extra}, {same}}}\n' for extra in (
+        '"product": "shop"', '"product": "cart"', '"product": "cart", "environment": "staging"')))
+    for _ in range(2):
+        assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 0
+    assert rows(db_path, "SELECT product, environment FROM incidents ORDER BY id") == [
+        ("shop", None), ("cart", None), ("cart", "staging")]
+    # Without opened_at each run would store a copy opened "now": refused, naming the line and field.
+    lines.write_text('{"kind": "build", "product": "shop"}\n{"kind": "incident", "product": "shop", "title": "x"}\n')
+    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "'opened_at' is required" in err, err
+    assert rows(db_path, "SELECT COUNT(*) FROM incidents") == [(3,)]
+    assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):
     backfill = tmp_path / "backfill.jsonl"
     backfill.write_text(

@@ -7,7 +7,8 @@ An incident line holds the fields `POST /api/v1/incidents` takes plus `created_a
 product, so an incident whose link is gone imports as it was) and `deployment_event`: when the
 incident was linked by hand, the id of that deployment's first event, since deployment ids are
 assigned anew on import. Other links are found again by the link rules. An incident already stored
-(same title, `opened_at` and `created_at`) is skipped, so re-importing a file stores nothing new.
+(same title, `opened_at`, `created_at`, product, environment and change id) is skipped, so re-importing
+a file stores nothing new; `opened_at` is required.
 """
 
 from __future__ import annotations
@@ -78,18 +79,23 @@ def parse(data: dict[str, Any], number: int, limits: Limits, aliases: Mapping[st
         body.pop("product", None)
     incident = incident_rules.parse(body, limits, aliases, partial=False, linked=event is not None or given is False)
     incident.pop("deployment_id", None)  # ids are assigned anew: a hand link travels as `deployment_event`
+    if incident.get("opened_at") is None:  # `now` would store a copy on each run
+        raise BadRequest("Field 'opened_at' is required", "opened_at")
     return Record(number, "incident", incident=incident, created_at=created, deployment_event=event)
 
 
 def store_incident(conn: Connection, record: Record, settings: Settings, now: int) -> bool:
     """Store one incident line unless it is stored already; whether it was stored."""
     data = dict(record.incident or {})
-    opened = data.get("opened_at") or now
+    opened = data["opened_at"]
     created = record.created_at or opened
-    if conn.execute("SELECT 1 FROM incidents WHERE title = ? AND opened_at = ? AND created_at = ?",
-                    (data["title"], opened, created)).fetchone() is not None:
+    product = data.get("product") or ""
+    if conn.execute("SELECT 1 FROM incidents WHERE title = ? AND opened_at = ? AND created_at = ? "
+                    "AND product_given = ? AND (product = ? OR product_given = 0) AND COALESCE(environment, '') = ? "
+                    "AND COALESCE(change_id, '') = ?",
+                    (data["title"], opened, created, 1 if product else 0, product, data.get("environment") or "",
+                     data.get("change_id") or "")).fetchone() is not None:
         return False
-    data["opened_at"] = opened
     if record.deployment_event is not None:
         row = conn.execute("SELECT deployment_id FROM events WHERE id = ?", (record.deployment_event,)).fetchone()
         if row is not None and row[0] is not None:
