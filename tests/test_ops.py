@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2 as httpx
@@ -240,6 +241,23 @@ def test_incidents_alike_but_for_product_or_environment_all_import_once(db_path,
     assert "line 2" in err and "'opened_at' is required" in err, err
     assert rows(db_path, "SELECT COUNT(*) FROM incidents") == [(3,)]
     assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_an_incident_line_breaking_a_rule_stops_the_import_before_anything_is_written(db_path, tmp_path, capsys):
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    lines = tmp_path / "incidents.jsonl"
+    for incident, field in (('"opened_at": "2026-06-02T10:00:00Z", "resolved_at": "2026-06-01T10:00:00Z"',
+                             "'resolved_at' is before 'opened_at'"),
+                            # resolved "now", before it opened
+                            (f'"opened_at": "{soon}", "status": "resolved"', "'resolved_at' is before 'opened_at'")):
+        lines.write_text('{"kind": "deployment", "product": "shop", "version": "1", "environment": "production"}\n'
+                         '{"kind": "commit", "sha": "c1", "committed_at": "2026-06-01T09:00:00Z"}\n'
+                         f'{{"kind": "incident", "product": "shop", "title": "x", {incident}}}\n')
+        assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 1
+        err = capsys.readouterr().err
+        assert "line 3" in err and field in err, err
+        tables = ("events", "commits", "incidents")
+        assert [rows(db_path, f"SELECT COUNT(*) FROM {table}")[0][0] for table in tables] == [0, 0, 0]
 
 
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):

@@ -147,6 +147,7 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool,
             out[key] = f.time(key)
     if "opened_at" in out and out["opened_at"] is None:
         raise BadRequest("Field 'opened_at' must be a timestamp", "opened_at")
+    check_order(out.get("opened_at"), out.get("resolved_at"))
     if "status" in f.body:
         status = f.str("status")
         if status not in ("open", "resolved"):
@@ -162,13 +163,23 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool,
     return out
 
 
+def check_order(opened: int | None, resolved: int | None) -> None:
+    """An incident is resolved no earlier than it opened."""
+    if opened is not None and resolved is not None and resolved < opened:
+        raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
+
+
+def resolved_time(data: Mapping[str, Any], now: int) -> int | None:
+    """When a new incident resolved: as given, or `now` when it is created resolved."""
+    resolved: int | None = data.get("resolved_at")
+    return now if resolved is None and data.get("status") == "resolved" else resolved
+
+
 def create(conn: Connection, data: dict[str, Any], settings: Settings, now: int) -> dict[str, Any]:
     """Store a new incident and link it; returns the stored row."""
     _check_requested(conn, data)
     opened = data.get("opened_at") or now
-    resolved = data.get("resolved_at")
-    if data.get("status") == "resolved" and resolved is None:
-        resolved = now
+    resolved = resolved_time(data, now)
     row = conn.execute(
         "INSERT INTO incidents (product, product_given, environment, title, severity, status, opened_at, resolved_at, "
         "change_id, requested_deployment_id, metadata, created_at, updated_at) "
@@ -235,8 +246,7 @@ def _check_requested(conn: Connection, data: dict[str, Any]) -> None:
 
 def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
     row = get(conn, incident_id)
-    if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
-        raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
+    check_order(row["opened_at"], row["resolved_at"])  # the fields a change left as stored count too
     dep, rule, product = resolve_link(conn, settings, row)
     status = "resolved" if row["resolved_at"] is not None else "open"
     conn.execute("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ?, status = ? WHERE id = ?",

@@ -199,7 +199,7 @@ def read_lines(path: Path, limits: Limits, aliases: Mapping[str, str], now: int)
                 raise TransferError(f"line {number}: not valid JSON ({exc})") from None
             if isinstance(data, dict) and data.get("kind") in transfer_records.KINDS:
                 try:
-                    yield transfer_records.parse(data, number, limits, aliases)
+                    yield transfer_records.parse(data, number, limits, aliases, now)
                 except DeploytrackError as exc:
                     raise TransferError(f"line {number}: {exc.message}") from None
             else:
@@ -237,8 +237,9 @@ def import_file(conn: Connection, path: Path, settings: Settings, limits: Limits
                 try:
                     stored = transfer_records.store_incident(conn, record, settings, now)
                 except DeploytrackError as exc:
-                    raise TransferError(f"line {record.number}: {exc.message}; the events, commits and "
-                                        f"incidents before it are stored") from None
+                    raise TransferError(f"line {record.number}: {exc.message}; the events and commits are "
+                                        f"stored, and the incidents of earlier batches of {IMPORT_BATCH}; "
+                                        "re-running the import after fixing the line skips them") from None
                 result.incidents += stored
                 result.skipped += not stored
     return result

@@ -64,8 +64,9 @@ def incident_rows(conn: Connection) -> Iterator[dict[str, Any]]:
                "created_at": to_iso(r["created_at"]), "deployment_event": r["deployment_event"]}
 
 
-def parse(data: dict[str, Any], number: int, limits: Limits, aliases: Mapping[str, str]) -> Record:
-    """A commit or incident line, checked as the API checks it (raises BadRequest)."""
+def parse(data: dict[str, Any], number: int, limits: Limits, aliases: Mapping[str, str], now: int) -> Record:
+    """A commit or incident line, checked as the API checks it, every rule storing it would apply
+    included (raises BadRequest): a bad line stops the import before anything is written."""
     body = {k: v for k, v in data.items() if k not in _INCIDENT_EXTRA and v is not None}
     if data["kind"] == "commit":
         return Record(number, "commit", row=commits.parse_batch([body], limits, 1)[0])
@@ -81,6 +82,8 @@ def parse(data: dict[str, Any], number: int, limits: Limits, aliases: Mapping[st
     incident.pop("deployment_id", None)  # ids are assigned anew: a hand link travels as `deployment_event`
     if incident.get("opened_at") is None:  # `now` would store a copy on each run
         raise BadRequest("Field 'opened_at' is required", "opened_at")
+    incident["resolved_at"] = incident_rules.resolved_time(incident, now)
+    incident_rules.check_order(incident["opened_at"], incident["resolved_at"])
     return Record(number, "incident", incident=incident, created_at=created, deployment_event=event)
 
 
