@@ -215,7 +215,7 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
            now: int) -> dict[str, Any]:
     """Change fields, resolve or reopen; links are re-resolved. Returns the stored row."""
     old = get(conn, incident_id)
-    _check_requested(conn, data)
+    _check_requested(conn, data, old)
     if data.get("status") == "resolved" and "resolved_at" not in data:
         data["resolved_at"] = old["resolved_at"] or now
     elif data.get("status") == "open":
@@ -237,11 +237,22 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
     return new
 
 
-def _check_requested(conn: Connection, data: dict[str, Any]) -> None:
-    """A deployment id the request names must exist (one named earlier and deleted since is ignored: DESIGN §5)."""
+def _check_requested(conn: Connection, data: dict[str, Any], old: Mapping[str, Any] | None = None) -> None:
+    """A deployment id the request names must exist (one named earlier and deleted since is ignored: DESIGN §5),
+    and be of the incident's product when it names one (`old`: the stored incident a change applies to)."""
     requested = data.get("deployment_id")
-    if requested is not None and not conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchall():
+    if requested is None:
+        return
+    row = conn.execute("SELECT product FROM deployments WHERE id = ?", (requested,)).fetchone()
+    if row is None:
         raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
+    if "product" in data:
+        product = data["product"]
+    else:
+        product = old["product"] if old is not None and old["product_given"] else None
+    if product and row[0] != product:
+        raise BadRequest(f"Field 'deployment_id': deployment {requested} is of product '{row[0]}', "
+                         f"not the incident's '{product}'", "deployment_id")
 
 
 def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
