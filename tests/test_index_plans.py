@@ -161,3 +161,13 @@ def test_a_product_pages_environment_count_skips_from_environment_to_environment
     steps = plan(history, sql)
     assert "RECURSIVE STEP" in steps and any("(product=? AND environment>?)" in step for step in steps), steps
     assert history.execute(sql).fetchone()[0] == 2
+
+
+def test_whether_a_product_is_known_seeks_its_incidents(history, db_path):
+    # Every product page asks; without incidents_product (m030) SQLite walked every incident.
+    statements = [sql for sql in traced_reads(db_path, lambda db: deployment_queries.product_known(db, "nothing"))
+                  if "incidents" in sql]
+    assert len(statements) == 1
+    steps = plan(history, statements[0])
+    assert "SEARCH incidents USING COVERING INDEX incidents_product (product=?)" in steps, steps
+    assert not [step for step in steps if step.startswith("SCAN ")], steps
