@@ -192,8 +192,20 @@ def test_export_then_import_carries_commits_and_incidents_with_their_links(clien
     other = tmp_path / "other.db"
     assert run_cli("import", str(export), "--db", str(other), "--create") == (
         0, f"Imported 3 events, 2 commits and 4 incidents from {export}; 0 were already stored.\n")
+    # Importing again changes nothing: no commit rewritten, no day marked for recomputing.
+    with sqlite3.connect(other) as conn:
+        conn.execute("DELETE FROM dirty_days")
+        conn.execute("DELETE FROM derived_stale")
     assert run_cli("import", str(export), "--db", str(other)) == (
-        0, f"Imported 0 events, 2 commits and 0 incidents from {export}; 7 were already stored.\n")
+        0, f"Imported 0 events from {export}; 9 were already stored.\n")
+    assert rows(other, "SELECT COUNT(*) FROM dirty_days") == rows(other, "SELECT COUNT(*) FROM derived_stale") == [(0,)]
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(export.read_text().replace('"message":"fix"', '"message":"fixed"'))
+    assert run_cli("import", str(edited), "--db", str(other)) == (
+        0, f"Imported 0 events, 1 commits and 0 incidents from {edited}; 8 were already stored.\n")
+    assert rows(other, "SELECT message FROM commits WHERE sha = 'c1'") == [("fixed",)]
+    assert rows(other, "SELECT sha FROM derived_stale") == [("c1",)]
+    assert run_cli("import", str(export), "--db", str(other))[0] == 0  # back as the source has it
     commits = "SELECT repository, sha, authored_at, committed_at, message, author FROM commits ORDER BY sha"
     assert rows(other, commits) == rows(db_path, commits)
     # Each incident as it was, linked to the same deployment (named by its event), by the same rule.

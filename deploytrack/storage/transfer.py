@@ -249,7 +249,8 @@ def _store(conn: Connection, batch: list[Line], aliases: Mapping[str, str], resu
            now: int) -> None:
     stored = events = 0
     with transaction(conn):
-        rows = [line.row for line in batch if isinstance(line, transfer_records.Record) and line.row is not None]
+        given = [line.row for line in batch if isinstance(line, transfer_records.Record) and line.row is not None]
+        rows = commits.changed(conn, given)  # re-importing leaves the others, and their days, alone
         if rows:
             commits.store(conn, rows, now)
         for line in batch:
@@ -264,5 +265,5 @@ def _store(conn: Connection, batch: list[Line], aliases: Mapping[str, str], resu
                     "re-running the import after fixing the line skips them") from None
             stored += row is not None
     result.stored += stored
-    result.skipped += events - stored
+    result.skipped += events - stored + len(given) - len(rows)
     result.commits += len(rows)

@@ -1,7 +1,8 @@
 """Commits and incidents in an export file: one JSON line each after the events, `kind` "commit" or
 "incident" (event kinds never take these names).
 
-A commit line holds the fields `POST /api/v1/commits` takes; importing it again updates it in place.
+A commit line holds the fields `POST /api/v1/commits` takes; importing it again updates it in place
+when a column differs (else it is left alone, its days not marked for recomputing).
 An incident line holds the fields `POST /api/v1/incidents` takes plus `created_at`, `product_given`
 (false: the product was found through a link, and is found again on import; such a line needs no
 product, so an incident whose link is gone imports as it was) and `deployment_event`: when the
