@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +17,7 @@ import httpx2 as httpx
 import pytest
 
 from deploytrack.storage.ingest import EVENT_COLUMNS
-from tests.conftest import auth, create_token, query, run_cli
+from tests.conftest import REPO, auth, create_token, query, run_cli
 
 
 def deploy(client, token, version, env="production", status="success", sha=None, **extra):
@@ -270,6 +273,30 @@ def test_an_incident_line_breaking_a_rule_stops_the_import_before_anything_is_wr
         assert "line 3" in err and field in err, err
         tables = ("events", "commits", "incidents")
         assert [rows(db_path, f"SELECT COUNT(*) FROM {table}")[0][0] for table in tables] == [0, 0, 0]
+
+
+def test_an_export_is_one_snapshot_while_others_write(db_path, tmp_path):
+    backfill = tmp_path / "backfill.jsonl"
+    backfill.write_text("".join(f'{{"kind": "build", "product": "shop", "version": "{i}", "summary": "{"x" * 200}", '
+                                f'"occurred_at": "2026-06-01T10:00:00Z"}}\n' for i in range(1000)))
+    assert run_cli("import", str(backfill), "--db", str(db_path), "--create")[0] == 0
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"kind": "build", "product": "late", "version": "1"}\n'
+                     '{"kind": "commit", "sha": "late", "committed_at": "2026-06-01T09:00:00Z"}\n'
+                     '{"kind": "incident", "product": "late", "title": "late", "opened_at": "2026-06-01T11:00:00Z"}\n')
+    # The export blocks on a full pipe inside the events (about 300 KB): the writes land mid-export.
+    with subprocess.Popen([sys.executable, "-m", "deploytrack", "export", "--db", str(db_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}) as export:
+        try:
+            first = export.stdout.readline()
+            assert run_cli("import", str(later), "--db", str(db_path))[0] == 0
+            lines = [first, *export.stdout.read().splitlines()]
+            assert export.wait(timeout=60) == 0
+        finally:
+            export.kill()
+    assert len(lines) == 1000, [json.loads(line) for line in lines[1000:]]
+    assert rows(db_path, "SELECT COUNT(*) FROM incidents") == [(1,)]  # stored, after the export's snapshot
 
 
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):

@@ -68,10 +68,15 @@ def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
 
 
 def export_rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    """What a JSON Lines export holds: every event, then every commit, then every incident."""
-    yield from event_rows(conn)
-    yield from transfer_records.commit_rows(conn)
-    yield from transfer_records.incident_rows(conn)
+    """What a JSON Lines export holds: every event, then every commit, then every incident, read on one
+    snapshot (a read transaction on either backend), so writes landing mid-export appear in none of them."""
+    conn.begin_read()
+    try:
+        yield from event_rows(conn)
+        yield from transfer_records.commit_rows(conn)
+        yield from transfer_records.incident_rows(conn)
+    finally:
+        conn.rollback()
 
 
 def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
