@@ -34,3 +34,25 @@ def test_linking_by_hand_refuses_a_deployment_of_another_product(live_server, to
                      data={"action": "link", "deployment_id": str(ids["other"])}, follow_redirects=False)
     assert resp.status_code == 303
     http.close()
+
+
+def test_the_api_refuses_linking_to_a_deployment_of_another_product_as_the_page_does(live_server, token, db_path):
+    http = httpx.Client(base_url=live_server.url, timeout=30)
+    for product in ("shop", "other"):
+        resp = http.post("/deployment-events/", headers=auth(token), json={
+            "product_name": product, "version": "1", "environment_name": "production", "status": "success"})
+        assert resp.status_code == 200, resp.text
+    ids = dict(query(db_path, "SELECT product, id FROM deployments"))
+    resp = http.post("/api/v1/incidents", headers=auth(token),
+                     json={"product": "shop", "title": "down", "deployment_id": ids["other"]})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "deployment_id", resp.text
+    assert "'other'" in resp.json()["error"]["message"]
+    incident = http.post("/api/v1/incidents", headers=auth(token), json={"product": "shop", "title": "down"}).json()
+    url = f"/api/v1/incidents/{incident['id']}"
+    resp = http.patch(url, headers=auth(token), json={"deployment_id": ids["other"]})
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "deployment_id", resp.text
+    assert query(db_path, "SELECT product, requested_deployment_id FROM incidents") == [("shop", None)]
+    # Moving the incident to the other product in the same change is allowed.
+    resp = http.patch(url, headers=auth(token), json={"product": "other", "deployment_id": ids["other"]})
+    assert resp.status_code == 200 and resp.json()["deployment_id"] == ids["other"], resp.text
+    http.close()

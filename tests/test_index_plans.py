@@ -20,7 +20,7 @@ import pytest
 from deploytrack.metrics import compute, facts, fold
 from deploytrack.settings import load_settings
 from deploytrack.storage import database as dbmod
-from deploytrack.storage import event_queries
+from deploytrack.storage import deployment_queries, event_queries
 from deploytrack.storage.database import Database
 from deploytrack.timeutil import DAY, day_start_us, now_us
 from tests.conftest import run_cli
@@ -136,3 +136,38 @@ def test_the_event_list_filtered_by_a_rare_kind_or_status_seeks_it(history, db_p
     assert len(lists) == 4
     for sql in lists:
         assert not [step for step in plan(history, sql) if step.startswith("SCAN ")], sql
+
+
+def traced_reads(db_path: Any, read: Callable[[Database], Any]) -> list[str]:
+    """The statements `read` ran on a database of `db_path`, with their parameters bound."""
+    async def run() -> list[str]:
+        db = Database(db_path, readers=1)
+        await db.open()
+        statements: list[str] = []
+        try:
+            await db.read(lambda conn: conn.set_trace_callback(statements.append))
+            await read(db)
+            await db.read(lambda conn: conn.set_trace_callback(None))
+        finally:
+            await db.close()
+        return statements
+    return asyncio.run(run())
+
+
+def test_a_product_pages_environment_count_skips_from_environment_to_environment(history, db_path):
+    # COUNT(DISTINCT environment) walked every deployment of the product on each product page view.
+    [sql] = [sql for sql in traced_reads(db_path, lambda db: deployment_queries.environment_count(db, "shop"))
+             if "deployments" in sql]
+    steps = plan(history, sql)
+    assert "RECURSIVE STEP" in steps and any("(product=? AND environment>?)" in step for step in steps), steps
+    assert history.execute(sql).fetchone()[0] == 2
+
+
+def test_whether_a_product_is_known_seeks_its_incidents(history, db_path):
+    # Every product page asks; without incidents_product (m030) SQLite walked every incident.
+    statements = [sql for sql in traced_reads(db_path, lambda db: deployment_queries.product_known(db, "nothing"))
+                  if "incidents" in sql]
+    assert len(statements) == 1
+    steps = plan(history, statements[0])
+    assert "SEARCH incidents USING COVERING INDEX incidents_product (product=?)" in steps, steps
+    assert not [step for step in steps if step.startswith("SCAN ")], steps

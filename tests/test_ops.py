@@ -5,15 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
 from deploytrack.storage.ingest import EVENT_COLUMNS
-from tests.conftest import auth, create_token, query, run_cli
+from tests.conftest import REPO, auth, create_token, query, run_cli
 
 
 def deploy(client, token, version, env="production", status="success", sha=None, **extra):
@@ -191,8 +195,20 @@ def test_export_then_import_carries_commits_and_incidents_with_their_links(clien
     other = tmp_path / "other.db"
     assert run_cli("import", str(export), "--db", str(other), "--create") == (
         0, f"Imported 3 events, 2 commits and 4 incidents from {export}; 0 were already stored.\n")
+    # Importing again changes nothing: no commit rewritten, no day marked for recomputing.
+    with sqlite3.connect(other) as conn:
+        conn.execute("DELETE FROM dirty_days")
+        conn.execute("DELETE FROM derived_stale")
     assert run_cli("import", str(export), "--db", str(other)) == (
-        0, f"Imported 0 events, 2 commits and 0 incidents from {export}; 7 were already stored.\n")
+        0, f"Imported 0 events from {export}; 9 were already stored.\n")
+    assert rows(other, "SELECT COUNT(*) FROM dirty_days") == rows(other, "SELECT COUNT(*) FROM derived_stale") == [(0,)]
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(export.read_text().replace('"message":"fix"', '"message":"fixed"'))
+    assert run_cli("import", str(edited), "--db", str(other)) == (
+        0, f"Imported 0 events, 1 commits and 0 incidents from {edited}; 8 were already stored.\n")
+    assert rows(other, "SELECT message FROM commits WHERE sha = 'c1'") == [("fixed",)]
+    assert rows(other, "SELECT sha FROM derived_stale") == [("c1",)]
+    assert run_cli("import", str(export), "--db", str(other))[0] == 0  # back as the source has it
     commits = "SELECT repository, sha, authored_at, committed_at, message, author FROM commits ORDER BY sha"
     assert rows(other, commits) == rows(db_path, commits)
     # Each incident as it was, linked to the same deployment (named by its event), by the same rule.
@@ -203,6 +219,84 @@ def test_export_then_import_carries_commits_and_incidents_with_their_links(clien
     assert rows(other, incidents) == rows(db_path, incidents)
     assert [r[0] for r in rows(other, "SELECT link_rule FROM incidents ORDER BY id")] == [
         "last_deployment", "change_id", "deployment_id", None]
+
+
+def test_an_incident_whose_linked_deployment_was_deleted_exports_and_imports(client, token, db_path, tmp_path):
+    deploy(client, token, "1.0", timestamp="2026-06-01T10:00:00Z")
+    [dep] = [d["id"] for d in client.get("/api/v1/deployments", headers=auth(token)).json()["deployments"]]
+    resp = client.post("/api/v1/incidents", headers=auth(token),
+                       json={"title": "orphan", "opened_at": "2026-06-01T11:00:00Z", "deployment_id": dep})
+    assert resp.status_code == 201, resp.text
+    admin = create_token(db_path, "admin", "admin")
+    assert client.delete("/api/v1/products/shop/events", headers=auth(admin)).status_code == 200
+    incident = "SELECT product, product_given, title, opened_at, created_at, deployment_id, link_rule FROM incidents"
+    assert client.get("/api/v1/incidents", headers=auth(token)).json()["incidents"][0]["deployment_id"] is None
+    assert rows(db_path, incident)[0][:2] == ("", 0)
+    export = tmp_path / "orphan.jsonl"
+    assert run_cli("export", "--output", str(export), "--db", str(db_path))[0] == 0
+    other = tmp_path / "other.db"
+    assert run_cli("import", str(export), "--db", str(other), "--create") == (
+        0, f"Imported 0 events, 0 commits and 1 incidents from {export}; 0 were already stored.\n")
+    assert rows(other, incident) == rows(db_path, incident)
+
+
+def test_incidents_alike_but_for_product_or_environment_all_import_once(db_path, tmp_path, capsys):
+    lines = tmp_path / "incidents.jsonl"
+    same = '"title": "down", "opened_at": "2026-06-01T10:00:00Z", "created_at": "2026-06-01T10:05:00Z"'
+    lines.write_text("".join(f'{{"kind": "incident", {extra}, {same}}}\n' for extra in (
+        '"product": "shop"', '"product": "cart"', '"product": "cart", "environment": "staging"')))
+    for _ in range(2):
+        assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 0
+    assert rows(db_path, "SELECT product, environment FROM incidents ORDER BY id") == [
+        ("shop", None), ("cart", None), ("cart", "staging")]
+    # Without opened_at each run would store a copy opened "now": refused, naming the line and field.
+    lines.write_text('{"kind": "build", "product": "shop"}\n{"kind": "incident", "product": "shop", "title": "x"}\n')
+    assert run_cli("import", str(lines), "--db", str(db_path))[0] == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "'opened_at' is required" in err, err
+    assert rows(db_path, "SELECT COUNT(*) FROM incidents") == [(3,)]
+    assert rows(db_path, "SELECT COUNT(*) FROM events") == [(0,)]
+
+
+def test_an_incident_line_breaking_a_rule_stops_the_import_before_anything_is_written(db_path, tmp_path, capsys):
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    lines = tmp_path / "incidents.jsonl"
+    for incident, field in (('"opened_at": "2026-06-02T10:00:00Z", "resolved_at": "2026-06-01T10:00:00Z"',
+                             "'resolved_at' is before 'opened_at'"),
+                            # resolved "now", before it opened
+                            (f'"opened_at": "{soon}", "status": "resolved"', "'resolved_at' is before 'opened_at'")):
+        lines.write_text('{"kind": "deployment", "product": "shop", "version": "1", "environment": "production"}\n'
+                         '{"kind": "commit", "sha": "c1", "committed_at": "2026-06-01T09:00:00Z"}\n'
+                         f'{{"kind": "incident", "product": "shop", "title": "x", {incident}}}\n')
+        assert run_cli("import", str(lines), "--db", str(db_path), "--create")[0] == 1
+        err = capsys.readouterr().err
+        assert "line 3" in err and field in err, err
+        tables = ("events", "commits", "incidents")
+        assert [rows(db_path, f"SELECT COUNT(*) FROM {table}")[0][0] for table in tables] == [0, 0, 0]
+
+
+def test_an_export_is_one_snapshot_while_others_write(db_path, tmp_path):
+    backfill = tmp_path / "backfill.jsonl"
+    backfill.write_text("".join(f'{{"kind": "build", "product": "shop", "version": "{i}", "summary": "{"x" * 200}", '
+                                f'"occurred_at": "2026-06-01T10:00:00Z"}}\n' for i in range(1000)))
+    assert run_cli("import", str(backfill), "--db", str(db_path), "--create")[0] == 0
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"kind": "build", "product": "late", "version": "1"}\n'
+                     '{"kind": "commit", "sha": "late", "committed_at": "2026-06-01T09:00:00Z"}\n'
+                     '{"kind": "incident", "product": "late", "title": "late", "opened_at": "2026-06-01T11:00:00Z"}\n')
+    # The export blocks on a full pipe inside the events (about 300 KB): the writes land mid-export.
+    with subprocess.Popen([sys.executable, "-m", "deploytrack", "export", "--db", str(db_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}) as export:
+        try:
+            first = export.stdout.readline()
+            assert run_cli("import", str(later), "--db", str(db_path))[0] == 0
+            lines = [first, *export.stdout.read().splitlines()]
+            assert export.wait(timeout=60) == 0
+        finally:
+            export.kill()
+    assert len(lines) == 1000, [json.loads(line) for line in lines[1000:]]
+    assert rows(db_path, "SELECT COUNT(*) FROM incidents") == [(1,)]  # stored, after the export's snapshot
 
 
 def test_import_of_hand_written_backfill_lines_is_idempotent(make_client, db_path, tmp_path):

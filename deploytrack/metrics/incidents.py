@@ -119,8 +119,10 @@ def mark_dirty(conn: Connection, *times: int | None, now: int) -> None:
             conn.execute("INSERT INTO dirty_days (day) VALUES (?) ON CONFLICT DO NOTHING", (day_start_us(at),))
 
 
-def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) -> dict[str, Any]:
-    """Validated incident fields from a JSON body (all of them for create, those present for update)."""
+def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool,
+          linked: bool = False) -> dict[str, Any]:
+    """Validated incident fields from a JSON body (all of them for create, those present for update).
+    `linked`: the product may come from a link found when storing (an import line), so none is required."""
     f = Fields(body, limits)
     unknown = sorted(set(f.body) - _FIELDS)
     if unknown:
@@ -130,7 +132,8 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
     if not partial or "title" in f.body:
         out["title"] = f.str("title", required=True)
     if "product" in f.body or not partial:
-        product = f.name("product", required=partial or not (f.body.get("change_id") or f.body.get("deployment_id")))
+        product = f.name("product", required=partial or not (linked or f.body.get("change_id")
+                                                               or f.body.get("deployment_id")))
         if product is not None:
             out["product"] = product
     for key in ("severity", "change_id"):
@@ -144,6 +147,7 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
             out[key] = f.time(key)
     if "opened_at" in out and out["opened_at"] is None:
         raise BadRequest("Field 'opened_at' must be a timestamp", "opened_at")
+    check_order(out.get("opened_at"), out.get("resolved_at"))
     if "status" in f.body:
         status = f.str("status")
         if status not in ("open", "resolved"):
@@ -159,13 +163,23 @@ def parse(body: Any, limits: Limits, aliases: Mapping[str, str], partial: bool) 
     return out
 
 
+def check_order(opened: int | None, resolved: int | None) -> None:
+    """An incident is resolved no earlier than it opened."""
+    if opened is not None and resolved is not None and resolved < opened:
+        raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
+
+
+def resolved_time(data: Mapping[str, Any], now: int) -> int | None:
+    """When a new incident resolved: as given, or `now` when it is created resolved."""
+    resolved: int | None = data.get("resolved_at")
+    return now if resolved is None and data.get("status") == "resolved" else resolved
+
+
 def create(conn: Connection, data: dict[str, Any], settings: Settings, now: int) -> dict[str, Any]:
     """Store a new incident and link it; returns the stored row."""
     _check_requested(conn, data)
     opened = data.get("opened_at") or now
-    resolved = data.get("resolved_at")
-    if data.get("status") == "resolved" and resolved is None:
-        resolved = now
+    resolved = resolved_time(data, now)
     row = conn.execute(
         "INSERT INTO incidents (product, product_given, environment, title, severity, status, opened_at, resolved_at, "
         "change_id, requested_deployment_id, metadata, created_at, updated_at) "
@@ -201,7 +215,7 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
            now: int) -> dict[str, Any]:
     """Change fields, resolve or reopen; links are re-resolved. Returns the stored row."""
     old = get(conn, incident_id)
-    _check_requested(conn, data)
+    _check_requested(conn, data, old)
     if data.get("status") == "resolved" and "resolved_at" not in data:
         data["resolved_at"] = old["resolved_at"] or now
     elif data.get("status") == "open":
@@ -223,17 +237,27 @@ def update(conn: Connection, incident_id: int, data: dict[str, Any], settings: S
     return new
 
 
-def _check_requested(conn: Connection, data: dict[str, Any]) -> None:
-    """A deployment id the request names must exist (one named earlier and deleted since is ignored: DESIGN §5)."""
+def _check_requested(conn: Connection, data: dict[str, Any], old: Mapping[str, Any] | None = None) -> None:
+    """A deployment id the request names must exist (one named earlier and deleted since is ignored: DESIGN §5),
+    and be of the incident's product when it names one (`old`: the stored incident a change applies to)."""
     requested = data.get("deployment_id")
-    if requested is not None and not conn.execute("SELECT 1 FROM deployments WHERE id = ?", (requested,)).fetchall():
+    if requested is None:
+        return
+    row = conn.execute("SELECT product FROM deployments WHERE id = ?", (requested,)).fetchone()
+    if row is None:
         raise BadRequest(f"Field 'deployment_id': no deployment {requested}", "deployment_id")
+    if "product" in data:
+        product = data["product"]
+    else:
+        product = old["product"] if old is not None and old["product_given"] else None
+    if product and row[0] != product:
+        raise BadRequest(f"Field 'deployment_id': deployment {requested} is of product '{row[0]}', "
+                         f"not the incident's '{product}'", "deployment_id")
 
 
 def _finish(conn: Connection, incident_id: int, settings: Settings) -> None:
     row = get(conn, incident_id)
-    if row["resolved_at"] is not None and row["resolved_at"] < row["opened_at"]:
-        raise BadRequest("Field 'resolved_at' is before 'opened_at'", "resolved_at")
+    check_order(row["opened_at"], row["resolved_at"])  # the fields a change left as stored count too
     dep, rule, product = resolve_link(conn, settings, row)
     status = "resolved" if row["resolved_at"] is not None else "open"
     conn.execute("UPDATE incidents SET deployment_id = ?, link_rule = ?, product = ?, status = ? WHERE id = ?",

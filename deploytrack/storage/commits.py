@@ -37,6 +37,17 @@ def parse_batch(body: Any, limits: Limits, max_items: int) -> list[tuple[Any, ..
     return rows
 
 
+def changed(conn: Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows not stored yet, or stored with another column: storing the others would change nothing."""
+    out = []
+    for row in rows:
+        found = conn.execute("SELECT repository, sha, authored_at, committed_at, message, author FROM commits "
+                             "WHERE repository = ? AND sha = ?", row[:2]).fetchone()
+        if found is None or tuple(found) != tuple(row):
+            out.append(row)
+    return out
+
+
 def store(conn: Connection, rows: list[tuple[Any, ...]], now: int) -> int:
     """Insert or update commits by (repository, sha); days with later deployments get recomputed."""
     conn.executemany(

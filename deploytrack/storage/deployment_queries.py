@@ -107,15 +107,16 @@ SELECT
 
 # The environments a product was deployed to, in name order, one index seek each (a skip scan):
 # a product with a million deployments in three environments costs three seeks, not a million rows.
-_PRODUCT_ENVIRONMENTS = """
+_ENVIRONMENTS_OF = """
 WITH RECURSIVE envs (name) AS (
   SELECT MIN(environment) FROM deployments WHERE product = ?
   UNION ALL
   SELECT (SELECT MIN(d.environment) FROM deployments d WHERE d.product = ? AND d.environment > envs.name)
   FROM envs WHERE envs.name IS NOT NULL
 )
-SELECT name FROM envs WHERE name IS NOT NULL LIMIT ?
 """
+_PRODUCT_ENVIRONMENTS = _ENVIRONMENTS_OF + "SELECT name FROM envs WHERE name IS NOT NULL LIMIT ?"
+_PRODUCT_ENVIRONMENT_COUNT = _ENVIRONMENTS_OF + "SELECT COUNT(*) FROM envs WHERE name IS NOT NULL"
 
 # Products that have deployments, in name order after a cursor: a seek per product name.
 _DEPLOYED_PRODUCTS = """
@@ -253,7 +254,7 @@ async def product_known(db: Database, name: str) -> bool:
 
 async def environment_count(db: Database, product: str) -> int:
     """How many environments `product` was ever deployed to."""
-    row = await db.fetchone(f"SELECT COUNT(DISTINCT environment) FROM {DEPLOYMENTS} WHERE product = ?", (product,))
+    row = await db.fetchone(_PRODUCT_ENVIRONMENT_COUNT, (product, product))  # a seek per environment
     return int(row[0]) if row is not None else 0
 
 

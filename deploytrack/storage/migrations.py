@@ -1135,6 +1135,13 @@ def m029_idempotency_fingerprint(conn: Any) -> None:
     conn.execute("ALTER TABLE idempotency_keys ADD COLUMN fingerprint TEXT")
 
 
+@migration
+def m030_incidents_product(conn: Any) -> None:
+    # Every product page asks whether the name has incidents (deployment_queries.product_known): without
+    # an index led by the product that walked every incident. One statement on SQLite and PostgreSQL.
+    conn.execute("CREATE INDEX incidents_product ON incidents (product)")
+
+
 def refuse_newer(conn: Any) -> None:
     """Raise SchemaTooNew if a newer deploytrack has migrated this database (it may not be read or written)."""
     _refuse_newer(set(applied(conn)))

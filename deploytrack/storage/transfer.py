@@ -68,10 +68,15 @@ def event_rows(conn: Connection) -> Iterator[dict[str, Any]]:
 
 
 def export_rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    """What a JSON Lines export holds: every event, then every commit, then every incident."""
-    yield from event_rows(conn)
-    yield from transfer_records.commit_rows(conn)
-    yield from transfer_records.incident_rows(conn)
+    """What a JSON Lines export holds: every event, then every commit, then every incident, read on one
+    snapshot (a read transaction on either backend), so writes landing mid-export appear in none of them."""
+    conn.begin_read()
+    try:
+        yield from event_rows(conn)
+        yield from transfer_records.commit_rows(conn)
+        yield from transfer_records.incident_rows(conn)
+    finally:
+        conn.rollback()
 
 
 def write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
@@ -199,7 +204,7 @@ def read_lines(path: Path, limits: Limits, aliases: Mapping[str, str], now: int)
                 raise TransferError(f"line {number}: not valid JSON ({exc})") from None
             if isinstance(data, dict) and data.get("kind") in transfer_records.KINDS:
                 try:
-                    yield transfer_records.parse(data, number, limits, aliases)
+                    yield transfer_records.parse(data, number, limits, aliases, now)
                 except DeploytrackError as exc:
                     raise TransferError(f"line {number}: {exc.message}") from None
             else:
@@ -237,8 +242,9 @@ def import_file(conn: Connection, path: Path, settings: Settings, limits: Limits
                 try:
                     stored = transfer_records.store_incident(conn, record, settings, now)
                 except DeploytrackError as exc:
-                    raise TransferError(f"line {record.number}: {exc.message}; the events, commits and "
-                                        f"incidents before it are stored") from None
+                    raise TransferError(f"line {record.number}: {exc.message}; the events and commits are "
+                                        f"stored, and the incidents of earlier batches of {IMPORT_BATCH}; "
+                                        "re-running the import after fixing the line skips them") from None
                 result.incidents += stored
                 result.skipped += not stored
     return result
@@ -248,7 +254,8 @@ def _store(conn: Connection, batch: list[Line], aliases: Mapping[str, str], resu
            now: int) -> None:
     stored = events = 0
     with transaction(conn):
-        rows = [line.row for line in batch if isinstance(line, transfer_records.Record) and line.row is not None]
+        given = [line.row for line in batch if isinstance(line, transfer_records.Record) and line.row is not None]
+        rows = commits.changed(conn, given)  # re-importing leaves the others, and their days, alone
         if rows:
             commits.store(conn, rows, now)
         for line in batch:
@@ -263,5 +270,5 @@ def _store(conn: Connection, batch: list[Line], aliases: Mapping[str, str], resu
                     "re-running the import after fixing the line skips them") from None
             stored += row is not None
     result.stored += stored
-    result.skipped += events - stored
+    result.skipped += events - stored + len(given) - len(rows)
     result.commits += len(rows)

@@ -95,16 +95,6 @@ async def incident_detail(request: Request) -> Response:
     })
 
 
-async def _same_product(db: Any, incident: dict[str, Any], deployment_id: int) -> None:
-    """Refuse linking an incident that names its product to a deployment of another product."""
-    deployment = await dq.get_deployment(db, deployment_id)
-    if deployment is None or not incident["product_given"] or not incident["product"]:
-        return  # an unknown id is kept as asked (the page says it no longer exists); no product: any fits
-    if deployment["product"] != incident["product"]:
-        raise BadRequest(f"form field 'deployment_id': deployment {deployment_id} is of product "
-                         f"'{deployment['product']}', not the incident's '{incident['product']}'", "deployment_id")
-
-
 @page
 async def change_incident(request: Request) -> Response:
     """POST /incidents/{id} (admins, CSRF-checked form): resolve, reopen, or link to a deployment (or the rules)."""
@@ -128,8 +118,5 @@ async def change_incident(request: Request) -> Response:
         data = {"deployment_id": deployment_id}
     else:
         data = {"status": "resolved" if action == "resolve" else "open"}
-    incident = await _incident(app.db, incident_id)
-    if data.get("deployment_id"):
-        await _same_product(app.db, incident, data["deployment_id"])
     await app.db.write(incident_rules.update, incident_id, data, app.settings, now_us())
     return RedirectResponse(f"/incidents/{incident_id}", status_code=303)
