@@ -68,12 +68,21 @@ def _runs(fn: object, args: tuple[object, ...]) -> object:
     return args[1] if fn in (refresh._leased, refresh._leased_derived) else fn
 
 
+# A record named by a fact, by content (ids depend on the order of writes)
+_RECORD = "{0}.product, {0}.environment, {0}.version, {0}.invoke_id, {0}.first_at"
+
+
 def _derived(db: Path | str) -> tuple[object, ...]:
     return (_records(db),
-            query(db, "SELECT product, environment, status, finished_at, is_rollback, label, rolled_back_at, "
-                      "recovered_at FROM deployment_facts ORDER BY product, environment, finished_at, status"),
-            query(db, "SELECT product, environment, change, finished_at, lead_us, source FROM metric_lead_facts "
-                      "ORDER BY product, environment, change"),
+            query(db, "SELECT f.product, f.environment, f.status, f.finished_at, f.is_rollback, f.label, "
+                      f"f.rolled_back_at, f.recovered_at, {_RECORD.format('d')}, {_RECORD.format('r')}, "
+                      f"{_RECORD.format('b')} FROM deployment_facts f LEFT JOIN deployments d ON d.id = f.id "
+                      "LEFT JOIN deployments r ON r.id = f.rollback_of "
+                      "LEFT JOIN deployments b ON b.id = f.rolled_back_by "
+                      "ORDER BY f.product, f.environment, f.finished_at, f.status, d.first_at"),
+            query(db, "SELECT m.product, m.environment, m.change, m.finished_at, m.lead_us, m.source, "
+                      f"{_RECORD.format('d')} FROM metric_lead_facts m LEFT JOIN deployments d "
+                      "ON d.id = m.deployment_id ORDER BY m.product, m.environment, m.change"),
             [(*row[:-1], sorted(days.decode(str(row[-1])))) for row in query(  # (lead times: in no set order)
                 db, "SELECT * FROM metric_days ORDER BY product, environment, day")])
 
@@ -198,6 +207,9 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
         with pytest.raises(Stopped):
             refresh.refresh(read, write, Settings(db=str(db)), bulk=True)
     conn.close()
+    left = Path(f"{db}.first-build")  # what a build killed by a signal leaves: its scratch files
+    left.mkdir(exist_ok=True)
+    (left / "products.db").write_bytes(b"x" * 1000)
     assert len(_indexes(db)) < len(indexes)  # killed with indexes dropped
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = ?", (refresh.WATERMARK,)) == [(0,)]
     pointed = query(db, "SELECT COUNT(*) FROM events WHERE deployment_id IS NOT NULL")[0][0]
@@ -211,6 +223,7 @@ def test_a_bulk_first_build_stopped_midway_is_redone_whole_with_its_indexes(
     assert _indexes(db) == indexes
     assert _derived(db) == _derived(clean)
     assert query(db, "SELECT COUNT(*) FROM kv WHERE key = 'first_build_indexes'") == [(0,)]
+    assert not left.exists()  # removed by the refresh that repaired the build
 
 
 def test_a_first_build_planned_in_a_process_aside_gives_the_same(tmp_path: Path,

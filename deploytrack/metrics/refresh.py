@@ -313,6 +313,7 @@ def refresh(read: Read, write: Write, settings: Settings, full: bool = False, as
     `bulk`: nothing else uses the database (`first_build.alone`), so a first build writes the tables it
     finds empty in bulk (metrics/first_build.py)."""
     _restore_indexes(read, write)  # (a bulk first build was stopped midway: its indexes first)
+    scratch.remove_left(settings.db)  # (and its scratch files)
     top = write(settled_seq)
     changes: Changes = read(what_changed, full, top)
     if not changes.first:
@@ -402,7 +403,7 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
         if owner is not None and not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
             raise Busy("another process took over the lease of this first build of derived data")
 
-    with scratch.directory() as directory, scratch.Writer(settings.db, renew) as copies:
+    with scratch.directory(settings.db) as directory, scratch.Writer(settings.db, renew) as copies:
         folded = []
         for built in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2):
             copies.copy_records(built)

@@ -16,15 +16,19 @@ nothing unpickled. Once every product's records are in, it points the events at 
 page of the events table rewritten once), a transaction at a time while the facts are being planned.
 
 A build killed midway leaves records without their events pointed at them and no watermark: the next
-refresh derives everything again (metrics/refresh.py). Its scratch files are in a temporary directory.
+refresh derives everything again (metrics/refresh.py). Its scratch files are beside the database
+(`<db>.first-build`), removed by that refresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
@@ -188,6 +192,26 @@ class Writer:
         self.close()
 
 
-def directory() -> tempfile.TemporaryDirectory[str]:
-    """Where a build's scratch files go (removed with them at its end)."""
-    return tempfile.TemporaryDirectory(prefix="deploytrack-build-")
+def _path(db: str) -> Path:
+    return Path(f"{db}.first-build")
+
+
+def remove_left(db: str) -> None:
+    """Remove the scratch files of a bulk build killed midway. Any refresh may: none runs beside a bulk build,
+    which holds the database file alone (first_build.alone)."""
+    if _path(db).is_dir():
+        shutil.rmtree(_path(db), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def directory(db: str) -> Iterator[str]:
+    """Where a build's scratch files go: beside the database (`<db>.first-build`), emptied at the start and
+    removed at the end; a killed build's by the next refresh (`remove_left`). None pile up in the system's
+    temporary directory."""
+    path = _path(db)
+    remove_left(db)
+    path.mkdir()
+    try:
+        yield str(path)
+    finally:  # (a file the planning child is still writing is removed by the next build)
+        shutil.rmtree(path, ignore_errors=True)
