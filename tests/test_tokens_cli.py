@@ -95,11 +95,21 @@ def test_last_used_is_recorded_for_reads_admin_and_every_kind_of_hook(live_serve
     assert [line for line in tokens.splitlines() if line.startswith(("reader", "admin")) and "never" in line] == []
     _, hooks = run_cli("hook", "list", "--db", str(db_path))
     assert "never" not in hooks and len(hooks.splitlines()) == 3
-    # Kept to the minute: the next reads do not rewrite the row.
+    # Kept to the minute: the next reads neither rewrite the row nor queue a write for it.
     first = last_used(db_path, "reader")
-    for _ in range(3):
-        httpx.get(live_server.url + "/api/v1/deployments", headers=auth(reader), timeout=10)
+    read = lambda: httpx.get(live_server.url + "/api/v1/deployments", headers=auth(reader), timeout=10)  # noqa: E731
+    assert read().status_code == 200  # (derived data brought up to date: the hooks' events)
+    writes = write_tasks(live_server)
+    for _ in range(5):
+        assert read().status_code == 200
+    assert write_tasks(live_server) == writes
     assert last_used(db_path, "reader") == first
+
+
+def write_tasks(server) -> float:
+    """The server's count of write requests committed (Prometheus text at /metrics)."""
+    lines = httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
+    return next(float(line.split()[1]) for line in lines if line.startswith("deploytrack_write_tasks_total "))
 
 
 def test_env_var_sets_db(tmp_path, monkeypatch):
