@@ -33,6 +33,9 @@ _CHUNK = 400
 _SCAN_ABOVE = 100_000  # deployments whose sent commit times are read in one pass over the events instead
 TERMINAL = ("completed", "failed", "aborted")  # the statuses of a finished deployment, which has facts
 _TERMINAL_SQL = f"({', '.join(repr(status) for status in TERMINAL)})"
+# The records the facts are derived from (finished), and what is read of each: a `Finished` row.
+FINISHED = f"status IN {_TERMINAL_SQL} AND finished_at IS NOT NULL"
+FINISHED_COLUMNS = "id, version, status, finished_at, label, scm_sha"
 
 
 # -- what changed without a new event -----------------------------------------------------------
@@ -211,8 +214,8 @@ def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | No
     for partition, since in partitions.items():
         start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
-            "SELECT id, version, status, finished_at, label, scm_sha FROM deployments WHERE product = ? "
-            f"AND environment = ? AND status IN {_TERMINAL_SQL} AND finished_at >= ?", (*partition, start))
+            f"SELECT {FINISHED_COLUMNS} FROM deployments WHERE product = ? AND environment = ? AND {FINISHED} "
+            "AND finished_at >= ?", (*partition, start))
         ) if finished is None else finished.get(partition, [])
         seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
         context[partition] = start, previous, seen

@@ -97,10 +97,9 @@ def facts_product(conn: Connection, built: Built) -> Built:
         out = _open(built.path)
         try:
             finished: facts.Finished = {partition: [] for partition in built.partitions}
-            for product, environment, *outcome in out.execute(
-                    "SELECT product, environment, id, version, status, finished_at, label, scm_sha FROM deployments "
-                    f"WHERE status IN ({', '.join('?' * len(facts.TERMINAL))}) AND finished_at IS NOT NULL "
-                    "ORDER BY finished_at, id", facts.TERMINAL):  # (as the facts read them: in finish order)
+            for product, environment, *outcome in out.execute(  # (as the facts read them: in finish order)
+                    f"SELECT product, environment, {facts.FINISHED_COLUMNS} FROM deployments WHERE {facts.FINISHED} "
+                    "ORDER BY finished_at, id"):
                 finished[(product, environment)].append(outcome)
             sent: facts.Sent = {}
             for dep_id, commit_time, metadata in out.execute("SELECT * FROM sent ORDER BY rowid"):
