@@ -117,22 +117,13 @@ def test_new_events_are_read_by_their_seq_range(history):
 def test_the_event_list_filtered_by_a_rare_kind_or_status_seeks_it(history, db_path):
     # events_kind holds every kind but 'deployment' (m026), events_status every status but 'completed':
     # the list names that, or SQLite walks the whole time index for a kind no event has (0.36 s at 1M).
-    async def pages() -> list[str]:
-        db = Database(db_path, readers=1)
-        await db.open()
-        statements: list[str] = []
-        try:
-            await db.read(lambda conn: conn.set_trace_callback(statements.append))
-            for flt in (event_queries.EventFilter(kind="comment"), event_queries.EventFilter(kind="build"),
-                        event_queries.EventFilter(status="failed"),
-                        event_queries.EventFilter(product="shop", kind="build")):
-                await event_queries.list_events(db, flt)
-            await db.read(lambda conn: conn.set_trace_callback(None))
-        finally:
-            await db.close()
-        return [sql for sql in statements if sql.startswith("SELECT * FROM events")]
+    async def lists_of(db: Database) -> None:
+        for flt in (event_queries.EventFilter(kind="comment"), event_queries.EventFilter(kind="build"),
+                    event_queries.EventFilter(status="failed"),
+                    event_queries.EventFilter(product="shop", kind="build")):
+            await event_queries.list_events(db, flt)
 
-    lists = asyncio.run(pages())
+    lists = [sql for sql in traced_reads(db_path, lists_of) if sql.startswith("SELECT * FROM events")]
     assert len(lists) == 4
     for sql in lists:
         assert not [step for step in plan(history, sql) if step.startswith("SCAN ")], sql
