@@ -62,6 +62,10 @@ def test_last_used_is_recorded(make_client, db_path):
     secret = create_token(db_path, "ci", "ingest")
     client = make_client()
     client.post("/api/deployment-events", json={"integrationKey": secret, "summary": "x"})
+    # recorded beside the request (web.auth.record_use), not in its transaction
+    deadline = time.monotonic() + 10
+    while last_used(db_path, "ci") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     _, listing = run_cli("token", "list", "--db", str(db_path))
     assert "never" not in listing
 

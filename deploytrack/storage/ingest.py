@@ -129,11 +129,10 @@ class _Group:
                                        for t in shas]),
             "deployments": self.projection.lookups(keys),
         })
-        self.live_tokens: dict[int, int | None] = {int(r[1]): r[2] for r in found["known"] if r[0] == "tokens"}
+        self.live_tokens = {int(r[1]) for r in found["known"] if r[0] == "tokens"}
         # Names stored already (only an exclusive write deletes one): the group inserts the others.
         self.known_names = {(r[0], r[1]) for r in found["known"] if r[0] in ("products", "environments")}
         self.any_rules = any(r[0] == "rules" and r[1] != "0" for r in found["known"])  # active rules
-        self.used_tokens: dict[int, int] = {}
         self.idempotency: dict[Any, list[str]] = {(r[0], r[1]): orjson.loads(r[2]) for r in found["keys"]}
         self.fingerprints: dict[Any, str | None] = {(r[0], r[1]): r[3] for r in found["keys"]}
         self.new_keys: list[tuple[int, str, str, int, str | None]] = []
@@ -167,10 +166,8 @@ class _Group:
 
     def add(self, batch: Ingest) -> IngestResult:
         """Stage one request's rows; raise (staging nothing) if it must be refused."""
-        if batch.token_id is not None:
-            if batch.token_id not in self.live_tokens:
-                raise Unauthorized("Invalid API key")
-            self.used_tokens[batch.token_id] = batch.received_at
+        if batch.token_id is not None and batch.token_id not in self.live_tokens:
+            raise Unauthorized("Invalid API key")
         key = (batch.token_id, batch.idempotency_key) if batch.token_id is not None and batch.idempotency_key else None
         kept: list[dict[str, Any] | None] | None = None  # per event: a stored row that answers it
         if key is not None and key in self.idempotency:
@@ -338,10 +335,6 @@ class _Group:
         for row, dep in self.folded:
             row["deployment_id"] = dep["id"]
         writes: list[Statement] = []
-        for token_id, at in sorted(self.used_tokens.items()):
-            last = self.live_tokens[token_id]
-            if last is None or at - last >= _LAST_USED_STEP:
-                writes.append(("UPDATE tokens SET last_used_at = ? WHERE id = ?", [at, token_id]))
         if self.staging is None:  # on SQLite the projector writes them (storage.staging)
             writes += versions.statements(self.version_writes)
         for table, names in self.names.items():
@@ -370,26 +363,22 @@ class _Group:
 
 _ACTIVE_RULES = "FROM rules WHERE mode <> 'disabled'"  # the rules a deployment is judged by
 
-# last_used_at is kept to the minute: rewriting the tokens row on every request would add a page
-# to every commit for a figure `token list` shows as a date.
-_LAST_USED_STEP = 60_000_000
-
 
 def _known_sql(token_ids: set[int], products: set[str], environments: set[str], rules: bool) -> list[Statement]:
     """Which of these tokens are live (not revoked; they may come from auth's cache, and a revocation
-    committed since must still refuse them), with their last use; which of these product and
-    environment names are stored; with `rules`, how many rules are active (only an exclusive write
-    changes rules or deletes a name). Rows (table, id or name or count, last use): one statement
-    when they are few."""
+    committed since must still refuse them); which of these product and environment names are stored;
+    with `rules`, how many rules are active (only an exclusive write changes rules or deletes a name).
+    Rows (table, id or name or count): one statement when they are few. (A token's last use is
+    recorded by web.auth, for every request.)"""
     parts: list[tuple[str, list[Any]]] = []
     if rules:
-        parts.append((f"SELECT 'rules', CAST(COUNT(*) AS TEXT), CAST(NULL AS BIGINT) {_ACTIVE_RULES}", []))
+        parts.append((f"SELECT 'rules', CAST(COUNT(*) AS TEXT) {_ACTIVE_RULES}", []))
     for ids in padded(sorted(token_ids), _KEY_CHUNK):
-        parts.append((f"SELECT 'tokens', CAST(id AS TEXT), last_used_at FROM tokens WHERE id IN "
+        parts.append((f"SELECT 'tokens', CAST(id AS TEXT) FROM tokens WHERE id IN "
                       f"({', '.join('?' * len(ids))}) AND revoked_at IS NULL", list(ids)))
     for table, names in (("products", products), ("environments", environments - {""})):
         for chunk in padded(sorted(names), _KEY_CHUNK):
-            parts.append((f"SELECT '{table}', name, CAST(NULL AS BIGINT) FROM {table} WHERE name IN "
+            parts.append((f"SELECT '{table}', name FROM {table} WHERE name IN "
                           f"({', '.join('?' * len(chunk))})", list(chunk)))
     statements: list[Statement] = []
     for sql, params in parts:

@@ -124,6 +124,6 @@ async def _write_use(db: Database, token_id: int, at: int) -> None:
 
 
 def _touch(conn: Connection, token_id: int, at: int) -> None:
-    # Conditional: another process (or ingestion's own write, storage.ingest) may have just set it.
+    # Conditional: another process may have just set it.
     conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
                  (at, token_id, at - USE_STEP_SECONDS * 1_000_000))
