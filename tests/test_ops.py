@@ -97,6 +97,26 @@ def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, t
     assert "another file" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only  # (export's writing is the same on PostgreSQL; backup points to pg_dump there)
+def test_backup_and_export_never_replace_a_device_or_pipe(client, token, db_path, tmp_path, capsys):
+    """`backup /dev/null` once turned the device into a plain file (the copy is renamed into place); a FIFO
+    stands in for it here: backup refuses it, export writes into it, and it stays a FIFO."""
+    ids = [deploy(client, token, "1.0"), deploy(client, token, "1.1")]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert run_cli("backup", str(fifo), "--db", str(db_path))[0] == 1
+    assert "not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
+
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.extend(fifo.read_text().splitlines()))
+    reader.start()
+    assert run_cli("export", "--output", str(fifo), "--db", str(db_path))[0] == 0
+    reader.join(10)
+    assert [json.loads(line)["id"] for line in read] == ids
+    assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
+
+
 # -- export ----------------------------------------------------------------------------------
 
 

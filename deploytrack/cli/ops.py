@@ -16,7 +16,7 @@ from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.backup import BackupError, backup
+from deploytrack.storage.backup import BackupError, backup, special
 from deploytrack.storage.transfer import (
     TransferError,
     event_rows,
@@ -89,6 +89,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.output is None:
             count = write(rows(conn), sys.stdout)
             sys.stdout.flush()
+        elif special(Path(args.output)):  # /dev/stdout, a FIFO: written into, never replaced
+            with open(args.output, "w", encoding="utf-8", newline="") as fh:
+                count = write(rows(conn), fh)
         else:
             target = Path(args.output)
             partial = target.with_name(f".{target.name}.partial")

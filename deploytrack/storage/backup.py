@@ -21,6 +21,12 @@ class BackupError(RuntimeError):
     pass
 
 
+def special(path: Path) -> bool:
+    """Whether `path` exists and is not a regular file or directory (`/dev/null`, `/dev/stdout`, a FIFO):
+    never replaced by a rename, which would put a plain file where the device or pipe was."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 @dataclass(frozen=True)
 class BackupResult:
     path: Path
@@ -37,6 +43,8 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
         raise BackupError("the backup must go to another file than the database itself")
     if destination.is_dir():
         raise BackupError(f"{destination} is a directory; name the backup file")
+    if special(destination):
+        raise BackupError(f"{destination} is not a regular file (a device or a pipe); name the backup file")
     partial = destination.with_name(f".{destination.name}.partial")
     partial.unlink(missing_ok=True)
     # mode=rw: never create the source by accident; the busy timeout rides out a checkpoint.
