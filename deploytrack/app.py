@@ -23,7 +23,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import Receive, Scope, Send
 
-from deploytrack import __version__, dialects
+from deploytrack import __version__
+from deploytrack.dialects import endpoint as dialects
 from deploytrack.errors import DeploytrackError, MethodNotAllowed, NotFound
 from deploytrack.hooks import endpoint as hooks
 from deploytrack.metrics.scheduler import Deriver, MetricsScheduler
