@@ -43,6 +43,20 @@ def test_trend_y_axis_starts_at_zero_with_round_ticks_and_dated_x_ticks():
     assert axis[4:] == ["1 Jan", "2 Jan", "3 Jan", "4 Jan"]  # x ticks: dated days (epoch day 0 is 1 Jan 1970)
 
 
+def test_a_duration_axis_counts_in_one_unit_with_round_ticks():
+    units = ((1.0, "s"), (60.0, "min"), (3600.0, "h"), (86400.0, "days"))
+
+    def y_axis(peak_seconds: float) -> list[str]:
+        svg = parse(trend([(0, peak_seconds / 2), (DAY, peak_seconds)], title="Lead time", fmt=fmt, units=units))
+        return [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "axis"][:-2]  # (the x ticks last)
+
+    assert y_axis(7920) == ["0 h", "1 h", "2 h", "3 h"]  # 2.2 h: not "0 s, 33 min, 67 min, 1.7 h, 2.2 h"
+    assert y_axis(4080) == ["0 h", "0.5 h", "1 h", "1.5 h"]
+    assert y_axis(50 * 60) == ["0 min", "20 min", "40 min", "60 min"]
+    assert y_axis(45) == ["0 s", "20 s", "40 s", "60 s"]
+    assert y_axis(9 * 86400) == ["0 days", "2.5 days", "5 days", "7.5 days", "10 days"]
+
+
 def test_trend_ends_with_todays_live_value_and_titles_every_point():
     points = [(0, 1.0), (DAY, 2.0)]
     svg = parse(trend(points, title="Lead time", fmt=fmt, live=(2 * DAY, 5.0)))

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from deploytrack.timeutil import DAY, to_iso
 
 Point = tuple[int, "float | None"]
+Units = Sequence[tuple[float, str]]  # (size, name) of each unit an axis may count in, smallest first
 BANDS = ("elite", "high", "medium", "low")
 _EPOCH = datetime(1970, 1, 1)
 
@@ -53,6 +54,11 @@ def nice_ticks(high: float, count: int = 4) -> list[float]:
     return [i * step for i in range(int(math.ceil(high / step - 1e-9)) + 1)]
 
 
+def unit_for(peak: float, units: Units) -> tuple[float, str]:
+    """The unit an axis counts in: the largest one `peak` reaches (the smallest if it reaches none)."""
+    return max(((size, name) for size, name in units if peak >= size), default=units[0])
+
+
 def day_ticks(start: int, end: int, count: int = 4) -> list[int]:
     """About `count` midnight-UTC days between start and end, evenly spread."""
     first = start - start % DAY + (DAY if start % DAY else 0)
@@ -63,12 +69,14 @@ def day_ticks(start: int, end: int, count: int = 4) -> list[int]:
 
 def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
           thresholds: Sequence[tuple[float, str]] = (), live: Point | None = None,
-          axis_fmt: Callable[[float], str] | None = None, width: int = 320, height: int = 170) -> Markup:
+          axis_fmt: Callable[[float], str] | None = None, units: Units = (), width: int = 320,
+          height: int = 170) -> Markup:
     """A line chart of a daily series; days without data break the line instead of dropping to zero.
 
     `thresholds` are the band edges (elite/high, high/medium, medium/low, lower is better): the bands
     are shaded regions. `live` is today's live value, drawn last and marked as such. `axis_fmt`
-    writes the y tick labels (default `fmt`) when the value's text is too wide for the axis.
+    writes the y tick labels (default `fmt`) when the value's text is too wide for the axis. With `units`
+    (durations: seconds, minutes, hours, days), the ticks are round numbers of one unit, all labelled in it.
     """
     axis_fmt = axis_fmt or fmt
     series = list(points) + ([live] if live is not None and (not points or live[0] > points[-1][0]) else [])
@@ -88,7 +96,12 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
     peak = max(values)
     if peak <= 0:  # a flat zero line: scale to the band edges (or 1) so it sits on the floor, labelled truly
         peak = max((v for v, _ in thresholds), default=1.0)
-    ticks = nice_ticks(peak)
+    if units:
+        size, name = unit_for(peak, units)
+        ticks = [tick * size for tick in nice_ticks(peak / size)]
+        axis_fmt = lambda v: f"{round(v / size, 6):g} {name}"  # noqa: E731 - (rounded: 0.1 + 0.2 steps)
+    else:
+        ticks = nice_ticks(peak)
     high = ticks[-1]
     first, last = series[0][0], series[-1][0]
     span = max(last - first, 1)
@@ -111,8 +124,8 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
         parts.append(f'<rect class="zone zone-{band}" x="{left}" y="{y1:.1f}" width="{plot_w}" '
                      f'height="{max(y2 - y1, 0):.1f}"><title>{band}: {_e(what)}</title></rect>')
         if y2 - y1 >= 16:
-            parts.append(f'<text class="zlabel" x="{left + plot_w - 4}" y="{y1 + 14:.1f}" '
-                         f'text-anchor="end">{band}</text>')
+            # (at the left: the right edge holds today's live point)
+            parts.append(f'<text class="zlabel" x="{left + 4}" y="{y1 + 14:.1f}" text-anchor="start">{band}</text>')
     for tick in ticks:
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
                      f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">'

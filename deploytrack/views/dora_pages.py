@@ -12,7 +12,7 @@ from deploytrack.metrics import compute as metrics
 from deploytrack.metrics.report import report as metrics_report
 from deploytrack.settings import canonical_environment
 from deploytrack.storage import event_queries as queries
-from deploytrack.timeutil import now_us
+from deploytrack.timeutil import now_us, to_iso
 from deploytrack.views import charts, dashboard
 from deploytrack.views.html import MENU_LIMIT, page, page_url, query_text, render
 from deploytrack.web.sessions import require
@@ -22,6 +22,9 @@ THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
     "change_failure_rate": ((0.05, "5%"), (0.10, "10%"), (0.15, "15%")),
     "time_to_restore": ((3600, "1 hour"), (86400, "1 day"), (7 * 86400, "1 week")),
 }
+
+
+DURATION_UNITS = ((1.0, "s"), (60.0, "min"), (3600.0, "h"), (86400.0, "days"))  # a duration axis counts in one
 
 
 def span_text(seconds: float) -> str:
@@ -68,9 +71,11 @@ async def dora(request: Request) -> Response:
         live = (board.day, now.value) if board.day is not None and now.value is not None else None
         chart: Markup = charts.trend(series, title=f"{metric.title}, daily, {window}-day window", fmt=fmt,
                                      thresholds=THRESHOLDS.get(metric.key, ()), live=live,
-                                     axis_fmt=(lambda v: f"{v:g}/wk") if metric.unit == "per_week" else None)
+                                     axis_fmt=(lambda v: f"{v:g}/wk") if metric.unit == "per_week" else None,
+                                     units=DURATION_UNITS if metric.unit == "seconds" else ())
         cards.append({"metric": metric, "now": now, "text": fmt(now.value) if now.value is not None else None,
                       "chart": chart, "days": sum(1 for _, v in series if v is not None),
+                      "since": (to_iso(series[0][0]) or "")[:10] if series else None,
                       "url": page_url(f"/dora/{metric.key}", {"product": product, "environment": environment,
                                                               "window": f"{window}d"})})
     return render(request, "dora.html", {
