@@ -71,3 +71,26 @@ def test_a_busy_environment_never_hides_a_quiet_ones_deployments(live_server, to
         assert resp.status_code == 200, resp.text
     html = get(live_server, token, "/products/shop")
     assert "The timeline shows 8 environments, production first; 54 more are in" in html
+
+
+def test_a_product_page_shows_its_four_numbers_as_the_home_page_and_the_api_count_them(live_server, token):
+    for n, status in enumerate(("success", "success", "failed", "success")):
+        resp = httpx.post(live_server.url + "/deployment-events/", headers=auth(token), timeout=30, json={
+            "product_name": "shop", "version": f"1.{n}", "environment_name": "production", "status": status,
+            "timestamp": at(3 - n, 10)})
+        assert resp.status_code == 200, resp.text
+    api = httpx.get(live_server.url + "/api/v1/metrics", headers=auth(token), timeout=30,
+                    params={"product": "shop", "window": "30"}).json()["latest"]
+    rate = api["change_failure_rate"]["value"]
+    per_week = api["deployment_frequency"]["per_week"]
+    html = get(live_server, token, "/products/shop")
+    scores = re.search(r'<dl class="scores">(.*?)</dl>', html, re.S)
+    assert scores is not None, "the product page has no scores"
+    shown = dict(re.findall(r"<dt>([^<]+)</dt><dd><a [^>]*>([^<]+)</a>", scores.group(1)))
+    assert shown == {"Deployment frequency": f"{per_week:.1f} / week",
+                     "Lead time for changes": "no data",  # no builds or commit times sent
+                     "Change failure rate": f"{rate * 100:.1f}%",
+                     "Time to restore service": "no data"}
+    home = get(live_server, token, "/")
+    for text in shown.values():
+        assert text in home  # the same reading, counted the same way

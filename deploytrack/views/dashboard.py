@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploytrack.errors import BadRequest
+from deploytrack.metrics import compute as metrics
 from deploytrack.model import whole_number
 from deploytrack.storage.database import Database
 from deploytrack.storage.event_queries import newest_first
@@ -17,6 +18,7 @@ from deploytrack.timeutil import parse_timestamp
 
 WINDOWS = (7, 30, 90)
 TREND_DAYS = 90
+GLANCE_WINDOW = 30  # days: a product's four numbers on the home page and on its own page
 BAND_ORDER = ("elite", "high", "medium", "low")
 
 
@@ -91,6 +93,16 @@ def reading(key: str, data: Any) -> Reading:
     band = data.get("band") if data.get("band") in BAND_ORDER else None
     points = data.get("data_points") if isinstance(data.get("data_points"), int) else None
     return Reading(value, band if value is not None else None, points, _note(key, data))
+
+
+def product_scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, Reading]]:
+    """Each product's four readings in production over the GLANCE_WINDOW days ending today, counted live
+    as /dora does."""
+    out = {}
+    for name in products:
+        report = metrics.live(conn, settings, metrics.Scope.of(name, None), GLANCE_WINDOW, now)
+        out[name] = {m.key: reading(m.key, report.get(m.key)) for m in METRICS}
+    return out
 
 
 def from_report(report: dict[str, Any], window: int) -> Dashboard:

@@ -10,7 +10,8 @@ from deploytrack.model import whole_number
 from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.timeutil import DAY, now_us
-from deploytrack.views import charts, timeline
+from deploytrack.views import charts, dashboard, timeline
+from deploytrack.views.dora_pages import formatter
 from deploytrack.views.html import page, page_url, query_text, render
 from deploytrack.web.sessions import require
 
@@ -65,6 +66,7 @@ async def product(request: Request) -> Response:
     lanes = timeline.lanes(name, builds, deployments, incidents, environments)
     if days >= timeline.AGGREGATE_FROM_DAYS:
         lanes = timeline.per_day(name, lanes)
+    scores = await db.read(dashboard.product_scores, request.app.state.deploytrack.settings, [name], end)
     title = (f"Builds, deployments and incidents of {name} over the last {days} days"
              + (", one mark per day" if days >= timeline.AGGREGATE_FROM_DAYS else ""))
     return render(request, "product.html", {
@@ -73,4 +75,6 @@ async def product(request: Request) -> Response:
         "phone_chart": charts.timeline(lanes, start, end, title, 360),
         "deployments": deployments, "builds": builds, "environments": environments, "incidents": incidents,
         "hidden_environments": max(hidden, 0), "capped": capped, "per_lane": TIMELINE_PER_LANE,
-        "frozen": await freezes(db, [name], grid.environments)})
+        "frozen": await freezes(db, [name], grid.environments),
+        "scores": scores[name], "metrics": dashboard.METRICS, "window": dashboard.GLANCE_WINDOW,
+        "formats": {m.key: formatter(m.unit) for m in dashboard.METRICS}})

@@ -7,12 +7,9 @@ open incidents and today's failed or in-progress production deployments.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deploytrack.metrics import compute as metrics
 from deploytrack.rules.status import freezes
 from deploytrack.storage import deployment_queries as dq
 from deploytrack.storage import incident_queries as iq
@@ -25,16 +22,6 @@ from deploytrack.web.sessions import require
 PRODUCTS_PER_PAGE = 20
 ATTENTION_LIMIT = 20
 FLAGGED_LIMIT = 10  # products needing attention put before the first page
-WINDOW = 30
-
-
-def _scores(conn: Any, settings: Any, products: list[str], now: int) -> dict[str, dict[str, dashboard.Reading]]:
-    """Each product's metrics in production for the 30 days ending today, counted live as /dora does."""
-    out = {}
-    for name in products:
-        report = metrics.live(conn, settings, metrics.Scope.of(name, None), WINDOW, now)
-        out[name] = {m.key: dashboard.reading(m.key, report.get(m.key)) for m in dashboard.METRICS}
-    return out
 
 
 @page
@@ -59,11 +46,12 @@ async def home(request: Request) -> Response:
     names, next_after = await dq.deployed_products(app.db, after, PRODUCTS_PER_PAGE - len(flagged))
     products = flagged + [n for n in names if n not in flagged]
     grid = await dq.matrix(app.db, environments=production, products=products)
-    scores = await app.db.read(_scores, app.settings, products, now)
+    scores = await app.db.read(dashboard.product_scores, app.settings, products, now)
     return render(request, "home.html", {
         "token": token, "products": products, "flagged": set(flagged), "m": grid, "production": production,
         "scores": scores, "open": await iq.open_counts(app.db, products), "attention": attention,
-        "metrics": dashboard.METRICS, "window": WINDOW, "frozen": await freezes(app.db, products, production),
+        "metrics": dashboard.METRICS, "window": dashboard.GLANCE_WINDOW,
+        "frozen": await freezes(app.db, products, production),
         "formats": {m.key: formatter(m.unit) for m in dashboard.METRICS},
         "next_url": page_url("/", {"after": next_after}) if next_after else None,
         "paged": after is not None,
