@@ -109,12 +109,31 @@ def test_backup_and_export_never_replace_a_device_or_pipe(client, token, db_path
     assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
 
     read: list[str] = []
-    reader = threading.Thread(target=lambda: read.extend(fifo.read_text().splitlines()))
+    reader = threading.Thread(target=lambda: read.extend(fifo.read_text().splitlines()), daemon=True)
     reader.start()
     assert run_cli("export", "--output", str(fifo), "--db", str(db_path))[0] == 0
     reader.join(10)
-    assert [json.loads(line)["id"] for line in read] == ids
+    assert not reader.is_alive() and [json.loads(line)["id"] for line in read] == ids
     assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
+
+    # A link (as /dev/stdout is one) is written through, or its file replaced: never the link itself.
+    kept, link = tmp_path / "kept.jsonl", tmp_path / "link"
+    kept.write_text("old\n")
+    link.symlink_to(kept)
+    assert run_cli("export", "--output", str(link), "--db", str(db_path))[0] == 0
+    assert link.is_symlink() and [json.loads(line)["id"] for line in kept.read_text().splitlines()] == ids
+    kept_db, db_link = tmp_path / "kept.db", tmp_path / "db-link"
+    db_link.symlink_to(kept_db)
+    assert run_cli("backup", str(db_link), "--db", str(db_path))[0] == 0
+    assert db_link.is_symlink() and query(kept_db, "SELECT COUNT(*) FROM events")[0][0] == 2
+
+    code, out = run_cli("export", "--output", "-", "--db", str(db_path))
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ids and not Path("-").exists()
+    capsys.readouterr()
+    for command in (["export", "--output"], ["backup"]):
+        for bad, says in (("", "names no file"), (str(tmp_path / "nowhere" / "x"), "there is no directory")):
+            assert run_cli(*command, bad, "--db", str(db_path))[0] == 1, (command, bad)
+            assert says in capsys.readouterr().err
 
 
 # -- export ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.backup import BackupError, backup, special
+from deploytrack.storage.backup import BackupError, backup, special, unwritable
 from deploytrack.storage.transfer import (
     TransferError,
     event_rows,
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
                                           "JSON Lines adds every commit and incident (kind commit, incident); "
                                           "tokens, rules, hooks and derived data are not exported.")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="output format (default: jsonl)")
-    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output (-: standard output)")
     add_settings_flags(p, DB_SETTINGS)
     p.set_defaults(func=cmd_export)
 
@@ -84,23 +84,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             dbmod.project_staged(staging)
         finally:
             staging.close()
+    output = None if args.output in (None, "-") else Path(args.output)
+    if output is not None and (problem := unwritable(output)) is not None:
+        return _fail(f"--output {problem}")
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
-        if args.output is None:
+        if output is None:
             count = write(rows(conn), sys.stdout)
             sys.stdout.flush()
-        elif special(Path(args.output)):  # /dev/stdout, a FIFO: written into, never replaced
-            with open(args.output, "w", encoding="utf-8", newline="") as fh:
+        elif special(output):  # /dev/stdout, a FIFO, a link: written through, never replaced
+            with output.open("w", encoding="utf-8", newline="") as fh:
                 count = write(rows(conn), fh)
         else:
-            target = Path(args.output)
-            partial = target.with_name(f".{target.name}.partial")
+            partial = output.with_name(f".{output.name}.partial")
             try:
                 with partial.open("w", encoding="utf-8", newline="") as fh:
                     count = write(rows(conn), fh)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(partial, target)
+                os.replace(partial, output)
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
@@ -113,7 +115,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     what = "lines (events, commits, incidents)" if args.format == "jsonl" else "events"
-    print(f"Exported {count} {what}{' to ' + args.output if args.output else ''}.", file=sys.stderr)
+    print(f"Exported {count} {what}{f' to {output}' if output else ''}.", file=sys.stderr)
     return 0
 
 

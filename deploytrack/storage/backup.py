@@ -22,9 +22,18 @@ class BackupError(RuntimeError):
 
 
 def special(path: Path) -> bool:
-    """Whether `path` exists and is not a regular file or directory (`/dev/null`, `/dev/stdout`, a FIFO):
-    never replaced by a rename, which would put a plain file where the device or pipe was."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+    """Whether `path` is a symbolic link, or exists and is no regular file or directory (`/dev/null`,
+    `/dev/stdout`, a FIFO): a copy renamed into place would replace the link or the device itself."""
+    return path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir())
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (no name, or no such directory), or None."""
+    if path.name in ("", ".", ".."):
+        return f"{str(path)!r} names no file"
+    if not path.parent.is_dir():
+        return f"{path}: there is no directory {path.parent}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,15 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
     source, destination = Path(source), Path(destination)
     if not source.is_file():
         raise BackupError(f"no database at {source}")
+    if (problem := unwritable(destination)) is not None:
+        raise BackupError(problem)
+    destination = Path(os.path.realpath(destination))  # a link is kept: the file it names is replaced
     if destination.exists() and destination.resolve() == source.resolve():
         raise BackupError("the backup must go to another file than the database itself")
     if destination.is_dir():
         raise BackupError(f"{destination} is a directory; name the backup file")
     if special(destination):
-        raise BackupError(f"{destination} is not a regular file (a device or a pipe); name the backup file")
+        raise BackupError(f"{destination} is not a regular file (a device or a pipe); name a file for the backup")
     partial = destination.with_name(f".{destination.name}.partial")
     partial.unlink(missing_ok=True)
     # mode=rw: never create the source by accident; the busy timeout rides out a checkpoint.
