@@ -125,5 +125,6 @@ async def _write_use(db: Database, token_id: int, at: int) -> None:
 
 def _touch(conn: Connection, token_id: int, at: int) -> None:
     # Conditional: another process may have just set it.
-    conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+    conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND revoked_at IS NULL "
+                 "AND (last_used_at IS NULL OR last_used_at <= ?)",
                  (at, token_id, at - USE_STEP_SECONDS * 1_000_000))
