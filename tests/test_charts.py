@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from deploytrack.views.charts import timeline, trend
+from deploytrack.views.dora_pages import DURATION_UNITS, span_text
 
 DAY = 86_400_000_000
 SVG = "{http://www.w3.org/2000/svg}"
@@ -43,18 +44,25 @@ def test_trend_y_axis_starts_at_zero_with_round_ticks_and_dated_x_ticks():
     assert axis[4:] == ["1 Jan", "2 Jan", "3 Jan", "4 Jan"]  # x ticks: dated days (epoch day 0 is 1 Jan 1970)
 
 
-def test_a_duration_axis_counts_in_one_unit_with_round_ticks():
-    units = ((1.0, "s"), (60.0, "min"), (3600.0, "h"), (86400.0, "days"))
+def test_a_duration_axis_counts_in_one_unit_with_round_ticks_and_room_for_its_labels():
+    units = DURATION_UNITS  # the DORA page's
 
     def y_axis(peak_seconds: float) -> list[str]:
         svg = parse(trend([(0, peak_seconds / 2), (DAY, peak_seconds)], title="Lead time", fmt=fmt, units=units))
-        return [t.text for t in svg.findall(f"{SVG}text") if t.get("class") == "axis"][:-2]  # (the x ticks last)
+        texts = [t for t in svg.findall(f"{SVG}text") if t.get("class") == "axis"][:-2]  # (the x ticks last)
+        plot_left = float(next(r for r in svg.findall(f"{SVG}rect") if r.get("class") == "plot").get("x"))
+        assert all(plot_left - 4 - 8 * len(t.text) >= 0 for t in texts), "a label would be cut at the left"
+        return [t.text for t in texts]
 
     assert y_axis(7920) == ["0 h", "1 h", "2 h", "3 h"]  # 2.2 h: not "0 s, 33 min, 67 min, 1.7 h, 2.2 h"
-    assert y_axis(4080) == ["0 h", "0.5 h", "1 h", "1.5 h"]
-    assert y_axis(50 * 60) == ["0 min", "20 min", "40 min", "60 min"]
+    assert y_axis(4080) == ["0 min", "20 min", "40 min", "60 min", "80 min"]  # 68 min: told in minutes, as
+    assert span_text(4080) == "68 min"  # the headline tells it
+    assert y_axis(3600) == ["0 min", "20 min", "40 min", "60 min"]
+    assert y_axis(86400) == ["0 h", "10 h", "20 h", "30 h"] and span_text(86400) == "24.0 h"
     assert y_axis(45) == ["0 s", "20 s", "40 s", "60 s"]
-    assert y_axis(9 * 86400) == ["0 days", "2.5 days", "5 days", "7.5 days", "10 days"]
+    assert y_axis(1e-6) == y_axis(0.4) == ["0 s", "0.25 s", "0.5 s", "0.75 s", "1 s"]  # a second at least
+    assert y_axis(9 * 86400) == ["0 d", "2.5 d", "5 d", "7.5 d", "10 d"] and span_text(9 * 86400) == "9.0 days"
+    assert y_axis(3650 * 86400) == ["0 d", "1000 d", "2000 d", "3000 d", "4000 d"]
 
 
 def test_trend_ends_with_todays_live_value_and_titles_every_point():

@@ -79,6 +79,11 @@ def test_a_product_page_shows_its_four_numbers_as_the_home_page_and_the_api_coun
             "product_name": "shop", "version": f"1.{n}", "environment_name": "production", "status": status,
             "timestamp": at(3 - n, 10)})
         assert resp.status_code == 200, resp.text
+    for n in range(5):  # staging is not production: none of these may count
+        resp = httpx.post(live_server.url + "/deployment-events/", headers=auth(token), timeout=30, json={
+            "product_name": "shop", "version": f"2.{n}", "environment_name": "staging", "status": "success",
+            "timestamp": at(2, n)})
+        assert resp.status_code == 200, resp.text
     api = httpx.get(live_server.url + "/api/v1/metrics", headers=auth(token), timeout=30,
                     params={"product": "shop", "window": "30"}).json()["latest"]
     rate = api["change_failure_rate"]["value"]
@@ -87,6 +92,7 @@ def test_a_product_page_shows_its_four_numbers_as_the_home_page_and_the_api_coun
     scores = re.search(r'<dl class="scores">(.*?)</dl>', html, re.S)
     assert scores is not None, "the product page has no scores"
     shown = dict(re.findall(r"<dt>([^<]+)</dt><dd><a [^>]*>([^<]+)</a>", scores.group(1)))
+    assert api["deployment_frequency"]["deployments"] == 3  # the production ones that completed
     assert shown == {"Deployment frequency": f"{per_week:.1f} / week",
                      "Lead time for changes": "no data",  # no builds or commit times sent
                      "Change failure rate": f"{rate * 100:.1f}%",

@@ -20,7 +20,9 @@ from markupsafe import Markup
 from deploytrack.timeutil import DAY, to_iso
 
 Point = tuple[int, "float | None"]
-Units = Sequence[tuple[float, str]]  # (size, name) of each unit an axis may count in, smallest first
+# Each unit an axis may count in, smallest first: (size, name, from): a value is told in the largest unit
+# it reaches `from` for (durations: 90 s is told as 2 min, 5,400 s as 1.5 h).
+Units = Sequence[tuple[float, str, float]]
 BANDS = ("elite", "high", "medium", "low")
 _EPOCH = datetime(1970, 1, 1)
 
@@ -54,9 +56,9 @@ def nice_ticks(high: float, count: int = 4) -> list[float]:
     return [i * step for i in range(int(math.ceil(high / step - 1e-9)) + 1)]
 
 
-def unit_for(peak: float, units: Units) -> tuple[float, str]:
-    """The unit an axis counts in: the largest one `peak` reaches (the smallest if it reaches none)."""
-    return max(((size, name) for size, name in units if peak >= size), default=units[0])
+def unit_for(value: float, units: Units) -> tuple[float, str]:
+    """The unit `value` is told in: the largest whose `from` it reaches (the smallest if none)."""
+    return max(((size, name) for size, name, start in units if value >= start), default=units[0][:2])
 
 
 def day_ticks(start: int, end: int, count: int = 4) -> list[int]:
@@ -78,10 +80,21 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
     writes the y tick labels (default `fmt`) when the value's text is too wide for the axis. With `units`
     (durations: seconds, minutes, hours, days), the ticks are round numbers of one unit, all labelled in it.
     """
-    axis_fmt = axis_fmt or fmt
     series = list(points) + ([live] if live is not None and (not points or live[0] > points[-1][0]) else [])
     values = [v for _, v in series if v is not None]
-    left, right, top, bottom = 58, 8, 10, 26
+    peak = max(values, default=0.0)
+    if peak <= 0:  # a flat zero line: scale to the band edges (or 1) so it sits on the floor, labelled truly
+        peak = max((v for v, _ in thresholds), default=1.0)
+    if units:
+        peak = max(peak, units[0][0])  # (never ticks finer than one of the smallest unit)
+        size, name = unit_for(peak, units)
+        ticks = [tick * size for tick in nice_ticks(peak / size)]
+        axis_fmt = lambda v: f"{round(v / size, 6):g} {name}"  # noqa: E731 - (rounded: 0.1 + 0.2 steps)
+    else:
+        ticks = nice_ticks(peak)
+    axis_labels = [(axis_fmt or fmt)(tick) for tick in ticks]
+    # The y labels sit left of the plot, right-aligned: as wide as the widest, at about 8 units a character.
+    left, right, top, bottom = max(58, 10 + 8 * max(len(text) for text in axis_labels)), 8, 10, 26
     plot_w, plot_h = width - left - right, height - top - bottom
     label = f"{title}: no data" if not values else (
         f"{title}: latest {fmt(values[-1])}, {len(values)} of {len(series)} days with data, from "
@@ -93,15 +106,6 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
         parts.append(f'<text class="nodata" x="{left + plot_w / 2:.0f}" y="{top + plot_h / 2 + 5:.0f}" '
                      f'text-anchor="middle">no data yet</text></svg>')
         return Markup("".join(parts))
-    peak = max(values)
-    if peak <= 0:  # a flat zero line: scale to the band edges (or 1) so it sits on the floor, labelled truly
-        peak = max((v for v, _ in thresholds), default=1.0)
-    if units:
-        size, name = unit_for(peak, units)
-        ticks = [tick * size for tick in nice_ticks(peak / size)]
-        axis_fmt = lambda v: f"{round(v / size, 6):g} {name}"  # noqa: E731 - (rounded: 0.1 + 0.2 steps)
-    else:
-        ticks = nice_ticks(peak)
     high = ticks[-1]
     first, last = series[0][0], series[-1][0]
     span = max(last - first, 1)
@@ -126,10 +130,9 @@ def trend(points: Sequence[Point], *, title: str, fmt: Callable[[float], str],
         if y2 - y1 >= 16:
             # (at the left: the right edge holds today's live point)
             parts.append(f'<text class="zlabel" x="{left + 4}" y="{y1 + 14:.1f}" text-anchor="start">{band}</text>')
-    for tick in ticks:
+    for tick, text in zip(ticks, axis_labels, strict=True):
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}"/>'
-                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">'
-                     f'{_e(axis_fmt(tick))}</text>')
+                     f'<text class="axis" x="{left - 4}" y="{y(tick) + 5:.1f}" text-anchor="end">{_e(text)}</text>')
     for tick_day in day_ticks(first, last, 3):
         parts.append(f'<line class="xtick" x1="{x(tick_day):.1f}" x2="{x(tick_day):.1f}" y1="{top + plot_h}" '
                      f'y2="{top + plot_h + 4}"/><text class="axis" x="{x(tick_day):.1f}" y="{height - 6}" '

@@ -24,18 +24,16 @@ THRESHOLDS: dict[str, tuple[tuple[float, str], ...]] = {
 }
 
 
-DURATION_UNITS = ((1.0, "s"), (60.0, "min"), (3600.0, "h"), (86400.0, "days"))  # a duration axis counts in one
+# A duration is told in the largest unit it reaches `from` for: on the headline and on a chart's axis alike.
+DURATION_UNITS: charts.Units = ((1.0, "s", 0.0), (60.0, "min", 90.0), (3600.0, "h", 90 * 60.0),
+                                 (86400.0, "d", 48 * 3600.0))
+_DURATION_TEXT = {"s": "{:.0f} s", "min": "{:.0f} min", "h": "{:.1f} h", "d": "{:.1f} days"}
 
 
 def span_text(seconds: float) -> str:
     """A duration in the largest unit that keeps it readable: 45 s, 12 min, 5.5 h, 3.2 days."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+    size, name = charts.unit_for(seconds, DURATION_UNITS)
+    return _DURATION_TEXT[name].format(seconds / size)
 
 
 def formatter(unit: str) -> Callable[[float], str]:
