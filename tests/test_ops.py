@@ -97,6 +97,23 @@ def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, t
     assert "another file" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only
+def test_neither_backup_nor_export_writes_over_the_database_or_its_wal(client, token, db_path, capsys):
+    """`backup db-wal` beside a running server lost every event acknowledged; `export --output db` replaced the
+    database with JSON Lines. Both are refused, and the database keeps its events."""
+    ids = [deploy(client, token, "1.0"), deploy(client, token, "1.1")]
+    wal = db_path.with_name(db_path.name + "-wal")
+    link = db_path.with_name("alias.db")
+    link.symlink_to(db_path)
+    for target in (db_path, wal, db_path.with_name(db_path.name + "-shm"), link):
+        assert run_cli("backup", str(target), "--db", str(db_path))[0] == 1, target
+        assert "another file than the database" in capsys.readouterr().err
+        assert run_cli("export", "--output", str(target), "--db", str(db_path))[0] == 1, target
+        assert "is the database or one of its files" in capsys.readouterr().err
+    code, out = run_cli("export", "--db", str(db_path))
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ids
+
+
 @pytest.mark.sqlite_only  # (export's writing is the same on PostgreSQL; backup points to pg_dump there)
 def test_backup_and_export_never_replace_a_device_or_pipe(client, token, db_path, tmp_path, capsys):
     """`backup /dev/null` once turned the device into a plain file (the copy is renamed into place); a FIFO

@@ -16,7 +16,7 @@ from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.backup import BackupError, backup, special, unwritable
+from deploytrack.storage.backup import BackupError, backup, own_file, special, unwritable
 from deploytrack.storage.transfer import (
     TransferError,
     event_rows,
@@ -87,6 +87,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = None if args.output in (None, "-") else Path(args.output)
     if output is not None and (problem := unwritable(output)) is not None:
         return _fail(f"--output {problem}")
+    if output is not None and not pg.is_url(settings.db) and own_file(output, Path(settings.db)):
+        return _fail(f"--output {output} is the database or one of its files; name another file")
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
         if output is None:

@@ -27,6 +27,15 @@ def special(path: Path) -> bool:
     return path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir())
 
 
+def own_file(path: Path, database: Path) -> bool:
+    """Whether `path` is the database or one of SQLite's files beside it (-wal, -shm, -journal): writing there
+    would destroy it."""
+    real = Path(os.path.realpath(database))
+    target = Path(os.path.realpath(path))
+    return any(target == own or (target.exists() and own.exists() and os.path.samefile(target, own))  # (hard links)
+               for own in (real, *(real.with_name(real.name + end) for end in ("-wal", "-shm", "-journal"))))
+
+
 def unwritable(path: Path) -> str | None:
     """Why a file cannot be written at `path` (no name, or no such directory), or None."""
     if path.name in ("", ".", ".."):
@@ -51,8 +60,8 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
     if (problem := unwritable(destination)) is not None:
         raise BackupError(problem)
     destination = Path(os.path.realpath(destination))  # a link is kept: the file it names is replaced
-    if destination.exists() and destination.resolve() == source.resolve():
-        raise BackupError("the backup must go to another file than the database itself")
+    if own_file(destination, source):
+        raise BackupError("the backup must go to another file than the database and its -wal, -shm and -journal files")
     if destination.is_dir():
         raise BackupError(f"{destination} is a directory; name the backup file")
     if special(destination):
