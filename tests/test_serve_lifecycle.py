@@ -80,6 +80,28 @@ def test_every_start_up_refusal_is_one_line_and_exit_2(tmp_path, make, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("db, expected", [
+    (":memory:", "names no file"),
+    ("file:x.db?mode=memory", "names no file"),
+    ("postgresql://dt:hunter2@127.0.0.1:99999/postgres", "not a PostgreSQL URL the driver can read"),
+    ("postgresql://dt:hunter2@127.0.0.1:abc/postgres", "not a PostgreSQL URL the driver can read"),
+    ("postgresql://dt:hunter2@[::1/postgres", "not a PostgreSQL URL the driver can read"),
+], ids=["memory", "file-uri", "port-too-big", "port-not-a-number", "broken-ipv6"])
+def test_a_database_setting_that_names_no_database_is_one_line_and_exit_2(tmp_path, db, expected):
+    """These ended in tracebacks (`no such table: tokens`, OverflowError, ValueError)."""
+    code, err, _ = deploytrack("serve", "--db", db, "--port", str(free_port()), "--no-scheduler")
+    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err
+    code, err, _ = deploytrack("check", "--db", db)
+    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err
+
+
+def test_migrate_db_refuses_a_newer_source_in_one_line(tmp_path):
+    source = tmp_path / "d.db"
+    _newer(source)
+    code, err, _ = deploytrack("migrate-db", "--from", str(source), "--to", "postgresql://dt@127.0.0.1:1/none")
+    assert code == 2 and f"refusing {source}: the database was upgraded by a newer deploytrack" in one_line_refusal(err)
+
+
 @pytest.mark.parametrize("command", [["token", "list"], ["token", "revoke", "ci"], ["token", "create", "ci"],
                                      ["metrics", "show"], ["metrics", "recompute"], ["export"], ["check"],
                                      ["backup", "copy.db"]])

@@ -33,6 +33,8 @@ def require_existing(db: str, create: bool | None = None) -> None:
 
     `create` is None for commands that have no `--create` flag (the message then offers only `serve`).
     """
+    if db == ":memory:" or db.startswith("file:"):  # SQLite's own names: one empty database per connection
+        raise Refusal(f"--db {db} names no file: deploytrack keeps its data in a SQLite file or in PostgreSQL")
     if not pg.is_url(db) and Path(db).is_dir():
         raise Refusal(f"{db} is a directory, not a database file; check --db")
     if create or pg.is_url(db) or Path(db).exists():
@@ -68,6 +70,8 @@ def refusing(db: str) -> Iterator[None]:
         yield
     except DatabaseRefused as exc:
         raise Refusal(f"refusing the database {pg.redact(db)}: {exc}") from None
+    except pg.BadURL as exc:
+        raise Refusal(f"cannot use the database {pg.redact(db)}: {exc}") from None
     except OSError as exc:  # before DATABASE_ERRORS, which holds ConnectionError (an OSError)
         raise Refusal(f"cannot use the database {pg.redact(db)}: {exc.strerror or exc}") from None
     except failures.DATABASE_ERRORS as exc:

@@ -10,7 +10,9 @@ that already holds this copy is left alone, and one holding other data is refuse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from deploytrack.cli.dbfile import password_for, require_existing
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     password = password_for(settings)
     try:
         counts = copy(args.source, args.target, password)
+    except (migrations.DatabaseRefused, pg.BadURL) as exc:  # one line and 2, as every other command refuses them
+        print(f"deploytrack: migrate-db: refusing {exc}", file=sys.stderr)
+        return 2
     except (MigrateError, *failures.DATABASE_ERRORS, OSError) as exc:
         print(f"deploytrack: migrate-db: {exc}", file=sys.stderr)
         return 1
@@ -65,16 +70,28 @@ def copy(source: str, target: str, password: str | None = None) -> dict[str, int
     """Copy every table; return rows per table, or None when the target already holds this copy."""
     src = sqlite.connect(source)
     try:
-        migrations.migrate(src)
+        with _naming(source):
+            migrations.migrate(src)
         dbmod.project_staged(src)  # what a stopped server left staged; a running one's is projected in the copy
-        dst = pg.connect(target, password)
+        with _naming(pg.redact(target)):
+            dst = pg.connect(target, password)
         try:
-            migrations.migrate(dst)
+            with _naming(pg.redact(target)):
+                migrations.migrate(dst)
             return _copy(src, dst)
         finally:
             dst.close()
     finally:
         src.close()
+
+
+@contextlib.contextmanager
+def _naming(database: str) -> Iterator[None]:
+    """A refusal of one of the two databases says which."""
+    try:
+        yield
+    except (migrations.DatabaseRefused, pg.BadURL) as exc:
+        raise type(exc)(f"{database}: {exc}") from None
 
 
 def _copy(src: sqlite.Connection, dst: pg.Connection) -> dict[str, int] | None:

@@ -38,6 +38,10 @@ _ROWS = re.compile(r"(?is)\s*(select|with|values|show|explain|table)\b|.*\bretur
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|::|\?|:[A-Za-z_]\w*|[^'"?:/-]+|.""", re.S)
 
 
+class BadURL(ValueError):
+    """A PostgreSQL URL the driver cannot read (a port out of range or not a number, a broken IPv6 host)."""
+
+
 def is_url(db: object) -> bool:
     """True for a PostgreSQL URL (`postgresql://user@host/db`), False for a SQLite file."""
     return isinstance(db, str) and db.startswith(URL_PREFIXES)
@@ -101,8 +105,11 @@ async def _setup(conn: Any) -> None:
 
 async def open_connection(url: str, secret: str | None, **settings: str) -> Any:
     """One asyncpg connection with deploytrack's codecs (on the running loop)."""
-    conn = await asyncpg.connect(url, password=secret, timeout=CONNECT_TIMEOUT, statement_cache_size=512,
-                                 server_settings=settings or None)
+    try:
+        conn = await asyncpg.connect(url, password=secret, timeout=CONNECT_TIMEOUT, statement_cache_size=512,
+                                     server_settings=settings or None)
+    except (ValueError, OverflowError) as exc:  # the driver's reading of the URL (its text names no password)
+        raise BadURL(f"not a PostgreSQL URL the driver can read: {exc}") from None
     await _setup(conn)
     return conn
 
