@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from starlette.routing import Route
 from deploytrack.errors import BadRequest, DeploytrackError, NotFound
 from deploytrack.model import whole_number
 from deploytrack.storage import event_queries as queries
+from deploytrack.storage.failures import RETRY_AFTER
 from deploytrack.timeutil import to_iso
 from deploytrack.web.http import JSONResponse, error_response, refuse_nul
 from deploytrack.web.openapi import openapi_json
@@ -70,16 +72,24 @@ async def get_event(request: Request) -> Response:
     return JSONResponse(queries.event_json(row))
 
 
+_health_logged = [-60.0]  # time.monotonic() of the last health-check failure logged
+
+
 async def healthz(request: Request) -> Response:
     """Liveness and a database round trip; no auth."""
     app = request.app.state.deploytrack
     try:
         await app.db.fetchone("SELECT 1")
-    except Exception:  # noqa: BLE001 - health reports, never raises
-        # Unauthenticated: the cause (paths, hosts) goes to the log, not to whoever asks.
-        log.exception("health check: the database did not answer")
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        # Unauthenticated: the cause (paths, hosts) goes to the log, not to whoever asks. A monitor asks every
+        # few seconds through an outage: a known cause is one line a minute, an unknown one its traceback.
+        if not isinstance(exc, DeploytrackError):
+            log.exception("health check: the database did not answer")
+        elif time.monotonic() - _health_logged[0] >= 60:
+            _health_logged[0] = time.monotonic()
+            log.error("health check: the database did not answer: %s", exc)
         return JSONResponse({"status": "error", "error": "the database did not answer; see the server log"},
-                            status_code=503)
+                            status_code=503, headers=RETRY_AFTER)
     report, checked = app.db.integrity, app.db.integrity_checked_at
     if report is None:
         return JSONResponse({"status": "ok", "version": app.version, "integrity": "not checked yet"})

@@ -47,7 +47,9 @@ def page(handler: Handler) -> Handler:
         except Unauthorized:
             return RedirectResponse("/signin?" + urlencode({"next": request.url.path}), status_code=303)
         except DeploytrackError as error:
-            return render(request, "error.html", {"error": error}, status=error.status)
+            response = render(request, "error.html", {"error": error}, status=error.status)
+            response.headers.update(error.headers)  # (Retry-After with a 503 or a 429, Allow with a 405)
+            return response
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
