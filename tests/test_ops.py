@@ -98,6 +98,19 @@ def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, t
 
 
 @pytest.mark.sqlite_only
+def test_exporting_a_backup_leaves_it_one_file(client, token, db_path, tmp_path):
+    """Reading a backup (one self-contained file) must not turn it into a WAL database with -wal and -shm files."""
+    ids = [deploy(client, token, "1.0"), deploy(client, token, "1.1")]
+    copy = tmp_path / "copy.db"
+    assert run_cli("backup", str(copy), "--db", str(db_path))[0] == 0
+    code, out = run_cli("export", "--db", str(copy))
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ids
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == ["copy.db"]
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.sqlite_only
 def test_neither_backup_nor_export_writes_over_the_database_or_its_wal(client, token, db_path, capsys):
     """`backup db-wal` beside a running server lost every event acknowledged; `export --output db` replaced the
     database with JSON Lines. Both are refused, and the database keeps its events."""

@@ -78,7 +78,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     require_existing(settings.db)
     write, rows = (write_jsonl, export_rows) if args.format == "jsonl" else (write_csv, event_rows)
-    if not dbmod.pg.is_url(settings.db):  # every event acknowledged so far, staged ones too
+    if not dbmod.pg.is_url(settings.db) and dbmod.has_staged(settings.db):  # every event acknowledged so far
         staging = dbmod.connect(settings.db)
         try:
             dbmod.project_staged(staging)

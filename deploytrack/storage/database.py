@@ -108,6 +108,18 @@ def project_staged(conn: Connection) -> None:
                       "database takes writes", exc)
 
 
+def has_staged(path: str | Path) -> bool:
+    """Whether a SQLite file holds events a server staged and nothing projected yet; asked read-only, so that
+    a command that only reads (export) leaves a file with none as it was (a backup stays one file, no WAL)."""
+    conn = sqlite.connect(path, readonly=True)
+    try:
+        return conn.execute("SELECT 1 FROM event_log LIMIT 1").fetchone() is not None
+    except sqlite3.OperationalError:  # a schema before m025: no staging
+        return False
+    finally:
+        conn.close()
+
+
 def password_for(settings: Settings) -> str | None:
     """The PostgreSQL password the settings name (see `storage.postgres`); None for SQLite."""
     return pg.password(settings.db_password_file, settings.db_password) if pg.is_url(settings.db) else None
