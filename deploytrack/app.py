@@ -91,6 +91,7 @@ class App:
         self.templates = make_templates()
         self.limits = Limits.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_limit)
+        self.health = api.HealthLog()
         self.session_key = b""
         self.started_at = time.time()
         self.ingested: Counter[str] = Counter()
@@ -186,7 +187,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     error.status = exc.status_code
     error.headers = dict(exc.headers or {})  # a 405's Allow
     if "text/html" in request.headers.get("accept", "") and request.method == "GET":
-        return pages.render(request, "error.html", {"error": error}, status=exc.status_code)
+        response = pages.render(request, "error.html", {"error": error}, status=exc.status_code)
+        response.headers.update(error.headers)
+        return response
     return error_response(error)
 
 

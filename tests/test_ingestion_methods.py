@@ -49,3 +49,11 @@ def test_a_native_path_refuses_a_method_it_does_not_take_by_routing_whatever_the
     taken = httpx.post(live_server.url + "/api/v1/commits", headers={**auth(token), "Content-Type": "text/plain"},
                        content=b"x", timeout=10)
     assert taken.status_code == 415 and taken.json()["error"]["field"] == "Content-Type"  # a route that takes it
+
+
+def test_a_browsers_405_page_names_the_methods_the_path_takes(live_server):
+    """A page's error carries the error's headers as the API's answer does (Allow with a 405)."""
+    page = httpx.get(live_server.url + "/signout", headers={"Accept": "text/html"}, timeout=10)
+    api = httpx.get(live_server.url + "/signout", timeout=10)
+    assert page.status_code == api.status_code == 405 and "text/html" in page.headers["content-type"]
+    assert page.headers["allow"] == api.headers["allow"] and "POST" in page.headers["allow"]

@@ -98,6 +98,33 @@ def test_backup_refuses_a_missing_database_and_its_own_file(tmp_path, db_path, t
 
 
 @pytest.mark.sqlite_only
+def test_a_database_named_like_a_copys_temporary_file_survives_backup_and_export(client, token, db_path, tmp_path):
+    """The copy used to be written to the fixed name `.NAME.partial` (deleted first, then renamed over NAME): a
+    database called that was deleted by `backup NAME` and truncated by `export --output NAME`."""
+    ids = [deploy(client, token, "1.0")]
+    odd = tmp_path / ".x.partial"
+    assert run_cli("backup", str(odd), "--db", str(db_path))[0] == 0
+    assert run_cli("backup", str(tmp_path / "x"), "--db", str(odd))[0] == 0
+    assert run_cli("export", "--output", str(tmp_path / "x"), "--db", str(odd))[0] == 0
+    for source in (odd, tmp_path / "x.copy"):
+        if source != odd:
+            assert run_cli("backup", str(source), "--db", str(odd))[0] == 0
+        code, out = run_cli("export", "--db", str(source))
+        assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ids
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == [".x.partial"]
+
+
+@pytest.mark.sqlite_only
+def test_export_of_a_file_whose_name_has_a_hash_or_question_mark(client, token, db_path, tmp_path):
+    ids = [deploy(client, token, "1.0")]
+    odd = tmp_path / "a#1?b.db"
+    assert run_cli("backup", str(odd), "--db", str(db_path))[0] == 0
+    code, out = run_cli("export", "--db", str(odd))
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ids
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.sqlite_only
 def test_exporting_a_backup_leaves_it_one_file(client, token, db_path, tmp_path):
     """Reading a backup (one self-contained file) must not turn it into a WAL database with -wal and -shm files."""
     ids = [deploy(client, token, "1.0"), deploy(client, token, "1.1")]
@@ -136,7 +163,7 @@ def test_backup_and_export_never_replace_a_device_or_pipe(client, token, db_path
     os.mkfifo(fifo)
     assert run_cli("backup", str(fifo), "--db", str(db_path))[0] == 1
     assert "not a regular file" in capsys.readouterr().err
-    assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
+    assert fifo.is_fifo() and not list(tmp_path.glob(".pipe*"))
 
     read: list[str] = []
     reader = threading.Thread(target=lambda: read.extend(fifo.read_text().splitlines()), daemon=True)
@@ -144,7 +171,7 @@ def test_backup_and_export_never_replace_a_device_or_pipe(client, token, db_path
     assert run_cli("export", "--output", str(fifo), "--db", str(db_path))[0] == 0
     reader.join(10)
     assert not reader.is_alive() and [json.loads(line)["id"] for line in read] == ids
-    assert fifo.is_fifo() and not (tmp_path / ".pipe.partial").exists()
+    assert fifo.is_fifo() and not list(tmp_path.glob(".pipe*"))
 
     # A link (as /dev/stdout is one) is written through, or its file replaced: never the link itself.
     kept, link = tmp_path / "kept.jsonl", tmp_path / "link"

@@ -316,6 +316,7 @@ def test_healthz_says_503_without_the_cause_while_the_database_is_down(pg_cluste
     said = [n for n, line in enumerate(lines) if "health check: the database did not answer" in line]
     assert len(said) == 1, lines  # five polls: one line a minute
     assert not lines[said[0] + 1].startswith("Traceback")  # (asyncpg's pool logs its own retries)
+    assert any("health check: the database answers again" in line for line in lines[said[0]:])
 
 
 # -- the same answers on both backends ---------------------------------------------------------

@@ -86,13 +86,16 @@ def test_every_start_up_refusal_is_one_line_and_exit_2(tmp_path, make, expected)
     ("postgresql://dt:hunter2@127.0.0.1:99999/postgres", "not a PostgreSQL URL the driver can read"),
     ("postgresql://dt:hunter2@127.0.0.1:abc/postgres", "not a PostgreSQL URL the driver can read"),
     ("postgresql://dt:hunter2@[::1/postgres", "not a PostgreSQL URL the driver can read"),
-], ids=["memory", "file-uri", "port-too-big", "port-not-a-number", "broken-ipv6"])
+    ("postgresql://app:hunter2/x@127.0.0.1:5432/db", "not a PostgreSQL URL the driver can read"),  # (an unencoded /)
+    ("postgresql://app:hun?ter2@127.0.0.1:5432/db", "not a PostgreSQL URL the driver can read"),
+], ids=["memory", "file-uri", "port-too-big", "port-not-a-number", "broken-ipv6", "slash-in-password",
+        "question-mark-in-password"])
 def test_a_database_setting_that_names_no_database_is_one_line_and_exit_2(tmp_path, db, expected):
     """These ended in tracebacks (`no such table: tokens`, OverflowError, ValueError)."""
     code, err, _ = deploytrack("serve", "--db", db, "--port", str(free_port()), "--no-scheduler")
-    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err
+    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err and "ter2" not in err
     code, err, _ = deploytrack("check", "--db", db)
-    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err
+    assert code == 2 and expected in one_line_refusal(err) and "hunter2" not in err and "ter2" not in err
 
 
 def test_migrate_db_refuses_a_newer_source_in_one_line(tmp_path):

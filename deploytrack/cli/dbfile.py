@@ -84,7 +84,7 @@ def check_database(settings: Settings, create: bool | None = None) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    text = " ".join(str(exc).split())  # one line: a driver's message may carry a HINT on the next
     if not isinstance(exc, sqlite3.Error):
         return text or type(exc).__name__
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF

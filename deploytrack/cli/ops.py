@@ -16,7 +16,7 @@ from deploytrack.cli.flags import DB_SETTINGS, add_settings_flags, settings_from
 from deploytrack.model import Limits
 from deploytrack.storage import database as dbmod
 from deploytrack.storage import postgres as pg
-from deploytrack.storage.backup import BackupError, backup, own_file, special, unwritable
+from deploytrack.storage.backup import BackupError, backup, own_file, partial_beside, special, unwritable
 from deploytrack.storage.transfer import (
     TransferError,
     event_rows,
@@ -78,17 +78,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     require_existing(settings.db)
     write, rows = (write_jsonl, export_rows) if args.format == "jsonl" else (write_csv, event_rows)
+    output = None if args.output in (None, "-") else Path(args.output)
+    if output is not None and (problem := unwritable(output)) is not None:
+        return _fail(f"--output {problem}")
+    if output is not None and not pg.is_url(settings.db) and own_file(output, Path(settings.db)):
+        return _fail(f"--output {output} is the database or one of its files; name another file")
     if not dbmod.pg.is_url(settings.db) and dbmod.has_staged(settings.db):  # every event acknowledged so far
         staging = dbmod.connect(settings.db)
         try:
             dbmod.project_staged(staging)
         finally:
             staging.close()
-    output = None if args.output in (None, "-") else Path(args.output)
-    if output is not None and (problem := unwritable(output)) is not None:
-        return _fail(f"--output {problem}")
-    if output is not None and not pg.is_url(settings.db) and own_file(output, Path(settings.db)):
-        return _fail(f"--output {output} is the database or one of its files; name another file")
     conn = dbmod.open_settings(settings, migrate=False, readonly=True)
     try:
         if output is None:
@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             with output.open("w", encoding="utf-8", newline="") as fh:
                 count = write(rows(conn), fh)
         else:
-            partial = output.with_name(f".{output.name}.partial")
+            partial = partial_beside(output)
             try:
                 with partial.open("w", encoding="utf-8", newline="") as fh:
                     count = write(rows(conn), fh)

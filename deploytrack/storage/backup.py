@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def own_file(path: Path, database: Path) -> bool:
     target = Path(os.path.realpath(path))
     return any(target == own or (target.exists() and own.exists() and os.path.samefile(target, own))  # (hard links)
                for own in (real, *(real.with_name(real.name + end) for end in ("-wal", "-shm", "-journal"))))
+
+
+def partial_beside(path: Path) -> Path:
+    """A new empty file beside `path` to write its next content into before renaming it over `path`: a name
+    no file has (a database called like the old fixed name `.NAME.partial` was deleted by a backup)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    mask = os.umask(0)  # (mkstemp makes it 0600: the file gets the mode a new file would have)
+    os.umask(mask)
+    os.chmod(name, 0o666 & ~mask)
+    return Path(name)
 
 
 def unwritable(path: Path) -> str | None:
@@ -66,10 +78,9 @@ def backup(source: str | Path, destination: str | Path) -> BackupResult:
         raise BackupError(f"{destination} is a directory; name the backup file")
     if special(destination):
         raise BackupError(f"{destination} is not a regular file (a device or a pipe); name a file for the backup")
-    partial = destination.with_name(f".{destination.name}.partial")
-    partial.unlink(missing_ok=True)
+    partial = partial_beside(destination)
     # mode=rw: never create the source by accident; the busy timeout rides out a checkpoint.
-    src = sqlite3.connect(f"file:{source}?mode=rw", uri=True, timeout=30, isolation_level=None)
+    src = sqlite3.connect(sqlite.uri(source, "rw"), uri=True, timeout=30, isolation_level=None)
     try:
         dst = sqlite3.connect(str(partial), isolation_level=None)
         try:

@@ -113,9 +113,9 @@ def has_staged(path: str | Path) -> bool:
     a command that only reads (export) leaves a file with none as it was (a backup stays one file, no WAL)."""
     conn = sqlite.connect(path, readonly=True)
     try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_log'").fetchone() is None:
+            return False  # a schema before m025: no staging
         return conn.execute("SELECT 1 FROM event_log LIMIT 1").fetchone() is not None
-    except sqlite3.OperationalError:  # a schema before m025: no staging
-        return False
     finally:
         conn.close()
 

@@ -48,8 +48,8 @@ def is_url(db: object) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL without its password (`user:PASSWORD@` or `?password=`), for logs and messages."""
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url))
 
 
 def password(password_file: str, password_setting: str) -> str | None:
@@ -108,8 +108,11 @@ async def open_connection(url: str, secret: str | None, **settings: str) -> Any:
     try:
         conn = await asyncpg.connect(url, password=secret, timeout=CONNECT_TIMEOUT, statement_cache_size=512,
                                      server_settings=settings or None)
-    except (ValueError, OverflowError) as exc:  # the driver's reading of the URL (its text names no password)
-        raise BadURL(f"not a PostgreSQL URL the driver can read: {exc}") from None
+    except asyncpg.ClientConfigurationError:  # (a ValueError too: a missing root certificate, ...)
+        raise
+    except (ValueError, OverflowError):  # the driver's reading of the URL; its text may quote the password
+        raise BadURL("not a PostgreSQL URL the driver can read: check the host and the port, and "
+                     "percent-encode / # ? @ : in the user name and password") from None
     await _setup(conn)
     return conn
 

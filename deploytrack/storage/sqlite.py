@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -117,10 +118,16 @@ class Connection(sqlite3.Connection):
             self.execute(sql, params)
 
 
+def uri(path: str | Path, mode: str) -> str:
+    """A `file:` URI for `path` opened in `mode` (ro, rw): the path percent-encoded, so that a '#' or '?' in a
+    file name is part of the name, not the URI's fragment or query."""
+    return f"file:{urllib.parse.quote(str(Path(path)))}?mode={mode}"
+
+
 def connect(path: str | Path, *, readonly: bool = False, timeout: float = 5.0) -> Connection:
     """A connection with deploytrack's pragmas (autocommit: transactions are explicit)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=timeout, isolation_level=None,
+        conn = sqlite3.connect(uri(path, "ro"), uri=True, timeout=timeout, isolation_level=None,
                                check_same_thread=False, factory=Connection)
     else:
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False,
@@ -152,7 +159,7 @@ class ReadPool:
 
     async def open(self) -> None:
         for _ in range(self._size):
-            conn = await aiosqlite.connect(f"file:{self._path}?mode=ro", uri=True, isolation_level=None,
+            conn = await aiosqlite.connect(uri(self._path, "ro"), uri=True, isolation_level=None,
                                            factory=Connection)
             self._all.append(conn)
             conn.row_factory = sqlite3.Row

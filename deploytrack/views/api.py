@@ -72,7 +72,25 @@ async def get_event(request: Request) -> Response:
     return JSONResponse(queries.event_json(row))
 
 
-_health_logged = [-60.0]  # time.monotonic() of the last health-check failure logged
+class HealthLog:
+    """What /healthz tells the log of the database failing: a failure when it starts and once a minute while
+    it lasts (a monitor polls every few seconds), and the recovery."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.logged_at = 0.0  # time.monotonic()
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if not self.failing or now - self.logged_at >= 60:
+            log.error("health check: the database did not answer: %s", exc)
+            self.logged_at = now
+        self.failing = True
+
+    def answered(self) -> None:
+        if self.failing:
+            log.warning("health check: the database answers again")
+            self.failing = False
 
 
 async def healthz(request: Request) -> Response:
@@ -81,15 +99,15 @@ async def healthz(request: Request) -> Response:
     try:
         await app.db.fetchone("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - health reports, never raises
-        # Unauthenticated: the cause (paths, hosts) goes to the log, not to whoever asks. A monitor asks every
-        # few seconds through an outage: a known cause is one line a minute, an unknown one its traceback.
-        if not isinstance(exc, DeploytrackError):
+        # Unauthenticated: the cause (paths, hosts) goes to the log, not to whoever asks; an unknown one with
+        # its traceback.
+        if isinstance(exc, DeploytrackError):
+            app.health.failed(exc)
+        else:
             log.exception("health check: the database did not answer")
-        elif time.monotonic() - _health_logged[0] >= 60:
-            _health_logged[0] = time.monotonic()
-            log.error("health check: the database did not answer: %s", exc)
         return JSONResponse({"status": "error", "error": "the database did not answer; see the server log"},
                             status_code=503, headers=RETRY_AFTER)
+    app.health.answered()
     report, checked = app.db.integrity, app.db.integrity_checked_at
     if report is None:
         return JSONResponse({"status": "ok", "version": app.version, "integrity": "not checked yet"})
