@@ -1,0 +1,43 @@
+"""A setting the server cannot use is refused at start: one line naming it, exit code 2, before anything
+listens or any database is made; a flag is never guessed from its first letters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+pytestmark = [pytest.mark.sqlite_only]
+ENV = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+
+
+def deploytrack(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deploytrack", *argv], capture_output=True, text=True,
+                          timeout=20, env={**ENV, **(env or {})})
+
+
+def serve(tmp_path: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return deploytrack("serve", "--db", str(tmp_path / "d.db"), "--port", str(free_port()), "--no-scheduler",
+                       *argv, env=env)
+
+
+def refusal(done: subprocess.CompletedProcess[str], tmp_path: Path) -> str:
+    """The one line a refused start prints (exit 2, no traceback, no database made)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "d.db").exists()
+    return lines[0]
+
+
+def test_an_abbreviated_flag_is_unrecognized_and_its_value_not_echoed(tmp_path):
+    for argv in (["token", "list", "--db", str(tmp_path / "d.db"), "--db-password", "hunter2"],
+                 ["token", "list", "--db", str(tmp_path / "d.db"), "--db-password=hunter2"],
+                 ["serve", "--db", str(tmp_path / "d.db"), "--po", "8900"]):
+        done = deploytrack(*argv)
+        assert done.returncode == 2 and "unrecognized arguments: --" in done.stderr, done.stderr
+        assert "hunter2" not in done.stderr + done.stdout and "8900" not in done.stderr
+        assert not (tmp_path / "d.db").exists()
