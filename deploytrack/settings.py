@@ -22,6 +22,7 @@ RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
 NOTIFY_EVENTS = ("deployment_failed", "rollback", "incident_opened", "incident_resolved", "band_changed")
 NOTIFY_FORMATS = ("slack", "json")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
     Setting("scheduler", True, "run the daily metrics job inside the server"),
     Setting("metrics_interval", 300, "seconds between the metrics job's checks for backfilled days"),
-    Setting("log_level", "info", "uvicorn log level"),
+    Setting("log_level", "info", "uvicorn log level: " + ", ".join(LOG_LEVELS)),
     Setting("rules_block_apis", "versioner", "comma-separated APIs on which an enabled deployment rule refuses a "
                                              "deployment (versioner, quanta, devgrid, ilert); on the others it is "
                                              "recorded only"),
@@ -266,6 +267,8 @@ def _check(s: Settings) -> None:
     unknown = sorted(s.notify_event_set - set(NOTIFY_EVENTS))
     if unknown:
         raise ValueError(f"setting 'notify_events': unknown {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")
+    if s.log_level not in LOG_LEVELS:
+        raise ValueError(f"setting 'log_level': must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     if s.notify_format not in NOTIFY_FORMATS:
         raise ValueError(f"setting 'notify_format': must be one of {', '.join(NOTIFY_FORMATS)}")
     if s.notify_interval <= 0 or s.notify_retry_seconds <= 0 or s.notify_timeout <= 0:

@@ -41,3 +41,14 @@ def test_an_abbreviated_flag_is_unrecognized_and_its_value_not_echoed(tmp_path):
         assert done.returncode == 2 and "unrecognized arguments: --" in done.stderr, done.stderr
         assert "hunter2" not in done.stderr + done.stdout and "8900" not in done.stderr
         assert not (tmp_path / "d.db").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "environment", "config"])
+def test_an_unknown_log_level_is_refused_with_the_allowed_ones(tmp_path, how):
+    config = tmp_path / "deploytrack.toml"
+    config.write_text('log_level = "loud"\n')
+    argv, env = {"flag": (["--log-level", "loud"], None),
+                 "environment": ([], {"DEPLOYTRACK_LOG_LEVEL": "loud"}),
+                 "config": (["--config", str(config)], None)}[how]
+    assert refusal(serve(tmp_path, *argv, env=env), tmp_path) == (
+        "deploytrack: setting 'log_level': must be one of critical, error, warning, info, debug, trace, got 'loud'")

@@ -216,7 +216,7 @@ def test_bad_bound_settings_are_refused_with_a_message(tmp_path):
         done = subprocess.run([sys.executable, "-m", "deploytrack", "token", "list", "--config", str(config),
                                "--db", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert done.returncode == 1 and done.stderr.startswith(f"deploytrack: {message}"), done.stderr
+        assert done.returncode == 2 and done.stderr.startswith(f"deploytrack: {message}"), done.stderr
     assert not (tmp_path / "x.db").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from deploytrack.cli.dbfile import Refusal
 from deploytrack.model import Fields, Limits
 from deploytrack.settings import SETTINGS, Settings, load_settings
 
@@ -35,8 +36,9 @@ def default_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of a command, or a one-line Refusal (exit 2) naming the one it cannot use."""
     flags = {s.name: getattr(args, s.name, None) for s in SETTINGS if hasattr(args, s.name)}
     try:
         return load_settings(flags, config_path=getattr(args, "config", None))
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"deploytrack: {exc}") from None
+        raise Refusal(str(exc)) from None
