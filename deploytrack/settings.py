@@ -7,7 +7,9 @@ setting. Precedence: flag > environment > config file > default.
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -172,36 +174,57 @@ def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
     return aliases.get(key, key)
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_KINDS = {f.name: f.type for f in fields(Settings)}  # "int", "float", "bool", "str" or a Mapping
+
+
+def _shown(value: Any) -> str:
+    """A value as the config file spells it, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60]) + "..."
+    return "a table" if isinstance(value, Mapping) else repr(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
-    default = _BY_NAME[name].default
-    if isinstance(default, bool):
+    """A value of the setting's own type: the config file's typed values as they are (true is not a number,
+    8892.5 not a whole number, 5 not a path), text from flags and the environment parsed strictly."""
+    kind = _KINDS[name]
+    if kind == "bool":
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
+        text = value.strip().lower() if isinstance(value, str) else None
         if text in ("1", "true", "yes", "on"):
             return True
         if text in ("0", "false", "no", "off", ""):
             return False
-        raise ValueError(f"setting {name!r}: expected true or false, got {value!r}")
-    if isinstance(default, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
-    if isinstance(default, int):
-        try:
-            return float(value) if name == "rate_limit" else int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
-    if isinstance(default, dict):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"setting {name!r}: expected a table")
-        if name != "environment_aliases":  # names as written (products are case-sensitive)
-            return {str(k).strip(): str(v).strip() for k, v in value.items()}
-        merged = dict(DEFAULT_ALIASES)
-        merged.update({str(k).strip().lower(): str(v).strip().lower() for k, v in value.items()})
-        return merged
-    return str(value)
+        raise ValueError(f"setting {name!r}: expected true or false, got {_shown(value)}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+            return int(value)
+        raise ValueError(f"setting {name!r}: expected a whole number, got {_shown(value)}")
+    if kind == "float":
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else \
+            float(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else None
+        if number is None or not math.isfinite(number):
+            raise ValueError(f"setting {name!r}: expected a number, got {_shown(value)}")
+        return float(number)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"setting {name!r}: expected a string, got {_shown(value)}")
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"setting {name!r}: expected a table, got {_shown(value)}")
+    for key, entry in value.items():
+        if not isinstance(entry, str):
+            raise ValueError(f"setting {name!r}: entry {key!r}: expected a string, got {_shown(entry)}")
+    if name != "environment_aliases":  # names as written (products are case-sensitive)
+        return {k.strip(): v.strip() for k, v in value.items()}
+    return {**DEFAULT_ALIASES, **{k.strip().lower(): v.strip().lower() for k, v in value.items()}}
 
 
 def load_settings(

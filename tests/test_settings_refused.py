@@ -52,3 +52,33 @@ def test_an_unknown_log_level_is_refused_with_the_allowed_ones(tmp_path, how):
                  "config": (["--config", str(config)], None)}[how]
     assert refusal(serve(tmp_path, *argv, env=env), tmp_path) == (
         "deploytrack: setting 'log_level': must be one of critical, error, warning, info, debug, trace, got 'loud'")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("port = true", "setting 'port': expected a whole number, got true"),
+    ("port = 8892.5", "setting 'port': expected a whole number, got 8892.5"),
+    ("max_body_bytes = 1e9", "setting 'max_body_bytes': expected a whole number, got 1000000000.0"),
+    ("db = 5", "setting 'db': expected a string, got 5"),
+    ("public_read = 1", "setting 'public_read': expected true or false, got 1"),
+    ("notify_timeout = true", "setting 'notify_timeout': expected a number, got true"),
+    ("notify_timeout = inf", "setting 'notify_timeout': expected a number, got inf"),
+    ("environment_aliases = 3", "setting 'environment_aliases': expected a table, got 3"),
+    ("[environment_aliases]\nprod = 5", "setting 'environment_aliases': entry 'prod': expected a string, got 5"),
+], ids=lambda v: v.split(":")[0].split("\n")[-1])
+def test_a_config_value_of_the_wrong_type_is_refused_not_converted(tmp_path, line, message):
+    config = tmp_path / "deploytrack.toml"
+    config.write_text(line + "\n")
+    assert refusal(serve(tmp_path, "--config", str(config)), tmp_path) == f"deploytrack: {message}"
+    assert not (tmp_path / "5").exists()
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("port", "8892.5", "a whole number"), ("port", "0x1f", "a whole number"), ("max_headers", "1e3", "a whole number"),
+    ("rate_limit", "nan", "a number"), ("notify_timeout", "NaN", "a number"), ("notify_interval", "1e999", "a number"),
+    ("notify_retry_seconds", "infinity", "a number"), ("public_read", "maybe", "true or false"),
+])
+def test_text_from_flags_and_the_environment_is_parsed_strictly(tmp_path, name, text, expected):
+    line = f"deploytrack: setting '{name}': expected {expected}, got '{text}'"
+    assert refusal(serve(tmp_path, env={"DEPLOYTRACK_" + name.upper(): text}), tmp_path) == line
+    if name != "public_read":  # (a switch: --public-read / --no-public-read, no value)
+        assert refusal(serve(tmp_path, "--" + name.replace("_", "-"), text), tmp_path) == line
