@@ -82,3 +82,21 @@ def test_text_from_flags_and_the_environment_is_parsed_strictly(tmp_path, name, 
     assert refusal(serve(tmp_path, env={"DEPLOYTRACK_" + name.upper(): text}), tmp_path) == line
     if name != "public_read":  # (a switch: --public-read / --no-public-read, no value)
         assert refusal(serve(tmp_path, "--" + name.replace("_", "-"), text), tmp_path) == line
+
+
+OUT_OF_RANGE = [
+    ("--max-batch-events", "0", "setting 'max_batch_events': must be at least 1, got 0"),
+    ("--max-field-chars", "0", "setting 'max_field_chars': must be at least 64, got 0"),
+    ("--max-metadata-keys", "-1", "setting 'max_metadata_keys': must be at least 1, got -1"),
+    ("--max-headers", "1", "setting 'max_headers': must be at least 16, got 1"),
+    ("--port", "0", "setting 'port': must be 1 to 65535, got 0"),
+    ("--notify-interval", "0", "setting 'notify_interval': must be 0.1 to 3600, got 0.0"),
+    ("--notify-timeout", "1e6", "setting 'notify_timeout': must be 0.1 to 3600, got 1000000.0"),
+    ("--header-timeout", "9" * 400, "setting 'header_timeout': must be 1 to 86400, got " + "9" * 400),
+    ("--rate-limit", "-0.5", "setting 'rate_limit': must be at least 0, got -0.5"),
+]
+
+
+@pytest.mark.parametrize("flag, value, message", OUT_OF_RANGE, ids=[flag for flag, _, _ in OUT_OF_RANGE])
+def test_a_number_out_of_its_range_is_refused_with_the_range(tmp_path, flag, value, message):
+    assert refusal(serve(tmp_path, flag, value), tmp_path) == f"deploytrack: {message}"
