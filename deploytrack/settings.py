@@ -199,7 +199,7 @@ _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _KINDS = {f.name: f.type for f in fields(Settings)}  # "int", "float", "bool", "str" or a Mapping
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value as the config file spells it, for an error message."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -220,28 +220,28 @@ def _coerce(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off", ""):
             return False
-        raise ValueError(f"setting {name!r}: expected true or false, got {_shown(value)}")
+        raise ValueError(f"setting {name!r}: expected true or false, got {shown(value)}")
     if kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
             return int(value)
-        raise ValueError(f"setting {name!r}: expected a whole number, got {_shown(value)}")
+        raise ValueError(f"setting {name!r}: expected a whole number, got {shown(value)}")
     if kind == "float":
         number = value if isinstance(value, int | float) and not isinstance(value, bool) else \
             float(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else None
         if number is None or not math.isfinite(number):
-            raise ValueError(f"setting {name!r}: expected a number, got {_shown(value)}")
+            raise ValueError(f"setting {name!r}: expected a number, got {shown(value)}")
         return float(number)
     if kind == "str":
         if not isinstance(value, str):
-            raise ValueError(f"setting {name!r}: expected a string, got {_shown(value)}")
+            raise ValueError(f"setting {name!r}: expected a string, got {shown(value)}")
         return value
     if not isinstance(value, Mapping):
-        raise ValueError(f"setting {name!r}: expected a table, got {_shown(value)}")
+        raise ValueError(f"setting {name!r}: expected a table, got {shown(value)}")
     for key, entry in value.items():
         if not isinstance(entry, str):
-            raise ValueError(f"setting {name!r}: entry {key!r}: expected a string, got {_shown(entry)}")
+            raise ValueError(f"setting {name!r}: entry {key!r}: expected a string, got {shown(entry)}")
     if name != "environment_aliases":  # names as written (products are case-sensitive)
         return {k.strip(): v.strip() for k, v in value.items()}
     return {**DEFAULT_ALIASES, **{k.strip().lower(): v.strip().lower() for k, v in value.items()}}

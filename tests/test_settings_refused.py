@@ -100,3 +100,23 @@ OUT_OF_RANGE = [
 @pytest.mark.parametrize("flag, value, message", OUT_OF_RANGE, ids=[flag for flag, _, _ in OUT_OF_RANGE])
 def test_a_number_out_of_its_range_is_refused_with_the_range(tmp_path, flag, value, message):
     assert refusal(serve(tmp_path, flag, value), tmp_path) == f"deploytrack: {message}"
+
+
+LONG = "x" * 3000
+NAME_TABLE_ENTRIES = [
+    ('[environment_aliases]\nstg = ""', "'environment_aliases', entry 'stg': Field 'value' must not be empty"),
+    ('[environment_aliases]\nstg = "a\\nb"', "'environment_aliases', entry 'stg': Field 'value' contains a control"),
+    ('[environment_aliases]\nstg = ".."', "'environment_aliases', entry 'stg': Field 'value' must not be '..'"),
+    (f'[environment_aliases]\nstg = "{LONG}"', "'environment_aliases', entry 'stg': Field 'value' is longer than 512"),
+    ('[environment_aliases]\n"" = "production"', "'environment_aliases', entry '': Field 'key' must not be empty"),
+    ('[hook_products]\napi = ""', "'hook_products', entry 'api': Field 'value' must not be empty"),
+    ('[hook_products]\n"a\\tb" = "shop"', "'hook_products', entry 'a\\tb': Field 'key' contains a control"),
+    (f'[hook_products]\n{LONG} = "shop"', f"'hook_products', entry {LONG[:60]!r}...: Field 'key' is longer than 512"),
+]
+
+
+@pytest.mark.parametrize("table, message", NAME_TABLE_ENTRIES, ids=range(len(NAME_TABLE_ENTRIES)))
+def test_a_name_table_entry_the_apis_would_refuse_is_refused_at_start(tmp_path, table, message):
+    config = tmp_path / "deploytrack.toml"
+    config.write_text(table + "\n")
+    assert refusal(serve(tmp_path, "--config", str(config)), tmp_path).startswith(f"deploytrack: setting {message}")
