@@ -95,7 +95,8 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 
 
 # The span each number may take (None: no upper end). Below it the server would refuse every request and blame
-# the client (a batch of at most 0 events), or spin; above a timer's, asyncio's clock arithmetic overflows.
+# the client (a batch of at most 0 events), or spin; above a timer's end it stopped answering at all (a
+# 400-digit header_timeout).
 RANGES: dict[str, tuple[float, float | None]] = {
     "port": (1, 65535), "db_readers": (1, 100), "db_projection_ms": (1, 60_000),
     "max_body_bytes": (1024, None), "max_batch_events": (1, None), "max_field_chars": (64, None),
@@ -241,7 +242,7 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"setting {name!r}: expected a table, got {shown(value)}")
     for key, entry in value.items():
         if not isinstance(entry, str):
-            raise ValueError(f"setting {name!r}: entry {key!r}: expected a string, got {shown(entry)}")
+            raise ValueError(f"setting {name!r}, entry {shown(key)}: expected a string, got {shown(entry)}")
     if name != "environment_aliases":  # names as written (products are case-sensitive)
         return {k.strip(): v.strip() for k, v in value.items()}
     return {**DEFAULT_ALIASES, **{k.strip().lower(): v.strip().lower() for k, v in value.items()}}

@@ -63,7 +63,7 @@ def test_an_unknown_log_level_is_refused_with_the_allowed_ones(tmp_path, how):
     ("notify_timeout = true", "setting 'notify_timeout': expected a number, got true"),
     ("notify_timeout = inf", "setting 'notify_timeout': expected a number, got inf"),
     ("environment_aliases = 3", "setting 'environment_aliases': expected a table, got 3"),
-    ("[environment_aliases]\nprod = 5", "setting 'environment_aliases': entry 'prod': expected a string, got 5"),
+    ("[environment_aliases]\nprod = 5", "setting 'environment_aliases', entry 'prod': expected a string, got 5"),
 ], ids=lambda v: v.split(":")[0].split("\n")[-1])
 def test_a_config_value_of_the_wrong_type_is_refused_not_converted(tmp_path, line, message):
     config = tmp_path / "deploytrack.toml"
