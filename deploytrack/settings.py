@@ -7,7 +7,9 @@ setting. Precedence: flag > environment > config file > default.
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -22,6 +24,7 @@ RULE_APIS = frozenset({"versioner", "quanta", "devgrid", "ilert"})
 DEFAULT_ALIASES = {"prod": "production", "stg": "staging", "dev": "development"}
 NOTIFY_EVENTS = ("deployment_failed", "rollback", "incident_opened", "incident_resolved", "band_changed")
 NOTIFY_FORMATS = ("slack", "json")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("count_failed_deployments", False, "count failed production deployments as change failures"),
     Setting("scheduler", True, "run the daily metrics job inside the server"),
     Setting("metrics_interval", 300, "seconds between the metrics job's checks for backfilled days"),
-    Setting("log_level", "info", "uvicorn log level"),
+    Setting("log_level", "info", "uvicorn log level: " + ", ".join(LOG_LEVELS)),
     Setting("rules_block_apis", "versioner", "comma-separated APIs on which an enabled deployment rule refuses a "
                                              "deployment (versioner, quanta, devgrid, ilert); on the others it is "
                                              "recorded only"),
@@ -89,6 +92,27 @@ SETTINGS: tuple[Setting, ...] = (
                                      "leaves short carries a cursor to search older events"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+
+
+# The span each number may take (None: no upper end). Below it the server would refuse every request and blame
+# the client (a batch of at most 0 events), or spin; above a timer's end it stopped answering at all (a
+# 400-digit header_timeout).
+RANGES: dict[str, tuple[float, float | None]] = {
+    "port": (1, 65535), "db_readers": (1, 100), "db_projection_ms": (1, 60_000),
+    "max_body_bytes": (1024, None), "max_batch_events": (1, None), "max_field_chars": (64, None),
+    "max_metadata_keys": (1, None), "max_future_seconds": (0, None), "rate_limit": (0, None),
+    "max_header_bytes": (1024, None), "max_headers": (16, None), "header_timeout": (1, 86_400),
+    "min_body_rate": (0, None), "body_grace": (0, 86_400), "keep_alive_timeout": (1, 86_400),
+    "metrics_interval": (1, 86_400), "hook_max_body_bytes": (1024, None), "notify_interval": (0.1, 3600),
+    "notify_retry_seconds": (0.1, 3600), "notify_max_attempts": (1, 1000), "notify_timeout": (0.1, 3600),
+    "search_window": (1, None),
+}
+
+
+def allowed(name: str) -> str:
+    """The span a numeric setting may take, as the operators' guide and `serve --help` say it."""
+    low, high = RANGES[name]
+    return f"at least {low}" if high is None else f"{low} to {high}"
 
 
 @dataclass(frozen=True)
@@ -171,36 +195,57 @@ def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
     return aliases.get(key, key)
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_KINDS = {f.name: f.type for f in fields(Settings)}  # "int", "float", "bool", "str" or a Mapping
+
+
+def shown(value: Any) -> str:
+    """A value as the config file spells it, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60]) + "..."
+    return "a table" if isinstance(value, Mapping) else repr(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
-    default = _BY_NAME[name].default
-    if isinstance(default, bool):
+    """A value of the setting's own type: the config file's typed values as they are (true is not a number,
+    8892.5 not a whole number, 5 not a path), text from flags and the environment parsed strictly."""
+    kind = _KINDS[name]
+    if kind == "bool":
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
+        text = value.strip().lower() if isinstance(value, str) else None
         if text in ("1", "true", "yes", "on"):
             return True
         if text in ("0", "false", "no", "off", ""):
             return False
-        raise ValueError(f"setting {name!r}: expected true or false, got {value!r}")
-    if isinstance(default, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
-    if isinstance(default, int):
-        try:
-            return float(value) if name == "rate_limit" else int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"setting {name!r}: expected a number, got {value!r}") from None
-    if isinstance(default, dict):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"setting {name!r}: expected a table")
-        if name != "environment_aliases":  # names as written (products are case-sensitive)
-            return {str(k).strip(): str(v).strip() for k, v in value.items()}
-        merged = dict(DEFAULT_ALIASES)
-        merged.update({str(k).strip().lower(): str(v).strip().lower() for k, v in value.items()})
-        return merged
-    return str(value)
+        raise ValueError(f"setting {name!r}: expected true or false, got {shown(value)}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+            return int(value)
+        raise ValueError(f"setting {name!r}: expected a whole number, got {shown(value)}")
+    if kind == "float":
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else \
+            float(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else None
+        if number is None or not math.isfinite(number):
+            raise ValueError(f"setting {name!r}: expected a number, got {shown(value)}")
+        return float(number)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"setting {name!r}: expected a string, got {shown(value)}")
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"setting {name!r}: expected a table, got {shown(value)}")
+    for key, entry in value.items():
+        if not isinstance(entry, str):
+            raise ValueError(f"setting {name!r}, entry {shown(key)}: expected a string, got {shown(entry)}")
+    if name != "environment_aliases":  # names as written (products are case-sensitive)
+        return {k.strip(): v.strip() for k, v in value.items()}
+    return {**DEFAULT_ALIASES, **{k.strip().lower(): v.strip().lower() for k, v in value.items()}}
 
 
 def load_settings(
@@ -233,54 +278,31 @@ def load_settings(
 
 
 def _check(s: Settings) -> None:
-    if not 0 < s.port < 65536:
-        raise ValueError(f"setting 'port': {s.port} is not a port number")
-    if s.max_body_bytes < 1024:
-        raise ValueError("setting 'max_body_bytes': must be at least 1024")
-    if s.rate_limit < 0:
-        raise ValueError("setting 'rate_limit': must not be negative")
-    if not 1 <= s.db_readers <= 100:
-        raise ValueError("setting 'db_readers': must be 1 to 100")
-    if not 1 <= s.db_projection_ms <= 60_000:
-        raise ValueError("setting 'db_projection_ms': must be 1 to 60000")
-    if s.max_header_bytes < 1024:
-        raise ValueError("setting 'max_header_bytes': must be at least 1024")
-    for name in ("max_headers", "header_timeout", "keep_alive_timeout"):
-        if getattr(s, name) < 1:
-            raise ValueError(f"setting {name!r}: must be at least 1")
-    if s.min_body_rate < 0 or s.body_grace < 0:
-        raise ValueError("settings 'min_body_rate' and 'body_grace' must not be negative")
-    if s.metrics_interval < 1:
-        raise ValueError("setting 'metrics_interval': must be at least 1 second")
+    for name, (low, high) in RANGES.items():
+        value = getattr(s, name)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"setting {name!r}: must be {allowed(name)}, got {value}")
     unknown = sorted(s.rules_block_set - RULE_APIS)
     if unknown:
         raise ValueError(f"setting 'rules_block_apis': unknown API {unknown[0]!r}; expected some of "
                          f"{', '.join(sorted(RULE_APIS))}")
     if not s.production_set:
         raise ValueError("setting 'production_environments': name at least one environment")
-    if s.hook_max_body_bytes < 1024:
-        raise ValueError("setting 'hook_max_body_bytes': must be at least 1024")
     for url in s.notify_url_list:
         if not url.lower().startswith(("http://", "https://")):
             raise ValueError(f"setting 'notify_urls': {url!r} is not an http(s) URL")
     unknown = sorted(s.notify_event_set - set(NOTIFY_EVENTS))
     if unknown:
         raise ValueError(f"setting 'notify_events': unknown {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")
+    if s.log_level not in LOG_LEVELS:
+        raise ValueError(f"setting 'log_level': must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     if s.notify_format not in NOTIFY_FORMATS:
         raise ValueError(f"setting 'notify_format': must be one of {', '.join(NOTIFY_FORMATS)}")
-    if s.notify_interval <= 0 or s.notify_retry_seconds <= 0 or s.notify_timeout <= 0:
-        raise ValueError("settings 'notify_interval', 'notify_retry_seconds' and 'notify_timeout' must be positive")
-    if s.search_window < 1:
-        raise ValueError("setting 'search_window': must be at least 1")
-    if s.notify_max_attempts < 1:
-        raise ValueError("setting 'notify_max_attempts': must be at least 1")
     try:
         parse_timestamp(s.earliest_timestamp, "earliest_timestamp")
     except BadRequest:
         raise ValueError(f"setting 'earliest_timestamp': {s.earliest_timestamp!r} is not an ISO 8601 time "
                          "between 1970 and 9999") from None
-    if s.max_future_seconds < 0:
-        raise ValueError("setting 'max_future_seconds': must not be negative")
 
 
 def settings_help() -> str:
@@ -292,7 +314,8 @@ def settings_help() -> str:
             else "(no flag)"
         env = "" if config_only else ENV_PREFIX + s.name.upper()
         lines.append(f"  {flag:28} {env:38} {s.name}")
-        lines.append(f"      {s.help} (default: {s.default})")
+        span = f"; allowed: {allowed(s.name)}" if s.name in RANGES else ""
+        lines.append(f"      {s.help} (default: {s.default}{span})")
     return "\n".join(lines)
 
 

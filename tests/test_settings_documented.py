@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deploytrack.settings import ENV_PREFIX, SETTINGS
+from deploytrack.settings import ENV_PREFIX, RANGES, SETTINGS, allowed
 from tests.conftest import REPO, run_cli
 
 
@@ -43,3 +43,12 @@ def test_setting_is_in_the_operators_guide(setting):
 def test_the_config_file_itself_is_documented(serve_help):
     assert "--config" in serve_help and "DEPLOYTRACK_CONFIG" in serve_help
     assert "DEPLOYTRACK_CONFIG" in (REPO / "docs" / "operators.md").read_text()
+
+
+@pytest.mark.parametrize("name", RANGES)
+def test_a_numbers_allowed_range_is_documented(name, serve_help):
+    rows = [line for line in (REPO / "docs" / "operators.md").read_text().splitlines()
+            if line.startswith("| ") and f"| `{name}` |" in line]
+    assert len(rows) == 1 and rows[0].endswith(f"; allowed: {allowed(name)} |")
+    entry = serve_help.split(f" {name}\n", 1)[1].split("\n", 1)[0]  # the help line under its key
+    assert entry.endswith(f"; allowed: {allowed(name)})")

@@ -211,12 +211,12 @@ def test_the_bounds_are_settings(make_client, token, db_path):
 def test_bad_bound_settings_are_refused_with_a_message(tmp_path):
     config = tmp_path / "deploytrack.toml"
     for line, message in (('earliest_timestamp = "last year"', "setting 'earliest_timestamp': 'last year' is not"),
-                          ("max_future_seconds = -1", "setting 'max_future_seconds': must not be negative")):
+                          ("max_future_seconds = -1", "setting 'max_future_seconds': must be at least 0, got -1")):
         config.write_text(line + "\n")
         done = subprocess.run([sys.executable, "-m", "deploytrack", "token", "list", "--config", str(config),
                                "--db", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert done.returncode == 1 and done.stderr.startswith(f"deploytrack: {message}"), done.stderr
+        assert done.returncode == 2 and done.stderr.startswith(f"deploytrack: {message}"), done.stderr
     assert not (tmp_path / "x.db").exists()
 
 

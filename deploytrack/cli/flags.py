@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from deploytrack.cli.dbfile import Refusal
+from deploytrack.errors import BadRequest
 from deploytrack.model import Fields, Limits
-from deploytrack.settings import SETTINGS, Settings, load_settings
+from deploytrack.settings import SETTINGS, Settings, load_settings, shown
 
 # The settings every command that opens the database takes.
 DB_SETTINGS = ("db", "db_password_file")
+# The tables whose keys and values are names the APIs store and match (environments, products).
+NAME_TABLES = ("environment_aliases", "hook_products")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
@@ -35,8 +39,24 @@ def default_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of a command, or a one-line Refusal (exit 2) naming the one it cannot use."""
     flags = {s.name: getattr(args, s.name, None) for s in SETTINGS if hasattr(args, s.name)}
     try:
-        return load_settings(flags, config_path=getattr(args, "config", None))
+        settings = load_settings(flags, config_path=getattr(args, "config", None))
     except (ValueError, OSError) as exc:
-        raise SystemExit(f"deploytrack: {exc}") from None
+        raise Refusal(str(exc)) from None
+    check_names(settings)
+    return settings
+
+
+def check_names(settings: Settings) -> None:
+    """Every key and value of the name tables by the APIs' rule for a name, or a Refusal naming the entry
+    (`stg = ""` stored deployments in environment "", a hook_products "" made a delivery a 400)."""
+    limits = Limits.from_settings(settings)
+    for table in NAME_TABLES:
+        for key, value in getattr(settings, table).items():
+            for side, text in (("key", key), ("value", value)):
+                try:
+                    Fields({side: text}, limits).name(side, required=True)
+                except BadRequest as exc:
+                    raise Refusal(f"setting {table!r}, entry {shown(key)}: {exc.message}") from None

@@ -20,6 +20,23 @@ from deploytrack.storage import failures
 Command = Callable[[argparse.Namespace], int]
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated long flags (every sub-command's parser is one of these: argparse makes sub-parsers of
+    the parent's class): `--db-password x` was taken as `--db-password-file` and the secret echoed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's own, except that an unrecognized option's value is not repeated: it may be a secret."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            options = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(options or extras)}")
+        return parsed
+
+
 # -- serve ---------------------------------------------------------------------------------
 
 
@@ -39,7 +56,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deploytrack", description="Record builds and deployments; DORA metrics.")
+    parser = Parser(prog="deploytrack", description="Record builds and deployments; DORA metrics.")
     parser.add_argument("--version", action="version", version=f"deploytrack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
