@@ -292,12 +292,19 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
-def _folded(conn: Connection, product: str, directory: str) -> scratch.Built:
+def _folded(conn: Connection, product: str, directory: str | None) -> scratch.Records:
     return scratch.fold_product(conn, product, directory)
 
 
-def _facts_of(conn: Connection, built: scratch.Built) -> scratch.Built:
-    return scratch.facts_product(conn, built)
+def _facts_of(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str | None
+              ) -> scratch.Facts:
+    return scratch.facts_product(conn, partitions, sent, directory)
+
+
+def _in_memory(call: aside_mod.Call) -> aside_mod.Call:
+    """A bulk build's step as the writing process runs it itself: kept in memory, no scratch file."""
+    fn, args = call
+    return fn, (*args[:-1], None)
 
 
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
@@ -395,21 +402,21 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
 def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.Aside | aside_mod.Inline,
                  changes: Changes, summary: Summary, owner: str | None) -> None:
     """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped; each product's
-    records built into a scratch file and copied in (metrics/scratch.py), then its facts and day totals, while
-    this process points the events at their records and makes the records' indexes whenever it has nothing to
-    copy; the facts' indexes made again at the end."""
+    records built (in a scratch file or, built here, in memory) and written in (metrics/scratch.py), then its
+    facts and day totals, while this process points the events at their records and makes the records' indexes
+    whenever it has nothing to write; the facts' indexes made again at the end."""
     write(first_build.drop, first_build.TABLES)
     def renew(conn: Connection) -> None:  # (the copies' transactions hold the lease as `write`'s do)
         if owner is not None and not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
             raise Busy("another process took over the lease of this first build of derived data")
 
     with scratch.directory(settings.db) as directory, scratch.Writer(settings.db, renew) as copies:
-        folded = []
-        for built in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2):
-            copies.copy_records(built)
-            folded.append(built)
-            summary.keys_refolded += built.keys
-            for partition in built.partitions:
+        folded: list[aside_mod.Call] = []
+        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2,
+                                 here=_in_memory):
+            folded.append((_facts_of, (records.partitions, copies.copy_records(records), directory)))
+            summary.keys_refolded += records.keys
+            for partition in records.partitions:
                 changes.touch(partition, fold.EVER)
 
         def idle() -> bool:  # (the records' indexes too: every record is in)
@@ -420,7 +427,7 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
                 write(first_build.restore, records[0])
             return bool(records)
 
-        for built in plans.map([(_facts_of, (built,)) for built in folded], idle, ahead=2):
+        for built in plans.map(folded, idle, ahead=2, here=_in_memory):
             copies.copy_facts(built)
             summary.partitions += len(built.partitions)
         while idle():

@@ -1,19 +1,21 @@
-"""A bulk first build's products, each built in a scratch file of its own and copied in by SQL.
+"""A bulk first build's products, each built in two steps, in a scratch file or in memory, and written in.
 
 In a bulk first build (metrics/first_build.py: nothing else has the file open, every derived table
 empty) a product's records, the facts of its product/environments and their day totals come from its
 own events alone. So each product is built in two steps, each in the planning process or in this one
-(metrics/aside.py), into a scratch SQLite file of its own, with the rules and statements of any round:
+(metrics/aside.py), with the rules and statements of any round:
 
 1. `fold_product`: its records (`fold.plan_fresh`), with ids counted from 1 in time order, which event
    belongs to which record, and what the records' events sent (commit times, `commits` lists);
-2. `facts_product`: the facts of its product/environments (`facts.plan`, `facts.apply`) from the records
-   and what they sent, read back from the file, and their day totals (`days.apply`).
+2. `facts_product`, once every product's records are in: the facts of its product/environments
+   (`facts.plan`, given what the records' events sent) and their day totals (`days.apply`).
 
-Only the file's name crosses the pipe. The writing process copies each step in with one `INSERT ...
-SELECT` per table, the ids shifted above every id given out (`deployment_ids`): no Python per row,
-nothing unpickled. Once every product's records are in, it points the events at them in seq order (each
-page of the events table rewritten once), a transaction at a time while the facts are being planned.
+The planning process writes each step into a scratch SQLite file of its own: only the file's name (and
+what the events sent) crosses the pipe, and the writing process copies it in with one `INSERT ... SELECT`
+per table, the record ids shifted above every id given out (`deployment_ids`): no Python per row, nothing
+unpickled. A step the writing process runs itself is kept in memory and written straight in, with the same
+rows. Once every product's records are in, it points the events at them in seq order (each page of the
+events table rewritten once), a transaction at a time while the facts are being planned.
 
 A build killed midway leaves records without their events pointed at them and no watermark: the next
 refresh derives everything again (metrics/refresh.py). Its scratch files are beside the database
@@ -27,34 +29,43 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from deploytrack.metrics import days, facts, fold, gcpause
 from deploytrack.storage import deployment_ids, sqlite
 from deploytrack.storage.database import Connection
 
-# Each table copied: its columns that hold a record's id (shifted on the way in), and its key, the order
-# it is copied in (each B-tree then grows at its end).
-Tables = dict[str, tuple[tuple[str, ...], str]]
-_RECORDS: Tables = {"deployments": (("id",), "id")}
-_FACTS: Tables = {"deployment_facts": (("id", "rollback_of", "rolled_back_by"), "id"),
-          "metric_lead_facts": (("deployment_id",), "product, environment, change"),
-          "metric_days": ((), "product, environment, day")}
+# Each table copied, with its key: the order it is copied in (each B-tree then grows at its end).
+_FACTS = {"deployment_facts": "id", "metric_lead_facts": "product, environment, change",
+          "metric_days": "product, environment, day"}
 _MOVES = "CREATE TABLE {name} (seq INTEGER PRIMARY KEY, deployment_id INTEGER NOT NULL)"
-_SENT = "CREATE TABLE sent (deployment_id INTEGER NOT NULL, commit_time INTEGER, metadata TEXT)"
-# a record's row, as fold.plan_fresh gives it with its id in front
-_PRODUCT, _VERSION = 1, 3
+_INSERT_RECORDS = (f"INSERT INTO {{into}}deployments ({', '.join(fold.RECORD_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(fold.RECORD_COLUMNS))})")
+# a record's row, as fold.plan_fresh gives it
+_PRODUCT, _ENVIRONMENT, _VERSION = 0, 1, 2
 
 
-class Built(NamedTuple):
-    """A product built into a scratch file (its records, then its facts as well)."""
+class Records(NamedTuple):
+    """A product's records (step 1), ids counted from 1 in time order: in a scratch file (the planning
+    process's, `path`) or in memory (the writing process's own, `rows` and `moves`)."""
 
-    path: str
     keys: int  # deployment keys (product, environment, version) with records
     partitions: list[facts.Partition]  # its product/environments
+    sent: facts.Sent  # what the records' events sent (by record id)
+    path: str | None  # a scratch file: its records and which event belongs to which (`moves`)
+    rows: list[tuple[Any, ...]]  # (else) each record's row without its id
+    moves: list[tuple[int, int]]  # (else) each event's seq and record id
+
+
+class Facts(NamedTuple):
+    """A product's facts and day totals (step 2): in a scratch file (`path`) or in memory (`planned`)."""
+
+    partitions: list[facts.Partition]
+    path: str | None
+    planned: list[facts.PartitionFacts]
 
 
 def _open(path: str) -> sqlite.Connection:
@@ -64,54 +75,59 @@ def _open(path: str) -> sqlite.Connection:
     return out
 
 
-def fold_product(conn: Connection, product: str, directory: str) -> Built:
-    """Step 1: a product's records, into a new scratch file in `directory` (on a snapshot: read-only)."""
+def _new(conn: Connection, directory: str, tables: Iterable[str], *more: str) -> tuple[str, sqlite.Connection]:
+    """A new scratch file in `directory` with the database's `tables` (no index) and `more`, open."""
+    names = list(tables)
+    schema = [r[0] for r in conn.execute(
+        f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * len(names))})", names)]
+    handle, path = tempfile.mkstemp(suffix=".db", dir=directory)
+    os.close(handle)
+    out = _open(path)
+    for sql in [*schema, *more]:
+        out.execute(sql)
+    return path, out
+
+
+def fold_product(conn: Connection, product: str, directory: str | None) -> Records:
+    """Step 1: a product's records, into a new scratch file in `directory` (None: kept in memory; on a
+    snapshot: read-only)."""
     with gcpause.paused():
         planned = fold.plan_fresh(conn, product)
-        rows = [(i, *row) for i, (row, _, _) in enumerate(planned, 1)]
+        rows = [row for row, _, _ in planned]
         moves = sorted((seq, i) for i, (_, seqs, _) in enumerate(planned, 1) for seq in seqs)
-        sent = [(i, *what) for i, (_, _, whats) in enumerate(planned, 1) for what in whats]
-        schema = [r[0] for r in conn.execute(
-            f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name IN ({', '.join('?' * 4)})",
-            (*_RECORDS, *_FACTS))]
-        handle, path = tempfile.mkstemp(suffix=".db", dir=directory)
-        os.close(handle)
-        out = _open(path)
+        sent = {i: whats for i, (_, _, whats) in enumerate(planned, 1) if whats}
+        keys = len({r[_PRODUCT:_VERSION + 1] for r in rows})
+        partitions = sorted({r[_PRODUCT:_ENVIRONMENT + 1] for r in rows})
+        if directory is None:
+            return Records(keys, partitions, sent, None, rows, moves)
+        path, out = _new(conn, directory, ["deployments"], _MOVES.format(name="moves"))
         try:
-            for sql in [*schema, _MOVES.format(name="moves"), _SENT]:
-                out.execute(sql)
             out.execute("BEGIN")
-            out.executemany(f"INSERT INTO deployments ({', '.join(fold.RECORD_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' * len(fold.RECORD_COLUMNS))})", rows)
+            out.executemany(_INSERT_RECORDS.format(into=""), [(i, *row) for i, row in enumerate(rows, 1)])
             out.executemany("INSERT INTO moves VALUES (?, ?)", moves)
-            out.executemany("INSERT INTO sent VALUES (?, ?, ?)", sent)
             out.execute("COMMIT")
         finally:
             out.close()
-        return Built(path, len({r[_PRODUCT:_VERSION + 1] for r in rows}), sorted({r[1:3] for r in rows}))
+        return Records(keys, partitions, sent, path, [], [])
 
 
-def facts_product(conn: Connection, built: Built) -> Built:
-    """Step 2: the facts and day totals of a product whose records `fold_product` built (read-only here)."""
+def facts_product(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str | None
+                  ) -> Facts:
+    """Step 2: the facts and day totals of a product whose records are in (`sent`: what their events sent),
+    into a new scratch file in `directory` (None: kept in memory; read-only here)."""
     with gcpause.paused():
-        out = _open(built.path)
+        planned = facts.plan(conn, dict.fromkeys(partitions, fold.EVER), sent)
+        if directory is None:
+            return Facts(partitions, None, planned)
+        path, out = _new(conn, directory, _FACTS)
         try:
-            finished: facts.Finished = {partition: [] for partition in built.partitions}
-            for product, environment, *outcome in out.execute(  # (as the facts read them: in finish order)
-                    f"SELECT product, environment, {facts.FINISHED_COLUMNS} FROM deployments WHERE {facts.FINISHED} "
-                    "ORDER BY finished_at, id"):
-                finished[(product, environment)].append(outcome)
-            sent: facts.Sent = {}
-            for dep_id, commit_time, metadata in out.execute("SELECT * FROM sent ORDER BY rowid"):
-                sent.setdefault(dep_id, []).append((commit_time, metadata))
-            planned = facts.plan(conn, dict.fromkeys(built.partitions, fold.EVER), sent, finished)
             out.execute("BEGIN")
             facts.apply(out, planned, fresh=True)
             days.apply(out, planned)
             out.execute("COMMIT")
         finally:
             out.close()
-        return built
+        return Facts(partitions, path, [])
 
 
 class Writer:
@@ -123,42 +139,59 @@ class Writer:
         self._conn = sqlite.connect(db)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # (first_build.drop: the planning's snapshots)
         self._conn.execute(_MOVES.format(name="temp.moves"))
-        self._shifts: dict[str, int] = {}  # scratch file -> what its record ids were shifted by
         self._pointed = 0  # events pointed up to this seq
 
-    def copy_records(self, built: Built) -> None:
-        """Copy a product's records in (step 1), in one transaction, with fresh ids."""
-        self._copy(built, _RECORDS, lambda conn: deployment_ids.new(conn, 1)[0] - 1)
-
-    def copy_facts(self, built: Built) -> None:
-        """Copy a product's facts and day totals in (step 2), in one transaction, and delete its file."""
-        self._copy(built, _FACTS, lambda conn: self._shifts.pop(built.path))
-        os.unlink(built.path)
-
-    def _copy(self, built: Built, tables: Tables,
-              shift_of: Callable[[sqlite.Connection], int]) -> None:
+    def copy_records(self, records: Records) -> facts.Sent:
+        """Write a product's records in (step 1), in one transaction, with fresh ids; what their events sent,
+        by those ids."""
         conn = self._conn
-        conn.execute("ATTACH DATABASE ? AS scratch", (built.path,))
+        with self._attached(records.path), self._transaction():
+            shift = deployment_ids.new(conn, 1)[0] - 1
+            if records.path is None:
+                conn.executemany(_INSERT_RECORDS.format(into="main."),
+                                 [(shift + i, *row) for i, row in enumerate(records.rows, 1)])
+                conn.executemany("INSERT INTO temp.moves VALUES (?, ?)", [(s, shift + i) for s, i in records.moves])
+            else:
+                conn.execute(f"INSERT INTO main.deployments SELECT id + :shift, {', '.join(fold.RECORD_COLUMNS[1:])} "
+                             "FROM scratch.deployments ORDER BY id", {"shift": shift})
+                conn.execute("INSERT INTO temp.moves SELECT seq, deployment_id + ? FROM scratch.moves", (shift,))
+        if records.path is not None:
+            os.unlink(records.path)
+        return {shift + i: whats for i, whats in records.sent.items()}
+
+    def copy_facts(self, built: Facts) -> None:
+        """Write a product's facts and day totals in (step 2), in one transaction."""
+        conn = self._conn
+        with self._attached(built.path), self._transaction():
+            if built.path is None:
+                facts.apply(conn, built.planned, fresh=True)
+                days.apply(conn, built.planned)
+            for table, order in _FACTS.items() if built.path is not None else ():
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table} ORDER BY {order}")
+        if built.path is not None:
+            os.unlink(built.path)
+
+    @contextlib.contextmanager
+    def _attached(self, path: str | None) -> Iterator[None]:
+        if path is None:
+            yield
+            return
+        self._conn.execute("ATTACH DATABASE ? AS scratch", (path,))
         try:
-            conn.begin_write(derived=True)
-            try:
-                self._renew(conn)
-                shift = {"shift": shift_of(conn)}
-                for table, (ids, order) in tables.items():
-                    columns = [r[1] for r in conn.execute(f"PRAGMA scratch.table_info({table})")]
-                    values = ", ".join(f"{c} + :shift" if c in ids else c for c in columns)
-                    conn.execute(f"INSERT INTO main.{table} ({', '.join(columns)}) SELECT {values} "
-                                 f"FROM scratch.{table} ORDER BY {order}", shift)
-                if tables is _RECORDS:
-                    conn.execute("INSERT INTO temp.moves SELECT seq, deployment_id + :shift FROM scratch.moves", shift)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+            yield
         finally:
-            conn.execute("DETACH DATABASE scratch")
-        if tables is _RECORDS:
-            self._shifts[built.path] = shift["shift"]
+            self._conn.execute("DETACH DATABASE scratch")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.begin_write(derived=True)
+        try:
+            self._renew(self._conn)
+            yield
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
 
     def point_events(self, per_write: int) -> bool:
         """Point the next `per_write` events copied at their records (in seq order), in one transaction;
@@ -168,16 +201,10 @@ class Writer:
                             (self._pointed, per_write)).fetchone()[0]
         if last is None:
             return False
-        conn.begin_write(derived=True)
-        try:
-            self._renew(conn)
+        with self._transaction():
             conn.execute("UPDATE main.events SET deployment_id = m.deployment_id FROM temp.moves m "
                          "WHERE m.seq > :after AND m.seq <= :last AND events.seq = m.seq",
                          {"after": self._pointed, "last": last})
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
         self._pointed = last
         return True
 
