@@ -412,7 +412,7 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
 
     with scratch.directory(settings.db) as directory, scratch.Writer(settings.db, renew) as copies:
         folded: list[aside_mod.Call] = []
-        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2,
+        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=1,
                                  here=_in_memory):
             folded.append((_facts_of, (records.partitions, copies.copy_records(records), directory)))
             summary.keys_refolded += records.keys
@@ -425,9 +425,11 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
             records = read(first_build.dropped, first_build.RECORDS)
             if records:
                 write(first_build.restore, records[0])
+            else:  # (nothing left here but the last facts: the log copied back meanwhile)
+                copies.checkpoint()
             return bool(records)
 
-        for built in plans.map(folded, idle, ahead=2, here=_in_memory):
+        for built in plans.map(folded, idle, ahead=1, here=_in_memory):
             copies.copy_facts(built)
             summary.partitions += len(built.partitions)
         while idle():

@@ -29,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -135,11 +136,13 @@ class Writer:
     outside any transaction), holding which record each event belongs to until it points them."""
 
     def __init__(self, db: str, renew: Callable[[Connection], None]) -> None:
+        self._db = db
         self._renew = renew  # run first in each transaction (the first build's lease, metrics/refresh.py)
         self._conn = sqlite.connect(db)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # (first_build.drop: the planning's snapshots)
         self._conn.execute(_MOVES.format(name="temp.moves"))
         self._pointed = 0  # events pointed up to this seq
+        self._checkpoint: threading.Thread | None = None
 
     def copy_records(self, records: Records) -> facts.Sent:
         """Write a product's records in (step 1), in one transaction, with fresh ids; what their events sent,
@@ -208,7 +211,18 @@ class Writer:
         self._pointed = last
         return True
 
+    def checkpoint(self) -> None:
+        """Start copying the log back into the database file beside the build's last writes, in a thread of
+        its own (once; SQLite's C work, outside the interpreter's lock). Else the first COMMIT after the last
+        index made (first_build.restore) would copy the whole build's log alone, on one core, at the end."""
+        if self._checkpoint is None:
+            self._checkpoint = threading.Thread(target=_checkpoint, args=(self._db,), name="deploytrack-first-build",
+                                                daemon=True)
+            self._checkpoint.start()
+
     def close(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.join()
         self._conn.close()
 
     def __enter__(self) -> Writer:
@@ -216,6 +230,17 @@ class Writer:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _checkpoint(db: str) -> None:
+    conn = sqlite.connect(db)
+    try:  # (PASSIVE: neither the writes nor the planning's reads wait for it; what it cannot copy yet, a
+        # later COMMIT does)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:  # (nothing lost: the next COMMIT checkpoints as always)
+        pass
+    finally:
+        conn.close()
 
 
 def _path(db: str) -> Path:
