@@ -42,6 +42,7 @@ from deploytrack.storage.database import Connection
 # Each table copied, with its key: the order it is copied in (each B-tree then grows at its end).
 _FACTS = {"deployment_facts": "id", "metric_lead_facts": "product, environment, change",
           "metric_days": "product, environment, day"}
+_CHECKPOINT_EVERY = 0.5  # seconds between a build's last checkpoints (Writer.checkpoint)
 _MOVES = "CREATE TABLE {name} (seq INTEGER PRIMARY KEY, deployment_id INTEGER NOT NULL)"
 _INSERT_RECORDS = (f"INSERT INTO {{into}}deployments ({', '.join(fold.RECORD_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(fold.RECORD_COLUMNS))})")
@@ -143,6 +144,7 @@ class Writer:
         self._conn.execute(_MOVES.format(name="temp.moves"))
         self._pointed = 0  # events pointed up to this seq
         self._checkpoint: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def copy_records(self, records: Records) -> facts.Sent:
         """Write a product's records in (step 1), in one transaction, with fresh ids; what their events sent,
@@ -213,14 +215,16 @@ class Writer:
 
     def checkpoint(self) -> None:
         """Start copying the log back into the database file beside the build's last writes, in a thread of
-        its own (once; SQLite's C work, outside the interpreter's lock). Else the first COMMIT after the last
-        index made (first_build.restore) would copy the whole build's log alone, on one core, at the end."""
+        its own (SQLite's C work, outside the interpreter's lock), again and again until closed. Else the first
+        COMMIT after the last index made (first_build.restore) would copy the whole build's log alone, on one
+        core, at the end."""
         if self._checkpoint is None:
-            self._checkpoint = threading.Thread(target=_checkpoint, args=(self._db,), name="deploytrack-first-build",
-                                                daemon=True)
+            self._checkpoint = threading.Thread(target=_checkpoints, args=(self._db, self._closed),
+                                                name="deploytrack-first-build", daemon=True)
             self._checkpoint.start()
 
     def close(self) -> None:
+        self._closed.set()
         if self._checkpoint is not None:
             self._checkpoint.join()
         self._conn.close()
@@ -232,11 +236,14 @@ class Writer:
         self.close()
 
 
-def _checkpoint(db: str) -> None:
+def _checkpoints(db: str, closed: threading.Event) -> None:
     conn = sqlite.connect(db)
     try:  # (PASSIVE: neither the writes nor the planning's reads wait for it; what it cannot copy yet, a
         # later COMMIT does)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        while True:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if closed.wait(_CHECKPOINT_EVERY):
+                return
     except sqlite3.Error:  # (nothing lost: the next COMMIT checkpoints as always)
         pass
     finally:
