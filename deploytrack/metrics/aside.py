@@ -100,14 +100,12 @@ class Aside:
                     self._asked += 1
             self._send(call)
 
-    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD,
-            here: Callable[[Call], Call] | None = None) -> Iterator[Any]:
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD
+            ) -> Iterator[Any]:
         """The result of each call, in no particular order. The child takes calls from the front, holding
         `ahead` at most (fewer: less to wait for at the end); when it has no result ready, this process does
         a step of `idle` (other work of the round, while it has some: it returns False once it has none) or
-        else runs a call from the back itself rather than wait: `here(call)` if given (what this process
-        does with its own result may differ, e.g. keep it in memory rather than in a file for the pipe)."""
-        here = here or _same
+        else runs a call from the back itself rather than wait."""
         with self._ready:  # (the first `ahead` are the child's whatever this process does meanwhile)
             self._todo, self._ahead = deque(calls), ahead
             while self._todo and self._asked < ahead:
@@ -125,7 +123,7 @@ class Aside:
                     if call is None and not self._asked and self._inbox.empty():
                         return
                 if call is not None:
-                    fn, args = here(call)
+                    fn, args = call
                     yield self._read(fn, *args)
                     continue
             kind, payload = self._receive()
@@ -178,21 +176,17 @@ class Inline:
     def __init__(self, read: Callable[..., Any]) -> None:
         self._read = read
 
-    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD,
-            here: Callable[[Call], Call] | None = None) -> Iterator[Any]:
-        """(None is ahead: each is read when it is asked for, as `here(call)` if given; `idle` is not called:
-        the caller does its other work afterwards.)"""
-        return (self._read(fn, *args) for fn, args in map(here or _same, calls))
+    def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD
+            ) -> Iterator[Any]:
+        """(None is ahead: each is read when it is asked for; `idle` is not called: the caller does its other
+        work afterwards.)"""
+        return (self._read(fn, *args) for fn, args in calls)
 
     def __enter__(self) -> Inline:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         pass
-
-
-def _same(call: Call) -> Call:
-    return call
 
 
 def _serve(pipe: Pipe, settings: Settings) -> None:

@@ -292,19 +292,13 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
-def _folded(conn: Connection, product: str, directory: str | None) -> scratch.Records:
+def _folded(conn: Connection, product: str, directory: str) -> scratch.Records:
     return scratch.fold_product(conn, product, directory)
 
 
-def _facts_of(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str | None
+def _facts_of(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str
               ) -> scratch.Facts:
     return scratch.facts_product(conn, partitions, sent, directory)
-
-
-def _in_memory(call: aside_mod.Call) -> aside_mod.Call:
-    """A bulk build's step as the writing process runs it itself: kept in memory, no scratch file."""
-    fn, args = call
-    return fn, (*args[:-1], None)
 
 
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
@@ -402,9 +396,9 @@ def _refold(read: Read, write: Write, plans: aside_mod.Aside | aside_mod.Inline,
 def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.Aside | aside_mod.Inline,
                  changes: Changes, summary: Summary, owner: str | None) -> None:
     """A bulk first build (metrics/first_build.py): the indexes not led by the product dropped; each product's
-    records built (in a scratch file or, built here, in memory) and written in (metrics/scratch.py), then its
-    facts and day totals, while this process points the events at their records and makes the records' indexes
-    whenever it has nothing to write; the facts' indexes made again at the end."""
+    records built into a scratch file and copied in (metrics/scratch.py), then its facts and day totals, while
+    this process points the events at their records and makes the records' indexes whenever it has nothing to
+    copy; the facts' indexes made again at the end."""
     write(first_build.drop, first_build.TABLES)
     def renew(conn: Connection) -> None:  # (the copies' transactions hold the lease as `write`'s do)
         if owner is not None and not leases.renew(conn, FIRST_BUILD, owner, now_us(), FIRST_BUILD_LEASE_US):
@@ -412,8 +406,7 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
 
     with scratch.directory(settings.db) as directory, scratch.Writer(settings.db, renew) as copies:
         folded: list[aside_mod.Call] = []
-        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=1,
-                                 here=_in_memory):
+        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=1):
             folded.append((_facts_of, (records.partitions, copies.copy_records(records), directory)))
             summary.keys_refolded += records.keys
             for partition in records.partitions:
@@ -429,7 +422,7 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
                 copies.checkpoint()
             return bool(records)
 
-        for built in plans.map(folded, idle, ahead=1, here=_in_memory):
+        for built in plans.map(folded, idle, ahead=1):
             copies.copy_facts(built)
             summary.partitions += len(built.partitions)
         while idle():

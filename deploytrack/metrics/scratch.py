@@ -1,21 +1,21 @@
-"""A bulk first build's products, each built in two steps, in a scratch file or in memory, and written in.
+"""A bulk first build's products, each built in two steps in scratch files of its own and copied in by SQL.
 
 In a bulk first build (metrics/first_build.py: nothing else has the file open, every derived table
 empty) a product's records, the facts of its product/environments and their day totals come from its
 own events alone. So each product is built in two steps, each in the planning process or in this one
-(metrics/aside.py), with the rules and statements of any round:
+(metrics/aside.py), into a scratch SQLite file of its own, with the rules and statements of any round:
 
 1. `fold_product`: its records (`fold.plan_fresh`), with ids counted from 1 in time order, which event
    belongs to which record, and what the records' events sent (commit times, `commits` lists);
 2. `facts_product`, once every product's records are in: the facts of its product/environments
-   (`facts.plan`, given what the records' events sent) and their day totals (`days.apply`).
+   (`facts.plan`, from its records in the database and what their events sent) and their day totals
+   (`days.apply`).
 
-The planning process writes each step into a scratch SQLite file of its own: only the file's name (and
-what the events sent) crosses the pipe, and the writing process copies it in with one `INSERT ... SELECT`
-per table, the record ids shifted above every id given out (`deployment_ids`): no Python per row, nothing
-unpickled. A step the writing process runs itself is kept in memory and written straight in, with the same
-rows. Once every product's records are in, it points the events at them in seq order (each page of the
-events table rewritten once), a transaction at a time while the facts are being planned.
+Only the file's name (and what the events sent) crosses the pipe. The writing process copies each step in
+with one `INSERT ... SELECT` per table, the record ids shifted above every id given out (`deployment_ids`):
+no Python per row, nothing unpickled. Once every product's records are in, it points the events at them in
+seq order (each page of the events table rewritten once), a transaction at a time while the facts are
+being planned.
 
 A build killed midway leaves records without their events pointed at them and no watermark: the next
 refresh derives everything again (metrics/refresh.py). Its scratch files are beside the database
@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from deploytrack.metrics import days, facts, fold, gcpause
 from deploytrack.storage import deployment_ids, sqlite
@@ -44,30 +44,24 @@ _FACTS = {"deployment_facts": "id", "metric_lead_facts": "product, environment, 
           "metric_days": "product, environment, day"}
 _CHECKPOINT_EVERY = 0.5  # seconds between a build's last checkpoints (Writer.checkpoint)
 _MOVES = "CREATE TABLE {name} (seq INTEGER PRIMARY KEY, deployment_id INTEGER NOT NULL)"
-_INSERT_RECORDS = (f"INSERT INTO {{into}}deployments ({', '.join(fold.RECORD_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(fold.RECORD_COLUMNS))})")
-# a record's row, as fold.plan_fresh gives it
-_PRODUCT, _ENVIRONMENT, _VERSION = 0, 1, 2
+# a record's row, as fold.plan_fresh gives it with its id in front
+_PRODUCT, _ENVIRONMENT, _VERSION = 1, 2, 3
 
 
 class Records(NamedTuple):
-    """A product's records (step 1), ids counted from 1 in time order: in a scratch file (the planning
-    process's, `path`) or in memory (the writing process's own, `rows` and `moves`)."""
+    """A product's records (step 1) in a scratch file, ids counted from 1 in time order."""
 
+    path: str  # its records and which event belongs to which (`moves`)
     keys: int  # deployment keys (product, environment, version) with records
     partitions: list[facts.Partition]  # its product/environments
     sent: facts.Sent  # what the records' events sent (by record id)
-    path: str | None  # a scratch file: its records and which event belongs to which (`moves`)
-    rows: list[tuple[Any, ...]]  # (else) each record's row without its id
-    moves: list[tuple[int, int]]  # (else) each event's seq and record id
 
 
 class Facts(NamedTuple):
-    """A product's facts and day totals (step 2): in a scratch file (`path`) or in memory (`planned`)."""
+    """A product's facts and day totals (step 2) in a scratch file."""
 
+    path: str
     partitions: list[facts.Partition]
-    path: str | None
-    planned: list[facts.PartitionFacts]
 
 
 def _open(path: str) -> sqlite.Connection:
@@ -90,37 +84,31 @@ def _new(conn: Connection, directory: str, tables: Iterable[str], *more: str) ->
     return path, out
 
 
-def fold_product(conn: Connection, product: str, directory: str | None) -> Records:
-    """Step 1: a product's records, into a new scratch file in `directory` (None: kept in memory; on a
-    snapshot: read-only)."""
+def fold_product(conn: Connection, product: str, directory: str) -> Records:
+    """Step 1: a product's records, into a new scratch file in `directory` (on a snapshot: read-only)."""
     with gcpause.paused():
         planned = fold.plan_fresh(conn, product)
-        rows = [row for row, _, _ in planned]
+        rows = [(i, *row) for i, (row, _, _) in enumerate(planned, 1)]
         moves = sorted((seq, i) for i, (_, seqs, _) in enumerate(planned, 1) for seq in seqs)
-        sent = {i: whats for i, (_, _, whats) in enumerate(planned, 1) if whats}
-        keys = len({r[_PRODUCT:_VERSION + 1] for r in rows})
-        partitions = sorted({r[_PRODUCT:_ENVIRONMENT + 1] for r in rows})
-        if directory is None:
-            return Records(keys, partitions, sent, None, rows, moves)
         path, out = _new(conn, directory, ["deployments"], _MOVES.format(name="moves"))
         try:
             out.execute("BEGIN")
-            out.executemany(_INSERT_RECORDS.format(into=""), [(i, *row) for i, row in enumerate(rows, 1)])
+            out.executemany(f"INSERT INTO deployments ({', '.join(fold.RECORD_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(fold.RECORD_COLUMNS))})", rows)
             out.executemany("INSERT INTO moves VALUES (?, ?)", moves)
             out.execute("COMMIT")
         finally:
             out.close()
-        return Records(keys, partitions, sent, path, [], [])
+        return Records(path, len({r[_PRODUCT:_VERSION + 1] for r in rows}),
+                       sorted({r[_PRODUCT:_ENVIRONMENT + 1] for r in rows}),
+                       {i: whats for i, (_, _, whats) in enumerate(planned, 1) if whats})
 
 
-def facts_product(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str | None
-                  ) -> Facts:
+def facts_product(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str) -> Facts:
     """Step 2: the facts and day totals of a product whose records are in (`sent`: what their events sent),
-    into a new scratch file in `directory` (None: kept in memory; read-only here)."""
+    into a new scratch file in `directory` (read-only here)."""
     with gcpause.paused():
         planned = facts.plan(conn, dict.fromkeys(partitions, fold.EVER), sent)
-        if directory is None:
-            return Facts(partitions, None, planned)
         path, out = _new(conn, directory, _FACTS)
         try:
             out.execute("BEGIN")
@@ -129,7 +117,7 @@ def facts_product(conn: Connection, partitions: list[facts.Partition], sent: fac
             out.execute("COMMIT")
         finally:
             out.close()
-        return Facts(partitions, path, [])
+        return Facts(path, partitions)
 
 
 class Writer:
@@ -147,40 +135,26 @@ class Writer:
         self._closed = threading.Event()
 
     def copy_records(self, records: Records) -> facts.Sent:
-        """Write a product's records in (step 1), in one transaction, with fresh ids; what their events sent,
-        by those ids."""
+        """Copy a product's records in (step 1), in one transaction, with fresh ids, and delete its file; what
+        their events sent, by those ids."""
         conn = self._conn
         with self._attached(records.path), self._transaction():
             shift = deployment_ids.new(conn, 1)[0] - 1
-            if records.path is None:
-                conn.executemany(_INSERT_RECORDS.format(into="main."),
-                                 [(shift + i, *row) for i, row in enumerate(records.rows, 1)])
-                conn.executemany("INSERT INTO temp.moves VALUES (?, ?)", [(s, shift + i) for s, i in records.moves])
-            else:
-                conn.execute(f"INSERT INTO main.deployments SELECT id + :shift, {', '.join(fold.RECORD_COLUMNS[1:])} "
-                             "FROM scratch.deployments ORDER BY id", {"shift": shift})
-                conn.execute("INSERT INTO temp.moves SELECT seq, deployment_id + ? FROM scratch.moves", (shift,))
-        if records.path is not None:
-            os.unlink(records.path)
+            conn.execute(f"INSERT INTO main.deployments SELECT id + :shift, {', '.join(fold.RECORD_COLUMNS[1:])} "
+                         "FROM scratch.deployments ORDER BY id", {"shift": shift})
+            conn.execute("INSERT INTO temp.moves SELECT seq, deployment_id + ? FROM scratch.moves", (shift,))
+        os.unlink(records.path)
         return {shift + i: whats for i, whats in records.sent.items()}
 
     def copy_facts(self, built: Facts) -> None:
-        """Write a product's facts and day totals in (step 2), in one transaction."""
-        conn = self._conn
+        """Copy a product's facts and day totals in (step 2), in one transaction, and delete its file."""
         with self._attached(built.path), self._transaction():
-            if built.path is None:
-                facts.apply(conn, built.planned, fresh=True)
-                days.apply(conn, built.planned)
-            for table, order in _FACTS.items() if built.path is not None else ():
-                conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table} ORDER BY {order}")
-        if built.path is not None:
-            os.unlink(built.path)
+            for table, order in _FACTS.items():
+                self._conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table} ORDER BY {order}")
+        os.unlink(built.path)
 
     @contextlib.contextmanager
-    def _attached(self, path: str | None) -> Iterator[None]:
-        if path is None:
-            yield
-            return
+    def _attached(self, path: str) -> Iterator[None]:
         self._conn.execute("ATTACH DATABASE ? AS scratch", (path,))
         try:
             yield
