@@ -6,6 +6,8 @@ setting. Precedence: flag > environment > config file > default.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import math
 import os
@@ -195,18 +197,31 @@ def canonical_environment(name: str, aliases: Mapping[str, str]) -> str:
     return aliases.get(key, key)
 
 
-_WHOLE = re.compile(r"[+-]?[0-9]+")
+_WHOLE = re.compile(r"[+-]?[0-9](_?[0-9])*")  # (10_000_000 as Python and TOML write it)
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _KINDS = {f.name: f.type for f in fields(Settings)}  # "int", "float", "bool", "str" or a Mapping
 
 
-def shown(value: Any) -> str:
-    """A value as the config file spells it, for an error message."""
+_SECRET = frozenset({"db", "db_password", "notify_urls"})  # their values never go into a message
+_LOWERED = frozenset({"log_level"})  # told in any case ("INFO" as uvicorn takes it)
+
+
+def shown(value: Any, name: str = "") -> str:
+    """A value as the config file spells it, for an error message; only its kind for a secret, an array, a table
+    or a date."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date or time"
+    if name in _SECRET:
+        return "text" if isinstance(value, str) else "a boolean" if isinstance(value, bool) else "a number"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str) and len(value) > 60:
         return repr(value[:60]) + "..."
-    return "a table" if isinstance(value, Mapping) else repr(value)
+    return repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -221,25 +236,33 @@ def _coerce(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off", ""):
             return False
-        raise ValueError(f"setting {name!r}: expected true or false, got {shown(value)}")
+        raise ValueError(f"setting {name!r}: expected true or false, got {shown(value, name)}")
     if kind == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
-            return int(value)
-        raise ValueError(f"setting {name!r}: expected a whole number, got {shown(value)}")
+            with contextlib.suppress(ValueError):  # (more digits than Python reads: 4,300)
+                return int(value)
+        raise ValueError(f"setting {name!r}: expected a whole number, got {shown(value, name)}")
     if kind == "float":
-        number = value if isinstance(value, int | float) and not isinstance(value, bool) else \
-            float(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else None
+        try:
+            number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else \
+                float(value) if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()) else None
+        except OverflowError:  # a whole number of hundreds of digits
+            number = None
         if number is None or not math.isfinite(number):
-            raise ValueError(f"setting {name!r}: expected a number, got {shown(value)}")
-        return float(number)
+            raise ValueError(f"setting {name!r}: expected a number, got {shown(value, name)}")
+        return number
     if kind == "str":
+        if name == "earliest_timestamp" and isinstance(value, datetime.date):  # a TOML date or date-time
+            moment = value if isinstance(value, datetime.datetime) else \
+                datetime.datetime.combine(value, datetime.time())
+            return (moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)).isoformat()
         if not isinstance(value, str):
-            raise ValueError(f"setting {name!r}: expected a string, got {shown(value)}")
-        return value
+            raise ValueError(f"setting {name!r}: expected a string, got {shown(value, name)}")
+        return value.strip().lower() if name in _LOWERED else value
     if not isinstance(value, Mapping):
-        raise ValueError(f"setting {name!r}: expected a table, got {shown(value)}")
+        raise ValueError(f"setting {name!r}: expected a table, got {shown(value, name)}")
     for key, entry in value.items():
         if not isinstance(entry, str):
             raise ValueError(f"setting {name!r}, entry {shown(key)}: expected a string, got {shown(entry)}")
@@ -259,7 +282,10 @@ def load_settings(
     config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
         with Path(config_path).open("rb") as fh:
-            data = tomllib.load(fh)
+            try:
+                data = tomllib.load(fh)
+            except (tomllib.TOMLDecodeError, ValueError) as exc:  # (ValueError: a number past Python's digits)
+                raise ValueError(f"{config_path}: {exc}") from None
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in _BY_NAME:
@@ -290,7 +316,8 @@ def _check(s: Settings) -> None:
         raise ValueError("setting 'production_environments': name at least one environment")
     for url in s.notify_url_list:
         if not url.lower().startswith(("http://", "https://")):
-            raise ValueError(f"setting 'notify_urls': {url!r} is not an http(s) URL")
+            raise ValueError(f"setting 'notify_urls': an entry is not an http(s) URL (it starts "
+                             f"{url.split(':', 1)[0][:12]!r})")
     unknown = sorted(s.notify_event_set - set(NOTIFY_EVENTS))
     if unknown:
         raise ValueError(f"setting 'notify_events': unknown {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")

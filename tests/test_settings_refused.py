@@ -58,7 +58,7 @@ def test_an_unknown_log_level_is_refused_with_the_allowed_ones(tmp_path, how):
     ("port = true", "setting 'port': expected a whole number, got true"),
     ("port = 8892.5", "setting 'port': expected a whole number, got 8892.5"),
     ("max_body_bytes = 1e9", "setting 'max_body_bytes': expected a whole number, got 1000000000.0"),
-    ("db = 5", "setting 'db': expected a string, got 5"),
+    ("db = 5", "setting 'db': expected a string, got a number"),  # (a secret's value is never shown)
     ("public_read = 1", "setting 'public_read': expected true or false, got 1"),
     ("notify_timeout = true", "setting 'notify_timeout': expected a number, got true"),
     ("notify_timeout = inf", "setting 'notify_timeout': expected a number, got inf"),
@@ -120,3 +120,51 @@ def test_a_name_table_entry_the_apis_would_refuse_is_refused_at_start(tmp_path, 
     config = tmp_path / "deploytrack.toml"
     config.write_text(table + "\n")
     assert refusal(serve(tmp_path, "--config", str(config)), tmp_path).startswith(f"deploytrack: setting {message}")
+
+
+@pytest.mark.parametrize("how", ["flag", "environment", "config"])
+def test_a_log_level_is_taken_in_any_case_and_trace_starts(tmp_path, how):
+    """uvicorn takes "INFO" as "info": so does the check (an upper-case level refused every start after the
+    check came in); and "trace", which the check allows, starts instead of ending in a traceback."""
+    for level in ("INFO", "Warning", "trace"):
+        config = tmp_path / "deploytrack.toml"
+        config.write_text(f'log_level = "{level}"\n')
+        argv, env = {"flag": (["--log-level", level], None),
+                     "environment": ([], {"DEPLOYTRACK_LOG_LEVEL": level}),
+                     "config": (["--config", str(config)], None)}[how]
+        with subprocess.Popen([sys.executable, "-m", "deploytrack", "serve", "--db", str(tmp_path / "d.db"),
+                               "--port", str(free_port()), "--no-scheduler", *argv],
+                              stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})}) as proc:
+            try:
+                line = proc.stderr.readline()  # the first line: serving, or the refusal
+                assert "serving http://" in line, line
+            finally:
+                proc.terminate()
+                proc.wait(10)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('db_password = 738291', "setting 'db_password': expected a string, got a number"),
+    ('db = ["postgresql://u:hunter2@h/db"]', "setting 'db': expected a string, got an array"),
+    ('notify_urls = "ftp://hooks.example/T0/secret"', "setting 'notify_urls': an entry is not an http(s) URL "
+                                                       "(it starts 'ftp')"),
+    ("notify_timeout = " + "9" * 400, "setting 'notify_timeout': expected a number, got " + "9" * 60 + "..."),
+], ids=["password", "db-array", "notify-url", "huge-number"])
+def test_a_refused_secret_is_never_echoed(tmp_path, line, message):
+    config = tmp_path / "deploytrack.toml"
+    config.write_text(line + "\n")
+    said = refusal(serve(tmp_path, "--config", str(config)), tmp_path)
+    assert said == f"deploytrack: {message}" and "738291" not in said and "hunter2" not in said
+    assert "secret" not in said
+
+
+def test_config_dates_numbers_with_underscores_and_a_broken_file(tmp_path):
+    config = tmp_path / "deploytrack.toml"
+    config.write_text("earliest_timestamp = 2020-01-01T00:00:00Z\nmax_body_bytes = 10_000_000\n")
+    done = deploytrack("token", "list", "--config", str(config), "--db", str(tmp_path / "x.db"))
+    assert done.returncode == 2 and "no database at" in done.stderr, done.stderr  # the settings were taken
+    huge = deploytrack("token", "list", "--db", str(tmp_path / "x.db"), env={"DEPLOYTRACK_PORT": "9" * 5000})
+    assert huge.returncode == 2 and "setting 'port': expected a whole number" in huge.stderr, huge.stderr[-300:]
+    config.write_text("port = [\n")
+    broken = deploytrack("token", "list", "--config", str(config), "--db", str(tmp_path / "x.db"))
+    assert broken.returncode == 2 and str(config) in broken.stderr and "Traceback" not in broken.stderr

@@ -34,6 +34,7 @@ def quiet_collector() -> None:
 
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; refuse (one line, exit 2) a port or database that cannot be used."""
+    logging.addLevelName(5, "TRACE")  # uvicorn's, below DEBUG: it registers it only once it starts
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s")
     # Both checks come before uvicorn: a port in use or a database that cannot be used is one line
     # and exit code 2 within a second, not a traceback from the lifespan.
