@@ -58,47 +58,18 @@ class Aside:
         self._proc.start()
         theirs.close()
         # Results are read off the pipe as they come, by a thread (the bytes only: it waits outside the
-        # interpreter's lock), and another sends the child its next call as soon as it has sent one: the
-        # child never waits for this process to finish a write, nor holds a call this process could run
-        # itself at the end of a map. (Two threads: a call or result larger than the pipe's buffer waits
-        # for the other side to read it, and each side reads all the time.)
+        # interpreter's lock), so the child never waits for this process to finish a write before it can
+        # send a result and start the next call.
         self._inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._ready = threading.Condition()  # (the calls to do, how many the child holds, whether closing)
-        self._todo: deque[Call] = deque()
-        self._out: deque[Call] = deque()  # the child's already, to send (a map's first calls)
-        self._asked = 0
-        self._ahead = _AHEAD
-        self._closing = False
         self._drain = threading.Thread(target=self._drain_pipe, name="deploytrack-plans-inbox", daemon=True)
         self._drain.start()
-        self._sender = threading.Thread(target=self._send_calls, name="deploytrack-plans-outbox", daemon=True)
-        self._sender.start()
 
     def _drain_pipe(self) -> None:
         try:
             while True:
-                body = self._pipe.recv_bytes()
-                with self._ready:
-                    self._inbox.put(body)
-                    self._asked -= 1
-                    self._ready.notify()
+                self._inbox.put(self._pipe.recv_bytes())
         except (EOFError, OSError):
             self._inbox.put(_GONE)
-
-    def _send_calls(self) -> None:
-        """Send the child calls from the front while it holds fewer than `ahead`, until closed."""
-        while True:
-            with self._ready:
-                while not self._closing and not self._out and not (self._todo and self._asked < self._ahead):
-                    self._ready.wait()
-                if self._closing:
-                    return
-                if self._out:
-                    call = self._out.popleft()
-                else:
-                    call = self._todo.popleft()
-                    self._asked += 1
-            self._send(call)
 
     def map(self, calls: Iterable[Call], idle: Callable[[], bool] | None = None, ahead: int = _AHEAD
             ) -> Iterator[Any]:
@@ -106,27 +77,25 @@ class Aside:
         `ahead` at most (fewer: less to wait for at the end); when it has no result ready, this process does
         a step of `idle` (other work of the round, while it has some: it returns False once it has none) or
         else runs a call from the back itself rather than wait."""
-        with self._ready:  # (the first `ahead` are the child's whatever this process does meanwhile)
-            self._todo, self._ahead = deque(calls), ahead
-            while self._todo and self._asked < ahead:
-                self._out.append(self._todo.popleft())
-                self._asked += 1
-            self._ready.notify()
-        while True:
-            if self._inbox.empty():
-                if idle is not None and self._asked:
-                    if idle():
-                        continue
-                    idle = None
-                with self._ready:
-                    call = self._todo.pop() if self._todo else None
-                    if call is None and not self._asked and self._inbox.empty():
-                        return
-                if call is not None:
-                    fn, args = call
-                    yield self._read(fn, *args)
+        todo = deque(calls)
+        asked = 0
+        while todo and asked < ahead:
+            self._send(todo.popleft())
+            asked += 1
+        while asked or todo:
+            if asked and self._inbox.empty() and idle is not None:
+                if idle():
                     continue
+                idle = None
+            if not asked or (todo and self._inbox.empty()):
+                fn, args = todo.pop()
+                yield self._read(fn, *args)
+                continue
             kind, payload = self._receive()
+            asked -= 1
+            if todo:
+                self._send(todo.popleft())
+                asked += 1
             if kind == "database":
                 raise AsideDatabaseError(payload)
             if kind != "ok":
@@ -149,10 +118,6 @@ class Aside:
             self._pipe.send(call)
 
     def close(self) -> None:
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
-        self._sender.join()
         self._send(None)
         self._proc.join(5)
         if self._proc.is_alive():  # busy with a call nobody will read

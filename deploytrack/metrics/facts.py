@@ -33,7 +33,7 @@ _CHUNK = 400
 _SCAN_ABOVE = 100_000  # deployments whose sent commit times are read in one pass over the events instead
 TERMINAL = ("completed", "failed", "aborted")  # the statuses of a finished deployment, which has facts
 _TERMINAL_SQL = f"({', '.join(repr(status) for status in TERMINAL)})"
-# The records the facts are derived from (finished), and what is read of each.
+# The records the facts are derived from (finished), and what is read of each: a `Finished` row.
 FINISHED = f"status IN {_TERMINAL_SQL} AND finished_at IS NOT NULL"
 FINISHED_COLUMNS = "id, version, status, finished_at, label, scm_sha"
 
@@ -187,14 +187,18 @@ def _sent_commits(conn: Connection, deployment_ids: list[int]) -> Iterator[Seque
 
 
 Sent = dict[int, list[tuple[int | None, Any]]]  # deployment id -> (commit time, metadata) its events sent, in seq order
+Finished = dict[Partition, list[Sequence[Any]]]  # each one's finished records: id, version, status, finished_at,
+# label, scm_sha, in finish order
 
 
-def plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None = None) -> list[PartitionFacts]:
+def plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None = None,
+         finished: Finished | None = None) -> list[PartitionFacts]:
     """Derive the facts of these product/environments from each one's time on (EVER: all; read-only).
     `sent`: what their deployments' events sent (a bulk first build knows it before its events name their
-    records); else it is read (`_sent_commits`)."""
+    records); else it is read (`_sent_commits`). `finished`: their finished records, all of them (a bulk
+    first build's, not stored yet; every partition from EVER); else they are read."""
     with gcpause.paused():
-        return _plan(conn, partitions, sent)
+        return _plan(conn, partitions, sent, finished)
 
 
 def _given(sent: Sent, deployment_ids: list[int]) -> Iterator[tuple[int, int | None, Any]]:
@@ -203,14 +207,16 @@ def _given(sent: Sent, deployment_ids: list[int]) -> Iterator[tuple[int, int | N
             yield dep_id, commit_time, metadata
 
 
-def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None) -> list[PartitionFacts]:
+def _plan(conn: Connection, partitions: Mapping[Partition, int], sent: Sent | None, finished: Finished | None
+          ) -> list[PartitionFacts]:
     deps: dict[Partition, list[Sequence[Any]]] = {}
     context: dict[Partition, tuple[int, rules.Outcome | None, set[str]]] = {}
     for partition, since in partitions.items():
         start, previous = _tail_start(conn, partition, since)
         deps[partition] = list(conn.execute(
             f"SELECT {FINISHED_COLUMNS} FROM deployments WHERE product = ? AND environment = ? AND {FINISHED} "
-            "AND finished_at >= ?", (*partition, start)))
+            "AND finished_at >= ?", (*partition, start))
+        ) if finished is None else finished.get(partition, [])
         seen = _seen_before(conn, partition, start, (d[1] for d in deps[partition] if d[1] is not None))
         context[partition] = start, previous, seen
     completed = [d[0] for rows in deps.values() for d in rows if d[2] == "completed"]

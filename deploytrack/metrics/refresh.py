@@ -292,13 +292,12 @@ def _fold_plans(conn: Connection, product: str) -> list[fold.KeyPlan]:
     return sorted(fold.plan_product(conn, product), key=_EARLIEST)
 
 
-def _folded(conn: Connection, product: str, directory: str) -> scratch.Records:
+def _folded(conn: Connection, product: str, directory: str) -> scratch.Built:
     return scratch.fold_product(conn, product, directory)
 
 
-def _facts_of(conn: Connection, partitions: list[facts.Partition], sent: facts.Sent, directory: str
-              ) -> scratch.Facts:
-    return scratch.facts_product(conn, partitions, sent, directory)
+def _facts_of(conn: Connection, built: scratch.Built) -> scratch.Built:
+    return scratch.facts_product(conn, built)
 
 
 def _key_plans(conn: Connection, keys: dict[fold.Key, int]) -> list[fold.KeyPlan]:
@@ -405,11 +404,12 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
             raise Busy("another process took over the lease of this first build of derived data")
 
     with scratch.directory(settings.db) as directory, scratch.Writer(settings.db, renew) as copies:
-        folded: list[aside_mod.Call] = []
-        for records in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=1):
-            folded.append((_facts_of, (records.partitions, copies.copy_records(records), directory)))
-            summary.keys_refolded += records.keys
-            for partition in records.partitions:
+        folded = []
+        for built in plans.map([(_folded, (product, directory)) for product in read(fold.all_products)], ahead=2):
+            copies.copy_records(built)
+            folded.append(built)
+            summary.keys_refolded += built.keys
+            for partition in built.partitions:
                 changes.touch(partition, fold.EVER)
 
         def idle() -> bool:  # (the records' indexes too: every record is in)
@@ -418,11 +418,9 @@ def _build_fresh(read: Read, write: Write, settings: Settings, plans: aside_mod.
             records = read(first_build.dropped, first_build.RECORDS)
             if records:
                 write(first_build.restore, records[0])
-            else:  # (nothing left here but the last facts: the log copied back meanwhile)
-                copies.checkpoint()
             return bool(records)
 
-        for built in plans.map(folded, idle, ahead=1):
+        for built in plans.map([(_facts_of, (built,)) for built in folded], idle, ahead=2):
             copies.copy_facts(built)
             summary.partitions += len(built.partitions)
         while idle():
