@@ -77,7 +77,7 @@ def test_a_product_page_shows_its_four_numbers_as_the_home_page_and_the_api_coun
     for n, status in enumerate(("success", "success", "failed", "success")):
         resp = httpx.post(live_server.url + "/deployment-events/", headers=auth(token), timeout=30, json={
             "product_name": "shop", "version": f"1.{n}", "environment_name": "production", "status": status,
-            "timestamp": at(3 - n, 10)})
+            "timestamp": at(4 - n, 10)})  # (all in the past: at(0, 10) is future before 10:00)
         assert resp.status_code == 200, resp.text
     for n in range(5):  # staging is not production: none of these may count
         resp = httpx.post(live_server.url + "/deployment-events/", headers=auth(token), timeout=30, json={
